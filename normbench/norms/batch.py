@@ -1,0 +1,33 @@
+"""`batch`: Batch Normalization (Ioffe & Szegedy, 2015).
+
+Train mode: mu_B and the biased sigma_B^2 over every axis but the channels of this run's batch,
+x_hat = (x - mu_B) / sqrt(sigma_B^2 + eps), y = gamma x_hat + beta (gamma = 1, beta = 0 at start), and
+running = momentum * running + (1 - momentum) * batch statistic in `batch_stats`. Eval mode uses the running
+statistics. The variance is the two-pass mean of squared deviations: the one-pass E[x^2] - E[x]^2 loses the
+tiny variances of small-init layers to cancellation.
+"""
+
+import flax.linen as nn
+
+from normbench.norms.registry import NormSpec
+
+
+def make(config):
+    def factory(train):
+        return nn.BatchNorm(
+            use_running_average=not train,
+            momentum=config.momentum,
+            epsilon=config.epsilon,
+            use_fast_variance=False,
+        )
+
+    return factory
+
+
+SPEC = NormSpec(
+    name="batch",
+    make=make,
+    batch_dependent=True,
+    running_stats=True,
+    summary="BatchNorm over the batch (and spatial axes); running averages for eval",
+)

@@ -1,0 +1,59 @@
+"""`group`: Group Normalization (Wu & He, 2018).
+
+Channels are split into G groups; each example is normalized over its spatial axes and the channels of one
+group, y = gamma (x - mu_g) / sqrt(sigma_g^2 + eps) + beta with per-channel gamma, beta. Set `norm.num_groups`
+or `norm.group_size`; with neither, G = 32 as in the paper.
+"""
+
+import flax.linen as nn
+
+from normbench.config import ConfigError
+from normbench.norms.registry import NormSpec
+
+DEFAULT_GROUPS = 32
+
+
+def _groups(config, channels):
+    if config.group_size is not None:
+        return channels // config.group_size
+    return config.num_groups or DEFAULT_GROUPS
+
+
+def check(config, channels):
+    if config.num_groups is not None and config.group_size is not None:
+        raise ConfigError("group norm takes norm.num_groups or norm.group_size, not both")
+    if config.group_size is not None:
+        if config.group_size < 1 or channels % config.group_size:
+            raise ConfigError(
+                f"group norm: norm.group_size={config.group_size} does not divide a layer of {channels} "
+                f"channels; use a divisor of {channels}"
+            )
+        return
+    groups = _groups(config, channels)
+    if groups < 1 or channels % groups:
+        raise ConfigError(
+            f"group norm: {groups} groups do not divide a layer of {channels} channels; "
+            f"set norm.num_groups to a divisor of {channels} (or norm.group_size)"
+        )
+
+
+def make(config):
+    def factory(train):
+        return nn.GroupNorm(
+            num_groups=None if config.group_size else config.num_groups or DEFAULT_GROUPS,
+            group_size=config.group_size,
+            epsilon=config.epsilon,
+            use_fast_variance=False,
+        )
+
+    return factory
+
+
+SPEC = NormSpec(
+    name="group",
+    make=make,
+    batch_dependent=False,
+    running_stats=False,
+    summary="GroupNorm over channel groups (and spatial axes) of each example",
+    check=check,
+)

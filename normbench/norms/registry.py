@@ -1,0 +1,41 @@
+"""What a norm is to the rest of normbench: a `NormSpec` in the `NORMS` dict.
+
+Every norm follows one call convention, so models never branch on names: `spec.make(norm_config)` returns a
+factory, `factory(train)` returns a fresh Flax module, and that module is applied as `module(x)` with channels
+on the last axis and the examples of one run on axis 0. Under a vmapped sweep each run sees only its own
+axis 0: no norm names a vmap or device axis, so batch statistics never mix runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import flax.linen as nn
+
+from normbench.config import ConfigError, NormConfig
+
+NormFactory = Callable[[bool], nn.Module]
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    name: str
+    make: Callable[[NormConfig], NormFactory]
+    # True when one example's output depends on the other examples of its batch (train mode).
+    batch_dependent: bool
+    # True when the norm keeps running statistics in the `batch_stats` collection for eval mode.
+    running_stats: bool
+    summary: str
+    # Raises ConfigError when the options cannot apply to a layer of this many channels.
+    check: Callable[[NormConfig, int], None] = lambda config, channels: None
+
+
+def check_norm(name: str, config: NormConfig, channels: tuple[int, ...]) -> None:
+    """Reject a norm name or options when the config is resolved, before anything is traced."""
+    from normbench.norms import NORMS
+
+    if name not in NORMS:
+        raise ConfigError(f"unknown norm {name!r}; valid norms: {', '.join(NORMS)}")
+    for c in sorted(set(channels)):
+        NORMS[name].check(config, c)

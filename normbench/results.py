@@ -1,0 +1,114 @@
+"""A results directory: `config.json` (the resolved config and where it ran) and `metrics.csv` (one row per run
+and epoch). Figures are drawn from these two files alone. Every file is written to a temporary name in the same
+directory and renamed over the old one, so a reader never sees half a file and a failed run leaves the previous
+results as they were.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from normbench.config import Config, from_dict, to_dict, value_grid
+from normbench.errors import UserError
+
+METRICS = "metrics.csv"
+CONFIG = "config.json"
+
+COLUMNS = (
+    "norm", "batch_size", "init_scale", "seed", "learning_rate",
+    "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "diverged",
+)  # fmt: skip
+_INT_COLUMNS = {"batch_size", "seed", "epoch"}
+
+
+def _number(x) -> str:
+    """The shortest text that reads back to the same float32, so tables are small and byte-stable."""
+    return np.format_float_positional(np.float32(x), unique=True, trim="-")
+
+
+def metrics_csv(config: Config, results) -> str:
+    grid = value_grid(config)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for result in results:
+        m = result.metrics
+        for (s, seed), (k, (init_scale, lr)) in itertools.product(enumerate(config.sweep.seeds), enumerate(grid)):
+            diverged_epoch = int(m.diverged_epoch[s, k])
+            for e in range(m.train_loss.shape[-1]):
+                epoch = e + 1
+                writer.writerow([
+                    result.cell.norm, result.cell.batch_size, repr(init_scale), seed, repr(lr), epoch,
+                    _number(m.train_loss[s, k, e]), _number(m.train_acc[s, k, e]),
+                    _number(m.test_loss[s, k, e]), _number(m.test_acc[s, k, e]),
+                    int(0 < diverged_epoch <= epoch),
+                ])  # fmt: skip
+    return out.getvalue()
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def prepare_output_dir(out: Path) -> None:
+    """Create the directory and prove it is writable before any training time is spent."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write results to {str(out)!r}: {e.strerror or e}") from e
+
+
+def write_results(out: Path, config: Config, results, meta: dict) -> None:
+    atomic_write(out / METRICS, metrics_csv(config, results))
+    atomic_write(out / CONFIG, json.dumps({"config": to_dict(config), **meta}, indent=2) + "\n")
+
+
+def read_config(out: Path) -> Config:
+    path = Path(out) / CONFIG
+    try:
+        return from_dict(Config, json.loads(path.read_text())["config"])
+    except FileNotFoundError:
+        raise UserError(f"{str(path)!r} not found: is {str(out)!r} a results directory?") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{str(path)!r} is not a normbench config: {e}") from None
+
+
+def read_metrics(out: Path) -> dict[str, np.ndarray]:
+    """The metrics table as columns: strings for `norm`, ints for counts, floats for the rest."""
+    path = Path(out) / METRICS
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise UserError(f"{str(path)!r} not found: is {str(out)!r} a results directory?") from None
+    if not rows or set(COLUMNS) - set(rows[0]):
+        raise UserError(f"{str(path)!r} is empty or lacks the columns {', '.join(COLUMNS)}")
+    columns = {}
+    for name in rows[0]:
+        raw = [r[name] for r in rows]
+        if name == "norm":
+            columns[name] = np.asarray(raw)
+        elif name in _INT_COLUMNS or name == "diverged":
+            columns[name] = np.asarray(raw, dtype=np.int64)
+        else:
+            columns[name] = np.asarray(raw, dtype=np.float64)
+    return columns

@@ -1,0 +1,75 @@
+"""Run a whole study: data, sweep, results and figures into one directory. The CLI's `run` is this function."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import flax
+import jax
+import numpy as np
+import optax
+
+from normbench import __version__
+from normbench.config import Config
+from normbench.data import load
+from normbench.plots import draw_figures
+from normbench.results import prepare_output_dir, write_results
+from normbench.sweep import run_sweep
+
+
+def run_study(config: Config, out: Path, log: Callable[[str], None] = print) -> dict[str, float]:
+    """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds.
+
+    Everything that can fail on bad input (data, batch shapes, the output directory) fails before the first
+    file is replaced, so earlier results survive a bad run.
+    """
+    out = Path(out)
+    start = time.perf_counter()
+    dataset = load(config.data)
+    prepare_output_dir(out)
+    loaded = time.perf_counter()
+    results = run_sweep(config, dataset, log)
+    trained = time.perf_counter()
+    timings = {
+        "data_s": loaded - start,
+        "compile_s": sum(r.compile_s for r in results),
+        "train_s": sum(r.train_s for r in results),
+    }
+    write_results(out, config, results, {"environment": environment(), "timings": timings})
+    draw_figures(out)
+    timings["write_s"] = time.perf_counter() - trained
+    return timings
+
+
+def environment() -> dict:
+    device = jax.devices()[0]
+    return {
+        "normbench": __version__,
+        "git_revision": git_revision(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+        "device": f"{device.platform}: {device.device_kind}",
+        "device_count": jax.device_count(),
+        "command": sys.argv,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def git_revision() -> str | None:
+    """The checkout's commit, with `-dirty` when it has uncommitted changes; None outside a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

@@ -1,0 +1,86 @@
+"""A sweep: one compiled program per `Cell` (static axes), every value-axis run of that cell vmapped inside it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import numpy as np
+
+from normbench.config import Cell, Config, ConfigError, cells, value_grid
+from normbench.data import Dataset
+from normbench.train import Data, Metrics, RunValues, make_train, steps_per_epoch
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    metrics: Metrics  # numpy, leading axes (seed, run) in `value_grid` order
+    compile_s: float
+    train_s: float
+
+
+def grid_values(config: Config) -> tuple[np.ndarray, RunValues]:
+    """The seeds (outer vmap axis) and the other values of one seed's runs (inner vmap axis)."""
+    scales, lrs = zip(*value_grid(config))
+    return np.asarray(config.sweep.seeds, np.uint32), RunValues(np.asarray(scales, np.float32), np.asarray(lrs, np.float32))
+
+
+def check_fits(config: Config, dataset: Dataset) -> None:
+    """Reject batch shapes the data cannot fill, before anything is compiled."""
+    n = len(dataset.train_x)
+    for cell in cells(config):
+        if cell.batch_size > n:
+            raise ConfigError(
+                f"batch size {cell.batch_size} is larger than the {n} training examples of {dataset.name}"
+            )
+        needed = steps_per_epoch(config, cell, n) * cell.batch_size
+        if config.train.sampling == "permutation" and needed > n:
+            raise ConfigError(
+                f"train.steps_per_epoch={config.train.steps_per_epoch} at batch {cell.batch_size} needs "
+                f"{needed} examples per epoch without repeats, but there are {n}; lower it or use "
+                f"train.sampling=replacement"
+            )
+
+
+def device_data(dataset: Dataset) -> Data:
+    return Data(*(jax.device_put(a) for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)))
+
+
+def vmap_grid(train):
+    """(seeds [S], values [K], data) -> results [S, K]: the seed outside, so minibatches are shared inside."""
+    return jax.vmap(jax.vmap(train, in_axes=(None, 0, None)), in_axes=(0, None, None))
+
+
+def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues):
+    """The compiled grid of one cell; its vmaps reach only the value axes."""
+    train = make_train(config, cell, dataset.num_classes, len(dataset.train_x))
+    return jax.jit(vmap_grid(train)).lower(seeds, values, data).compile()
+
+
+def train_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues):
+    start = time.perf_counter()
+    compiled = compile_cell(config, cell, dataset, data, seeds, values)
+    compiled_at = time.perf_counter()
+    states, metrics = jax.block_until_ready(compiled(seeds, values, data))
+    done = time.perf_counter()
+    return states, CellResult(cell, jax.tree.map(np.asarray, metrics), compiled_at - start, done - compiled_at)
+
+
+def run_sweep(config: Config, dataset: Dataset, log: Callable[[str], None] = print) -> list[CellResult]:
+    check_fits(config, dataset)
+    data = device_data(dataset)
+    seeds, values = grid_values(config)
+    results = []
+    for i, cell in enumerate(cells(config), 1):
+        _, result = train_cell(config, cell, dataset, data, seeds, values)
+        results.append(result)
+        final = result.metrics.train_acc[:, -1]
+        log(
+            f"cell {i}/{len(cells(config))} norm={cell.norm} batch={cell.batch_size}: "
+            f"{len(final)} runs, compile {result.compile_s:.1f} s, train {result.train_s:.1f} s, "
+            f"final train acc mean {final.mean():.3f} (min {final.min():.3f}, max {final.max():.3f})"
+        )
+    return results
