@@ -204,7 +204,10 @@ def _coerce(value, hint, key: str):
         items = value if isinstance(value, (tuple, list)) else (value,)
         if len(items) == 0:
             raise ConfigError(f"config key {key!r} expects at least one value, got none")
-        return tuple(_coerce(v, args[0], key) for v in items)
+        try:
+            return tuple(_coerce(v, args[0], key) for v in items)
+        except ConfigError:
+            raise ConfigError(f"config key {key!r} expects {_type_name(hint)}, got {_raw_text(value)}") from None
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint in (int, str, bool) and type(value) is hint:
@@ -212,9 +215,14 @@ def _coerce(value, hint, key: str):
     raise ConfigError(f"config key {key!r} expects {_type_name(hint)}, got {value!r}")
 
 
+def _raw_text(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else repr(value)
+
+
 def _type_name(hint) -> str:
     if typing.get_origin(hint) is tuple:
-        return f"a comma-separated list of {_type_name(typing.get_args(hint)[0])}"
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+        return f"a comma-separated list of {plural[typing.get_args(hint)[0]]}"
     if typing.get_origin(hint) in (types.UnionType, typing.Union):
         return " or ".join(_type_name(a) for a in typing.get_args(hint))
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "none"}[hint]

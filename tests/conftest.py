@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny models and data, so the suite stays fast on a 2-core CPU."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
+from normbench.data import Dataset
+
+# Compiles dominate a tiny test's time; XLA's optimizations buy nothing at these sizes.
+jax.config.update("jax_disable_most_optimizations", True)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Keep the decoded-data cache out of the user's home, shared across the session."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NORMBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
+def tiny_dataset(n_train=48, n_test=24, shape=(4, 4, 1), num_classes=3, seed=0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    return Dataset(
+        name="tiny",
+        train_x=rng.random((n_train, *shape), dtype=np.float32),
+        train_y=rng.integers(0, num_classes, n_train).astype(np.int32),
+        test_x=rng.random((n_test, *shape), dtype=np.float32),
+        test_y=rng.integers(0, num_classes, n_test).astype(np.int32),
+        num_classes=num_classes,
+    )
+
+
+def tiny_config(**sweep) -> Config:
+    return Config(
+        name="tiny",
+        data=DataConfig(source="mnist5k", n_train=64, n_test=32),
+        model=ModelConfig(hidden=(8, 8)),
+        train=TrainConfig(epochs=2, eval_batch_size=10),
+        sweep=dataclasses.replace(
+            SweepConfig(norms=("batch",), batch_sizes=(8,), init_scales=(1.0, 0.1), seeds=(0, 1),
+                        learning_rates=(0.1,)),
+            **sweep,
+        ),  # fmt: skip
+    )

@@ -1,0 +1,109 @@
+"""Overrides are typed, config files fail with one clear line, and validation happens before any tracing."""
+
+import dataclasses
+
+import pytest
+
+from conftest import tiny_config
+from normbench.config import Config, ConfigError, apply_overrides, from_dict, load_config, to_dict, validate
+
+
+def test_overrides_are_parsed_to_the_fields_types():
+    config = apply_overrides(
+        Config(),
+        [
+            "train.epochs=5",
+            "sweep.learning_rates=1",  # an int where floats are expected is fine
+            "sweep.norms=batch,layer",
+            "sweep.seeds=(3, 4)",
+            "sweep.init_scales=0.5",
+            "data.n_train=None",
+            "norm.num_groups=4",
+            "name=my-study",
+        ],
+    )
+    assert config.train.epochs == 5
+    assert config.sweep.learning_rates == (1.0,) and isinstance(config.sweep.learning_rates[0], float)
+    assert config.sweep.norms == ("batch", "layer")
+    assert config.sweep.seeds == (3, 4)
+    assert config.sweep.init_scales == (0.5,)
+    assert config.data.n_train is None and config.norm.num_groups == 4
+    assert config.name == "my-study"
+
+
+@pytest.mark.parametrize(
+    "pair, message",
+    [
+        ("train.epoch=5", "unknown config key 'train.epoch': TrainConfig has epochs, steps_per_epoch"),
+        ("bogus=1", "unknown config key 'bogus': Config has name, data"),
+        ("train.epochs=five", "config key 'train.epochs' expects an integer, got 'five'"),
+        ("train.epochs=2.5", "expects an integer, got 2.5"),
+        ("sweep.seeds=a,b", "expects a comma-separated list of integers, got a,b"),
+        ("sweep.norms=()", "expects at least one value"),
+        ("train.epochs", "--set expects key=value, got 'train.epochs'"),
+        ("=3", "--set expects key=value"),
+        ("train=3", "is a section"),
+        ("train.epochs.x=3", "has no fields"),
+    ],
+)
+def test_bad_overrides_say_what_is_wrong(pair, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
+        apply_overrides(Config(), [pair])
+    assert "\n" not in str(e.value)
+
+
+def test_config_round_trips_through_its_dict():
+    config = load_config("configs/init_scale.py")
+    assert from_dict(Config, to_dict(config)) == config
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("def get_config(:\n", "syntax error at line 1"),
+        ("x = 1\n", "defines no get_config() function"),
+        ("def get_config():\n    return 3\n", "returned int, not a Config"),
+        ("import nonexistent_module\n", "failed to run: ModuleNotFoundError"),
+    ],
+)
+def test_malformed_config_files_fail_with_one_line(tmp_path, text, message):
+    path = tmp_path / "bad.py"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.py")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"sweep.norms": ("batch", "weird")}, "unknown norm 'weird'; valid norms: none, batch, layer, group"),
+        ({"sweep.norms": ("group",), "norm.num_groups": 3}, "3 groups do not divide a layer of 8 channels"),
+        ({"sweep.seeds": ()}, "sweep.seeds is empty"),
+        ({"sweep.seeds": (1, 1)}, "sweep.seeds repeats a value"),
+        ({"sweep.learning_rates": (0.0,)}, r"sweep.learning_rates \(0.0\) must be positive"),
+        ({"sweep.batch_sizes": (-4,)}, "must be positive"),
+        ({"train.epochs": 0}, "train.epochs must be positive"),
+        ({"norm.momentum": 1.0}, r"norm.momentum must be in \[0, 1\)"),
+        ({"train.sampling": "bootstrap"}, "unknown train.sampling 'bootstrap'; valid: permutation, replacement"),
+        ({"model.name": "resnet9000"}, "unknown model.name 'resnet9000'; valid: mlp"),
+        ({"model.init": "orthogonal"}, "unknown model.init 'orthogonal'; valid: std, he, xavier"),
+        ({"figures": ("pie",)}, "unknown figure 'pie'"),
+    ],
+)
+def test_validate_rejects_what_cannot_run(changes, message):
+    config = tiny_config()
+    for key, value in changes.items():
+        section, _, name = key.rpartition(".")
+        if section:
+            sub = dataclasses.replace(getattr(config, section), **{name: value})
+            config = dataclasses.replace(config, **{section: sub})
+        else:
+            config = dataclasses.replace(config, **{name: value})
+    with pytest.raises(ConfigError, match=message):
+        validate(config)
+
+
+def test_the_studies_configs_are_valid():
+    validate(load_config("configs/init_scale.py"))

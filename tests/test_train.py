@@ -1,0 +1,93 @@
+"""The vmapped grid is the same runs done one by one; divergence stays in its run; seeds decide everything."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config, tiny_dataset
+from normbench.config import Cell, ConfigError
+from normbench.sweep import check_fits, device_data, grid_values, run_sweep, train_cell
+from normbench.train import RunValues, make_train
+
+TOL = dict(rtol=2e-4, atol=2e-5)
+
+
+def solo_runner(config, cell, dataset):
+    """One run at a time: the plain jitted `train`, no vmap."""
+    train = jax.jit(make_train(config, cell, dataset.num_classes, len(dataset.train_x)))
+    data = device_data(dataset)
+    return lambda seed, init_scale, lr: train(np.uint32(seed), RunValues(np.float32(init_scale), np.float32(lr)), data)
+
+
+def solo(config, cell, dataset, seed, init_scale, lr):
+    return solo_runner(config, cell, dataset)(seed, init_scale, lr)
+
+
+@pytest.mark.parametrize("norm", ["batch", "none", "layer"])
+def test_vmapped_grid_equals_runs_one_by_one(norm):
+    config = tiny_config(norms=(norm,), learning_rates=(0.1, 0.3))
+    dataset, cell = tiny_dataset(), Cell(norm, 8)
+    seeds, values = grid_values(config)
+    states, result = train_cell(config, cell, dataset, device_data(dataset), seeds, values)
+    run = solo_runner(config, cell, dataset)
+    for s, seed in enumerate(config.sweep.seeds):
+        for k, (scale, lr) in enumerate(zip(values.init_scale, values.learning_rate)):
+            state, metrics = run(seed, scale, lr)
+            for name, expected in metrics._asdict().items():
+                np.testing.assert_allclose(getattr(result.metrics, name)[s, k], expected, **TOL, err_msg=name)
+            for got, expected in zip(jax.tree.leaves(states[:2]), jax.tree.leaves(state[:2])):
+                np.testing.assert_allclose(got[s, k], expected, **TOL)
+
+
+def test_a_diverging_run_is_flagged_and_leaves_its_siblings_untouched():
+    config = tiny_config(norms=("none",), init_scales=(1.0,), seeds=(0,), learning_rates=(0.1, 1e9))
+    dataset, cell = tiny_dataset(), Cell("none", 8)
+    (result,) = run_sweep(config, dataset, log=lambda line: None)
+    assert result.metrics.diverged_epoch[0, 0] == 0
+    assert result.metrics.diverged_epoch[0, 1] == 1
+    _, sibling = solo(config, cell, dataset, 0, 1.0, 0.1)
+    np.testing.assert_allclose(result.metrics.train_loss[0, 0], sibling.train_loss, **TOL)
+    np.testing.assert_allclose(result.metrics.test_acc[0, 0], sibling.test_acc, **TOL)
+
+
+def test_same_seed_same_result_and_different_seeds_differ():
+    config = tiny_config(norms=("batch",), init_scales=(1.0,))
+    dataset, cell = tiny_dataset(), Cell("batch", 8)
+    run = solo_runner(config, cell, dataset)
+    a, b, c = (run(seed, 1.0, 0.1)[1] for seed in (0, 0, 1))
+    np.testing.assert_array_equal(a.train_loss, b.train_loss)
+    assert not np.allclose(a.train_loss, c.train_loss)
+
+
+def test_init_scale_multiplies_the_same_unit_draw():
+    config = tiny_config(norms=("none",))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=1))
+    run = solo_runner(config, Cell("none", 8), tiny_dataset())
+    # With a learning rate of ~0 the params stay at their init: kernels at two scales differ by the ratio.
+    big, small = (run(0, scale, 1e-30)[0].params for scale in (1.0, 0.01))
+    for layer in ("Dense_0", "Dense_1", "Dense_2"):
+        np.testing.assert_allclose(small[layer]["kernel"], 0.01 * big[layer]["kernel"], rtol=1e-6)
+        np.testing.assert_allclose(small[layer]["bias"], 0.0, atol=1e-20)
+    np.testing.assert_allclose(np.std(big["Dense_1"]["kernel"]), 1.0, rtol=0.3)
+
+
+@pytest.mark.parametrize("sampling", ["permutation", "replacement"])
+def test_each_epoch_takes_the_configured_number_of_steps(sampling):
+    config = tiny_config(norms=("batch",), init_scales=(1.0,), seeds=(0,))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, sampling=sampling, steps_per_epoch=3))
+    dataset, cell = tiny_dataset(), Cell("batch", 8)
+    state, metrics = solo(config, cell, dataset, 0, 1.0, 0.1)
+    assert metrics.train_loss.shape == (2,)
+    assert np.isfinite(metrics.train_loss).all()
+    assert int(state.opt_state.count) == 2 * 3
+
+
+def test_batch_larger_than_the_data_is_rejected_before_compiling():
+    with pytest.raises(ConfigError, match="batch size 64 is larger than the 48 training examples"):
+        check_fits(tiny_config(batch_sizes=(64,)), tiny_dataset())
+    config = tiny_config()
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps_per_epoch=7))
+    with pytest.raises(ConfigError, match="needs 56 examples per epoch"):
+        check_fits(config, tiny_dataset())
