@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from normbench.cache import cache_dir
 from normbench.config import DataConfig
 from normbench.errors import UserError
 
@@ -128,12 +129,8 @@ def _finish(source: str, arrays: dict, num_classes: int) -> Dataset:
 # --- mnist5k -------------------------------------------------------------------------------------------
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("NORMBENCH_CACHE") or Path.home() / ".cache" / "normbench")
-
-
 def _mnist5k() -> dict:
-    path = _cache_dir() / _MNIST5K_CACHE_NAME
+    path = cache_dir() / _MNIST5K_CACHE_NAME
     arrays = _read_mnist5k_cache(path)
     if arrays is None:
         arrays = _decode_mnist5k()

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from normbench import __version__
+from normbench.cache import enable_compilation_cache
 from normbench.config import Config
 from normbench.data import load
 from normbench.plots import draw_figures
@@ -29,6 +30,7 @@ def run_study(config: Config, out: Path, log: Callable[[str], None] = print) -> 
     file is replaced, so earlier results survive a bad run.
     """
     out = Path(out)
+    enable_compilation_cache()
     start = time.perf_counter()
     dataset = load(config.data)
     prepare_output_dir(out)

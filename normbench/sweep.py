@@ -77,10 +77,10 @@ def run_sweep(config: Config, dataset: Dataset, log: Callable[[str], None] = pri
     for i, cell in enumerate(cells(config), 1):
         _, result = train_cell(config, cell, dataset, data, seeds, values)
         results.append(result)
-        final = result.metrics.train_acc[:, -1]
+        final = result.metrics.train_acc[..., -1]
         log(
             f"cell {i}/{len(cells(config))} norm={cell.norm} batch={cell.batch_size}: "
-            f"{len(final)} runs, compile {result.compile_s:.1f} s, train {result.train_s:.1f} s, "
+            f"{final.size} runs, compile {result.compile_s:.1f} s, train {result.train_s:.1f} s, "
             f"final train acc mean {final.mean():.3f} (min {final.min():.3f}, max {final.max():.3f})"
         )
     return results

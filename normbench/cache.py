@@ -1,0 +1,23 @@
+"""normbench's on-disk caches (decoded data, compiled programs), under `$NORMBENCH_CACHE` or
+`~/.cache/normbench`. Both only save time: deleting the directory changes no result."""
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NORMBENCH_CACHE") or Path.home() / ".cache" / "normbench")
+
+
+def enable_compilation_cache() -> None:
+    """Keep XLA's compiled programs across processes, so a repeated study skips compilation.
+
+    Off when `NORMBENCH_COMPILATION_CACHE=0`; an explicit `JAX_COMPILATION_CACHE_DIR` is left as the user set it.
+    """
+    import jax
+
+    if os.environ.get("NORMBENCH_COMPILATION_CACHE", "1") == "0" or jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+    # Our programs compile in seconds and are small on disk: cache every one.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
