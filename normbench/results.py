@@ -27,11 +27,14 @@ COLUMNS = (
     "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "diverged",
 )  # fmt: skip
 _INT_COLUMNS = {"batch_size", "seed", "epoch"}
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _number(x) -> str:
-    """The shortest text that reads back to the same float32, so tables are small and byte-stable."""
-    return np.format_float_positional(np.float32(x), unique=True, trim="-")
+    """A float32 metric to its 7 significant digits: all it holds, without the noise of XLA's rounding
+    (an accuracy of 113/1000 computed as 113 * 0.001f would print as 0.113000005)."""
+    return f"{float(x):.7g}"
 
 
 def metrics_csv(config: Config, results) -> str:
@@ -60,6 +63,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
