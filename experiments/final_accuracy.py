@@ -1,6 +1,6 @@
 """Final-epoch accuracy per norm and init scale, mean and range over seeds, from a results directory alone.
 
-    python experiments/final_accuracy.py results/init_scale [--metric test_acc]
+python experiments/final_accuracy.py results/init_scale [--metric test_acc]
 """
 
 import argparse

@@ -42,12 +42,16 @@ def _plot(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="normbench", description="Compare normalization schemes with vectorized JAX sweeps.")
+    p = argparse.ArgumentParser(
+        prog="normbench", description="Compare normalization schemes with vectorized JAX sweeps."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train every run of a study config and write its results directory")
     run.add_argument("config", help="a Python file under configs/ with get_config()")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config field, e.g. --set train.epochs=5 --set sweep.norms=batch,layer")  # fmt: skip
+    example = "e.g. --set train.epochs=5 --set sweep.norms=batch,layer"
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help=f"override a config field, {example}"
+    )
     run.add_argument("--out", help="results directory (default: results/<config name>)")
     run.set_defaults(func=_run)
     plot = sub.add_parser("plot", help="redraw a results directory's figures from its metrics.csv")

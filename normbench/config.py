@@ -3,10 +3,17 @@
 A study is a Python file under `configs/` whose `get_config()` returns a `Config`. Its sweep axes are split by
 what they do to the compiled program:
 
-- static axes (`SweepConfig.norms`, `SweepConfig.batch_sizes`) change shapes or structure, so each combination
-  is a `Cell`: one compiled program;
-- value axes (`SweepConfig.init_scales`, `.seeds`, `.learning_rates`) are numbers, so their whole grid is
-  vmapped inside that one program (see `normbench.train.RunValues`).
+- static axes (`SweepConfig.models`, `.norms`, `.protocols`, `.batch_sizes`) change shapes or structure, so
+  each combination is a `Cell`: one compiled program;
+- value axes (`SweepConfig.init_scales`, `.seeds`, `.learning_rates`, and the ghost-batch size of the `ghost`
+  protocol) are numbers, so their whole grid is vmapped inside that one program (`normbench.train.RunValues`).
+
+Batch-size protocols (`SweepConfig.protocols`):
+- `sgd`: the SGD batch is also BatchNorm's batch, one cell per size in `sweep.batch_sizes` (the Group
+  Normalization paper's "images per GPU");
+- `ghost`: every run's SGD batch is the largest of `sweep.batch_sizes`, while batch-dependent norms compute
+  their statistics over groups of each of the sizes (Wu & Johnson, 2021), vmapped in one cell. Norms that do
+  not depend on the batch would give the same runs at every group size, so they get no ghost cell.
 """
 
 from __future__ import annotations
@@ -50,8 +57,10 @@ class NormConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "mlp"
+    # The MLP's hidden widths (the textbook's 784-100x5-10).
     hidden: tuple[int, ...] = (100, 100, 100, 100, 100)
+    # The CNN's conv blocks (3x3, stride 2, each Conv -> Norm -> activation), then global average pooling.
+    channels: tuple[int, ...] = (16, 32, 64)
     activation: str = "relu"
     # `std`: weights = init_scale * N(0, 1), the textbook's `weight_init_std`. `he` and `xavier` multiply
     # init_scale by sqrt(2 / fan_in) and sqrt(1 / fan_in), so init_scale = 1 is the textbook's He and Xavier.
@@ -67,13 +76,21 @@ class TrainConfig:
     # `replacement`: each batch is drawn with replacement, as the textbook's np.random.choice does.
     sampling: str = "permutation"
     optimizer: str = "sgd"
+    # When set, each run's learning rate is sweep.learning_rates x (SGD batch / this), the linear scaling rule
+    # the GN paper follows; None keeps the rates as given at every batch size.
+    lr_reference_batch: int | None = None
+    # PreciseBN (Wu & Johnson, 2021): after each epoch, norms with running statistics are also evaluated with
+    # statistics averaged over this many training examples' batches, the weights frozen.
+    precise_bn_examples: int = 1000
     # Evaluation runs in chunks of this many examples, so large test sets fit next to a vmapped grid.
     eval_batch_size: int = 1000
 
 
 @dataclass(frozen=True)
 class SweepConfig:
+    models: tuple[str, ...] = ("mlp",)
     norms: tuple[str, ...] = ("batch", "none")
+    protocols: tuple[str, ...] = ("sgd",)
     batch_sizes: tuple[int, ...] = (100,)
     init_scales: tuple[float, ...] = (1.0,)
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -92,21 +109,45 @@ class Config:
     figures: tuple[str, ...] = ()
 
 
+PROTOCOLS = ("sgd", "ghost")
+
+
 @dataclass(frozen=True)
 class Cell:
     """One point of the static axes: one compiled program."""
 
+    model: str
     norm: str
-    batch_size: int
+    protocol: str
+    batch_size: int  # the SGD batch
 
 
 def cells(config: Config) -> list[Cell]:
-    return [Cell(n, b) for n, b in itertools.product(config.sweep.norms, config.sweep.batch_sizes)]
+    from normbench.norms import NORMS
+
+    sweep = config.sweep
+    out = []
+    for model, norm, protocol in itertools.product(sweep.models, sweep.norms, sweep.protocols):
+        if protocol == "sgd":
+            out += [Cell(model, norm, protocol, b) for b in sweep.batch_sizes]
+        elif NORMS[norm].batch_dependent:
+            out.append(Cell(model, norm, protocol, max(sweep.batch_sizes)))
+    return out
 
 
-def value_grid(config: Config) -> list[tuple[float, float]]:
-    """Every (init_scale, learning_rate) that each seed runs, in the order rows appear in the results."""
-    return list(itertools.product(config.sweep.init_scales, config.sweep.learning_rates))
+def value_grid(config: Config, cell: Cell) -> list[tuple[float, float, int]]:
+    """Every (init_scale, learning_rate, ghost_size) that each seed of `cell` runs, in the results' row order.
+
+    The learning rate is the one the run uses, after linear scaling; ghost_size is the number of examples
+    BatchNorm-like norms normalize over (the whole SGD batch outside the ghost protocol).
+    """
+    sweep, reference = config.sweep, config.train.lr_reference_batch
+    lr_scale = cell.batch_size / reference if reference else 1.0
+    ghost_sizes = sweep.batch_sizes if cell.protocol == "ghost" else (cell.batch_size,)
+    return [
+        (scale, lr * lr_scale, ghost)
+        for scale, lr, ghost in itertools.product(sweep.init_scales, sweep.learning_rates, ghost_sizes)
+    ]
 
 
 def to_dict(config) -> dict:
@@ -164,14 +205,15 @@ def _replace_path(obj, path: list[str], raw: str, full_key: str):
     names = [f.name for f in dataclasses.fields(obj)]
     head = path[0]
     if head not in names:
-        raise ConfigError(
-            f"unknown config key {full_key!r}: {type(obj).__name__} has {', '.join(names)}"
-        )
+        raise ConfigError(f"unknown config key {full_key!r}: {type(obj).__name__} has {', '.join(names)}")
     hint = typing.get_type_hints(type(obj))[head]
     current = getattr(obj, head)
     if dataclasses.is_dataclass(current):
         if len(path) == 1:
-            raise ConfigError(f"config key {full_key!r} is a section; set one of its fields, e.g. {full_key}.{dataclasses.fields(current)[0].name}=...")
+            first = dataclasses.fields(current)[0].name
+            raise ConfigError(
+                f"config key {full_key!r} is a section; set one of its fields, e.g. {full_key}.{first}=..."
+            )
         return dataclasses.replace(obj, **{head: _replace_path(current, path[1:], raw, full_key)})
     if len(path) > 1:
         raise ConfigError(f"unknown config key {full_key!r}: {head!r} has no fields")
@@ -236,19 +278,22 @@ def validate(config: Config) -> None:
     from normbench.train import OPTIMIZERS
 
     sweep, train = config.sweep, config.train
-    for name in ("norms", "batch_sizes", "init_scales", "seeds", "learning_rates"):
+    for name in ("models", "norms", "protocols", "batch_sizes", "init_scales", "seeds", "learning_rates"):
         axis = getattr(sweep, name)
         if len(axis) == 0:
             raise ConfigError(f"sweep.{name} is empty; give at least one value")
         if len(set(axis)) != len(axis):
             raise ConfigError(f"sweep.{name} repeats a value: {axis}")
-    check_model(config.model)
-    for norm in sweep.norms:
-        check_norm(norm, config.norm, MODELS[config.model.name].norm_channels(config.model))
+    for model in sweep.models:
+        check_model(model, config.model)
+        for norm in sweep.norms:
+            check_norm(norm, config.norm, MODELS[model].norm_channels(config.model))
     positive = {
         "train.epochs": train.epochs,
         "train.eval_batch_size": train.eval_batch_size,
         "train.steps_per_epoch": train.steps_per_epoch or 1,
+        "train.lr_reference_batch": train.lr_reference_batch or 1,
+        "train.precise_bn_examples": train.precise_bn_examples,
         "data.n_train": config.data.n_train or 1,
         "data.n_test": config.data.n_test or 1,
         "norm.epsilon": config.norm.epsilon,
@@ -263,7 +308,13 @@ def validate(config: Config) -> None:
         raise ConfigError(f"norm.momentum must be in [0, 1), got {config.norm.momentum}")
     if any(s < 0 or s >= 2**32 for s in sweep.seeds):
         raise ConfigError(f"sweep.seeds must be in [0, 2**32), got {sweep.seeds}")
+    if "ghost" in sweep.protocols and any(max(sweep.batch_sizes) % b for b in sweep.batch_sizes):
+        raise ConfigError(
+            f"the ghost protocol splits the SGD batch of {max(sweep.batch_sizes)} into groups of each of "
+            f"sweep.batch_sizes, so each must divide it; got {sweep.batch_sizes}"
+        )
     for key, value, valid in (
+        *(("sweep.protocols", p, PROTOCOLS) for p in sweep.protocols),
         ("train.sampling", train.sampling, ("permutation", "replacement")),
         ("train.optimizer", train.optimizer, tuple(OPTIMIZERS)),
     ):

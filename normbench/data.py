@@ -89,7 +89,9 @@ def _check_count(n: int | None, available: int, split: str, source: str) -> int:
     if n is None:
         return available
     if n < 1 or n > available:
-        raise DataError(f"{source}: n_{split}={n}, but the {split} split has {available} examples (use 1..{available} or none)")
+        raise DataError(
+            f"{source}: n_{split}={n}, but the {split} split has {available} examples (use 1..{available} or none)"
+        )
     return n
 
 

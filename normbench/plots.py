@@ -13,19 +13,22 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.results import atomic_write, read_config, read_metrics
+from normbench.stats import final_epoch, mean_ci, norm_batch
+from normbench.summary import write_summary
 
 LINESTYLES = {"batch": "-", "none": "--"}
 
 
 def _series_keys(columns) -> tuple[list[str], list[tuple]]:
     """One curve per norm, split further by batch size and learning rate only where those vary."""
-    keys = ["norm"] + [k for k in ("batch_size", "learning_rate") if len(np.unique(columns[k])) > 1]
+    varying = ("model", "protocol", "batch_size", "learning_rate")
+    keys = ["norm"] + [k for k in varying if len(np.unique(columns[k])) > 1]
     rows = zip(*(columns[k] for k in keys))
     return keys, sorted(set(rows), key=lambda r: tuple(str(v) for v in r))
 
 
 def _label(keys, key) -> str:
-    parts = [str(key[0])] + [f"{k.split('_')[0]}={v:g}" for k, v in zip(keys[1:], key[1:])]
+    parts = [str(key[0])] + [f"{k.split('_')[0]}={v}" for k, v in zip(keys[1:], key[1:])]
     return " ".join(parts)
 
 
@@ -53,7 +56,7 @@ def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
             ax.fill_between(epochs, acc.min(0), acc.max(0), color=colors[key], alpha=0.2, linewidth=0)
         ax.set_title(f"W: {scale:.2g}" + (f" ({diverged} diverged)" if diverged else ""), fontsize=10)
         ax.set_ylim(0, 1)
-    for ax in axes.flat[len(scales):]:
+    for ax in axes.flat[len(scales) :]:
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel("epochs")
@@ -66,11 +69,105 @@ def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
     return fig
 
 
-FIGURES = {"init_scale": init_scale_figure}
+def _panels(final):
+    """One panel per (model, protocol) present in the results."""
+    return sorted(set(zip(final["model"], final["protocol"])), key=lambda p: (str(p[0]), p[1] != "sgd"))
+
+
+def _curve(final, rows, metric):
+    """x = the norm's batch, y = mean and 95% CI over seeds of 1 - metric."""
+    xs = np.unique(norm_batch(final)[rows])
+    stats = [mean_ci(1 - final[metric][rows & (norm_batch(final) == x)]) for x in xs]
+    mean, ci = (np.array(v) for v in zip(*stats))
+    return xs, mean, np.nan_to_num(ci)
+
+
+def _batch_axes(ax, title):
+    ax.set_xscale("log", base=2)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("examples per BatchNorm statistic (batch, or ghost group)")
+    ax.grid(alpha=0.3)
+
+
+def error_vs_batch_figure(columns: dict[str, np.ndarray], config: Config):
+    """Test error against the norm's batch, one curve per norm, one panel per model and protocol (GN paper,
+    Figure 1). Mean over seeds with a 95% confidence band; running-average evaluation for BN. A norm that does
+    not depend on the batch has no ghost cell: its sgd run at the same SGD batch is drawn flat instead."""
+    import matplotlib.pyplot as plt
+
+    final = final_epoch(columns)
+    panels = _panels(final)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    norms = list(dict.fromkeys(final["norm"]))
+    for ax, (model, protocol) in zip(axes.flat, panels):
+        here = (final["model"] == model) & (final["protocol"] == protocol)
+        for i, norm in enumerate(norms):
+            rows = here & (final["norm"] == norm)
+            if rows.any():
+                xs, mean, ci = _curve(final, rows, "test_acc")
+                ax.plot(xs, mean, "o-", color=f"C{i}", label=norm, markersize=4)
+                ax.fill_between(xs, mean - ci, mean + ci, color=f"C{i}", alpha=0.2, linewidth=0)
+            elif protocol == "ghost":
+                sgd = (final["model"] == model) & (final["protocol"] == "sgd") & (final["norm"] == norm)
+                sgd &= final["batch_size"] == final["batch_size"][here].max()
+                if sgd.any():
+                    mean, ci = mean_ci(1 - final["test_acc"][sgd])
+                    xs = np.unique(norm_batch(final)[here])
+                    ax.plot(xs, np.full(len(xs), mean), "--", color=f"C{i}", label=f"{norm} (no ghost batch)")
+                    ax.fill_between(
+                        xs, mean - np.nan_to_num(ci), mean + np.nan_to_num(ci), color=f"C{i}", alpha=0.15, linewidth=0
+                    )
+        _batch_axes(ax, f"{model}, {protocol} protocol")
+        ax.set_ylabel("test error")
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"{config.name}: final-epoch test error, mean and 95% CI over {len(np.unique(final['seed']))} seeds",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    return fig
+
+
+BN_EVAL_MODES = {
+    "test_acc": "running averages (EMA)",
+    "test_acc_batch_stats": "test batch's own statistics",
+    "test_acc_precise": "PreciseBN statistics",
+    "train_acc": "train error (running averages)",
+}
+
+
+def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
+    """For each norm with running statistics: test error under its three evaluation modes and the train error,
+    against the norm's batch. The gap between the curves is the train/test inconsistency of small batches."""
+    import matplotlib.pyplot as plt
+
+    final = final_epoch(columns)
+    with_stats = ~np.isnan(final["test_acc_batch_stats"])
+    panels = [(m, p, n) for m, p in _panels(final) for n in dict.fromkeys(final["norm"][with_stats])]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.6 * max(len(panels), 1), 3.8), squeeze=False)
+    for ax, (model, protocol, norm) in zip(axes.flat, panels):
+        rows = (final["model"] == model) & (final["protocol"] == protocol) & (final["norm"] == norm)
+        for i, (metric, label) in enumerate(BN_EVAL_MODES.items()):
+            xs, mean, ci = _curve(final, rows, metric)
+            ax.plot(xs, mean, "o:" if metric == "train_acc" else "o-", color=f"C{i}", label=label, markersize=4)
+            ax.fill_between(xs, mean - ci, mean + ci, color=f"C{i}", alpha=0.2, linewidth=0)
+        _batch_axes(ax, f"{norm}: {model}, {protocol} protocol")
+        ax.set_ylabel("error")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{config.name}: BatchNorm's evaluation modes (final epoch, 95% CI over seeds)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {
+    "init_scale": init_scale_figure,
+    "error_vs_batch": error_vs_batch_figure,
+    "bn_eval_modes": bn_eval_modes_figure,
+}
 
 
 def draw_figures(out: Path, names: tuple[str, ...] | None = None) -> list[Path]:
-    """Draw the figures a results directory's config names (or `names`) into that directory."""
+    """Draw the figures a results directory's config names (or `names`), and its summary, into it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,4 +184,5 @@ def draw_figures(out: Path, names: tuple[str, ...] | None = None) -> list[Path]:
         plt.close(fig)
         atomic_write(path, buffer.getvalue())
         written.append(path)
+    written.append(write_summary(Path(out), columns, config))
     return written

@@ -23,10 +23,12 @@ METRICS = "metrics.csv"
 CONFIG = "config.json"
 
 COLUMNS = (
-    "norm", "batch_size", "init_scale", "seed", "learning_rate",
-    "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "diverged",
+    "model", "norm", "protocol", "batch_size", "ghost_size", "init_scale", "seed", "learning_rate",
+    "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_acc_batch_stats", "test_acc_precise",
+    "diverged",
 )  # fmt: skip
-_INT_COLUMNS = {"batch_size", "seed", "epoch"}
+_TEXT_COLUMNS = {"model", "norm", "protocol"}
+_INT_COLUMNS = {"batch_size", "ghost_size", "seed", "epoch", "diverged"}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -38,20 +40,25 @@ def _number(x) -> str:
 
 
 def metrics_csv(config: Config, results) -> str:
-    grid = value_grid(config)
+    """One row per run and epoch; the key columns come from the config, so they read back exactly."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for result in results:
-        m = result.metrics
-        for (s, seed), (k, (init_scale, lr)) in itertools.product(enumerate(config.sweep.seeds), enumerate(grid)):
+        m, cell = result.metrics, result.cell
+        grid = enumerate(value_grid(config, cell))
+        for (s, seed), (k, (init_scale, lr, ghost)) in itertools.product(enumerate(config.sweep.seeds), grid):
             diverged_epoch = int(m.diverged_epoch[s, k])
-            for e in range(m.train_loss.shape[-1]):
+            epochs = m.train_loss.shape[-1]
+            # The extra evaluation modes are measured once, after the last epoch.
+            after_training = (_number(m.test_acc_batch_stats[s, k]), _number(m.test_acc_precise[s, k]))
+            for e in range(epochs):
                 epoch = e + 1
                 writer.writerow([
-                    result.cell.norm, result.cell.batch_size, repr(init_scale), seed, repr(lr), epoch,
-                    _number(m.train_loss[s, k, e]), _number(m.train_acc[s, k, e]),
+                    cell.model, cell.norm, cell.protocol, cell.batch_size, ghost, repr(init_scale), seed,
+                    repr(lr), epoch, _number(m.train_loss[s, k, e]), _number(m.train_acc[s, k, e]),
                     _number(m.test_loss[s, k, e]), _number(m.test_acc[s, k, e]),
+                    *(after_training if epoch == epochs else ("nan", "nan")),
                     int(0 < diverged_epoch <= epoch),
                 ])  # fmt: skip
     return out.getvalue()
@@ -109,9 +116,9 @@ def read_metrics(out: Path) -> dict[str, np.ndarray]:
     columns = {}
     for name in rows[0]:
         raw = [r[name] for r in rows]
-        if name == "norm":
+        if name in _TEXT_COLUMNS:
             columns[name] = np.asarray(raw)
-        elif name in _INT_COLUMNS or name == "diverged":
+        elif name in _INT_COLUMNS:
             columns[name] = np.asarray(raw, dtype=np.int64)
         else:
             columns[name] = np.asarray(raw, dtype=np.float64)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import numpy as np
 
 from normbench.config import Cell, Config, ConfigError, cells, value_grid
 from normbench.data import Dataset
+from normbench.norms import NORMS
 from normbench.train import Data, Metrics, RunValues, make_train, steps_per_epoch
 
 
@@ -22,19 +23,25 @@ class CellResult:
     train_s: float
 
 
-def grid_values(config: Config) -> tuple[np.ndarray, RunValues]:
+def grid_values(config: Config, cell: Cell) -> tuple[np.ndarray, RunValues]:
     """The seeds (outer vmap axis) and the other values of one seed's runs (inner vmap axis)."""
-    scales, lrs = zip(*value_grid(config))
-    return np.asarray(config.sweep.seeds, np.uint32), RunValues(np.asarray(scales, np.float32), np.asarray(lrs, np.float32))
+    scales, lrs, ghosts = zip(*value_grid(config, cell))
+    values = RunValues(np.asarray(scales, np.float32), np.asarray(lrs, np.float32), np.asarray(ghosts, np.int32))
+    return np.asarray(config.sweep.seeds, np.uint32), values
 
 
 def check_fits(config: Config, dataset: Dataset) -> None:
     """Reject batch shapes the data cannot fill, before anything is compiled."""
-    n = len(dataset.train_x)
+    n, n_test = len(dataset.train_x), len(dataset.test_x)
     for cell in cells(config):
         if cell.batch_size > n:
             raise ConfigError(
                 f"batch size {cell.batch_size} is larger than the {n} training examples of {dataset.name}"
+            )
+        if NORMS[cell.norm].running_stats and cell.batch_size > n_test:
+            raise ConfigError(
+                f"batch size {cell.batch_size} is larger than the {n_test} test examples of {dataset.name}, "
+                f"which {cell.norm} norm's batch-statistics evaluation needs"
             )
         needed = steps_per_epoch(config, cell, n) * cell.batch_size
         if config.train.sampling == "permutation" and needed > n:
@@ -72,14 +79,13 @@ def train_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, 
 def run_sweep(config: Config, dataset: Dataset, log: Callable[[str], None] = print) -> list[CellResult]:
     check_fits(config, dataset)
     data = device_data(dataset)
-    seeds, values = grid_values(config)
     results = []
     for i, cell in enumerate(cells(config), 1):
-        _, result = train_cell(config, cell, dataset, data, seeds, values)
+        _, result = train_cell(config, cell, dataset, data, *grid_values(config, cell))
         results.append(result)
         final = result.metrics.train_acc[..., -1]
         log(
-            f"cell {i}/{len(cells(config))} norm={cell.norm} batch={cell.batch_size}: "
+            f"cell {i}/{len(cells(config))} {cell.model} {cell.norm} {cell.protocol} batch={cell.batch_size}: "
             f"{final.size} runs, compile {result.compile_s:.1f} s, train {result.train_s:.1f} s, "
             f"final train acc mean {final.mean():.3f} (min {final.min():.3f}, max {final.max():.3f})"
         )

@@ -1,9 +1,9 @@
 """Pure training of one run, written so that a whole grid of runs is one `jit(vmap(...))`.
 
-`make_train(config, cell, ...)` does the static setup of one `Cell` (model, norm, batch shape, step counts)
-and returns `train(seed, values, data)`: a pure function of one run's seed, its `RunValues` (init scale,
-learning rate) and the device-resident data. Epochs and steps are `lax.scan`s; each epoch's shuffling and
-minibatches happen inside the compiled program, so there is no host round-trip per step.
+`make_train(config, cell, ...)` does the static setup of one `Cell` (model, norm, protocol, batch shape, step
+counts) and returns `train(seed, values, data)`: a pure function of one run's seed, its `RunValues` and the
+device-resident data. Epochs and steps are `lax.scan`s; each epoch's shuffling and minibatches happen inside
+the compiled program, so there is no host round-trip per step.
 
 The seed is kept apart from the other values because it alone decides the minibatches: vmapping the values
 inside a vmap over seeds leaves every minibatch unbatched along the inner axis, so XLA computes the first layer
@@ -16,13 +16,21 @@ that share a seed see the same minibatches in the same order at every init scale
 Sampling: `permutation` (the default) visits a fresh random order of the training set each epoch, dropping the
 remainder that does not fill a batch; `replacement` draws every batch with replacement, as the textbook does.
 
+Evaluation after each epoch, in eval mode: loss and accuracy on the test set and accuracy on the training set.
+After the last epoch, norms with running statistics are also evaluated two more ways (Wu & Johnson, 2021):
+with each test batch's own statistics (test batches as large as the training batches, so their statistics are
+as noisy), and with PreciseBN statistics, the mean of per-batch statistics over `train.precise_bn_examples`
+training examples, the weights frozen.
+
 Divergence: a run whose minibatch loss goes non-finite records the epoch in `diverged_epoch` (0 = never); it
 keeps stepping, since vmapped siblings share the program but none of its values.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +51,8 @@ class RunValues(NamedTuple):
     """The value axes of a sweep other than the seed: scalars for one run, or arrays with a leading run axis."""
 
     init_scale: jax.Array
-    learning_rate: jax.Array
+    learning_rate: jax.Array  # the rate this run uses, after any batch-size scaling
+    ghost_size: jax.Array  # examples per BatchNorm statistic under the ghost protocol; unused otherwise
 
 
 class Data(NamedTuple):
@@ -66,6 +75,8 @@ class Metrics(NamedTuple):
     train_acc: jax.Array  # on the whole training set after the epoch
     test_acc: jax.Array
     test_loss: jax.Array
+    test_acc_batch_stats: jax.Array  # scalar, after the last epoch; NaN for norms without running statistics
+    test_acc_precise: jax.Array  # likewise
     diverged_epoch: jax.Array  # scalar: first epoch (1-based) with a non-finite loss, 0 if none
 
 
@@ -73,62 +84,100 @@ def steps_per_epoch(config: Config, cell: Cell, n_train: int) -> int:
     return config.train.steps_per_epoch or n_train // cell.batch_size
 
 
+def loss_fn(model, params, batch_stats, x, y):
+    logits, updates = model.apply(
+        {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+    )
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, updates.get("batch_stats", batch_stats)
+
+
+def train_step(model, tx, state: TrainState, x, y):
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
+        model, state.params, state.batch_stats, x, y
+    )
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state), loss
+
+
+def evaluate(model, variables, x, y, chunk_size: int):
+    """Mean loss and accuracy in eval mode, in chunks of `chunk_size` with the padding masked out."""
+    n = x.shape[0]
+    chunks = -(-n // chunk_size)
+    pad = chunks * chunk_size - n
+    xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((chunks, chunk_size) + x.shape[1:])
+    ys = jnp.pad(y, (0, pad)).reshape(chunks, chunk_size)
+    mask = (jnp.arange(chunks * chunk_size) < n).reshape(chunks, chunk_size)
+
+    def chunk(_, inputs):
+        xc, yc, mc = inputs
+        logits = model.apply(variables, xc, train=False)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, yc)
+        correct = jnp.argmax(logits, -1) == yc
+        return None, (jnp.sum(jnp.where(mc, loss, 0.0)), jnp.sum(correct & mc))
+
+    _, (losses, corrects) = jax.lax.scan(chunk, None, (xs, ys, mask))
+    return losses.sum() / n, corrects.sum() / n
+
+
+def batch_stats_accuracy(model, variables, x, y, batch: int):
+    """Accuracy with every batch of `batch` test examples normalized by its own statistics (train mode, nothing
+    kept); the remainder that does not fill a batch is left out."""
+    chunks = x.shape[0] // batch
+    xs = x[: chunks * batch].reshape((chunks, batch) + x.shape[1:])
+    ys = y[: chunks * batch].reshape(chunks, batch)
+
+    def chunk(_, inputs):
+        logits, _ = model.apply(variables, inputs[0], train=True, mutable=["batch_stats"])
+        return None, jnp.sum(jnp.argmax(logits, -1) == inputs[1])
+
+    return jax.lax.scan(chunk, None, (xs, ys))[1].sum() / (chunks * batch)
+
+
+def precise_batch_stats(probe, variables, xs):
+    """PreciseBN: the mean over the batches `xs` (batches, batch, ...) of each batch's own statistics, the
+    weights frozen. `probe` is the model with its norms' momentum at 0, so the "running" statistics a
+    train-mode pass returns are that batch's statistics."""
+
+    def one(total, x):
+        _, updates = probe.apply(variables, x, train=True, mutable=["batch_stats"])
+        return jax.tree.map(jnp.add, total, updates["batch_stats"]), None
+
+    total, _ = jax.lax.scan(one, jax.tree.map(jnp.zeros_like, variables["batch_stats"]), xs)
+    return jax.tree.map(lambda t: t / xs.shape[0], total)
+
+
 def make_train(config: Config, cell: Cell, num_classes: int, n_train: int):
-    norm = NORMS[cell.norm].make(config.norm)
-    model = build_model(config.model, norm, num_classes)
+    spec = NORMS[cell.norm]
     optimizer = optax.inject_hyperparams(OPTIMIZERS[config.train.optimizer])
     steps = steps_per_epoch(config, cell, n_train)
     batch = cell.batch_size
     epochs = config.train.epochs
     eval_batch = config.train.eval_batch_size
+    precise_steps = max(1, config.train.precise_bn_examples // batch)
 
-    def loss_fn(params, batch_stats, x, y):
-        logits, updates = model.apply(
-            {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
-        )
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, updates.get("batch_stats", batch_stats)
+    def model_for(values: RunValues, norm_config=config.norm):
+        if cell.protocol == "ghost":
+            norm = spec.make_grouped(norm_config, values.ghost_size)
+        else:
+            norm = spec.make(norm_config)
+        return build_model(cell.model, config.model, norm, num_classes)
 
-    def train_step(state: TrainState, x, y, tx):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats, x, y
-        )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        return TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state), loss
-
-    def evaluate(state: TrainState, x, y):
-        """Mean loss and accuracy in eval mode, in chunks of `eval_batch` with the padding masked out."""
-        n = x.shape[0]
-        chunks = -(-n // eval_batch)
-        pad = chunks * eval_batch - n
-        xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((chunks, eval_batch) + x.shape[1:])
-        ys = jnp.pad(y, (0, pad)).reshape(chunks, eval_batch)
-        mask = (jnp.arange(chunks * eval_batch) < n).reshape(chunks, eval_batch)
-
-        def chunk(_, inputs):
-            xc, yc, mc = inputs
-            logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, xc, train=False)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, yc)
-            correct = jnp.argmax(logits, -1) == yc
-            return None, (jnp.sum(jnp.where(mc, loss, 0.0)), jnp.sum(correct & mc))
-
-        _, (losses, corrects) = jax.lax.scan(chunk, None, (xs, ys, mask))
-        return losses.sum() / n, corrects.sum() / n
-
-    def batches(key):
+    def batches(key, count):
+        """(count, batch) training indices: fresh permutations back to back, or draws with replacement."""
         if config.train.sampling == "replacement":
-            return jax.random.randint(key, (steps, batch), 0, n_train)
-        return jax.random.permutation(key, n_train)[: steps * batch].reshape(steps, batch)
-
-    def init(values: RunValues, key, sample_x, tx) -> TrainState:
-        variables = model.init(key, sample_x, train=False)
-        params = scale_kernels(variables["params"], values.init_scale)
-        return TrainState(params, variables.get("batch_stats", {}), tx.init(params))
+            return jax.random.randint(key, (count, batch), 0, n_train)
+        keys = jax.random.split(key, -(-count * batch // n_train))
+        order = jnp.concatenate([jax.random.permutation(k, n_train) for k in keys])
+        return order[: count * batch].reshape(count, batch)
 
     def train(seed: jax.Array, values: RunValues, data: Data) -> tuple[TrainState, Metrics]:
+        model = model_for(values)
         tx = optimizer(learning_rate=values.learning_rate)
-        init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
-        state = init(values, init_key, data.train_x[:batch], tx)
+        init_key, data_key, precise_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+        variables = model.init(init_key, data.train_x[:batch], train=False)
+        params = scale_kernels(variables["params"], values.init_scale)
+        state = TrainState(params, variables.get("batch_stats", {}), tx.init(params))
         epoch_keys = jax.random.split(data_key, epochs)
 
         def epoch(carry, inputs):
@@ -136,19 +185,30 @@ def make_train(config: Config, cell: Cell, num_classes: int, n_train: int):
             index, key = inputs
 
             def step(state, idx):
-                return train_step(state, data.train_x[idx], data.train_y[idx], tx)
+                return train_step(model, tx, state, data.train_x[idx], data.train_y[idx])
 
-            state, losses = jax.lax.scan(step, state, batches(key))
+            state, losses = jax.lax.scan(step, state, batches(key, steps))
             nonfinite = ~jnp.all(jnp.isfinite(losses))
             diverged_epoch = jnp.where((diverged_epoch == 0) & nonfinite, index + 1, diverged_epoch)
-            _, train_acc = evaluate(state, data.train_x, data.train_y)
-            test_loss, test_acc = evaluate(state, data.test_x, data.test_y)
+            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            _, train_acc = evaluate(model, variables, data.train_x, data.train_y, eval_batch)
+            test_loss, test_acc = evaluate(model, variables, data.test_x, data.test_y, eval_batch)
             return (state, diverged_epoch), (losses.mean(), train_acc, test_acc, test_loss)
 
         (state, diverged_epoch), per_epoch = jax.lax.scan(
             epoch, (state, jnp.int32(0)), (jnp.arange(epochs), epoch_keys)
         )
-        return state, Metrics(*per_epoch, diverged_epoch)
+        if spec.running_stats:
+            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, batch)
+            probe = model_for(values, dataclasses.replace(config.norm, momentum=0.0))
+            precise_x = data.train_x[batches(precise_key, precise_steps)]
+            precise = precise_batch_stats(probe, variables, precise_x)
+            _, precise_acc = evaluate(
+                model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch
+            )
+        else:
+            batch_stats_acc = precise_acc = jnp.float32(jnp.nan)
+        return state, Metrics(*per_epoch, batch_stats_acc, precise_acc, diverged_epoch)
 
     return train
-

@@ -41,8 +41,9 @@ def tiny_config(**sweep) -> Config:
         model=ModelConfig(hidden=(8, 8)),
         train=TrainConfig(epochs=2, eval_batch_size=10),
         sweep=dataclasses.replace(
-            SweepConfig(norms=("batch",), batch_sizes=(8,), init_scales=(1.0, 0.1), seeds=(0, 1),
-                        learning_rates=(0.1,)),
+            SweepConfig(
+                norms=("batch",), batch_sizes=(8,), init_scales=(1.0, 0.1), seeds=(0, 1), learning_rates=(0.1,)
+            ),
             **sweep,
         ),  # fmt: skip
     )

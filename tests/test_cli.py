@@ -11,7 +11,7 @@ import pytest
 from normbench.cli import main
 from normbench.results import COLUMNS
 
-TINY = '''
+TINY = """
 from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
 
 
@@ -24,7 +24,7 @@ def get_config():
         sweep=SweepConfig(norms=("batch", "none"), batch_sizes=(16,), init_scales=(1.0, 0.1), seeds=(0, 1)),
         figures=("init_scale",),
     )
-'''
+"""
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import dataclasses
 
 import pytest
-
 from conftest import tiny_config
+
 from normbench.config import Config, ConfigError, apply_overrides, from_dict, load_config, to_dict, validate
 
 
@@ -87,7 +87,9 @@ def test_malformed_config_files_fail_with_one_line(tmp_path, text, message):
         ({"train.epochs": 0}, "train.epochs must be positive"),
         ({"norm.momentum": 1.0}, r"norm.momentum must be in \[0, 1\)"),
         ({"train.sampling": "bootstrap"}, "unknown train.sampling 'bootstrap'; valid: permutation, replacement"),
-        ({"model.name": "resnet9000"}, "unknown model.name 'resnet9000'; valid: mlp"),
+        ({"sweep.models": ("resnet9000",)}, "unknown model 'resnet9000'; valid models: mlp, cnn"),
+        ({"sweep.protocols": ("sgd", "async")}, "unknown sweep.protocols 'async'; valid: sgd, ghost"),
+        ({"sweep.protocols": ("ghost",), "sweep.batch_sizes": (4, 6)}, "each must divide it"),
         ({"model.init": "orthogonal"}, "unknown model.init 'orthogonal'; valid: std, he, xavier"),
         ({"figures": ("pie",)}, "unknown figure 'pie'"),
     ],

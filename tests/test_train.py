@@ -5,8 +5,8 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
-
 from conftest import tiny_config, tiny_dataset
+
 from normbench.config import Cell, ConfigError
 from normbench.sweep import check_fits, device_data, grid_values, run_sweep, train_cell
 from normbench.train import RunValues, make_train
@@ -18,7 +18,10 @@ def solo_runner(config, cell, dataset):
     """One run at a time: the plain jitted `train`, no vmap."""
     train = jax.jit(make_train(config, cell, dataset.num_classes, len(dataset.train_x)))
     data = device_data(dataset)
-    return lambda seed, init_scale, lr: train(np.uint32(seed), RunValues(np.float32(init_scale), np.float32(lr)), data)
+    ghost = np.int32(cell.batch_size)
+    return lambda seed, init_scale, lr: train(
+        np.uint32(seed), RunValues(np.float32(init_scale), np.float32(lr), ghost), data
+    )
 
 
 def solo(config, cell, dataset, seed, init_scale, lr):
@@ -28,8 +31,8 @@ def solo(config, cell, dataset, seed, init_scale, lr):
 @pytest.mark.parametrize("norm", ["batch", "none", "layer"])
 def test_vmapped_grid_equals_runs_one_by_one(norm):
     config = tiny_config(norms=(norm,), learning_rates=(0.1, 0.3))
-    dataset, cell = tiny_dataset(), Cell(norm, 8)
-    seeds, values = grid_values(config)
+    dataset, cell = tiny_dataset(), Cell("mlp", norm, "sgd", 8)
+    seeds, values = grid_values(config, cell)
     states, result = train_cell(config, cell, dataset, device_data(dataset), seeds, values)
     run = solo_runner(config, cell, dataset)
     for s, seed in enumerate(config.sweep.seeds):
@@ -42,8 +45,8 @@ def test_vmapped_grid_equals_runs_one_by_one(norm):
 
 
 def test_a_diverging_run_is_flagged_and_leaves_its_siblings_untouched():
-    config = tiny_config(norms=("none",), init_scales=(1.0,), seeds=(0,), learning_rates=(0.1, 1e9))
-    dataset, cell = tiny_dataset(), Cell("none", 8)
+    config = tiny_config(norms=("none",), init_scales=(1.0,), seeds=(0,), learning_rates=(0.1, 1e30))
+    dataset, cell = tiny_dataset(), Cell("mlp", "none", "sgd", 8)
     (result,) = run_sweep(config, dataset, log=lambda line: None)
     assert result.metrics.diverged_epoch[0, 0] == 0
     assert result.metrics.diverged_epoch[0, 1] == 1
@@ -54,7 +57,7 @@ def test_a_diverging_run_is_flagged_and_leaves_its_siblings_untouched():
 
 def test_same_seed_same_result_and_different_seeds_differ():
     config = tiny_config(norms=("batch",), init_scales=(1.0,))
-    dataset, cell = tiny_dataset(), Cell("batch", 8)
+    dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     run = solo_runner(config, cell, dataset)
     a, b, c = (run(seed, 1.0, 0.1)[1] for seed in (0, 0, 1))
     np.testing.assert_array_equal(a.train_loss, b.train_loss)
@@ -64,7 +67,7 @@ def test_same_seed_same_result_and_different_seeds_differ():
 def test_init_scale_multiplies_the_same_unit_draw():
     config = tiny_config(norms=("none",))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=1))
-    run = solo_runner(config, Cell("none", 8), tiny_dataset())
+    run = solo_runner(config, Cell("mlp", "none", "sgd", 8), tiny_dataset())
     # With a learning rate of ~0 the params stay at their init: kernels at two scales differ by the ratio.
     big, small = (run(0, scale, 1e-30)[0].params for scale in (1.0, 0.01))
     for layer in ("Dense_0", "Dense_1", "Dense_2"):
@@ -77,7 +80,7 @@ def test_init_scale_multiplies_the_same_unit_draw():
 def test_each_epoch_takes_the_configured_number_of_steps(sampling):
     config = tiny_config(norms=("batch",), init_scales=(1.0,), seeds=(0,))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, sampling=sampling, steps_per_epoch=3))
-    dataset, cell = tiny_dataset(), Cell("batch", 8)
+    dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     state, metrics = solo(config, cell, dataset, 0, 1.0, 0.1)
     assert metrics.train_loss.shape == (2,)
     assert np.isfinite(metrics.train_loss).all()
@@ -91,3 +94,19 @@ def test_batch_larger_than_the_data_is_rejected_before_compiling():
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps_per_epoch=7))
     with pytest.raises(ConfigError, match="needs 56 examples per epoch"):
         check_fits(config, tiny_dataset())
+
+
+@pytest.mark.parametrize("init, gain", [("std", None), ("he", 2.0), ("xavier", 1.0)])
+def test_init_schemes_draw_the_textbooks_untruncated_normals(init, gain):
+    import jax.numpy as jnp
+
+    from normbench.config import ModelConfig
+    from normbench.models import build_model
+    from normbench.norms import NORMS
+
+    model = build_model("mlp", ModelConfig(hidden=(400,), init=init), NORMS["none"].make(None), 10)
+    kernel = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 300)), train=False)["params"]["Dense_0"]["kernel"]
+    std = 1.0 if gain is None else np.sqrt(gain / 300)
+    np.testing.assert_allclose(np.std(kernel), std, rtol=0.02)
+    # Untruncated: about 0.27% of a normal's draws lie beyond 3 standard deviations; a truncated one has none.
+    assert np.mean(np.abs(kernel) > 3 * std) > 0.001

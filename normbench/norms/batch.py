@@ -9,6 +9,7 @@ tiny variances of small-init layers to cancellation.
 
 import flax.linen as nn
 
+from normbench.norms.ghost_batch import GhostBatchNorm
 from normbench.norms.registry import NormSpec
 
 
@@ -24,10 +25,18 @@ def make(config):
     return factory
 
 
+def make_grouped(config, group_size):
+    def factory(train):
+        return GhostBatchNorm(group_size, not train, config.momentum, config.epsilon)
+
+    return factory
+
+
 SPEC = NormSpec(
     name="batch",
     make=make,
     batch_dependent=True,
     running_stats=True,
     summary="BatchNorm over the batch (and spatial axes); running averages for eval",
+    make_grouped=make_grouped,
 )

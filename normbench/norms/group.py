@@ -13,12 +13,6 @@ from normbench.norms.registry import NormSpec
 DEFAULT_GROUPS = 32
 
 
-def _groups(config, channels):
-    if config.group_size is not None:
-        return channels // config.group_size
-    return config.num_groups or DEFAULT_GROUPS
-
-
 def check(config, channels):
     if config.num_groups is not None and config.group_size is not None:
         raise ConfigError("group norm takes norm.num_groups or norm.group_size, not both")
@@ -29,7 +23,7 @@ def check(config, channels):
                 f"channels; use a divisor of {channels}"
             )
         return
-    groups = _groups(config, channels)
+    groups = config.num_groups or DEFAULT_GROUPS
     if groups < 1 or channels % groups:
         raise ConfigError(
             f"group norm: {groups} groups do not divide a layer of {channels} channels; "
@@ -37,9 +31,15 @@ def check(config, channels):
         )
 
 
+class GroupNorm(nn.GroupNorm):
+    def __call__(self, x, mask=None):
+        # Statistics are per example, so padding cannot reach a real example: the mask is not needed.
+        return super().__call__(x)
+
+
 def make(config):
     def factory(train):
-        return nn.GroupNorm(
+        return GroupNorm(
             num_groups=None if config.group_size else config.num_groups or DEFAULT_GROUPS,
             group_size=config.group_size,
             epsilon=config.epsilon,

@@ -7,7 +7,7 @@ from normbench.norms.registry import NormSpec
 
 class Identity(nn.Module):
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, mask=None):
         return x
 
 

@@ -1,15 +1,18 @@
 """What a norm is to the rest of normbench: a `NormSpec` in the `NORMS` dict.
 
 Every norm follows one call convention, so models never branch on names: `spec.make(norm_config)` returns a
-factory, `factory(train)` returns a fresh Flax module, and that module is applied as `module(x)` with channels
-on the last axis and the examples of one run on axis 0. Under a vmapped sweep each run sees only its own
-axis 0: no norm names a vmap or device axis, so batch statistics never mix runs.
+factory, `factory(train)` returns a fresh Flax module, and that module is applied as `module(x, mask=None)`
+with channels on the last axis and the examples of one run on axis 0; `mask` (broadcastable to x) marks the
+real examples of a padded batch, and norms with batch statistics must leave the others out of them. Under a
+vmapped sweep each run sees only its own axis 0: no norm names a vmap or device axis, so batch statistics
+never mix runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import flax.linen as nn
 
@@ -29,6 +32,9 @@ class NormSpec:
     summary: str
     # Raises ConfigError when the options cannot apply to a layer of this many channels.
     check: Callable[[NormConfig, int], None] = lambda config, channels: None
+    # For batch-dependent norms: (config, group_size) -> factory of the norm with its batch statistics taken
+    # over groups of `group_size` examples (ghost batches); group_size may be traced. Used by the ghost protocol.
+    make_grouped: Callable[[NormConfig, Any], NormFactory] | None = None
 
 
 def check_norm(name: str, config: NormConfig, channels: tuple[int, ...]) -> None:

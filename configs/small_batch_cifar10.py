@@ -1,0 +1,35 @@
+"""The small-batch study on CIFAR-10 with a ResNet-20, for a GPU (the GN paper's Figure 1, one step closer).
+
+    normbench run configs/small_batch_cifar10.py
+
+Needs `tfds:cifar10` prepared in the TFDS data dir (or a network to download it). ResNet-20 (16-32-64
+channels, GroupNorm with 8 groups), 50,000 training and 10,000 test images, SGD with momentum 0.9 at
+learning rate 0.1 x batch / 128, 30 epochs, He init, 5 seeds; `sgd` protocol at batches 2 ... 128 and the
+`ghost` protocol at SGD batch 128. Cost: 20 cells of 5 vmapped runs each; on one modern GPU about an hour
+(batch 2 dominates: 25,000 steps an epoch). Too slow for a CPU.
+
+Expected: BN's test error (running-average evaluation) rises steeply below batch 8 while GN and LN stay
+flat, GN below LN, as in the paper.
+"""
+
+from normbench.config import Config, DataConfig, ModelConfig, NormConfig, SweepConfig, TrainConfig
+
+
+def get_config() -> Config:
+    return Config(
+        name="small_batch_cifar10",
+        data=DataConfig(source="tfds:cifar10"),
+        model=ModelConfig(channels=(16, 32, 64), init="he"),
+        norm=NormConfig(momentum=0.9, num_groups=8),
+        train=TrainConfig(epochs=30, optimizer="momentum", lr_reference_batch=128, precise_bn_examples=10_000),
+        sweep=SweepConfig(
+            models=("resnet20",),
+            norms=("batch", "layer", "group"),
+            protocols=("sgd", "ghost"),
+            batch_sizes=(2, 4, 8, 16, 32, 64, 128),
+            init_scales=(1.0,),
+            seeds=(0, 1, 2, 3, 4),
+            learning_rates=(0.1,),
+        ),
+        figures=("error_vs_batch", "bn_eval_modes"),
+    )

@@ -1,0 +1,37 @@
+"""`cnn`: a small convolutional net in which norms act over channels, so GroupNorm's groups are channel groups.
+
+Each block is a 3x3 conv with stride 2 -> Norm -> activation (28x28 MNIST: 14, 7, 4 pixels at 16, 32, 64
+channels by default), then global average pooling and a Dense classifier.
+"""
+
+from collections.abc import Callable
+
+import flax.linen as nn
+
+from normbench.models.masks import batch_mask
+from normbench.norms import NormFactory
+
+
+class CNN(nn.Module):
+    channels: tuple[int, ...]
+    num_classes: int
+    norm: NormFactory
+    activation: Callable
+    kernel_init: Callable
+
+    @nn.compact
+    def __call__(self, x, train: bool, mask=None):
+        for width in self.channels:
+            x = nn.Conv(width, (3, 3), strides=(2, 2), padding="SAME", kernel_init=self.kernel_init)(x)
+            x = self.norm(train)(x, mask=batch_mask(mask, x))
+            x = self.activation(x)
+        x = x.mean(axis=(1, 2))
+        return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)
+
+
+def build(config, norm, num_classes, kernel_init, activation):
+    return CNN(config.channels, num_classes, norm, activation, kernel_init)
+
+
+def norm_channels(config):
+    return config.channels

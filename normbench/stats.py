@@ -1,0 +1,26 @@
+"""Statistics over seeds: the mean with a Student-t 95% confidence interval."""
+
+import numpy as np
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width of the `level` confidence interval); the half-width is NaN for fewer than 2 values."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan")
+    sem = values.std(ddof=1) / np.sqrt(len(values))
+    return mean, float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * sem)
+
+
+def final_epoch(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rows of each run's last epoch."""
+    last = columns["epoch"] == columns["epoch"].max()
+    return {k: v[last] for k, v in columns.items()}
+
+
+def norm_batch(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The number of examples a norm's batch statistics see: the SGD batch, or the ghost group."""
+    return np.where(columns["protocol"] == "ghost", columns["ghost_size"], columns["batch_size"])

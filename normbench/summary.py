@@ -1,0 +1,96 @@
+"""`summary.md`: the final-epoch numbers of a results directory as Markdown tables, mean +- 95% CI over seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from normbench.config import Config
+from normbench.results import atomic_write
+from normbench.stats import final_epoch, mean_ci, norm_batch
+
+ACCURACIES = {
+    "train_acc": "train acc",
+    "test_acc": "test acc",
+    "test_acc_batch_stats": "test acc, batch stats",
+    "test_acc_precise": "test acc, PreciseBN",
+}
+
+
+def _pm(values, scale=100.0) -> str:
+    values = np.asarray(values, dtype=np.float64)
+    if np.isnan(values).all():
+        return "-"
+    mean, ci = mean_ci(values * scale)
+    return f"{mean:.1f}" if np.isnan(ci) else f"{mean:.1f} ± {ci:.1f}"
+
+
+def _groups(final, keys):
+    rows = list(zip(*(final[k] for k in keys)))
+    return sorted(set(rows), key=lambda r: tuple((str(v) if isinstance(v, str) else -float(v)) for v in r))
+
+
+def final_table(final) -> list[str]:
+    keys = ["model", "norm", "protocol", "norm_batch", "init_scale", "learning_rate"]
+    lines = [
+        "| " + " | ".join(keys + list(ACCURACIES.values()) + ["diverged"]) + " |",
+        "|" + "---|" * (len(keys) + len(ACCURACIES) + 1),
+    ]
+    for group in _groups(final, keys):
+        rows = np.all([final[k] == v for k, v in zip(keys, group)], axis=0)
+        cells = [str(v) if isinstance(v, str) else f"{v:g}" for v in group]
+        cells += [_pm(final[m][rows]) for m in ACCURACIES]
+        cells.append(f"{int(final['diverged'][rows].sum())}/{int(rows.sum())}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def batch_drop_table(final) -> list[str]:
+    """Per model, protocol and norm: test accuracy at the largest and smallest norm batch, and the drop between
+    them, its CI taken over the per-seed differences (a seed's runs share init and data order)."""
+    lines = [
+        "| model | protocol | norm | init_scale | test acc, largest batch | test acc, smallest batch | drop (points) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, protocol, norm, scale in _groups(final, ["model", "protocol", "norm", "init_scale"]):
+        rows = (final["model"] == model) & (final["protocol"] == protocol) & (final["norm"] == norm)
+        rows &= final["init_scale"] == scale
+        sizes = np.unique(final["norm_batch"][rows])
+        if len(sizes) < 2:
+            continue
+        large, small = (rows & (final["norm_batch"] == b) for b in (sizes.max(), sizes.min()))
+        order_large, order_small = np.argsort(final["seed"][large]), np.argsort(final["seed"][small])
+        acc_large, acc_small = final["test_acc"][large][order_large], final["test_acc"][small][order_small]
+        lines.append(
+            f"| {model} | {protocol} | {norm} | {scale:g} | {_pm(acc_large)} ({sizes.max()}) | "
+            f"{_pm(acc_small)} ({sizes.min()}) | {_pm(acc_large - acc_small)} |"
+        )
+    return lines if len(lines) > 2 else []
+
+
+def summary_markdown(columns: dict[str, np.ndarray], config: Config) -> str:
+    final = final_epoch(columns)
+    final["norm_batch"] = norm_batch(final)
+    n_seeds = len(np.unique(final["seed"]))
+    lines = [
+        f"# {config.name}",
+        "",
+        f"Final epoch ({int(columns['epoch'].max())}); accuracies in percent, mean ± 95% CI (Student t) over "
+        f"{n_seeds} seeds. `norm_batch` is the number of examples each batch statistic sees: the SGD batch, "
+        "or the ghost group under the ghost protocol. `test acc` evaluates norms with running statistics on "
+        "those running averages; `batch stats` normalizes each test batch (as large as the training batches) "
+        "by its own statistics; `PreciseBN` uses statistics recomputed over training batches after training.",
+        "",
+    ]
+    drop = batch_drop_table(final)
+    if drop:
+        lines += ["## Accuracy lost between the largest and the smallest batch", "", *drop, ""]
+    lines += ["## Every configuration", "", *final_table(final), ""]
+    return "\n".join(lines)
+
+
+def write_summary(out: Path, columns: dict[str, np.ndarray], config: Config) -> Path:
+    path = Path(out) / "summary.md"
+    atomic_write(path, summary_markdown(columns, config))
+    return path

@@ -1,0 +1,37 @@
+"""Every model works with every norm; parameter counts are pinned to their papers'."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from normbench.config import ModelConfig, NormConfig
+from normbench.models import MODELS, build_model
+from normbench.norms import NORMS
+
+
+def count(params):
+    return sum(p.size for p in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("norm", list(NORMS))
+def test_every_model_with_every_norm(model, norm):
+    config = ModelConfig(hidden=(8, 8), channels=(4, 8))
+    net = build_model(model, config, NORMS[norm].make(NormConfig(num_groups=2)), 5)
+    x = jnp.ones((3, 8, 8, 2))
+    variables = net.init(jax.random.PRNGKey(0), x, train=False)
+    logits, updates = net.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert logits.shape == (3, 5)
+    assert ("batch_stats" in updates and bool(updates["batch_stats"])) == NORMS[norm].running_stats
+
+
+def test_parameter_counts():
+    # The textbook MLP: 784*100 + 4*100*100 + 100*10 weights, plus biases, plus BN's scale and shift.
+    mlp = build_model("mlp", ModelConfig(), NORMS["batch"].make(NormConfig()), 10)
+    params = mlp.init(jax.random.PRNGKey(0), jnp.ones((1, 28, 28, 1)), train=False)["params"]
+    assert count(params) == 784 * 100 + 4 * 100 * 100 + 100 * 10 + 5 * 100 + 10 + 5 * 2 * 100
+    # ResNet-20 for CIFAR-10: He et al. report 0.27M parameters.
+    resnet = build_model("resnet20", ModelConfig(channels=(16, 32, 64)), NORMS["batch"].make(NormConfig()), 10)
+    params = resnet.init(jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)), train=False)["params"]
+    assert count(params) == 272_474
+

@@ -1,0 +1,128 @@
+"""The pieces of the small-batch study: ghost BN, batch masks, PreciseBN, learning-rate scaling, the cells."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from normbench.config import Cell, ModelConfig, NormConfig, cells, value_grid
+from normbench.models import build_model
+from normbench.norms import NORMS
+from normbench.norms.ghost_batch import GhostBatchNorm
+from normbench.train import batch_stats_accuracy, precise_batch_stats
+
+CFG = NormConfig(momentum=0.9, epsilon=1e-6)
+
+
+def rand(*shape, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).normal(2.0, 3.0, shape), jnp.float32)
+
+
+def run(module, x, **kwargs):
+    variables = module.init(jax.random.PRNGKey(0), x)
+    return module.apply(variables, x, mutable=["batch_stats"], **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (8, 3, 3, 4)])
+def test_ghost_bn_with_one_group_is_batch_norm(shape):
+    x = rand(*shape)
+    y_bn, stats_bn = run(NORMS["batch"].make(CFG)(True), x)
+    y_ghost, stats_ghost = run(NORMS["batch"].make_grouped(CFG, jnp.int32(shape[0]))(True), x)
+    np.testing.assert_allclose(y_ghost, y_bn, rtol=1e-5, atol=1e-5)
+    for key in ("mean", "var"):
+        np.testing.assert_allclose(stats_ghost["batch_stats"][key], stats_bn["batch_stats"][key], rtol=1e-5)
+
+
+def test_ghost_bn_normalizes_each_group_by_its_own_statistics():
+    x = rand(12, 3)
+    y, stats = run(GhostBatchNorm(jnp.int32(4), use_running_average=False, momentum=0.9, epsilon=1e-6), x)
+    groups = np.asarray(x, np.float64).reshape(3, 4, 3)
+    mu, var = groups.mean(1, keepdims=True), groups.var(1, keepdims=True)
+    np.testing.assert_allclose(y, ((groups - mu) / np.sqrt(var + 1e-6)).reshape(12, 3), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats["batch_stats"]["mean"], 0.1 * mu.mean((0, 1)), rtol=1e-5)
+    np.testing.assert_allclose(stats["batch_stats"]["var"], 0.9 + 0.1 * var.mean((0, 1)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda: NORMS["batch"].make(CFG)(True),
+                                  lambda: NORMS["batch"].make_grouped(CFG, jnp.int32(12))(True)])  # fmt: skip
+def test_batch_norms_leave_masked_padding_out_of_their_statistics(make):
+    x = rand(8, 4)
+    padded = jnp.concatenate([x, 100 + rand(4, 4, seed=1)])
+    mask = (jnp.arange(12) < 8)[:, None]
+    y, stats = run(make(), x)
+    y_padded, stats_padded = run(make(), padded, mask=mask)
+    np.testing.assert_allclose(y_padded[:8], y, rtol=1e-5, atol=1e-5)
+    for key in ("mean", "var"):
+        np.testing.assert_allclose(stats_padded["batch_stats"][key], stats["batch_stats"][key], rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_name, shape", [("mlp", (6, 4, 4, 1)), ("cnn", (6, 8, 8, 1))])
+def test_a_masked_padded_batch_trains_like_the_unpadded_one(model_name, shape):
+    """The model-level batch mask: logits of the real examples and BN's statistics ignore the padding."""
+    config = ModelConfig(hidden=(8,), channels=(4, 4))
+    model = build_model(model_name, config, NORMS["batch"].make(CFG), 3)
+    x = rand(*shape)
+    padded = jnp.concatenate([x, rand(*shape, seed=1)[:3] * 50])
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    logits, stats = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    mask = jnp.arange(9) < 6
+    logits_p, stats_p = model.apply(variables, padded, train=True, mask=mask, mutable=["batch_stats"])
+    np.testing.assert_allclose(logits_p[:6], logits, rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(stats_p), jax.tree.leaves(stats)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_precise_bn_is_the_mean_of_each_batchs_own_statistics():
+    config = ModelConfig(hidden=(6, 5))
+    model = build_model("mlp", config, NORMS["batch"].make(CFG), 3)
+    probe = build_model("mlp", config, NORMS["batch"].make(dataclasses.replace(CFG, momentum=0.0)), 3)
+    xs = rand(4, 10, 7)  # 4 batches of 10
+    variables = model.init(jax.random.PRNGKey(1), xs[0], train=False)
+    precise = precise_batch_stats(probe, variables, xs)
+    # Directly: the first BN layer sees Dense_0's outputs, whose per-batch moments we can write down.
+    dense = variables["params"]["Dense_0"]
+    h = np.einsum("nbi,io->nbo", np.asarray(xs, np.float64), dense["kernel"]) + dense["bias"]
+    np.testing.assert_allclose(precise["BatchNorm_0"]["mean"], h.mean(1).mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(precise["BatchNorm_0"]["var"], h.var(1).mean(0), rtol=1e-4, atol=1e-6)
+    # Deeper layers: the same average of what plain train-mode passes report, one batch at a time.
+    per_batch = [model.apply({**variables, "batch_stats": jax.tree.map(jnp.zeros_like, variables["batch_stats"])},
+                             x, train=True, mutable=["batch_stats"])[1]["batch_stats"] for x in xs]  # fmt: skip
+    # momentum 0.9 from zeros leaves 0.1 x the batch statistic
+    expected = jax.tree.map(lambda *s: np.mean(s, axis=0) / 0.1, *per_batch)
+    for a, b in zip(jax.tree.leaves(precise), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_stats_accuracy_normalizes_each_test_batch_by_itself():
+    model = build_model("mlp", ModelConfig(hidden=(6,)), NORMS["batch"].make(CFG), 3)
+    x, y = rand(10, 5), jnp.asarray(np.arange(10) % 3)
+    variables = model.init(jax.random.PRNGKey(2), x, train=False)
+    expected = []
+    for batch in (x[:4], x[4:8]):  # the last 2 examples do not fill a batch of 4
+        logits, _ = model.apply(variables, batch, train=True, mutable=["batch_stats"])
+        expected.append(np.argmax(logits, -1))
+    expected = np.mean(np.concatenate(expected) == np.asarray(y[:8]))
+    assert float(batch_stats_accuracy(model, variables, x, y, 4)) == pytest.approx(expected)
+
+
+def test_learning_rate_scales_linearly_with_the_sgd_batch():
+    config = tiny_config(learning_rates=(0.1,), batch_sizes=(4, 16), init_scales=(1.0,))
+    scaled = dataclasses.replace(config, train=dataclasses.replace(config.train, lr_reference_batch=16))
+    assert [lr for _, lr, _ in value_grid(config, Cell("mlp", "batch", "sgd", 4))] == [0.1]
+    assert [lr for _, lr, _ in value_grid(scaled, Cell("mlp", "batch", "sgd", 4))] == [0.025]
+    assert [lr for _, lr, _ in value_grid(scaled, Cell("mlp", "batch", "sgd", 16))] == [0.1]
+    # The ghost protocol keeps the SGD batch at 16 for every group size, so the rate stays at 0.1.
+    ghost = value_grid(scaled, Cell("mlp", "batch", "ghost", 16))
+    assert [(lr, g) for _, lr, g in ghost] == [(0.1, 4), (0.1, 16)]
+
+
+def test_ghost_cells_exist_only_for_batch_dependent_norms():
+    config = tiny_config(norms=("batch", "layer"), batch_sizes=(4, 8), models=("mlp", "cnn"))
+    config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, protocols=("sgd", "ghost")))
+    got = cells(config)
+    assert Cell("cnn", "batch", "ghost", 8) in got and Cell("mlp", "batch", "ghost", 8) in got
+    assert not [c for c in got if c.norm == "layer" and c.protocol == "ghost"]
+    assert len(got) == 2 * (2 * 2 + 1)
