@@ -39,7 +39,7 @@ def run_study(config: Config, out: Path, log: Callable[[str], None] = print) -> 
     trained = time.perf_counter()
     timings = {
         "data_s": loaded - start,
-        "compile_s": sum(r.compile_s for r in results),
+        "compile_s": sum(r.wait_s for r in results),
         "train_s": sum(r.train_s for r in results),
     }
     write_results(out, config, results, {"environment": environment(), "timings": timings})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jax
@@ -19,7 +20,8 @@ from normbench.train import Data, Metrics, RunValues, make_train, steps_per_epoc
 class CellResult:
     cell: Cell
     metrics: Metrics  # numpy, leading axes (seed, run) in `value_grid` order
-    compile_s: float
+    compile_s: float  # how long compiling took
+    wait_s: float  # how much of it the sweep waited for (the rest overlapped the previous cell's training)
     train_s: float
 
 
@@ -68,25 +70,47 @@ def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds
 
 
 def train_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues):
+    """Compile and train one cell; returns the final states and its `CellResult`."""
     start = time.perf_counter()
     compiled = compile_cell(config, cell, dataset, data, seeds, values)
-    compiled_at = time.perf_counter()
+    return _train(compiled, cell, data, seeds, values, time.perf_counter() - start, 0.0)
+
+
+def _train(compiled, cell: Cell, data: Data, seeds, values: RunValues, compile_s: float, wait_s: float):
+    start = time.perf_counter()
     states, metrics = jax.block_until_ready(compiled(seeds, values, data))
-    done = time.perf_counter()
-    return states, CellResult(cell, jax.tree.map(np.asarray, metrics), compiled_at - start, done - compiled_at)
+    train_s = time.perf_counter() - start
+    return states, CellResult(cell, jax.tree.map(np.asarray, metrics), compile_s, wait_s or compile_s, train_s)
 
 
 def run_sweep(config: Config, dataset: Dataset, log: Callable[[str], None] = print) -> list[CellResult]:
+    """Train every cell in turn. XLA compiles a program on one core, so the next cell compiles in a background
+    thread while a cell trains; a cell waits only for what that overlap did not cover. (A second compile thread
+    gained nothing on 2 cores: see the closing note of the small-batch issue.)"""
     check_fits(config, dataset)
     data = device_data(dataset)
+    todo = cells(config)
     results = []
-    for i, cell in enumerate(cells(config), 1):
-        _, result = train_cell(config, cell, dataset, data, *grid_values(config, cell))
-        results.append(result)
-        final = result.metrics.train_acc[..., -1]
-        log(
-            f"cell {i}/{len(cells(config))} {cell.model} {cell.norm} {cell.protocol} batch={cell.batch_size}: "
-            f"{final.size} runs, compile {result.compile_s:.1f} s, train {result.train_s:.1f} s, "
-            f"final train acc mean {final.mean():.3f} (min {final.min():.3f}, max {final.max():.3f})"
-        )
+
+    def compile_timed(cell):
+        start = time.perf_counter()
+        compiled = compile_cell(config, cell, dataset, data, *grid_values(config, cell))
+        return compiled, time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=1) as compiler:
+        pending = compiler.submit(compile_timed, todo[0])
+        for i, cell in enumerate(todo):
+            waited = time.perf_counter()
+            compiled, compile_s = pending.result()
+            waited = time.perf_counter() - waited
+            if i + 1 < len(todo):
+                pending = compiler.submit(compile_timed, todo[i + 1])
+            _, result = _train(compiled, cell, data, *grid_values(config, cell), compile_s, waited)
+            results.append(result)
+            final = result.metrics.train_acc[..., -1]
+            log(
+                f"cell {i + 1}/{len(todo)} {cell.model} {cell.norm} {cell.protocol} batch={cell.batch_size}: "
+                f"{final.size} runs, compile {compile_s:.1f} s (waited {waited:.1f} s), train {result.train_s:.1f} s, "
+                f"final train acc mean {final.mean():.3f} (min {final.min():.3f}, max {final.max():.3f})"
+            )
     return results
