@@ -287,7 +287,7 @@ def validate(config: Config) -> None:
     for model in sweep.models:
         check_model(model, config.model)
         for norm in sweep.norms:
-            check_norm(norm, config.norm, MODELS[model].norm_channels(config.model))
+            check_norm(norm, config.norm, MODELS[model].widths(config.model))
     positive = {
         "train.epochs": train.epochs,
         "train.eval_batch_size": train.eval_batch_size,

@@ -17,17 +17,18 @@ from normbench.norms import NormFactory
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    # (config, norm factory, num_classes, kernel_init, activation) -> nn.Module applied as
-    # model(x, train, mask=None), where mask (batch,) marks the real examples of a padded batch
-    build: Callable[..., nn.Module]
-    # The channel counts the norms see, so norm options are checked before anything is traced.
-    norm_channels: Callable[[ModelConfig], tuple[int, ...]]
+    # A Flax module built as module(widths, num_classes, norm factory, activation, kernel_init) and applied as
+    # model(x, train, mask=None), where mask (batch,) marks the real examples of a padded batch.
+    module: type[nn.Module]
+    # The layer widths from the config; they are also the channel counts the norms see, so norm options are
+    # checked against them before anything is traced.
+    widths: Callable[[ModelConfig], tuple[int, ...]]
 
 
 MODELS: dict[str, ModelSpec] = {
-    "mlp": ModelSpec("mlp", mlp.build, mlp.norm_channels),
-    "cnn": ModelSpec("cnn", cnn.build, cnn.norm_channels),
-    "resnet20": ModelSpec("resnet20", resnet.build, resnet.norm_channels),
+    "mlp": ModelSpec("mlp", mlp.MLP, lambda config: config.hidden),
+    "cnn": ModelSpec("cnn", cnn.CNN, lambda config: config.channels),
+    "resnet20": ModelSpec("resnet20", resnet.ResNet20, lambda config: config.channels),
 }
 
 ACTIVATIONS: dict[str, Callable] = {"relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu}
@@ -52,7 +53,8 @@ def check_model(name: str, config: ModelConfig) -> None:
 
 def build_model(name: str, config: ModelConfig, norm: NormFactory, num_classes: int) -> nn.Module:
     check_model(name, config)
-    return MODELS[name].build(config, norm, num_classes, KERNEL_INITS[config.init], ACTIVATIONS[config.activation])
+    spec, activation = MODELS[name], ACTIVATIONS[config.activation]
+    return spec.module(spec.widths(config), num_classes, norm, activation, KERNEL_INITS[config.init])
 
 
 def scale_kernels(params, scale):

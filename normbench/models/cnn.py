@@ -27,11 +27,3 @@ class CNN(nn.Module):
             x = self.activation(x)
         x = x.mean(axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)
-
-
-def build(config, norm, num_classes, kernel_init, activation):
-    return CNN(config.channels, num_classes, norm, activation, kernel_init)
-
-
-def norm_channels(config):
-    return config.channels

@@ -23,11 +23,3 @@ class MLP(nn.Module):
             x = self.norm(train)(x, mask=batch_mask(mask, x))
             x = self.activation(x)
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)
-
-
-def build(config, norm, num_classes, kernel_init, activation):
-    return MLP(config.hidden, num_classes, norm, activation, kernel_init)
-
-
-def norm_channels(config):
-    return config.hidden

@@ -54,11 +54,3 @@ class ResNet20(nn.Module):
                 x = BasicBlock(width, strides, self.norm, self.activation, self.kernel_init)(x, train, mask)
         x = x.mean(axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)
-
-
-def build(config, norm, num_classes, kernel_init, activation):
-    return ResNet20(config.channels, num_classes, norm, activation, kernel_init)
-
-
-def norm_channels(config):
-    return config.channels
