@@ -50,9 +50,19 @@ class NormConfig:
     # The textbook's 10e-7; at init std 1e-4 the activations' variance is ~1e-6, so a larger epsilon would
     # stop BN from rescaling them to unit variance.
     epsilon: float = 1e-6
-    # GroupNorm takes exactly one of these; with neither, it uses 32 groups as the GN paper does.
+    # GroupNorm (and EvoNorm-S0's group statistics) take exactly one of these; with neither, 32 groups as the
+    # GN paper uses.
     num_groups: int | None = None
     group_size: int | None = None
+    # ghost_batch: examples per batch statistic; None normalizes over the whole batch.
+    ghost_size: int | None = None
+    # batch_renorm (Ioffe, 2017): r is clipped to [1/r_max, r_max] and d to [-d_max, d_max]; both limits hold at
+    # r_max = 1, d_max = 0 for the first `renorm_hold_steps` steps, then move linearly to these values over
+    # `renorm_ramp_steps` steps (the paper: 5k steps held, then r_max to 3 and d_max to 5).
+    renorm_r_max: float = 3.0
+    renorm_d_max: float = 5.0
+    renorm_hold_steps: int = 5000
+    renorm_ramp_steps: int = 40000
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ NormFactory = Callable[[bool], nn.Module]
 
 @dataclass(frozen=True)
 class NormSpec:
+    """A norm and the facts about it that the rest of normbench uses instead of checking names."""
+
     name: str
     make: Callable[[NormConfig], NormFactory]
     # True when one example's output depends on the other examples of its batch (train mode).
@@ -30,6 +32,14 @@ class NormSpec:
     # True when the norm keeps running statistics in the `batch_stats` collection for eval mode.
     running_stats: bool
     summary: str
+    # The axes its statistics reduce over, in words (e.g. "batch, spatial").
+    reduces_over: str = "-"
+    # The NormConfig fields it reads; `normbench list norms` shows them.
+    options: tuple[str, ...] = ()
+    # True when the layer applies its own nonlinearity (FRN's TLU, EvoNorm): models then add none after it.
+    fuses_activation: bool = False
+    # True when its output does not change if the preceding layer's weights are scaled by a positive factor.
+    scale_invariant: bool = False
     # Raises ConfigError when the options cannot apply to a layer of this many channels.
     check: Callable[[NormConfig, int], None] = lambda config, channels: None
     # For batch-dependent norms: (config, group_size) -> factory of the norm with its batch statistics taken
