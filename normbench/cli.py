@@ -41,6 +41,13 @@ def _plot(args) -> int:
     return 0
 
 
+def _list(args) -> int:
+    from normbench.catalog import listing
+
+    print(listing(args.what))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="normbench", description="Compare normalization schemes with vectorized JAX sweeps."
@@ -57,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="redraw a results directory's figures from its metrics.csv")
     plot.add_argument("results_dir")
     plot.set_defaults(func=_plot)
+    show = sub.add_parser("list", help="list the registered norms (with their metadata), models or study configs")
+    show.add_argument("what", choices=("norms", "models", "configs"))
+    show.set_defaults(func=_list)
     return p
 
 

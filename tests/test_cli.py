@@ -126,3 +126,18 @@ def test_console_script_exit_status_on_bad_input(study):
     assert result.stderr.strip().splitlines() == [
         "normbench: error: unknown norm 'weird'; valid norms: none, batch, layer, group"
     ]
+
+
+def test_list_shows_every_norm_with_its_metadata_and_every_config(capsys):
+    from normbench.norms import NORMS
+
+    assert main(["list", "norms"]) == 0
+    out = capsys.readouterr().out
+    for name, spec in NORMS.items():
+        (line,) = [row for row in out.splitlines() if row.split()[0] == name]
+        assert spec.summary in line and spec.reduces_over in line
+    assert main(["list", "configs"]) == 0
+    out = capsys.readouterr().out
+    assert "configs/init_scale.py" in out and "configs/small_batch.py" in out
+    assert main(["list", "models"]) == 0
+    assert "resnet20" in capsys.readouterr().out

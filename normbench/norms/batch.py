@@ -38,5 +38,8 @@ SPEC = NormSpec(
     batch_dependent=True,
     running_stats=True,
     summary="BatchNorm over the batch (and spatial axes); running averages for eval",
+    reduces_over="batch, spatial",
+    options=("momentum", "epsilon"),
+    scale_invariant=True,
     make_grouped=make_grouped,
 )

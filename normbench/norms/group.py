@@ -55,5 +55,8 @@ SPEC = NormSpec(
     batch_dependent=False,
     running_stats=False,
     summary="GroupNorm over channel groups (and spatial axes) of each example",
+    reduces_over="spatial, channel group (per example)",
+    options=("num_groups", "group_size", "epsilon"),
+    scale_invariant=True,
     check=check,
 )

@@ -30,4 +30,7 @@ SPEC = NormSpec(
     batch_dependent=False,
     running_stats=False,
     summary="LayerNorm over all non-batch axes of each example",
+    reduces_over="spatial, channels (per example)",
+    options=("epsilon",),
+    scale_invariant=True,
 )

@@ -1,0 +1,158 @@
+"""What every registered norm must do, checked against what its `NormSpec` claims.
+
+Each check takes a `NormSpec` and raises AssertionError saying what broke. `tests/test_conformance.py` runs
+every check on every entry of `NORMS`, so a new norm is checked the moment it is registered; call them
+directly to check a norm under development:
+
+    from normbench.conformance import CHECKS
+    for check in CHECKS: check(my_spec)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from normbench.config import NormConfig
+from normbench.norms.registry import NormSpec
+
+# Options every norm accepts: 2 groups divide the 4 channels of the test inputs.
+CONFIG = NormConfig(momentum=0.9, epsilon=1e-5, num_groups=2)
+SHAPES = ((6, 4), (6, 3, 3, 4))
+
+
+def _inputs(shape, seed=0, dtype=jnp.float32):
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.normal(1.5, 2.0, shape), dtype)
+
+
+def _apply(spec: NormSpec, x, train: bool, variables=None, mask=None, config=CONFIG):
+    module = spec.make(config)(train)
+    if variables is None:
+        variables = module.init(jax.random.PRNGKey(0), x)
+    y, updates = module.apply(variables, x, mask=mask, mutable=["batch_stats"])
+    return y, variables, updates
+
+
+def _close(a, b, what, rtol=1e-4, atol=1e-5):
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol, atol, err_msg=what)
+
+
+def keeps_shape_and_dtype(spec: NormSpec):
+    for shape in SHAPES:
+        for train in (True, False):
+            x = _inputs(shape)
+            y, _, _ = _apply(spec, x, train)
+            assert y.shape == x.shape and y.dtype == x.dtype, f"{spec.name}: {x.shape} {x.dtype} -> {y.shape} {y.dtype}"
+
+
+def batch_dependence_as_declared(spec: NormSpec):
+    """An example's train-mode output changes with the rest of its batch if and only if batch_dependent."""
+    for shape in SHAPES:
+        x = _inputs(shape)
+        y, variables, _ = _apply(spec, x, True)
+        other = x.at[1:].set(_inputs((shape[0] - 1, *shape[1:]), seed=1) * 3)
+        y_other, _, _ = _apply(spec, other, True, variables)
+        depends = not np.allclose(y[0], y_other[0], rtol=1e-5, atol=1e-6)
+        assert depends == spec.batch_dependent, (
+            f"{spec.name} claims batch_dependent={spec.batch_dependent}, but example 0's output "
+            f"{'changes' if depends else 'does not change'} with the rest of its batch"
+        )
+
+
+def scale_invariance_as_declared(spec: NormSpec):
+    """Scaling the preceding layer's weights scales the norm's input; norms that promise invariance ignore it."""
+    if not spec.scale_invariant:
+        return
+    for shape in SHAPES:
+        x = _inputs(shape)
+        for train in (True, False):
+            y, variables, _ = _apply(spec, x, train)
+            if not train and spec.running_stats:
+                continue  # running statistics were gathered at one scale
+            y_scaled, _, _ = _apply(spec, 3.7 * x, train, variables)
+            _close(y_scaled, y, f"{spec.name}: output changed when its input was scaled by 3.7 (train={train})")
+
+
+def train_equals_eval_without_batch_statistics(spec: NormSpec):
+    if spec.batch_dependent:
+        return
+    x = _inputs(SHAPES[1])
+    y_train, variables, _ = _apply(spec, x, True)
+    y_eval, _, _ = _apply(spec, x, False, variables)
+    _close(y_eval, y_train, f"{spec.name} is batch-independent but differs between train and eval mode")
+
+
+def jit_equals_eager(spec: NormSpec):
+    x = _inputs(SHAPES[1])
+    for train in (True, False):
+        module = spec.make(CONFIG)(train)
+        variables = module.init(jax.random.PRNGKey(0), x)
+
+        def apply(v, x, module=module):
+            return module.apply(v, x, mutable=["batch_stats"])
+
+        eager, jitted = apply(variables, x), jax.jit(apply)(variables, x)
+        for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
+            _close(a, b, f"{spec.name}: jit differs from eager (train={train})")
+
+
+def vmap_over_models_equals_a_loop(spec: NormSpec):
+    """Each model of a vmapped grid sees only its own batch: batch statistics never cross the model axis."""
+    xs = jnp.stack([_inputs(SHAPES[1], seed=s) * (1 + s) for s in range(3)])
+    module = spec.make(CONFIG)(True)
+    variables = jax.vmap(lambda k, x: module.init(k, x))(jax.random.split(jax.random.PRNGKey(0), 3), xs)
+
+    def apply(v, x):
+        return module.apply(v, x, mutable=["batch_stats"])
+
+    grid = jax.vmap(apply)(variables, xs)
+    for m in range(3):
+        alone = apply(jax.tree.map(lambda a, m=m: a[m], variables), xs[m])
+        for a, b in zip(jax.tree.leaves(grid), jax.tree.leaves(alone)):
+            _close(a[m], b, f"{spec.name}: model {m} of a vmapped grid differs from the same model alone")
+
+
+def mask_respected(spec: NormSpec):
+    """Padding rows marked by the mask change neither the real examples' outputs nor the running statistics."""
+    for shape in SHAPES:
+        x = _inputs(shape)
+        padded = jnp.concatenate([x, 50 + 10 * _inputs((3, *shape[1:]), seed=2)])
+        mask = (jnp.arange(shape[0] + 3) < shape[0]).reshape((-1,) + (1,) * (len(shape) - 1))
+        y, variables, updates = _apply(spec, x, True)
+        y_padded, _, updates_padded = _apply(spec, padded, True, variables, mask)
+        _close(y_padded[: shape[0]], y, f"{spec.name}: masked padding changed the real examples' outputs")
+        for a, b in zip(jax.tree.leaves(updates_padded), jax.tree.leaves(updates)):
+            _close(a, b, f"{spec.name}: masked padding changed its batch statistics")
+
+
+def finite_in_hard_cases(spec: NormSpec):
+    """Finite outputs and gradients for bfloat16 inputs, constant inputs (zero variance) and a batch of one."""
+    cases = {
+        "bfloat16": _inputs(SHAPES[1], dtype=jnp.bfloat16),
+        "constant": jnp.full(SHAPES[1], 3.0),
+        "batch of one": _inputs((1, 3, 3, 4)),
+    }
+    for name, x in cases.items():
+        module = spec.make(CONFIG)(True)
+        variables = module.init(jax.random.PRNGKey(0), x)
+
+        def loss(v, x, module=module):
+            return jnp.sum(module.apply(v, x, mutable=["batch_stats"])[0].astype(jnp.float32) ** 2)
+
+        value, grads = jax.value_and_grad(loss, argnums=(0, 1))(variables, x)
+        finite = all(bool(jnp.all(jnp.isfinite(g))) for g in [value, *jax.tree.leaves(grads)])
+        assert finite, f"{spec.name}: non-finite output or gradient ({name})"
+
+
+CHECKS = (
+    keeps_shape_and_dtype,
+    batch_dependence_as_declared,
+    scale_invariance_as_declared,
+    train_equals_eval_without_batch_statistics,
+    jit_equals_eager,
+    vmap_over_models_equals_a_loop,
+    mask_respected,
+    finite_in_hard_cases,
+)
