@@ -37,7 +37,15 @@ def make_padded_train(config: Config, norm: str, num_classes: int, n_train: int)
     """train(seed, init_scale, learning_rate, batch_size, data) with batch_size a traced value."""
     widest, narrowest = max(config.sweep.batch_sizes), min(config.sweep.batch_sizes)
     max_steps = n_train // narrowest
-    model = build_model("mlp", config.model, NORMS[norm].make(config.norm), num_classes)
+    spec = NORMS[norm]
+    model = build_model(
+        "mlp",
+        config.model,
+        spec.make(config.norm),
+        num_classes,
+        fuses_activation=spec.fuses_activation,
+        standardize_weights=spec.standardizes_weights,
+    )
     optimizer = optax.inject_hyperparams(OPTIMIZERS[config.train.optimizer])
 
     def loss_fn(params, batch_stats, x, y, mask, batch_size):

@@ -14,13 +14,16 @@ Expected (results/init_scale/init_scale.png): BN reaches >= 0.9 train accuracy a
 
 import numpy as np
 
-from normbench.config import Config, DataConfig, SweepConfig, TrainConfig
+from normbench.config import Config, DataConfig, NormConfig, SweepConfig, TrainConfig
 
 
 def get_config() -> Config:
     return Config(
         name="init_scale",
         data=DataConfig(source="mnist5k", n_train=1000),
+        # BN as the textbook: momentum 0.9, eps 1e-6 (the defaults). 4 groups divide the 100-wide layers, so
+        # GroupNorm and EvoNorm-S0 are one `--set sweep.norms=...` away.
+        norm=NormConfig(num_groups=4),
         train=TrainConfig(epochs=20),
         sweep=SweepConfig(
             norms=("batch", "none"),

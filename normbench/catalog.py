@@ -25,8 +25,16 @@ def norms_table() -> str:
     header = ("name", "batch-dependent", "running stats", "fused activation", "scale-invariant", "reduces over",
               "options", "summary")  # fmt: skip
     rows = [
-        (s.name, _yes(s.batch_dependent), _yes(s.running_stats), _yes(s.fuses_activation), _yes(s.scale_invariant),
-         s.reduces_over, ", ".join(s.options) or "-", s.summary)  # fmt: skip
+        (
+            s.name,
+            _yes(s.batch_dependent),
+            _yes(s.running_stats),
+            _yes(s.fuses_activation),
+            _yes(s.scale_invariant),
+            s.reduces_over,
+            ", ".join(s.options) or "-",
+            s.summary,
+        )  # fmt: skip
         for s in NORMS.values()
     ]
     return _table(header, rows)

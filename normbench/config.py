@@ -12,8 +12,9 @@ Batch-size protocols (`SweepConfig.protocols`):
 - `sgd`: the SGD batch is also BatchNorm's batch, one cell per size in `sweep.batch_sizes` (the Group
   Normalization paper's "images per GPU");
 - `ghost`: every run's SGD batch is the largest of `sweep.batch_sizes`, while batch-dependent norms compute
-  their statistics over groups of each of the sizes (Wu & Johnson, 2021), vmapped in one cell. Norms that do
-  not depend on the batch would give the same runs at every group size, so they get no ghost cell.
+  their statistics over groups of each of the sizes (Wu & Johnson, 2021), vmapped in one cell. Only norms with
+  a grouped form (`NormSpec.make_grouped`) get a ghost cell: the others would give the same runs at every group
+  size, or have no ghost-batch version.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def cells(config: Config) -> list[Cell]:
     for model, norm, protocol in itertools.product(sweep.models, sweep.norms, sweep.protocols):
         if protocol == "sgd":
             out += [Cell(model, norm, protocol, b) for b in sweep.batch_sizes]
-        elif NORMS[norm].batch_dependent:
+        elif NORMS[norm].make_grouped is not None:
             out.append(Cell(model, norm, protocol, max(sweep.batch_sizes)))
     return out
 

@@ -10,6 +10,8 @@ directly to check a norm under development:
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,6 +49,18 @@ def keeps_shape_and_dtype(spec: NormSpec):
             assert y.shape == x.shape and y.dtype == x.dtype, f"{spec.name}: {x.shape} {x.dtype} -> {y.shape} {y.dtype}"
 
 
+def running_stats_as_declared(spec: NormSpec):
+    """Norms that claim running statistics keep them in `batch_stats`, and train mode updates them."""
+    x = _inputs(SHAPES[1])
+    _, variables, updates = _apply(spec, x, True)
+    assert ("batch_stats" in variables) == spec.running_stats, f"{spec.name}: batch_stats vs running_stats"
+    if spec.running_stats:
+        changed = [
+            not np.allclose(a, b) for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(variables["batch_stats"]))
+        ]
+        assert any(changed), f"{spec.name}: a train-mode pass left its running statistics unchanged"
+
+
 def batch_dependence_as_declared(spec: NormSpec):
     """An example's train-mode output changes with the rest of its batch if and only if batch_dependent."""
     for shape in SHAPES:
@@ -62,16 +76,18 @@ def batch_dependence_as_declared(spec: NormSpec):
 
 
 def scale_invariance_as_declared(spec: NormSpec):
-    """Scaling the preceding layer's weights scales the norm's input; norms that promise invariance ignore it."""
+    """Scaling the preceding layer's weights scales the norm's input; norms that promise invariance ignore it
+    (up to epsilon, which the check makes negligible: FRN on one value per channel is sign(x) but for it)."""
     if not spec.scale_invariant:
         return
+    config = dataclasses.replace(CONFIG, epsilon=1e-12)
     for shape in SHAPES:
         x = _inputs(shape)
         for train in (True, False):
-            y, variables, _ = _apply(spec, x, train)
+            y, variables, _ = _apply(spec, x, train, config=config)
             if not train and spec.running_stats:
                 continue  # running statistics were gathered at one scale
-            y_scaled, _, _ = _apply(spec, 3.7 * x, train, variables)
+            y_scaled, _, _ = _apply(spec, 3.7 * x, train, variables, config=config)
             _close(y_scaled, y, f"{spec.name}: output changed when its input was scaled by 3.7 (train={train})")
 
 
@@ -148,6 +164,7 @@ def finite_in_hard_cases(spec: NormSpec):
 
 CHECKS = (
     keeps_shape_and_dtype,
+    running_stats_as_declared,
     batch_dependence_as_declared,
     scale_invariance_as_declared,
     train_equals_eval_without_batch_statistics,

@@ -161,7 +161,14 @@ def make_train(config: Config, cell: Cell, num_classes: int, n_train: int):
             norm = spec.make_grouped(norm_config, values.ghost_size)
         else:
             norm = spec.make(norm_config)
-        return build_model(cell.model, config.model, norm, num_classes)
+        return build_model(
+            cell.model,
+            config.model,
+            norm,
+            num_classes,
+            fuses_activation=spec.fuses_activation,
+            standardize_weights=spec.standardizes_weights,
+        )
 
     def batches(key, count):
         """(count, batch) training indices: fresh permutations back to back, or draws with replacement."""

@@ -9,7 +9,10 @@ import sys
 import pytest
 
 from normbench.cli import main
+from normbench.norms import NORMS
 from normbench.results import COLUMNS
+
+VALID = ", ".join(NORMS)  # the error lists every registered norm
 
 TINY = """
 from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
@@ -69,7 +72,7 @@ def snapshot(directory):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--set", "sweep.norms=batch,weird"], "unknown norm 'weird'; valid norms: none, batch, layer, group"),
+        (["--set", "sweep.norms=batch,weird"], f"unknown norm 'weird'; valid norms: {VALID}"),
         (["--set", "sweep.norms=group", "--set", "norm.num_groups=3"], "3 groups do not divide a layer of 8"),
         (["--set", "data.source=idx:/no/such/dir"], "/no/such/dir"),
         (["--set", "sweep.batch_sizes=100"], "batch size 100 is larger than the 64 training examples"),
@@ -123,9 +126,7 @@ def test_console_script_exit_status_on_bad_input(study):
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "normbench: error: unknown norm 'weird'; valid norms: none, batch, layer, group"
-    ]
+    assert result.stderr.strip().splitlines() == [f"normbench: error: unknown norm 'weird'; valid norms: {VALID}"]
 
 
 def test_list_shows_every_norm_with_its_metadata_and_every_config(capsys):

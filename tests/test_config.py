@@ -1,11 +1,15 @@
 """Overrides are typed, config files fail with one clear line, and validation happens before any tracing."""
 
 import dataclasses
+import re
 
 import pytest
 from conftest import tiny_config
 
 from normbench.config import Config, ConfigError, apply_overrides, from_dict, load_config, to_dict, validate
+from normbench.norms import NORMS
+
+VALID = ", ".join(NORMS)  # the error lists every registered norm
 
 
 def test_overrides_are_parsed_to_the_fields_types():
@@ -78,7 +82,7 @@ def test_malformed_config_files_fail_with_one_line(tmp_path, text, message):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"sweep.norms": ("batch", "weird")}, "unknown norm 'weird'; valid norms: none, batch, layer, group"),
+        ({"sweep.norms": ("batch", "weird")}, re.escape(f"unknown norm 'weird'; valid norms: {VALID}")),
         ({"sweep.norms": ("group",), "norm.num_groups": 3}, "3 groups do not divide a layer of 8 channels"),
         ({"sweep.seeds": ()}, "sweep.seeds is empty"),
         ({"sweep.seeds": (1, 1)}, "sweep.seeds repeats a value"),
@@ -109,3 +113,9 @@ def test_validate_rejects_what_cannot_run(changes, message):
 
 def test_the_studies_configs_are_valid():
     validate(load_config("configs/init_scale.py"))
+
+
+@pytest.mark.parametrize("path", ["configs/init_scale.py", "configs/small_batch.py"])
+def test_every_registered_norm_is_one_set_away_in_the_studies(path):
+    config = apply_overrides(load_config(path), [f"sweep.norms={','.join(NORMS)}"])
+    validate(config)

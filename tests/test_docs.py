@@ -42,4 +42,5 @@ def test_the_documented_norm_lists_and_sweeps(scale_norm, tmp_path, capsys):
 
 def test_the_documented_registry_line_matches_the_registry():
     text = (Path(__file__).resolve().parent.parent / "normbench" / "norms" / "__init__.py").read_text()
-    assert "NORMS: dict[str, NormSpec] = {spec.name: spec for spec in (" in text
+    assert "from normbench.norms import batch, " in text
+    assert "NORMS: dict[str, NormSpec] = {\n    spec.name: spec\n    for spec in (\n        identity.SPEC," in text

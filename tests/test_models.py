@@ -17,7 +17,8 @@ def count(params):
 @pytest.mark.parametrize("norm", list(NORMS))
 def test_every_model_with_every_norm(model, norm):
     config = ModelConfig(hidden=(8, 8), channels=(4, 8))
-    net = build_model(model, config, NORMS[norm].make(NormConfig(num_groups=2)), 5)
+    spec = NORMS[norm]
+    net = build_model(model, config, spec.make(NormConfig(num_groups=2)), 5, fuses_activation=spec.fuses_activation)
     x = jnp.ones((3, 8, 8, 2))
     variables = net.init(jax.random.PRNGKey(0), x, train=False)
     logits, updates = net.apply(variables, x, train=True, mutable=["batch_stats"])
@@ -34,4 +35,3 @@ def test_parameter_counts():
     resnet = build_model("resnet20", ModelConfig(channels=(16, 32, 64)), NORMS["batch"].make(NormConfig()), 10)
     params = resnet.init(jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)), train=False)["params"]
     assert count(params) == 272_474
-

@@ -17,8 +17,9 @@ from normbench.norms import NormFactory
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    # A Flax module built as module(widths, num_classes, norm factory, activation, kernel_init) and applied as
-    # model(x, train, mask=None), where mask (batch,) marks the real examples of a padded batch.
+    # A Flax module built as module(widths, num_classes, norm factory, activation, kernel_init,
+    # standardize_weights) and applied as model(x, train, mask=None), where mask (batch,) marks the real
+    # examples of a padded batch. standardize_weights: weight-standardize the kernels that feed a norm.
     module: type[nn.Module]
     # The layer widths from the config; they are also the channel counts the norms see, so norm options are
     # checked against them before anything is traced.
@@ -51,10 +52,28 @@ def check_model(name: str, config: ModelConfig) -> None:
             raise ConfigError(f"unknown model.{key} {value!r}; valid: {', '.join(table)}")
 
 
-def build_model(name: str, config: ModelConfig, norm: NormFactory, num_classes: int) -> nn.Module:
+def build_model(
+    name: str,
+    config: ModelConfig,
+    norm: NormFactory,
+    num_classes: int,
+    *,
+    fuses_activation: bool = False,
+    standardize_weights: bool = False,
+) -> nn.Module:
+    """The model `name` around the norm from `norm` (a NormSpec's factory). Pass the spec's `fuses_activation`:
+    when the norm applies its own nonlinearity, every activation of the model becomes the identity, so none is
+    stacked on it. `standardize_weights` weight-standardizes the kernels that feed the norm (`<norm>+ws`)."""
     check_model(name, config)
-    spec, activation = MODELS[name], ACTIVATIONS[config.activation]
-    return spec.module(spec.widths(config), num_classes, norm, activation, KERNEL_INITS[config.init])
+    spec = MODELS[name]
+    activation = identity if fuses_activation else ACTIVATIONS[config.activation]
+    return spec.module(
+        spec.widths(config), num_classes, norm, activation, KERNEL_INITS[config.init], standardize_weights
+    )
+
+
+def identity(x):
+    return x
 
 
 def scale_kernels(params, scale):

@@ -1,7 +1,8 @@
 """`cnn`: a small convolutional net in which norms act over channels, so GroupNorm's groups are channel groups.
 
 Each block is a 3x3 conv with stride 2 -> Norm -> activation (28x28 MNIST: 14, 7, 4 pixels at 16, 32, 64
-channels by default), then global average pooling and a Dense classifier.
+channels by default), then global average pooling and a Dense classifier. With `standardize_weights`, the
+conv kernels (those feeding a norm) are weight-standardized; the classifier's is not.
 """
 
 from collections.abc import Callable
@@ -10,6 +11,7 @@ import flax.linen as nn
 
 from normbench.models.masks import batch_mask
 from normbench.norms import NormFactory
+from normbench.norms.weight_std import standardized
 
 
 class CNN(nn.Module):
@@ -18,11 +20,13 @@ class CNN(nn.Module):
     norm: NormFactory
     activation: Callable
     kernel_init: Callable
+    standardize_weights: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
+        conv = standardized(nn.Conv, self.is_initializing()) if self.standardize_weights else nn.Conv
         for width in self.channels:
-            x = nn.Conv(width, (3, 3), strides=(2, 2), padding="SAME", kernel_init=self.kernel_init)(x)
+            x = conv(width, (3, 3), strides=(2, 2), padding="SAME", kernel_init=self.kernel_init)(x)
             x = self.norm(train)(x, mask=batch_mask(mask, x))
             x = self.activation(x)
         x = x.mean(axis=(1, 2))

@@ -1,4 +1,8 @@
-"""`mlp`: the textbook's multilayer perceptron, each hidden layer Dense -> Norm -> activation."""
+"""`mlp`: the textbook's multilayer perceptron, each hidden layer Dense -> Norm -> activation.
+
+With `standardize_weights`, the hidden Dense kernels (those feeding a norm) are weight-standardized; the
+classifier's is not.
+"""
 
 from collections.abc import Callable
 
@@ -6,6 +10,7 @@ import flax.linen as nn
 
 from normbench.models.masks import batch_mask
 from normbench.norms import NormFactory
+from normbench.norms.weight_std import standardized
 
 
 class MLP(nn.Module):
@@ -14,12 +19,14 @@ class MLP(nn.Module):
     norm: NormFactory
     activation: Callable
     kernel_init: Callable
+    standardize_weights: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
         x = x.reshape((x.shape[0], -1))
+        dense = standardized(nn.Dense, self.is_initializing()) if self.standardize_weights else nn.Dense
         for width in self.hidden:
-            x = nn.Dense(width, kernel_init=self.kernel_init)(x)
+            x = dense(width, kernel_init=self.kernel_init)(x)
             x = self.norm(train)(x, mask=batch_mask(mask, x))
             x = self.activation(x)
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)

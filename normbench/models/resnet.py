@@ -2,7 +2,9 @@
 
 A 3x3 conv with `channels[0]` filters, three stages of three basic blocks (conv-norm-act, conv-norm, shortcut,
 act) with `channels` filters, the first block of stages 2 and 3 striding by 2 with a 1x1 projection
-shortcut, then global average pooling and a Dense classifier: 0.27M parameters at 16-32-64 channels.
+shortcut, then global average pooling and a Dense classifier: 0.27M parameters at 16-32-64 channels. Every conv
+feeds a norm, so `standardize_weights` weight-standardizes them all; the classifier is left as it is. With a
+norm that fuses its activation, `activation` is the identity everywhere, including after the residual add.
 """
 
 from collections.abc import Callable
@@ -11,6 +13,7 @@ import flax.linen as nn
 
 from normbench.models.masks import batch_mask
 from normbench.norms import NormFactory
+from normbench.norms.weight_std import standardized
 
 BLOCKS_PER_STAGE = 3
 
@@ -21,10 +24,12 @@ class BasicBlock(nn.Module):
     norm: NormFactory
     activation: Callable
     kernel_init: Callable
+    standardize_weights: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
-        conv = lambda width, kernel, strides: nn.Conv(  # noqa: E731
+        layer = standardized(nn.Conv, self.is_initializing()) if self.standardize_weights else nn.Conv
+        conv = lambda width, kernel, strides: layer(  # noqa: E731
             width, kernel, strides, padding="SAME", use_bias=False, kernel_init=self.kernel_init
         )
         y = conv(self.width, (3, 3), self.strides)(x)
@@ -43,14 +48,18 @@ class ResNet20(nn.Module):
     norm: NormFactory
     activation: Callable
     kernel_init: Callable
+    standardize_weights: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
-        x = nn.Conv(self.channels[0], (3, 3), padding="SAME", use_bias=False, kernel_init=self.kernel_init)(x)
+        conv = standardized(nn.Conv, self.is_initializing()) if self.standardize_weights else nn.Conv
+        x = conv(self.channels[0], (3, 3), padding="SAME", use_bias=False, kernel_init=self.kernel_init)(x)
         x = self.activation(self.norm(train)(x, mask=batch_mask(mask, x)))
         for stage, width in enumerate(self.channels):
             for block in range(BLOCKS_PER_STAGE):
                 strides = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(width, strides, self.norm, self.activation, self.kernel_init)(x, train, mask)
+                x = BasicBlock(width, strides, self.norm, self.activation, self.kernel_init, self.standardize_weights)(
+                    x, train, mask
+                )
         x = x.mean(axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)

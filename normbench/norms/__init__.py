@@ -1,9 +1,29 @@
 """The norm registry. To add a variant: write one file with a `SPEC`, then add it to `NORMS` below."""
 
-from normbench.norms import batch, group, identity, layer
+from normbench.norms import batch, batch_renorm, evonorm, frn, ghost_batch, group, identity, instance, layer, rms
 from normbench.norms.registry import NormFactory, NormSpec, check_norm
+from normbench.norms.weight_std import with_weight_standardization
 
-NORMS: dict[str, NormSpec] = {spec.name: spec for spec in (identity.SPEC, batch.SPEC, layer.SPEC, group.SPEC)}
+NORMS: dict[str, NormSpec] = {
+    spec.name: spec
+    for spec in (
+        identity.SPEC,
+        batch.SPEC,
+        layer.SPEC,
+        group.SPEC,
+        instance.SPEC,
+        rms.SPEC,
+        ghost_batch.SPEC,
+        batch_renorm.SPEC,
+        frn.SPEC,
+        evonorm.SPEC_B0,
+        evonorm.SPEC_S0,
+        # Weight standardization composes with the activation norms its paper pairs it with.
+        with_weight_standardization(batch.SPEC),
+        with_weight_standardization(group.SPEC),
+        with_weight_standardization(layer.SPEC),
+    )
+}
 
 
 def get_norm(name: str) -> NormSpec:

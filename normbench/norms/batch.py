@@ -9,7 +9,7 @@ tiny variances of small-init layers to cancellation.
 
 import flax.linen as nn
 
-from normbench.norms.ghost_batch import GhostBatchNorm
+from normbench.norms.ghost_batch import make_grouped
 from normbench.norms.registry import NormSpec
 
 
@@ -21,13 +21,6 @@ def make(config):
             epsilon=config.epsilon,
             use_fast_variance=False,
         )
-
-    return factory
-
-
-def make_grouped(config, group_size):
-    def factory(train):
-        return GhostBatchNorm(group_size, not train, config.momentum, config.epsilon)
 
     return factory
 

@@ -7,6 +7,8 @@ averages move toward the mean over groups of the group statistics. With g = B th
 `group_size` may be a traced value, so a sweep vmaps g instead of compiling one program per size: groups are
 formed with a (B, B) example-to-group indicator instead of a reshape whose shape would depend on g. An optional
 mask (real examples of a padded batch) removes examples from every statistic.
+
+`SPEC` registers it as the norm `ghost_batch`, with a static g = `norm.ghost_size` (None: g = B, BatchNorm).
 """
 
 from typing import Any
@@ -14,9 +16,12 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from normbench.config import ConfigError
+from normbench.norms.registry import NormSpec
+
 
 class GhostBatchNorm(nn.Module):
-    group_size: Any  # int or traced int32 scalar; must divide the batch
+    group_size: Any  # int, traced int32 scalar, or None for the whole batch; must divide the batch
     use_running_average: bool
     momentum: float = 0.9
     epsilon: float = 1e-6
@@ -32,8 +37,13 @@ class GhostBatchNorm(nn.Module):
             return (x - ra_mean.value) / jnp.sqrt(ra_var.value + self.epsilon) * scale + bias
 
         b = x.shape[0]
+        group_size = b if self.group_size is None else self.group_size
+        # A traced size cannot be checked here; a static one that leaves a ragged last group would silently
+        # normalize those examples over fewer.
+        if isinstance(group_size, int) and b % group_size:
+            raise ValueError(f"ghost batch norm: a group size of {group_size} does not divide the batch of {b}")
         flat = x.reshape(b, -1, channels).astype(jnp.float32)
-        member = jnp.arange(b)[:, None] // self.group_size == jnp.arange(b)[None, :]  # (example, group)
+        member = jnp.arange(b)[:, None] // group_size == jnp.arange(b)[None, :]  # (example, group)
         weight = member.astype(jnp.float32)
         if mask is not None:
             weight = weight * mask.reshape(b, 1)
@@ -51,3 +61,36 @@ class GhostBatchNorm(nn.Module):
             ra_mean.value = m * ra_mean.value + (1 - m) * (group_mean * used).sum(0) / n_groups
             ra_var.value = m * ra_var.value + (1 - m) * (group_var * used).sum(0) / n_groups
         return (y.reshape(x.shape) * scale + bias).astype(x.dtype)
+
+
+def check(config, channels):
+    if config.ghost_size is not None and config.ghost_size < 1:
+        raise ConfigError(f"ghost_batch: norm.ghost_size must be at least 1 (or none), got {config.ghost_size}")
+
+
+def make_grouped(config, group_size):
+    """Ghost BN over groups of `group_size` examples: `batch` and `ghost_batch` under the ghost protocol."""
+
+    def factory(train):
+        return GhostBatchNorm(group_size, not train, config.momentum, config.epsilon)
+
+    return factory
+
+
+def make(config):
+    return make_grouped(config, config.ghost_size)
+
+
+SPEC = NormSpec(
+    name="ghost_batch",
+    make=make,
+    batch_dependent=True,
+    running_stats=True,
+    summary="Ghost BatchNorm: BatchNorm over groups of norm.ghost_size examples; running averages for eval",
+    reduces_over="ghost batch, spatial",
+    options=("ghost_size", "momentum", "epsilon"),
+    fuses_activation=False,
+    scale_invariant=True,
+    check=check,
+    make_grouped=make_grouped,
+)

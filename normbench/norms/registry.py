@@ -40,6 +40,8 @@ class NormSpec:
     fuses_activation: bool = False
     # True when its output does not change if the preceding layer's weights are scaled by a positive factor.
     scale_invariant: bool = False
+    # True for `<norm>+ws`: the kernels feeding the norm are weight-standardized (normbench/norms/weight_std.py).
+    standardizes_weights: bool = False
     # Raises ConfigError when the options cannot apply to a layer of this many channels.
     check: Callable[[NormConfig, int], None] = lambda config, channels: None
     # For batch-dependent norms: (config, group_size) -> factory of the norm with its batch statistics taken

@@ -1,0 +1,146 @@
+"""`evonorm_b0` and `evonorm_s0`: EvoNorm normalization-activation layers (Liu, Brock, Simonyan & Le, 2020,
+"Evolving Normalization-Activation Layers").
+
+B0: y = x / max(sqrt(s_b^2(x) + eps), v1 x + sqrt(s_i^2(x) + eps)) * gamma + beta, where s_b^2 is the biased
+variance over (N, H, W) per channel and s_i^2 the variance over (H, W) per example and channel. Train mode
+uses this batch's s_b^2 (masked-out examples left out) and moves running = momentum * running + (1 - momentum)
+* s_b^2 in `batch_stats`; eval mode uses the running variance in its place.
+
+S0: y = x sigmoid(v1 x) / sqrt(s_g^2(x) + eps) * gamma + beta, where s_g^2 is the variance over (H, W) and the
+channels of one group, per example; groups are set as for `group` (`norm.num_groups` or `norm.group_size`,
+32 groups by default).
+
+v1, gamma start at 1 and beta at 0, per channel. An (N, C) input is read as (N, 1, 1, C), so s_i^2 = 0. The
+max (B0) and the sigmoid gate (S0) are the layers' nonlinearity, so models add no activation after them.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from normbench.norms import group
+from normbench.norms.registry import NormSpec
+
+
+def _variance(x, axes):
+    # Two-pass, as in batch.py: E[x^2] - E[x]^2 cancels away the tiny variances of small-init layers.
+    return jnp.mean(jnp.square(x - jnp.mean(x, axis=axes, keepdims=True)), axis=axes, keepdims=True)
+
+
+def _group_batch_variance(x, mask, group_size):
+    """Biased variance per channel over the (N, H, W) of each group of `group_size` consecutive examples
+    (None: the whole batch), broadcast back to each example; also the mean over non-empty groups, for the
+    running average. Groups come from an example-to-group indicator, as in GhostBatchNorm, so the size may
+    be traced."""
+    b, channels = x.shape[0], x.shape[-1]
+    flat = x.reshape(b, -1, channels)
+    member = jnp.arange(b)[:, None] // (b if group_size is None else group_size) == jnp.arange(b)[None, :]
+    weight = member.astype(flat.dtype)
+    if mask is not None:
+        weight = weight * mask.reshape(b, 1)
+    count = weight.sum(0) * flat.shape[1]
+    safe = jnp.maximum(count, 1.0)[:, None]
+    group_mean = jnp.einsum("bg,bsc->gc", weight, flat) / safe
+    centered = flat - (member @ group_mean)[:, None, :]
+    group_var = jnp.einsum("bg,bsc->gc", weight, centered * centered) / safe
+    used = (count > 0).astype(flat.dtype)[:, None]
+    shape = (b,) + (1,) * (x.ndim - 2) + (channels,)
+    return (member @ group_var).reshape(shape), (group_var * used).sum(0) / used.sum()
+
+
+class EvoNormB0(nn.Module):
+    use_running_average: bool
+    momentum: float = 0.9
+    epsilon: float = 1e-6
+    # Examples per batch statistic (ghost batches); None: the whole batch. May be traced.
+    group_size: Any = None
+
+    @nn.compact
+    def __call__(self, x, mask=None):
+        channels = x.shape[-1]
+        v1 = self.param("v1", nn.initializers.ones, (channels,))
+        scale = self.param("scale", nn.initializers.ones, (channels,))
+        bias = self.param("bias", nn.initializers.zeros, (channels,))
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (channels,))
+        if self.use_running_average:
+            batch_var = ra_var.value
+        else:
+            batch_var, mean_var = _group_batch_variance(x, mask, self.group_size)
+            if not self.is_initializing():
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * mean_var
+        instance_var = _variance(x, tuple(range(1, x.ndim - 1)))
+        denominator = jnp.maximum(jnp.sqrt(batch_var + self.epsilon), v1 * x + jnp.sqrt(instance_var + self.epsilon))
+        return x / denominator * scale + bias
+
+
+class EvoNormS0(nn.Module):
+    num_groups: int | None = None
+    group_size: int | None = None
+    epsilon: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x, mask=None):
+        # Statistics are per example, so padding cannot reach a real example: the mask is not needed.
+        channels = x.shape[-1]
+        v1 = self.param("v1", nn.initializers.ones, (channels,))
+        scale = self.param("scale", nn.initializers.ones, (channels,))
+        bias = self.param("bias", nn.initializers.zeros, (channels,))
+        size = self.group_size or channels // self.num_groups
+        grouped = x.reshape(x.shape[:-1] + (channels // size, size))
+        group_var = _variance(grouped, tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,))
+        x_hat = (grouped / jnp.sqrt(group_var + self.epsilon)).reshape(x.shape)
+        return x_hat * nn.sigmoid(v1 * x) * scale + bias
+
+
+def make_b0(config):
+    def factory(train):
+        return EvoNormB0(not train, config.momentum, config.epsilon)
+
+    return factory
+
+
+def make_b0_grouped(config, group_size):
+    def factory(train):
+        return EvoNormB0(not train, config.momentum, config.epsilon, group_size)
+
+    return factory
+
+
+def make_s0(config):
+    def factory(train):
+        return EvoNormS0(
+            num_groups=None if config.group_size else config.num_groups or group.DEFAULT_GROUPS,
+            group_size=config.group_size,
+            epsilon=config.epsilon,
+        )
+
+    return factory
+
+
+SPEC_B0 = NormSpec(
+    name="evonorm_b0",
+    make=make_b0,
+    batch_dependent=True,
+    running_stats=True,
+    summary="EvoNorm-B0: x / max(batch std, v1 x + instance std), affine; running variance for eval",
+    reduces_over="batch, spatial (and spatial per example)",
+    options=("momentum", "epsilon"),
+    fuses_activation=True,
+    scale_invariant=True,
+    make_grouped=make_b0_grouped,
+)
+
+SPEC_S0 = NormSpec(
+    name="evonorm_s0",
+    make=make_s0,
+    batch_dependent=False,
+    running_stats=False,
+    summary="EvoNorm-S0: x sigmoid(v1 x) / group std, affine (groups as in GroupNorm)",
+    reduces_over="spatial, channel group (per example)",
+    options=("num_groups", "group_size", "epsilon"),
+    fuses_activation=True,
+    # The sigmoid sees v1 x, so scaling x changes its gate.
+    scale_invariant=False,
+    check=group.check,
+)

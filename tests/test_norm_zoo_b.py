@@ -1,0 +1,224 @@
+"""FRN, EvoNorm-B0/S0 and weight standardization against their papers' formulas, and how models compose them."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from normbench.config import ConfigError, ModelConfig, NormConfig
+from normbench.models import build_model
+from normbench.norms import NORMS, NormSpec, evonorm, frn, weight_std
+
+CFG = NormConfig(momentum=0.9, epsilon=1e-3)
+
+
+def rand(*shape, seed=0, loc=0.5, scale=2.0):
+    return np.random.default_rng(seed).normal(loc, scale, shape)
+
+
+def with_params(module, x, seed=1, **overrides):
+    """The module's variables with every per-channel parameter drawn at random (or given), so the formulas'
+    gamma, beta, tau and v1 are all exercised away from their initial values."""
+    variables = module.init(jax.random.PRNGKey(0), jnp.asarray(x, jnp.float32))
+    rng = np.random.default_rng(seed)
+    params = {k: overrides.get(k, rng.normal(0.0, 1.0, v.shape)) for k, v in variables["params"].items()}
+    return {**variables, "params": jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)}
+
+
+def run(module, variables, x, mask=None):
+    y, updates = module.apply(variables, jnp.asarray(x, jnp.float32), mask=mask, mutable=["batch_stats"])
+    return np.asarray(y, np.float64), updates
+
+
+def close(actual, expected):
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (7, 6)])
+def test_frn_is_the_papers_formula(shape):
+    x = rand(*shape)
+    module = frn.SPEC.make(CFG)(True)
+    variables = with_params(module, x)
+    y, _ = run(module, variables, x)
+    p = {k: np.asarray(v, np.float64) for k, v in variables["params"].items()}
+    # The paper's FC case: an (N, C) input is (N, 1, 1, C), so nu^2 is x^2 itself.
+    nu2 = (x**2).mean(axis=(1, 2), keepdims=True) if x.ndim == 4 else x**2
+    close(y, np.maximum(p["scale"] * x / np.sqrt(nu2 + CFG.epsilon) + p["bias"], p["tau"]))
+
+
+def b0_reference(x, p, batch_var, eps):
+    spatial = tuple(range(1, x.ndim - 1))
+    instance_var = x.var(axis=spatial, keepdims=True)
+    denominator = np.maximum(np.sqrt(batch_var + eps), p["v1"] * x + np.sqrt(instance_var + eps))
+    return x / denominator * p["scale"] + p["bias"]
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 3, 4), (9, 4)])
+def test_evonorm_b0_train_mode_uses_the_batch_variance_and_updates_the_running_one(shape):
+    x = rand(*shape)
+    module = evonorm.SPEC_B0.make(CFG)(True)
+    variables = with_params(module, x)
+    y, updates = run(module, variables, x)
+    p = {k: np.asarray(v, np.float64) for k, v in variables["params"].items()}
+    batch_var = x.var(axis=tuple(range(x.ndim - 1)))  # biased, over (N, H, W)
+    close(y, b0_reference(x, p, batch_var, CFG.epsilon))
+    close(updates["batch_stats"]["var"], 0.9 * 1.0 + 0.1 * batch_var)
+
+
+def test_evonorm_b0_eval_mode_uses_the_running_variance():
+    x = rand(4, 2, 3, 3)
+    module = evonorm.SPEC_B0.make(CFG)(False)
+    variables = with_params(module, x)
+    running = np.array([0.5, 2.0, 9.0])
+    variables = {**variables, "batch_stats": {"var": jnp.asarray(running, jnp.float32)}}
+    y, updates = run(module, variables, x)
+    p = {k: np.asarray(v, np.float64) for k, v in variables["params"].items()}
+    close(y, b0_reference(x, p, running, CFG.epsilon))
+    close(updates["batch_stats"]["var"], running)
+
+
+def test_evonorm_b0_leaves_masked_examples_out_of_its_statistics():
+    x = rand(6, 2, 2, 3)
+    padded = x.copy()
+    padded[4:] = 1e3  # padding that would dominate the variance if it were counted
+    module = evonorm.SPEC_B0.make(CFG)(True)
+    variables = with_params(module, x)
+    mask = jnp.asarray([True] * 4 + [False] * 2).reshape(6, 1, 1, 1)
+    y_masked, updates_masked = run(module, variables, padded, mask=mask)
+    y_real, updates_real = run(module, variables, x[:4])
+    close(y_masked[:4], y_real)
+    close(updates_masked["batch_stats"]["var"], updates_real["batch_stats"]["var"])
+
+
+def test_evonorm_b0_ghost_groups_take_each_groups_own_variance():
+    x = rand(6, 2, 2, 3)
+    module = evonorm.SPEC_B0.make_grouped(CFG, 3)(True)
+    variables = with_params(module, x)
+    y, updates = run(module, variables, x)
+    whole = evonorm.SPEC_B0.make(CFG)(True)
+    halves = [run(whole, variables, x[i : i + 3]) for i in (0, 3)]
+    close(y, np.concatenate([h[0] for h in halves]))
+    mean_var = (halves[0][1]["batch_stats"]["var"] + halves[1][1]["batch_stats"]["var"]) / 2
+    close(updates["batch_stats"]["var"], mean_var)
+
+
+@pytest.mark.parametrize("config", [NormConfig(num_groups=2, epsilon=1e-3), NormConfig(group_size=3, epsilon=1e-3)])
+@pytest.mark.parametrize("spatial", [(2, 3), ()])
+def test_evonorm_s0_is_the_papers_formula(config, spatial):
+    x = rand(4, *spatial, 6)
+    module = evonorm.SPEC_S0.make(config)(True)
+    variables = with_params(module, x)
+    y, _ = run(module, variables, x)
+    p = {k: np.asarray(v, np.float64) for k, v in variables["params"].items()}
+    g = x.reshape(x.shape[:-1] + (2, 3))  # 2 groups of 3 channels
+    axes = tuple(range(1, g.ndim - 2)) + (g.ndim - 1,)
+    std = np.broadcast_to(np.sqrt(g.var(axis=axes, keepdims=True) + config.epsilon), g.shape).reshape(x.shape)
+    sigmoid = 1 / (1 + np.exp(-p["v1"] * x))
+    close(y, x * sigmoid / std * p["scale"] + p["bias"])
+
+
+def test_evonorm_s0_checks_its_groups_as_group_norm_does():
+    with pytest.raises(ConfigError, match="3 groups do not divide a layer of 100 channels"):
+        evonorm.SPEC_S0.check(NormConfig(num_groups=3), 100)
+    evonorm.SPEC_S0.check(NormConfig(num_groups=4), 100)
+
+
+def test_per_example_zoo_norms_ignore_the_rest_of_the_batch():
+    x = rand(4, 2, 2, 6)
+    other = x.copy()
+    other[1:] = rand(3, 2, 2, 6, seed=5)
+    for spec in (frn.SPEC, evonorm.SPEC_S0):
+        module = spec.make(NormConfig(num_groups=2))(True)
+        variables = with_params(module, x)
+        close(run(module, variables, x)[0][0], run(module, variables, other)[0][0])
+
+
+def test_metadata():
+    assert all(s.fuses_activation for s in (frn.SPEC, evonorm.SPEC_B0, evonorm.SPEC_S0))
+    assert evonorm.SPEC_B0.batch_dependent and evonorm.SPEC_B0.running_stats
+    assert not (evonorm.SPEC_S0.batch_dependent or evonorm.SPEC_S0.running_stats or evonorm.SPEC_S0.scale_invariant)
+    assert frn.SPEC.scale_invariant and evonorm.SPEC_B0.scale_invariant
+
+
+def test_a_fused_norm_gets_no_second_activation():
+    # relu after FRN would clip the outputs that a negative tau lets through.
+    config = ModelConfig(hidden=(4,), activation="relu")
+    net = build_model("mlp", config, frn.SPEC.make(CFG), 3, fuses_activation=True)
+    x = rand(5, 2, 2, 1)
+    variables = net.init(jax.random.PRNGKey(0), jnp.asarray(x, jnp.float32), train=True)
+    params = jax.tree.map(lambda p: np.asarray(p, np.float64), variables["params"])
+    params["FilterResponseNorm_0"]["tau"] = np.full(4, -5.0)
+    params["FilterResponseNorm_0"]["bias"] = np.full(4, -1.0)
+    logits = net.apply({"params": params}, jnp.asarray(x, jnp.float32), train=True)
+    d0, n0, d1 = params["Dense_0"], params["FilterResponseNorm_0"], params["Dense_1"]
+    h = x.reshape(5, -1) @ d0["kernel"] + d0["bias"]
+    h = np.maximum(n0["scale"] * h / np.sqrt(h**2 + CFG.epsilon) + n0["bias"], n0["tau"])
+    assert (h < 0).any()
+    close(logits, h @ d1["kernel"] + d1["bias"])
+
+
+@pytest.mark.parametrize("model", ["cnn", "resnet20"])
+def test_fused_activation_is_the_identity_throughout(model):
+    net = build_model(model, ModelConfig(channels=(4,)), frn.SPEC.make(CFG), 3, fuses_activation=True)
+    x = jnp.asarray(rand(3, 5))
+    np.testing.assert_array_equal(net.activation(x), x)
+
+
+def test_standardized_kernels_have_zero_mean_and_unit_variance_per_output_channel():
+    for shape in ((7, 5), (3, 3, 4, 6)):
+        w = np.asarray(weight_std.standardize(jnp.asarray(rand(*shape), jnp.float32)), np.float64)
+        fan_in = tuple(range(w.ndim - 1))
+        np.testing.assert_allclose(w.mean(fan_in), 0.0, atol=1e-6)
+        np.testing.assert_allclose(w.var(fan_in), 1.0, rtol=1e-5)
+
+
+def scale_norm_fed_kernels(params, seed):
+    """Multiply every kernel but the classifier's (a plain `Dense_0` at the top) by its own positive factor."""
+    rng = np.random.default_rng(seed)
+
+    def scale(path, p):
+        feeds_norm = path[-1].key == "kernel" and path[0].key != "Dense_0"
+        return p * rng.uniform(0.01, 100.0) if feeds_norm else p
+
+    return jax.tree_util.tree_map_with_path(scale, params)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "resnet20"])
+def test_weight_standardized_models_ignore_the_scale_of_their_kernels(model):
+    config = ModelConfig(hidden=(6, 6), channels=(4, 8))
+    x = jnp.asarray(rand(3, 8, 8, 2), jnp.float32)
+    logits = {}
+    for ws in (True, False):
+        net = build_model(model, config, NORMS["none"].make(CFG), 5, standardize_weights=ws)
+        variables = net.init(jax.random.PRNGKey(0), x, train=False)
+        scaled = {**variables, "params": scale_norm_fed_kernels(variables["params"], seed=3)}
+        logits[ws] = [np.asarray(net.apply(v, x, train=False)) for v in (variables, scaled)]
+    np.testing.assert_allclose(logits[True][0], logits[True][1], rtol=1e-4, atol=1e-5)
+    # The invariance is WS's doing: without it, no norm undoes the scaling.
+    assert not np.allclose(logits[False][0], logits[False][1], rtol=1e-2)
+
+
+def test_weight_standardization_keeps_parameter_counts():
+    config = ModelConfig(hidden=(6, 6), channels=(4, 8))
+    x = jnp.ones((1, 8, 8, 2))
+    for model in ("mlp", "cnn", "resnet20"):
+        sizes = [
+            sum(p.size for p in jax.tree.leaves(net.init(jax.random.PRNGKey(0), x, train=False)))
+            for net in (
+                build_model(model, config, NORMS["batch"].make(CFG), 5, standardize_weights=ws) for ws in (False, True)
+            )
+        ]
+        assert sizes[0] == sizes[1]
+
+
+@pytest.mark.skipif(
+    "standardizes_weights" not in {f.name for f in dataclasses.fields(NormSpec)},
+    reason="the registry's standardizes_weights field is added when the lead integrates",
+)
+def test_with_weight_standardization_renames_and_flags_the_spec():
+    spec = weight_std.with_weight_standardization(NORMS["group"])
+    assert spec.name == "group+ws" and spec.standardizes_weights
+    for field in ("make", "batch_dependent", "running_stats", "options", "fuses_activation", "check"):
+        assert getattr(spec, field) == getattr(NORMS["group"], field)
