@@ -117,3 +117,11 @@ def test_group_options_are_checked_against_the_channels(config, message):
     with pytest.raises(ConfigError, match=message):
         check_norm("group", config, (100, 100))
     check_norm("group", NormConfig(num_groups=4), (100, 100))
+
+
+@pytest.mark.parametrize("shape", [(5, 6), (3, 2, 2, 6)])
+def test_group_norm_with_one_group_is_layer_norm(shape):
+    x = rand(*shape)
+    y_group, _, _ = apply("group", x, NormConfig(num_groups=1, epsilon=1e-6))
+    y_layer, _, _ = apply("layer", x)
+    np.testing.assert_allclose(y_group, y_layer, rtol=1e-5, atol=1e-6)
