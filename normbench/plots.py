@@ -143,7 +143,10 @@ def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
 
     final = final_epoch(columns)
     with_stats = ~np.isnan(final["test_acc_batch_stats"])
-    panels = [(m, p, n) for m, p in _panels(final) for n in dict.fromkeys(final["norm"][with_stats])]
+    present = set(zip(final["model"][with_stats], final["protocol"][with_stats], final["norm"][with_stats]))
+    panels = [
+        (m, p, n) for m, p in _panels(final) for n in dict.fromkeys(final["norm"][with_stats]) if (m, p, n) in present
+    ]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.6 * max(len(panels), 1), 3.8), squeeze=False)
     for ax, (model, protocol, norm) in zip(axes.flat, panels):
         rows = (final["model"] == model) & (final["protocol"] == protocol) & (final["norm"] == norm)

@@ -142,3 +142,16 @@ def test_list_shows_every_norm_with_its_metadata_and_every_config(capsys):
     assert "configs/init_scale.py" in out and "configs/small_batch.py" in out
     assert main(["list", "models"]) == 0
     assert "resnet20" in capsys.readouterr().out
+
+
+def test_small_batch_figures_with_a_norm_that_has_no_ghost_form(study, tmp_path):
+    config, _ = study
+    out = tmp_path / "figures"
+    args = ["--set", "sweep.norms=batch,batch_renorm,layer", "--set", "sweep.protocols=sgd,ghost",
+            "--set", "sweep.batch_sizes=8,16", "--set", "sweep.init_scales=1.0",
+            "--set", "figures=error_vs_batch,bn_eval_modes"]  # fmt: skip
+    assert main(["run", str(config), "--out", str(out), *args]) == 0
+    for name in ("error_vs_batch.png", "bn_eval_modes.png", "summary.md"):
+        assert (out / name).stat().st_size > 1000
+    summary = (out / "summary.md").read_text()
+    assert "| mlp | ghost | batch | 1 |" in summary and "| mlp | sgd | batch_renorm | 1 |" in summary
