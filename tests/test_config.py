@@ -111,8 +111,9 @@ def test_validate_rejects_what_cannot_run(changes, message):
         validate(config)
 
 
-def test_the_studies_configs_are_valid():
-    validate(load_config("configs/init_scale.py"))
+@pytest.mark.parametrize("path", ["configs/init_scale.py", "configs/small_batch.py", "configs/small_batch_cifar10.py"])
+def test_the_studies_configs_are_valid(path):
+    validate(load_config(path))
 
 
 @pytest.mark.parametrize("path", ["configs/init_scale.py", "configs/small_batch.py"])
