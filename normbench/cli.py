@@ -23,7 +23,7 @@ def _run(args) -> int:
     out = Path(args.out or Path("results") / config.name)
     from normbench.study import run_study
 
-    timings = run_study(config, out)
+    timings = run_study(config, out, force=args.force)
     total = time.perf_counter() - _STARTED
     print(f"results in {out}/")
     print(
@@ -60,6 +60,7 @@ def parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help=f"override a config field, {example}"
     )
     run.add_argument("--out", help="results directory (default: results/<config name>)")
+    run.add_argument("--force", action="store_true", help="replace results that a different config produced")
     run.set_defaults(func=_run)
     plot = sub.add_parser("plot", help="redraw a results directory's figures from its metrics.csv")
     plot.add_argument("results_dir")

@@ -6,7 +6,9 @@ results as they were.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import itertools
 import json
@@ -86,6 +88,41 @@ def prepare_output_dir(out: Path) -> None:
         os.unlink(probe)
     except OSError as e:
         raise UserError(f"cannot write results to {str(out)!r}: {e.strerror or e}") from e
+
+
+def check_same_config(out: Path, config: Config) -> None:
+    """Refuse to replace results that another config produced: mixing them up would be silent."""
+    if not (Path(out) / CONFIG).exists():
+        return
+    old = _flatten(to_dict(read_config(out)))
+    new = _flatten(to_dict(config))
+    differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if differing:
+        raise UserError(
+            f"{str(out)!r} holds results of a different config (differs in {', '.join(differing)}); "
+            "pass --force to replace them, or --out for another directory"
+        )
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@contextlib.contextmanager
+def exclusive(out: Path):
+    """Hold `out` for one run: a second run into the same directory stops instead of interleaving its files."""
+    with open(Path(out) / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another normbench run is writing to {str(out)!r}; wait for it to finish") from None
+        yield
 
 
 def write_results(out: Path, config: Config, results, meta: dict) -> None:

@@ -19,11 +19,11 @@ from normbench.cache import enable_compilation_cache
 from normbench.config import Config
 from normbench.data import load
 from normbench.plots import draw_figures
-from normbench.results import prepare_output_dir, write_results
-from normbench.sweep import run_sweep
+from normbench.results import check_same_config, exclusive, prepare_output_dir, write_results
+from normbench.sweep import check_fits, run_sweep
 
 
-def run_study(config: Config, out: Path, log: Callable[[str], None] = print) -> dict[str, float]:
+def run_study(config: Config, out: Path, log: Callable[[str], None] = print, force: bool = False) -> dict[str, float]:
     """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds.
 
     Everything that can fail on bad input (data, batch shapes, the output directory) fails before the first
@@ -33,17 +33,21 @@ def run_study(config: Config, out: Path, log: Callable[[str], None] = print) -> 
     enable_compilation_cache()
     start = time.perf_counter()
     dataset = load(config.data)
+    check_fits(config, dataset)  # a bad batch shape says so before any question about the output directory
     prepare_output_dir(out)
-    loaded = time.perf_counter()
-    results = run_sweep(config, dataset, log)
-    trained = time.perf_counter()
-    timings = {
-        "data_s": loaded - start,
-        "compile_s": sum(r.wait_s for r in results),
-        "train_s": sum(r.train_s for r in results),
-    }
-    write_results(out, config, results, {"environment": environment(), "timings": timings})
-    draw_figures(out)
+    with exclusive(out):
+        if not force:
+            check_same_config(out, config)
+        loaded = time.perf_counter()
+        results = run_sweep(config, dataset, log)
+        trained = time.perf_counter()
+        timings = {
+            "data_s": loaded - start,
+            "compile_s": sum(r.wait_s for r in results),
+            "train_s": sum(r.train_s for r in results),
+        }
+        write_results(out, config, results, {"environment": environment(), "timings": timings})
+        draw_figures(out)
     timings["write_s"] = time.perf_counter() - trained
     return timings
 

@@ -155,3 +155,29 @@ def test_small_batch_figures_with_a_norm_that_has_no_ghost_form(study, tmp_path)
         assert (out / name).stat().st_size > 1000
     summary = (out / "summary.md").read_text()
     assert "| mlp | ghost | batch | 1 |" in summary and "| mlp | sgd | batch_renorm | 1 |" in summary
+
+
+def test_results_of_another_config_are_kept_unless_forced(study, tmp_path, capsys):
+    config, out = study
+    other = tmp_path / "other"
+    assert main(["run", str(config), "--out", str(other)]) == 0
+    before = snapshot(other)
+    args = ["run", str(config), "--out", str(other), "--set", "train.epochs=1", "--set", "sweep.seeds=0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds results of a different config (differs in sweep.seeds, train.epochs)" in err
+    assert snapshot(other) == before
+    assert main([*args, "--force"]) == 0
+    assert json.loads((other / "config.json").read_text())["config"]["train"]["epochs"] == 1
+
+
+def test_a_second_run_into_a_busy_directory_stops(study, capsys):
+    import fcntl
+
+    config, out = study
+    before = snapshot(out)
+    with open(out / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["run", str(config), "--out", str(out)]) == 2
+    assert "another normbench run is writing to" in capsys.readouterr().err
+    assert snapshot(out) == before
