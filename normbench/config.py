@@ -95,6 +95,9 @@ class TrainConfig:
     precise_bn_examples: int = 1000
     # Evaluation runs in chunks of this many examples, so large test sets fit next to a vmapped grid.
     eval_batch_size: int = 1000
+    # Seeds trained at once: a grid too large for memory runs in slices of this many seeds (each slice vmaps all
+    # of its seeds' runs), with the same results. None vmaps every seed together.
+    chunk_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -299,15 +302,19 @@ def validate(config: Config) -> None:
         check_model(model, config.model)
         for norm in sweep.norms:
             check_norm(norm, config.norm, MODELS[model].widths(config.model))
+    optional = {  # None means "not set"; a number must be positive
+        "train.steps_per_epoch": train.steps_per_epoch,
+        "train.lr_reference_batch": train.lr_reference_batch,
+        "train.chunk_size": train.chunk_size,
+        "data.n_train": config.data.n_train,
+        "data.n_test": config.data.n_test,
+    }
     positive = {
         "train.epochs": train.epochs,
         "train.eval_batch_size": train.eval_batch_size,
-        "train.steps_per_epoch": train.steps_per_epoch or 1,
-        "train.lr_reference_batch": train.lr_reference_batch or 1,
         "train.precise_bn_examples": train.precise_bn_examples,
-        "data.n_train": config.data.n_train or 1,
-        "data.n_test": config.data.n_test or 1,
         "norm.epsilon": config.norm.epsilon,
+        **{key: value for key, value in optional.items() if value is not None},
     }
     positive.update({f"sweep.batch_sizes ({b})": b for b in sweep.batch_sizes})
     positive.update({f"sweep.init_scales ({s})": s for s in sweep.init_scales})

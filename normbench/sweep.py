@@ -58,15 +58,19 @@ def device_data(dataset: Dataset) -> Data:
     return Data(*(jax.device_put(a) for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)))
 
 
-def vmap_grid(train):
-    """(seeds [S], values [K], data) -> results [S, K]: the seed outside, so minibatches are shared inside."""
-    return jax.vmap(jax.vmap(train, in_axes=(None, 0, None)), in_axes=(0, None, None))
+def vmap_grid(train, chunk_size: int | None = None):
+    """(seeds [S], values [K], data) -> results [S, K]: the seed outside, so minibatches are shared inside.
+    With `chunk_size`, seeds go through in slices of that many (`lax.map`), each slice vmapped."""
+    per_seed = jax.vmap(train, in_axes=(None, 0, None))
+    if chunk_size is None:
+        return jax.vmap(per_seed, in_axes=(0, None, None))
+    return lambda seeds, values, data: jax.lax.map(lambda s: per_seed(s, values, data), seeds, batch_size=chunk_size)
 
 
 def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues):
     """The compiled grid of one cell; its vmaps reach only the value axes."""
     train = make_train(config, cell, dataset.num_classes, len(dataset.train_x))
-    return jax.jit(vmap_grid(train)).lower(seeds, values, data).compile()
+    return jax.jit(vmap_grid(train, config.train.chunk_size)).lower(seeds, values, data).compile()
 
 
 def train_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues):

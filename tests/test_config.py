@@ -120,3 +120,12 @@ def test_the_studies_configs_are_valid(path):
 def test_every_registered_norm_is_one_set_away_in_the_studies(path):
     config = apply_overrides(load_config(path), [f"sweep.norms={','.join(NORMS)}"])
     validate(config)
+
+
+@pytest.mark.parametrize(
+    "key", ["train.chunk_size", "train.steps_per_epoch", "data.n_train", "train.lr_reference_batch"]
+)
+def test_optional_counts_may_be_none_but_not_zero(key):
+    validate(apply_overrides(tiny_config(), [f"{key}=None"]))
+    with pytest.raises(ConfigError, match=f"{key} must be positive, got 0"):
+        validate(apply_overrides(tiny_config(), [f"{key}=0"]))

@@ -110,3 +110,14 @@ def test_init_schemes_draw_the_textbooks_untruncated_normals(init, gain):
     np.testing.assert_allclose(np.std(kernel), std, rtol=0.02)
     # Untruncated: about 0.27% of a normal's draws lie beyond 3 standard deviations; a truncated one has none.
     assert np.mean(np.abs(kernel) > 3 * std) > 0.001
+
+
+def test_chunking_the_seeds_gives_the_same_results():
+    config = tiny_config(norms=("batch",), seeds=(0, 1, 2), init_scales=(1.0, 0.3))
+    dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
+    data = device_data(dataset)
+    _, whole = train_cell(config, cell, dataset, data, *grid_values(config, cell))
+    chunked = dataclasses.replace(config, train=dataclasses.replace(config.train, chunk_size=2))
+    _, sliced = train_cell(chunked, cell, dataset, data, *grid_values(chunked, cell))
+    for name, expected in whole.metrics._asdict().items():
+        np.testing.assert_allclose(getattr(sliced.metrics, name), expected, **TOL, err_msg=name)
