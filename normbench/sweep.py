@@ -77,14 +77,15 @@ def train_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, 
     """Compile and train one cell; returns the final states and its `CellResult`."""
     start = time.perf_counter()
     compiled = compile_cell(config, cell, dataset, data, seeds, values)
-    return _train(compiled, cell, data, seeds, values, time.perf_counter() - start, 0.0)
+    compile_s = time.perf_counter() - start
+    return _train(compiled, cell, data, seeds, values, compile_s, wait_s=compile_s)
 
 
 def _train(compiled, cell: Cell, data: Data, seeds, values: RunValues, compile_s: float, wait_s: float):
     start = time.perf_counter()
     states, metrics = jax.block_until_ready(compiled(seeds, values, data))
     train_s = time.perf_counter() - start
-    return states, CellResult(cell, jax.tree.map(np.asarray, metrics), compile_s, wait_s or compile_s, train_s)
+    return states, CellResult(cell, jax.tree.map(np.asarray, metrics), compile_s, wait_s, train_s)
 
 
 def run_sweep(config: Config, dataset: Dataset, log: Callable[[str], None] = print) -> list[CellResult]:

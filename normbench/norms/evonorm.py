@@ -93,13 +93,6 @@ class EvoNormS0(nn.Module):
         return x_hat * nn.sigmoid(v1 * x) * scale + bias
 
 
-def make_b0(config):
-    def factory(train):
-        return EvoNormB0(not train, config.momentum, config.epsilon)
-
-    return factory
-
-
 def make_b0_grouped(config, group_size):
     def factory(train):
         return EvoNormB0(not train, config.momentum, config.epsilon, group_size)
@@ -107,11 +100,14 @@ def make_b0_grouped(config, group_size):
     return factory
 
 
+def make_b0(config):
+    return make_b0_grouped(config, None)
+
+
 def make_s0(config):
     def factory(train):
         return EvoNormS0(
-            num_groups=None if config.group_size else config.num_groups or group.DEFAULT_GROUPS,
-            group_size=config.group_size,
+            **group.group_options(config),
             epsilon=config.epsilon,
         )
 

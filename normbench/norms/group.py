@@ -37,11 +37,17 @@ class GroupNorm(nn.GroupNorm):
         return super().__call__(x)
 
 
+def group_options(config) -> dict:
+    """GroupNorm's `num_groups` / `group_size` arguments from the config: group_size wins, else 32 groups."""
+    if config.group_size:
+        return {"num_groups": None, "group_size": config.group_size}
+    return {"num_groups": config.num_groups or DEFAULT_GROUPS, "group_size": None}
+
+
 def make(config):
     def factory(train):
         return GroupNorm(
-            num_groups=None if config.group_size else config.num_groups or DEFAULT_GROUPS,
-            group_size=config.group_size,
+            **group_options(config),
             epsilon=config.epsilon,
             use_fast_variance=False,
         )
