@@ -43,7 +43,7 @@ def test_overrides_are_parsed_to_the_fields_types():
         ("train.epochs=five", "config key 'train.epochs' expects an integer, got 'five'"),
         ("train.epochs=2.5", "expects an integer, got 2.5"),
         ("sweep.seeds=a,b", "expects a comma-separated list of integers, got a,b"),
-        ("sweep.norms=()", "expects at least one value"),
+        ("sweep.norms=()", "sweep.norms is empty; give at least one value"),
         ("train.epochs", "--set expects key=value, got 'train.epochs'"),
         ("=3", "--set expects key=value"),
         ("train=3", "is a section"),
@@ -52,8 +52,14 @@ def test_overrides_are_parsed_to_the_fields_types():
 )
 def test_bad_overrides_say_what_is_wrong(pair, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
-        apply_overrides(Config(), [pair])
+        validate(apply_overrides(Config(), [pair]))
     assert "\n" not in str(e.value)
+
+
+def test_an_empty_tuple_is_a_valid_value_where_the_config_allows_it():
+    config = apply_overrides(Config(), ["figures=()"])
+    assert config.figures == ()
+    assert from_dict(Config, to_dict(config)) == config
 
 
 def test_config_round_trips_through_its_dict():
