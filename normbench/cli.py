@@ -6,6 +6,7 @@ modules that tests and notebooks import directly. JAX is imported only by the co
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,12 @@ def _run(args) -> int:
     out = Path(args.out or Path("results") / config.name)
     from normbench.study import run_study
 
-    timings = run_study(config, out, force=args.force)
+    try:
+        timings = run_study(config, out, force=args.force)
+    except KeyboardInterrupt:
+        print(f"normbench: interrupted; finished cells are kept in {out}/unfinished: run the same command to resume",
+              file=sys.stderr)  # fmt: skip
+        return 130
     total = time.perf_counter() - _STARTED
     print(f"results in {out}/")
     print(
@@ -73,11 +79,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # A SIGTERM (a scheduler's stop, `kill`) ends a command the way Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return args.func(args)
     except UserError as e:
         print(f"normbench: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("normbench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import numpy as np
 
 from normbench.config import Config, from_dict, to_dict, value_grid
 from normbench.errors import UserError
+from normbench.faults import reached
 
 METRICS = "metrics.csv"
 CONFIG = "config.json"
@@ -72,6 +73,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+        reached(f"write:{path.name}")
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
     except BaseException:
@@ -92,16 +94,21 @@ def prepare_output_dir(out: Path) -> None:
 
 def check_same_config(out: Path, config: Config) -> None:
     """Refuse to replace results that another config produced: mixing them up would be silent."""
-    if not (Path(out) / CONFIG).exists():
-        return
-    old = _flatten(to_dict(read_config(out)))
-    new = _flatten(to_dict(config))
-    differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    differing = config_differences(Path(out) / CONFIG, config)
     if differing:
         raise UserError(
             f"{str(out)!r} holds results of a different config (differs in {', '.join(differing)}); "
             "pass --force to replace them, or --out for another directory"
         )
+
+
+def config_differences(path: Path, config: Config) -> list[str]:
+    """The dotted keys in which the config saved at `path` differs from `config`; none if nothing is saved."""
+    if not Path(path).exists():
+        return []
+    old = _flatten(to_dict(_read_config_file(Path(path))))
+    new = _flatten(to_dict(config))
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -116,26 +123,38 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 @contextlib.contextmanager
 def exclusive(out: Path):
-    """Hold `out` for one run: a second run into the same directory stops instead of interleaving its files."""
+    """Hold `out` for one run: a second run into the same directory stops instead of interleaving its files.
+    Holding it, the temporary files of a killed run's unfinished writes are known to be orphans: removed."""
     with open(Path(out) / ".lock", "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"another normbench run is writing to {str(out)!r}; wait for it to finish") from None
+        for orphan in Path(out).rglob(".*.tmp"):
+            orphan.unlink()
         yield
 
 
-def write_results(out: Path, config: Config, results, meta: dict) -> None:
-    atomic_write(out / METRICS, metrics_csv(config, results))
+def join_tables(tables: list[str]) -> str:
+    """One table from several with the same header (one per cell), in the given order."""
+    return tables[0] + "".join(table.split("\n", 1)[1] for table in tables[1:])
+
+
+def write_results(out: Path, config: Config, metrics: str, meta: dict) -> None:
+    atomic_write(out / METRICS, metrics)
     atomic_write(out / CONFIG, json.dumps({"config": to_dict(config), **meta}, indent=2) + "\n")
 
 
 def read_config(out: Path) -> Config:
     path = Path(out) / CONFIG
+    if not path.exists():
+        raise UserError(f"{str(path)!r} not found: is {str(out)!r} a results directory?")
+    return _read_config_file(path)
+
+
+def _read_config_file(path: Path) -> Config:
     try:
         return from_dict(Config, json.loads(path.read_text())["config"])
-    except FileNotFoundError:
-        raise UserError(f"{str(path)!r} not found: is {str(out)!r} a results directory?") from None
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{str(path)!r} is not a normbench config: {e}") from None
 

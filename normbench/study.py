@@ -16,10 +16,18 @@ import optax
 
 from normbench import __version__
 from normbench.cache import enable_compilation_cache
-from normbench.config import Config
+from normbench.config import Config, cells
 from normbench.data import load
 from normbench.plots import draw_figures
-from normbench.results import check_same_config, exclusive, prepare_output_dir, write_results
+from normbench.results import (
+    check_same_config,
+    exclusive,
+    join_tables,
+    metrics_csv,
+    prepare_output_dir,
+    write_results,
+)
+from normbench.resume import Unfinished
 from normbench.sweep import check_fits, run_sweep
 
 
@@ -27,7 +35,8 @@ def run_study(config: Config, out: Path, log: Callable[[str], None] = print, for
     """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds.
 
     Everything that can fail on bad input (data, batch shapes, the output directory) fails before the first
-    file is replaced, so earlier results survive a bad run.
+    file is replaced, so earlier results survive a bad run. Each cell's rows are kept as soon as it finishes
+    (`normbench.resume`): after an interruption, the same call trains only the cells still missing.
     """
     out = Path(out)
     enable_compilation_cache()
@@ -36,18 +45,39 @@ def run_study(config: Config, out: Path, log: Callable[[str], None] = print, for
     check_fits(config, dataset)  # a bad batch shape says so before any question about the output directory
     prepare_output_dir(out)
     with exclusive(out):
-        if not force:
+        unfinished = Unfinished(out)
+        if not (force or unfinished.holds(config)):  # resuming a run that --force once let in is no question
             check_same_config(out, config)
+        unfinished.begin(config, force)
+        all_cells = cells(config)
+        finished = unfinished.finished()
+        if finished:
+            log(f"resuming: {len(finished)} of {len(all_cells)} cells already finished in {unfinished.root}")
+        index = {cell: i for i, cell in enumerate(all_cells)}
+
+        def keep(result):
+            finished[index[result.cell]] = metrics_csv(config, [result])
+            unfinished.record(index[result.cell], finished[index[result.cell]])
+
         loaded = time.perf_counter()
-        results = run_sweep(config, dataset, log)
+        results = run_sweep(
+            config,
+            dataset,
+            log,
+            todo=[cell for i, cell in enumerate(all_cells) if i not in finished],
+            on_result=keep,
+            checkpoints_for=lambda cell: unfinished.checkpoints(index[cell]),
+        )
         trained = time.perf_counter()
         timings = {
             "data_s": loaded - start,
             "compile_s": sum(r.wait_s for r in results),
             "train_s": sum(r.train_s for r in results),
         }
-        write_results(out, config, results, {"environment": environment(), "timings": timings})
+        metrics = join_tables([finished[i] for i in range(len(all_cells))])
+        write_results(out, config, metrics, {"environment": environment(), "timings": timings})
         draw_figures(out)
+        unfinished.remove()
     timings["write_s"] = time.perf_counter() - trained
     return timings
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from normbench.config import Cell, Config, ConfigError, cells, value_grid
 from normbench.data import Dataset
 from normbench.norms import NORMS
-from normbench.train import Data, Metrics, RunValues, make_train, steps_per_epoch
+from normbench.train import Data, Metrics, RunValues, make_training, metrics, steps_per_epoch
 
 
 @dataclass
@@ -58,60 +60,139 @@ def device_data(dataset: Dataset) -> Data:
     return Data(*(jax.device_put(a) for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)))
 
 
-def vmap_grid(train, chunk_size: int | None = None):
-    """(seeds [S], values [K], data) -> results [S, K]: the seed outside, so minibatches are shared inside.
-    With `chunk_size`, seeds go through in slices of that many (`lax.map`), each slice vmapped."""
-    per_seed = jax.vmap(train, in_axes=(None, 0, None))
+def vmap_grid(fn, chunk_size: int | None = None, per_run: tuple[bool, ...] = ()):
+    """`fn(seed, values, data, *rest)` over a grid: seeds [S] in the outer vmap, values [K] in the inner one, so
+    minibatches (drawn from the seed) are shared inside; data is shared by all. Each of `rest` is either per run
+    ([S, K, ...], `per_run` True) or shared. With `chunk_size`, seeds go through in slices of that many
+    (`lax.map`), each slice vmapped."""
+    axes = tuple(0 if p else None for p in per_run)
+    per_seed = jax.vmap(fn, in_axes=(None, 0, None, *axes))
     if chunk_size is None:
-        return jax.vmap(per_seed, in_axes=(0, None, None))
-    return lambda seeds, values, data: jax.lax.map(lambda s: per_seed(s, values, data), seeds, batch_size=chunk_size)
+        return jax.vmap(per_seed, in_axes=(0, None, None, *axes))
+
+    def sliced(seeds, values, data, *rest):
+        def one(mapped):
+            seed, runs = mapped
+            runs = iter(runs)
+            return per_seed(seed, values, data, *(next(runs) if p else r for p, r in zip(per_run, rest)))
+
+        runs = tuple(r for p, r in zip(per_run, rest) if p)
+        return jax.lax.map(one, (seeds, runs), batch_size=chunk_size)
+
+    return sliced
 
 
-def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues):
+@dataclass
+class CellProgram:
+    """One cell's compiled grid: all epochs in one program, or, with `train.checkpoint_every`, its phases
+    (`Training`), so the sweep can save the state between segments of epochs."""
+
+    whole: Callable | None
+    start: Callable | None = None
+    epochs: dict[int, Callable] | None = None  # segment length -> program
+    finish: Callable | None = None
+
+
+def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues) -> CellProgram:
     """The compiled grid of one cell; its vmaps reach only the value axes."""
-    train = make_train(config, cell, dataset.num_classes, len(dataset.train_x))
-    return jax.jit(vmap_grid(train, config.train.chunk_size)).lower(seeds, values, data).compile()
+    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
+    chunk, every = config.train.chunk_size, config.train.checkpoint_every
+    if every is None:
+        return CellProgram(jax.jit(vmap_grid(training.train, chunk)).lower(seeds, values, data).compile())
+    start = jax.jit(vmap_grid(training.start, chunk))
+    state = jax.eval_shape(start, seeds, values, data)
+    first = np.int32(0)
+    epochs = {}
+    for count in {min(every, training.num_epochs), training.num_epochs % every or every}:
+        segment = functools.partial(training.epochs, count=count)
+        epochs[count] = jax.jit(vmap_grid(segment, chunk, (True, False))).lower(seeds, values, data, state, first)
+    finish = jax.jit(vmap_grid(training.finish, chunk, (True,))).lower(seeds, values, data, state)
+    return CellProgram(
+        None,
+        start.lower(seeds, values, data).compile(),
+        {count: lowered.compile() for count, lowered in epochs.items()},
+        finish.compile(),
+    )
+
+
+def execute(program: CellProgram, config: Config, seeds, values: RunValues, data: Data, checkpoints=None):
+    """Run a compiled cell to the end: (final TrainStates, Metrics), leading axes (seed, run). With
+    `checkpoints` (a `normbench.resume.CellCheckpoints`), resume from its latest save and save after each
+    segment but the last; the segments are the same whether or not a run was interrupted, so a resumed cell
+    computes exactly what an uninterrupted one does."""
+    if program.whole is not None:
+        return program.whole(seeds, values, data)
+    num_epochs = config.train.epochs
+    state = program.start(seeds, values, data)
+    epoch, done = 0, []
+    if checkpoints is not None and (saved := checkpoints.latest(state)) is not None:
+        epoch, state, done = saved
+    while epoch < num_epochs:
+        count = min(config.train.checkpoint_every, num_epochs - epoch)
+        state, per_epoch = program.epochs[count](seeds, values, data, state, np.int32(epoch))
+        done.append(per_epoch)
+        epoch += count
+        if checkpoints is not None and epoch < num_epochs:
+            checkpoints.save(epoch, state, done)
+    per_epoch = jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=-1), *done)
+    return state.train, metrics(per_epoch, program.finish(seeds, values, data, state), state)
 
 
 def train_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues):
     """Compile and train one cell; returns the final states and its `CellResult`."""
     start = time.perf_counter()
-    compiled = compile_cell(config, cell, dataset, data, seeds, values)
+    program = compile_cell(config, cell, dataset, data, seeds, values)
     compile_s = time.perf_counter() - start
-    return _train(compiled, cell, data, seeds, values, compile_s, wait_s=compile_s)
+    return _train(program, config, cell, data, seeds, values, compile_s, wait_s=compile_s)
 
 
-def _train(compiled, cell: Cell, data: Data, seeds, values: RunValues, compile_s: float, wait_s: float):
+def _train(program, config, cell, data, seeds, values, compile_s: float, wait_s: float, checkpoints=None):
     start = time.perf_counter()
-    states, metrics = jax.block_until_ready(compiled(seeds, values, data))
+    states, metrics = jax.block_until_ready(execute(program, config, seeds, values, data, checkpoints))
     train_s = time.perf_counter() - start
     return states, CellResult(cell, jax.tree.map(np.asarray, metrics), compile_s, wait_s, train_s)
 
 
-def run_sweep(config: Config, dataset: Dataset, log: Callable[[str], None] = print) -> list[CellResult]:
-    """Train every cell in turn. XLA compiles a program on one core, so the next cell compiles in a background
-    thread while a cell trains; a cell waits only for what that overlap did not cover. (A second compile thread
-    gained nothing on 2 cores: see the closing note of the small-batch issue.)"""
+def run_sweep(
+    config: Config,
+    dataset: Dataset,
+    log: Callable[[str], None] = print,
+    todo: list[Cell] | None = None,
+    on_result: Callable[[CellResult], None] | None = None,
+    checkpoints_for: Callable[[Cell], object] | None = None,
+) -> list[CellResult]:
+    """Train the cells in `todo` (default: all of the config's) in turn; `on_result` receives each as soon as it
+    is finished, and `checkpoints_for(cell)` gives the checkpoints of a cell that saves between segments.
+
+    XLA compiles a program on one core, so the next cell compiles in a background thread while a cell trains; a
+    cell waits only for what that overlap did not cover. (A second compile thread gained nothing on 2 cores: see
+    the closing note of the small-batch issue.)"""
     check_fits(config, dataset)
     data = device_data(dataset)
-    todo = cells(config)
+    todo = cells(config) if todo is None else todo
     results = []
 
     def compile_timed(cell):
         start = time.perf_counter()
-        compiled = compile_cell(config, cell, dataset, data, *grid_values(config, cell))
-        return compiled, time.perf_counter() - start
+        program = compile_cell(config, cell, dataset, data, *grid_values(config, cell))
+        return program, time.perf_counter() - start
 
+    if not todo:
+        return results
     with ThreadPoolExecutor(max_workers=1) as compiler:
         pending = compiler.submit(compile_timed, todo[0])
         for i, cell in enumerate(todo):
             waited = time.perf_counter()
-            compiled, compile_s = pending.result()
+            program, compile_s = pending.result()
             waited = time.perf_counter() - waited
             if i + 1 < len(todo):
                 pending = compiler.submit(compile_timed, todo[i + 1])
-            _, result = _train(compiled, cell, data, *grid_values(config, cell), compile_s, waited)
+            checkpoints = checkpoints_for(cell) if checkpoints_for and config.train.checkpoint_every else None
+            values = grid_values(config, cell)
+            _, result = _train(program, config, cell, data, *values, compile_s, waited, checkpoints)
             results.append(result)
+            if on_result is not None:
+                on_result(result)
             final = result.metrics.train_acc[..., -1]
             log(
                 f"cell {i + 1}/{len(todo)} {cell.model} {cell.norm} {cell.protocol} batch={cell.batch_size}: "

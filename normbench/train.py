@@ -147,12 +147,60 @@ def precise_batch_stats(probe, variables, xs):
     return jax.tree.map(lambda t: t / xs.shape[0], total)
 
 
+class RunState(NamedTuple):
+    """What one run carries from epoch to epoch: with the seed and the epoch count, all a checkpoint needs."""
+
+    train: TrainState
+    diverged_epoch: jax.Array  # first epoch (1-based) with a non-finite loss, 0 if none
+
+
+class EpochMetrics(NamedTuple):
+    train_loss: jax.Array
+    train_acc: jax.Array
+    test_acc: jax.Array
+    test_loss: jax.Array
+
+
+class Training(NamedTuple):
+    """One cell's training in three pure phases, so a sweep can stop between epochs to checkpoint:
+
+    - `start(seed, values, data) -> RunState`;
+    - `epochs(seed, values, data, state, first_epoch, *, count) -> (RunState, EpochMetrics)` runs epochs
+      `first_epoch .. first_epoch + count - 1` (0-based; `count` is static, `first_epoch` may be traced);
+    - `finish(seed, values, data, state) -> (test_acc_batch_stats, test_acc_precise)`, the evaluations after
+      the last epoch.
+
+    The data key is rederived from the seed in each phase rather than carried in the state: a vmapped state is
+    batched along every run axis, and a minibatch drawn from a batched key would no longer be shared.
+    """
+
+    start: Callable
+    epochs: Callable
+    finish: Callable
+    num_epochs: int
+
+    def train(self, seed: jax.Array, values: RunValues, data: Data) -> tuple[TrainState, Metrics]:
+        """Every epoch in one go: the composition of the three phases."""
+        state = self.start(seed, values, data)
+        state, per_epoch = self.epochs(seed, values, data, state, 0, count=self.num_epochs)
+        return state.train, metrics(per_epoch, self.finish(seed, values, data, state), state)
+
+
+def metrics(per_epoch: EpochMetrics, final: tuple[jax.Array, jax.Array], state: RunState) -> Metrics:
+    return Metrics(*per_epoch, *final, state.diverged_epoch)
+
+
 def make_train(config: Config, cell: Cell, num_classes: int, n_train: int):
+    """`train(seed, values, data) -> (TrainState, Metrics)`: one run of `cell`, all epochs."""
+    return make_training(config, cell, num_classes, n_train).train
+
+
+def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) -> Training:
     spec = NORMS[cell.norm]
     optimizer = optax.inject_hyperparams(OPTIMIZERS[config.train.optimizer])
     steps = steps_per_epoch(config, cell, n_train)
     batch = cell.batch_size
-    epochs = config.train.epochs
+    num_epochs = config.train.epochs
     eval_batch = config.train.eval_batch_size
     precise_steps = max(1, config.train.precise_bn_examples // batch)
 
@@ -178,44 +226,47 @@ def make_train(config: Config, cell: Cell, num_classes: int, n_train: int):
         order = jnp.concatenate([jax.random.permutation(k, n_train) for k in keys])
         return order[: count * batch].reshape(count, batch)
 
-    def train(seed: jax.Array, values: RunValues, data: Data) -> tuple[TrainState, Metrics]:
+    def keys(seed):
+        return jax.random.split(jax.random.PRNGKey(seed), 3)  # init, data, precise
+
+    def start(seed: jax.Array, values: RunValues, data: Data) -> RunState:
         model = model_for(values)
         tx = optimizer(learning_rate=values.learning_rate)
-        init_key, data_key, precise_key = jax.random.split(jax.random.PRNGKey(seed), 3)
-        variables = model.init(init_key, data.train_x[:batch], train=False)
+        variables = model.init(keys(seed)[0], data.train_x[:batch], train=False)
         params = scale_kernels(variables["params"], values.init_scale)
-        state = TrainState(params, variables.get("batch_stats", {}), tx.init(params))
-        epoch_keys = jax.random.split(data_key, epochs)
+        return RunState(TrainState(params, variables.get("batch_stats", {}), tx.init(params)), jnp.int32(0))
 
-        def epoch(carry, inputs):
-            state, diverged_epoch = carry
+    def epochs(seed, values: RunValues, data: Data, state: RunState, first_epoch, *, count: int):
+        model = model_for(values)
+        tx = optimizer(learning_rate=values.learning_rate)
+        epoch_keys = jax.lax.dynamic_slice_in_dim(jax.random.split(keys(seed)[1], num_epochs), first_epoch, count)
+
+        def epoch(state: RunState, inputs):
             index, key = inputs
 
-            def step(state, idx):
-                return train_step(model, tx, state, data.train_x[idx], data.train_y[idx])
+            def step(train_state, idx):
+                return train_step(model, tx, train_state, data.train_x[idx], data.train_y[idx])
 
-            state, losses = jax.lax.scan(step, state, batches(key, steps))
+            train_state, losses = jax.lax.scan(step, state.train, batches(key, steps))
             nonfinite = ~jnp.all(jnp.isfinite(losses))
-            diverged_epoch = jnp.where((diverged_epoch == 0) & nonfinite, index + 1, diverged_epoch)
-            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            diverged_epoch = jnp.where((state.diverged_epoch == 0) & nonfinite, index + 1, state.diverged_epoch)
+            variables = {"params": train_state.params, "batch_stats": train_state.batch_stats}
             _, train_acc = evaluate(model, variables, data.train_x, data.train_y, eval_batch)
             test_loss, test_acc = evaluate(model, variables, data.test_x, data.test_y, eval_batch)
-            return (state, diverged_epoch), (losses.mean(), train_acc, test_acc, test_loss)
+            return RunState(train_state, diverged_epoch), EpochMetrics(losses.mean(), train_acc, test_acc, test_loss)
 
-        (state, diverged_epoch), per_epoch = jax.lax.scan(
-            epoch, (state, jnp.int32(0)), (jnp.arange(epochs), epoch_keys)
-        )
-        if spec.running_stats:
-            variables = {"params": state.params, "batch_stats": state.batch_stats}
-            batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, batch)
-            probe = model_for(values, dataclasses.replace(config.norm, momentum=0.0))
-            precise_x = data.train_x[batches(precise_key, precise_steps)]
-            precise = precise_batch_stats(probe, variables, precise_x)
-            _, precise_acc = evaluate(
-                model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch
-            )
-        else:
-            batch_stats_acc = precise_acc = jnp.float32(jnp.nan)
-        return state, Metrics(*per_epoch, batch_stats_acc, precise_acc, diverged_epoch)
+        return jax.lax.scan(epoch, state, (first_epoch + jnp.arange(count), epoch_keys))
 
-    return train
+    def finish(seed, values: RunValues, data: Data, state: RunState):
+        if not spec.running_stats:
+            return jnp.float32(jnp.nan), jnp.float32(jnp.nan)
+        model = model_for(values)
+        variables = {"params": state.train.params, "batch_stats": state.train.batch_stats}
+        batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, batch)
+        probe = model_for(values, dataclasses.replace(config.norm, momentum=0.0))
+        precise_x = data.train_x[batches(keys(seed)[2], precise_steps)]
+        precise = precise_batch_stats(probe, variables, precise_x)
+        _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch)
+        return batch_stats_acc, precise_acc
+
+    return Training(start, epochs, finish, num_epochs)

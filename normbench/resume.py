@@ -1,0 +1,100 @@
+"""An unfinished run, kept in `<results dir>/unfinished/` until the run completes:
+
+- `config.json`: the config being run, so that a rerun can tell it is the same run;
+- `cells/<index>.csv`: each finished cell's rows of `metrics.csv`, written the moment the cell finishes;
+- `checkpoints/<index>/`: with `train.checkpoint_every`, the latest saved state of the cell in training (orbax).
+
+Every file here is written atomically (orbax too renames a finished save into place), so a run stopped at any
+point (Ctrl-C, SIGTERM, SIGKILL, a lost machine) leaves only whole files. Running the same command again trains
+only the cells without rows, a cell with a checkpoint continues from it, and the rows of a resumed run are
+the same bytes as an uninterrupted run's. The completed run writes `metrics.csv` and `config.json` next to this
+directory, then removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from normbench.config import Config, to_dict
+from normbench.errors import UserError
+from normbench.faults import reached
+from normbench.results import CONFIG, atomic_write, config_differences
+from normbench.train import EpochMetrics
+
+UNFINISHED = "unfinished"
+
+
+class Unfinished:
+    """The records of the run into `out` that is under way (or was interrupted)."""
+
+    def __init__(self, out: Path):
+        self.root = Path(out) / UNFINISHED
+
+    def holds(self, config: Config) -> bool:
+        """Whether an interrupted run of `config` is waiting here."""
+        return self.root.exists() and not config_differences(self.root / CONFIG, config)
+
+    def begin(self, config: Config, force: bool) -> None:
+        """Start a run of `config`, or continue the interrupted one if it ran the same config. `force` discards
+        an interrupted run of another config instead of refusing."""
+        if self.root.exists():
+            differing = config_differences(self.root / CONFIG, config)
+            if differing and not force:
+                raise UserError(
+                    f"{str(self.root)!r} holds an interrupted run of a different config (differs in "
+                    f"{', '.join(differing)}); pass --force to discard it, or --out for another directory"
+                )
+            if differing:
+                shutil.rmtree(self.root)
+        (self.root / "cells").mkdir(parents=True, exist_ok=True)
+        if not (self.root / CONFIG).exists():
+            atomic_write(self.root / CONFIG, json.dumps({"config": to_dict(config)}, indent=2) + "\n")
+
+    def finished(self) -> dict[int, str]:
+        """Cell index -> that cell's rows (with the header line) for every cell finished so far."""
+        return {int(path.stem): path.read_text() for path in sorted((self.root / "cells").glob("*.csv"))}
+
+    def record(self, index: int, rows: str) -> None:
+        atomic_write(self.root / "cells" / f"{index:04d}.csv", rows)
+        shutil.rmtree(self.root / "checkpoints" / f"{index:04d}", ignore_errors=True)
+
+    def checkpoints(self, index: int) -> CellCheckpoints:
+        return CellCheckpoints(self.root / "checkpoints" / f"{index:04d}")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root)
+
+
+class CellCheckpoints:
+    """The latest state of one cell in training: its vmapped `RunState` and the epochs' metrics so far."""
+
+    def __init__(self, directory: Path):
+        import orbax.checkpoint as ocp  # only sweeps that checkpoint pay for its import
+
+        self._ocp = ocp
+        options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
+        self._manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+    def save(self, epoch: int, state, per_epoch: list[EpochMetrics]) -> None:
+        metrics = jax.tree.map(lambda *parts: np.concatenate(parts, axis=-1), *per_epoch)
+        self._manager.save(epoch, args=self._ocp.args.StandardSave({"state": state, "metrics": metrics}))
+        reached("checkpoint")
+
+    def latest(self, fresh_state):
+        """(epoch, state, [metrics so far]) from the latest save, or None; `fresh_state` gives the structure."""
+        epoch = self._manager.latest_step()
+        if epoch is None:
+            return None
+        like = jax.ShapeDtypeStruct
+        state_like = jax.tree.map(lambda x: like(x.shape, x.dtype), fresh_state)
+        runs = fresh_state.diverged_epoch.shape
+        metrics_like = EpochMetrics(*(like((*runs, epoch), np.float32) for _ in EpochMetrics._fields))
+        restored = self._manager.restore(
+            epoch, args=self._ocp.args.StandardRestore({"state": state_like, "metrics": metrics_like})
+        )
+        return epoch, restored["state"], [restored["metrics"]]

@@ -1,0 +1,113 @@
+"""Kill a real run (a subprocess) at named points, mid-cell and mid-write, and by signals; rerunning the same
+command must finish with exactly the bytes of an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import tiny_config, tiny_dataset
+
+from normbench.config import Cell
+from normbench.resume import CellCheckpoints
+from normbench.sweep import compile_cell, device_data, execute, grid_values
+
+TINY = """
+from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
+
+
+def get_config():
+    return Config(
+        name="tiny",
+        data=DataConfig(source="mnist5k", n_train=64, n_test=32),
+        model=ModelConfig(hidden=(8, 8)),
+        train=TrainConfig(epochs=3, eval_batch_size=16, checkpoint_every=1),
+        sweep=SweepConfig(norms=("batch", "none", "layer"), batch_sizes=(16,), init_scales=(1.0, 0.1), seeds=(0, 1)),
+    )
+"""
+
+
+def normbench(config, out, kill_at=None):
+    # The session's NORMBENCH_CACHE (conftest) is inherited, so every run after the first loads its programs.
+    env = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+    env.pop("NORMBENCH_KILL_AT", None)
+    if kill_at:
+        env["NORMBENCH_KILL_AT"] = kill_at
+    command = [sys.executable, "-m", "normbench", "run", str(config), "--out", str(out)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process):
+    stdout, stderr = process.communicate(timeout=300)
+    return process.returncode, stdout + stderr
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    config = root / "tiny.py"
+    config.write_text(TINY)
+    code, output = finish(normbench(config, root / "reference"))
+    assert code == 0, output
+    return config, (root / "reference" / "metrics.csv").read_bytes()
+
+
+def test_killed_mid_cell_and_mid_write_resumes_to_the_same_bytes(uninterrupted, tmp_path):
+    config, expected = uninterrupted
+    out = tmp_path / "out"
+    # Each run gets further than the last, then dies at the next point; the last run is left alone.
+    for point in ("checkpoint#2", "write:0000.csv", "write:0001.csv", "checkpoint", "write:metrics.csv",
+                  "write:config.json"):  # fmt: skip
+        code, output = finish(normbench(config, out, kill_at=point))
+        assert code == -signal.SIGKILL, (point, output)
+        if point == "checkpoint#2":  # killed in the first cell after its second epoch: only that save is kept
+            assert [p.name for p in (out / "unfinished" / "checkpoints" / "0000").iterdir()] == ["2"]
+    code, output = finish(normbench(config, out))
+    assert code == 0, output
+    assert "resuming: 3 of 3 cells already finished" in output
+    assert (out / "metrics.csv").read_bytes() == expected
+    assert not (out / "unfinished").exists()
+    assert not list(out.rglob("*.tmp")), "the killed writes' temporary files are cleaned up"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_run_with_a_sentence_and_the_rerun_completes_it(uninterrupted, tmp_path, sig):
+    config, expected = uninterrupted
+    out = tmp_path / "out"
+    process = normbench(config, out)
+    first_cell = out / "unfinished" / "cells" / "0000.csv"
+    deadline = time.monotonic() + 240
+    while not first_cell.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(sig)
+    code, output = finish(process)
+    if code == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert code == 130, output
+    assert "interrupted; finished cells are kept" in output
+    assert "Traceback" not in output
+    code, output = finish(normbench(config, out))
+    assert code == 0, output
+    assert (out / "metrics.csv").read_bytes() == expected
+
+
+def test_segments_with_checkpoints_equal_one_program_for_all_epochs(tmp_path):
+    """The phases of `Training` compose to the same numbers as the single program."""
+    import dataclasses
+
+    config = tiny_config(norms=("batch",))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3))
+    segmented = dataclasses.replace(config, train=dataclasses.replace(config.train, checkpoint_every=2))
+    dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
+    data, grid = device_data(dataset), grid_values(config, cell)
+    _, whole = execute(compile_cell(config, cell, dataset, data, *grid), config, *grid, data)
+    checkpoints = CellCheckpoints(tmp_path / "checkpoints")
+    program = compile_cell(segmented, cell, dataset, data, *grid)
+    _, parts = execute(program, segmented, *grid, data, checkpoints)
+    _, resumed = execute(program, segmented, *grid, data, checkpoints)  # starts from the save after epoch 2
+    for name, value in whole._asdict().items():
+        np.testing.assert_allclose(getattr(parts, name), value, rtol=2e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(parts, name), err_msg=name)
