@@ -15,6 +15,9 @@
   features, e.g. `tfds:mnist`, `tfds:fashion_mnist`, `tfds:cifar10`. Read with `tfds.data_source`, which
   needs no TensorFlow, from the TFDS data dir (`$TFDS_DATA_DIR`, else `~/tensorflow_datasets`), downloading
   there where the network allows.
+- `npz:<file>`: your own arrays in a NumPy `.npz` with `train_x`, `train_y`, `test_x`, `test_y` (images
+  (n, H, W[, C]) as uint8 in 0..255 or floats in [0, 1]; integer labels) and optionally `num_classes` (else
+  the largest label + 1).
 
 `DataConfig.n_train` and `.n_test` keep the first n examples of each split.
 """
@@ -35,7 +38,9 @@ from normbench.cache import cache_dir
 from normbench.config import DataConfig
 from normbench.errors import UserError
 
-VALID_SOURCES = "mnist5k, idx:<dir> (MNIST-format IDX files) or tfds:<name> (e.g. tfds:fashion_mnist)"
+VALID_SOURCES = (
+    "mnist5k, idx:<dir> (MNIST-format IDX files), tfds:<name> (e.g. tfds:fashion_mnist) or npz:<file> (your arrays)"
+)
 
 MNIST5K_SEED = 0
 MNIST5K_TRAIN = 4000
@@ -80,6 +85,9 @@ def load(config: DataConfig) -> Dataset:
         arrays = _take_prefix(arrays, config, source)
     elif kind == "tfds" and arg:
         arrays, num_classes = _tfds(arg, config, source)
+    elif kind == "npz" and arg:
+        arrays, num_classes = _npz(Path(arg).expanduser(), source)
+        arrays = _take_prefix(arrays, config, source)
     else:
         raise DataError(f"unknown data source {source!r}: valid forms are {VALID_SOURCES}")
     return _finish(source, arrays, num_classes)
@@ -107,7 +115,8 @@ def _take_prefix(arrays: dict, config: DataConfig, source: str) -> dict:
 
 
 def _finish(source: str, arrays: dict, num_classes: int) -> Dataset:
-    """Convert uint8 images and integer labels to the Dataset's dtypes, checking what training relies on."""
+    """Convert images (uint8, or floats already in [0, 1]) and integer labels to the Dataset's dtypes, checking
+    what training relies on."""
     out = {}
     for split in ("train", "test"):
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
@@ -115,9 +124,16 @@ def _finish(source: str, arrays: dict, num_classes: int) -> Dataset:
             raise DataError(f"{source}: the {split} split has {len(x)} images but {len(y)} labels")
         if x.ndim != 4:
             raise DataError(f"{source}: {split} images have shape {x.shape}, expected (n, height, width, channels)")
-        x = np.ascontiguousarray(x, dtype=np.float32) / np.float32(255)
-        if not np.isfinite(x).all():
-            raise DataError(f"{source}: the {split} images contain NaN or infinite values")
+        if x.dtype == np.uint8:
+            x = np.ascontiguousarray(x, dtype=np.float32) / np.float32(255)
+        elif np.issubdtype(x.dtype, np.floating):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            if not np.isfinite(x).all():
+                raise DataError(f"{source}: the {split} images contain NaN or infinite values")
+            if x.size and (x.min() < 0 or x.max() > 1):
+                raise DataError(f"{source}: {split} images must lie in [0, 1], found {x.min():g}..{x.max():g}")
+        else:
+            raise DataError(f"{source}: {split} images are {x.dtype}; expected uint8 or floats in [0, 1]")
         y = np.asarray(y)
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{source}: {split} labels must be one integer per image, got {y.dtype} {y.shape}")
@@ -238,6 +254,29 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
             f"{str(path)!r} has {len(data) - header - size} bytes after the {size} its header promises for shape {dims}"
         )
     return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+
+
+# --- npz -----------------------------------------------------------------------------------------------
+
+
+def _npz(path: Path, source: str) -> tuple[dict, int]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in IDX_FILES if k not in f.files]
+            if missing:
+                raise DataError(f"{source}: {str(path)!r} lacks {', '.join(missing)} (it has {', '.join(f.files)})")
+            arrays = {k: f[k] for k in IDX_FILES}
+            given = f["num_classes"] if "num_classes" in f.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{source}: cannot read {str(path)!r} as an .npz file: {e}") from e
+    for key in ("train_x", "test_x"):
+        if arrays[key].ndim == 3:  # (n, H, W): one channel
+            arrays[key] = arrays[key][..., None]
+    for key in ("train_y", "test_y"):
+        if not np.issubdtype(arrays[key].dtype, np.integer):
+            raise DataError(f"{source}: {key} must hold integer labels, got {arrays[key].dtype}")
+    num_classes = int(given) if given is not None else int(max(arrays["train_y"].max(initial=0), 0)) + 1
+    return arrays, num_classes
 
 
 # --- tfds ----------------------------------------------------------------------------------------------

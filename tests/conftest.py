@@ -47,3 +47,37 @@ def tiny_config(**sweep) -> Config:
             **sweep,
         ),  # fmt: skip
     )
+
+
+TINY_STUDY = """
+from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
+
+
+def get_config():
+    return Config(
+        name="tiny",
+        data=DataConfig(source="mnist5k", n_train=64, n_test=32),
+        model=ModelConfig(hidden=(8, 8)),
+        train=TrainConfig(epochs=2, eval_batch_size=16),
+        sweep=SweepConfig(norms=("batch", "none"), batch_sizes=(16,), init_scales=(1.0, 0.1), seeds=(0, 1)),
+        figures=("init_scale",),
+    )
+"""
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory):
+    """A tiny config file and the results of running it once through the CLI."""
+    from normbench.cli import main
+
+    root = tmp_path_factory.mktemp("study")
+    config = root / "tiny.py"
+    config.write_text(TINY_STUDY)
+    out = root / "results"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    return config, out
+
+
+def snapshot(directory):
+    """Every file under `directory` with its bytes."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}

@@ -1,4 +1,4 @@
-"""The real CLI on a tiny study into a temp dir, and every bad input: one line, exit 2, old results intact."""
+"""The real CLI on a tiny study into a temp dir (bad inputs: tests/test_bad_inputs.py)."""
 
 import csv
 import json
@@ -6,39 +6,13 @@ import os
 import subprocess
 import sys
 
-import pytest
+from conftest import snapshot
 
 from normbench.cli import main
 from normbench.norms import NORMS
 from normbench.results import COLUMNS
 
 VALID = ", ".join(NORMS)  # the error lists every registered norm
-
-TINY = """
-from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
-
-
-def get_config():
-    return Config(
-        name="tiny",
-        data=DataConfig(source="mnist5k", n_train=64, n_test=32),
-        model=ModelConfig(hidden=(8, 8)),
-        train=TrainConfig(epochs=2, eval_batch_size=16),
-        sweep=SweepConfig(norms=("batch", "none"), batch_sizes=(16,), init_scales=(1.0, 0.1), seeds=(0, 1)),
-        figures=("init_scale",),
-    )
-"""
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """A tiny config and the results of running it once through the CLI."""
-    root = tmp_path_factory.mktemp("study")
-    config = root / "tiny.py"
-    config.write_text(TINY)
-    out = root / "results"
-    assert main(["run", str(config), "--out", str(out)]) == 0
-    return config, out
 
 
 def test_run_writes_config_table_and_figure(study):
@@ -63,52 +37,6 @@ def test_plot_redraws_from_the_table_alone(study):
     (out / "init_scale.png").unlink()
     assert main(["plot", str(out)]) == 0
     assert (out / "init_scale.png").stat().st_size > 10_000
-
-
-def snapshot(directory):
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--set", "sweep.norms=batch,weird"], f"unknown norm 'weird'; valid norms: {VALID}"),
-        (["--set", "sweep.norms=group", "--set", "norm.num_groups=3"], "3 groups do not divide a layer of 8"),
-        (["--set", "data.source=idx:/no/such/dir"], "/no/such/dir"),
-        (["--set", "sweep.batch_sizes=100"], "batch size 100 is larger than the 64 training examples"),
-        (["--set", "train.epochz=3"], "unknown config key 'train.epochz'"),
-        (["--set", "train.epochs=many"], "'train.epochs' expects an integer, got 'many'"),
-        (["--set", "train.epochs"], "--set expects key=value"),
-        (["--set", "data.source=cifar"], "unknown data source"),
-    ],
-)
-def test_bad_input_is_one_line_exit_2_and_leaves_results_alone(study, capsys, args, message):
-    config, out = study
-    before = snapshot(out)
-    capsys.readouterr()
-    assert main(["run", str(config), "--out", str(out), *args]) == 2
-    captured = capsys.readouterr()
-    assert captured.err.startswith("normbench: error: ") and captured.err.count("\n") == 1
-    assert message in captured.err
-    assert snapshot(out) == before
-
-
-def test_malformed_config_file_and_missing_results_dir(tmp_path, capsys):
-    bad = tmp_path / "bad.py"
-    bad.write_text("def get_config(:\n")
-    assert main(["run", str(bad), "--out", str(tmp_path / "out")]) == 2
-    assert "syntax error at line 1" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
-    assert main(["plot", str(tmp_path / "nothing")]) == 2
-    assert "not found: is" in capsys.readouterr().err
-
-
-def test_unwritable_output_dir(study, tmp_path, capsys):
-    config, _ = study
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    assert main(["run", str(config), "--out", str(blocker / "sub")]) == 2
-    assert "cannot write results to" in capsys.readouterr().err
 
 
 def test_console_script_help_is_fast_and_imports_no_jax():

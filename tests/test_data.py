@@ -294,3 +294,46 @@ def test_tfds_missing_test_split_names_the_splits(tfds, monkeypatch):
     with pytest.raises(DataError) as excinfo:
         load(DataConfig(source="tfds:only_train"))
     assert_one_line_error(excinfo, "train and test", "only_train has train, validation")
+
+
+# --- npz -----------------------------------------------------------------------------------------------
+
+
+def test_npz_round_trip_with_uint8_and_float_images(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 5, 4), dtype=np.uint8)
+    labels = rng.integers(0, 4, 10)
+    np.savez(tmp_path / "a.npz", train_x=images, train_y=labels, test_x=images[:3] / 255.0, test_y=labels[:3])
+    dataset = load(DataConfig(source=f"npz:{tmp_path / 'a.npz'}", n_train=6))
+    np.testing.assert_array_equal(dataset.train_x[..., 0], images[:6] / np.float32(255))
+    np.testing.assert_allclose(dataset.test_x[..., 0], images[:3] / 255.0, rtol=1e-6)
+    assert dataset.num_classes == labels.max() + 1 and dataset.train_y.dtype == np.int32
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(test_x=np.full((3, 5, 4), 2.0)), "test images must lie in [0, 1], found 2..2"),
+        (dict(train_y=np.zeros(10)), "train_y must hold integer labels, got float64"),
+        (dict(num_classes=2), "train labels must be in [0, 2), found label"),
+    ],
+)
+def test_npz_bad_arrays(tmp_path, change, message):
+    arrays = dict(
+        train_x=np.zeros((10, 5, 4), np.uint8), train_y=np.arange(10) % 4, test_x=np.zeros((3, 5, 4), np.uint8),
+        test_y=np.arange(3),
+    )  # fmt: skip
+    np.savez(tmp_path / "a.npz", **{**arrays, **change})
+    with pytest.raises(DataError) as excinfo:
+        load(DataConfig(source=f"npz:{tmp_path / 'a.npz'}"))
+    assert_one_line_error(excinfo, message)
+
+
+def test_npz_missing_arrays_and_unreadable_file(tmp_path):
+    np.savez(tmp_path / "a.npz", train_x=np.zeros((2, 2, 2)))
+    with pytest.raises(DataError) as excinfo:
+        load(DataConfig(source=f"npz:{tmp_path / 'a.npz'}"))
+    assert_one_line_error(excinfo, "lacks train_y, test_x, test_y (it has train_x)")
+    with pytest.raises(DataError) as excinfo:
+        load(DataConfig(source=f"npz:{tmp_path / 'none.npz'}"))
+    assert_one_line_error(excinfo, "cannot read", "none.npz")

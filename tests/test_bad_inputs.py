@@ -1,0 +1,122 @@
+"""Every bad input of a run, as a user would make it through the CLI: one line saying what is wrong (and what is
+valid), exit status 2, and the results of an earlier run byte for byte as they were."""
+
+import numpy as np
+import pytest
+from conftest import snapshot
+from test_data import idx_bytes, write_idx_set
+
+from normbench.cli import main
+from normbench.norms import NORMS
+
+
+def settings(*pairs):
+    return lambda tmp: [arg for pair in pairs for arg in ("--set", pair)]
+
+
+def source(name):
+    """Whole splits of the data source `name` (the tiny study keeps subsets of mnist5k)."""
+    return settings(f"data.source={name}", "data.n_train=None", "data.n_test=None")(None)
+
+
+def config_file(text):
+    def make(tmp):
+        path = tmp / "config.py"
+        path.write_text(text)
+        return ["--config", str(path)]
+
+    return make
+
+
+def idx_dir(damage):
+    """An IDX data set in `tmp/idx`, damaged by `damage(directory)`."""
+
+    def make(tmp):
+        write_idx_set(tmp / "idx", n_train=40, n_test=20, shape=(6, 6))
+        damage(tmp / "idx")
+        return source(f"idx:{tmp / 'idx'}")
+
+    return make
+
+
+def npz_file(**changes):
+    def make(tmp):
+        rng = np.random.default_rng(0)
+        arrays = {
+            "train_x": rng.random((40, 6, 6), dtype=np.float32),
+            "train_y": rng.integers(0, 3, 40),
+            "test_x": rng.random((20, 6, 6), dtype=np.float32),
+            "test_y": rng.integers(0, 3, 20),
+        }
+        for key, change in changes.items():
+            change(arrays[key])
+        np.savez(tmp / "data.npz", **arrays)
+        return source(f"npz:{tmp / 'data.npz'}")
+
+    return make
+
+
+def truncate(name, keep):
+    return lambda d: (d / name).write_bytes((d / name).read_bytes()[:keep])
+
+
+def relabel(directory):
+    (directory / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.full(20, 11, np.uint8), 0x801))
+
+
+def output_under_a_file(tmp):
+    (tmp / "file").write_text("not a directory")
+    return ["--out", str(tmp / "file" / "results")]
+
+
+def set_at(index, value):
+    return lambda array: array.reshape(-1).__setitem__(index, value)
+
+
+CASES = {
+    "unknown norm": (settings("sweep.norms=batch,weird"), f"unknown norm 'weird'; valid norms: {', '.join(NORMS)}"),
+    "unknown model": (settings("sweep.models=transformer"), "unknown model 'transformer'; valid models: mlp, cnn"),
+    "unknown dataset": (settings("data.source=cifar"), "unknown data source 'cifar': valid forms are mnist5k, idx:"),
+    "groups not dividing": (settings("sweep.norms=group", "norm.num_groups=3"), "3 groups do not divide a layer of 8"),
+    "batch larger than the data": (settings("sweep.batch_sizes=100"), "batch size 100 is larger than the 64 training"),
+    "zero learning rate": (settings("sweep.learning_rates=0.0"), "sweep.learning_rates (0.0) must be positive"),
+    "negative learning rate": (settings("sweep.learning_rates=-0.1"), "must be positive, got -0.1"),
+    "zero epochs": (settings("train.epochs=0"), "train.epochs must be positive, got 0"),
+    "zero batch size": (settings("sweep.batch_sizes=0"), "sweep.batch_sizes (0) must be positive, got 0"),
+    "empty sweep axis": (settings("sweep.seeds=()"), "sweep.seeds is empty; give at least one value"),
+    "--set without =": (settings("train.epochs"), "--set expects key=value, got 'train.epochs'"),
+    "--set unknown key": (settings("train.epochz=3"), "unknown config key 'train.epochz': TrainConfig has epochs"),
+    "--set wrong type": (settings("train.epochs=many"), "config key 'train.epochs' expects an integer, got 'many'"),
+    "config with a syntax error": (config_file("def get_config(:\n"), "has a syntax error at line 1"),
+    "config without a config": (config_file("x = 1\n"), "defines no get_config() function"),
+    "missing IDX directory": (settings("data.source=idx:/no/such/dir"), "directory '/no/such/dir' does not exist"),
+    "missing IDX file": (
+        idx_dir(lambda d: (d / "t10k-images-idx3-ubyte").unlink()),
+        "t10k-images-idx3-ubyte (or t10k-images-idx3-ubyte.gz) is missing from",
+    ),
+    "truncated IDX file": (idx_dir(truncate("train-images-idx3-ubyte", 100)), "is truncated: its header promises 1440"),
+    "wrong-magic IDX file": (
+        idx_dir(lambda d: (d / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 60)),
+        "has magic number 0x00000803, expected 0x00000801",
+    ),
+    "labels out of range": (idx_dir(relabel), "test labels must be in [0, 10), found label 11"),
+    "NaN in the data": (npz_file(train_x=set_at(7, np.nan)), "the train images contain NaN or infinite values"),
+    "unwritable output dir": (output_under_a_file, "cannot write results to"),
+    "results of another config": (settings("train.epochs=3"), "holds results of a different config (differs in"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_leaves_results_alone(study, tmp_path, capsys, case):
+    config, out = study
+    make_args, message = CASES[case]
+    args = make_args(tmp_path)
+    if args[:1] == ["--config"]:
+        config, args = args[1], args[2:]
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("normbench: error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert snapshot(out) == before
