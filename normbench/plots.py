@@ -13,7 +13,7 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.results import atomic_write, read_config, read_metrics
-from normbench.stats import final_epoch, mean_ci, norm_batch
+from normbench.stats import final_epoch, mean_ci, norm_batch, per_run
 from normbench.summary import write_summary
 
 LINESTYLES = {"batch": "-", "none": "--"}
@@ -34,7 +34,8 @@ def _label(keys, key) -> str:
 
 def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
     """The textbook's 4x4 grid: train accuracy against epochs, one panel per init scale, mean over seeds with
-    a band from the worst to the best seed."""
+    a band from the worst to the best seed. Runs that diverged are left out of the mean and drawn on their own,
+    thin and dotted up to the epoch their loss went non-finite, marked with an x there."""
     import matplotlib.pyplot as plt
 
     scales = sorted(np.unique(columns["init_scale"]), reverse=True)
@@ -43,18 +44,27 @@ def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), sharex=True, sharey=True, squeeze=False)
     keys, series = _series_keys(columns)
     colors = {key: f"C{i}" for i, key in enumerate(series)}
+    epochs = np.unique(columns["epoch"])
+    legend = {}  # label -> line, from whichever panel first draws it
     for ax, scale in zip(axes.flat, scales):
         at_scale = columns["init_scale"] == scale
         diverged = 0
         for key in series:
             rows = at_scale & np.all([columns[k] == v for k, v in zip(keys, key)], axis=0)
-            epochs = np.unique(columns["epoch"][rows])
-            acc = np.stack([columns["train_acc"][rows & (columns["epoch"] == e)] for e in epochs], axis=1)
-            diverged += int(columns["diverged"][rows & (columns["epoch"] == epochs[-1])].sum())
+            acc, flags = per_run(columns, rows, "train_acc"), per_run(columns, rows, "diverged")
+            alive = flags[:, -1] == 0
             style = LINESTYLES.get(str(key[0]), "-.")
-            ax.plot(epochs, acc.mean(0), style, color=colors[key], label=_label(keys, key))
-            ax.fill_between(epochs, acc.min(0), acc.max(0), color=colors[key], alpha=0.2, linewidth=0)
-        ax.set_title(f"W: {scale:.2g}" + (f" ({diverged} diverged)" if diverged else ""), fontsize=10)
+            if alive.any():
+                label = _label(keys, key)
+                (legend[label],) = ax.plot(epochs, acc[alive].mean(0), style, color=colors[key], label=label)
+                ax.fill_between(epochs, acc[alive].min(0), acc[alive].max(0), color=colors[key], alpha=0.2, lw=0)
+            for run in np.flatnonzero(~alive):
+                end = int(np.argmax(flags[run])) + 1
+                ax.plot(epochs[:end], acc[run, :end], ":", color=colors[key], lw=0.8)
+                marker = "diverged (loss non-finite)"
+                (legend[marker],) = ax.plot(epochs[end - 1], acc[run, end - 1], "x", color="0.3", label=marker)
+            diverged += int((~alive).sum())
+        ax.set_title(f"W: {scale:.2g}" + (f" ({diverged} diverged: x)" if diverged else ""), fontsize=10)
         ax.set_ylim(0, 1)
     for ax in axes.flat[len(scales) :]:
         ax.set_visible(False)
@@ -63,7 +73,7 @@ def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
     for ax in axes[:, 0]:
         ax.set_ylabel("train accuracy")
     n_seeds = len(np.unique(columns["seed"]))
-    axes.flat[0].legend(loc="lower right", fontsize=8)
+    axes.flat[0].legend(handles=list(legend.values()), loc="lower right", fontsize=8)
     fig.suptitle(f"{config.name}: mean of {n_seeds} seeds, band = min..max over seeds", fontsize=11)
     fig.tight_layout()
     return fig
@@ -75,7 +85,9 @@ def _panels(final):
 
 
 def _curve(final, rows, metric):
-    """x = the norm's batch, y = mean and 95% CI over seeds of 1 - metric."""
+    """x = the norm's batch, y = mean and 95% CI over seeds of 1 - metric, over the runs that did not diverge
+    (a batch where every run diverged has no point)."""
+    rows = rows & (final["diverged"] == 0)
     xs = np.unique(norm_batch(final)[rows])
     stats = [mean_ci(1 - final[metric][rows & (norm_batch(final) == x)]) for x in xs]
     mean, ci = (np.array(v) for v in zip(*stats))
@@ -105,7 +117,9 @@ def error_vs_batch_figure(columns: dict[str, np.ndarray], config: Config):
             rows = here & (final["norm"] == norm)
             if rows.any():
                 xs, mean, ci = _curve(final, rows, "test_acc")
-                ax.plot(xs, mean, "o-", color=f"C{i}", label=norm, markersize=4)
+                lost = int(final["diverged"][rows].sum())
+                label = f"{norm} ({lost} diverged runs left out)" if lost else norm
+                ax.plot(xs, mean, "o-", color=f"C{i}", label=label, markersize=4)
                 ax.fill_between(xs, mean - ci, mean + ci, color=f"C{i}", alpha=0.2, linewidth=0)
             elif protocol == "ghost":
                 sgd = (final["model"] == model) & (final["protocol"] == "sgd") & (final["norm"] == norm)

@@ -24,3 +24,12 @@ def final_epoch(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def norm_batch(columns: dict[str, np.ndarray]) -> np.ndarray:
     """The number of examples a norm's batch statistics see: the SGD batch, or the ghost group."""
     return np.where(columns["protocol"] == "ghost", columns["ghost_size"], columns["batch_size"])
+
+
+RUN_KEYS = ("model", "norm", "protocol", "batch_size", "ghost_size", "init_scale", "learning_rate", "seed")
+
+
+def per_run(columns: dict[str, np.ndarray], rows: np.ndarray, metric: str) -> np.ndarray:
+    """`metric` over the selected rows as a (run, epoch) array, whatever order the table's rows are in."""
+    order = np.lexsort([columns["epoch"][rows]] + [columns[k][rows] for k in reversed(RUN_KEYS)])
+    return columns[metric][rows][order].reshape(-1, len(np.unique(columns["epoch"][rows])))

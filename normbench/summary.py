@@ -40,7 +40,7 @@ def final_table(final) -> list[str]:
     for group in _groups(final, keys):
         rows = np.all([final[k] == v for k, v in zip(keys, group)], axis=0)
         cells = [str(v) if isinstance(v, str) else f"{v:g}" for v in group]
-        cells += [_pm(final[m][rows]) for m in ACCURACIES]
+        cells += [_pm(final[m][rows & (final["diverged"] == 0)]) for m in ACCURACIES]
         cells.append(f"{int(final['diverged'][rows].sum())}/{int(rows.sum())}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -60,6 +60,10 @@ def batch_drop_table(final) -> list[str]:
         if len(sizes) < 2:
             continue
         large, small = (rows & (final["norm_batch"] == b) for b in (sizes.max(), sizes.min()))
+        # Pairs of runs by seed, among the seeds whose runs at both sizes did not diverge.
+        alive = final["diverged"] == 0
+        seeds = np.intersect1d(final["seed"][large & alive], final["seed"][small & alive])
+        large, small = (rows & np.isin(final["seed"], seeds) for rows in (large, small))
         order_large, order_small = np.argsort(final["seed"][large]), np.argsort(final["seed"][small])
         acc_large, acc_small = final["test_acc"][large][order_large], final["test_acc"][small][order_small]
         lines.append(
@@ -80,7 +84,8 @@ def summary_markdown(columns: dict[str, np.ndarray], config: Config) -> str:
         f"{n_seeds} seeds. `norm_batch` is the number of examples each batch statistic sees: the SGD batch, "
         "or the ghost group under the ghost protocol. `test acc` evaluates norms with running statistics on "
         "those running averages; `batch stats` normalizes each test batch (as large as the training batches) "
-        "by its own statistics; `PreciseBN` uses statistics recomputed over training batches after training.",
+        "by its own statistics; `PreciseBN` uses statistics recomputed over training batches after training. "
+        "Runs whose loss went non-finite are counted under `diverged` and left out of every mean.",
         "",
     ]
     drop = batch_drop_table(final)
