@@ -54,6 +54,19 @@ def _list(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from normbench.bench import run_bench
+
+    out = args.out
+    if out is None:
+        import jax
+
+        out = Path("results") / "bench" / jax.devices()[0].device_kind.lower().replace(" ", "-")
+    run_bench(Path(out), tuple(args.cases) if args.cases else None)
+    print(f"\ntables in {out}/")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="normbench", description="Compare normalization schemes with vectorized JAX sweeps."
@@ -74,6 +87,10 @@ def parser() -> argparse.ArgumentParser:
     show = sub.add_parser("list", help="list the registered norms (with their metadata), models or study configs")
     show.add_argument("what", choices=("norms", "models", "configs"))
     show.set_defaults(func=_list)
+    bench = sub.add_parser("bench", help="time the studies against this machine's matmul peak, print the tables")
+    bench.add_argument("--out", help="where the tables go (default: results/bench/<device kind>)")
+    bench.add_argument("--cases", nargs="+", help="some of: peak study small_batch models loop (default: all)")
+    bench.set_defaults(func=_bench)
     return p
 
 

@@ -183,14 +183,15 @@ FIGURES = {
 }
 
 
-def draw_figures(out: Path, names: tuple[str, ...] | None = None) -> list[Path]:
-    """Draw the figures a results directory's config names (or `names`), and its summary, into it."""
+def draw_figures(out: Path, names: tuple[str, ...] | None = None, config: Config | None = None) -> list[Path]:
+    """Draw the figures a results directory's config names (or `names`), and its summary, into it. `config`
+    stands in for its config.json, for a run that writes that last."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    config = read_config(out)
+    config = config or read_config(out)
     columns = read_metrics(out)
     written = []
     for name in names or config.figures:

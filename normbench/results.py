@@ -140,8 +140,7 @@ def join_tables(tables: list[str]) -> str:
     return tables[0] + "".join(table.split("\n", 1)[1] for table in tables[1:])
 
 
-def write_results(out: Path, config: Config, metrics: str, meta: dict) -> None:
-    atomic_write(out / METRICS, metrics)
+def write_config(out: Path, config: Config, meta: dict) -> None:
     atomic_write(out / CONFIG, json.dumps({"config": to_dict(config), **meta}, indent=2) + "\n")
 
 

@@ -20,12 +20,14 @@ from normbench.config import Config, cells
 from normbench.data import load
 from normbench.plots import draw_figures
 from normbench.results import (
+    METRICS,
+    atomic_write,
     check_same_config,
     exclusive,
     join_tables,
     metrics_csv,
     prepare_output_dir,
-    write_results,
+    write_config,
 )
 from normbench.resume import Unfinished
 from normbench.sweep import check_fits, run_sweep
@@ -69,16 +71,21 @@ def run_study(config: Config, out: Path, log: Callable[[str], None] = print, for
             checkpoints_for=lambda cell: unfinished.checkpoints(index[cell]),
         )
         trained = time.perf_counter()
+        # Wall-clock phases, which add up; the compile wait is the part of tracing and compiling that did not
+        # overlap a previous cell's training.
         timings = {
             "data_s": loaded - start,
             "compile_s": sum(r.wait_s for r in results),
             "train_s": sum(r.train_s for r in results),
         }
+        work = {"trace_s": sum(r.trace_s for r in results), "xla_compile_s": sum(r.compile_s for r in results)}
         metrics = join_tables([finished[i] for i in range(len(all_cells))])
-        write_results(out, config, metrics, {"environment": environment(), "timings": timings})
-        draw_figures(out)
+        atomic_write(out / METRICS, metrics)
+        draw_figures(out, config=config)
+        timings["write_s"] = time.perf_counter() - trained
+        # Last, so that it can hold every timing.
+        write_config(out, config, {"environment": environment(), "timings": timings, "compilation": work})
         unfinished.remove()
-    timings["write_s"] = time.perf_counter() - trained
     return timings
 
 

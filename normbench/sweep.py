@@ -22,8 +22,9 @@ from normbench.train import Data, Metrics, RunValues, make_training, metrics, st
 class CellResult:
     cell: Cell
     metrics: Metrics  # numpy, leading axes (seed, run) in `value_grid` order
-    compile_s: float  # how long compiling took
-    wait_s: float  # how much of it the sweep waited for (the rest overlapped the previous cell's training)
+    trace_s: float  # tracing and lowering the program to XLA
+    compile_s: float  # XLA's compilation of it
+    wait_s: float  # how much of the two the sweep waited for (the rest overlapped the previous cell's training)
     train_s: float
 
 
@@ -91,28 +92,32 @@ class CellProgram:
     start: Callable | None = None
     epochs: dict[int, Callable] | None = None  # segment length -> program
     finish: Callable | None = None
+    trace_s: float = 0.0
+    compile_s: float = 0.0
 
 
 def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues) -> CellProgram:
     """The compiled grid of one cell; its vmaps reach only the value axes."""
+    started = time.perf_counter()
     training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
     chunk, every = config.train.chunk_size, config.train.checkpoint_every
     if every is None:
-        return CellProgram(jax.jit(vmap_grid(training.train, chunk)).lower(seeds, values, data).compile())
-    start = jax.jit(vmap_grid(training.start, chunk))
-    state = jax.eval_shape(start, seeds, values, data)
-    first = np.int32(0)
-    epochs = {}
-    for count in {min(every, training.num_epochs), training.num_epochs % every or every}:
-        segment = functools.partial(training.epochs, count=count)
-        epochs[count] = jax.jit(vmap_grid(segment, chunk, (True, False))).lower(seeds, values, data, state, first)
-    finish = jax.jit(vmap_grid(training.finish, chunk, (True,))).lower(seeds, values, data, state)
-    return CellProgram(
-        None,
-        start.lower(seeds, values, data).compile(),
-        {count: lowered.compile() for count, lowered in epochs.items()},
-        finish.compile(),
-    )
+        lowered = {"whole": jax.jit(vmap_grid(training.train, chunk)).lower(seeds, values, data)}
+    else:
+        start = jax.jit(vmap_grid(training.start, chunk))
+        state = jax.eval_shape(start, seeds, values, data)
+        lowered = {"start": start.lower(seeds, values, data)}
+        for count in {min(every, training.num_epochs), training.num_epochs % every or every}:
+            segment = jax.jit(vmap_grid(functools.partial(training.epochs, count=count), chunk, (True, False)))
+            lowered[count] = segment.lower(seeds, values, data, state, np.int32(0))
+        lowered["finish"] = jax.jit(vmap_grid(training.finish, chunk, (True,))).lower(seeds, values, data, state)
+    traced = time.perf_counter()
+    compiled = {key: program.compile() for key, program in lowered.items()}
+    timing = dict(trace_s=traced - started, compile_s=time.perf_counter() - traced)
+    if every is None:
+        return CellProgram(compiled["whole"], **timing)
+    segments = {key: program for key, program in compiled.items() if isinstance(key, int)}
+    return CellProgram(None, compiled["start"], segments, compiled["finish"], **timing)
 
 
 def execute(program: CellProgram, config: Config, seeds, values: RunValues, data: Data, checkpoints=None):
@@ -140,17 +145,16 @@ def execute(program: CellProgram, config: Config, seeds, values: RunValues, data
 
 def train_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues):
     """Compile and train one cell; returns the final states and its `CellResult`."""
-    start = time.perf_counter()
     program = compile_cell(config, cell, dataset, data, seeds, values)
-    compile_s = time.perf_counter() - start
-    return _train(program, config, cell, data, seeds, values, compile_s, wait_s=compile_s)
+    return _train(program, config, cell, data, seeds, values, wait_s=program.trace_s + program.compile_s)
 
 
-def _train(program, config, cell, data, seeds, values, compile_s: float, wait_s: float, checkpoints=None):
+def _train(program: CellProgram, config, cell, data, seeds, values, wait_s: float, checkpoints=None):
     start = time.perf_counter()
     states, metrics = jax.block_until_ready(execute(program, config, seeds, values, data, checkpoints))
     train_s = time.perf_counter() - start
-    return states, CellResult(cell, jax.tree.map(np.asarray, metrics), compile_s, wait_s, train_s)
+    metrics = jax.tree.map(np.asarray, metrics)
+    return states, CellResult(cell, metrics, program.trace_s, program.compile_s, wait_s, train_s)
 
 
 def run_sweep(
@@ -172,31 +176,30 @@ def run_sweep(
     todo = cells(config) if todo is None else todo
     results = []
 
-    def compile_timed(cell):
-        start = time.perf_counter()
-        program = compile_cell(config, cell, dataset, data, *grid_values(config, cell))
-        return program, time.perf_counter() - start
+    def compile_one(cell):
+        return compile_cell(config, cell, dataset, data, *grid_values(config, cell))
 
     if not todo:
         return results
     with ThreadPoolExecutor(max_workers=1) as compiler:
-        pending = compiler.submit(compile_timed, todo[0])
+        pending = compiler.submit(compile_one, todo[0])
         for i, cell in enumerate(todo):
             waited = time.perf_counter()
-            program, compile_s = pending.result()
+            program = pending.result()
             waited = time.perf_counter() - waited
             if i + 1 < len(todo):
-                pending = compiler.submit(compile_timed, todo[i + 1])
+                pending = compiler.submit(compile_one, todo[i + 1])
             checkpoints = checkpoints_for(cell) if checkpoints_for and config.train.checkpoint_every else None
             values = grid_values(config, cell)
-            _, result = _train(program, config, cell, data, *values, compile_s, waited, checkpoints)
+            _, result = _train(program, config, cell, data, *values, waited, checkpoints)
             results.append(result)
             if on_result is not None:
                 on_result(result)
             final = result.metrics.train_acc[..., -1]
             log(
                 f"cell {i + 1}/{len(todo)} {cell.model} {cell.norm} {cell.protocol} batch={cell.batch_size}: "
-                f"{final.size} runs, compile {compile_s:.1f} s (waited {waited:.1f} s), train {result.train_s:.1f} s, "
+                f"{final.size} runs, compile {program.trace_s + program.compile_s:.1f} s (waited {waited:.1f} s), "
+                f"train {result.train_s:.1f} s, "
                 f"final train acc mean {final.mean():.3f} (min {final.min():.3f}, max {final.max():.3f})"
             )
     return results

@@ -1,0 +1,236 @@
+"""`normbench bench`: where a sweep's time goes, against what this machine can do at best.
+
+Every case prints a table and is saved as `<case>.csv`, all of them together as `bench.json`:
+
+- `peak`: the machine's float32 matmul rate (large square products), the yardstick for every floor below;
+- `study`: the init-scale study with one seed, as a user runs it (`normbench run` in a fresh process), with an
+  empty and then a warm compilation cache: the whole wall time and its phases, the training phase's matmul
+  GFLOP/s and its ratio to the floor (FLOPs / peak), peak memory;
+- `small_batch`: one cell of the small-batch study (MLP, BatchNorm, 5 seeds, 8 epochs) at batch 2 and 128;
+- `models`: one BatchNorm cell of the init-scale study with 1 ... 256 vmapped models (2 epochs): time per
+  model-step and the program's memory, to show where vmapping stops paying;
+- `loop`: the 32 runs of the init-scale study (one seed) vmapped, against a Python loop over single-run jitted
+  programs of the same `train` function.
+
+FLOPs are the matrix products' and convolutions', counted from the program (`normbench.flops`); elementwise
+work is not counted, so a ratio to the floor of 1 is out of reach by that margin.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from normbench.cache import cache_dir
+from normbench.config import Cell, Config, cells, load_config
+from normbench.data import load
+from normbench.errors import UserError
+from normbench.flops import matmul_flops
+from normbench.results import atomic_write
+from normbench.sweep import compile_cell, device_data, execute, grid_values, vmap_grid
+from normbench.train import RunValues, make_train, steps_per_epoch
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ("peak", "study", "small_batch", "models", "loop")
+
+
+def run_bench(out: Path, cases: tuple[str, ...] | None = None, log=print) -> dict:
+    """Run `cases` (default: all), print a table for each, and write them under `out`."""
+    cases = cases or CASES
+    unknown = [case for case in cases if case not in CASES]
+    if unknown:
+        raise UserError(f"unknown bench case {unknown[0]!r}; valid cases: {', '.join(CASES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = jax.devices()[0]
+    report = {"device": f"{device.platform}: {device.device_kind}", "jax": jax.__version__, "cases": {}}
+    peak = measure_peak()
+    log(f"{report['device']}, jax {jax.__version__}")
+    for case in cases:
+        rows = [{"peak_gflops": round(peak, 1)}] if case == "peak" else CASE_FUNCTIONS[case](peak, log)
+        report["cases"][case] = rows
+        log(f"\n{case}\n{format_table(rows)}")
+        atomic_write(out / f"{case}.csv", _csv(rows))
+    report["peak_gflops"] = peak
+    atomic_write(out / "bench.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def measure_peak(n: int = 2048, repeats: int = 10) -> float:
+    """The best float32 GFLOP/s of an n x n matrix product."""
+    a = jnp.ones((n, n), jnp.float32)
+    product = jax.jit(jnp.matmul).lower(a, a).compile()
+    product(a, a).block_until_ready()
+    best = min(_timed(product, a, a) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn, *args) -> float:
+    """Seconds until `fn(*args)` and every array it returns are done."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
+def study_case(peak: float, log) -> list[dict]:
+    """`normbench run configs/init_scale.py`, one seed, in fresh processes: compilation cache cold, then warm."""
+    config = load_config(ROOT / "configs" / "init_scale.py")
+    config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, seeds=(0,)))
+    flops = sum(_cell_flops(config, cell) for cell in cells(config))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "cache"
+        cache.mkdir()
+        load(config.data)  # decoded data is cached once per machine, so both runs start with it
+        for npz in cache_dir().glob("*.npz"):
+            shutil.copy(npz, cache)
+        for cache_state in ("cold", "warm"):
+            command = [sys.executable, "-m", "normbench", "run", str(ROOT / "configs" / "init_scale.py"),
+                       "--set", "sweep.seeds=0,", "--out", str(Path(tmp) / "out"), "--force"]  # fmt: skip
+            env = {**os.environ, "NORMBENCH_CACHE": str(cache)}
+            env.pop("JAX_COMPILATION_CACHE_DIR", None)
+            start = time.perf_counter()
+            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stderr = process.stderr.read()
+            _, status, usage = os.wait4(process.pid, 0)
+            wall = time.perf_counter() - start
+            if status:
+                raise RuntimeError(f"normbench run failed:\n{stderr.decode()}")
+            memory = usage.ru_maxrss / 1024
+            saved = json.loads((Path(tmp) / "out" / "config.json").read_text())
+            t = saved["timings"]
+            rows.append({
+                "compilation_cache": cache_state,
+                "wall_s": round(wall, 2),
+                "imports_s": round(wall - sum(t.values()), 2),
+                "data_s": round(t["data_s"], 2),
+                "trace_s": round(saved["compilation"]["trace_s"], 2),
+                "xla_compile_s": round(saved["compilation"]["xla_compile_s"], 2),
+                "compile_wait_s": round(t["compile_s"], 2),
+                "train_s": round(t["train_s"], 2),
+                "write_s": round(t["write_s"], 2),
+                "gflop": round(flops / 1e9, 1),
+                "train_gflops": round(flops / t["train_s"] / 1e9, 1),
+                "floor_s": round(flops / peak / 1e9, 2),
+                "train_over_floor": round(t["train_s"] / (flops / peak / 1e9), 2),
+                "peak_rss_mib": round(memory),
+            })  # fmt: skip
+    return rows
+
+
+def small_batch_case(peak: float, log) -> list[dict]:
+    config = load_config(ROOT / "configs" / "small_batch.py")
+    config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, models=("mlp",), norms=("batch",)))
+    return [_cell_row(config, Cell("mlp", "batch", "sgd", batch), peak) for batch in (2, 128)]
+
+
+def models_case(peak: float, log, counts=(1, 4, 16, 64, 256)) -> list[dict]:
+    base = load_config(ROOT / "configs" / "init_scale.py")
+    rows = []
+    for count in counts:
+        sweep = dataclasses.replace(
+            base.sweep, seeds=(0,), init_scales=tuple(float(s) for s in np.logspace(0, -4, count))
+        )
+        config = dataclasses.replace(base, sweep=sweep, train=dataclasses.replace(base.train, epochs=2))
+        rows.append(_cell_row(config, Cell("mlp", "batch", "sgd", 100), peak, models=count))
+    return rows
+
+
+def loop_case(peak: float, log) -> list[dict]:
+    """The 32 runs (16 scales x batch/none, one seed): one vmapped program per norm, or a loop of single runs."""
+    config = load_config(ROOT / "configs" / "init_scale.py")
+    config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, seeds=(0,)))
+    dataset = load(config.data)
+    data = device_data(dataset)
+    rows = []
+    for how in ("vmapped", "loop"):
+        compile_s = train_s = 0.0
+        for cell in cells(config):
+            seeds, values = grid_values(config, cell)
+            start = time.perf_counter()
+            if how == "vmapped":
+                program = compile_cell(config, cell, dataset, data, seeds, values)
+                compile_s += time.perf_counter() - start
+                train_s += _timed(execute, program, config, seeds, values, data)
+                continue
+            train = jax.jit(make_train(config, cell, dataset.num_classes, len(dataset.train_x)))
+            one = RunValues(*(v[0] for v in values))
+            single = train.lower(seeds[0], one, data).compile()
+            compile_s += time.perf_counter() - start
+            for k in range(len(values.init_scale)):
+                run = RunValues(*(v[k] for v in values))
+                train_s += _timed(single, seeds[0], run, data)
+        rows.append({"how": how, "runs": 32, "compile_s": round(compile_s, 2), "train_s": round(train_s, 2),
+                     "total_s": round(compile_s + train_s, 2)})  # fmt: skip
+    for row in rows:
+        row["speedup_vs_loop"] = round(rows[1]["total_s"] / row["total_s"], 2)
+    return rows
+
+
+CASE_FUNCTIONS = {"study": study_case, "small_batch": small_batch_case, "models": models_case, "loop": loop_case}
+
+
+def _cell_flops(config: Config, cell: Cell) -> int:
+    dataset = load(config.data)
+    data = device_data(dataset)
+    seeds, values = grid_values(config, cell)
+    train = make_train(config, cell, dataset.num_classes, len(dataset.train_x))
+    return matmul_flops(vmap_grid(train, config.train.chunk_size), seeds, values, data)
+
+
+def _cell_row(config: Config, cell: Cell, peak: float, **extra) -> dict:
+    """Compile one cell, train it twice, and time the second (the first also pays for warming up)."""
+    dataset = load(config.data)
+    data = device_data(dataset)
+    seeds, values = grid_values(config, cell)
+    start = time.perf_counter()
+    program = compile_cell(config, cell, dataset, data, seeds, values)
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(execute(program, config, seeds, values, data))
+    train_s = _timed(execute, program, config, seeds, values, data)
+    flops = _cell_flops(config, cell)
+    models = len(seeds) * len(values.init_scale)
+    model_steps = models * config.train.epochs * steps_per_epoch(config, cell, len(dataset.train_x))
+    memory = program.whole.memory_analysis()
+    return {
+        **extra,
+        "batch": cell.batch_size,
+        "models": models,
+        "compile_s": round(compile_s, 2),
+        "train_s": round(train_s, 3),
+        "us_per_model_step": round(train_s / model_steps * 1e6, 1),
+        "model_steps_per_s": round(model_steps / train_s),
+        "gflop": round(flops / 1e9, 2),
+        "gflops": round(flops / train_s / 1e9, 1),
+        "train_over_floor": round(train_s / (flops / peak / 1e9), 2),
+        "program_mib": round((memory.temp_size_in_bytes + memory.argument_size_in_bytes
+                              + memory.output_size_in_bytes) / 2**20, 1),
+    }  # fmt: skip
+
+
+def format_table(rows: list[dict]) -> str:
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    table = [keys] + [[str(row.get(k, "")) for k in keys] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(keys))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table)
+
+
+def _csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
