@@ -95,6 +95,9 @@ class TrainConfig:
     precise_bn_examples: int = 1000
     # Evaluation runs in chunks of this many examples, so large test sets fit next to a vmapped grid.
     eval_batch_size: int = 1000
+    # The test set is evaluated after every this many epochs and after the last; the test columns of the other
+    # epochs are NaN. Training accuracy is measured after every epoch regardless.
+    test_every: int = 1
     # Seeds trained at once: a grid too large for memory runs in slices of this many seeds (each slice vmaps all
     # of its seeds' runs), with the same results. None vmaps every seed together.
     chunk_size: int | None = None
@@ -316,6 +319,7 @@ def validate(config: Config) -> None:
     positive = {
         "train.epochs": train.epochs,
         "train.eval_batch_size": train.eval_batch_size,
+        "train.test_every": train.test_every,
         "train.precise_bn_examples": train.precise_bn_examples,
         "norm.epsilon": config.norm.epsilon,
         **{key: value for key, value in optional.items() if value is not None},

@@ -16,7 +16,8 @@ that share a seed see the same minibatches in the same order at every init scale
 Sampling: `permutation` (the default) visits a fresh random order of the training set each epoch, dropping the
 remainder that does not fill a batch; `replacement` draws every batch with replacement, as the textbook does.
 
-Evaluation after each epoch, in eval mode: loss and accuracy on the test set and accuracy on the training set.
+Evaluation after each epoch, in eval mode: accuracy on the training set, and loss and accuracy on the test set
+(after every `train.test_every`-th epoch and the last; NaN after the others).
 After the last epoch, norms with running statistics are also evaluated two more ways (Wu & Johnson, 2021):
 with each test batch's own statistics (test batches as large as the training batches, so their statistics are
 as noisy), and with PreciseBN statistics, the mean of per-batch statistics over `train.precise_bn_examples`
@@ -202,6 +203,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) ->
     batch = cell.batch_size
     num_epochs = config.train.epochs
     eval_batch = config.train.eval_batch_size
+    test_every = config.train.test_every
     precise_steps = max(1, config.train.precise_bn_examples // batch)
 
     def model_for(values: RunValues, norm_config=config.norm):
@@ -252,7 +254,15 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) ->
             diverged_epoch = jnp.where((state.diverged_epoch == 0) & nonfinite, index + 1, state.diverged_epoch)
             variables = {"params": train_state.params, "batch_stats": train_state.batch_stats}
             _, train_acc = evaluate(model, variables, data.train_x, data.train_y, eval_batch)
-            test_loss, test_acc = evaluate(model, variables, data.test_x, data.test_y, eval_batch)
+
+            def test():
+                return evaluate(model, variables, data.test_x, data.test_y, eval_batch)
+
+            if test_every == 1:
+                test_loss, test_acc = test()
+            else:  # the epoch index is the same for every vmapped run, so this stays a branch: skipped work
+                due = ((index + 1) % test_every == 0) | (index + 1 == num_epochs)
+                test_loss, test_acc = jax.lax.cond(due, test, lambda: (jnp.float32(jnp.nan),) * 2)
             return RunState(train_state, diverged_epoch), EpochMetrics(losses.mean(), train_acc, test_acc, test_loss)
 
         return jax.lax.scan(epoch, state, (first_epoch + jnp.arange(count), epoch_keys))

@@ -121,3 +121,20 @@ def test_chunking_the_seeds_gives_the_same_results():
     _, sliced = train_cell(chunked, cell, dataset, data, *grid_values(chunked, cell))
     for name, expected in whole.metrics._asdict().items():
         np.testing.assert_allclose(getattr(sliced.metrics, name), expected, **TOL, err_msg=name)
+
+
+def test_testing_every_few_epochs_skips_only_the_test_columns_of_the_others():
+    config = tiny_config(norms=("batch",), seeds=(0,))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=5))
+    sparse = dataclasses.replace(config, train=dataclasses.replace(config.train, test_every=2))
+    dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
+    data = device_data(dataset)
+    _, every = train_cell(config, cell, dataset, data, *grid_values(config, cell))
+    _, some = train_cell(sparse, cell, dataset, data, *grid_values(sparse, cell))
+    tested = np.array([False, True, False, True, True])  # epochs 2 and 4, and the last
+    for name in ("test_acc", "test_loss"):
+        np.testing.assert_allclose(getattr(some.metrics, name)[..., tested], getattr(every.metrics, name)[..., tested],
+                                   **TOL)  # fmt: skip
+        assert np.isnan(getattr(some.metrics, name)[..., ~tested]).all()
+    for name in ("train_loss", "train_acc", "test_acc_batch_stats", "test_acc_precise"):
+        np.testing.assert_allclose(getattr(some.metrics, name), getattr(every.metrics, name), **TOL, err_msg=name)
