@@ -20,6 +20,8 @@ def _run(args) -> int:
     from normbench.config import apply_overrides, load_config, validate
 
     config = apply_overrides(load_config(args.config), args.set)
+    if args.diagnostics and not config.train.diagnostics_at:
+        config = apply_overrides(config, [f"train.diagnostics_at=0,1,{config.train.epochs}"])
     validate(config)
     out = Path(args.out or Path("results") / config.name)
     from normbench.study import run_study
@@ -80,6 +82,12 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", help="results directory (default: results/<config name>)")
     run.add_argument("--force", action="store_true", help="replace results that a different config produced")
+    run.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="record per-layer activation statistics at init, after epoch 1 and after the last (unless the config "
+        "sets train.diagnostics_at) into diagnostics.csv, with figures",
+    )
     run.set_defaults(func=_run)
     plot = sub.add_parser("plot", help="redraw a results directory's figures from its metrics.csv")
     plot.add_argument("results_dir")

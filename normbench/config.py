@@ -105,6 +105,9 @@ class TrainConfig:
     # an interrupted sweep resumes mid-cell. None saves nothing within a cell: one program trains all epochs, the
     # fastest, and an interrupted sweep resumes from its last finished cell.
     checkpoint_every: int | None = None
+    # Epochs after which per-layer diagnostics are recorded (0: at init), written to diagnostics.csv and drawn
+    # (`normbench.diagnostics`); `normbench run --diagnostics` picks 0, 1 and the last epoch.
+    diagnostics_at: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -346,6 +349,13 @@ def validate(config: Config) -> None:
     ):
         if value not in valid:
             raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+    if train.diagnostics_at:
+        if any(not 0 <= e <= train.epochs for e in train.diagnostics_at):
+            raise ConfigError(f"train.diagnostics_at must hold epochs in 0..{train.epochs}, got {train.diagnostics_at}")
+        without = [m for m in sweep.models if not MODELS[m].records_layers]
+        if without:
+            recording = ", ".join(name for name, spec in MODELS.items() if spec.records_layers)
+            raise ConfigError(f"model {without[0]!r} records no layer diagnostics; models that do: {recording}")
     for figure in config.figures:
         if figure not in FIGURES:
             raise ConfigError(f"unknown figure {figure!r}; valid figures: {', '.join(FIGURES)}")

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from normbench.config import Config
+from normbench.diagnostics import DIAGNOSTICS, read_diagnostics
+from normbench.diagnostics import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.results import atomic_write, read_config, read_metrics
 from normbench.stats import final_epoch, mean_ci, norm_batch, per_run
 from normbench.summary import write_summary
@@ -184,8 +186,8 @@ FIGURES = {
 
 
 def draw_figures(out: Path, names: tuple[str, ...] | None = None, config: Config | None = None) -> list[Path]:
-    """Draw the figures a results directory's config names (or `names`), and its summary, into it. `config`
-    stands in for its config.json, for a run that writes that last."""
+    """Draw the figures a results directory's config names (or `names`), its layer diagnostics' figures if it
+    has any, and its summary, into it. `config` stands in for its config.json, for a run that writes that last."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,9 +195,13 @@ def draw_figures(out: Path, names: tuple[str, ...] | None = None, config: Config
 
     config = config or read_config(out)
     columns = read_metrics(out)
+    drawings = [(name, FIGURES[name], columns) for name in names or config.figures]
+    if names is None and config.train.diagnostics_at:
+        layers = read_diagnostics(Path(out) / DIAGNOSTICS)
+        drawings += [(name, draw, layers) for name, draw in DIAGNOSTICS_FIGURES.items()]
     written = []
-    for name in names or config.figures:
-        fig = FIGURES[name](columns, config)
+    for name, draw, data in drawings:
+        fig = draw(data, config)
         path = Path(out) / f"{name}.png"
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110)

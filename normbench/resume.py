@@ -1,7 +1,8 @@
 """An unfinished run, kept in `<results dir>/unfinished/` until the run completes:
 
 - `config.json`: the config being run, so that a rerun can tell it is the same run;
-- `cells/<index>.csv`: each finished cell's rows of `metrics.csv`, written the moment the cell finishes;
+- `cells/<index>.csv`: each finished cell's rows of `metrics.csv`, written the moment the cell finishes
+  (and `diagnostics/<index>.csv`, its rows of `diagnostics.csv`, just before);
 - `checkpoints/<index>/`: with `train.checkpoint_every`, the latest saved state of the cell in training (orbax).
 
 Every file here is written atomically (orbax too renames a finished save into place), so a run stopped at any
@@ -59,7 +60,14 @@ class Unfinished:
         """Cell index -> that cell's rows (with the header line) for every cell finished so far."""
         return {int(path.stem): path.read_text() for path in sorted((self.root / "cells").glob("*.csv"))}
 
-    def record(self, index: int, rows: str) -> None:
+    def finished_diagnostics(self) -> dict[int, str]:
+        return {int(path.stem): path.read_text() for path in sorted((self.root / "diagnostics").glob("*.csv"))}
+
+    def record(self, index: int, rows: str, diagnostics: str | None = None) -> None:
+        """Keep a finished cell: its layer diagnostics' rows first, since its metrics rows mark it finished."""
+        if diagnostics is not None:
+            (self.root / "diagnostics").mkdir(exist_ok=True)
+            atomic_write(self.root / "diagnostics" / f"{index:04d}.csv", diagnostics)
         atomic_write(self.root / "cells" / f"{index:04d}.csv", rows)
         shutil.rmtree(self.root / "checkpoints" / f"{index:04d}", ignore_errors=True)
 
@@ -80,13 +88,15 @@ class CellCheckpoints:
         options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
         self._manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
-    def save(self, epoch: int, state, per_epoch: list[EpochMetrics]) -> None:
+    def save(self, epoch: int, state, per_epoch: list[EpochMetrics], diagnostics: dict) -> None:
         metrics = jax.tree.map(lambda *parts: np.concatenate(parts, axis=-1), *per_epoch)
-        self._manager.save(epoch, args=self._ocp.args.StandardSave({"state": state, "metrics": metrics}))
+        tree = {"state": state, "metrics": metrics, "diagnostics": {str(e): d for e, d in diagnostics.items()}}
+        self._manager.save(epoch, args=self._ocp.args.StandardSave(tree))
         reached("checkpoint")
 
-    def latest(self, fresh_state):
-        """(epoch, state, [metrics so far]) from the latest save, or None; `fresh_state` gives the structure."""
+    def latest(self, fresh_state, diagnostics_shape, diagnostics_at: tuple[int, ...]):
+        """(epoch, state, [metrics so far], {epoch: diagnostics so far}) from the latest save, or None;
+        `fresh_state` and `diagnostics_shape` give the structures to restore."""
         epoch = self._manager.latest_step()
         if epoch is None:
             return None
@@ -94,7 +104,8 @@ class CellCheckpoints:
         state_like = jax.tree.map(lambda x: like(x.shape, x.dtype), fresh_state)
         runs = fresh_state.diverged_epoch.shape
         metrics_like = EpochMetrics(*(like((*runs, epoch), np.float32) for _ in EpochMetrics._fields))
-        restored = self._manager.restore(
-            epoch, args=self._ocp.args.StandardRestore({"state": state_like, "metrics": metrics_like})
-        )
-        return epoch, restored["state"], [restored["metrics"]]
+        diagnosed = {str(e): diagnostics_shape for e in diagnostics_at if e <= epoch}
+        target = {"state": state_like, "metrics": metrics_like, "diagnostics": diagnosed}
+        restored = self._manager.restore(epoch, args=self._ocp.args.StandardRestore(target))
+        diagnostics = {int(e): d for e, d in restored["diagnostics"].items()}
+        return epoch, restored["state"], [restored["metrics"]], diagnostics

@@ -18,6 +18,7 @@ from normbench import __version__
 from normbench.cache import enable_compilation_cache
 from normbench.config import Config, cells
 from normbench.data import load
+from normbench.diagnostics import DIAGNOSTICS, diagnostics_csv
 from normbench.plots import draw_figures
 from normbench.results import (
     METRICS,
@@ -58,8 +59,9 @@ def run_study(config: Config, out: Path, log: Callable[[str], None] = print, for
         index = {cell: i for i, cell in enumerate(all_cells)}
 
         def keep(result):
-            finished[index[result.cell]] = metrics_csv(config, [result])
-            unfinished.record(index[result.cell], finished[index[result.cell]])
+            i = index[result.cell]
+            finished[i] = metrics_csv(config, [result])
+            unfinished.record(i, finished[i], diagnostics_csv(config, [result]) if result.diagnostics else None)
 
         loaded = time.perf_counter()
         results = run_sweep(
@@ -81,6 +83,11 @@ def run_study(config: Config, out: Path, log: Callable[[str], None] = print, for
         work = {"trace_s": sum(r.trace_s for r in results), "xla_compile_s": sum(r.compile_s for r in results)}
         metrics = join_tables([finished[i] for i in range(len(all_cells))])
         atomic_write(out / METRICS, metrics)
+        if config.train.diagnostics_at:
+            layers = unfinished.finished_diagnostics()
+            atomic_write(out / DIAGNOSTICS, join_tables([layers[i] for i in range(len(all_cells))]))
+        else:  # another config's, which --force let this run replace
+            (out / DIAGNOSTICS).unlink(missing_ok=True)
         draw_figures(out, config=config)
         timings["write_s"] = time.perf_counter() - trained
         # Last, so that it can hold every timing.

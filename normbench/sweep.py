@@ -6,7 +6,8 @@ import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,8 +15,9 @@ import numpy as np
 
 from normbench.config import Cell, Config, ConfigError, cells, value_grid
 from normbench.data import Dataset
+from normbench.diagnostics import Diagnostics
 from normbench.norms import NORMS
-from normbench.train import Data, Metrics, RunValues, make_training, metrics, steps_per_epoch
+from normbench.train import Data, Metrics, RunValues, TrainState, make_training, metrics, steps_per_epoch
 
 
 @dataclass
@@ -26,6 +28,7 @@ class CellResult:
     compile_s: float  # XLA's compilation of it
     wait_s: float  # how much of the two the sweep waited for (the rest overlapped the previous cell's training)
     train_s: float
+    diagnostics: dict[int, Diagnostics] = field(default_factory=dict)  # numpy, as `CellOutput.diagnostics`
 
 
 def grid_values(config: Config, cell: Cell) -> tuple[np.ndarray, RunValues]:
@@ -85,62 +88,94 @@ def vmap_grid(fn, chunk_size: int | None = None, per_run: tuple[bool, ...] = ())
 
 @dataclass
 class CellProgram:
-    """One cell's compiled grid: all epochs in one program, or, with `train.checkpoint_every`, its phases
-    (`Training`), so the sweep can save the state between segments of epochs."""
+    """One cell's compiled grid: all epochs in one program, or, with checkpoints or diagnostics, its phases
+    (`Training`), so the host can step in between segments of epochs."""
 
     whole: Callable | None
     start: Callable | None = None
     epochs: dict[int, Callable] | None = None  # segment length -> program
     finish: Callable | None = None
+    diagnose: Callable | None = None
+    diagnostics_shape: Diagnostics | None = None
     trace_s: float = 0.0
     compile_s: float = 0.0
+
+
+class CellOutput(NamedTuple):
+    states: TrainState  # leading axes (seed, run)
+    metrics: Metrics
+    diagnostics: dict[int, Diagnostics]  # epoch -> the layers then, for `train.diagnostics_at`
+
+
+def stops(config: Config) -> list[int]:
+    """The epochs after which a cell's phases hand back to the host: to checkpoint, to diagnose, at the end."""
+    train = config.train
+    points = {train.epochs, *(e for e in train.diagnostics_at if e > 0)}
+    if train.checkpoint_every:
+        points.update(range(train.checkpoint_every, train.epochs, train.checkpoint_every))
+    return sorted(points)
 
 
 def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues) -> CellProgram:
     """The compiled grid of one cell; its vmaps reach only the value axes."""
     started = time.perf_counter()
     training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
-    chunk, every = config.train.chunk_size, config.train.checkpoint_every
-    if every is None:
-        lowered = {"whole": jax.jit(vmap_grid(training.train, chunk)).lower(seeds, values, data)}
-    else:
-        start = jax.jit(vmap_grid(training.start, chunk))
-        state = jax.eval_shape(start, seeds, values, data)
-        lowered = {"start": start.lower(seeds, values, data)}
-        for count in {min(every, training.num_epochs), training.num_epochs % every or every}:
-            segment = jax.jit(vmap_grid(functools.partial(training.epochs, count=count), chunk, (True, False)))
-            lowered[count] = segment.lower(seeds, values, data, state, np.int32(0))
-        lowered["finish"] = jax.jit(vmap_grid(training.finish, chunk, (True,))).lower(seeds, values, data, state)
+    chunk = config.train.chunk_size
+    if not (config.train.checkpoint_every or config.train.diagnostics_at):
+        program = jax.jit(vmap_grid(training.train, chunk)).lower(seeds, values, data)
+        traced = time.perf_counter()
+        whole = program.compile()
+        return CellProgram(whole, trace_s=traced - started, compile_s=time.perf_counter() - traced)
+    start = jax.jit(vmap_grid(training.start, chunk))
+    state = jax.eval_shape(start, seeds, values, data)
+    lowered = {"start": start.lower(seeds, values, data)}
+    for count in set(np.diff([0, *stops(config)]).tolist()):
+        segment = jax.jit(vmap_grid(functools.partial(training.epochs, count=count), chunk, (True, False)))
+        lowered[count] = segment.lower(seeds, values, data, state, np.int32(0))
+    lowered["finish"] = jax.jit(vmap_grid(training.finish, chunk, (True,))).lower(seeds, values, data, state)
+    diagnose = jax.jit(vmap_grid(training.diagnose, chunk, (True,)))
+    shape = jax.eval_shape(diagnose, seeds, values, data, state) if config.train.diagnostics_at else None
+    if shape is not None:
+        lowered["diagnose"] = diagnose.lower(seeds, values, data, state)
     traced = time.perf_counter()
     compiled = {key: program.compile() for key, program in lowered.items()}
-    timing = dict(trace_s=traced - started, compile_s=time.perf_counter() - traced)
-    if every is None:
-        return CellProgram(compiled["whole"], **timing)
-    segments = {key: program for key, program in compiled.items() if isinstance(key, int)}
-    return CellProgram(None, compiled["start"], segments, compiled["finish"], **timing)
+    return CellProgram(
+        None,
+        compiled["start"],
+        {key: program for key, program in compiled.items() if isinstance(key, int)},
+        compiled["finish"],
+        compiled.get("diagnose"),
+        shape,
+        trace_s=traced - started,
+        compile_s=time.perf_counter() - traced,
+    )
 
 
 def execute(program: CellProgram, config: Config, seeds, values: RunValues, data: Data, checkpoints=None):
-    """Run a compiled cell to the end: (final TrainStates, Metrics), leading axes (seed, run). With
-    `checkpoints` (a `normbench.resume.CellCheckpoints`), resume from its latest save and save after each
-    segment but the last; the segments are the same whether or not a run was interrupted, so a resumed cell
-    computes exactly what an uninterrupted one does."""
+    """Run a compiled cell to the end: a `CellOutput`. With `checkpoints` (a `normbench.resume.CellCheckpoints`),
+    resume from its latest save and save every `train.checkpoint_every` epochs; the segments are the same whether
+    or not a run was interrupted, so a resumed cell computes exactly what an uninterrupted one does."""
     if program.whole is not None:
-        return program.whole(seeds, values, data)
-    num_epochs = config.train.epochs
+        return CellOutput(*program.whole(seeds, values, data), {})
+    train = config.train
     state = program.start(seeds, values, data)
-    epoch, done = 0, []
-    if checkpoints is not None and (saved := checkpoints.latest(state)) is not None:
-        epoch, state, done = saved
-    while epoch < num_epochs:
-        count = min(config.train.checkpoint_every, num_epochs - epoch)
-        state, per_epoch = program.epochs[count](seeds, values, data, state, np.int32(epoch))
+    epoch, done, diagnosed = 0, [], {}
+    saved = checkpoints.latest(state, program.diagnostics_shape, train.diagnostics_at) if checkpoints else None
+    if saved is not None:
+        epoch, state, done, diagnosed = saved
+    elif 0 in train.diagnostics_at:
+        diagnosed[0] = program.diagnose(seeds, values, data, state)
+    for stop in (stop for stop in stops(config) if stop > epoch):
+        state, per_epoch = program.epochs[stop - epoch](seeds, values, data, state, np.int32(epoch))
         done.append(per_epoch)
-        epoch += count
-        if checkpoints is not None and epoch < num_epochs:
-            checkpoints.save(epoch, state, done)
+        epoch = stop
+        if epoch in train.diagnostics_at:
+            diagnosed[epoch] = program.diagnose(seeds, values, data, state)
+        if checkpoints is not None and train.checkpoint_every and epoch % train.checkpoint_every == 0:
+            if epoch < train.epochs:
+                checkpoints.save(epoch, state, done, diagnosed)
     per_epoch = jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=-1), *done)
-    return state.train, metrics(per_epoch, program.finish(seeds, values, data, state), state)
+    return CellOutput(state.train, metrics(per_epoch, program.finish(seeds, values, data, state), state), diagnosed)
 
 
 def train_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues):
@@ -151,10 +186,10 @@ def train_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, 
 
 def _train(program: CellProgram, config, cell, data, seeds, values, wait_s: float, checkpoints=None):
     start = time.perf_counter()
-    states, metrics = jax.block_until_ready(execute(program, config, seeds, values, data, checkpoints))
+    states, metrics, diagnostics = jax.block_until_ready(execute(program, config, seeds, values, data, checkpoints))
     train_s = time.perf_counter() - start
-    metrics = jax.tree.map(np.asarray, metrics)
-    return states, CellResult(cell, metrics, program.trace_s, program.compile_s, wait_s, train_s)
+    metrics, diagnostics = jax.tree.map(np.asarray, (metrics, diagnostics))
+    return states, CellResult(cell, metrics, program.trace_s, program.compile_s, wait_s, train_s, diagnostics)
 
 
 def run_sweep(

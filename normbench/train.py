@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import optax
 
 from normbench.config import Cell, Config
+from normbench.diagnostics import Diagnostics, layer_diagnostics
 from normbench.models import build_model, scale_kernels
 from normbench.norms import NORMS
 
@@ -169,7 +170,8 @@ class Training(NamedTuple):
     - `epochs(seed, values, data, state, first_epoch, *, count) -> (RunState, EpochMetrics)` runs epochs
       `first_epoch .. first_epoch + count - 1` (0-based; `count` is static, `first_epoch` may be traced);
     - `finish(seed, values, data, state) -> (test_acc_batch_stats, test_acc_precise)`, the evaluations after
-      the last epoch.
+      the last epoch;
+    - `diagnose(seed, values, data, state) -> Diagnostics` of the layers (`normbench.diagnostics`).
 
     The data key is rederived from the seed in each phase rather than carried in the state: a vmapped state is
     batched along every run axis, and a minibatch drawn from a batched key would no longer be shared.
@@ -178,6 +180,7 @@ class Training(NamedTuple):
     start: Callable
     epochs: Callable
     finish: Callable
+    diagnose: Callable
     num_epochs: int
 
     def train(self, seed: jax.Array, values: RunValues, data: Data) -> tuple[TrainState, Metrics]:
@@ -279,4 +282,9 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) ->
         _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch)
         return batch_stats_acc, precise_acc
 
-    return Training(start, epochs, finish, num_epochs)
+    def diagnose(seed, values: RunValues, data: Data, state: RunState) -> Diagnostics:
+        train = state.train
+        x, y = data.train_x[:batch], data.train_y[:batch]
+        return layer_diagnostics(model_for(values), train.params, train.batch_stats, x, y)
+
+    return Training(start, epochs, finish, diagnose, num_epochs)

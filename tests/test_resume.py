@@ -24,7 +24,7 @@ def get_config():
         name="tiny",
         data=DataConfig(source="mnist5k", n_train=64, n_test=32),
         model=ModelConfig(hidden=(8, 8)),
-        train=TrainConfig(epochs=3, eval_batch_size=16, checkpoint_every=1),
+        train=TrainConfig(epochs=3, eval_batch_size=16, checkpoint_every=1, diagnostics_at=(0, 2)),
         sweep=SweepConfig(norms=("batch", "none", "layer"), batch_sizes=(16,), init_scales=(1.0, 0.1), seeds=(0, 1)),
     )
 """
@@ -52,7 +52,12 @@ def uninterrupted(tmp_path_factory):
     config.write_text(TINY)
     code, output = finish(normbench(config, root / "reference"))
     assert code == 0, output
-    return config, (root / "reference" / "metrics.csv").read_bytes()
+    return config, results(root / "reference")
+
+
+def results(out):
+    """The tables a run leaves: what a resumed run must reproduce byte for byte."""
+    return [(out / name).read_bytes() for name in ("metrics.csv", "diagnostics.csv")]
 
 
 def test_killed_mid_cell_and_mid_write_resumes_to_the_same_bytes(uninterrupted, tmp_path):
@@ -68,7 +73,7 @@ def test_killed_mid_cell_and_mid_write_resumes_to_the_same_bytes(uninterrupted, 
     code, output = finish(normbench(config, out))
     assert code == 0, output
     assert "resuming: 3 of 3 cells already finished" in output
-    assert (out / "metrics.csv").read_bytes() == expected
+    assert results(out) == expected
     assert not (out / "unfinished").exists()
     assert not list(out.rglob("*.tmp")), "the killed writes' temporary files are cleaned up"
 
@@ -91,7 +96,7 @@ def test_a_signal_stops_the_run_with_a_sentence_and_the_rerun_completes_it(unint
     assert "Traceback" not in output
     code, output = finish(normbench(config, out))
     assert code == 0, output
-    assert (out / "metrics.csv").read_bytes() == expected
+    assert results(out) == expected
 
 
 def test_segments_with_checkpoints_equal_one_program_for_all_epochs(tmp_path):
@@ -103,11 +108,11 @@ def test_segments_with_checkpoints_equal_one_program_for_all_epochs(tmp_path):
     segmented = dataclasses.replace(config, train=dataclasses.replace(config.train, checkpoint_every=2))
     dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     data, grid = device_data(dataset), grid_values(config, cell)
-    _, whole = execute(compile_cell(config, cell, dataset, data, *grid), config, *grid, data)
+    whole = execute(compile_cell(config, cell, dataset, data, *grid), config, *grid, data).metrics
     checkpoints = CellCheckpoints(tmp_path / "checkpoints")
     program = compile_cell(segmented, cell, dataset, data, *grid)
-    _, parts = execute(program, segmented, *grid, data, checkpoints)
-    _, resumed = execute(program, segmented, *grid, data, checkpoints)  # starts from the save after epoch 2
+    parts = execute(program, segmented, *grid, data, checkpoints).metrics
+    resumed = execute(program, segmented, *grid, data, checkpoints).metrics  # starts from the save after epoch 2
     for name, value in whole._asdict().items():
         np.testing.assert_allclose(getattr(parts, name), value, rtol=2e-5, atol=1e-6, err_msg=name)
         np.testing.assert_array_equal(getattr(resumed, name), getattr(parts, name), err_msg=name)

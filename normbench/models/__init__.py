@@ -24,11 +24,13 @@ class ModelSpec:
     # The layer widths from the config; they are also the channel counts the norms see, so norm options are
     # checked against them before anything is traced.
     widths: Callable[[ModelConfig], tuple[int, ...]]
+    # Whether each normalized layer calls `normbench.models.probes.record`, so layer diagnostics can see it.
+    records_layers: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {
-    "mlp": ModelSpec("mlp", mlp.MLP, lambda config: config.hidden),
-    "cnn": ModelSpec("cnn", cnn.CNN, lambda config: config.channels),
+    "mlp": ModelSpec("mlp", mlp.MLP, lambda config: config.hidden, records_layers=True),
+    "cnn": ModelSpec("cnn", cnn.CNN, lambda config: config.channels, records_layers=True),
     "resnet20": ModelSpec("resnet20", resnet.ResNet20, lambda config: config.channels),
 }
 

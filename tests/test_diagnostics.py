@@ -1,0 +1,101 @@
+"""Layer diagnostics: the numbers are their formulas, they are computed at the chosen epochs from the same
+states training reaches, and `--diagnostics` writes the table and its figures."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import tiny_config, tiny_dataset
+
+from normbench.cli import main
+from normbench.config import Cell, ConfigError, ModelConfig, validate
+from normbench.diagnostics import COLUMNS, LOG10_EDGES, layer_diagnostics, log_histogram, read_diagnostics
+from normbench.models import build_model
+from normbench.norms import NORMS
+from normbench.sweep import device_data, grid_values, train_cell
+
+
+def test_log_histogram_bins_log10_magnitudes_and_leaves_zeros_and_nonfinite_out():
+    values = jnp.array([0.0, 1e-3, -1e-3, 2.0, 1e9, 1e-30, jnp.nan, 0.0])
+    hist = np.asarray(log_histogram(values))
+    expected = np.zeros(len(LOG10_EDGES) - 1)
+    for v in (1e-3, 1e-3, 2.0, 1e9, 1e-30):
+        expected[np.clip(np.searchsorted(LOG10_EDGES, np.log10(v), side="right") - 1, 0, len(expected) - 1)] += 1
+    np.testing.assert_allclose(hist, expected / 8)
+    assert hist[-1] == 1 / 8 and hist[0] == 1 / 8  # beyond the edges: the end bins
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_layer_diagnostics_match_a_hand_written_forward_pass(norm):
+    model = build_model("mlp", ModelConfig(hidden=(6, 5)), NORMS[norm].make(tiny_config().norm), 3)
+    rng = np.random.default_rng(0)
+    x, y = jnp.asarray(rng.random((8, 4), np.float32)), jnp.asarray(rng.integers(0, 3, 8))
+    variables = model.init(jax.random.PRNGKey(1), x, train=False)
+    params, stats = variables["params"], variables.get("batch_stats", {})
+    d = layer_diagnostics(model, params, stats, x, y)
+
+    def normalize(h, name):
+        if norm == "none":
+            return h
+        mean, var = h.mean(0), h.var(0)
+        p = params[name]
+        return (h - mean) / jnp.sqrt(var + 1e-6) * p["scale"] + p["bias"]
+
+    def forward(outputs_shift):
+        h, pres, outs = x, [], []
+        for i in range(2):
+            pre = h @ params[f"Dense_{i}"]["kernel"] + params[f"Dense_{i}"]["bias"]
+            h = jax.nn.relu(normalize(pre, f"BatchNorm_{i}" if norm == "batch" else None)) + outputs_shift[i]
+            pres.append(pre)
+            outs.append(h)
+        logits = h @ params["Dense_2"]["kernel"] + params["Dense_2"]["bias"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (pres, outs)
+
+    shifts = [jnp.zeros((8, 6)), jnp.zeros((8, 5))]
+    grads, (pres, outs) = jax.grad(forward, has_aux=True)(shifts)
+    np.testing.assert_allclose(d.pre_std, [p.std() for p in pres], rtol=1e-5)
+    np.testing.assert_allclose(d.output_std, [o.std() for o in outs], rtol=1e-5)
+    np.testing.assert_allclose(d.zero_frac, [np.mean(o == 0) for o in outs])
+    np.testing.assert_allclose(d.grad_norm, [np.linalg.norm(g) for g in grads], rtol=1e-4)
+    np.testing.assert_allclose(d.output_hist.sum(1) + d.zero_frac, 1.0, rtol=1e-6)
+
+
+def test_diagnostics_at_chosen_epochs_come_from_the_states_training_reaches():
+    config = tiny_config(norms=("batch",), seeds=(0,))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3, diagnostics_at=(0, 3)))
+    plain = dataclasses.replace(config, train=dataclasses.replace(config.train, diagnostics_at=()))
+    dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
+    data = device_data(dataset)
+    states, with_diagnostics = train_cell(config, cell, dataset, data, *grid_values(config, cell))
+    _, without = train_cell(plain, cell, dataset, data, *grid_values(plain, cell))
+    for name, value in without.metrics._asdict().items():
+        np.testing.assert_allclose(getattr(with_diagnostics.metrics, name), value, rtol=2e-5, atol=1e-6)
+    assert sorted(with_diagnostics.diagnostics) == [0, 3]
+    assert with_diagnostics.diagnostics[3].pre_std.shape == (1, 2, 2)  # seeds, runs, layers
+    model = build_model("mlp", config.model, NORMS["batch"].make(config.norm), dataset.num_classes)
+    final = jax.tree.map(lambda a: a[0, 1], (states.params, states.batch_stats))
+    expected = layer_diagnostics(model, *final, dataset.train_x[:8], dataset.train_y[:8])
+    np.testing.assert_allclose(with_diagnostics.diagnostics[3].grad_norm[0, 1], expected.grad_norm, rtol=1e-4)
+
+
+def test_models_without_layer_records_are_refused():
+    config = tiny_config(models=("resnet20",))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, diagnostics_at=(0,)))
+    with pytest.raises(ConfigError, match="model 'resnet20' records no layer diagnostics; models that do: mlp, cnn"):
+        validate(config)
+
+
+def test_the_cli_writes_the_table_and_its_figures(study, tmp_path):
+    config, _ = study
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out), "--diagnostics"]) == 0
+    columns = read_diagnostics(out / "diagnostics.csv")
+    assert tuple(columns) == COLUMNS
+    # 2 norms x 2 scales x 2 seeds x epochs (0, 1, 2) x 2 layers
+    assert len(columns["layer"]) == 2 * 2 * 2 * 3 * 2
+    assert set(columns["epoch"]) == {0, 1, 2} and columns["output_hist"].shape[1] == len(LOG10_EDGES) - 1
+    for figure in ("activations.png", "layer_stats.png"):
+        assert (out / figure).stat().st_size > 20_000
