@@ -9,25 +9,28 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tiny_config, tiny_dataset
+from conftest import TINY_STUDY, tiny_config, tiny_dataset
 
 from normbench.config import Cell
 from normbench.resume import CellCheckpoints
 from normbench.sweep import compile_cell, device_data, execute, grid_values
 
-TINY = """
-from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
+
+def resumable(text: str) -> str:
+    """The tiny study with 3 cells of 3 epochs, a checkpoint after every epoch and diagnostics at 0 and 2."""
+    changes = {
+        "TrainConfig(epochs=2, eval_batch_size=16)": (
+            "TrainConfig(epochs=3, eval_batch_size=16, checkpoint_every=1, diagnostics_at=(0, 2))"
+        ),
+        'norms=("batch", "none")': 'norms=("batch", "none", "layer")',
+    }
+    for old, new in changes.items():
+        assert old in text
+        text = text.replace(old, new)
+    return text
 
 
-def get_config():
-    return Config(
-        name="tiny",
-        data=DataConfig(source="mnist5k", n_train=64, n_test=32),
-        model=ModelConfig(hidden=(8, 8)),
-        train=TrainConfig(epochs=3, eval_batch_size=16, checkpoint_every=1, diagnostics_at=(0, 2)),
-        sweep=SweepConfig(norms=("batch", "none", "layer"), batch_sizes=(16,), init_scales=(1.0, 0.1), seeds=(0, 1)),
-    )
-"""
+TINY = resumable(TINY_STUDY)
 
 
 def normbench(config, out, kill_at=None):
