@@ -27,12 +27,12 @@ def test_the_documented_norm_conforms(scale_norm, check):
 
 
 def test_the_documented_norm_lists_and_sweeps(scale_norm, tmp_path, capsys):
-    from test_cli import TINY
+    from conftest import TINY_STUDY
 
     assert main(["list", "norms"]) == 0
     assert "ScaleNorm: each example scaled to a learned L2 norm" in capsys.readouterr().out
     config = tmp_path / "tiny.py"
-    config.write_text(TINY)
+    config.write_text(TINY_STUDY)
     out = tmp_path / "out"
     assert main(["run", str(config), "--out", str(out), "--set", "sweep.norms=batch,layer,scale"]) == 0
     assert {line.split(",")[1] for line in (out / "metrics.csv").read_text().splitlines()[1:]} == {
