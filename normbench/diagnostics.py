@@ -52,11 +52,15 @@ class Diagnostics(NamedTuple):
 
 
 def layer_diagnostics(model, params, batch_stats, x, y) -> Diagnostics:
-    perturbations = model.init(jax.random.PRNGKey(0), x, train=False)["perturbations"]
+    def forward(variables):
+        return model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
+
+    plain = {"params": params, "batch_stats": batch_stats}
+    outputs = jax.eval_shape(forward, plain)[1]["intermediates"]["output"]
+    perturbations = {f"layer{i}": jnp.zeros(out.shape, out.dtype) for i, out in enumerate(outputs)}
 
     def loss(perturbations):
-        variables = {"params": params, "batch_stats": batch_stats, "perturbations": perturbations}
-        logits, state = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
+        logits, state = forward({**plain, "perturbations": perturbations})
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), state["intermediates"]
 
     grads, sown = jax.grad(loss, has_aux=True)(perturbations)
