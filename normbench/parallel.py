@@ -216,3 +216,10 @@ def on_writer(action: Callable[[], None]) -> None:
             raise UserError("process 0 stopped before training; its log says why")
     if error is not None:
         raise error
+
+
+def from_writer(values: np.ndarray) -> np.ndarray:
+    """Process 0's `values` on every process: what it alone read from the results directory."""
+    if jax.process_count() == 1:
+        return values
+    return np.asarray(multihost_utils.broadcast_one_to_all(values))
