@@ -106,12 +106,16 @@ def data_mesh(devices: int) -> Mesh:
     return Mesh(np.asarray(jax.devices()[:devices]), (DATA,))
 
 
+def grid_shape(n_seeds: int, n_runs: int, n_devices: int, chunked: bool) -> tuple[int, int]:
+    """(devices along the seeds, devices along the runs): the factorization of `n_devices` that pads the grid
+    least, ties going to the runs. Chunked seeds go through `lax.map` one slice at a time, so stay whole."""
+    shapes = [(a, n_devices // a) for a in range(1, n_devices + 1) if n_devices % a == 0 and (a == 1 or not chunked)]
+    return min(shapes, key=lambda s: (_round_up(n_seeds, s[0]) * _round_up(n_runs, s[1]), s[0]))
+
+
 def grid_mesh(n_seeds: int, n_runs: int, chunked: bool) -> Mesh:
-    """Every device as a (seeds, runs) mesh, shaped to pad the grid least."""
     devices = jax.devices()
-    n = len(devices)
-    shapes = [(a, n // a) for a in range(1, n + 1) if n % a == 0 and (a == 1 or not chunked)]
-    shape = min(shapes, key=lambda s: (_round_up(n_seeds, s[0]) * _round_up(n_runs, s[1]), s[0]))
+    shape = grid_shape(n_seeds, n_runs, len(devices), chunked)
     return Mesh(np.asarray(devices).reshape(shape), (SEEDS, RUNS))
 
 
