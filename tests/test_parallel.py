@@ -187,9 +187,9 @@ def test_the_data_parallel_protocols_ask_for_their_devices_before_compiling():
     with pytest.raises(ConfigError, match="needs 8 devices, but jax sees 1; .*device_count=8") as e:
         check_fits(config, tiny_dataset())
     assert "\n" not in str(e.value)
-    # Checkpointed cells are single-device programs: no shard_map to resume into.
+    # Cells trained in phases (checkpoints, diagnostics) are single-device programs.
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, checkpoint_every=1))
-    with pytest.raises(ConfigError, match="train.checkpoint_every saves single-device programs"):
+    with pytest.raises(ConfigError, match="train.checkpoint_every runs single-device programs"):
         check_fits(config, tiny_dataset())
 
 
