@@ -17,6 +17,10 @@ _STARTED = time.perf_counter()
 
 
 def _run(args) -> int:
+    if args.distributed or args.coordinator:
+        from normbench.parallel import initialize  # before anything else touches a device
+
+        initialize(args.coordinator, args.num_processes, args.process_id)
     from normbench.config import apply_overrides, load_config, validate
 
     config = apply_overrides(load_config(args.config), args.set)
@@ -88,6 +92,16 @@ def parser() -> argparse.ArgumentParser:
         help="record per-layer activation statistics at init, after epoch 1 and after the last (unless the config "
         "sets train.diagnostics_at) into diagnostics.csv, with figures",
     )
+    run.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run (jax.distributed.initialize): the sweep spreads over every process's "
+        "devices, process 0 writes the results; the cluster's environment (SLURM, Open MPI, ...) or the three "
+        "options below say who the processes are",
+    )
+    run.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (implies --distributed)")
+    run.add_argument("--num-processes", type=int, metavar="N", help="with --distributed: how many processes")
+    run.add_argument("--process-id", type=int, metavar="I", help="with --distributed: this process's index")
     run.set_defaults(func=_run)
     plot = sub.add_parser("plot", help="redraw a results directory's figures from its metrics.csv")
     plot.add_argument("results_dir")

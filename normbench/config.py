@@ -15,6 +15,12 @@ Batch-size protocols (`SweepConfig.protocols`):
   their statistics over groups of each of the sizes (Wu & Johnson, 2021), vmapped in one cell. Only norms with
   a grouped form (`NormSpec.make_grouped`) get a ghost cell: the others would give the same runs at every group
   size, or have no ghost-batch version.
+- `per_device` and `sync` (data parallel, `normbench.parallel`): each SGD batch is split over
+  `train.data_parallel` devices, `sweep.batch_sizes` being the batch per device, and the gradients are averaged
+  across them. Under `per_device` a norm's batch statistics come from its own device's examples (the GN paper's
+  "images per GPU", no communication); under `sync` BatchNorm's statistics are averaged over all the devices
+  (SyncBN, one collective per statistic and layer). Only norms with a synchronized form (`NormSpec.make_synced`)
+  get a sync cell.
 """
 
 from __future__ import annotations
@@ -108,6 +114,9 @@ class TrainConfig:
     # Epochs after which per-layer diagnostics are recorded (0: at init), written to diagnostics.csv and drawn
     # (`normbench.diagnostics`); `normbench run --diagnostics` picks 0, 1 and the last epoch.
     diagnostics_at: tuple[int, ...] = ()
+    # Devices the `per_device` and `sync` protocols split each SGD batch over: 8, the GN paper's GPUs per
+    # machine. A CPU simulates them with XLA_FLAGS=--xla_force_host_platform_device_count=8.
+    data_parallel: int = 8
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,8 @@ class Config:
     figures: tuple[str, ...] = ()
 
 
-PROTOCOLS = ("sgd", "ghost")
+PROTOCOLS = ("sgd", "ghost", "per_device", "sync")
+DATA_PARALLEL = ("per_device", "sync")
 
 
 @dataclass(frozen=True)
@@ -143,7 +153,7 @@ class Cell:
     model: str
     norm: str
     protocol: str
-    batch_size: int  # the SGD batch
+    batch_size: int  # the SGD batch; the batch per device under the data-parallel protocols
 
 
 def cells(config: Config) -> list[Cell]:
@@ -152,22 +162,34 @@ def cells(config: Config) -> list[Cell]:
     sweep = config.sweep
     out = []
     for model, norm, protocol in itertools.product(sweep.models, sweep.norms, sweep.protocols):
-        if protocol == "sgd":
+        spec = NORMS[norm]
+        if protocol == "ghost":
+            if spec.make_grouped is not None:
+                out.append(Cell(model, norm, protocol, max(sweep.batch_sizes)))
+        elif protocol != "sync" or spec.make_synced is not None:
             out += [Cell(model, norm, protocol, b) for b in sweep.batch_sizes]
-        elif NORMS[norm].make_grouped is not None:
-            out.append(Cell(model, norm, protocol, max(sweep.batch_sizes)))
     return out
+
+
+def sgd_batch(config: Config, cell: Cell) -> int:
+    """The examples of one SGD step: the data-parallel protocols' batch is on every device."""
+    return cell.batch_size * (config.train.data_parallel if cell.protocol in DATA_PARALLEL else 1)
+
+
+def stat_batch(config: Config, cell: Cell) -> int:
+    """The examples a BatchNorm statistic sees outside the ghost protocol: one device's under `per_device`."""
+    return cell.batch_size if cell.protocol == "per_device" else sgd_batch(config, cell)
 
 
 def value_grid(config: Config, cell: Cell) -> list[tuple[float, float, int]]:
     """Every (init_scale, learning_rate, ghost_size) that each seed of `cell` runs, in the results' row order.
 
-    The learning rate is the one the run uses, after linear scaling; ghost_size is the number of examples
-    BatchNorm-like norms normalize over (the whole SGD batch outside the ghost protocol).
+    The learning rate is the one the run uses, after linear scaling with the SGD batch; ghost_size is the number
+    of examples BatchNorm-like norms normalize over (`stat_batch` outside the ghost protocol).
     """
     sweep, reference = config.sweep, config.train.lr_reference_batch
-    lr_scale = cell.batch_size / reference if reference else 1.0
-    ghost_sizes = sweep.batch_sizes if cell.protocol == "ghost" else (cell.batch_size,)
+    lr_scale = sgd_batch(config, cell) / reference if reference else 1.0
+    ghost_sizes = sweep.batch_sizes if cell.protocol == "ghost" else (stat_batch(config, cell),)
     return [
         (scale, lr * lr_scale, ghost)
         for scale, lr, ghost in itertools.product(sweep.init_scales, sweep.learning_rates, ghost_sizes)
@@ -324,6 +346,7 @@ def validate(config: Config) -> None:
         "train.eval_batch_size": train.eval_batch_size,
         "train.test_every": train.test_every,
         "train.precise_bn_examples": train.precise_bn_examples,
+        "train.data_parallel": train.data_parallel,
         "norm.epsilon": config.norm.epsilon,
         **{key: value for key, value in optional.items() if value is not None},
     }

@@ -178,10 +178,52 @@ def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
     return fig
 
 
+def sync_bn_figure(columns: dict[str, np.ndarray], config: Config):
+    """Data-parallel training: test error against the batch per device, one curve per norm and protocol (per
+    device or synchronized statistics), mean and 95% CI over the seeds that did not diverge; one panel per
+    model."""
+    import matplotlib.pyplot as plt
+
+    final = final_epoch(columns)
+    models = list(dict.fromkeys(final["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.9), squeeze=False)
+    series = list(dict.fromkeys(zip(final["norm"], final["protocol"])))
+    for ax, model in zip(axes.flat, models):
+        for i, (norm, protocol) in enumerate(series):
+            rows = (final["model"] == model) & (final["norm"] == norm) & (final["protocol"] == protocol)
+            lost = int(final["diverged"][rows].sum())
+            rows &= final["diverged"] == 0
+            if not rows.any():
+                continue
+            xs = np.unique(final["batch_size"][rows])
+            mean, ci = (
+                np.array(v)
+                for v in zip(*(mean_ci(1 - final["test_acc"][rows & (final["batch_size"] == x)]) for x in xs))
+            )
+            statistics = "synchronized" if protocol == "sync" else "per device"
+            label = f"{norm}, {statistics}" + (f" ({lost} diverged runs left out)" if lost else "")
+            ax.plot(xs, mean, "o-", color=f"C{i}", label=label, markersize=4)
+            ax.fill_between(xs, mean - np.nan_to_num(ci), mean + np.nan_to_num(ci), color=f"C{i}", alpha=0.2, lw=0)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(np.unique(final["batch_size"]), [str(b) for b in np.unique(final["batch_size"])])
+        ax.set_xlabel(f"examples per device ({config.train.data_parallel} devices)")
+        ax.set_ylabel("test error")
+        ax.set_title(model, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"{config.name}: final-epoch test error, mean and 95% CI over {len(np.unique(final['seed']))} seeds",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    return fig
+
+
 FIGURES = {
     "init_scale": init_scale_figure,
     "error_vs_batch": error_vs_batch_figure,
     "bn_eval_modes": bn_eval_modes_figure,
+    "sync_bn": sync_bn_figure,
 }
 
 

@@ -22,8 +22,9 @@ def final_epoch(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def norm_batch(columns: dict[str, np.ndarray]) -> np.ndarray:
-    """The number of examples a norm's batch statistics see: the SGD batch, or the ghost group."""
-    return np.where(columns["protocol"] == "ghost", columns["ghost_size"], columns["batch_size"])
+    """The number of examples a norm's batch statistics see: the `ghost_size` column, which holds the SGD batch,
+    the ghost group, or one device's batch (`per_device`) or all devices' (`sync`)."""
+    return columns["ghost_size"]
 
 
 RUN_KEYS = ("model", "norm", "protocol", "batch_size", "ghost_size", "init_scale", "learning_rate", "seed")

@@ -1,7 +1,12 @@
-"""Run a whole study: data, sweep, results and figures into one directory. The CLI's `run` is this function."""
+"""Run a whole study: data, sweep, results and figures into one directory. The CLI's `run` is this function.
+
+In a multi-process run every process trains its share, and process 0 alone claims, resumes and writes the
+directory.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import subprocess
 import sys
@@ -19,6 +24,7 @@ from normbench.cache import enable_compilation_cache
 from normbench.config import Config, cells
 from normbench.data import load
 from normbench.diagnostics import DIAGNOSTICS, diagnostics_csv
+from normbench.parallel import from_writer, is_writer, on_writer
 from normbench.plots import draw_figures
 from normbench.results import (
     METRICS,
@@ -46,29 +52,39 @@ def run_study(config: Config, out: Path, log: Callable[[str], None] = print, for
     start = time.perf_counter()
     dataset = load(config.data)
     check_fits(config, dataset)  # a bad batch shape says so before any question about the output directory
-    prepare_output_dir(out)
-    with exclusive(out):
-        unfinished = Unfinished(out)
-        if not (force or unfinished.holds(config)):  # resuming a run that --force once let in is no question
-            check_same_config(out, config)
-        unfinished.begin(config, force)
+    with contextlib.ExitStack() as claimed:
+        unfinished, finished = None, {}
+
+        def claim():
+            nonlocal unfinished, finished
+            prepare_output_dir(out)
+            claimed.enter_context(exclusive(out))
+            unfinished = Unfinished(out)
+            if not (force or unfinished.holds(config)):  # resuming a run that --force once let in is no question
+                check_same_config(out, config)
+            unfinished.begin(config, force)
+            finished = unfinished.finished()
+
+        on_writer(claim)
         all_cells = cells(config)
-        finished = unfinished.finished()
+        # Only process 0 reads what is finished; every process must train the same cells.
+        done = from_writer(np.array([i in finished for i in range(len(all_cells))]))
         if finished:
             log(f"resuming: {len(finished)} of {len(all_cells)} cells already finished in {unfinished.root}")
         index = {cell: i for i, cell in enumerate(all_cells)}
 
         def keep(result):
-            i = index[result.cell]
-            finished[i] = metrics_csv(config, [result])
-            unfinished.record(i, finished[i], diagnostics_csv(config, [result]) if result.diagnostics else None)
+            if unfinished is not None:
+                i = index[result.cell]
+                finished[i] = metrics_csv(config, [result])
+                unfinished.record(i, finished[i], diagnostics_csv(config, [result]) if result.diagnostics else None)
 
         loaded = time.perf_counter()
         results = run_sweep(
             config,
             dataset,
-            log,
-            todo=[cell for i, cell in enumerate(all_cells) if i not in finished],
+            log if is_writer() else lambda line: None,
+            todo=[cell for i, cell in enumerate(all_cells) if not done[i]],
             on_result=keep,
             checkpoints_for=lambda cell: unfinished.checkpoints(index[cell]),
         )
@@ -81,18 +97,20 @@ def run_study(config: Config, out: Path, log: Callable[[str], None] = print, for
             "train_s": sum(r.train_s for r in results),
         }
         work = {"trace_s": sum(r.trace_s for r in results), "xla_compile_s": sum(r.compile_s for r in results)}
-        metrics = join_tables([finished[i] for i in range(len(all_cells))])
-        atomic_write(out / METRICS, metrics)
-        if config.train.diagnostics_at:
-            layers = unfinished.finished_diagnostics()
-            atomic_write(out / DIAGNOSTICS, join_tables([layers[i] for i in range(len(all_cells))]))
-        else:  # another config's, which --force let this run replace
-            (out / DIAGNOSTICS).unlink(missing_ok=True)
-        draw_figures(out, config=config)
+        if is_writer():
+            metrics = join_tables([finished[i] for i in range(len(all_cells))])
+            atomic_write(out / METRICS, metrics)
+            if config.train.diagnostics_at:
+                layers = unfinished.finished_diagnostics()
+                atomic_write(out / DIAGNOSTICS, join_tables([layers[i] for i in range(len(all_cells))]))
+            else:  # another config's, which --force let this run replace
+                (out / DIAGNOSTICS).unlink(missing_ok=True)
+            draw_figures(out, config=config)
         timings["write_s"] = time.perf_counter() - trained
-        # Last, so that it can hold every timing.
-        write_config(out, config, {"environment": environment(), "timings": timings, "compilation": work})
-        unfinished.remove()
+        if is_writer():
+            # Last, so that it can hold every timing.
+            write_config(out, config, {"environment": environment(), "timings": timings, "compilation": work})
+            unfinished.remove()
     return timings
 
 
@@ -108,6 +126,7 @@ def environment() -> dict:
         "numpy": np.__version__,
         "device": f"{device.platform}: {device.device_kind}",
         "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
         "command": sys.argv,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

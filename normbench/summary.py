@@ -82,7 +82,8 @@ def summary_markdown(columns: dict[str, np.ndarray], config: Config) -> str:
         "",
         f"Final epoch ({int(columns['epoch'].max())}); accuracies in percent, mean ± 95% CI (Student t) over "
         f"{n_seeds} seeds. `norm_batch` is the number of examples each batch statistic sees: the SGD batch, "
-        "or the ghost group under the ghost protocol. `test acc` evaluates norms with running statistics on "
+        "the ghost group under the ghost protocol, one device's examples under per_device and all devices' "
+        "under sync. `test acc` evaluates norms with running statistics on "
         "those running averages; `batch stats` normalizes each test batch (as large as the training batches) "
         "by its own statistics; `PreciseBN` uses statistics recomputed over training batches after training. "
         "Runs whose loss went non-finite are counted under `diverged` and left out of every mean.",

@@ -13,10 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normbench.config import Cell, Config, ConfigError, cells, value_grid
+from normbench.config import Cell, Config, ConfigError, cells, sgd_batch, stat_batch, value_grid
 from normbench.data import Dataset
 from normbench.diagnostics import Diagnostics
 from normbench.norms import NORMS
+from normbench.parallel import check_devices, lower_grid, replicate
 from normbench.train import Data, Metrics, RunValues, TrainState, make_training, metrics, steps_per_epoch
 
 
@@ -41,17 +42,18 @@ def grid_values(config: Config, cell: Cell) -> tuple[np.ndarray, RunValues]:
 def check_fits(config: Config, dataset: Dataset) -> None:
     """Reject batch shapes the data cannot fill, before anything is compiled."""
     n, n_test = len(dataset.train_x), len(dataset.test_x)
+    check_devices(config, cells(config))
     for cell in cells(config):
-        if cell.batch_size > n:
+        if sgd_batch(config, cell) > n:
             raise ConfigError(
-                f"batch size {cell.batch_size} is larger than the {n} training examples of {dataset.name}"
+                f"batch size {sgd_batch(config, cell)} is larger than the {n} training examples of {dataset.name}"
             )
-        if NORMS[cell.norm].running_stats and cell.batch_size > n_test:
+        if NORMS[cell.norm].running_stats and stat_batch(config, cell) > n_test:
             raise ConfigError(
-                f"batch size {cell.batch_size} is larger than the {n_test} test examples of {dataset.name}, "
+                f"batch size {stat_batch(config, cell)} is larger than the {n_test} test examples of {dataset.name}, "
                 f"which {cell.norm} norm's batch-statistics evaluation needs"
             )
-        needed = steps_per_epoch(config, cell, n) * cell.batch_size
+        needed = steps_per_epoch(config, cell, n) * sgd_batch(config, cell)
         if config.train.sampling == "permutation" and needed > n:
             raise ConfigError(
                 f"train.steps_per_epoch={config.train.steps_per_epoch} at batch {cell.batch_size} needs "
@@ -61,7 +63,7 @@ def check_fits(config: Config, dataset: Dataset) -> None:
 
 
 def device_data(dataset: Dataset) -> Data:
-    return Data(*(jax.device_put(a) for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)))
+    return Data(*(replicate(a) for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)))
 
 
 def vmap_grid(fn, chunk_size: int | None = None, per_run: tuple[bool, ...] = ()):
@@ -117,12 +119,13 @@ def stops(config: Config) -> list[int]:
 
 
 def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues) -> CellProgram:
-    """The compiled grid of one cell; its vmaps reach only the value axes."""
+    """The compiled grid of one cell; its vmaps reach only the value axes. All epochs in one program are spread
+    over the devices (`normbench.parallel`); phased cells (checkpoints, diagnostics) run on one (`check_devices`)."""
     started = time.perf_counter()
     training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
     chunk = config.train.chunk_size
     if not (config.train.checkpoint_every or config.train.diagnostics_at):
-        program = jax.jit(vmap_grid(training.train, chunk)).lower(seeds, values, data)
+        program = lower_grid(vmap_grid(training.train, chunk), config, cell, seeds, values, data)
         traced = time.perf_counter()
         whole = program.compile()
         return CellProgram(whole, trace_s=traced - started, compile_s=time.perf_counter() - traced)

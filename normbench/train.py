@@ -23,6 +23,10 @@ with each test batch's own statistics (test batches as large as the training bat
 as noisy), and with PreciseBN statistics, the mean of per-batch statistics over `train.precise_bn_examples`
 training examples, the weights frozen.
 
+Data parallel (the `per_device` and `sync` protocols): each phase runs inside a shard_map, each device stepping
+on its share of every batch, the loss and so the gradients those of the whole batch;
+`normbench.parallel.BatchSplit` is the hook, and does nothing for the other protocols.
+
 Divergence: a run whose minibatch loss goes non-finite records the epoch in `diverged_epoch` (0 = never); it
 keeps stepping, since vmapped siblings share the program but none of its values.
 """
@@ -37,10 +41,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from normbench.config import Cell, Config
+from normbench.config import Cell, Config, sgd_batch, stat_batch
 from normbench.diagnostics import Diagnostics, layer_diagnostics
 from normbench.models import build_model, scale_kernels
 from normbench.norms import NORMS
+from normbench.parallel import batch_split
 
 OPTIMIZERS: dict[str, Callable] = {
     "sgd": optax.sgd,
@@ -83,20 +88,25 @@ class Metrics(NamedTuple):
 
 
 def steps_per_epoch(config: Config, cell: Cell, n_train: int) -> int:
-    return config.train.steps_per_epoch or n_train // cell.batch_size
+    return config.train.steps_per_epoch or n_train // sgd_batch(config, cell)
 
 
-def loss_fn(model, params, batch_stats, x, y):
+def loss_fn(model, params, batch_stats, x, y, axis_name=None):
+    """The mean loss of the batch; with `axis_name`, x and y are one device's share of it, and the loss is the
+    mean over the devices of that axis. Its gradient is then the whole batch's: shard_map sums the gradients of
+    the replicated params over the devices."""
     logits, updates = model.apply(
         {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
     )
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    if axis_name is not None:
+        loss = jax.lax.pmean(loss, axis_name)
     return loss, updates.get("batch_stats", batch_stats)
 
 
-def train_step(model, tx, state: TrainState, x, y):
+def train_step(model, tx, state: TrainState, x, y, axis_name=None):
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
-        model, state.params, state.batch_stats, x, y
+        model, state.params, state.batch_stats, x, y, axis_name
     )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     return TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state), loss
@@ -201,17 +211,22 @@ def make_train(config: Config, cell: Cell, num_classes: int, n_train: int):
 
 def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) -> Training:
     spec = NORMS[cell.norm]
+    split = batch_split(config, cell)
     optimizer = optax.inject_hyperparams(OPTIMIZERS[config.train.optimizer])
     steps = steps_per_epoch(config, cell, n_train)
-    batch = cell.batch_size
+    batch = sgd_batch(config, cell)
     num_epochs = config.train.epochs
     eval_batch = config.train.eval_batch_size
     test_every = config.train.test_every
     precise_steps = max(1, config.train.precise_bn_examples // batch)
+    # Test batches normalized by their own statistics are as large as a training step's statistics see.
+    statistics_batch = stat_batch(config, cell)
 
     def model_for(values: RunValues, norm_config=config.norm):
         if cell.protocol == "ghost":
             norm = spec.make_grouped(norm_config, values.ghost_size)
+        elif split.sync:
+            norm = spec.make_synced(norm_config, split.axis)
         else:
             norm = spec.make(norm_config)
         return build_model(
@@ -250,12 +265,13 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) ->
             index, key = inputs
 
             def step(train_state, idx):
-                return train_step(model, tx, train_state, data.train_x[idx], data.train_y[idx])
+                idx = split.local(idx)
+                return train_step(model, tx, train_state, data.train_x[idx], data.train_y[idx], split.axis)
 
             train_state, losses = jax.lax.scan(step, state.train, batches(key, steps))
             nonfinite = ~jnp.all(jnp.isfinite(losses))
             diverged_epoch = jnp.where((state.diverged_epoch == 0) & nonfinite, index + 1, state.diverged_epoch)
-            variables = {"params": train_state.params, "batch_stats": train_state.batch_stats}
+            variables = {"params": train_state.params, "batch_stats": split.averaged(train_state.batch_stats)}
             _, train_acc = evaluate(model, variables, data.train_x, data.train_y, eval_batch)
 
             def test():
@@ -268,16 +284,24 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) ->
                 test_loss, test_acc = jax.lax.cond(due, test, lambda: (jnp.float32(jnp.nan),) * 2)
             return RunState(train_state, diverged_epoch), EpochMetrics(losses.mean(), train_acc, test_acc, test_loss)
 
-        return jax.lax.scan(epoch, state, (first_epoch + jnp.arange(count), epoch_keys))
+        # Each device's running statistics move apart during the epochs and are averaged at their end: the same
+        # means that averaging after every step gives, an exponential average being linear.
+        state = state._replace(train=state.train._replace(batch_stats=split.per_device(state.train.batch_stats)))
+        state, per_epoch = jax.lax.scan(epoch, state, (first_epoch + jnp.arange(count), epoch_keys))
+        return state._replace(
+            train=state.train._replace(batch_stats=split.averaged(state.train.batch_stats))
+        ), per_epoch
 
     def finish(seed, values: RunValues, data: Data, state: RunState):
         if not spec.running_stats:
             return jnp.float32(jnp.nan), jnp.float32(jnp.nan)
         model = model_for(values)
         variables = {"params": state.train.params, "batch_stats": state.train.batch_stats}
-        batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, batch)
+        batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, statistics_batch)
         probe = model_for(values, dataclasses.replace(config.norm, momentum=0.0))
+        # per_device: the statistics of each device's share of the batches
         precise_x = data.train_x[batches(keys(seed)[2], precise_steps)]
+        precise_x = precise_x.reshape((-1, statistics_batch) + precise_x.shape[2:])
         precise = precise_batch_stats(probe, variables, precise_x)
         _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch)
         return batch_stats_acc, precise_acc

@@ -98,7 +98,7 @@ def test_malformed_config_files_fail_with_one_line(tmp_path, text, message):
         ({"norm.momentum": 1.0}, r"norm.momentum must be in \[0, 1\)"),
         ({"train.sampling": "bootstrap"}, "unknown train.sampling 'bootstrap'; valid: permutation, replacement"),
         ({"sweep.models": ("resnet9000",)}, "unknown model 'resnet9000'; valid models: mlp, cnn"),
-        ({"sweep.protocols": ("sgd", "async")}, "unknown sweep.protocols 'async'; valid: sgd, ghost"),
+        ({"sweep.protocols": ("sgd", "async")}, "unknown sweep.protocols 'async'; valid: sgd, ghost, per_device, sync"),
         ({"sweep.protocols": ("ghost",), "sweep.batch_sizes": (4, 6)}, "each must divide it"),
         ({"model.init": "orthogonal"}, "unknown model.init 'orthogonal'; valid: std, he, xavier"),
         ({"figures": ("pie",)}, "unknown figure 'pie'"),
@@ -117,7 +117,9 @@ def test_validate_rejects_what_cannot_run(changes, message):
         validate(config)
 
 
-@pytest.mark.parametrize("path", ["configs/init_scale.py", "configs/small_batch.py", "configs/small_batch_cifar10.py"])
+@pytest.mark.parametrize(
+    "path", ["configs/init_scale.py", "configs/small_batch.py", "configs/small_batch_cifar10.py", "configs/sync_bn.py"]
+)
 def test_the_studies_configs_are_valid(path):
     validate(load_config(path))
 

@@ -5,6 +5,10 @@ x_hat = (x - mu_B) / sqrt(sigma_B^2 + eps), y = gamma x_hat + beta (gamma = 1, b
 running = momentum * running + (1 - momentum) * batch statistic in `batch_stats`. Eval mode uses the running
 statistics. The variance is the two-pass mean of squared deviations: the one-pass E[x^2] - E[x]^2 loses the
 tiny variances of small-init layers to cancellation.
+
+`make_synced` is SyncBN: the same layer with `axis_name` set, so inside a shard_map over that mesh axis mu_B and
+sigma_B^2 are means over every device's examples (two all-reduces per layer forward, two more backward), and
+the running statistics stay equal on all devices.
 """
 
 import flax.linen as nn
@@ -13,16 +17,21 @@ from normbench.norms.ghost_batch import make_grouped
 from normbench.norms.registry import NormSpec
 
 
-def make(config):
+def make_synced(config, axis_name):
     def factory(train):
         return nn.BatchNorm(
             use_running_average=not train,
             momentum=config.momentum,
             epsilon=config.epsilon,
             use_fast_variance=False,
+            axis_name=axis_name,
         )
 
     return factory
+
+
+def make(config):
+    return make_synced(config, None)
 
 
 SPEC = NormSpec(
@@ -35,4 +44,5 @@ SPEC = NormSpec(
     options=("momentum", "epsilon"),
     scale_invariant=True,
     make_grouped=make_grouped,
+    make_synced=make_synced,
 )

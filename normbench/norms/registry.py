@@ -4,8 +4,8 @@ Every norm follows one call convention, so models never branch on names: `spec.m
 factory, `factory(train)` returns a fresh Flax module, and that module is applied as `module(x, mask=None)`
 with channels on the last axis and the examples of one run on axis 0; `mask` (broadcastable to x) marks the
 real examples of a padded batch, and norms with batch statistics must leave the others out of them. Under a
-vmapped sweep each run sees only its own axis 0: no norm names a vmap or device axis, so batch statistics
-never mix runs.
+vmapped sweep each run sees only its own axis 0: no norm names a vmap axis, so batch statistics never mix runs.
+The one device axis a norm may name is the data-parallel batch axis, in its `make_synced` form (SyncBN).
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ class NormSpec:
     # For batch-dependent norms: (config, group_size) -> factory of the norm with its batch statistics taken
     # over groups of `group_size` examples (ghost batches); group_size may be traced. Used by the ghost protocol.
     make_grouped: Callable[[NormConfig, Any], NormFactory] | None = None
+    # For batch-dependent norms: (config, axis_name) -> factory of the norm with its batch statistics averaged
+    # over the devices of the mesh axis `axis_name` (SyncBN). Used by the `sync` protocol, inside shard_map.
+    make_synced: Callable[[NormConfig, str], NormFactory] | None = None
 
 
 def check_norm(name: str, config: NormConfig, channels: tuple[int, ...]) -> None:
