@@ -28,10 +28,12 @@ def _run(args) -> int:
         config = apply_overrides(config, [f"train.diagnostics_at=0,1,{config.train.epochs}"])
     validate(config)
     out = Path(args.out or Path("results") / config.name)
+    from normbench.progress import console_progress
     from normbench.study import run_study
 
     try:
-        timings = run_study(config, out, force=args.force)
+        with console_progress(args.quiet) as progress:
+            timings = run_study(config, out, progress, force=args.force)
     except KeyboardInterrupt:
         print(f"normbench: interrupted; finished cells are kept in {out}/unfinished: run the same command to resume",
               file=sys.stderr)  # fmt: skip
@@ -102,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (implies --distributed)")
     run.add_argument("--num-processes", type=int, metavar="N", help="with --distributed: how many processes")
     run.add_argument("--process-id", type=int, metavar="I", help="with --distributed: this process's index")
+    run.add_argument("--quiet", action="store_true", help="plain log lines instead of the live progress bar")
     run.set_defaults(func=_run)
     plot = sub.add_parser("plot", help="redraw a results directory's figures from its metrics.csv")
     plot.add_argument("results_dir")

@@ -11,7 +11,6 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import flax
@@ -26,6 +25,7 @@ from normbench.data import load
 from normbench.diagnostics import DIAGNOSTICS, diagnostics_csv
 from normbench.parallel import from_writer, is_writer, on_writer
 from normbench.plots import draw_figures
+from normbench.progress import Progress, logger
 from normbench.results import (
     METRICS,
     atomic_write,
@@ -40,7 +40,7 @@ from normbench.resume import Unfinished
 from normbench.sweep import check_fits, run_sweep
 
 
-def run_study(config: Config, out: Path, log: Callable[[str], None] = print, force: bool = False) -> dict[str, float]:
+def run_study(config: Config, out: Path, progress: Progress | None = None, force: bool = False) -> dict[str, float]:
     """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds.
 
     Everything that can fail on bad input (data, batch shapes, the output directory) fails before the first
@@ -70,7 +70,7 @@ def run_study(config: Config, out: Path, log: Callable[[str], None] = print, for
         # Only process 0 reads what is finished; every process must train the same cells.
         done = from_writer(np.array([i in finished for i in range(len(all_cells))]))
         if finished:
-            log(f"resuming: {len(finished)} of {len(all_cells)} cells already finished in {unfinished.root}")
+            logger.info(f"resuming: {len(finished)} of {len(all_cells)} cells already finished in {unfinished.root}")
         index = {cell: i for i, cell in enumerate(all_cells)}
 
         def keep(result):
@@ -83,7 +83,7 @@ def run_study(config: Config, out: Path, log: Callable[[str], None] = print, for
         results = run_sweep(
             config,
             dataset,
-            log if is_writer() else lambda line: None,
+            progress if is_writer() else Progress(),  # one process tells
             todo=[cell for i, cell in enumerate(all_cells) if not done[i]],
             on_result=keep,
             checkpoints_for=lambda cell: unfinished.checkpoints(index[cell]),

@@ -18,6 +18,7 @@ from normbench.data import Dataset
 from normbench.diagnostics import Diagnostics
 from normbench.norms import NORMS
 from normbench.parallel import check_devices, lower_grid, replicate
+from normbench.progress import LogProgress, Progress
 from normbench.train import Data, Metrics, RunValues, TrainState, make_training, metrics, steps_per_epoch
 
 
@@ -154,10 +155,12 @@ def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds
     )
 
 
-def execute(program: CellProgram, config: Config, seeds, values: RunValues, data: Data, checkpoints=None):
+def execute(program: CellProgram, config: Config, seeds, values: RunValues, data: Data, checkpoints=None,
+            on_epochs: Callable[[int], None] | None = None):  # fmt: skip
     """Run a compiled cell to the end: a `CellOutput`. With `checkpoints` (a `normbench.resume.CellCheckpoints`),
     resume from its latest save and save every `train.checkpoint_every` epochs; the segments are the same whether
-    or not a run was interrupted, so a resumed cell computes exactly what an uninterrupted one does."""
+    or not a run was interrupted, so a resumed cell computes exactly what an uninterrupted one does.
+    `on_epochs(n)` hears after each segment that n epochs are trained."""
     if program.whole is not None:
         return CellOutput(*program.whole(seeds, values, data), {})
     train = config.train
@@ -177,6 +180,9 @@ def execute(program: CellProgram, config: Config, seeds, values: RunValues, data
         if checkpoints is not None and train.checkpoint_every and epoch % train.checkpoint_every == 0:
             if epoch < train.epochs:
                 checkpoints.save(epoch, state, done, diagnosed)
+        if on_epochs is not None:
+            jax.block_until_ready(state)  # report the epochs trained, not just queued
+            on_epochs(epoch)
     per_epoch = jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=-1), *done)
     return CellOutput(state.train, metrics(per_epoch, program.finish(seeds, values, data, state), state), diagnosed)
 
@@ -187,9 +193,12 @@ def train_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, 
     return _train(program, config, cell, data, seeds, values, wait_s=program.trace_s + program.compile_s)
 
 
-def _train(program: CellProgram, config, cell, data, seeds, values, wait_s: float, checkpoints=None):
+def _train(program: CellProgram, config, cell, data, seeds, values, wait_s: float, checkpoints=None,
+           on_epochs=None):  # fmt: skip
     start = time.perf_counter()
-    states, metrics, diagnostics = jax.block_until_ready(execute(program, config, seeds, values, data, checkpoints))
+    states, metrics, diagnostics = jax.block_until_ready(
+        execute(program, config, seeds, values, data, checkpoints, on_epochs)
+    )
     train_s = time.perf_counter() - start
     metrics, diagnostics = jax.tree.map(np.asarray, (metrics, diagnostics))
     return states, CellResult(cell, metrics, program.trace_s, program.compile_s, wait_s, train_s, diagnostics)
@@ -198,7 +207,7 @@ def _train(program: CellProgram, config, cell, data, seeds, values, wait_s: floa
 def run_sweep(
     config: Config,
     dataset: Dataset,
-    log: Callable[[str], None] = print,
+    progress: Progress | None = None,
     todo: list[Cell] | None = None,
     on_result: Callable[[CellResult], None] | None = None,
     checkpoints_for: Callable[[Cell], object] | None = None,
@@ -208,7 +217,9 @@ def run_sweep(
 
     XLA compiles a program on one core, so the next cell compiles in a background thread while a cell trains; a
     cell waits only for what that overlap did not cover. (A second compile thread gained nothing on 2 cores: see
-    the closing note of the small-batch issue.)"""
+    the closing note of the small-batch issue.) `progress` (default: log lines) hears as each cell starts
+    compiling, starts training and is done."""
+    progress = progress or LogProgress()
     check_fits(config, dataset)
     data = device_data(dataset)
     todo = cells(config) if todo is None else todo
@@ -219,25 +230,24 @@ def run_sweep(
 
     if not todo:
         return results
+    progress.sweep_started(config, todo, len(dataset.train_x))
     with ThreadPoolExecutor(max_workers=1) as compiler:
         pending = compiler.submit(compile_one, todo[0])
+        progress.compiling(0)
         for i, cell in enumerate(todo):
             waited = time.perf_counter()
             program = pending.result()
             waited = time.perf_counter() - waited
             if i + 1 < len(todo):
                 pending = compiler.submit(compile_one, todo[i + 1])
+                progress.compiling(i + 1)
             checkpoints = checkpoints_for(cell) if checkpoints_for and config.train.checkpoint_every else None
             values = grid_values(config, cell)
-            _, result = _train(program, config, cell, data, *values, waited, checkpoints)
+            progress.training(i)
+            on_epochs = functools.partial(progress.epochs_done, i)
+            _, result = _train(program, config, cell, data, *values, waited, checkpoints, on_epochs)
             results.append(result)
             if on_result is not None:
                 on_result(result)
-            final = result.metrics.train_acc[..., -1]
-            log(
-                f"cell {i + 1}/{len(todo)} {cell.model} {cell.norm} {cell.protocol} batch={cell.batch_size}: "
-                f"{final.size} runs, compile {program.trace_s + program.compile_s:.1f} s (waited {waited:.1f} s), "
-                f"train {result.train_s:.1f} s, "
-                f"final train acc mean {final.mean():.3f} (min {final.min():.3f}, max {final.max():.3f})"
-            )
+            progress.cell_done(i, result)
     return results

@@ -47,7 +47,7 @@ def test_vmapped_grid_equals_runs_one_by_one(norm):
 def test_a_diverging_run_is_flagged_and_leaves_its_siblings_untouched():
     config = tiny_config(norms=("none",), init_scales=(1.0,), seeds=(0,), learning_rates=(0.1, 1e30))
     dataset, cell = tiny_dataset(), Cell("mlp", "none", "sgd", 8)
-    (result,) = run_sweep(config, dataset, log=lambda line: None)
+    (result,) = run_sweep(config, dataset)
     assert result.metrics.diverged_epoch[0, 0] == 0
     assert result.metrics.diverged_epoch[0, 1] == 1
     _, sibling = solo(config, cell, dataset, 0, 1.0, 0.1)
