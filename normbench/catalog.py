@@ -1,10 +1,14 @@
-"""What `normbench list` prints: the registries and the study configs, as plain-text tables."""
+"""What `normbench list` and `normbench show` print: the registries, the data sources, the study configs and one
+resolved config, as plain text."""
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import sys
 from pathlib import Path
+
+from normbench.config import Config
 
 CONFIGS_DIR = Path("configs")
 
@@ -59,5 +63,59 @@ def configs_table(directory: Path = CONFIGS_DIR) -> str:
     return _table(("config", "summary"), rows)
 
 
+def datasets_table() -> str:
+    """The forms of `data.source`, then the TFDS data sets already prepared, which read with no network."""
+    from normbench.data import SOURCES, tfds_data_dir, tfds_prepared
+
+    rows = list(SOURCES.items())
+    rows += [(f"tfds:{name}", f"prepared in {tfds_data_dir()}") for name in tfds_prepared()]
+    return _table(("data.source", "summary"), rows)
+
+
 def listing(what: str) -> str:
-    return {"norms": norms_table, "models": models_table, "configs": configs_table}[what]()
+    tables = {"norms": norms_table, "models": models_table, "datasets": datasets_table, "configs": configs_table}
+    return tables[what]()
+
+
+def setting(value) -> str:
+    """A config value as `--set` reads it back."""
+    if value == ():
+        return "()"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(setting(v) for v in value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def flat_fields(config) -> dict:
+    """Every leaf field of a config by its dotted `--set` name, in declaration order."""
+    flat = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            flat.update({f"{f.name}.{k}": v for k, v in flat_fields(value).items()})
+        else:
+            flat[f.name] = value
+    return flat
+
+
+def config_text(config: Config) -> str:
+    """The resolved config, one `key = value` line per field (a value that differs from normbench's default
+    says so), then what running it costs in compiled programs and runs."""
+    from normbench.config import cells, value_grid
+
+    defaults = flat_fields(Config())
+    fields = flat_fields(config)
+    width = max(map(len, fields))
+    lines = []
+    for key, value in fields.items():
+        line = f"{key:<{width}} = {setting(value)}"
+        lines.append(line if value == defaults[key] else f"{line}  # default: {setting(defaults[key])}")
+    todo = cells(config)
+    runs = sum(len(config.sweep.seeds) * len(value_grid(config, cell)) for cell in todo)
+    plural = "" if len(todo) == 1 else "s"
+    lines.append(f"# {len(todo)} cell{plural} (one compiled program each), {runs} runs of {config.train.epochs} epochs")
+    return "\n".join(lines)

