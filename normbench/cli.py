@@ -67,6 +67,13 @@ def _plot(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from normbench.report import write_report
+
+    print(write_report(Path(args.results_dir), args.output and Path(args.output)))
+    return 0
+
+
 def _list(args) -> int:
     from normbench.catalog import listing
 
@@ -124,6 +131,10 @@ def parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="redraw a results directory's figures and summary.md from its metrics.csv")
     plot.add_argument("results_dir")
     plot.set_defaults(func=_plot)
+    report = sub.add_parser("report", help="write a results directory's figures, tables and config as one HTML file")
+    report.add_argument("results_dir")
+    report.add_argument("--output", metavar="FILE", help="where to write it (default: RESULTS_DIR/report.html)")
+    report.set_defaults(func=_report)
     listing = sub.add_parser("list", help="list the registered norms (with metadata), models, data sources or configs")
     listing.add_argument("what", choices=("norms", "models", "datasets", "configs"))
     listing.set_defaults(func=_list)

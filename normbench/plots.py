@@ -227,28 +227,39 @@ FIGURES = {
 }
 
 
-def draw_figures(out: Path, names: tuple[str, ...] | None = None, config: Config | None = None) -> list[Path]:
-    """Draw the figures a results directory's config names (or `names`), its layer diagnostics' figures if it
-    has any, and its summary, into it. `config` stands in for its config.json, for a run that writes that last."""
+def figure_png(draw, data, config: Config) -> bytes:
+    """The figure that `draw` (a function of `FIGURES` or `DIAGNOSTICS_FIGURES`) makes of `data`, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    config = config or read_config(out)
-    columns = read_metrics(out)
-    drawings = [(name, FIGURES[name], columns) for name in names or config.figures]
+    fig = draw(data, config)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def drawings(out: Path, config: Config, columns, names: tuple[str, ...] | None = None) -> list[tuple]:
+    """(name, figure function, its data) for the figures a results directory's config names (or `names`), then
+    its layer diagnostics' figures if it has any."""
+    found = [(name, FIGURES[name], columns) for name in names or config.figures]
     if names is None and config.train.diagnostics_at:
         layers = read_diagnostics(Path(out) / DIAGNOSTICS)
-        drawings += [(name, draw, layers) for name, draw in DIAGNOSTICS_FIGURES.items()]
+        found += [(name, draw, layers) for name, draw in DIAGNOSTICS_FIGURES.items()]
+    return found
+
+
+def draw_figures(out: Path, names: tuple[str, ...] | None = None, config: Config | None = None) -> list[Path]:
+    """Draw the figures of `drawings`, and the summary, into a results directory. `config` stands in for its
+    config.json, for a run that writes that last."""
+    config = config or read_config(out)
+    columns = read_metrics(out)
     written = []
-    for name, draw, data in drawings:
-        fig = draw(data, config)
+    for name, draw, data in drawings(out, config, columns, names):
         path = Path(out) / f"{name}.png"
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-        plt.close(fig)
-        atomic_write(path, buffer.getvalue())
+        atomic_write(path, figure_png(draw, data, config))
         written.append(path)
     written.append(write_summary(Path(out), columns, config))
     return written
