@@ -33,12 +33,17 @@ def _run(args) -> int:
         initialize(args.coordinator, args.num_processes, args.process_id)
     config = _resolve(args, args.diagnostics)
     out = Path(args.out or Path("results") / config.name)
-    from normbench.progress import console_progress
+    from normbench.progress import Fanout, console_progress
     from normbench.study import run_study
 
+    listeners = []
+    if args.tensorboard:
+        from normbench.tensorboard import TensorBoardWriter
+
+        listeners.append(TensorBoardWriter(Path(args.tensorboard)))
     try:
         with console_progress(args.quiet) as progress:
-            timings = run_study(config, out, progress, force=args.force)
+            timings = run_study(config, out, Fanout(progress, *listeners), force=args.force)
     except KeyboardInterrupt:
         print(f"normbench: interrupted; finished cells are kept in {out}/unfinished: run the same command to resume",
               file=sys.stderr)  # fmt: skip
@@ -126,6 +131,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--num-processes", type=int, metavar="N", help="with --distributed: how many processes")
     run.add_argument("--process-id", type=int, metavar="I", help="with --distributed: this process's index")
     run.add_argument("--quiet", action="store_true", help="plain log lines instead of the live progress bar")
+    run.add_argument("--tensorboard", metavar="DIR", help="also write each run's metrics as TensorBoard scalars")
     run.set_defaults(func=_run)
     show.set_defaults(func=_show)
     plot = sub.add_parser("plot", help="redraw a results directory's figures and summary.md from its metrics.csv")

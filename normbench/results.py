@@ -162,10 +162,15 @@ def read_metrics(out: Path) -> dict[str, np.ndarray]:
     """The metrics table as columns: strings for `norm`, ints for counts, floats for the rest."""
     path = Path(out) / METRICS
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        text = path.read_text()
     except FileNotFoundError:
         raise UserError(f"{str(path)!r} not found: is {str(out)!r} a results directory?") from None
+    return parse_metrics(text, path)
+
+
+def parse_metrics(text: str, path: Path | str = METRICS) -> dict[str, np.ndarray]:
+    """`read_metrics` of the text of a metrics table, e.g. `metrics_csv`'s output; `path` names it in errors."""
+    rows = list(csv.DictReader(text.splitlines()))
     if not rows or set(COLUMNS) - set(rows[0]):
         raise UserError(f"{str(path)!r} is empty or lacks the columns {', '.join(COLUMNS)}")
     columns = {}

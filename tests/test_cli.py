@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import snapshot
 
 from normbench.cli import main
@@ -141,3 +142,21 @@ def test_show_prints_the_resolved_config_in_a_form_that_set_reads_back(capsys):
 def test_show_checks_the_config_like_run(capsys):
     assert main(["show", str(ROOT / "configs" / "init_scale.py"), "--set", "sweep.norms=weird"]) == 2
     assert "unknown norm 'weird'" in capsys.readouterr().err
+
+
+def test_run_quiet_logs_one_plain_line_per_event_and_writes_tensorboard_runs(study, tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    config, _ = study
+    tb = tmp_path / "tb"
+    args = ["--set", "sweep.norms=batch", "--quiet", "--tensorboard", str(tb)]
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), *args]) == 0
+    messages = [line[len("hh:mm:ss ") :] for line in capsys.readouterr().err.splitlines()]
+    assert messages[:3] == [
+        "sweep tiny: 1 cell, 4 runs of 2 epochs",
+        "cell 1/1 mlp batch sgd batch=16: compiling",
+        "cell 1/1 mlp batch sgd batch=16: training 4 runs",
+    ]
+    assert messages[3].startswith("cell 1/1 mlp batch sgd batch=16: 4 runs, compile ")
+    assert "best test acc" in messages[3] and len(messages) == 4
+    runs = sorted(str(p.parent.relative_to(tb)) for p in tb.glob("**/events.out.tfevents.*"))
+    assert runs == [f"mlp_batch_sgd_b16/init{s}_lr0.01/seed{seed}" for s in ("0.1", "1") for seed in (0, 1)]

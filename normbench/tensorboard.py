@@ -1,0 +1,73 @@
+"""TensorBoard scalars of every run, written as each cell finishes: `normbench run CONFIG --tensorboard DIR`.
+
+Each normbench run is one TensorBoard run, `DIR/<model>_<norm>_<protocol>_b<batch>/init<scale>_lr<lr>[_ghost<n>]
+/seed<seed>`, so TensorBoard's run filter selects by any of them (e.g. `batch_sgd` or `seed0`). Its scalars, at
+step = epoch, are the columns of `metrics.csv` (the very values, read back from the same text): `train/loss`,
+`train/acc`, `test/loss`, `test/acc`, and after the last epoch, for norms with running statistics,
+`test/acc_batch_stats` and `test/acc_precise`. Use a fresh DIR per sweep: a second sweep into the same runs
+adds a second event file to each, and TensorBoard draws both.
+
+Needs tensorboardX (`pip install -e ".[tensorboard]"`); viewing needs TensorBoard (`pip install tensorboard`,
+then `tensorboard --logdir DIR`). A finished results directory converts the same way:
+`write_scalars(DIR, read_metrics(RESULTS_DIR))`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from normbench.errors import UserError
+from normbench.progress import Progress
+from normbench.results import metrics_csv, parse_metrics, prepare_output_dir
+
+TAGS = {
+    "train_loss": "train/loss",
+    "train_acc": "train/acc",
+    "test_loss": "test/loss",
+    "test_acc": "test/acc",
+    "test_acc_batch_stats": "test/acc_batch_stats",
+    "test_acc_precise": "test/acc_precise",
+}
+RUN_KEYS = ("model", "norm", "protocol", "batch_size", "ghost_size", "init_scale", "learning_rate", "seed")
+
+
+def run_name(model, norm, protocol, batch_size, ghost_size, init_scale, learning_rate, seed) -> str:
+    ghost = f"_ghost{ghost_size}" if protocol == "ghost" else ""
+    return f"{model}_{norm}_{protocol}_b{batch_size}/init{init_scale:.6g}_lr{learning_rate:.6g}{ghost}/seed{seed}"
+
+
+def write_scalars(logdir: Path, columns: dict[str, np.ndarray]) -> list[str]:
+    """Write every run of a metrics table (`read_metrics`' columns) under `logdir`; returns the run names."""
+    from tensorboardX import SummaryWriter
+
+    runs: dict[str, list[int]] = {}
+    for i, key in enumerate(zip(*(columns[k] for k in RUN_KEYS))):
+        runs.setdefault(run_name(*key), []).append(i)
+    for name, rows in runs.items():
+        with SummaryWriter(logdir=str(Path(logdir) / name)) as writer:
+            for i in rows:
+                for column, tag in TAGS.items():
+                    value = columns[column][i]
+                    if not np.isnan(value):  # the extra evaluations exist at the last epoch only
+                        writer.add_scalar(tag, float(value), int(columns["epoch"][i]))
+    return list(runs)
+
+
+class TensorBoardWriter(Progress):
+    """A sweep listener that writes each cell's runs as soon as the cell is trained."""
+
+    def __init__(self, logdir: Path):
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError:
+            raise UserError("--tensorboard needs tensorboardX: pip install -e '.[tensorboard]'") from None
+        self.logdir = Path(logdir)
+
+    def sweep_started(self, config, cells, n_train):
+        self.config = config
+        prepare_output_dir(self.logdir)  # a bad DIR stops the sweep before its first cell trains
+
+    def cell_done(self, index, result):
+        write_scalars(self.logdir, parse_metrics(metrics_csv(self.config, [result])))

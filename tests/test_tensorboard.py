@@ -1,0 +1,57 @@
+"""TensorBoard scalars hold the metrics table's values, one TensorBoard run per normbench run."""
+
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from normbench.errors import UserError
+from normbench.results import read_metrics
+
+pytest.importorskip("tensorboardX")
+
+from normbench.tensorboard import TensorBoardWriter, write_scalars  # noqa: E402
+
+INIT_SCALE = Path(__file__).resolve().parent.parent / "results" / "init_scale"
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value)]} from a run's event files (TFRecords: length, its CRC, the event, its CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (length,) = struct.unpack_from("<Q", data, i)
+            event = Event.FromString(data[i + 12 : i + 12 + length])
+            i += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_every_run_of_a_results_table_becomes_a_tensorboard_run_with_its_values(tmp_path):
+    columns = read_metrics(INIT_SCALE)
+    keep = np.isin(columns["seed"], [1]) & np.isin(columns["norm"], ["batch"])  # 16 runs keep this test fast
+    columns = {k: v[keep] for k, v in columns.items()}
+    names = write_scalars(tmp_path, columns)
+    assert len(names) == 16
+    name = "mlp_batch_sgd_b100/init0.0464159_lr0.01/seed1"
+    assert name in names
+    scalars = read_scalars(tmp_path / name)
+    rows = np.isclose(columns["init_scale"], 0.046415888336127795)
+    for tag, column in (("train/acc", "train_acc"), ("test/loss", "test_loss")):
+        steps, values = zip(*scalars[tag])
+        assert list(steps) == list(range(1, 21))
+        np.testing.assert_allclose(values, columns[column][rows], rtol=1e-6)
+    # BN's extra evaluations exist after the last epoch only
+    assert [step for step, _ in scalars["test/acc_precise"]] == [20]
+
+
+def test_tensorboard_without_tensorboardx_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import now fails, as when not installed
+    with pytest.raises(UserError, match=r"pip install -e '\.\[tensorboard\]'"):
+        TensorBoardWriter(Path("tb"))
