@@ -78,6 +78,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (100, 100, 100, 100, 100)
     # The CNN's conv blocks (3x3, stride 2, each Conv -> Norm -> activation), then global average pooling.
     channels: tuple[int, ...] = (16, 32, 64)
+    # After each norm: relu, tanh, sigmoid or gelu. A norm that fuses its own (FRN, EvoNorm) replaces it.
     activation: str = "relu"
     # `std`: weights = init_scale * N(0, 1), the textbook's `weight_init_std`. `he` and `xavier` multiply
     # init_scale by sqrt(2 / fan_in) and sqrt(1 / fan_in), so init_scale = 1 is the textbook's He and Xavier.
@@ -86,12 +87,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # The textbook's 20; every metric is recorded after each epoch.
     epochs: int = 20
     # None: as many full batches as the training set holds (10 for 1,000 images in batches of 100).
     steps_per_epoch: int | None = None
     # `permutation`: each epoch visits a fresh random order of the training set, without repeats.
     # `replacement`: each batch is drawn with replacement, as the textbook's np.random.choice does.
     sampling: str = "permutation"
+    # `sgd`, `momentum` (SGD with momentum 0.9, as the GN paper trains) or `adam`.
     optimizer: str = "sgd"
     # When set, each run's learning rate is sweep.learning_rates x (SGD batch / this), the linear scaling rule
     # the GN paper follows; None keeps the rates as given at every batch size.
@@ -121,17 +124,26 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SweepConfig:
+    # Static axis, one compiled program per model: names from `normbench list models`.
     models: tuple[str, ...] = ("mlp",)
+    # Static axis: names from `normbench list norms`.
     norms: tuple[str, ...] = ("batch", "none")
+    # Static axis: `sgd` (BN's batch is the SGD batch) and/or `ghost` (BN statistics over groups of each of
+    # batch_sizes within SGD batches of the largest).
     protocols: tuple[str, ...] = ("sgd",)
+    # Static axis under `sgd`, one program per size; under `ghost` the group sizes, vmapped in one program.
     batch_sizes: tuple[int, ...] = (100,)
+    # Value axis (vmapped): multiplies every layer's unit-scale initial weights (see model.init).
     init_scales: tuple[float, ...] = (1.0,)
+    # Value axis: a seed draws a run's initial weights and its minibatch order, shared across the other axes.
     seeds: tuple[int, ...] = (0, 1, 2)
+    # Value axis: scaled by SGD batch / train.lr_reference_batch when that is set.
     learning_rates: tuple[float, ...] = (0.01,)
 
 
 @dataclass(frozen=True)
 class Config:
+    # Names the results directory (`results/<name>`) and titles the figures and the report.
     name: str = "study"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -44,3 +44,25 @@ def test_the_documented_registry_line_matches_the_registry():
     text = (Path(__file__).resolve().parent.parent / "normbench" / "norms" / "__init__.py").read_text()
     assert "from normbench.norms import batch, " in text
     assert "NORMS: dict[str, NormSpec] = {\n    spec.name: spec\n    for spec in (\n        identity.SPEC," in text
+
+
+def test_the_committed_config_reference_is_what_the_generator_writes():
+    from normbench.docs_gen import DOC as CONFIG_DOC
+    from normbench.docs_gen import config_reference
+
+    assert CONFIG_DOC.read_text() == config_reference(), "docs/config.md is stale: run python -m normbench.docs_gen"
+
+
+def test_the_config_reference_has_every_field_with_the_comment_above_it():
+    from normbench.catalog import flat_fields
+    from normbench.config import Config, DataConfig, TrainConfig
+    from normbench.docs_gen import config_reference, field_comments
+
+    text = config_reference()
+    assert all(f"| `{key}` |" in text for key in flat_fields(Config()))
+    assert "| `train.epochs` | `int` | `20` | The textbook's 20; every metric is recorded after each epoch. |" in text
+    train = field_comments(TrainConfig)
+    assert train["sampling"].startswith("`permutation`: each epoch visits") and train["sampling"].endswith("does.")
+    assert train["optimizer"].startswith("`sgd`, `momentum`")  # its own comment, not the one above `sampling`
+    assert field_comments(DataConfig)["n_test"] == field_comments(DataConfig)["n_train"]  # one comment, two fields
+    assert "| `data.n_test` | `int \\| None` | `none` | see `data.n_train` |" in text
