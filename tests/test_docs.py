@@ -66,3 +66,11 @@ def test_the_config_reference_has_every_field_with_the_comment_above_it():
     assert train["optimizer"].startswith("`sgd`, `momentum`")  # its own comment, not the one above `sampling`
     assert field_comments(DataConfig)["n_test"] == field_comments(DataConfig)["n_train"]  # one comment, two fields
     assert "| `data.n_test` | `int \\| None` | `none` | see `data.n_train` |" in text
+
+
+def test_the_results_schema_lists_every_column_of_metrics_csv_in_order():
+    from normbench.results import COLUMNS
+
+    text = (DOC.parent / "results.md").read_text()
+    table = text.split("## `metrics.csv`")[1].split("## ")[0]
+    assert tuple(re.findall(r"^\| `(\w+)` \|", table, re.M)) == COLUMNS
