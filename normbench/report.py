@@ -126,8 +126,9 @@ def _environment(saved: dict) -> str:
     env = dict(saved.get("environment", {}))
     if "command" in env:
         env["command"] = " ".join(env["command"])
-    timings = saved.get("timings", {})
-    env.update({f"time: {key.removesuffix('_s')}": f"{seconds:.1f} s" for key, seconds in timings.items()})
+    for group in ("timings", "compilation"):  # seconds by phase; compilation: tracing and XLA over all cells
+        seconds = saved.get(group, {})
+        env.update({f"{group}: {key.removesuffix('_s')}": f"{value:.1f} s" for key, value in seconds.items()})
     if not env:
         return "<p>config.json records no environment.</p>"
     rows = "\n".join(f"<tr><th>{_e(key)}</th><td>{_e(value)}</td></tr>" for key, value in env.items())

@@ -64,7 +64,8 @@ def test_the_report_is_one_page_with_the_figures_the_tables_and_the_config(repor
     # The summary table's 32 rows (2 norms x 16 init scales), the config's fields, the environment
     assert len(page.all("table")) == 3
     fields = len(flat_fields(Config()))
-    assert len(page.all("tr")) == (1 + 32) + (1 + fields) + len(saved["environment"]) + len(saved["timings"])
+    where = len(saved["environment"]) + len(saved["timings"]) + len(saved.get("compilation", {}))
+    assert len(page.all("tr")) == (1 + 32) + (1 + fields) + where
 
 
 def test_summary_markdown_becomes_headings_paragraphs_and_tables():
