@@ -1,9 +1,9 @@
 """`report.html`: one self-contained page per results directory, to open in any browser or send to anyone.
 
-It holds the config's figures and any layer diagnostics' (PNG, base64-embedded), the summary tables of `summary.md`, the resolved config
-(values that differ from normbench's defaults in bold) and where the results came from: versions, device, git
-revision, command and timings, all read from `metrics.csv` and `config.json`. Nothing is fetched when the page
-is opened: no scripts, no stylesheets, no fonts, no images from elsewhere.
+It holds the config's figures and any layer diagnostics' (PNG, base64-embedded), the summary tables of
+`summary.md`, the resolved config (values that differ from normbench's defaults in bold) and where the results
+came from: versions, device, git revision, command and timings, all read from the results directory's files.
+Nothing is fetched when the page is opened: no scripts, no stylesheets, no fonts, no images from elsewhere.
 
     normbench report results/init_scale        # writes results/init_scale/report.html
 """
