@@ -3,7 +3,8 @@
     python experiments/compare_sweeps.py A_DIR B_DIR [--metric test_acc] [--plot compare.png]
 
 Rows: every (model, norm, protocol, norm_batch, init_scale, learning_rate) that either sweep ran; columns: the
-metric's mean over seeds in A, in B, and B - A where both ran it. `norm_batch` is the number of examples a batch
+metric's mean over seeds in A, in B, and B - A where both ran it, to 6 decimals (metrics.csv holds 7 significant
+digits; finer differences are the float noise of averaging). `norm_batch` is the number of examples a batch
 statistic sees (the SGD batch, or the ghost group). With --plot, the metric against norm_batch (or init_scale
 when the batch does not vary), one panel per model and protocol: A solid, B dashed.
 
@@ -29,8 +30,8 @@ def final_epoch(results_dir) -> pd.DataFrame:
 def compare(a_dir, b_dir, metric: str = "test_acc") -> pd.DataFrame:
     """The metric's mean over seeds per configuration, in A and in B, and B - A."""
     means = {name: final_epoch(d).groupby(KEYS)[metric].mean() for name, d in (("A", a_dir), ("B", b_dir))}
-    table = pd.concat(means, axis=1)
-    table["B - A"] = table["B"] - table["A"]
+    table = pd.concat(means, axis=1).sort_index()
+    table["B - A"] = (table["B"] - table["A"]).round(6)
     return table
 
 
@@ -69,7 +70,8 @@ def main():
     parser.add_argument("--metric", default="test_acc", choices=["train_acc", "test_acc", "train_loss", "test_loss"])
     parser.add_argument("--plot", type=Path, help="also draw the comparison into this PNG")
     args = parser.parse_args()
-    with pd.option_context("display.max_rows", None, "display.width", 160, "display.float_format", "{:.4g}".format):
+    shown = ("display.max_rows", None, "display.max_columns", None, "display.width", 0)
+    with pd.option_context(*shown, "display.float_format", "{:.4g}".format):
         print(compare(args.a_dir, args.b_dir, args.metric))
     if args.plot:
         plot(args.a_dir, args.b_dir, args.metric, args.plot)

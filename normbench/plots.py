@@ -139,6 +139,7 @@ def error_vs_batch_figure(columns: dict[str, np.ndarray], config: Config):
     fig.suptitle(
         f"{config.name}: final-epoch test error, mean and 95% CI over {len(np.unique(final['seed']))} seeds",
         fontsize=11,
+        wrap=True,  # a single panel is narrower than the title
     )
     fig.tight_layout()
     return fig
@@ -173,7 +174,8 @@ def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
         _batch_axes(ax, f"{norm}: {model}, {protocol} protocol")
         ax.set_ylabel("error")
         ax.legend(fontsize=7)
-    fig.suptitle(f"{config.name}: BatchNorm's evaluation modes (final epoch, 95% CI over seeds)", fontsize=11)
+    title = f"{config.name}: BatchNorm's evaluation modes (final epoch, 95% CI over seeds)"
+    fig.suptitle(title, fontsize=11, wrap=True)
     fig.tight_layout()
     return fig
 
