@@ -128,8 +128,8 @@ class SweepConfig:
     models: tuple[str, ...] = ("mlp",)
     # Static axis: names from `normbench list norms`.
     norms: tuple[str, ...] = ("batch", "none")
-    # Static axis: `sgd` (BN's batch is the SGD batch) and/or `ghost` (BN statistics over groups of each of
-    # batch_sizes within SGD batches of the largest).
+    # Static axis: `sgd` (BN's batch is the SGD batch), `ghost` (BN statistics over groups of each of batch_sizes
+    # within SGD batches of the largest), `per_device` and `sync` (data parallel), as described above.
     protocols: tuple[str, ...] = ("sgd",)
     # Static axis under `sgd`, one program per size; under `ghost` the group sizes, vmapped in one program.
     batch_sizes: tuple[int, ...] = (100,)
