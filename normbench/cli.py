@@ -43,7 +43,7 @@ def _run(args) -> int:
         listeners.append(TensorBoardWriter(Path(args.tensorboard)))
     try:
         with console_progress(args.quiet) as progress:
-            timings = run_study(config, out, Fanout(progress, *listeners), force=args.force)
+            timings = run_study(config, out, Fanout(progress, *listeners), force=args.force, workers=args.workers)
     except KeyboardInterrupt:
         print(f"normbench: interrupted; finished cells are kept in {out}/unfinished: run the same command to resume",
               file=sys.stderr)  # fmt: skip
@@ -114,6 +114,12 @@ def parser() -> argparse.ArgumentParser:
         )
     run.add_argument("--out", help="results directory (default: results/<config name>)")
     run.add_argument("--force", action="store_true", help="replace results that a different config produced")
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="cells trained at once (default: 2 on one CPU device, where they fill the cores; 1 elsewhere)",
+    )
     run.add_argument(
         "--diagnostics",
         action="store_true",

@@ -37,11 +37,14 @@ from normbench.results import (
     write_config,
 )
 from normbench.resume import Unfinished
-from normbench.sweep import check_fits, run_sweep
+from normbench.sweep import check_fits, run_sweep, training_time
 
 
-def run_study(config: Config, out: Path, progress: Progress | None = None, force: bool = False) -> dict[str, float]:
-    """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds.
+def run_study(
+    config: Config, out: Path, progress: Progress | None = None, force: bool = False, workers: int | None = None
+) -> dict[str, float]:
+    """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds. `workers`:
+    how many cells train at once (`run_sweep`).
 
     Everything that can fail on bad input (data, batch shapes, the output directory) fails before the first
     file is replaced, so earlier results survive a bad run. Each cell's rows are kept as soon as it finishes
@@ -87,15 +90,13 @@ def run_study(config: Config, out: Path, progress: Progress | None = None, force
             todo=[cell for i, cell in enumerate(all_cells) if not done[i]],
             on_result=keep,
             checkpoints_for=lambda cell: unfinished.checkpoints(index[cell]),
+            workers=workers,
         )
         trained = time.perf_counter()
-        # Wall-clock phases, which add up; the compile wait is the part of tracing and compiling that did not
-        # overlap a previous cell's training.
-        timings = {
-            "data_s": loaded - start,
-            "compile_s": sum(r.wait_s for r in results),
-            "train_s": sum(r.train_s for r in results),
-        }
+        # Wall-clock phases, which add up: "train" while any cell trained, "compile" the rest of the sweep, when
+        # every trainer waited for compilation (the rest of compiling overlapped training).
+        busy = training_time(results)
+        timings = {"data_s": loaded - start, "compile_s": trained - loaded - busy, "train_s": busy}
         work = {"trace_s": sum(r.trace_s for r in results), "xla_compile_s": sum(r.compile_s for r in results)}
         if is_writer():
             metrics = join_tables([finished[i] for i in range(len(all_cells))])

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
+import queue
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +32,20 @@ class CellResult:
     metrics: Metrics  # numpy, leading axes (seed, run) in `value_grid` order
     trace_s: float  # tracing and lowering the program to XLA
     compile_s: float  # XLA's compilation of it
-    wait_s: float  # how much of the two the sweep waited for (the rest overlapped the previous cell's training)
+    wait_s: float  # how long its trainer waited for it (the rest of compiling overlapped other cells' training)
     train_s: float
     diagnostics: dict[int, Diagnostics] = field(default_factory=dict)  # numpy, as `CellOutput.diagnostics`
+    trained_from: float = 0.0  # time.perf_counter() when its training started and ended: cells train side by side
+    trained_until: float = 0.0
+
+
+def training_time(results: list[CellResult]) -> float:
+    """Wall-clock seconds in which at least one of the cells was training."""
+    total, end = 0.0, float("-inf")
+    for r in sorted(results, key=lambda r: r.trained_from):
+        total += max(0.0, r.trained_until - max(r.trained_from, end))
+        end = max(end, r.trained_until)
+    return total
 
 
 def grid_values(config: Config, cell: Cell) -> tuple[np.ndarray, RunValues]:
@@ -199,9 +214,10 @@ def _train(program: CellProgram, config, cell, data, seeds, values, wait_s: floa
     states, metrics, diagnostics = jax.block_until_ready(
         execute(program, config, seeds, values, data, checkpoints, on_epochs)
     )
-    train_s = time.perf_counter() - start
+    end = time.perf_counter()
     metrics, diagnostics = jax.tree.map(np.asarray, (metrics, diagnostics))
-    return states, CellResult(cell, metrics, program.trace_s, program.compile_s, wait_s, train_s, diagnostics)
+    timing = (program.trace_s, program.compile_s, wait_s, end - start)
+    return states, CellResult(cell, metrics, *timing, diagnostics, start, end)
 
 
 def run_sweep(
@@ -211,43 +227,89 @@ def run_sweep(
     todo: list[Cell] | None = None,
     on_result: Callable[[CellResult], None] | None = None,
     checkpoints_for: Callable[[Cell], object] | None = None,
+    workers: int | None = None,
 ) -> list[CellResult]:
-    """Train the cells in `todo` (default: all of the config's) in turn; `on_result` receives each as soon as it
-    is finished, and `checkpoints_for(cell)` gives the checkpoints of a cell that saves between segments.
+    """Train the cells in `todo` (default: all of the config's); `on_result` receives each as soon as it is
+    finished, and `checkpoints_for(cell)` gives the checkpoints of a cell that saves between segments.
 
-    XLA compiles a program on one core, so the next cell compiles in a background thread while a cell trains; a
-    cell waits only for what that overlap did not cover. (A second compile thread gained nothing on 2 cores: see
-    the closing note of the small-batch issue.) `progress` (default: log lines) hears as each cell starts
-    compiling, starts training and is done."""
+    One thread compiles the cells in order, a cell ahead of the trainers, so compiling overlaps training; a cell
+    waits only for what that overlap did not cover. `workers` threads train the compiled cells, each its own.
+    The default is 2 on a single CPU device, 1 elsewhere: the CPU runs a cell's many small matrix products with
+    its cores partly idle, and a second cell at the same time fills them (the init-scale study on 2 cores:
+    6.2 s of training one cell after the other, 4.8 s two at a time; see `normbench bench`); a GPU runs one
+    program at a time anyway. Each cell computes the same numbers however many run beside it. `progress`
+    (default: log lines) hears as each cell starts compiling, starts training and is done."""
     progress = progress or LogProgress()
     check_fits(config, dataset)
     data = device_data(dataset)
     todo = cells(config) if todo is None else todo
+    if workers is None:
+        workers = 2 if jax.default_backend() == "cpu" and jax.device_count() == 1 else 1
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
     results = []
-
-    def compile_one(cell):
-        return compile_cell(config, cell, dataset, data, *grid_values(config, cell))
-
     if not todo:
         return results
     progress.sweep_started(config, todo, len(dataset.train_x))
-    with ThreadPoolExecutor(max_workers=1) as compiler:
-        pending = compiler.submit(compile_one, todo[0])
-        progress.compiling(0)
-        for i, cell in enumerate(todo):
+    compiled = queue.Queue(maxsize=1)
+    stop = threading.Event()  # set when any thread fails or the sweep is interrupted
+    reporting = threading.Lock()  # one event and one result handler at a time
+
+    def hand_over(item) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                compiled.put(item, timeout=0.1)
+                return True
+        return False
+
+    def take():
+        while not stop.is_set():
+            with contextlib.suppress(queue.Empty):
+                return compiled.get(timeout=0.1)
+        return None
+
+    def compile_all():
+        try:
+            for i, cell in enumerate(todo):
+                with reporting:
+                    progress.compiling(i)
+                if not hand_over((i, cell, compile_cell(config, cell, dataset, data, *grid_values(config, cell)))):
+                    return
+        finally:
+            for _ in range(workers):
+                hand_over(None)
+
+    def train_all():
+        while True:
             waited = time.perf_counter()
-            program = pending.result()
+            item = take()
             waited = time.perf_counter() - waited
-            if i + 1 < len(todo):
-                pending = compiler.submit(compile_one, todo[i + 1])
-                progress.compiling(i + 1)
+            if item is None:
+                return
+            i, cell, program = item
             checkpoints = checkpoints_for(cell) if checkpoints_for and config.train.checkpoint_every else None
+            with reporting:
+                progress.training(i)
+
+            def on_epochs(epochs, i=i):
+                with reporting:
+                    progress.epochs_done(i, epochs)
+
             values = grid_values(config, cell)
-            progress.training(i)
-            on_epochs = functools.partial(progress.epochs_done, i)
             _, result = _train(program, config, cell, data, *values, waited, checkpoints, on_epochs)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-            progress.cell_done(i, result)
+            with reporting:
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+                progress.cell_done(i, result)
+
+    with ThreadPoolExecutor(max_workers=1 + workers) as pool:
+        threads = [pool.submit(compile_all)] + [pool.submit(train_all) for _ in range(workers)]
+        try:
+            concurrent.futures.wait(threads, return_when=concurrent.futures.FIRST_EXCEPTION)
+            for thread in threads:
+                thread.result()
+        except BaseException:  # a failure, or Ctrl-C: the other threads stop after what they are running
+            stop.set()
+            raise
     return results

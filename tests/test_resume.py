@@ -33,13 +33,14 @@ def resumable(text: str) -> str:
 TINY = resumable(TINY_STUDY)
 
 
-def normbench(config, out, kill_at=None):
+def normbench(config, out, kill_at=None, workers=None):
     # The session's NORMBENCH_CACHE (conftest) is inherited, so every run after the first loads its programs.
     env = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
     env.pop("NORMBENCH_KILL_AT", None)
     if kill_at:
         env["NORMBENCH_KILL_AT"] = kill_at
     command = [sys.executable, "-m", "normbench", "run", str(config), "--out", str(out)]
+    command += ["--workers", str(workers)] if workers else []
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -66,10 +67,11 @@ def results(out):
 def test_killed_mid_cell_and_mid_write_resumes_to_the_same_bytes(uninterrupted, tmp_path):
     config, expected = uninterrupted
     out = tmp_path / "out"
-    # Each run gets further than the last, then dies at the next point; the last run is left alone.
+    # Each run gets further than the last, then dies at the next point; the last run is left alone. One cell at a
+    # time, so that the points come in this order.
     for point in ("checkpoint#2", "write:0000.csv", "write:0001.csv", "checkpoint", "write:metrics.csv",
                   "write:config.json"):  # fmt: skip
-        code, output = finish(normbench(config, out, kill_at=point))
+        code, output = finish(normbench(config, out, kill_at=point, workers=1))
         assert code == -signal.SIGKILL, (point, output)
         if point == "checkpoint#2":  # killed in the first cell after its second epoch: only that save is kept
             assert [p.name for p in (out / "unfinished" / "checkpoints" / "0000").iterdir()] == ["2"]
@@ -79,6 +81,17 @@ def test_killed_mid_cell_and_mid_write_resumes_to_the_same_bytes(uninterrupted, 
     assert results(out) == expected
     assert not (out / "unfinished").exists()
     assert not list(out.rglob("*.tmp")), "the killed writes' temporary files are cleaned up"
+
+
+def test_killed_while_two_cells_train_at_once(uninterrupted, tmp_path):
+    config, expected = uninterrupted
+    out = tmp_path / "out"
+    for point in ("checkpoint#3", "write:0001.csv"):  # the third save may leave the other cell's half-written
+        code, output = finish(normbench(config, out, kill_at=point, workers=2))
+        assert code == -signal.SIGKILL, (point, output)
+    code, output = finish(normbench(config, out, workers=2))
+    assert code == 0, output
+    assert results(out) == expected
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
