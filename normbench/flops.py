@@ -13,12 +13,14 @@ import jax
 from jax.extend import core
 
 
-def matmul_flops(fn, *args) -> int:
-    """FLOPs (2 per multiply-add) of the dot products and convolutions `fn(*args)` performs."""
-    return _count(jax.make_jaxpr(fn)(*args).jaxpr)
+def matmul_flops(fn, *args, branch=max) -> int:
+    """FLOPs (2 per multiply-add) of the dot products and convolutions `fn(*args)` performs. Which branch of a
+    `lax.cond` runs is not known before it runs: `branch` picks among their counts (`max`: an upper bound, `min`:
+    a lower one)."""
+    return _count(jax.make_jaxpr(fn)(*args).jaxpr, branch)
 
 
-def _count(jaxpr) -> int:
+def _count(jaxpr, branch) -> int:
     total = 0
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
@@ -27,11 +29,11 @@ def _count(jaxpr) -> int:
         elif name == "conv_general_dilated":
             total += _conv(eqn)
         elif name == "scan":
-            total += eqn.params["length"] * _count(eqn.params["jaxpr"].jaxpr)
+            total += eqn.params["length"] * _count(eqn.params["jaxpr"].jaxpr, branch)
         elif name == "cond":
-            total += max(_count(branch.jaxpr) for branch in eqn.params["branches"])
+            total += branch(_count(b.jaxpr, branch) for b in eqn.params["branches"])
         else:  # calls (pjit, custom_jvp/vjp, remat, while bodies counted once): whatever jaxprs they hold
-            total += sum(_count(sub) for sub in _sub_jaxprs(eqn.params))
+            total += sum(_count(sub, branch) for sub in _sub_jaxprs(eqn.params))
     return total
 
 

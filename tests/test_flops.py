@@ -50,3 +50,11 @@ def test_bench_peak_case_writes_its_table(tmp_path):
     with pytest.raises(UserError, match="unknown bench case 'fast'; valid cases: peak, study"):
         run_bench(tmp_path, ("fast",))
     assert format_table([{"a": 1, "bb": 22}]) == "a  bb\n1  22"
+
+
+def test_cond_branches_are_counted_as_asked():
+    def maybe(p, x):
+        return jax.lax.cond(p, lambda: x @ x, lambda: x)
+
+    args = (True, jnp.ones((4, 4)))
+    assert matmul_flops(maybe, *args) == 2 * 4**3 and matmul_flops(maybe, *args, branch=min) == 0
