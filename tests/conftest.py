@@ -49,7 +49,13 @@ def tiny_config(**sweep) -> Config:
     )
 
 
-TINY_STUDY = """
+def study_text(
+    train: str = "TrainConfig(epochs=2, eval_batch_size=16)",
+    sweep: str = 'SweepConfig(norms=("batch", "none"), batch_sizes=(16,), init_scales=(1.0, 0.1), seeds=(0, 1))',
+    figures: str = '("init_scale",)',
+) -> str:
+    """A tiny study's config file: 64 mnist5k images, an MLP 8-8."""
+    return f"""
 from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
 
 
@@ -58,11 +64,14 @@ def get_config():
         name="tiny",
         data=DataConfig(source="mnist5k", n_train=64, n_test=32),
         model=ModelConfig(hidden=(8, 8)),
-        train=TrainConfig(epochs=2, eval_batch_size=16),
-        sweep=SweepConfig(norms=("batch", "none"), batch_sizes=(16,), init_scales=(1.0, 0.1), seeds=(0, 1)),
-        figures=("init_scale",),
+        train={train},
+        sweep={sweep},
+        figures={figures},
     )
 """
+
+
+TINY_STUDY = study_text()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_config, tiny_dataset
+from conftest import study_text, tiny_config, tiny_dataset
 
 from normbench.cli import main
 from normbench.config import Cell, ConfigError, cells, value_grid
@@ -46,20 +46,11 @@ def on_devices(code: str, n: int = 8, timeout: int = 300) -> str:
     return done.stdout
 
 
-SWEEP = """
-from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
-
-
-def get_config():
-    return Config(
-        name="tiny",
-        data=DataConfig(source="mnist5k", n_train=64, n_test=32),
-        model=ModelConfig(hidden=(8, 8)),
-        train=TrainConfig(epochs=2, eval_batch_size=16),
-        # 3 seeds x 3 scales: 8 devices cannot split either axis evenly, so both are padded
-        sweep=SweepConfig(norms=("batch", "layer"), batch_sizes=(16,), init_scales=(1.0, 0.3, 0.1), seeds=(0, 1, 2)),
-    )
-"""
+# 3 seeds x 3 scales: 8 devices cannot split either axis evenly, so both are padded
+SWEEP = study_text(
+    sweep='SweepConfig(norms=("batch", "layer"), batch_sizes=(16,), init_scales=(1.0, 0.3, 0.1), seeds=(0, 1, 2))',
+    figures="()",
+)
 
 
 def read_rows(path):

@@ -9,28 +9,17 @@ import time
 
 import numpy as np
 import pytest
-from conftest import TINY_STUDY, tiny_config, tiny_dataset
+from conftest import study_text, tiny_config, tiny_dataset
 
 from normbench.config import Cell
 from normbench.resume import CellCheckpoints
 from normbench.sweep import compile_cell, device_data, execute, grid_values
 
-
-def resumable(text: str) -> str:
-    """The tiny study with 3 cells of 3 epochs, a checkpoint after every epoch and diagnostics at 0 and 2."""
-    changes = {
-        "TrainConfig(epochs=2, eval_batch_size=16)": (
-            "TrainConfig(epochs=3, eval_batch_size=16, checkpoint_every=1, diagnostics_at=(0, 2))"
-        ),
-        'norms=("batch", "none")': 'norms=("batch", "none", "layer")',
-    }
-    for old, new in changes.items():
-        assert old in text
-        text = text.replace(old, new)
-    return text
-
-
-TINY = resumable(TINY_STUDY)
+# 3 cells of 3 epochs, a checkpoint after every epoch, diagnostics at 0 and 2
+TINY = study_text(
+    train="TrainConfig(epochs=3, eval_batch_size=16, checkpoint_every=1, diagnostics_at=(0, 2))",
+    sweep='SweepConfig(norms=("batch", "none", "layer"), batch_sizes=(16,), init_scales=(1.0, 0.1), seeds=(0, 1))',
+)
 
 
 def normbench(config, out, kill_at=None, workers=None):
