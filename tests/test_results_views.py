@@ -5,7 +5,7 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.plots import init_scale_figure
-from normbench.stats import per_run
+from normbench.stats import mean_ci, per_run
 from normbench.summary import final_table
 
 
@@ -28,6 +28,15 @@ def table(rng=None):
         "train_acc": train_acc, "test_acc": test_acc, "test_loss": np.ones(n), "test_acc_batch_stats": np.ones(n),
         "test_acc_precise": np.ones(n), "diverged": diverged,
     }  # fmt: skip
+
+
+def test_mean_ci_is_the_student_t_interval():
+    # 1, 2, 3: mean 2, sample std 1; t(0.975, 2 degrees of freedom) = 4.3027 from a printed t table
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    np.testing.assert_allclose(half, 4.302653 / np.sqrt(3), rtol=1e-6)
+    np.testing.assert_allclose(mean_ci([0.0, 1.0], level=0.9)[1], 6.313752 * 0.5, rtol=1e-6)
+    assert np.isnan(mean_ci([5.0])[1])
 
 
 def test_per_run_pivots_any_row_order():
