@@ -1,5 +1,3 @@
-import sys
+from normbench.cli import command
 
-from normbench.cli import main
-
-sys.exit(main())
+command()

@@ -1,5 +1,5 @@
 """normbench's on-disk caches (decoded data, compiled programs), under `$NORMBENCH_CACHE` or
-`~/.cache/normbench`. Both only save time: deleting the directory changes no result."""
+`~/.cache/normbench`. They only save time: deleting the directory changes no result."""
 
 import os
 from pathlib import Path
@@ -16,8 +16,13 @@ def enable_compilation_cache() -> None:
     """
     import jax
 
-    if os.environ.get("NORMBENCH_COMPILATION_CACHE", "1") == "0" or jax.config.jax_compilation_cache_dir:
+    if not caching() or jax.config.jax_compilation_cache_dir:
         return
     jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
     # Our programs compile in seconds and are small on disk: cache every one.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def caching() -> bool:
+    """Whether compiled and traced programs are kept: `NORMBENCH_COMPILATION_CACHE=0` turns both off."""
+    return os.environ.get("NORMBENCH_COMPILATION_CACHE", "1") != "0"

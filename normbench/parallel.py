@@ -39,6 +39,7 @@ from jax.sharding import PartitionSpec as P
 
 from normbench.config import DATA_PARALLEL, Cell, Config, ConfigError
 from normbench.errors import UserError
+from normbench.programs import ExportedGrid
 
 DATA = "data"
 SEEDS, RUNS = "seeds", "runs"
@@ -119,15 +120,15 @@ def grid_mesh(n_seeds: int, n_runs: int, chunked: bool) -> Mesh:
     return Mesh(np.asarray(devices).reshape(shape), (SEEDS, RUNS))
 
 
-def lower_grid(grid: Callable, config: Config, cell: Cell, seeds: np.ndarray, values, data):
+def lower_grid(grid: Callable, config: Config, cell: Cell, seeds: np.ndarray, values, data, key: str | None = None):
     """`jit(grid)` lowered for the devices. Its `.compile()` is called like `grid`: (seeds, values, data) ->
-    (states, metrics)."""
+    (states, metrics). On one device the traced program is kept under `key` (`normbench.programs`)."""
     if cell.protocol in DATA_PARALLEL:
         mesh = data_mesh(config.train.data_parallel)
         grid = jax.shard_map(grid, mesh=mesh, in_specs=P(), out_specs=P())
         return ShardedGrid(grid, mesh, None, None, seeds, values, data)
     if jax.device_count() == 1:
-        return jax.jit(grid).lower(seeds, values, data)
+        return ExportedGrid(grid, key, (seeds, values, data))
     mesh = grid_mesh(len(seeds), len(values.init_scale), config.train.chunk_size is not None)
     return ShardedGrid(grid, mesh, SEEDS, RUNS, seeds, values, data)
 

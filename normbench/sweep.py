@@ -20,8 +20,10 @@ import numpy as np
 from normbench.config import Cell, Config, ConfigError, cells, sgd_batch, stat_batch, value_grid
 from normbench.data import Dataset
 from normbench.diagnostics import Diagnostics
+from normbench.models import MODELS
 from normbench.norms import NORMS
 from normbench.parallel import check_devices, lower_grid, replicate
+from normbench.programs import program_key
 from normbench.progress import LogProgress, Progress
 from normbench.train import Data, Metrics, RunValues, TrainState, make_training, metrics, steps_per_epoch
 
@@ -141,7 +143,9 @@ def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds
     training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
     chunk = config.train.chunk_size
     if not (config.train.checkpoint_every or config.train.diagnostics_at):
-        program = lower_grid(vmap_grid(training.train, chunk), config, cell, seeds, values, data)
+        builders = (NORMS[cell.norm].make, MODELS[cell.model].module)
+        key = program_key(config, cell, builders, (dataset.num_classes, seeds, values, data))
+        program = lower_grid(vmap_grid(training.train, chunk), config, cell, seeds, values, data, key)
         traced = time.perf_counter()
         whole = program.compile()
         return CellProgram(whole, trace_s=traced - started, compile_s=time.perf_counter() - traced)

@@ -1,0 +1,105 @@
+"""A cell's single-device program through `jax.export`, so that a repeated run skips tracing it.
+
+XLA's compilation cache (`normbench.cache`) is keyed by the traced program, so a hit still pays for the trace:
+about a second for a BatchNorm cell of the init-scale study, most of a warm run's wait before training. Here the
+traced program itself (its StableHLO, serialized by `jax.export`) is kept under `cache_dir()/programs`, keyed by
+what the trace depends on: normbench's sources, the versions of jax, jaxlib, flax, optax and numpy, JAX's
+settings and XLA's flags, the devices, the config and cell, and the arguments' structure and shapes. That is
+complete only for code normbench owns, so a cell whose norm or model is registered from elsewhere is traced every
+time. Every single-device cell goes through the exported form, cached or not, so that a loaded program and a
+freshly traced one compile the same StableHLO and compute the same bits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from normbench.cache import cache_dir, caching
+
+
+@functools.cache
+def _source_digest() -> str:
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def program_key(config, cell, builders: tuple, args) -> str | None:
+    """The cache key of a cell's program, or None when it must not be cached: caching is off, or one of
+    `builders` (the functions and classes that build the cell's layers) is not normbench's own code."""
+    if not caching() or any(not getattr(b, "__module__", "").startswith("normbench.") for b in builders):
+        return None
+    import flax
+    import jaxlib
+    import optax
+
+    parts = {
+        "source": _source_digest(),
+        "versions": [jax.__version__, jaxlib.__version__, flax.__version__, optax.__version__, np.__version__],
+        "jax_config": {k: v for k, v in jax.config.values.items() if isinstance(v, str | int | float | bool | None)},
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "devices": [d.device_kind for d in jax.devices()],
+        "config": dataclasses.asdict(config),
+        "cell": repr(cell),
+        "tree": str(jax.tree.structure(args)),
+        "leaves": [(np.shape(a), str(getattr(a, "dtype", type(a).__name__))) for a in jax.tree.leaves(args)],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+class ExportedGrid:
+    """`grid(*args)` traced once through `jax.export` (or loaded from the cache under `key`) and lowered with
+    `jax.jit`. Like a `jax.stages.Lowered`, its `compile()` returns the program, called like `grid`."""
+
+    def __init__(self, grid, key: str | None, args: tuple):
+        leaves, in_tree = jax.tree.flatten(args)
+        path = None if key is None else cache_dir() / "programs" / f"{key}.pkl"
+        loaded = _load(path)
+        if loaded is None:
+            out_tree = []
+
+            def flat(*leaves):  # jax.export serializes flat signatures: no pytree nodes to register
+                flat_out, tree = jax.tree.flatten(grid(*jax.tree.unflatten(in_tree, leaves)))
+                out_tree.append(tree)
+                return flat_out
+
+            exported = jax.export.export(jax.jit(flat))(*leaves)
+            loaded = exported, out_tree[0]
+            _save(path, loaded)
+        exported, self.out_tree = loaded
+        self.lowered = jax.jit(exported.call).lower(*leaves)
+
+    def compile(self):
+        compiled = self.lowered.compile()
+        return lambda *args: jax.tree.unflatten(self.out_tree, compiled(*jax.tree.leaves(args)))
+
+
+def _load(path: Path | None):
+    if path is None or not path.exists():
+        return None
+    try:
+        serialized, out_tree = pickle.loads(path.read_bytes())
+        return jax.export.deserialize(serialized), out_tree
+    except Exception:  # noqa: BLE001 -- an entry that does not load (a torn or foreign file) is only a miss
+        return None
+
+
+def _save(path: Path | None, loaded) -> None:
+    if path is None:
+        return
+    exported, out_tree = loaded
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_bytes(pickle.dumps((exported.serialize(), out_tree)))
+    partial.replace(path)  # readers see a whole entry or none

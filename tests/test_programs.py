@@ -1,0 +1,79 @@
+"""A cell's traced program is kept across runs (normbench.programs): loaded, it computes the same bits as a fresh
+trace and as plain `jax.jit`, and it is keyed so that a change of code or config never reuses a stale one."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config, tiny_dataset
+
+from normbench import programs
+from normbench.config import Cell
+from normbench.norms import NORMS
+from normbench.sweep import compile_cell, device_data, grid_values, make_training, vmap_grid
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMBENCH_CACHE", str(tmp_path))
+    return tmp_path / "programs"
+
+
+def run(config, cell, dataset):
+    seeds, values = grid_values(config, cell)
+    program = compile_cell(config, cell, dataset, device_data(dataset), seeds, values)
+    return jax.device_get(program.whole(seeds, values, device_data(dataset)))
+
+
+def assert_same_bits(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_kept_program_is_loaded_without_tracing_and_computes_the_same_bits(cache, monkeypatch):
+    config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
+    first = run(config, cell, dataset)
+    assert len(list(cache.glob("*.pkl"))) == 1
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("traced again")
+
+    monkeypatch.setattr(jax.export, "export", no_tracing)
+    assert_same_bits(run(config, cell, dataset), first)
+
+    seeds, values = grid_values(config, cell)
+    grid = vmap_grid(make_training(config, cell, dataset.num_classes, len(dataset.train_x)).train)
+    assert_same_bits(jax.device_get(jax.jit(grid)(seeds, values, device_data(dataset))), first)
+
+
+def test_another_config_cell_or_data_shape_is_another_program(cache):
+    config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
+    run(config, cell, dataset)
+    run(dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3)), cell, dataset)
+    run(config, Cell("mlp", "none", "sgd", 8), dataset)
+    run(config, cell, tiny_dataset(n_train=40))
+    assert len(list(cache.glob("*.pkl"))) == 4
+
+
+def test_a_norm_from_outside_normbench_is_traced_every_time(cache, monkeypatch):
+    outside = dataclasses.replace(NORMS["batch"], name="outside", make=lambda config: NORMS["batch"].make(config))
+    monkeypatch.setitem(NORMS, "outside", outside)
+    config = tiny_config(norms=("outside",))
+    run(config, Cell("mlp", "outside", "sgd", 8), tiny_dataset())
+    assert not list(cache.glob("*.pkl"))
+
+
+def test_nothing_is_kept_with_the_compilation_cache_off(cache, monkeypatch):
+    monkeypatch.setenv("NORMBENCH_COMPILATION_CACHE", "0")
+    run(tiny_config(), Cell("mlp", "batch", "sgd", 8), tiny_dataset())
+    assert not cache.exists()
+
+
+def test_a_torn_entry_is_a_miss_and_is_rewritten(cache):
+    config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
+    first = run(config, cell, dataset)
+    (entry,) = cache.glob("*.pkl")
+    entry.write_bytes(entry.read_bytes()[:100])
+    assert_same_bits(run(config, cell, dataset), first)
+    assert programs._load(entry) is not None
