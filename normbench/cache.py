@@ -1,4 +1,4 @@
-"""normbench's on-disk caches (decoded data, compiled programs), under `$NORMBENCH_CACHE` or
+"""normbench's on-disk caches (decoded data, traced and compiled programs), under `$NORMBENCH_CACHE` or
 `~/.cache/normbench`. They only save time: deleting the directory changes no result."""
 
 import os

@@ -80,9 +80,22 @@ class ExportedGrid:
         exported, self.out_tree = loaded
         self.lowered = jax.jit(exported.call).lower(*leaves)
 
-    def compile(self):
-        compiled = self.lowered.compile()
-        return lambda *args: jax.tree.unflatten(self.out_tree, compiled(*jax.tree.leaves(args)))
+    def compile(self) -> CompiledGrid:
+        return CompiledGrid(self.lowered.compile(), self.out_tree)
+
+
+class CompiledGrid:
+    """A compiled `ExportedGrid`, called like its grid; anything else (`memory_analysis()`, `as_text()`) is the
+    `jax.stages.Compiled`'s."""
+
+    def __init__(self, compiled, out_tree):
+        self.compiled, self.out_tree = compiled, out_tree
+
+    def __call__(self, *args):
+        return jax.tree.unflatten(self.out_tree, self.compiled(*jax.tree.leaves(args)))
+
+    def __getattr__(self, name):
+        return getattr(self.compiled, name)
 
 
 def _load(path: Path | None):
