@@ -5,7 +5,8 @@
 MLP 784-100x5-10 (Dense -> Norm -> ReLU), weights init_scale x N(0, 1) for 16 scales logspace(0, -4, 16),
 SGD lr 0.01, batch 100, the first 1,000 training images of the embedded mnist5k, 20 epochs of 10 steps, with
 and without BatchNorm (momentum 0.9, eps 1e-6, eval on running averages), 3 seeds: 96 runs, two compiled
-programs. Cost on a 2-core CPU: see `normbench bench` (results/bench/); about 20 s for the whole process.
+programs. Cost on a 2-core CPU (`normbench bench`, results/bench/): about 17 s for the whole process once its
+programs are cached, 25-30 s the first time.
 
 Expected (results/init_scale/init_scale.png): BN reaches >= 0.9 train accuracy at every scale from 0.046 down to
 0.0022 and is still learning at 1e-4; the plain net learns only around 0.16-0.29 and sits at one class
