@@ -38,7 +38,7 @@ def _source_digest() -> str:
 def program_key(config, cell, builders: tuple, args) -> str | None:
     """The cache key of a cell's program, or None when it must not be cached: caching is off, or one of
     `builders` (the functions and classes that build the cell's layers) is not normbench's own code."""
-    if not caching() or any(not getattr(b, "__module__", "").startswith("normbench.") for b in builders):
+    if not caching() or any(not (getattr(b, "__module__", None) or "").startswith("normbench.") for b in builders):
         return None
     import flax
     import jaxlib
