@@ -4,7 +4,7 @@ XLA's compilation cache (`normbench.cache`) is keyed by the traced program, so a
 about a second for a BatchNorm cell of the init-scale study, most of a warm run's wait before training. Here the
 traced program itself (its StableHLO, serialized by `jax.export`) is kept under `cache_dir()/programs`, keyed by
 what the trace depends on: normbench's sources, the versions of jax, jaxlib, flax, optax and numpy, JAX's
-settings and XLA's flags, the devices, the config and cell, and the arguments' structure and shapes. That is
+settings and XLA's flags, the devices, the config and cell, the class count and the arguments' shapes. That is
 complete only for code normbench owns, so a cell whose norm or model is registered from elsewhere is traced every
 time. Every single-device cell goes through the exported form, cached or not, so that a loaded program and a
 freshly traced one compile the same StableHLO and compute the same bits.
@@ -53,7 +53,8 @@ def program_key(config, cell, builders: tuple, args) -> str | None:
         "config": dataclasses.asdict(config),
         "cell": repr(cell),
         "tree": str(jax.tree.structure(args)),
-        "leaves": [(np.shape(a), str(getattr(a, "dtype", type(a).__name__))) for a in jax.tree.leaves(args)],
+        # arrays by shape and type, Python numbers (the class count) by value: the trace bakes those in
+        "leaves": [repr(a) if isinstance(a, int | float) else (a.shape, str(a.dtype)) for a in jax.tree.leaves(args)],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
 

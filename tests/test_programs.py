@@ -47,13 +47,14 @@ def test_a_kept_program_is_loaded_without_tracing_and_computes_the_same_bits(cac
     assert_same_bits(jax.device_get(jax.jit(grid)(seeds, values, device_data(dataset))), first)
 
 
-def test_another_config_cell_or_data_shape_is_another_program(cache):
+def test_another_config_cell_data_shape_or_class_count_is_another_program(cache):
     config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     run(config, cell, dataset)
     run(dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3)), cell, dataset)
     run(config, Cell("mlp", "none", "sgd", 8), dataset)
     run(config, cell, tiny_dataset(n_train=40))
-    assert len(list(cache.glob("*.pkl"))) == 4
+    run(config, cell, tiny_dataset(num_classes=4))  # same shapes, a wider output layer
+    assert len(list(cache.glob("*.pkl"))) == 5
 
 
 def test_a_norm_from_outside_normbench_is_traced_every_time(cache, monkeypatch):
