@@ -1,12 +1,23 @@
 """normbench's on-disk caches (decoded data, traced and compiled programs), under `$NORMBENCH_CACHE` or
 `~/.cache/normbench`. They only save time: deleting the directory changes no result."""
 
+import contextlib
 import os
 from pathlib import Path
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("NORMBENCH_CACHE") or Path.home() / ".cache" / "normbench")
+
+
+def keep(path: Path, data: bytes) -> None:
+    """Write a cache entry atomically, so a concurrent or interrupted run never reads half of one. A failure
+    (a read-only home, a full disk) only means the entry is not kept: later runs redo its work."""
+    from normbench.results import atomic_write
+
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data)
 
 
 def enable_compilation_cache() -> None:

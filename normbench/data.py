@@ -24,9 +24,9 @@
 
 from __future__ import annotations
 
+import io
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from normbench.cache import cache_dir
+from normbench.cache import cache_dir, keep
 from normbench.config import DataConfig
 from normbench.errors import UserError
 
@@ -193,18 +193,9 @@ def _decode_mnist5k() -> dict:
 
 
 def _write_cache(path: Path, arrays: dict) -> None:
-    """Write atomically, so a concurrent or interrupted run never leaves a half-written cache; on failure
-    (e.g. a read-only home) every later load just decodes again."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
-            tmp = f.name
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    keep(path, buffer.getvalue())
 
 
 # --- idx -----------------------------------------------------------------------------------------------

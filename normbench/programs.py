@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from normbench.cache import cache_dir, caching
+from normbench.cache import cache_dir, caching, keep
 
 
 @functools.cache
@@ -110,10 +110,6 @@ def _load(path: Path | None):
 
 
 def _save(path: Path | None, loaded) -> None:
-    if path is None:
-        return
-    exported, out_tree = loaded
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_bytes(pickle.dumps((exported.serialize(), out_tree)))
-    partial.replace(path)  # readers see a whole entry or none
+    if path is not None:
+        exported, out_tree = loaded
+        keep(path, pickle.dumps((exported.serialize(), out_tree)))

@@ -78,3 +78,11 @@ def test_a_torn_entry_is_a_miss_and_is_rewritten(cache):
     entry.write_bytes(entry.read_bytes()[:100])
     assert_same_bits(run(config, cell, dataset), first)
     assert programs._load(entry) is not None
+
+
+def test_an_unwritable_cache_only_means_tracing_again(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("NORMBENCH_CACHE", str(blocker / "cache"))
+    config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
+    assert_same_bits(run(config, cell, dataset), run(config, cell, dataset))
