@@ -35,10 +35,13 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
-def program_key(config, cell, builders: tuple, args) -> str | None:
-    """The cache key of a cell's program, or None when it must not be cached: caching is off, or one of
-    `builders` (the functions and classes that build the cell's layers) is not normbench's own code."""
-    if not caching() or any(not (getattr(b, "__module__", None) or "").startswith("normbench.") for b in builders):
+def program_key(config, cell, specs: tuple, args) -> str | None:
+    """The cache key of a cell's program, or None when it must not be cached: caching is off, or a function or
+    class held by `specs` (the registry entries of the cell's norm and model) is not normbench's own code."""
+    builders = [getattr(spec, f.name) for spec in specs for f in dataclasses.fields(spec)]
+    if not caching() or any(
+        not (getattr(b, "__module__", None) or "").startswith("normbench.") for b in builders if callable(b)
+    ):
         return None
     import flax
     import jaxlib

@@ -143,8 +143,8 @@ def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds
     training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
     chunk = config.train.chunk_size
     if not (config.train.checkpoint_every or config.train.diagnostics_at):
-        builders = (NORMS[cell.norm].make, MODELS[cell.model].module)
-        key = program_key(config, cell, builders, (dataset.num_classes, seeds, values, data))
+        specs = (NORMS[cell.norm], MODELS[cell.model])
+        key = program_key(config, cell, specs, (dataset.num_classes, seeds, values, data))
         program = lower_grid(vmap_grid(training.train, chunk), config, cell, seeds, values, data, key)
         traced = time.perf_counter()
         whole = program.compile()

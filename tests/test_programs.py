@@ -57,11 +57,13 @@ def test_another_config_cell_data_shape_or_class_count_is_another_program(cache)
     assert len(list(cache.glob("*.pkl"))) == 5
 
 
-def test_a_norm_from_outside_normbench_is_traced_every_time(cache, monkeypatch):
-    outside = dataclasses.replace(NORMS["batch"], name="outside", make=lambda config: NORMS["batch"].make(config))
-    monkeypatch.setitem(NORMS, "outside", outside)
-    config = tiny_config(norms=("outside",))
-    run(config, Cell("mlp", "outside", "sgd", 8), tiny_dataset())
+@pytest.mark.parametrize("field", ["make", "check"])
+def test_a_norm_with_any_function_from_outside_normbench_is_traced_every_time(cache, monkeypatch, field):
+    def outside(*args):
+        return getattr(NORMS["batch"], field)(*args)
+
+    monkeypatch.setitem(NORMS, "outside", dataclasses.replace(NORMS["batch"], name="outside", **{field: outside}))
+    run(tiny_config(norms=("outside",)), Cell("mlp", "outside", "sgd", 8), tiny_dataset())
     assert not list(cache.glob("*.pkl"))
 
 
