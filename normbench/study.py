@@ -133,13 +133,16 @@ def environment() -> dict:
     }
 
 
-def git_revision() -> str | None:
-    """The checkout's commit, with `-dirty` when it has uncommitted changes; None outside a checkout."""
-    root = Path(__file__).resolve().parent.parent
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def git_revision(root: Path = CHECKOUT) -> str | None:
+    """The checkout's commit, with `-dirty` when it has uncommitted changes; None outside a checkout. Changes
+    under `results/` do not count: a study writing its reference results there would mark itself."""
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True)  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                               cwd=root, capture_output=True, text=True, check=True)  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return None
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

@@ -160,3 +160,24 @@ def test_run_quiet_logs_one_plain_line_per_event_and_writes_tensorboard_runs(stu
     assert "best test acc" in messages[3] and len(messages) == 4
     runs = sorted(str(p.parent.relative_to(tb)) for p in tb.glob("**/events.out.tfevents.*"))
     assert runs == [f"mlp_batch_sgd_b16/init{s}_lr0.01/seed{seed}" for s in ("0.1", "1") for seed in (0, 1)]
+
+
+def test_the_recorded_revision_is_dirty_for_changed_code_but_not_for_changed_results(tmp_path):
+    from normbench.study import git_revision
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)  # fmt: skip
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "metrics.csv").write_text("a\n")
+    (tmp_path / "train.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    head = git_revision(tmp_path)
+    assert head is not None and not head.endswith("-dirty")
+    (tmp_path / "results" / "metrics.csv").write_text("b\n")
+    assert git_revision(tmp_path) == head
+    (tmp_path / "train.py").write_text("x = 2\n")
+    assert git_revision(tmp_path) == head + "-dirty"
