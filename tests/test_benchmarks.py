@@ -4,11 +4,13 @@ import dataclasses
 
 import jax
 import numpy as np
-from conftest import tiny_dataset
+from conftest import tiny_config, tiny_dataset
 
 from benchmarks.batch_axis import bench_config, padded_grid
-from normbench.config import Cell, ModelConfig
-from normbench.sweep import device_data, grid_values, train_cell
+from benchmarks.matmul_floor import Shapes, program
+from normbench.config import Cell, ModelConfig, cells
+from normbench.flops import matmul_flops
+from normbench.sweep import device_data, grid_values, make_training, train_cell, vmap_grid
 
 
 def test_padded_vmapped_batch_axis_equals_one_program_per_batch_size():
@@ -25,3 +27,19 @@ def test_padded_vmapped_batch_axis_equals_one_program_per_batch_size():
             run = np.flatnonzero((seeds == seed) & (sizes == b))[0]
             np.testing.assert_allclose(padded_loss[run], result.metrics.train_loss[s, 0], rtol=2e-4, atol=1e-5)
             np.testing.assert_allclose(padded_acc[run], result.metrics.test_acc[s, 0], rtol=1e-5)
+
+
+def test_the_matmul_floor_program_does_the_products_of_a_cell_without_a_norm():
+    config = tiny_config(norms=("none",), seeds=(0,))
+    # The test-set evaluation, which the floor leaves out, only in the last epoch's `lax.cond`: `branch=min`.
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, test_every=config.train.epochs))
+    dataset = tiny_dataset()
+    cell = cells(config)[0]
+    seeds, values = grid_values(config, cell)
+    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
+    args = (seeds, values, device_data(dataset))
+    # Less the forward pass of `model.init`, once per seed before training.
+    init = matmul_flops(vmap_grid(training.start), *args)
+    expected = matmul_flops(vmap_grid(training.train), *args, branch=min) - init
+    shapes = Shapes(config, int(np.prod(dataset.train_x.shape[1:])), dataset.num_classes, len(dataset.train_x))
+    assert matmul_flops(program(shapes), *shapes.operands()) == expected > 0
