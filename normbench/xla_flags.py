@@ -12,18 +12,18 @@ regression or drop the flag.
 """
 
 import os
-from importlib.metadata import PackageNotFoundError, version
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 YNN_JAXLIB = ((0, 9), (0, 11))  # the versions with the slow reductions and the flag, [from, to)
 
 
 def jaxlib_version() -> tuple[int, ...] | None:
+    # jaxlib's own version module, not importlib.metadata: importing that costs every command 35 ms at start.
     try:
-        release = version("jaxlib").split("+")[0].split(".")
-    except PackageNotFoundError:
+        from jaxlib.version import __version__
+    except ImportError:
         return None
-    return tuple(int(part) for part in release if part.isdigit())
+    return tuple(int(part) for part in __version__.split("+")[0].split(".") if part.isdigit())
 
 
 def with_defaults(xla_flags: str, jaxlib: tuple[int, ...] | None) -> str:
