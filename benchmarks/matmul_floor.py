@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     n_train = len(dataset.train_x)
     shapes = Shapes(config, math.prod(dataset.train_x.shape[1:]), dataset.num_classes, n_train)
     cell = jax.jit(program(shapes))
-    operands = [tuple(jnp.asarray(a) for a in shapes.operands(seed)) for seed in (0, 1)]
+    host = [shapes.operands(seed) for seed in (0, 1)]
+    operands = [tuple(jnp.asarray(a) for a in ops) for ops in host]
     flops = matmul_flops(cell, *operands[0])
     jax.block_until_ready(cell(*operands[0]))
     peak = measure_peak()
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [
         ("XLA, one cell", flops, best_of(args.repeats, lambda: jax.block_until_ready(cell(*operands[0])))),
         ("XLA, two cells side by side", 2 * flops, best_of(args.repeats, side_by_side)),
-        ("numpy (BLAS), one cell", flops, best_of(args.repeats, lambda: numpy_cell(shapes, *shapes.operands()))),
+        ("numpy (BLAS), one cell", flops, best_of(args.repeats, lambda: numpy_cell(shapes, *host[0]))),
     ]
     print(f"{shapes.runs} runs of an MLP {'-'.join(map(str, shapes.widths))}, batch {shapes.batch}, "
           f"{shapes.epochs} epochs of {shapes.steps} steps, {n_train} examples evaluated after each; "
