@@ -29,8 +29,8 @@ from normbench.config import Cell, Config, DataConfig, ModelConfig, SweepConfig,
 from normbench.data import load
 from normbench.models import build_model, scale_kernels
 from normbench.norms import NORMS
-from normbench.sweep import compile_cell, device_data, grid_values
-from normbench.train import OPTIMIZERS, Data, evaluate
+from normbench.core.sweep import compile_cell, device_data, grid_values
+from normbench.core.train import OPTIMIZERS, Data, evaluate
 
 
 def make_padded_train(config: Config, norm: str, num_classes: int, n_train: int):

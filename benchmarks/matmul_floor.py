@@ -32,7 +32,7 @@ from normbench.bench import measure_peak
 from normbench.config import Config, cells, load_config, sgd_batch, value_grid
 from normbench.data import load
 from normbench.flops import matmul_flops
-from normbench.train import steps_per_epoch
+from normbench.core.train import steps_per_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 

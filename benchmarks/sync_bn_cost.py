@@ -5,7 +5,7 @@
 
 Times the training steps alone of the sync_bn study's model (the textbook MLP, 3 BatchNorm layers of 100,
 SGD with momentum, one run), `--steps` steps in one compiled `lax.scan` inside the same shard_map as
-`normbench run` (`normbench.parallel.BatchSplit`, `normbench.train.train_step`), best of `--repeats`, under
+`normbench run` (`normbench.runtime.parallel.BatchSplit`, `normbench.core.train.train_step`), best of `--repeats`, under
 each protocol: `per_device` (each device's BatchNorm statistics are its own; the only all-reduce averages the
 gradients and the loss) and `sync` (SyncBN: BatchNorm's mean and variance averaged over the devices, forward
 and backward). It also counts the all-reduces of one step in the optimized program, which do not depend on
@@ -31,8 +31,8 @@ from normbench.config import Cell, Config, DataConfig, ModelConfig, NormConfig, 
 from normbench.data import load
 from normbench.models import build_model
 from normbench.norms import NORMS
-from normbench.parallel import batch_split, data_mesh
-from normbench.train import OPTIMIZERS, TrainState, train_step
+from normbench.runtime.parallel import batch_split, data_mesh
+from normbench.core.train import OPTIMIZERS, TrainState, train_step
 
 
 def bench_config(devices: int) -> Config:

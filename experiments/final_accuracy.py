@@ -7,7 +7,7 @@ import argparse
 
 import numpy as np
 
-from normbench.results import read_metrics
+from normbench.results.store import read_metrics
 
 
 def final_accuracy(columns, metric="train_acc"):

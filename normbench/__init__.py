@@ -1,6 +1,6 @@
 """normbench: compare normalization schemes with vectorized JAX/Flax sweeps."""
 
-from normbench.xla_flags import set_defaults
+from normbench.runtime.xla_flags import set_defaults
 
 __version__ = "0.1.0"
 

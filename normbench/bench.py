@@ -34,15 +34,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normbench.cache import cache_dir
+from normbench.runtime.cache import cache_dir
 from normbench.config import Cell, Config, cells, load_config
 from normbench.data import load
 from normbench.errors import UserError
 from normbench.flops import matmul_flops
-from normbench.progress import Progress
-from normbench.results import atomic_write
-from normbench.sweep import compile_cell, device_data, execute, grid_values, run_sweep, training_time, vmap_grid
-from normbench.train import RunValues, make_train, steps_per_epoch
+from normbench.reports.progress import Progress
+from normbench.results.store import atomic_write
+from normbench.core.sweep import compile_cell, device_data, execute, grid_values, run_sweep, training_time, vmap_grid
+from normbench.core.train import RunValues, make_train, steps_per_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ("peak", "study", "small_batch", "models", "loop")

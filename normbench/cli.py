@@ -30,17 +30,17 @@ def _resolve(args, diagnostics: bool = False):
 
 def _run(args) -> int:
     if args.distributed or args.coordinator:
-        from normbench.parallel import initialize  # before anything else touches a device
+        from normbench.runtime.parallel import initialize  # before anything else touches a device
 
         initialize(args.coordinator, args.num_processes, args.process_id)
     config = _resolve(args, args.diagnostics)
     out = Path(args.out or Path("results") / config.name)
-    from normbench.progress import Fanout, console_progress
+    from normbench.reports.progress import Fanout, console_progress
     from normbench.study import run_study
 
     listeners = []
     if args.tensorboard:
-        from normbench.tensorboard import TensorBoardWriter
+        from normbench.reports.tensorboard import TensorBoardWriter
 
         listeners.append(TensorBoardWriter(Path(args.tensorboard)))
     try:
@@ -67,7 +67,7 @@ def _show(args) -> int:
 
 
 def _plot(args) -> int:
-    from normbench.plots import draw_figures
+    from normbench.reports.plots import draw_figures
 
     for path in draw_figures(Path(args.results_dir)):
         print(path)
@@ -75,7 +75,7 @@ def _plot(args) -> int:
 
 
 def _report(args) -> int:
-    from normbench.report import write_report
+    from normbench.reports.report import write_report
 
     print(write_report(Path(args.results_dir), args.output and Path(args.output)))
     return 0

@@ -6,7 +6,7 @@ what they do to the compiled program:
 - static axes (`SweepConfig.models`, `.norms`, `.protocols`, `.batch_sizes`) change shapes or structure, so
   each combination is a `Cell`: one compiled program;
 - value axes (`SweepConfig.init_scales`, `.seeds`, `.learning_rates`, and the ghost-batch size of the `ghost`
-  protocol) are numbers, so their whole grid is vmapped inside that one program (`normbench.train.RunValues`).
+  protocol) are numbers, so their whole grid is vmapped inside that one program (`normbench.core.train.RunValues`).
 
 Batch-size protocols (`SweepConfig.protocols`):
 - `sgd`: the SGD batch is also BatchNorm's batch, one cell per size in `sweep.batch_sizes` (the Group
@@ -15,7 +15,7 @@ Batch-size protocols (`SweepConfig.protocols`):
   their statistics over groups of each of the sizes (Wu & Johnson, 2021), vmapped in one cell. Only norms with
   a grouped form (`NormSpec.make_grouped`) get a ghost cell: the others would give the same runs at every group
   size, or have no ghost-batch version.
-- `per_device` and `sync` (data parallel, `normbench.parallel`): each SGD batch is split over
+- `per_device` and `sync` (data parallel, `normbench.runtime.parallel`): each SGD batch is split over
   `train.data_parallel` devices, `sweep.batch_sizes` being the batch per device, and the gradients are averaged
   across them. Under `per_device` a norm's batch statistics come from its own device's examples (the GN paper's
   "images per GPU", no communication); under `sync` BatchNorm's statistics are averaged over all the devices
@@ -115,7 +115,7 @@ class TrainConfig:
     # fastest, and an interrupted sweep resumes from its last finished cell.
     checkpoint_every: int | None = None
     # Epochs after which per-layer diagnostics are recorded (0: at init), written to diagnostics.csv and drawn
-    # (`normbench.diagnostics`); `normbench run --diagnostics` picks 0, 1 and the last epoch.
+    # (`normbench.core.diagnostics`); `normbench run --diagnostics` picks 0, 1 and the last epoch.
     diagnostics_at: tuple[int, ...] = ()
     # Devices the `per_device` and `sync` protocols split each SGD batch over: 8, the GN paper's GPUs per
     # machine. A CPU simulates them with XLA_FLAGS=--xla_force_host_platform_device_count=8.
@@ -150,7 +150,7 @@ class Config:
     norm: NormConfig = field(default_factory=NormConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
-    # Names from `normbench.plots.FIGURES`, drawn after the run and by `normbench plot`.
+    # Names from `normbench.reports.plots.FIGURES`, drawn after the run and by `normbench plot`.
     figures: tuple[str, ...] = ()
 
 
@@ -331,8 +331,8 @@ def validate(config: Config) -> None:
     """Every check that needs no data: names, option combinations, ranges. Raises ConfigError."""
     from normbench.models import MODELS, check_model
     from normbench.norms import check_norm
-    from normbench.plots import FIGURES
-    from normbench.train import OPTIMIZERS
+    from normbench.reports.plots import FIGURES
+    from normbench.core.train import OPTIMIZERS
 
     sweep, train = config.sweep, config.train
     for name in ("models", "norms", "protocols", "batch_sizes", "init_scales", "seeds", "learning_rates"):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from normbench.cache import cache_dir, keep
+from normbench.runtime.cache import cache_dir, keep
 from normbench.config import DataConfig
 from normbench.errors import UserError
 

@@ -19,14 +19,14 @@ import numpy as np
 import optax
 
 from normbench import __version__
-from normbench.cache import enable_compilation_cache
+from normbench.runtime.cache import enable_compilation_cache
 from normbench.config import Config, cells
 from normbench.data import load
-from normbench.diagnostics import DIAGNOSTICS, diagnostics_csv
-from normbench.parallel import from_writer, is_writer, on_writer
-from normbench.plots import draw_figures
-from normbench.progress import Progress, logger
-from normbench.results import (
+from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
+from normbench.runtime.parallel import from_writer, is_writer, on_writer
+from normbench.reports.plots import draw_figures
+from normbench.reports.progress import Progress, logger
+from normbench.results.store import (
     METRICS,
     atomic_write,
     check_same_config,
@@ -36,8 +36,8 @@ from normbench.results import (
     prepare_output_dir,
     write_config,
 )
-from normbench.resume import Unfinished
-from normbench.sweep import check_fits, run_sweep, training_time
+from normbench.results.resume import Unfinished
+from normbench.core.sweep import check_fits, run_sweep, training_time
 
 
 def run_study(
@@ -48,7 +48,7 @@ def run_study(
 
     Everything that can fail on bad input (data, batch shapes, the output directory) fails before the first
     file is replaced, so earlier results survive a bad run. Each cell's rows are kept as soon as it finishes
-    (`normbench.resume`): after an interruption, the same call trains only the cells still missing.
+    (`normbench.results.resume`): after an interruption, the same call trains only the cells still missing.
     """
     out = Path(out)
     enable_compilation_cache()

@@ -10,7 +10,7 @@ from benchmarks.batch_axis import bench_config, padded_grid
 from benchmarks.matmul_floor import Shapes, program
 from normbench.config import Cell, ModelConfig, cells
 from normbench.flops import matmul_flops
-from normbench.sweep import device_data, grid_values, make_training, train_cell, vmap_grid
+from normbench.core.sweep import device_data, grid_values, make_training, train_cell, vmap_grid
 
 
 def test_padded_vmapped_batch_axis_equals_one_program_per_batch_size():

@@ -12,7 +12,7 @@ from conftest import snapshot
 
 from normbench.cli import main
 from normbench.norms import NORMS
-from normbench.results import COLUMNS
+from normbench.results.store import COLUMNS
 
 VALID = ", ".join(NORMS)  # the error lists every registered norm
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,10 +12,10 @@ from conftest import tiny_config, tiny_dataset
 
 from normbench.cli import main
 from normbench.config import Cell, ConfigError, ModelConfig, validate
-from normbench.diagnostics import COLUMNS, LOG10_EDGES, layer_diagnostics, log_histogram, read_diagnostics
+from normbench.core.diagnostics import COLUMNS, LOG10_EDGES, layer_diagnostics, log_histogram, read_diagnostics
 from normbench.models import build_model
 from normbench.norms import NORMS
-from normbench.sweep import device_data, grid_values, train_cell
+from normbench.core.sweep import device_data, grid_values, train_cell
 
 
 def test_log_histogram_bins_log10_magnitudes_and_leaves_zeros_and_nonfinite_out():

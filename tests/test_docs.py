@@ -69,7 +69,7 @@ def test_the_config_reference_has_every_field_with_the_comment_above_it():
 
 
 def test_the_results_schema_lists_every_column_of_metrics_csv_in_order():
-    from normbench.results import COLUMNS
+    from normbench.results.store import COLUMNS
 
     text = (DOC.parent / "results.md").read_text()
     table = text.split("## `metrics.csv`")[1].split("## ")[0]

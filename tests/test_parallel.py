@@ -21,8 +21,8 @@ from conftest import study_text, tiny_config, tiny_dataset
 
 from normbench.cli import main
 from normbench.config import Cell, ConfigError, cells, value_grid
-from normbench.parallel import grid_shape
-from normbench.sweep import check_fits, device_data, grid_values, train_cell
+from normbench.runtime.parallel import grid_shape
+from normbench.core.sweep import check_fits, device_data, grid_values, train_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = dict(rtol=2e-4, atol=2e-5)
@@ -79,7 +79,7 @@ import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import PartitionSpec as P
 from normbench.config import NormConfig
 from normbench.norms import NORMS
-from normbench.parallel import DATA, data_mesh
+from normbench.runtime.parallel import DATA, data_mesh
 
 CFG = NormConfig(momentum=0.9, epsilon=1e-6)
 mesh = data_mesh(8)
@@ -153,7 +153,7 @@ import numpy as np
 from conftest import tiny_dataset
 from test_parallel import dp_config
 from normbench.config import Cell
-from normbench.sweep import device_data, grid_values, train_cell
+from normbench.core.sweep import device_data, grid_values, train_cell
 
 config, dataset = dp_config(batch_sizes=(4,)), tiny_dataset(n_train=64, n_test=32)
 for protocol in ("per_device", "sync"):

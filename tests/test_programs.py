@@ -1,4 +1,4 @@
-"""A cell's traced program is kept across runs (normbench.programs): loaded, it computes the same bits as a fresh
+"""A cell's traced program is kept across runs (normbench.runtime.programs): loaded, it computes the same bits as a fresh
 trace and as plain `jax.jit`, and it is keyed so that a change of code or config never reuses a stale one."""
 
 import dataclasses
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import tiny_config, tiny_dataset
 
-from normbench import programs
+from normbench.runtime import programs
 from normbench.config import Cell
 from normbench.norms import NORMS
-from normbench.sweep import compile_cell, device_data, grid_values, make_training, vmap_grid
+from normbench.core.sweep import compile_cell, device_data, grid_values, make_training, vmap_grid
 
 
 @pytest.fixture

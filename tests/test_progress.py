@@ -8,9 +8,9 @@ import numpy as np
 from conftest import tiny_config, tiny_dataset
 
 from normbench.config import cells
-from normbench.progress import Fanout, LiveProgress, LogProgress, Progress, console_progress
-from normbench.sweep import CellResult, run_sweep
-from normbench.train import Metrics
+from normbench.reports.progress import Fanout, LiveProgress, LogProgress, Progress, console_progress
+from normbench.core.sweep import CellResult, run_sweep
+from normbench.core.train import Metrics
 
 
 class Recorder(Progress):

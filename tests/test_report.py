@@ -12,7 +12,7 @@ import pytest
 from normbench.catalog import flat_fields
 from normbench.cli import main
 from normbench.config import Config
-from normbench.report import markdown_html
+from normbench.reports.report import markdown_html
 
 ROOT = Path(__file__).resolve().parent.parent
 INIT_SCALE = ROOT / "results" / "init_scale"

@@ -4,9 +4,9 @@ and the row order of metrics.csv does not matter."""
 import numpy as np
 
 from normbench.config import Config
-from normbench.plots import init_scale_figure
-from normbench.stats import mean_ci, per_run
-from normbench.summary import final_table
+from normbench.reports.plots import init_scale_figure
+from normbench.results.stats import mean_ci, per_run
+from normbench.reports.summary import final_table
 
 
 def table(rng=None):

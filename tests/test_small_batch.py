@@ -12,7 +12,7 @@ from normbench.config import Cell, ModelConfig, NormConfig, cells, value_grid
 from normbench.models import build_model
 from normbench.norms import NORMS
 from normbench.norms.ghost_batch import GhostBatchNorm
-from normbench.train import batch_stats_accuracy, precise_batch_stats
+from normbench.core.train import batch_stats_accuracy, precise_batch_stats
 
 CFG = NormConfig(momentum=0.9, epsilon=1e-6)
 

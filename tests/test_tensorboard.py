@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from normbench.errors import UserError
-from normbench.results import read_metrics
+from normbench.results.store import read_metrics
 
 pytest.importorskip("tensorboardX")
 
-from normbench.tensorboard import TensorBoardWriter, write_scalars  # noqa: E402
+from normbench.reports.tensorboard import TensorBoardWriter, write_scalars  # noqa: E402
 
 INIT_SCALE = Path(__file__).resolve().parent.parent / "results" / "init_scale"
 

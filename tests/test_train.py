@@ -8,8 +8,8 @@ import pytest
 from conftest import tiny_config, tiny_dataset
 
 from normbench.config import Cell, ConfigError
-from normbench.sweep import check_fits, device_data, grid_values, run_sweep, train_cell
-from normbench.train import RunValues, make_train
+from normbench.core.sweep import check_fits, device_data, grid_values, run_sweep, train_cell
+from normbench.core.train import RunValues, make_train
 
 TOL = dict(rtol=2e-4, atol=2e-5)
 

@@ -1,4 +1,4 @@
-"""normbench's XLA flags (normbench.xla_flags): added only where the user has not set them and the installed
+"""normbench's XLA flags (normbench.runtime.xla_flags): added only where the user has not set them and the installed
 jaxlib takes them; on such a jaxlib they keep BatchNorm's sums out of YNNPACK and change no result beyond float
 rounding. XLA reads its flags once per process, so the runs that compare them are subprocesses."""
 
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from normbench.xla_flags import YNN_FLAG, YNN_JAXLIB, jaxlib_version, with_defaults
+from normbench.runtime.xla_flags import YNN_FLAG, YNN_JAXLIB, jaxlib_version, with_defaults
 
 
 def test_the_flag_is_added_for_the_affected_jaxlib_only_and_never_over_the_users():
@@ -32,7 +32,7 @@ import dataclasses, json, re, sys
 import jax, numpy as np
 from normbench.config import Cell, Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
 from normbench.data import load
-from normbench.sweep import device_data, grid_values, make_training, vmap_grid
+from normbench.core.sweep import device_data, grid_values, make_training, vmap_grid
 
 config = Config(
     name="flags", data=DataConfig(source="mnist5k", n_train=500, n_test=100), model=ModelConfig(hidden=(100, 100)),

@@ -1,4 +1,4 @@
-"""Where a model shows its layers to `normbench.diagnostics`.
+"""Where a model shows its layers to `normbench.core.diagnostics`.
 
 `record(module, index, pre_norm, output)` after each normalized layer sows the layer's pre-norm values and its
 output (after the activation) into `intermediates`, and passes the output through a Flax perturbation, whose

@@ -21,8 +21,8 @@ import numpy as np
 
 from normbench.catalog import flat_fields, setting
 from normbench.config import Config
-from normbench.results import CONFIG, atomic_write, read_config, read_metrics
-from normbench.summary import summary_markdown
+from normbench.results.store import CONFIG, atomic_write, read_config, read_metrics
+from normbench.reports.summary import summary_markdown
 
 REPORT = "report.html"
 
@@ -95,7 +95,7 @@ def _e(text) -> str:
 
 
 def _figures(out: Path, columns: dict[str, np.ndarray], config: Config) -> str:
-    from normbench.plots import drawings, figure_png
+    from normbench.reports.plots import drawings, figure_png
 
     found = drawings(out, config, columns)
     if not found:
@@ -140,7 +140,7 @@ def _inline(text: str) -> str:
 
 
 def markdown_html(markdown: str, first_heading: int = 1) -> str:
-    """The Markdown that `normbench.summary` writes (headings, paragraphs, pipe tables, `code`) as HTML;
+    """The Markdown that `normbench.reports.summary` writes (headings, paragraphs, pipe tables, `code`) as HTML;
     `#` becomes `<h{first_heading}>`."""
     parts = []
     for block in re.split(r"\n\s*\n", markdown.strip()):

@@ -1,7 +1,7 @@
 """Devices and hosts: a sweep's grid spread over every device, and the data-parallel protocols' batch split.
 
 Sweeps. With more than one device (every device of every process: `jax.devices()`), a cell's vmapped grid
-(seeds x runs, `normbench.sweep.vmap_grid`) is laid over a 2-D `Mesh` ("seeds", "runs") with `NamedSharding`,
+(seeds x runs, `normbench.core.sweep.vmap_grid`) is laid over a 2-D `Mesh` ("seeds", "runs") with `NamedSharding`,
 and each device trains its block of runs. Runs share nothing, so training needs no communication; only the
 metrics are gathered at the end, replicated on every device (a few numbers per run and epoch), while the trained
 states stay where they were trained. The mesh takes the factorization of the device count that pads the grid
@@ -39,7 +39,7 @@ from jax.sharding import PartitionSpec as P
 
 from normbench.config import DATA_PARALLEL, Cell, Config, ConfigError
 from normbench.errors import UserError
-from normbench.programs import ExportedGrid
+from normbench.runtime.programs import ExportedGrid
 
 DATA = "data"
 SEEDS, RUNS = "seeds", "runs"
@@ -122,7 +122,7 @@ def grid_mesh(n_seeds: int, n_runs: int, chunked: bool) -> Mesh:
 
 def lower_grid(grid: Callable, config: Config, cell: Cell, seeds: np.ndarray, values, data, key: str | None = None):
     """`jit(grid)` lowered for the devices. Its `.compile()` is called like `grid`: (seeds, values, data) ->
-    (states, metrics). On one device the traced program is kept under `key` (`normbench.programs`)."""
+    (states, metrics). On one device the traced program is kept under `key` (`normbench.runtime.programs`)."""
     if cell.protocol in DATA_PARALLEL:
         mesh = data_mesh(config.train.data_parallel)
         grid = jax.shard_map(grid, mesh=mesh, in_specs=P(), out_specs=P())

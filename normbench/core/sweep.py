@@ -19,13 +19,13 @@ import numpy as np
 
 from normbench.config import Cell, Config, ConfigError, cells, sgd_batch, stat_batch, value_grid
 from normbench.data import Dataset
-from normbench.diagnostics import Diagnostics
+from normbench.core.diagnostics import Diagnostics
 from normbench.models import MODELS
 from normbench.norms import NORMS
-from normbench.parallel import check_devices, lower_grid, replicate
-from normbench.programs import program_key
-from normbench.progress import LogProgress, Progress
-from normbench.train import Data, Metrics, RunValues, TrainState, make_training, metrics, steps_per_epoch
+from normbench.runtime.parallel import check_devices, lower_grid, replicate
+from normbench.runtime.programs import program_key
+from normbench.reports.progress import LogProgress, Progress
+from normbench.core.train import Data, Metrics, RunValues, TrainState, make_training, metrics, steps_per_epoch
 
 
 @dataclass
@@ -138,7 +138,7 @@ def stops(config: Config) -> list[int]:
 
 def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds, values: RunValues) -> CellProgram:
     """The compiled grid of one cell; its vmaps reach only the value axes. All epochs in one program are spread
-    over the devices (`normbench.parallel`); phased cells (checkpoints, diagnostics) run on one (`check_devices`)."""
+    over the devices (`normbench.runtime.parallel`); phased cells (checkpoints, diagnostics) run on one (`check_devices`)."""
     started = time.perf_counter()
     training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
     chunk = config.train.chunk_size
@@ -176,7 +176,7 @@ def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, seeds
 
 def execute(program: CellProgram, config: Config, seeds, values: RunValues, data: Data, checkpoints=None,
             on_epochs: Callable[[int], None] | None = None):  # fmt: skip
-    """Run a compiled cell to the end: a `CellOutput`. With `checkpoints` (a `normbench.resume.CellCheckpoints`),
+    """Run a compiled cell to the end: a `CellOutput`. With `checkpoints` (a `normbench.results.resume.CellCheckpoints`),
     resume from its latest save and save every `train.checkpoint_every` epochs; the segments are the same whether
     or not a run was interrupted, so a resumed cell computes exactly what an uninterrupted one does.
     `on_epochs(n)` hears after each segment that n epochs are trained."""

@@ -5,7 +5,7 @@ the previous cell's training), `training` and `cell_done`. A cell trains as one 
 is heard from inside it; training in segments of epochs reports each segment with `epochs_done`, which the
 displays below already show.
 
-- `Progress` ignores every event: subclass it for another listener (`normbench.tensorboard` is one).
+- `Progress` ignores every event: subclass it for another listener (`normbench.reports.tensorboard` is one).
 - `LogProgress` writes one line per event to the standard `logging` logger "normbench", at INFO, so a library
   user sees them after `logging.basicConfig(level=logging.INFO)`.
 - `LiveProgress` draws a rich progress bar (elapsed time, ETA, the cell training, the cell compiling, the best
@@ -42,7 +42,7 @@ class Progress:
         """Cell `index` has trained `epochs` epochs so far (of `config.train.epochs`)."""
 
     def cell_done(self, index: int, result) -> None:
-        """Cell `index` is trained; `result` is its `normbench.sweep.CellResult`."""
+        """Cell `index` is trained; `result` is its `normbench.core.sweep.CellResult`."""
 
 
 class Fanout(Progress):
@@ -79,7 +79,7 @@ class LogProgress(Progress):
         self.best: tuple[float, str] | None = None  # (test accuracy, which cell and values)
 
     def sweep_started(self, config, cells, n_train):
-        from normbench.train import steps_per_epoch
+        from normbench.core.train import steps_per_epoch
 
         self.config, self.cells = config, cells
         self.runs = [len(config.sweep.seeds) * len(value_grid(config, cell)) for cell in cells]

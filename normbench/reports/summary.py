@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from normbench.config import Config
-from normbench.results import atomic_write
-from normbench.stats import final_epoch, mean_ci, norm_batch
+from normbench.results.store import atomic_write
+from normbench.results.stats import final_epoch, mean_ci, norm_batch
 
 ACCURACIES = {
     "train_acc": "train acc",

@@ -13,7 +13,7 @@ def cache_dir() -> Path:
 def keep(path: Path, data: bytes) -> None:
     """Write a cache entry atomically, so a concurrent or interrupted run never reads half of one. A failure
     (a read-only home, a full disk) only means the entry is not kept: later runs redo its work."""
-    from normbench.results import atomic_write
+    from normbench.results.store import atomic_write
 
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)

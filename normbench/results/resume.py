@@ -23,9 +23,9 @@ import numpy as np
 
 from normbench.config import Config, to_dict
 from normbench.errors import UserError
-from normbench.faults import reached
-from normbench.results import CONFIG, atomic_write, config_differences
-from normbench.train import EpochMetrics
+from normbench.runtime.faults import reached
+from normbench.results.store import CONFIG, atomic_write, config_differences
+from normbench.core.train import EpochMetrics
 
 UNFINISHED = "unfinished"
 

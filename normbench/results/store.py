@@ -20,7 +20,7 @@ import numpy as np
 
 from normbench.config import Config, from_dict, to_dict, value_grid
 from normbench.errors import UserError
-from normbench.faults import reached
+from normbench.runtime.faults import reached
 
 METRICS = "metrics.csv"
 CONFIG = "config.json"

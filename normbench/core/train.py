@@ -25,7 +25,7 @@ training examples, the weights frozen.
 
 Data parallel (the `per_device` and `sync` protocols): each phase runs inside a shard_map, each device stepping
 on its share of every batch, the loss and so the gradients those of the whole batch;
-`normbench.parallel.BatchSplit` is the hook, and does nothing for the other protocols.
+`normbench.runtime.parallel.BatchSplit` is the hook, and does nothing for the other protocols.
 
 Divergence: a run whose minibatch loss goes non-finite records the epoch in `diverged_epoch` (0 = never); it
 keeps stepping, since vmapped siblings share the program but none of its values.
@@ -42,10 +42,10 @@ import jax.numpy as jnp
 import optax
 
 from normbench.config import Cell, Config, sgd_batch, stat_batch
-from normbench.diagnostics import Diagnostics, layer_diagnostics
+from normbench.core.diagnostics import Diagnostics, layer_diagnostics
 from normbench.models import build_model, scale_kernels
 from normbench.norms import NORMS
-from normbench.parallel import batch_split
+from normbench.runtime.parallel import batch_split
 
 OPTIMIZERS: dict[str, Callable] = {
     "sgd": optax.sgd,
@@ -181,7 +181,7 @@ class Training(NamedTuple):
       `first_epoch .. first_epoch + count - 1` (0-based; `count` is static, `first_epoch` may be traced);
     - `finish(seed, values, data, state) -> (test_acc_batch_stats, test_acc_precise)`, the evaluations after
       the last epoch;
-    - `diagnose(seed, values, data, state) -> Diagnostics` of the layers (`normbench.diagnostics`).
+    - `diagnose(seed, values, data, state) -> Diagnostics` of the layers (`normbench.core.diagnostics`).
 
     The data key is rederived from the seed in each phase rather than carried in the state: a vmapped state is
     batched along every run axis, and a minibatch drawn from a batched key would no longer be shared.

@@ -1,6 +1,6 @@
 """A cell's single-device program through `jax.export`, so that a repeated run skips tracing it.
 
-XLA's compilation cache (`normbench.cache`) is keyed by the traced program, so a hit still pays for the trace:
+XLA's compilation cache (`normbench.runtime.cache`) is keyed by the traced program, so a hit still pays for the trace:
 about a second for a BatchNorm cell of the init-scale study, most of a warm run's wait before training. Here the
 traced program itself (its StableHLO, serialized by `jax.export`) is kept under `cache_dir()/programs`, keyed by
 what the trace depends on: normbench's sources, the versions of jax, jaxlib, flax, optax and numpy, JAX's
@@ -23,12 +23,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from normbench.cache import cache_dir, caching, keep
+from normbench.runtime.cache import cache_dir, caching, keep
 
 
 @functools.cache
 def _source_digest() -> str:
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from normbench.config import Config
-from normbench.diagnostics import DIAGNOSTICS, read_diagnostics
-from normbench.diagnostics import FIGURES as DIAGNOSTICS_FIGURES
-from normbench.results import atomic_write, read_config, read_metrics
-from normbench.stats import final_epoch, mean_ci, norm_batch, per_run
-from normbench.summary import write_summary
+from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
+from normbench.core.diagnostics import FIGURES as DIAGNOSTICS_FIGURES
+from normbench.results.store import atomic_write, read_config, read_metrics
+from normbench.results.stats import final_epoch, mean_ci, norm_batch, per_run
+from normbench.reports.summary import write_summary
 
 LINESTYLES = {"batch": "-", "none": "--"}
 

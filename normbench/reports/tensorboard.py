@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from normbench.errors import UserError
-from normbench.progress import Progress
-from normbench.results import metrics_csv, parse_metrics, prepare_output_dir
+from normbench.reports.progress import Progress
+from normbench.results.store import metrics_csv, parse_metrics, prepare_output_dir
 
 TAGS = {
     "train_loss": "train/loss",

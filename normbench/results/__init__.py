@@ -1,0 +1,1 @@
+"""Results on disk: the metrics table, the results directory, an unfinished run, statistics over seeds."""
