@@ -25,11 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from normbench.config import Cell, Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
+from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
+from normbench.core.grid import Cell, grid_arrays
 from normbench.data import load
 from normbench.models import build_model, scale_kernels
 from normbench.norms import NORMS
-from normbench.core.sweep import compile_cell, device_data, grid_values
+from normbench.core.sweep import compile_cell, device_data
 from normbench.core.train import OPTIMIZERS, Data, evaluate
 
 
@@ -46,7 +47,7 @@ def make_padded_train(config: Config, norm: str, num_classes: int, n_train: int)
         fuses_activation=spec.fuses_activation,
         standardize_weights=spec.standardizes_weights,
     )
-    optimizer = optax.inject_hyperparams(OPTIMIZERS[config.train.optimizer])
+    optimizer = OPTIMIZERS[config.train.optimizer]
 
     def loss_fn(params, batch_stats, x, y, mask, batch_size):
         logits, updates = model.apply(
@@ -56,7 +57,7 @@ def make_padded_train(config: Config, norm: str, num_classes: int, n_train: int)
         return jnp.sum(jnp.where(mask, losses, 0.0)) / batch_size, updates["batch_stats"]
 
     def train(seed, init_scale, learning_rate, batch_size, data: Data):
-        tx = optimizer(learning_rate=learning_rate)
+        tx = optimizer(config.train, learning_rate)
         init_key, data_key, _ = jax.random.split(jax.random.PRNGKey(seed), 3)
         variables = model.init(init_key, data.train_x[:widest], train=False)
         params = scale_kernels(variables["params"], init_scale)
@@ -129,9 +130,9 @@ def main():
     for b in config.sweep.batch_sizes:
         cell = Cell("mlp", "batch", "sgd", b)
         start = time.perf_counter()
-        compiled = compile_cell(config, cell, dataset, data, *grid_values(config, cell))
+        compiled = compile_cell(config, cell, dataset, data).whole
         compiled_at = time.perf_counter()
-        jax.block_until_ready(compiled(*grid_values(config, cell), data))
+        jax.block_until_ready(compiled(*grid_arrays(config, cell), data))
         done = time.perf_counter()
         total_compile += compiled_at - start
         total_train += done - compiled_at

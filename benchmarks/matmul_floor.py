@@ -29,10 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from normbench.bench import measure_peak
-from normbench.config import Config, cells, load_config, sgd_batch, value_grid
+from normbench.config import Config, load_config
+from normbench.core.grid import cells, run_values, sgd_batch, steps_per_epoch
 from normbench.data import load
 from normbench.flops import matmul_flops
-from normbench.core.train import steps_per_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,7 @@ class Shapes:
     def __init__(self, config: Config, inputs: int, classes: int, n_train: int):
         cell = cells(config)[0]
         self.widths = (inputs, *config.model.hidden, classes)
-        self.runs = len(value_grid(config, cell))
+        self.runs = len(run_values(config, cell)["init_scale"])
         self.batch = sgd_batch(config, cell)
         self.steps = steps_per_epoch(config, cell, n_train)
         self.epochs = config.train.epochs

@@ -27,11 +27,12 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from normbench.config import Cell, Config, DataConfig, ModelConfig, NormConfig, TrainConfig
+from normbench.config import Config, DataConfig, ModelConfig, NormConfig, TrainConfig
 from normbench.data import load
 from normbench.models import build_model
 from normbench.norms import NORMS
-from normbench.runtime.parallel import batch_split, data_mesh
+from normbench.protocols import PROTOCOLS
+from normbench.runtime.parallel import data_mesh
 from normbench.core.train import OPTIMIZERS, TrainState, train_step
 
 
@@ -41,17 +42,17 @@ def bench_config(devices: int) -> Config:
         data=DataConfig(source="mnist5k", n_train=1000),
         model=ModelConfig(hidden=(100, 100, 100), init="he"),
         norm=NormConfig(momentum=0.9),
-        train=TrainConfig(optimizer="momentum", data_parallel=devices),
+        train=TrainConfig(momentum=0.9, data_parallel=devices),
     )
 
 
 def steps_program(config: Config, protocol: str, batch: int, num_classes: int):
     """steps(x, y, indices [steps, devices x batch]) -> losses: the training steps of one run, data parallel."""
-    split = batch_split(config, Cell("mlp", "batch", protocol, batch))
-    spec = NORMS["batch"]
-    norm = spec.make_synced(config.norm, split.axis) if split.sync else spec.make(config.norm)
+    protocol = PROTOCOLS[protocol]
+    split = protocol.split(config)
+    norm = NORMS["batch"].make(config.norm, protocol.batch_stats(batch))
     model = build_model("mlp", config.model, norm, num_classes)
-    tx = OPTIMIZERS[config.train.optimizer](learning_rate=0.01)
+    tx = OPTIMIZERS[config.train.optimizer](config.train, 0.01)
 
     def steps(x, y, indices):
         variables = model.init(jax.random.PRNGKey(0), x[:batch], train=False)

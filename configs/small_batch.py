@@ -28,7 +28,7 @@ def get_config() -> Config:
         data=DataConfig(source="mnist5k", n_train=1000),
         model=ModelConfig(hidden=(100, 100, 100), channels=(8, 16, 32), init="he"),
         norm=NormConfig(momentum=0.9, num_groups=4),
-        train=TrainConfig(epochs=8, optimizer="momentum", lr_reference_batch=256, precise_bn_examples=1000),
+        train=TrainConfig(epochs=8, momentum=0.9, lr_reference_batch=256, precise_bn_examples=1000),
         sweep=SweepConfig(
             models=("mlp", "cnn"),
             norms=("batch", "layer", "group"),

@@ -21,7 +21,7 @@ def get_config() -> Config:
         data=DataConfig(source="tfds:cifar10"),
         model=ModelConfig(channels=(16, 32, 64), init="he"),
         norm=NormConfig(momentum=0.9, num_groups=8),
-        train=TrainConfig(epochs=30, optimizer="momentum", lr_reference_batch=128, precise_bn_examples=10_000),
+        train=TrainConfig(epochs=30, momentum=0.9, lr_reference_batch=128, precise_bn_examples=10_000),
         sweep=SweepConfig(
             models=("resnet20",),
             norms=("batch", "layer", "group"),

@@ -2,7 +2,8 @@
 
     python experiments/compare_sweeps.py A_DIR B_DIR [--metric test_acc] [--plot compare.png]
 
-Rows: every (model, norm, protocol, norm_batch, init_scale, learning_rate) that either sweep ran; columns: the
+Rows: every (model, norm, protocol, norm_batch, init_scale, learning_rate, and any swept config field) that either
+sweep ran; columns: the
 metric's mean over seeds in A, in B, and B - A where both ran it, to 6 decimals (metrics.csv holds 7 significant
 digits; finer differences are the float noise of averaging). `norm_batch` is the number of examples a batch
 statistic sees (the SGD batch, or the ghost group). With --plot, the metric against norm_batch (or init_scale
@@ -17,6 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from normbench.config import get_field
+from normbench.core.axes import swept_columns
+from normbench.results.store import read_config
+
 KEYS = ["model", "norm", "protocol", "norm_batch", "init_scale", "learning_rate"]
 
 
@@ -29,7 +34,15 @@ def final_epoch(results_dir) -> pd.DataFrame:
 
 def compare(a_dir, b_dir, metric: str = "test_acc") -> pd.DataFrame:
     """The metric's mean over seeds per configuration, in A and in B, and B - A."""
-    means = {name: final_epoch(d).groupby(KEYS)[metric].mean() for name, d in (("A", a_dir), ("B", b_dir))}
+    dirs = {"A": a_dir, "B": b_dir}
+    tables = {name: final_epoch(d) for name, d in dirs.items()}
+    swept = [column for df in tables.values() for column in swept_columns(df.columns)]
+    keys = KEYS + list(dict.fromkeys(swept))
+    for name, df in tables.items():  # a field one sweep did not vary is its config's value in every run
+        for key in keys:
+            if key not in df:
+                df[key] = get_field(read_config(dirs[name]), key)
+    means = {name: df.groupby(keys)[metric].mean() for name, df in tables.items()}
     table = pd.concat(means, axis=1).sort_index()
     table["B - A"] = (table["B"] - table["A"]).round(6)
     return table

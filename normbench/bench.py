@@ -35,14 +35,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from normbench.runtime.cache import cache_dir
-from normbench.config import Cell, Config, cells, load_config
+from normbench.config import Config, load_config
+from normbench.core.grid import Cell, cells, grid_arrays, steps_per_epoch
 from normbench.data import load
 from normbench.errors import UserError
 from normbench.flops import matmul_flops
 from normbench.reports.progress import Progress
 from normbench.results.store import atomic_write
-from normbench.core.sweep import compile_cell, device_data, execute, grid_values, run_sweep, training_time, vmap_grid
-from normbench.core.train import RunValues, make_train, steps_per_epoch
+from normbench.core.sweep import compile_cell, device_data, run_sweep, training_time, vmap_grid
+from normbench.core.train import make_train
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ("peak", "study", "small_batch", "models", "loop")
@@ -161,20 +162,18 @@ def loop_case(peak: float, log) -> list[dict]:
     for how in ("vmapped", "loop"):
         compile_s = train_s = 0.0
         for cell in cells(config):
-            seeds, values = grid_values(config, cell)
+            seeds, values = grid_arrays(config, cell)
             start = time.perf_counter()
             if how == "vmapped":
-                program = compile_cell(config, cell, dataset, data, seeds, values)
+                program = compile_cell(config, cell, dataset, data)
                 compile_s += time.perf_counter() - start
-                train_s += _timed(execute, program, config, seeds, values, data)
+                train_s += _timed(program.whole, seeds, values, data)
                 continue
             train = jax.jit(make_train(config, cell, dataset.num_classes, len(dataset.train_x)))
-            one = RunValues(*(v[0] for v in values))
-            single = train.lower(seeds[0], one, data).compile()
+            single = train.lower(seeds[0], {k: v[0] for k, v in values.items()}, data).compile()
             compile_s += time.perf_counter() - start
-            for k in range(len(values.init_scale)):
-                run = RunValues(*(v[k] for v in values))
-                train_s += _timed(single, seeds[0], run, data)
+            for k in range(len(values["init_scale"])):
+                train_s += _timed(single, seeds[0], {key: v[k] for key, v in values.items()}, data)
         rows.append({"how": how, "runs": 32, "compile_s": round(compile_s, 2), "train_s": round(train_s, 2),
                      "total_s": round(compile_s + train_s, 2)})  # fmt: skip
     start = time.perf_counter()
@@ -196,7 +195,7 @@ def _cell_flops(config: Config, cell: Cell) -> int:
     counted it runs each epoch, with none never, so the epochs that do test interpolate between the two."""
     dataset = load(config.data)
     data = device_data(dataset)
-    seeds, values = grid_values(config, cell)
+    seeds, values = grid_arrays(config, cell)
     grid = vmap_grid(make_train(config, cell, dataset.num_classes, len(dataset.train_x)), config.train.chunk_size)
     most, least = (matmul_flops(grid, seeds, values, data, branch=pick) for pick in (max, min))
     epochs, every = config.train.epochs, config.train.test_every
@@ -208,14 +207,14 @@ def _cell_row(config: Config, cell: Cell, peak: float, **extra) -> dict:
     """Compile one cell, train it twice, and time the second (the first also pays for warming up)."""
     dataset = load(config.data)
     data = device_data(dataset)
-    seeds, values = grid_values(config, cell)
+    seeds, values = grid_arrays(config, cell)
     start = time.perf_counter()
-    program = compile_cell(config, cell, dataset, data, seeds, values)
+    program = compile_cell(config, cell, dataset, data)
     compile_s = time.perf_counter() - start
-    jax.block_until_ready(execute(program, config, seeds, values, data))
-    train_s = _timed(execute, program, config, seeds, values, data)
+    jax.block_until_ready(program.whole(seeds, values, data))
+    train_s = _timed(program.whole, seeds, values, data)
     flops = _cell_flops(config, cell)
-    models = len(seeds) * len(values.init_scale)
+    models = len(seeds) * len(values["init_scale"])
     model_steps = models * config.train.epochs * steps_per_epoch(config, cell, len(dataset.train_x))
     memory = program.whole.memory_analysis()
     return {

@@ -105,7 +105,8 @@ def flat_fields(config) -> dict:
 def config_text(config: Config) -> str:
     """The resolved config, one `key = value` line per field (a value that differs from normbench's default
     says so), then what running it costs in compiled programs and runs."""
-    from normbench.config import cells, value_grid
+    from normbench.core.axes import axes
+    from normbench.core.grid import cells, run_values
 
     defaults = flat_fields(Config())
     fields = flat_fields(config)
@@ -114,8 +115,10 @@ def config_text(config: Config) -> str:
     for key, value in fields.items():
         line = f"{key:<{width}} = {setting(value)}"
         lines.append(line if value == defaults[key] else f"{line}  # default: {setting(defaults[key])}")
+    lines.append("# sweep axes (static: one compiled program per value; value: vmapped inside it)")
+    lines += [f"#   {axis.column:<{width - 2}} {axis.kind:<6}  {axis.source}" for axis in axes(config)]
     todo = cells(config)
-    runs = sum(len(config.sweep.seeds) * len(value_grid(config, cell)) for cell in todo)
+    runs = sum(len(config.sweep.seeds) * len(run_values(config, cell)["init_scale"]) for cell in todo)
     plural = "" if len(todo) == 1 else "s"
     lines.append(f"# {len(todo)} cell{plural} (one compiled program each), {runs} runs of {config.train.epochs} epochs")
     return "\n".join(lines)

@@ -19,9 +19,10 @@ _STARTED = time.perf_counter()
 
 
 def _resolve(args, diagnostics: bool = False):
-    from normbench.config import apply_overrides, load_config, validate
+    from normbench.config import add_sweeps, apply_overrides, load_config
+    from normbench.core.validate import validate
 
-    config = apply_overrides(load_config(args.config), args.set)
+    config = add_sweeps(apply_overrides(load_config(args.config), args.set), args.sweep)
     if diagnostics and not config.train.diagnostics_at:
         config = apply_overrides(config, [f"train.diagnostics_at=0,1,{config.train.epochs}"])
     validate(config)
@@ -113,6 +114,14 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("config", help="a Python file under configs/ with get_config()")
         command.add_argument(
             "--set", action="append", default=[], metavar="KEY=VALUE", help=f"override a config field, {example}"
+        )
+        command.add_argument(
+            "--sweep",
+            action="append",
+            default=[],
+            metavar="KEY=V1,V2",
+            help="make a config field a sweep axis, e.g. --sweep norm.num_groups=1,2,4 (a metrics.csv column; "
+            "vmapped where the field can be a traced value, one program per value elsewhere: see `normbench show`)",
         )
     run.add_argument("--out", help="results directory (default: results/<config name>)")
     run.add_argument("--force", action="store_true", help="replace results that a different config produced")

@@ -1,26 +1,10 @@
-"""Typed, frozen configuration: the one place where every default lives.
+"""Typed, frozen configuration: the one place where every default lives, and nothing else.
 
-A study is a Python file under `configs/` whose `get_config()` returns a `Config`. Its sweep axes are split by
-what they do to the compiled program:
-
-- static axes (`SweepConfig.models`, `.norms`, `.protocols`, `.batch_sizes`) change shapes or structure, so
-  each combination is a `Cell`: one compiled program;
-- value axes (`SweepConfig.init_scales`, `.seeds`, `.learning_rates`, and the ghost-batch size of the `ghost`
-  protocol) are numbers, so their whole grid is vmapped inside that one program (`normbench.core.train.RunValues`).
-
-Batch-size protocols (`SweepConfig.protocols`):
-- `sgd`: the SGD batch is also BatchNorm's batch, one cell per size in `sweep.batch_sizes` (the Group
-  Normalization paper's "images per GPU");
-- `ghost`: every run's SGD batch is the largest of `sweep.batch_sizes`, while batch-dependent norms compute
-  their statistics over groups of each of the sizes (Wu & Johnson, 2021), vmapped in one cell. Only norms with
-  a grouped form (`NormSpec.make_grouped`) get a ghost cell: the others would give the same runs at every group
-  size, or have no ghost-batch version.
-- `per_device` and `sync` (data parallel, `normbench.runtime.parallel`): each SGD batch is split over
-  `train.data_parallel` devices, `sweep.batch_sizes` being the batch per device, and the gradients are averaged
-  across them. Under `per_device` a norm's batch statistics come from its own device's examples (the GN paper's
-  "images per GPU", no communication); under `sync` BatchNorm's statistics are averaged over all the devices
-  (SyncBN, one collective per statistic and layer). Only norms with a synchronized form (`NormSpec.make_synced`)
-  get a sync cell.
+A study is a Python file under `configs/` whose `get_config()` returns a `Config`. This module only defines
+the dataclasses, loads config files and applies overrides (`--set key=value`, `--sweep key=v1,v2`); it imports
+nothing else of normbench. What the sweep fields mean for the compiled programs (static and value axes, the
+protocols, the grid of cells) is `normbench.core.axes` and `normbench.core.grid`; the checks that need the
+registries are `normbench.core.validate`.
 """
 
 from __future__ import annotations
@@ -28,7 +12,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
-import itertools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -94,8 +77,15 @@ class TrainConfig:
     # `permutation`: each epoch visits a fresh random order of the training set, without repeats.
     # `replacement`: each batch is drawn with replacement, as the textbook's np.random.choice does.
     sampling: str = "permutation"
-    # `sgd`, `momentum` (SGD with momentum 0.9, as the GN paper trains) or `adam`.
+    # `sgd` or `adam`.
     optimizer: str = "sgd"
+    # SGD's heavy-ball momentum (optax.sgd's `momentum`); 0 is plain SGD, the textbook's. The GN paper trains with
+    # 0.9. Adam has its own first-moment decay, so this must stay 0 with `adam`. A value axis when swept.
+    momentum: float = 0.0
+    # L2 weight decay on every parameter (norm scales and biases included, as torch.optim.SGD does): the
+    # gradient gains weight_decay x params before the optimizer; with `adam` it is AdamW's decoupled decay. 0
+    # adds nothing to the program. A value axis when swept.
+    weight_decay: float = 0.0
     # When set, each run's learning rate is sweep.learning_rates x (SGD batch / this), the linear scaling rule
     # the GN paper follows; None keeps the rates as given at every batch size.
     lr_reference_batch: int | None = None
@@ -128,10 +118,12 @@ class SweepConfig:
     models: tuple[str, ...] = ("mlp",)
     # Static axis: names from `normbench list norms`.
     norms: tuple[str, ...] = ("batch", "none")
-    # Static axis: `sgd` (BN's batch is the SGD batch), `ghost` (BN statistics over groups of each of batch_sizes
-    # within SGD batches of the largest), `per_device` and `sync` (data parallel), as described above.
+    # Static axis: how a run's batch is formed and split, from `normbench list protocols` (`normbench.protocols`):
+    # `sgd` (BN's batch is the SGD batch), `ghost` (BN statistics over groups of each of batch_sizes within SGD
+    # batches of the largest), `per_device` and `sync` (data parallel over train.data_parallel devices).
     protocols: tuple[str, ...] = ("sgd",)
-    # Static axis under `sgd`, one program per size; under `ghost` the group sizes, vmapped in one program.
+    # Static axis under `sgd`, one program per size (the batch per device under the data-parallel protocols);
+    # under `ghost` the group sizes, vmapped in one program.
     batch_sizes: tuple[int, ...] = (100,)
     # Value axis (vmapped): multiplies every layer's unit-scale initial weights (see model.init).
     init_scales: tuple[float, ...] = (1.0,)
@@ -139,6 +131,12 @@ class SweepConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     # Value axis: scaled by SGD batch / train.lr_reference_batch when that is set.
     learning_rates: tuple[float, ...] = (0.01,)
+    # Any other scalar config field as a sweep axis, dotted name -> its values, e.g.
+    # {"norm.num_groups": (1, 2, 4), "train.weight_decay": (0.0, 5e-4)}; `normbench run --sweep KEY=V1,V2`
+    # adds one. Each becomes a metrics.csv column named by its dotted name. A field that a run can read as a
+    # traced value (`normbench.core.axes.VALUE_FIELDS`) is vmapped inside one program; any other is static, one
+    # program per value. `normbench show` says which.
+    fields: dict[str, tuple[int | float | str | bool | None, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,60 +150,6 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     # Names from `normbench.reports.plots.FIGURES`, drawn after the run and by `normbench plot`.
     figures: tuple[str, ...] = ()
-
-
-PROTOCOLS = ("sgd", "ghost", "per_device", "sync")
-DATA_PARALLEL = ("per_device", "sync")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One point of the static axes: one compiled program."""
-
-    model: str
-    norm: str
-    protocol: str
-    batch_size: int  # the SGD batch; the batch per device under the data-parallel protocols
-
-
-def cells(config: Config) -> list[Cell]:
-    from normbench.norms import NORMS
-
-    sweep = config.sweep
-    out = []
-    for model, norm, protocol in itertools.product(sweep.models, sweep.norms, sweep.protocols):
-        spec = NORMS[norm]
-        if protocol == "ghost":
-            if spec.make_grouped is not None:
-                out.append(Cell(model, norm, protocol, max(sweep.batch_sizes)))
-        elif protocol != "sync" or spec.make_synced is not None:
-            out += [Cell(model, norm, protocol, b) for b in sweep.batch_sizes]
-    return out
-
-
-def sgd_batch(config: Config, cell: Cell) -> int:
-    """The examples of one SGD step: the data-parallel protocols' batch is on every device."""
-    return cell.batch_size * (config.train.data_parallel if cell.protocol in DATA_PARALLEL else 1)
-
-
-def stat_batch(config: Config, cell: Cell) -> int:
-    """The examples a BatchNorm statistic sees outside the ghost protocol: one device's under `per_device`."""
-    return cell.batch_size if cell.protocol == "per_device" else sgd_batch(config, cell)
-
-
-def value_grid(config: Config, cell: Cell) -> list[tuple[float, float, int]]:
-    """Every (init_scale, learning_rate, ghost_size) that each seed of `cell` runs, in the results' row order.
-
-    The learning rate is the one the run uses, after linear scaling with the SGD batch; ghost_size is the number
-    of examples BatchNorm-like norms normalize over (`stat_batch` outside the ghost protocol).
-    """
-    sweep, reference = config.sweep, config.train.lr_reference_batch
-    lr_scale = sgd_batch(config, cell) / reference if reference else 1.0
-    ghost_sizes = sweep.batch_sizes if cell.protocol == "ghost" else (stat_batch(config, cell),)
-    return [
-        (scale, lr * lr_scale, ghost)
-        for scale, lr, ghost in itertools.product(sweep.init_scales, sweep.learning_rates, ghost_sizes)
-    ]
 
 
 def to_dict(config) -> dict:
@@ -252,30 +196,64 @@ def load_config(path: str | Path) -> Config:
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """Apply `key=value` pairs such as `train.epochs=5` or `sweep.norms=batch,layer`."""
     for pair in overrides:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
-        config = _replace_path(config, key.strip().split("."), raw.strip(), key.strip())
+        key, raw = _split_pair(pair, "--set")
+        config = replace_field(config, key, _parse(raw, field_hint(key), key))
     return config
 
 
-def _replace_path(obj, path: list[str], raw: str, full_key: str):
-    names = [f.name for f in dataclasses.fields(obj)]
-    head = path[0]
-    if head not in names:
-        raise ConfigError(f"unknown config key {full_key!r}: {type(obj).__name__} has {', '.join(names)}")
-    hint = typing.get_type_hints(type(obj))[head]
-    current = getattr(obj, head)
-    if dataclasses.is_dataclass(current):
-        if len(path) == 1:
-            first = dataclasses.fields(current)[0].name
-            raise ConfigError(
-                f"config key {full_key!r} is a section; set one of its fields, e.g. {full_key}.{first}=..."
-            )
-        return dataclasses.replace(obj, **{head: _replace_path(current, path[1:], raw, full_key)})
-    if len(path) > 1:
-        raise ConfigError(f"unknown config key {full_key!r}: {head!r} has no fields")
-    return dataclasses.replace(obj, **{head: _parse(raw, hint, full_key)})
+def add_sweeps(config: Config, sweeps: list[str]) -> Config:
+    """Apply `--sweep key=v1,v2,...` pairs: each makes a config field a sweep axis (an entry of `sweep.fields`),
+    its values parsed as the field's type, e.g. `norm.num_groups=1,2,4`. A key swept twice keeps the last."""
+    for pair in sweeps:
+        key, raw = _split_pair(pair, "--sweep")
+        hint = field_hint(key)
+        if typing.get_origin(hint) in (tuple, dict):
+            raise ConfigError(f"--sweep takes a field of one value; {key!r} holds several (set it with --set)")
+        values = _parse(raw, tuple[hint, ...], key)
+        config = dataclasses.replace(config, sweep=dataclasses.replace(
+            config.sweep, fields={**{k: v for k, v in config.sweep.fields.items() if k != key}, key: values}))
+    return config
+
+
+def _split_pair(pair: str, option: str) -> tuple[str, str]:
+    key, sep, raw = pair.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{option} expects key=value, got {pair!r}")
+    return key.strip(), raw.strip()
+
+
+def field_hint(key: str, cls=Config):
+    """The type of the scalar or tuple config field at the dotted `key`, or a ConfigError naming what exists."""
+    path = key.split(".")
+    for i, name in enumerate(path):
+        names = [f.name for f in dataclasses.fields(cls)]
+        if name not in names:
+            raise ConfigError(f"unknown config key {key!r}: {cls.__name__} has {', '.join(names)}")
+        hint = typing.get_type_hints(cls)[name]
+        last = i == len(path) - 1
+        if dataclasses.is_dataclass(hint):
+            if last:
+                first = dataclasses.fields(hint)[0].name
+                raise ConfigError(f"config key {key!r} is a section; set one of its fields, e.g. {key}.{first}=...")
+            cls = hint
+        elif not last:
+            raise ConfigError(f"unknown config key {key!r}: {name!r} has no fields")
+    return hint
+
+
+def get_field(config, key: str):
+    for name in key.split("."):
+        config = getattr(config, name)
+    return config
+
+
+def replace_field(config, key: str, value):
+    """`config` with the field at the dotted `key` set to `value`, which may be any object (a traced array too:
+    `normbench.core.grid` puts a run's value-axis values into the config this way)."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        return dataclasses.replace(config, **{head: value})
+    return dataclasses.replace(config, **{head: replace_field(getattr(config, head), rest, value)})
 
 
 def _parse(raw: str, hint, key: str):
@@ -295,6 +273,10 @@ def _parse(raw: str, hint, key: str):
 def _coerce(value, hint, key: str):
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is dict:  # sweep.fields: each entry's values have the type of the field it names
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} expects a mapping of config keys to values, got {value!r}")
+        return {k: _coerce(v, tuple[field_hint(k), ...], f"{key}[{k!r}]") for k, v in value.items()}
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:
             return None
@@ -318,79 +300,11 @@ def _raw_text(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else repr(value)
 
 
-def _type_name(hint) -> str:
+def _type_name(hint, plural: bool = False) -> str:
     if typing.get_origin(hint) is tuple:
-        plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
-        return f"a comma-separated list of {plural[typing.get_args(hint)[0]]}"
+        return f"a comma-separated list of {_type_name(typing.get_args(hint)[0], plural=True)}"
     if typing.get_origin(hint) in (types.UnionType, typing.Union):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+        return " or ".join(_type_name(a, plural) for a in typing.get_args(hint))
+    if plural:
+        return {int: "integers", float: "numbers", str: "strings", bool: "true/false values", type(None): "none"}[hint]
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "none"}[hint]
-
-
-def validate(config: Config) -> None:
-    """Every check that needs no data: names, option combinations, ranges. Raises ConfigError."""
-    from normbench.models import MODELS, check_model
-    from normbench.norms import check_norm
-    from normbench.reports.plots import FIGURES
-    from normbench.core.train import OPTIMIZERS
-
-    sweep, train = config.sweep, config.train
-    for name in ("models", "norms", "protocols", "batch_sizes", "init_scales", "seeds", "learning_rates"):
-        axis = getattr(sweep, name)
-        if len(axis) == 0:
-            raise ConfigError(f"sweep.{name} is empty; give at least one value")
-        if len(set(axis)) != len(axis):
-            raise ConfigError(f"sweep.{name} repeats a value: {axis}")
-    for model in sweep.models:
-        check_model(model, config.model)
-        for norm in sweep.norms:
-            check_norm(norm, config.norm, MODELS[model].widths(config.model))
-    optional = {  # None means "not set"; a number must be positive
-        "train.steps_per_epoch": train.steps_per_epoch,
-        "train.lr_reference_batch": train.lr_reference_batch,
-        "train.chunk_size": train.chunk_size,
-        "train.checkpoint_every": train.checkpoint_every,
-        "data.n_train": config.data.n_train,
-        "data.n_test": config.data.n_test,
-    }
-    positive = {
-        "train.epochs": train.epochs,
-        "train.eval_batch_size": train.eval_batch_size,
-        "train.test_every": train.test_every,
-        "train.precise_bn_examples": train.precise_bn_examples,
-        "train.data_parallel": train.data_parallel,
-        "norm.epsilon": config.norm.epsilon,
-        **{key: value for key, value in optional.items() if value is not None},
-    }
-    positive.update({f"sweep.batch_sizes ({b})": b for b in sweep.batch_sizes})
-    positive.update({f"sweep.init_scales ({s})": s for s in sweep.init_scales})
-    positive.update({f"sweep.learning_rates ({lr})": lr for lr in sweep.learning_rates})
-    for key, value in positive.items():
-        if not value > 0:
-            raise ConfigError(f"{key} must be positive, got {value}")
-    if not 0 <= config.norm.momentum < 1:
-        raise ConfigError(f"norm.momentum must be in [0, 1), got {config.norm.momentum}")
-    if any(s < 0 or s >= 2**32 for s in sweep.seeds):
-        raise ConfigError(f"sweep.seeds must be in [0, 2**32), got {sweep.seeds}")
-    if "ghost" in sweep.protocols and any(max(sweep.batch_sizes) % b for b in sweep.batch_sizes):
-        raise ConfigError(
-            f"the ghost protocol splits the SGD batch of {max(sweep.batch_sizes)} into groups of each of "
-            f"sweep.batch_sizes, so each must divide it; got {sweep.batch_sizes}"
-        )
-    for key, value, valid in (
-        *(("sweep.protocols", p, PROTOCOLS) for p in sweep.protocols),
-        ("train.sampling", train.sampling, ("permutation", "replacement")),
-        ("train.optimizer", train.optimizer, tuple(OPTIMIZERS)),
-    ):
-        if value not in valid:
-            raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
-    if train.diagnostics_at:
-        if any(not 0 <= e <= train.epochs for e in train.diagnostics_at):
-            raise ConfigError(f"train.diagnostics_at must hold epochs in 0..{train.epochs}, got {train.diagnostics_at}")
-        without = [m for m in sweep.models if not MODELS[m].records_layers]
-        if without:
-            recording = ", ".join(name for name, spec in MODELS.items() if spec.records_layers)
-            raise ConfigError(f"model {without[0]!r} records no layer diagnostics; models that do: {recording}")
-    for figure in config.figures:
-        if figure not in FIGURES:
-            raise ConfigError(f"unknown figure {figure!r}; valid figures: {', '.join(FIGURES)}")

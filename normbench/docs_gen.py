@@ -26,8 +26,13 @@ Set a field in a config file's `get_config()`, or for one run with `--set KEY=VA
 - a tuple as comma-separated values: `--set sweep.norms=batch,layer,group`, `--set sweep.seeds=0` for one;
 - `none` for a field that may be unset: `--set train.steps_per_epoch=none`.
 
+`--sweep KEY=V1,V2` makes any scalar field a sweep axis instead (an entry of `sweep.fields`): a static axis, or
+a value axis vmapped in one program for the fields in `normbench.core.axes.VALUE_FIELDS`
+([adding_an_axis.md](adding_an_axis.md)).
+
 A key or a value of the wrong type stops the run with one line naming the valid ones. `normbench show CONFIG
-[--set ...]` prints the resolved config, marking the values that differ from the defaults below."""
+[--set ...] [--sweep ...]` prints the resolved config, marking the values that differ from the defaults below,
+and its sweep axes with their kind."""
 
 
 def field_comments(cls) -> dict[str, str]:

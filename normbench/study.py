@@ -20,7 +20,8 @@ import optax
 
 from normbench import __version__
 from normbench.runtime.cache import enable_compilation_cache
-from normbench.config import Config, cells
+from normbench.config import Config
+from normbench.core.grid import cells
 from normbench.data import load
 from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
 from normbench.runtime.parallel import from_writer, is_writer, on_writer
@@ -31,12 +32,12 @@ from normbench.results.store import (
     atomic_write,
     check_same_config,
     exclusive,
-    join_tables,
     metrics_csv,
     prepare_output_dir,
     write_config,
 )
 from normbench.results.resume import Unfinished
+from normbench.results.table import join_tables
 from normbench.core.sweep import check_fits, run_sweep, training_time
 
 

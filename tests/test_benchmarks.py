@@ -8,9 +8,10 @@ from conftest import tiny_config, tiny_dataset
 
 from benchmarks.batch_axis import bench_config, padded_grid
 from benchmarks.matmul_floor import Shapes, program
-from normbench.config import Cell, ModelConfig, cells
+from normbench.config import ModelConfig
+from normbench.core.grid import Cell, cells, grid_arrays
 from normbench.flops import matmul_flops
-from normbench.core.sweep import device_data, grid_values, make_training, train_cell, vmap_grid
+from normbench.core.sweep import device_data, make_training, train_cell, vmap_grid
 
 
 def test_padded_vmapped_batch_axis_equals_one_program_per_batch_size():
@@ -22,7 +23,7 @@ def test_padded_vmapped_batch_axis_equals_one_program_per_batch_size():
     padded_loss, padded_acc = jax.jit(fn)(seeds, sizes, data)
     for b in config.sweep.batch_sizes:
         cell = Cell("mlp", "batch", "sgd", b)
-        _, result = train_cell(config, cell, dataset, data, *grid_values(config, cell))
+        _, result = train_cell(config, cell, dataset, data)
         for s, seed in enumerate(config.sweep.seeds):
             run = np.flatnonzero((seeds == seed) & (sizes == b))[0]
             np.testing.assert_allclose(padded_loss[run], result.metrics.train_loss[s, 0], rtol=2e-4, atol=1e-5)
@@ -35,7 +36,7 @@ def test_the_matmul_floor_program_does_the_products_of_a_cell_without_a_norm():
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, test_every=config.train.epochs))
     dataset = tiny_dataset()
     cell = cells(config)[0]
-    seeds, values = grid_values(config, cell)
+    seeds, values = grid_arrays(config, cell)
     training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
     args = (seeds, values, device_data(dataset))
     # Less the forward pass of `model.init`, once per seed before training.

@@ -75,6 +75,7 @@ def test_list_shows_every_norm_with_its_metadata_and_every_config(capsys):
     assert "resnet20" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_small_batch_figures_with_a_norm_that_has_no_ghost_form(study, tmp_path):
     config, _ = study
     out = tmp_path / "figures"
@@ -88,6 +89,7 @@ def test_small_batch_figures_with_a_norm_that_has_no_ghost_form(study, tmp_path)
     assert "| mlp | ghost | batch | 1 |" in summary and "| mlp | sgd | batch_renorm | 1 |" in summary
 
 
+@pytest.mark.slow
 def test_results_of_another_config_are_kept_unless_forced(study, tmp_path, capsys):
     config, out = study
     other = tmp_path / "other"

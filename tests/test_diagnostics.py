@@ -11,11 +11,13 @@ import pytest
 from conftest import tiny_config, tiny_dataset
 
 from normbench.cli import main
-from normbench.config import Cell, ConfigError, ModelConfig, validate
+from normbench.config import ConfigError, ModelConfig
+from normbench.core.grid import Cell
+from normbench.core.validate import validate
 from normbench.core.diagnostics import COLUMNS, LOG10_EDGES, layer_diagnostics, log_histogram, read_diagnostics
 from normbench.models import build_model
 from normbench.norms import NORMS
-from normbench.core.sweep import device_data, grid_values, train_cell
+from normbench.core.sweep import device_data, train_cell
 
 
 def test_log_histogram_bins_log10_magnitudes_and_leaves_zeros_and_nonfinite_out():
@@ -63,14 +65,15 @@ def test_layer_diagnostics_match_a_hand_written_forward_pass(norm):
     np.testing.assert_allclose(d.output_hist.sum(1) + d.zero_frac, 1.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_diagnostics_at_chosen_epochs_come_from_the_states_training_reaches():
     config = tiny_config(norms=("batch",), seeds=(0,))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3, diagnostics_at=(0, 3)))
     plain = dataclasses.replace(config, train=dataclasses.replace(config.train, diagnostics_at=()))
     dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     data = device_data(dataset)
-    states, with_diagnostics = train_cell(config, cell, dataset, data, *grid_values(config, cell))
-    _, without = train_cell(plain, cell, dataset, data, *grid_values(plain, cell))
+    states, with_diagnostics = train_cell(config, cell, dataset, data)
+    _, without = train_cell(plain, cell, dataset, data)
     for name, value in without.metrics._asdict().items():
         np.testing.assert_allclose(getattr(with_diagnostics.metrics, name), value, rtol=2e-5, atol=1e-6)
     assert sorted(with_diagnostics.diagnostics) == [0, 3]
@@ -88,6 +91,7 @@ def test_models_without_layer_records_are_refused():
         validate(config)
 
 
+@pytest.mark.slow
 def test_the_cli_writes_the_table_and_its_figures(study, tmp_path):
     config, _ = study
     out = tmp_path / "out"

@@ -1,8 +1,14 @@
-"""docs/adding_a_norm.md works as written: its norm file conforms, lists and sweeps once registered."""
+"""The docs work as written: adding_a_norm.md's norm conforms, lists and sweeps once registered; adding_an_axis.md's
+edits make a value axis that sweeps; the config reference and the results schema match the code."""
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from normbench.cli import main
@@ -63,14 +69,64 @@ def test_the_config_reference_has_every_field_with_the_comment_above_it():
     assert "| `train.epochs` | `int` | `20` | The textbook's 20; every metric is recorded after each epoch. |" in text
     train = field_comments(TrainConfig)
     assert train["sampling"].startswith("`permutation`: each epoch visits") and train["sampling"].endswith("does.")
-    assert train["optimizer"].startswith("`sgd`, `momentum`")  # its own comment, not the one above `sampling`
+    assert train["optimizer"] == "`sgd` or `adam`."  # its own comment, not the one above `sampling`
     assert field_comments(DataConfig)["n_test"] == field_comments(DataConfig)["n_train"]  # one comment, two fields
     assert "| `data.n_test` | `int \\| None` | `none` | see `data.n_train` |" in text
 
 
 def test_the_results_schema_lists_every_column_of_metrics_csv_in_order():
-    from normbench.results.store import COLUMNS
+    from normbench.config import Config
+    from normbench.core.axes import run_columns
+    from normbench.results.store import METRIC_COLUMNS
 
     text = (DOC.parent / "results.md").read_text()
     table = text.split("## `metrics.csv`")[1].split("## ")[0]
-    assert tuple(re.findall(r"^\| `(\w+)` \|", table, re.M)) == COLUMNS
+    assert tuple(re.findall(r"^\| `(\w+)` \|", table, re.M)) == run_columns(Config()) + METRIC_COLUMNS
+
+
+AXIS_DOC = DOC.parent / "adding_an_axis.md"
+
+
+def apply_edits(doc: str, root: Path) -> None:
+    """Apply a doc's edit blocks to the files under `root`: each block's first line names the file and either
+    `below `<line>`` (insert the block's other lines after it) or `replace `<text>`` (by the block's rest)."""
+    for block in re.findall(r"```python\n(.*?)```", doc, re.S):
+        head, body = block.split("\n", 1)
+        path, how, anchor = re.fullmatch(r"# (\S+): (below|replace) `(.*)`", head).groups()
+        target = root / path
+        text = target.read_text()
+        assert text.count(anchor) == 1, f"{path}: the doc's anchor {anchor!r} is not one place"
+        text = text.replace(anchor, anchor + "\n" + body.rstrip("\n") if how == "below" else body.strip())
+        target.write_text(text)
+
+
+@pytest.mark.slow
+def test_the_documented_value_axis_is_one_field_one_line_and_one_use(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    for folder in ("normbench", "configs"):
+        shutil.copytree(root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    doc = AXIS_DOC.read_text()
+    apply_edits(doc, tmp_path)
+    changed = {
+        path: (tmp_path / path).read_text().splitlines()
+        for path in ("normbench/config.py", "normbench/core/axes.py", "normbench/core/train.py")
+    }
+    added = {path: len(lines) - len((root / path).read_text().splitlines()) for path, lines in changed.items()}
+    assert added == {"normbench/config.py": 2, "normbench/core/axes.py": 1, "normbench/core/train.py": 0}
+    commands = [line.strip().rstrip("\\").strip() for line in re.findall(r"^    normbench .*(?:\n {8}.*)?", doc, re.M)]
+    run = " ".join(next(c for c in commands if c.startswith("normbench run") and "adam_b2" in c).split())
+    show = next(c for c in commands if c.startswith("normbench show") and "adam_b2" in c)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+
+    def normbench(command):
+        args = [sys.executable, "-m", "normbench", *command.split()[1:]]
+        return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+
+    assert re.search(r"train\.adam_b2\s+value", normbench(show))
+    normbench(run)
+    from normbench.results.store import read_metrics
+
+    table = read_metrics(tmp_path / "runs" / "adam_b2")
+    assert set(table["train.adam_b2"]) == {0.98, 0.999}
+    low, high = (table["train_loss"][table["train.adam_b2"] == b] for b in (0.98, 0.999))
+    assert len(low) == len(high) == 32 * 2 and not np.allclose(low, high)

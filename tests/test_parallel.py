@@ -20,9 +20,10 @@ import pytest
 from conftest import study_text, tiny_config, tiny_dataset
 
 from normbench.cli import main
-from normbench.config import Cell, ConfigError, cells, value_grid
+from normbench.config import ConfigError
+from normbench.core.grid import Cell, cells, run_values
 from normbench.runtime.parallel import grid_shape
-from normbench.core.sweep import check_fits, device_data, grid_values, train_cell
+from normbench.core.sweep import check_fits, device_data, train_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = dict(rtol=2e-4, atol=2e-5)
@@ -58,6 +59,7 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_a_sweep_on_8_devices_writes_the_metrics_of_1(tmp_path):
     config = tmp_path / "tiny.py"
     config.write_text(SWEEP)
@@ -88,6 +90,7 @@ close = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rt
 """
 
 
+@pytest.mark.slow
 def test_per_device_bn_on_8_devices_is_bn_of_each_devices_slice():
     on_devices(
         BN_SETUP
@@ -110,6 +113,7 @@ assert not np.allclose(stats["mean"][0], stats["mean"][1])  # the devices did no
     )
 
 
+@pytest.mark.slow
 def test_sync_bn_on_8_devices_is_bn_of_the_whole_batch():
     on_devices(
         BN_SETUP
@@ -146,19 +150,20 @@ def dp_config(**sweep):
     return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3, data_parallel=8))
 
 
+@pytest.mark.slow
 def test_data_parallel_training_is_its_one_device_equivalent(tmp_path):
     """per_device at 4 examples per device = ghost BN in groups of 4 of the SGD batch of 32; sync = BN over 32."""
     on_devices(f"""
 import numpy as np
 from conftest import tiny_dataset
 from test_parallel import dp_config
-from normbench.config import Cell
-from normbench.core.sweep import device_data, grid_values, train_cell
+from normbench.core.grid import Cell
+from normbench.core.sweep import device_data, train_cell
 
 config, dataset = dp_config(batch_sizes=(4,)), tiny_dataset(n_train=64, n_test=32)
 for protocol in ("per_device", "sync"):
     cell = Cell("mlp", "batch", protocol, 4)
-    _, result = train_cell(config, cell, dataset, device_data(dataset), *grid_values(config, cell))
+    _, result = train_cell(config, cell, dataset, device_data(dataset))
     np.savez({str(tmp_path)!r} + f"/{{protocol}}.npz", **result.metrics._asdict())
 """)
     dataset = tiny_dataset(n_train=64, n_test=32)
@@ -167,7 +172,7 @@ for protocol in ("per_device", "sync"):
         ("per_device", ghost, Cell("mlp", "batch", "ghost", 32), slice(0, None, 2)),  # the ghost size 4 runs
         ("sync", dp_config(batch_sizes=(32,)), Cell("mlp", "batch", "sgd", 32), slice(None)),
     ):
-        _, result = train_cell(config, cell, dataset, device_data(dataset), *grid_values(config, cell))
+        _, result = train_cell(config, cell, dataset, device_data(dataset))
         parallel = np.load(tmp_path / f"{protocol}.npz")
         for name, expected in result.metrics._asdict().items():
             np.testing.assert_allclose(parallel[name], expected[:, runs], **TOL, err_msg=f"{protocol} {name}")
@@ -192,8 +197,10 @@ def test_data_parallel_cells_batches_and_learning_rates():
         ("group", "per_device")
     ] * 2
     # (init_scale, learning rate scaled by the SGD batch 8 x 4 = 32, examples per BN statistic)
-    assert value_grid(config, Cell("mlp", "batch", "per_device", 4))[0] == (1.0, 0.2, 4)
-    assert value_grid(config, Cell("mlp", "batch", "sync", 4))[0] == (1.0, 0.2, 32)
+    expected = {"per_device": 4, "sync": 32}
+    for protocol, ghost_size in expected.items():
+        values = run_values(config, Cell("mlp", "batch", protocol, 4))
+        assert (values["init_scale"], values["learning_rate"], values["ghost_size"]) == ([1.0], [0.2], [ghost_size])
 
 
 @pytest.mark.parametrize(

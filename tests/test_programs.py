@@ -9,9 +9,9 @@ import pytest
 from conftest import tiny_config, tiny_dataset
 
 from normbench.runtime import programs
-from normbench.config import Cell
+from normbench.core.grid import Cell, grid_arrays
 from normbench.norms import NORMS
-from normbench.core.sweep import compile_cell, device_data, grid_values, make_training, vmap_grid
+from normbench.core.sweep import compile_cell, device_data, make_training, vmap_grid
 
 
 @pytest.fixture
@@ -21,8 +21,8 @@ def cache(tmp_path, monkeypatch):
 
 
 def run(config, cell, dataset):
-    seeds, values = grid_values(config, cell)
-    program = compile_cell(config, cell, dataset, device_data(dataset), seeds, values)
+    seeds, values = grid_arrays(config, cell)
+    program = compile_cell(config, cell, dataset, device_data(dataset))
     return jax.device_get(program.whole(seeds, values, device_data(dataset)))
 
 
@@ -31,6 +31,7 @@ def assert_same_bits(a, b):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_a_kept_program_is_loaded_without_tracing_and_computes_the_same_bits(cache, monkeypatch):
     config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     first = run(config, cell, dataset)
@@ -42,11 +43,12 @@ def test_a_kept_program_is_loaded_without_tracing_and_computes_the_same_bits(cac
     monkeypatch.setattr(jax.export, "export", no_tracing)
     assert_same_bits(run(config, cell, dataset), first)
 
-    seeds, values = grid_values(config, cell)
+    seeds, values = grid_arrays(config, cell)
     grid = vmap_grid(make_training(config, cell, dataset.num_classes, len(dataset.train_x)).train)
     assert_same_bits(jax.device_get(jax.jit(grid)(seeds, values, device_data(dataset))), first)
 
 
+@pytest.mark.slow
 def test_another_config_cell_data_shape_or_class_count_is_another_program(cache):
     config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     run(config, cell, dataset)

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 from conftest import tiny_config, tiny_dataset
 
-from normbench.config import cells
+from normbench.core.grid import cells
 from normbench.reports.progress import Fanout, LiveProgress, LogProgress, Progress, console_progress
 from normbench.core.sweep import CellResult, run_sweep
 from normbench.core.train import Metrics

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import study_text, tiny_config, tiny_dataset
 
-from normbench.config import Cell
+from normbench.core.grid import Cell
 from normbench.results.resume import CellCheckpoints
-from normbench.core.sweep import compile_cell, device_data, execute, grid_values
+from normbench.core.sweep import compile_cell, device_data, train_program
 
 # 3 cells of 3 epochs, a checkpoint after every epoch, diagnostics at 0 and 2
 TINY = study_text(
@@ -53,6 +53,7 @@ def results(out):
     return [(out / name).read_bytes() for name in ("metrics.csv", "diagnostics.csv")]
 
 
+@pytest.mark.slow
 def test_killed_mid_cell_and_mid_write_resumes_to_the_same_bytes(uninterrupted, tmp_path):
     config, expected = uninterrupted
     out = tmp_path / "out"
@@ -72,6 +73,7 @@ def test_killed_mid_cell_and_mid_write_resumes_to_the_same_bytes(uninterrupted, 
     assert not list(out.rglob("*.tmp")), "the killed writes' temporary files are cleaned up"
 
 
+@pytest.mark.slow
 def test_killed_while_two_cells_train_at_once(uninterrupted, tmp_path):
     config, expected = uninterrupted
     out = tmp_path / "out"
@@ -83,6 +85,7 @@ def test_killed_while_two_cells_train_at_once(uninterrupted, tmp_path):
     assert results(out) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_run_with_a_sentence_and_the_rerun_completes_it(uninterrupted, tmp_path, sig):
     config, expected = uninterrupted
@@ -104,6 +107,7 @@ def test_a_signal_stops_the_run_with_a_sentence_and_the_rerun_completes_it(unint
     assert results(out) == expected
 
 
+@pytest.mark.slow
 def test_segments_with_checkpoints_equal_one_program_for_all_epochs(tmp_path):
     """The phases of `Training` compose to the same numbers as the single program."""
     import dataclasses
@@ -112,12 +116,13 @@ def test_segments_with_checkpoints_equal_one_program_for_all_epochs(tmp_path):
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3))
     segmented = dataclasses.replace(config, train=dataclasses.replace(config.train, checkpoint_every=2))
     dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
-    data, grid = device_data(dataset), grid_values(config, cell)
-    whole = execute(compile_cell(config, cell, dataset, data, *grid), config, *grid, data).metrics
+    data = device_data(dataset)
+    whole = train_program(compile_cell(config, cell, dataset, data), config, cell, data)[1].metrics
     checkpoints = CellCheckpoints(tmp_path / "checkpoints")
-    program = compile_cell(segmented, cell, dataset, data, *grid)
-    parts = execute(program, segmented, *grid, data, checkpoints).metrics
-    resumed = execute(program, segmented, *grid, data, checkpoints).metrics  # starts from the save after epoch 2
+    program = compile_cell(segmented, cell, dataset, data)
+    parts = train_program(program, segmented, cell, data, checkpoints=checkpoints)[1].metrics
+    # starts from the save after epoch 2
+    resumed = train_program(program, segmented, cell, data, checkpoints=checkpoints)[1].metrics
     for name, value in whole._asdict().items():
         np.testing.assert_allclose(getattr(parts, name), value, rtol=2e-5, atol=1e-6, err_msg=name)
         np.testing.assert_array_equal(getattr(resumed, name), getattr(parts, name), err_msg=name)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from normbench.config import Cell, ModelConfig, NormConfig, cells, value_grid
+from normbench.config import ModelConfig, NormConfig
+from normbench.core.grid import Cell, cells, run_values
 from normbench.models import build_model
 from normbench.norms import NORMS
 from normbench.norms.ghost_batch import GhostBatchNorm
@@ -111,12 +112,12 @@ def test_batch_stats_accuracy_normalizes_each_test_batch_by_itself():
 def test_learning_rate_scales_linearly_with_the_sgd_batch():
     config = tiny_config(learning_rates=(0.1,), batch_sizes=(4, 16), init_scales=(1.0,))
     scaled = dataclasses.replace(config, train=dataclasses.replace(config.train, lr_reference_batch=16))
-    assert [lr for _, lr, _ in value_grid(config, Cell("mlp", "batch", "sgd", 4))] == [0.1]
-    assert [lr for _, lr, _ in value_grid(scaled, Cell("mlp", "batch", "sgd", 4))] == [0.025]
-    assert [lr for _, lr, _ in value_grid(scaled, Cell("mlp", "batch", "sgd", 16))] == [0.1]
+    assert run_values(config, Cell("mlp", "batch", "sgd", 4))["learning_rate"] == [0.1]
+    assert run_values(scaled, Cell("mlp", "batch", "sgd", 4))["learning_rate"] == [0.025]
+    assert run_values(scaled, Cell("mlp", "batch", "sgd", 16))["learning_rate"] == [0.1]
     # The ghost protocol keeps the SGD batch at 16 for every group size, so the rate stays at 0.1.
-    ghost = value_grid(scaled, Cell("mlp", "batch", "ghost", 16))
-    assert [(lr, g) for _, lr, g in ghost] == [(0.1, 4), (0.1, 16)]
+    ghost = run_values(scaled, Cell("mlp", "batch", "ghost", 16))
+    assert list(zip(ghost["learning_rate"], ghost["ghost_size"])) == [(0.1, 4), (0.1, 16)]
 
 
 def test_ghost_cells_exist_only_for_batch_dependent_norms():

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from conftest import tiny_config, tiny_dataset
 
-from normbench.config import Cell, ConfigError
-from normbench.core.sweep import check_fits, device_data, grid_values, run_sweep, train_cell
-from normbench.core.train import RunValues, make_train
+from normbench.config import ConfigError
+from normbench.core.grid import Cell, grid_arrays
+from normbench.core.sweep import check_fits, device_data, run_sweep, train_cell
+from normbench.core.train import make_train
 
 TOL = dict(rtol=2e-4, atol=2e-5)
 
@@ -20,7 +21,7 @@ def solo_runner(config, cell, dataset):
     data = device_data(dataset)
     ghost = np.int32(cell.batch_size)
     return lambda seed, init_scale, lr: train(
-        np.uint32(seed), RunValues(np.float32(init_scale), np.float32(lr), ghost), data
+        np.uint32(seed), {"init_scale": np.float32(init_scale), "learning_rate": np.float32(lr), "ghost_size": ghost}, data
     )
 
 
@@ -32,11 +33,11 @@ def solo(config, cell, dataset, seed, init_scale, lr):
 def test_vmapped_grid_equals_runs_one_by_one(norm):
     config = tiny_config(norms=(norm,), learning_rates=(0.1, 0.3))
     dataset, cell = tiny_dataset(), Cell("mlp", norm, "sgd", 8)
-    seeds, values = grid_values(config, cell)
-    states, result = train_cell(config, cell, dataset, device_data(dataset), seeds, values)
+    _, values = grid_arrays(config, cell)
+    states, result = train_cell(config, cell, dataset, device_data(dataset))
     run = solo_runner(config, cell, dataset)
     for s, seed in enumerate(config.sweep.seeds):
-        for k, (scale, lr) in enumerate(zip(values.init_scale, values.learning_rate)):
+        for k, (scale, lr) in enumerate(zip(values["init_scale"], values["learning_rate"])):
             state, metrics = run(seed, scale, lr)
             for name, expected in metrics._asdict().items():
                 np.testing.assert_allclose(getattr(result.metrics, name)[s, k], expected, **TOL, err_msg=name)
@@ -112,25 +113,27 @@ def test_init_schemes_draw_the_textbooks_untruncated_normals(init, gain):
     assert np.mean(np.abs(kernel) > 3 * std) > 0.001
 
 
+@pytest.mark.slow
 def test_chunking_the_seeds_gives_the_same_results():
     config = tiny_config(norms=("batch",), seeds=(0, 1, 2), init_scales=(1.0, 0.3))
     dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     data = device_data(dataset)
-    _, whole = train_cell(config, cell, dataset, data, *grid_values(config, cell))
+    _, whole = train_cell(config, cell, dataset, data)
     chunked = dataclasses.replace(config, train=dataclasses.replace(config.train, chunk_size=2))
-    _, sliced = train_cell(chunked, cell, dataset, data, *grid_values(chunked, cell))
+    _, sliced = train_cell(chunked, cell, dataset, data)
     for name, expected in whole.metrics._asdict().items():
         np.testing.assert_allclose(getattr(sliced.metrics, name), expected, **TOL, err_msg=name)
 
 
+@pytest.mark.slow
 def test_testing_every_few_epochs_skips_only_the_test_columns_of_the_others():
     config = tiny_config(norms=("batch",), seeds=(0,))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=5))
     sparse = dataclasses.replace(config, train=dataclasses.replace(config.train, test_every=2))
     dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     data = device_data(dataset)
-    _, every = train_cell(config, cell, dataset, data, *grid_values(config, cell))
-    _, some = train_cell(sparse, cell, dataset, data, *grid_values(sparse, cell))
+    _, every = train_cell(config, cell, dataset, data)
+    _, some = train_cell(sparse, cell, dataset, data)
     tested = np.array([False, True, False, True, True])  # epochs 2 and 4, and the last
     for name in ("test_acc", "test_loss"):
         np.testing.assert_allclose(getattr(some.metrics, name)[..., tested], getattr(every.metrics, name)[..., tested],

@@ -30,9 +30,10 @@ def test_the_flag_is_added_for_the_affected_jaxlib_only_and_never_over_the_users
 TRAIN_ONE_CELL = """
 import dataclasses, json, re, sys
 import jax, numpy as np
-from normbench.config import Cell, Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
+from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
+from normbench.core.grid import Cell, grid_arrays
 from normbench.data import load
-from normbench.core.sweep import device_data, grid_values, make_training, vmap_grid
+from normbench.core.sweep import device_data, make_training, vmap_grid
 
 config = Config(
     name="flags", data=DataConfig(source="mnist5k", n_train=500, n_test=100), model=ModelConfig(hidden=(100, 100)),
@@ -42,7 +43,7 @@ config = Config(
 )
 cell = Cell("mlp", "batch", "sgd", 100)
 dataset = load(config.data)
-seeds, values = grid_values(config, cell)
+seeds, values = grid_arrays(config, cell)
 train = jax.jit(vmap_grid(make_training(config, cell, dataset.num_classes, len(dataset.train_x)).train))
 compiled = train.lower(seeds, values, device_data(dataset)).compile()
 text = compiled.as_text()
@@ -65,6 +66,7 @@ def train_one_cell(tmp_path, xla_flags: str):
 @pytest.mark.skipif(
     not (jaxlib_version() and YNN_JAXLIB[0] <= jaxlib_version() < YNN_JAXLIB[1]), reason="jaxlib without the flag"
 )
+@pytest.mark.slow
 def test_batchnorm_sums_leave_ynnpack_and_the_metrics_stay_the_same(tmp_path):
     default, with_flag = train_one_cell(tmp_path, "")
     ynn_reductions, without_flag = train_one_cell(tmp_path, f"{YNN_FLAG}=+reduce")

@@ -25,7 +25,7 @@ training examples, the weights frozen.
 
 Data parallel (the `per_device` and `sync` protocols): each phase runs inside a shard_map, each device stepping
 on its share of every batch, the loss and so the gradients those of the whole batch;
-`normbench.runtime.parallel.BatchSplit` is the hook, and does nothing for the other protocols.
+the protocol's `normbench.protocols.BatchSplit` is the hook, and does nothing for the others.
 
 Divergence: a run whose minibatch loss goes non-finite records the epoch in `diverged_epoch` (0 = never); it
 keeps stepping, since vmapped siblings share the program but none of its values.
@@ -41,25 +41,36 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from normbench.config import Cell, Config, sgd_batch, stat_batch
+from normbench.config import Config, TrainConfig
 from normbench.core.diagnostics import Diagnostics, layer_diagnostics
+from normbench.core.grid import Cell, cell_config, sgd_batch, stat_sizes, steps_per_epoch, with_values
 from normbench.models import build_model, scale_kernels
 from normbench.norms import NORMS
-from normbench.runtime.parallel import batch_split
+from normbench.protocols import PROTOCOLS
 
-OPTIMIZERS: dict[str, Callable] = {
-    "sgd": optax.sgd,
-    "momentum": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9),
-    "adam": optax.adam,
-}
+# A run's value axes other than the seed, by column (`normbench.core.grid.run_values`): `init_scale`,
+# `learning_rate` (after any batch-size scaling), `ghost_size` (examples per batch statistic) and each swept
+# value field by its dotted name; scalars for one run, arrays with a leading run axis for a grid.
+RunValues = dict[str, jax.Array]
 
 
-class RunValues(NamedTuple):
-    """The value axes of a sweep other than the seed: scalars for one run, or arrays with a leading run axis."""
+def _is_zero(value) -> bool:
+    """A hyperparameter fixed at 0 by the config (not a swept, traced value): its term is left out of the program."""
+    return isinstance(value, int | float) and value == 0
 
-    init_scale: jax.Array
-    learning_rate: jax.Array  # the rate this run uses, after any batch-size scaling
-    ghost_size: jax.Array  # examples per BatchNorm statistic under the ghost protocol; unused otherwise
+
+def _sgd(train: TrainConfig, learning_rate):
+    momentum = None if _is_zero(train.momentum) else train.momentum
+    sgd = optax.sgd(learning_rate, momentum=momentum)
+    return sgd if _is_zero(train.weight_decay) else optax.chain(optax.add_decayed_weights(train.weight_decay), sgd)
+
+
+def _adam(train: TrainConfig, learning_rate):
+    return optax.adamw(learning_rate, weight_decay=train.weight_decay)
+
+
+# name -> (train config, learning rate) -> optax transformation; any of their numbers may be traced.
+OPTIMIZERS: dict[str, Callable] = {"sgd": _sgd, "adam": _adam}
 
 
 class Data(NamedTuple):
@@ -85,10 +96,6 @@ class Metrics(NamedTuple):
     test_acc_batch_stats: jax.Array  # scalar, after the last epoch; NaN for norms without running statistics
     test_acc_precise: jax.Array  # likewise
     diverged_epoch: jax.Array  # scalar: first epoch (1-based) with a non-finite loss, 0 if none
-
-
-def steps_per_epoch(config: Config, cell: Cell, n_train: int) -> int:
-    return config.train.steps_per_epoch or n_train // sgd_batch(config, cell)
 
 
 def loss_fn(model, params, batch_stats, x, y, axis_name=None):
@@ -210,25 +217,26 @@ def make_train(config: Config, cell: Cell, num_classes: int, n_train: int):
 
 
 def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) -> Training:
+    config = cell_config(config, cell)
     spec = NORMS[cell.norm]
-    split = batch_split(config, cell)
-    optimizer = optax.inject_hyperparams(OPTIMIZERS[config.train.optimizer])
+    protocol = PROTOCOLS[cell.protocol]
+    split = protocol.split(config)
     steps = steps_per_epoch(config, cell, n_train)
     batch = sgd_batch(config, cell)
     num_epochs = config.train.epochs
     eval_batch = config.train.eval_batch_size
     test_every = config.train.test_every
     precise_steps = max(1, config.train.precise_bn_examples // batch)
-    # Test batches normalized by their own statistics are as large as a training step's statistics see.
-    statistics_batch = stat_batch(config, cell)
+    # Test batches normalized by their own statistics are as large as the largest a training step's see.
+    statistics_batch = max(stat_sizes(config, cell))
 
-    def model_for(values: RunValues, norm_config=config.norm):
-        if cell.protocol == "ghost":
-            norm = spec.make_grouped(norm_config, values.ghost_size)
-        elif split.sync:
-            norm = spec.make_synced(norm_config, split.axis)
-        else:
-            norm = spec.make(norm_config)
+    def optimizer(values: RunValues):
+        run = with_values(config, values)
+        return OPTIMIZERS[run.train.optimizer](run.train, values["learning_rate"])
+
+    def model_for(values: RunValues, **norm_options):
+        norm_config = dataclasses.replace(with_values(config, values).norm, **norm_options)
+        norm = spec.make(norm_config, protocol.batch_stats(values["ghost_size"]))
         return build_model(
             cell.model,
             config.model,
@@ -251,14 +259,14 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) ->
 
     def start(seed: jax.Array, values: RunValues, data: Data) -> RunState:
         model = model_for(values)
-        tx = optimizer(learning_rate=values.learning_rate)
+        tx = optimizer(values)
         variables = model.init(keys(seed)[0], data.train_x[:batch], train=False)
-        params = scale_kernels(variables["params"], values.init_scale)
+        params = scale_kernels(variables["params"], values["init_scale"])
         return RunState(TrainState(params, variables.get("batch_stats", {}), tx.init(params)), jnp.int32(0))
 
     def epochs(seed, values: RunValues, data: Data, state: RunState, first_epoch, *, count: int):
         model = model_for(values)
-        tx = optimizer(learning_rate=values.learning_rate)
+        tx = optimizer(values)
         epoch_keys = jax.lax.dynamic_slice_in_dim(jax.random.split(keys(seed)[1], num_epochs), first_epoch, count)
 
         def epoch(state: RunState, inputs):
@@ -298,7 +306,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) ->
         model = model_for(values)
         variables = {"params": state.train.params, "batch_stats": state.train.batch_stats}
         batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, statistics_batch)
-        probe = model_for(values, dataclasses.replace(config.norm, momentum=0.0))
+        probe = model_for(values, momentum=0.0)
         # per_device: the statistics of each device's share of the batches
         precise_x = data.train_x[batches(keys(seed)[2], precise_steps)]
         precise_x = precise_x.reshape((-1, statistics_batch) + precise_x.shape[2:])

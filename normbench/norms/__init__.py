@@ -1,7 +1,8 @@
 """The norm registry. To add a variant: write one file with a `SPEC`, then add it to `NORMS` below."""
 
 from normbench.norms import batch, batch_renorm, evonorm, frn, ghost_batch, group, identity, instance, layer, rms
-from normbench.norms.registry import NormFactory, NormSpec, check_norm
+from normbench.config import ConfigError, NormConfig
+from normbench.norms.registry import WHOLE_BATCH, BatchStats, NormFactory, NormSpec
 from normbench.norms.weight_std import with_weight_standardization
 
 NORMS: dict[str, NormSpec] = {
@@ -26,9 +27,17 @@ NORMS: dict[str, NormSpec] = {
 }
 
 
+def check_norm(name: str, config: NormConfig, channels: tuple[int, ...]) -> None:
+    """Reject a norm name or options when the config is resolved, before anything is traced."""
+    if name not in NORMS:
+        raise ConfigError(f"unknown norm {name!r}; valid norms: {', '.join(NORMS)}")
+    for c in sorted(set(channels)):
+        NORMS[name].check(config, c)
+
+
 def get_norm(name: str) -> NormSpec:
     check_norm(name, None, ())
     return NORMS[name]
 
 
-__all__ = ["NORMS", "NormFactory", "NormSpec", "check_norm", "get_norm"]
+__all__ = ["NORMS", "WHOLE_BATCH", "BatchStats", "NormFactory", "NormSpec", "check_norm", "get_norm"]

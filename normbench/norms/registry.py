@@ -22,6 +22,17 @@ NormFactory = Callable[[bool], nn.Module]
 
 
 @dataclass(frozen=True)
+class BatchStats:
+    """How a batch-dependent norm forms its batch statistics; the sweep's protocol chooses it."""
+
+    group_size: Any = None  # examples per statistic (ghost batches); None: the run's whole batch. May be traced.
+    axis_name: str | None = None  # a device-mesh axis whose devices' statistics are averaged (SyncBN)
+
+
+WHOLE_BATCH = BatchStats()
+
+
+@dataclass(frozen=True)
 class NormSpec:
     """A norm and the facts about it that the rest of normbench uses instead of checking names."""
 
@@ -50,13 +61,3 @@ class NormSpec:
     # For batch-dependent norms: (config, axis_name) -> factory of the norm with its batch statistics averaged
     # over the devices of the mesh axis `axis_name` (SyncBN). Used by the `sync` protocol, inside shard_map.
     make_synced: Callable[[NormConfig, str], NormFactory] | None = None
-
-
-def check_norm(name: str, config: NormConfig, channels: tuple[int, ...]) -> None:
-    """Reject a norm name or options when the config is resolved, before anything is traced."""
-    from normbench.norms import NORMS
-
-    if name not in NORMS:
-        raise ConfigError(f"unknown norm {name!r}; valid norms: {', '.join(NORMS)}")
-    for c in sorted(set(channels)):
-        NORMS[name].check(config, c)

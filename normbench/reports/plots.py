@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from normbench.config import Config
+from normbench.core.axes import swept_columns
 from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
-from normbench.core.diagnostics import FIGURES as DIAGNOSTICS_FIGURES
+from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.results.store import atomic_write, read_config, read_metrics
 from normbench.results.stats import final_epoch, mean_ci, norm_batch, per_run
 from normbench.reports.summary import write_summary
@@ -23,7 +24,7 @@ LINESTYLES = {"batch": "-", "none": "--"}
 
 def _series_keys(columns) -> tuple[list[str], list[tuple]]:
     """One curve per norm, split further by batch size and learning rate only where those vary."""
-    varying = ("model", "protocol", "batch_size", "learning_rate")
+    varying = ("model", "protocol", "batch_size", "learning_rate", *swept_columns(columns))
     keys = ["norm"] + [k for k in varying if len(np.unique(columns[k])) > 1]
     rows = zip(*(columns[k] for k in keys))
     return keys, sorted(set(rows), key=lambda r: tuple(str(v) for v in r))
@@ -32,6 +33,13 @@ def _series_keys(columns) -> tuple[list[str], list[tuple]]:
 def _label(keys, key) -> str:
     parts = [str(key[0])] + [f"{k.split('_')[0]}={v}" for k, v in zip(keys[1:], key[1:])]
     return " ".join(parts)
+
+
+def _fields_in_norm(final: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`final` whose `norm` column also names the swept fields' values ("batch norm.epsilon=0.001"), for
+    figures that draw one curve or panel per norm."""
+    keys = ["norm", *swept_columns(final)]
+    return {**final, "norm": np.asarray([_label(keys, key) for key in zip(*(final[k] for k in keys))])}
 
 
 def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
@@ -116,7 +124,7 @@ def error_vs_batch_figure(columns: dict[str, np.ndarray], config: Config):
     not depend on the batch has no ghost cell: its sgd run at the same SGD batch is drawn flat instead."""
     import matplotlib.pyplot as plt
 
-    final = final_epoch(columns)
+    final = _fields_in_norm(final_epoch(columns))
     panels = _panels(final)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
     norms = list(dict.fromkeys(final["norm"]))
@@ -165,7 +173,7 @@ def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
     against the norm's batch. The gap between the curves is the train/test inconsistency of small batches."""
     import matplotlib.pyplot as plt
 
-    final = final_epoch(columns)
+    final = _fields_in_norm(final_epoch(columns))
     with_stats = ~np.isnan(final["test_acc_batch_stats"])
     present = set(zip(final["model"][with_stats], final["protocol"][with_stats], final["norm"][with_stats]))
     panels = [
@@ -193,7 +201,7 @@ def sync_bn_figure(columns: dict[str, np.ndarray], config: Config):
     model."""
     import matplotlib.pyplot as plt
 
-    final = final_epoch(columns)
+    final = _fields_in_norm(final_epoch(columns))
     models = list(dict.fromkeys(final["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.9), squeeze=False)
     series = list(dict.fromkeys(zip(final["norm"], final["protocol"])))

@@ -21,7 +21,8 @@ import sys
 
 import numpy as np
 
-from normbench.config import Cell, Config, value_grid
+from normbench.config import Config
+from normbench.core.grid import Cell, run_values, steps_per_epoch
 
 logger = logging.getLogger("normbench")
 
@@ -79,10 +80,8 @@ class LogProgress(Progress):
         self.best: tuple[float, str] | None = None  # (test accuracy, which cell and values)
 
     def sweep_started(self, config, cells, n_train):
-        from normbench.core.train import steps_per_epoch
-
         self.config, self.cells = config, cells
-        self.runs = [len(config.sweep.seeds) * len(value_grid(config, cell)) for cell in cells]
+        self.runs = [len(config.sweep.seeds) * len(run_values(config, cell)["init_scale"]) for cell in cells]
         # A run-step is one optimizer step of one run: the unit of work that the ETA extrapolates.
         self.work = [runs * config.train.epochs * steps_per_epoch(config, cell, n_train)
                      for runs, cell in zip(self.runs, cells)]  # fmt: skip
@@ -126,20 +125,13 @@ class LogProgress(Progress):
 
 
 def cell_label(cell: Cell) -> str:
-    return f"{cell.model} {cell.norm} {cell.protocol} batch={cell.batch_size}"
+    return cell.label()
 
 
 def values_label(config: Config, cell: Cell, k: int) -> str:
-    """The `k`-th value-grid point of `cell`, naming only the axes that vary."""
-    init_scale, lr, ghost = value_grid(config, cell)[k]
-    parts = []
-    if len(config.sweep.init_scales) > 1:
-        parts.append(f"init_scale={init_scale:.2g}")
-    if len(config.sweep.learning_rates) > 1:
-        parts.append(f"lr={lr:g}")
-    if cell.protocol == "ghost":
-        parts.append(f"ghost={ghost}")
-    return "".join(f" {p}" for p in parts)
+    """The `k`-th run of one seed of `cell`, naming only the value axes that vary within the cell."""
+    values = run_values(config, cell)
+    return "".join(f" {column}={v[k]:.3g}" for column, v in values.items() if len(set(v)) > 1)
 
 
 class LiveProgress(LogProgress):

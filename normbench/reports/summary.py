@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from normbench.config import Config
+from normbench.core.axes import swept_columns
 from normbench.results.store import atomic_write
 from normbench.results.stats import final_epoch, mean_ci, norm_batch
 
@@ -26,20 +27,24 @@ def _pm(values, scale=100.0) -> str:
     return f"{mean:.1f}" if np.isnan(ci) else f"{mean:.1f} ± {ci:.1f}"
 
 
+def _text(value) -> str:
+    return str(value) if isinstance(value, str) else f"{value:g}"
+
+
 def _groups(final, keys):
     rows = list(zip(*(final[k] for k in keys)))
     return sorted(set(rows), key=lambda r: tuple((str(v) if isinstance(v, str) else -float(v)) for v in r))
 
 
 def final_table(final) -> list[str]:
-    keys = ["model", "norm", "protocol", "norm_batch", "init_scale", "learning_rate"]
+    keys = ["model", "norm", "protocol", "norm_batch", "init_scale", "learning_rate", *swept_columns(final)]
     lines = [
         "| " + " | ".join(keys + list(ACCURACIES.values()) + ["diverged"]) + " |",
         "|" + "---|" * (len(keys) + len(ACCURACIES) + 1),
     ]
     for group in _groups(final, keys):
         rows = np.all([final[k] == v for k, v in zip(keys, group)], axis=0)
-        cells = [str(v) if isinstance(v, str) else f"{v:g}" for v in group]
+        cells = [_text(v) for v in group]
         cells += [_pm(final[m][rows & (final["diverged"] == 0)]) for m in ACCURACIES]
         cells.append(f"{int(final['diverged'][rows].sum())}/{int(rows.sum())}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -49,13 +54,11 @@ def final_table(final) -> list[str]:
 def batch_drop_table(final) -> list[str]:
     """Per model, protocol and norm: test accuracy at the largest and smallest norm batch, and the drop between
     them, its CI taken over the per-seed differences (a seed's runs share init and data order)."""
-    lines = [
-        "| model | protocol | norm | init_scale | test acc, largest batch | test acc, smallest batch | drop (points) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for model, protocol, norm, scale in _groups(final, ["model", "protocol", "norm", "init_scale"]):
-        rows = (final["model"] == model) & (final["protocol"] == protocol) & (final["norm"] == norm)
-        rows &= final["init_scale"] == scale
+    keys = ["model", "protocol", "norm", "init_scale", *swept_columns(final)]
+    header = [*keys, "test acc, largest batch", "test acc, smallest batch", "drop (points)"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for group in _groups(final, keys):
+        rows = np.all([final[k] == v for k, v in zip(keys, group)], axis=0)
         sizes = np.unique(final["norm_batch"][rows])
         if len(sizes) < 2:
             continue
@@ -66,9 +69,10 @@ def batch_drop_table(final) -> list[str]:
         large, small = (rows & np.isin(final["seed"], seeds) for rows in (large, small))
         order_large, order_small = np.argsort(final["seed"][large]), np.argsort(final["seed"][small])
         acc_large, acc_small = final["test_acc"][large][order_large], final["test_acc"][small][order_small]
+        named = " | ".join(_text(v) for v in group)
         lines.append(
-            f"| {model} | {protocol} | {norm} | {scale:g} | {_pm(acc_large)} ({sizes.max()}) | "
-            f"{_pm(acc_small)} ({sizes.min()}) | {_pm(acc_large - acc_small)} |"
+            f"| {named} | {_pm(acc_large)} ({sizes.max()}) | {_pm(acc_small)} ({sizes.min()}) | "
+            f"{_pm(acc_large - acc_small)} |"
         )
     return lines if len(lines) > 2 else []
 

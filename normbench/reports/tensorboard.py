@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from normbench.core.axes import STATIC, VALUE, key_columns, kind, swept_columns
 from normbench.errors import UserError
 from normbench.reports.progress import Progress
 from normbench.results.store import metrics_csv, parse_metrics, prepare_output_dir
@@ -30,12 +31,18 @@ TAGS = {
     "test_acc_batch_stats": "test/acc_batch_stats",
     "test_acc_precise": "test/acc_precise",
 }
-RUN_KEYS = ("model", "norm", "protocol", "batch_size", "ghost_size", "init_scale", "learning_rate", "seed")
 
 
-def run_name(model, norm, protocol, batch_size, ghost_size, init_scale, learning_rate, seed) -> str:
-    ghost = f"_ghost{ghost_size}" if protocol == "ghost" else ""
-    return f"{model}_{norm}_{protocol}_b{batch_size}/init{init_scale:.6g}_lr{learning_rate:.6g}{ghost}/seed{seed}"
+def run_name(key: dict, fields: list[str]) -> str:
+    """A run's TensorBoard name from its key columns (`fields`: those of swept config fields):
+    `<model>_<norm>_<protocol>_b<batch>[_<static field>=<v>]`, then `init<scale>_lr<rate>[_ghost<g>]
+    [_<value field>=<v>]`, then `seed<seed>`."""
+    static = [f"{c}={key[c]}" for c in fields if kind(c) == STATIC]
+    values = [f"{c}={key[c]:.6g}" for c in fields if kind(c) == VALUE]
+    ghost = [f"ghost{key['ghost_size']}"] if key["protocol"] == "ghost" else []
+    cell = "_".join([key["model"], key["norm"], key["protocol"], f"b{key['batch_size']}", *static])
+    run = "_".join([f"init{key['init_scale']:.6g}", f"lr{key['learning_rate']:.6g}", *ghost, *values])
+    return f"{cell}/{run}/seed{key['seed']}"
 
 
 def write_scalars(logdir: Path, columns: dict[str, np.ndarray]) -> list[str]:
@@ -43,8 +50,9 @@ def write_scalars(logdir: Path, columns: dict[str, np.ndarray]) -> list[str]:
     from tensorboardX import SummaryWriter
 
     runs: dict[str, list[int]] = {}
-    for i, key in enumerate(zip(*(columns[k] for k in RUN_KEYS))):
-        runs.setdefault(run_name(*key), []).append(i)
+    keys, fields = key_columns(columns), swept_columns(columns)
+    for i, key in enumerate(zip(*(columns[k] for k in keys))):
+        runs.setdefault(run_name(dict(zip(keys, key)), fields), []).append(i)
     for name, rows in runs.items():
         with SummaryWriter(logdir=str(Path(logdir) / name)) as writer:
             for i in rows:

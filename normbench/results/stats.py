@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from normbench.core.axes import key_columns
+
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
     """(mean, half-width of the `level` confidence interval); the half-width is NaN for fewer than 2 values."""
@@ -27,10 +29,8 @@ def norm_batch(columns: dict[str, np.ndarray]) -> np.ndarray:
     return columns["ghost_size"]
 
 
-RUN_KEYS = ("model", "norm", "protocol", "batch_size", "ghost_size", "init_scale", "learning_rate", "seed")
-
-
 def per_run(columns: dict[str, np.ndarray], rows: np.ndarray, metric: str) -> np.ndarray:
     """`metric` over the selected rows as a (run, epoch) array, whatever order the table's rows are in."""
-    order = np.lexsort([columns["epoch"][rows]] + [columns[k][rows] for k in reversed(RUN_KEYS)])
+    keys = key_columns(columns)
+    order = np.lexsort([columns["epoch"][rows]] + [columns[k][rows] for k in reversed(keys)])
     return columns[metric][rows][order].reshape(-1, len(np.unique(columns["epoch"][rows])))

@@ -7,10 +7,7 @@ results as they were.
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
-import io
-import itertools
 import json
 import os
 import tempfile
@@ -18,53 +15,38 @@ from pathlib import Path
 
 import numpy as np
 
-from normbench.config import Config, from_dict, to_dict, value_grid
+from normbench.config import Config, from_dict, to_dict
 from normbench.errors import UserError
+from normbench.results.table import number, parse_table, read_table, table_csv
 from normbench.runtime.faults import reached
 
 METRICS = "metrics.csv"
 CONFIG = "config.json"
 
-COLUMNS = (
-    "model", "norm", "protocol", "batch_size", "ghost_size", "init_scale", "seed", "learning_rate",
+# What metrics.csv records of a run at each epoch, after its key columns (`normbench.core.axes`).
+METRIC_COLUMNS = (
     "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_acc_batch_stats", "test_acc_precise",
     "diverged",
 )  # fmt: skip
-_TEXT_COLUMNS = {"model", "norm", "protocol"}
-_INT_COLUMNS = {"batch_size", "ghost_size", "seed", "epoch", "diverged"}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _number(x) -> str:
-    """A float32 metric to its 7 significant digits: all it holds, without the noise of XLA's rounding
-    (an accuracy of 113/1000 computed as 113 * 0.001f would print as 0.113000005)."""
-    return f"{float(x):.7g}"
-
-
 def metrics_csv(config: Config, results) -> str:
-    """One row per run and epoch; the key columns come from the config, so they read back exactly."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for result in results:
-        m, cell = result.metrics, result.cell
-        grid = enumerate(value_grid(config, cell))
-        for (s, seed), (k, (init_scale, lr, ghost)) in itertools.product(enumerate(config.sweep.seeds), grid):
-            diverged_epoch = int(m.diverged_epoch[s, k])
-            epochs = m.train_loss.shape[-1]
-            # The extra evaluation modes are measured once, after the last epoch.
-            after_training = (_number(m.test_acc_batch_stats[s, k]), _number(m.test_acc_precise[s, k]))
-            for e in range(epochs):
-                epoch = e + 1
-                writer.writerow([
-                    cell.model, cell.norm, cell.protocol, cell.batch_size, ghost, repr(init_scale), seed,
-                    repr(lr), epoch, _number(m.train_loss[s, k, e]), _number(m.train_acc[s, k, e]),
-                    _number(m.test_loss[s, k, e]), _number(m.test_acc[s, k, e]),
-                    *(after_training if epoch == epochs else ("nan", "nan")),
-                    int(0 < diverged_epoch <= epoch),
-                ])  # fmt: skip
-    return out.getvalue()
+    """One row per run and epoch (`normbench.results.table`)."""
+
+    def rows(result, s, k):
+        m = result.metrics
+        diverged_epoch = int(m.diverged_epoch[s, k])
+        epochs = m.train_loss.shape[-1]
+        # The extra evaluation modes are measured once, after the last epoch.
+        after_training = (number(m.test_acc_batch_stats[s, k]), number(m.test_acc_precise[s, k]))
+        for epoch in range(1, epochs + 1):
+            during = (m.train_loss, m.train_acc, m.test_loss, m.test_acc)
+            yield [epoch, *(number(metric[s, k, epoch - 1]) for metric in during),
+                   *(after_training if epoch == epochs else ("nan", "nan")), int(0 < diverged_epoch <= epoch)]  # fmt: skip
+
+    return table_csv(config, results, METRIC_COLUMNS, rows)
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -135,11 +117,6 @@ def exclusive(out: Path):
         yield
 
 
-def join_tables(tables: list[str]) -> str:
-    """One table from several with the same header (one per cell), in the given order."""
-    return tables[0] + "".join(table.split("\n", 1)[1] for table in tables[1:])
-
-
 def write_config(out: Path, config: Config, meta: dict) -> None:
     atomic_write(out / CONFIG, json.dumps({"config": to_dict(config), **meta}, indent=2) + "\n")
 
@@ -159,27 +136,10 @@ def _read_config_file(path: Path) -> Config:
 
 
 def read_metrics(out: Path) -> dict[str, np.ndarray]:
-    """The metrics table as columns: strings for `norm`, ints for counts, floats for the rest."""
-    path = Path(out) / METRICS
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"{str(path)!r} not found: is {str(out)!r} a results directory?") from None
-    return parse_metrics(text, path)
+    """The metrics table as columns (`normbench.results.table.parse_table`)."""
+    return read_table(Path(out) / METRICS, METRIC_COLUMNS)
 
 
 def parse_metrics(text: str, path: Path | str = METRICS) -> dict[str, np.ndarray]:
     """`read_metrics` of the text of a metrics table, e.g. `metrics_csv`'s output; `path` names it in errors."""
-    rows = list(csv.DictReader(text.splitlines()))
-    if not rows or set(COLUMNS) - set(rows[0]):
-        raise UserError(f"{str(path)!r} is empty or lacks the columns {', '.join(COLUMNS)}")
-    columns = {}
-    for name in rows[0]:
-        raw = [r[name] for r in rows]
-        if name in _TEXT_COLUMNS:
-            columns[name] = np.asarray(raw)
-        elif name in _INT_COLUMNS:
-            columns[name] = np.asarray(raw, dtype=np.int64)
-        else:
-            columns[name] = np.asarray(raw, dtype=np.float64)
-    return columns
+    return parse_table(text, path, METRIC_COLUMNS)

@@ -11,7 +11,7 @@ since `lax.map` steps through it. With one device a cell compiles exactly as it 
 
 Data parallel. The `per_device` and `sync` protocols train each run on a batch split over the "data" axis of a
 1-D mesh of `train.data_parallel` devices. The whole grid runs inside `jax.shard_map`: every device holds every
-run, the data and each minibatch's indices, and takes its own share of each batch (`BatchSplit.local`);
+run, the data and each minibatch's indices, and takes its own share of each batch (`normbench.protocols.BatchSplit.local`);
 gradients and losses are averaged over the axis, one all-reduce per step. Norms see their device's examples
 only, so BatchNorm's statistics are per device, the GN paper's "images per GPU". This is why it needs
 shard_map: under plain `jit` with the batch sharded, a Flax BatchNorm still takes its mean over the whole
@@ -29,7 +29,6 @@ builds the same config and grid, places its share of each global array on its ow
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -37,53 +36,19 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from normbench.config import DATA_PARALLEL, Cell, Config, ConfigError
+from normbench.config import Config, ConfigError
 from normbench.errors import UserError
+from normbench.protocols import DATA, BatchSplit
 from normbench.runtime.programs import ExportedGrid
 
-DATA = "data"
 SEEDS, RUNS = "seeds", "runs"
 
 
-class BatchSplit(NamedTuple):
-    """How a training step's batch is spread over devices; the default, one device, changes nothing."""
-
-    axis: str | None = None  # the mesh axis the batch is split over
-    devices: int = 1
-    sync: bool = False  # BatchNorm's statistics are averaged over the axis (SyncBN)
-
-    def local(self, indices):
-        """This device's share of one batch's example indices."""
-        if self.axis is None:
-            return indices
-        size = indices.shape[0] // self.devices
-        return jax.lax.dynamic_slice_in_dim(indices, jax.lax.axis_index(self.axis) * size, size)
-
-    def per_device(self, batch_stats):
-        """Running statistics that each device will update from its own examples: shard_map must know that
-        they differ between devices, or the training scan's carry changes type after one step."""
-        if self.axis is None or self.sync:
-            return batch_stats
-        return jax.lax.pcast(batch_stats, (self.axis,), to="varying")
-
-    def averaged(self, batch_stats):
-        """The devices' running statistics, averaged over the devices (one all-reduce)."""
-        if self.axis is None or self.sync:
-            return batch_stats
-        return jax.lax.pmean(batch_stats, self.axis)
-
-
-def batch_split(config: Config, cell: Cell) -> BatchSplit:
-    if cell.protocol not in DATA_PARALLEL:
-        return BatchSplit()
-    return BatchSplit(DATA, config.train.data_parallel, cell.protocol == "sync")
-
-
-def check_devices(config: Config, cells: list[Cell]) -> None:
-    """Say before anything is compiled what the devices cannot do: the data-parallel protocols need
-    `train.data_parallel` devices, and cells trained in phases (`train.checkpoint_every`,
+def check_devices(config: Config, splits: list[BatchSplit]) -> None:
+    """Say before anything is compiled what the devices cannot do: the data-parallel protocols (the cells'
+    `splits`) need `train.data_parallel` devices, and cells trained in phases (`train.checkpoint_every`,
     `train.diagnostics_at`) run as single-device programs."""
-    parallel = any(cell.protocol in DATA_PARALLEL for cell in cells)
+    parallel = any(split.axis is not None for split in splits)
     n, have = config.train.data_parallel, jax.device_count()
     phased = [k for k in ("checkpoint_every", "diagnostics_at") if getattr(config.train, k)]
     if phased and (parallel or have > 1):
@@ -120,16 +85,19 @@ def grid_mesh(n_seeds: int, n_runs: int, chunked: bool) -> Mesh:
     return Mesh(np.asarray(devices).reshape(shape), (SEEDS, RUNS))
 
 
-def lower_grid(grid: Callable, config: Config, cell: Cell, seeds: np.ndarray, values, data, key: str | None = None):
-    """`jit(grid)` lowered for the devices. Its `.compile()` is called like `grid`: (seeds, values, data) ->
-    (states, metrics). On one device the traced program is kept under `key` (`normbench.runtime.programs`)."""
-    if cell.protocol in DATA_PARALLEL:
-        mesh = data_mesh(config.train.data_parallel)
+def lower_grid(grid: Callable, split: BatchSplit, chunked: bool, seeds: np.ndarray, values, data,
+               key: str | None = None):  # fmt: skip
+    """`jit(grid)` lowered for the devices: over `split`'s devices when it splits the batch, else the grid's runs
+    spread over every device (`chunked`: the seeds go through `lax.map`). Its `.compile()` is called like `grid`:
+    (seeds, values, data) -> (states, metrics). On one device the traced program is kept under `key`
+    (`normbench.runtime.programs`)."""
+    if split.axis is not None:
+        mesh = data_mesh(split.devices)
         grid = jax.shard_map(grid, mesh=mesh, in_specs=P(), out_specs=P())
         return ShardedGrid(grid, mesh, None, None, seeds, values, data)
     if jax.device_count() == 1:
         return ExportedGrid(grid, key, (seeds, values, data))
-    mesh = grid_mesh(len(seeds), len(values.init_scale), config.train.chunk_size is not None)
+    mesh = grid_mesh(len(seeds), _runs(values), chunked)
     return ShardedGrid(grid, mesh, SEEDS, RUNS, seeds, values, data)
 
 
@@ -139,7 +107,7 @@ class ShardedGrid:
     results."""
 
     def __init__(self, grid, mesh: Mesh, seed_axis, run_axis, seeds, values, data):
-        self.shape = (len(seeds), len(values.init_scale))
+        self.shape = (len(seeds), _runs(values))
         self.padded = tuple(_round_up(n, mesh.shape[a] if a else 1) for n, a in zip(self.shape, (seed_axis, run_axis)))
         self.seeds = NamedSharding(mesh, P(seed_axis))
         self.values = NamedSharding(mesh, P(run_axis))
@@ -169,6 +137,10 @@ class ShardedGrid:
         if self.padded == self.shape:
             return states, metrics
         return jax.tree.map(lambda x: x[: self.shape[0], : self.shape[1]], (states, metrics))
+
+
+def _runs(values: dict) -> int:
+    return len(next(iter(values.values())))
 
 
 def place(host: np.ndarray, sharding: NamedSharding) -> jax.Array:

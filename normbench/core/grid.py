@@ -1,0 +1,124 @@
+"""A sweep's grid: its cells (static axes, one compiled program each) and each cell's runs (value axes,
+vmapped), from the axes of `normbench.core.axes` and the protocols of `normbench.protocols`.
+
+A cell's runs form a (seed, run) grid: seeds are the outer vmap, since a seed alone decides the minibatches;
+the other value axes' product, in `run_values` order, is the inner one. Rows of every results table follow
+that order, cell after cell.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from normbench.config import Config, replace_field
+from normbench.core.axes import STATIC, VALUE, kind
+from normbench.norms import NORMS
+from normbench.protocols import PROTOCOLS
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the static axes: one compiled program."""
+
+    model: str
+    norm: str
+    protocol: str
+    batch_size: int  # the SGD batch; the batch per device under the data-parallel protocols
+    fields: tuple[tuple[str, Any], ...] = ()  # the static `sweep.fields` at this cell: (dotted name, value)
+
+    def label(self) -> str:
+        return " ".join([self.model, self.norm, self.protocol, f"batch={self.batch_size}",
+                         *(f"{key}={value}" for key, value in self.fields)])  # fmt: skip
+
+
+def swept(config: Config, of_kind: str) -> dict[str, tuple]:
+    """The `sweep.fields` entries of one kind, STATIC or VALUE."""
+    return {key: values for key, values in config.sweep.fields.items() if kind(key) == of_kind}
+
+
+def cells(config: Config) -> list[Cell]:
+    sweep = config.sweep
+    static = swept(config, STATIC)
+    out = []
+    for model, norm, name, *values in itertools.product(sweep.models, sweep.norms, sweep.protocols, *static.values()):
+        protocol = PROTOCOLS[name]
+        if protocol.batch_dependent_only and not NORMS[norm].batch_dependent:
+            continue
+        fields = tuple(zip(static, values))
+        out += [Cell(model, norm, name, b, fields) for b in protocol.cell_batches(sweep.batch_sizes)]
+    return out
+
+
+def cell_config(config: Config, cell: Cell) -> Config:
+    """`config` as `cell` runs it: its static swept fields set."""
+    for key, value in cell.fields:
+        config = replace_field(config, key, value)
+    return config
+
+
+def with_values(config: Config, values: dict) -> Config:
+    """`config` as one run reads it: its swept value fields set to that run's (traced) values."""
+    for key in swept(config, VALUE):
+        config = replace_field(config, key, values[key])
+    return config
+
+
+def sgd_batch(config: Config, cell: Cell) -> int:
+    """The examples of one SGD step: the data-parallel protocols' batch is on every device."""
+    return cell.batch_size * PROTOCOLS[cell.protocol].split(config).devices
+
+
+def steps_per_epoch(config: Config, cell: Cell, n_train: int) -> int:
+    return cell_config(config, cell).train.steps_per_epoch or n_train // sgd_batch(config, cell)
+
+
+def stat_sizes(config: Config, cell: Cell) -> tuple[int, ...]:
+    """The examples that one batch statistic sees, per value of the protocol's axis (`ghost_size`)."""
+    return tuple(PROTOCOLS[cell.protocol].stat_sizes(config, cell.batch_size))
+
+
+def run_values(config: Config, cell: Cell) -> dict[str, list]:
+    """Each value axis's value at every run of one seed of `cell`, in row order: column -> list.
+
+    The learning rate is the one the run uses, after linear scaling with the SGD batch; `ghost_size` the number
+    of examples its norms' batch statistics see."""
+    reference = config.train.lr_reference_batch
+    lr_scale = sgd_batch(config, cell) / reference if reference else 1.0
+    axes = {
+        "init_scale": config.sweep.init_scales,
+        "learning_rate": [lr * lr_scale for lr in config.sweep.learning_rates],
+        "ghost_size": stat_sizes(config, cell),
+        **swept(config, VALUE),
+    }
+    points = list(itertools.product(*axes.values()))
+    return {column: [point[i] for point in points] for i, column in enumerate(axes)}
+
+
+def grid_arrays(config: Config, cell: Cell) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The seeds (outer vmap axis) and each value axis over one seed's runs (inner vmap axis), as arrays."""
+    values = {
+        column: np.asarray(v, np.int32 if column == "ghost_size" else np.float32)
+        for column, v in run_values(config, cell).items()
+    }
+    return np.asarray(config.sweep.seeds, np.uint32), values
+
+
+def run_keys(config: Config, cell: Cell) -> list[dict[str, Any]]:
+    """Every run of `cell` as its run-column values, seed-major as the grid: the rows' identities."""
+    static = dict(cell.fields)
+    values = run_values(config, cell)
+    points = [dict(zip(values, point)) for point in zip(*values.values())]
+    keys = []
+    for seed in config.sweep.seeds:
+        for point in points:
+            keys.append({
+                "model": cell.model, "norm": cell.norm, "protocol": cell.protocol, "batch_size": cell.batch_size,
+                "ghost_size": point["ghost_size"], "init_scale": point["init_scale"], "seed": seed,
+                "learning_rate": point["learning_rate"],
+                **{key: static[key] if key in static else point[key] for key in config.sweep.fields},
+            })  # fmt: skip
+    return keys

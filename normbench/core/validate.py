@@ -1,0 +1,120 @@
+"""Every check of a config that needs no data: names against the registries, option combinations, ranges,
+and the swept fields. Raises ConfigError before anything is traced."""
+
+from __future__ import annotations
+
+import typing
+
+from normbench.config import Config, ConfigError, field_hint
+from normbench.core.axes import fixed_reason
+from normbench.core.grid import cell_config, cells
+from normbench.core.train import OPTIMIZERS
+from normbench.models import MODELS, check_model
+from normbench.norms import check_norm
+from normbench.protocols import PROTOCOLS
+from normbench.reports.plots import FIGURES
+
+
+def validate(config: Config) -> None:
+    sweep = config.sweep
+    for name in ("models", "norms", "protocols", "batch_sizes", "init_scales", "seeds", "learning_rates"):
+        _check_axis(f"sweep.{name}", getattr(sweep, name))
+    for key, values in sweep.fields.items():
+        reason = fixed_reason(key)
+        if reason:
+            raise ConfigError(f"{key} cannot be a sweep axis: {reason}")
+        if typing.get_origin(field_hint(key)) is tuple:
+            raise ConfigError(f"{key} holds several values, so it cannot be a sweep axis; sweep a field of one value")
+        _check_axis(f"sweep.fields[{key!r}]", values)
+    for key, value, valid in (
+        *(("sweep.protocols", p, tuple(PROTOCOLS)) for p in sweep.protocols),
+        *(("sweep.models", m, tuple(MODELS)) for m in sweep.models),
+    ):
+        if value not in valid:
+            raise ConfigError(f"unknown {key[6:-1]} {value!r}; valid: {', '.join(valid)}")
+    for norm in sweep.norms:
+        check_norm(norm, config.norm, ())
+    for protocol in sweep.protocols:
+        PROTOCOLS[protocol].check(config)
+    # Each cell runs its own config: a swept option (say norm.num_groups) must fit each cell's layers.
+    checked = set()
+    for cell in cells(config):
+        run = cell_config(config, cell)
+        if (cell.model, cell.norm, cell.fields) not in checked:
+            checked.add((cell.model, cell.norm, cell.fields))
+            check_model(cell.model, run.model)
+            check_norm(cell.norm, run.norm, MODELS[cell.model].widths(run.model))
+            _check_values(run)
+    if config.train.diagnostics_at:
+        without = [m for m in sweep.models if not MODELS[m].records_layers]
+        if without:
+            recording = ", ".join(name for name, spec in MODELS.items() if spec.records_layers)
+            raise ConfigError(f"model {without[0]!r} records no layer diagnostics; models that do: {recording}")
+    for figure in config.figures:
+        if figure not in FIGURES:
+            raise ConfigError(f"unknown figure {figure!r}; valid figures: {', '.join(FIGURES)}")
+
+
+def _check_axis(key: str, values) -> None:
+    if len(values) == 0:
+        raise ConfigError(f"{key} is empty; give at least one value")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{key} repeats a value: {values}")
+
+
+def _check_values(config: Config) -> None:
+    """Ranges of one cell's config, swept value fields checked at each of their values."""
+    sweep, train = config.sweep, config.train
+    optional = {  # None means "not set"; a number must be positive
+        "train.steps_per_epoch": train.steps_per_epoch,
+        "train.lr_reference_batch": train.lr_reference_batch,
+        "train.chunk_size": train.chunk_size,
+        "train.checkpoint_every": train.checkpoint_every,
+        "data.n_train": config.data.n_train,
+        "data.n_test": config.data.n_test,
+    }
+    positive = {
+        "train.epochs": train.epochs,
+        "train.eval_batch_size": train.eval_batch_size,
+        "train.test_every": train.test_every,
+        "train.precise_bn_examples": train.precise_bn_examples,
+        "train.data_parallel": train.data_parallel,
+        **{key: value for key, value in optional.items() if value is not None},
+    }
+    positive.update({f"sweep.batch_sizes ({b})": b for b in sweep.batch_sizes})
+    positive.update({f"sweep.init_scales ({s})": s for s in sweep.init_scales})
+    positive.update({f"sweep.learning_rates ({lr})": lr for lr in sweep.learning_rates})
+    positive.update(_each(config, "norm.epsilon"))
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    for key, value in _each(config, "norm.momentum").items():
+        if not 0 <= value < 1:
+            raise ConfigError(f"{key} must be in [0, 1), got {value}")
+    for key, value in _each(config, "train.momentum").items():
+        if not 0 <= value < 1:
+            raise ConfigError(f"{key} must be in [0, 1), got {value}")
+        if value and train.optimizer == "adam":
+            raise ConfigError(f"{key} is SGD's momentum; adam has its own, so it must be 0 with train.optimizer=adam")
+    for key, value in _each(config, "train.weight_decay").items():
+        if not value >= 0:
+            raise ConfigError(f"{key} must be at least 0, got {value}")
+    if any(s < 0 or s >= 2**32 for s in sweep.seeds):
+        raise ConfigError(f"sweep.seeds must be in [0, 2**32), got {sweep.seeds}")
+    for key, value, valid in (
+        ("train.sampling", train.sampling, ("permutation", "replacement")),
+        ("train.optimizer", train.optimizer, tuple(OPTIMIZERS)),
+    ):
+        if value not in valid:
+            raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+    if train.diagnostics_at and any(not 0 <= e <= train.epochs for e in train.diagnostics_at):
+        raise ConfigError(f"train.diagnostics_at must hold epochs in 0..{train.epochs}, got {train.diagnostics_at}")
+
+
+def _each(config: Config, key: str) -> dict[str, float]:
+    """The values a float field takes in the runs: its own, or each swept one (`key (value)` -> value)."""
+    section, name = key.split(".")
+    swept = config.sweep.fields.get(key)
+    if swept is None:
+        return {key: getattr(getattr(config, section), name)}
+    return {f"{key} ({v})": v for v in swept}

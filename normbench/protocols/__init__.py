@@ -1,0 +1,8 @@
+"""The protocol registry. To add one: write one file with a `PROTOCOL`, then add it to `PROTOCOLS` below."""
+
+from normbench.protocols import ghost, per_device, sgd, sync
+from normbench.protocols.registry import DATA, BatchSplit, Protocol
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (sgd.PROTOCOL, ghost.PROTOCOL, per_device.PROTOCOL, sync.PROTOCOL)}
+
+__all__ = ["DATA", "PROTOCOLS", "BatchSplit", "Protocol"]

@@ -1,0 +1,101 @@
+"""The one writer and reader of normbench's tables (`metrics.csv`, `diagnostics.csv`): one row per run and
+whatever the table records of it, each row starting with the run's key columns (`normbench.core.axes`), then
+`epoch`, then the table's own columns. Readers find the key columns in the header, so a table says by itself
+which runs it holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from normbench.config import Config
+from normbench.core.axes import EPOCH, key_columns, run_columns
+from normbench.core.grid import run_keys
+from normbench.errors import UserError
+
+TEXT_COLUMNS = {"model", "norm", "protocol"}
+INT_COLUMNS = {"batch_size", "ghost_size", "seed", EPOCH, "diverged", "layer"}
+_INT = re.compile(r"-?\d+")
+
+
+def number(x) -> str:
+    """A float32 value to its 7 significant digits: all it holds, without the noise of XLA's rounding
+    (an accuracy of 113/1000 computed as 113 * 0.001f would print as 0.113000005)."""
+    return f"{float(x):.7g}"
+
+
+def _key_text(value) -> str:
+    """A key column's value as it reads back exactly: floats by repr, the rest as written."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def table_csv(config: Config, results, columns: tuple[str, ...], rows: Callable[[object, int, int], Iterable[list]]) -> str:
+    """The table of `results` (one `CellResult` per cell): for the run at (seed index s, run index k) of each
+    cell, one line per list that `rows(result, s, k)` yields, after the run's key columns. `columns` names
+    what those lists hold, `epoch` first."""
+    keys = run_columns(config)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(keys + columns)
+    for result in results:
+        identities = run_keys(config, result.cell)
+        per_seed = len(identities) // len(config.sweep.seeds)
+        for r, identity in enumerate(identities):
+            key = [_key_text(identity[c]) for c in keys]
+            for line in rows(result, *divmod(r, per_seed)):
+                writer.writerow(key + list(line))
+    return out.getvalue()
+
+
+def join_tables(tables: list[str]) -> str:
+    """One table from several with the same header (one per cell), in the given order."""
+    return tables[0] + "".join(table.split("\n", 1)[1] for table in tables[1:])
+
+
+def read_table(path: Path, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{str(path)!r} not found: is {str(path.parent)!r} a results directory?") from None
+    return parse_table(text, path, required)
+
+
+def parse_table(text: str, path: Path | str, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """A table's text as columns: strings for names, ints for counts, (rows, bins) floats for histograms
+    (`*_hist`, space-separated), floats for the rest; a swept field's key column as its values read."""
+    rows = list(csv.DictReader(text.splitlines()))
+    required = [EPOCH, *required]
+    if not rows or set(required) - set(rows[0]):
+        raise UserError(f"{str(path)!r} is empty or lacks the columns {', '.join(required)}")
+    keys = set(key_columns(rows[0]))
+    columns = {}
+    for name in rows[0]:
+        raw = [r[name] for r in rows]
+        if name in TEXT_COLUMNS:
+            columns[name] = np.asarray(raw)
+        elif name in INT_COLUMNS:
+            columns[name] = np.asarray(raw, dtype=np.int64)
+        elif name.endswith("_hist"):
+            columns[name] = np.array([[float(v) for v in r.split()] for r in raw]).reshape(len(rows), -1)
+        elif name in keys:
+            columns[name] = _swept(raw)
+        else:
+            columns[name] = np.asarray(raw, dtype=np.float64)
+    return columns
+
+
+def _swept(raw: list[str]) -> np.ndarray:
+    """A swept field's column: integers, numbers or (any other) text."""
+    if all(_INT.fullmatch(v) for v in raw):
+        return np.asarray(raw, dtype=np.int64)
+    try:
+        return np.asarray(raw, dtype=np.float64)
+    except ValueError:
+        return np.asarray(raw)

@@ -1,0 +1,85 @@
+"""The package's import structure, read from the sources: no import cycle among normbench's modules (imports
+inside functions included), and the config a leaf."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "normbench"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def imports_graph() -> dict[str, set[str]]:
+    """Module -> the normbench modules it imports anywhere in its source."""
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from normbench.x import y` imports the module normbench.x.y when there is one
+                names = [f"{node.module}.{a.name}" if is_module(f"{node.module}.{a.name}") else node.module
+                         for a in node.names]  # fmt: skip
+            else:
+                continue
+            edges |= {name for name in names if name.split(".")[0] == "normbench"}
+        graph[module_name(path)] = edges - {module_name(path)}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_sees_function_level_imports():
+    graph = imports_graph()
+    assert "normbench.core.validate" in graph["normbench.cli"]  # imported inside _resolve
+    assert "normbench.reports.plots" in graph["normbench.cli"]
+
+
+def test_a_planted_cycle_is_found():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_among_normbench_modules():
+    assert cycles(imports_graph()) == []
+
+
+def test_the_config_is_a_leaf():
+    assert imports_graph()["normbench.config"] <= {"normbench.errors"}
