@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 from normbench.config import Cell, Config, DataConfig, ModelConfig, NormConfig, TrainConfig
 from normbench.data import load
 from normbench.models import build_model
-from normbench.norms import NORMS
+from normbench.norms import NORMS, BatchStats
 from normbench.runtime.parallel import batch_split, data_mesh
 from normbench.core.train import OPTIMIZERS, TrainState, train_step
 
@@ -48,8 +48,7 @@ def bench_config(devices: int) -> Config:
 def steps_program(config: Config, protocol: str, batch: int, num_classes: int):
     """steps(x, y, indices [steps, devices x batch]) -> losses: the training steps of one run, data parallel."""
     split = batch_split(config, Cell("mlp", "batch", protocol, batch))
-    spec = NORMS["batch"]
-    norm = spec.make_synced(config.norm, split.axis) if split.sync else spec.make(config.norm)
+    norm = NORMS["batch"].make(config.norm, BatchStats(axis_name=split.axis if split.sync else None))
     model = build_model("mlp", config.model, norm, num_classes)
     tx = OPTIMIZERS[config.train.optimizer](learning_rate=0.01)
 

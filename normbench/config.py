@@ -176,9 +176,9 @@ def cells(config: Config) -> list[Cell]:
     for model, norm, protocol in itertools.product(sweep.models, sweep.norms, sweep.protocols):
         spec = NORMS[norm]
         if protocol == "ghost":
-            if spec.make_grouped is not None:
+            if spec.batch_dependent:
                 out.append(Cell(model, norm, protocol, max(sweep.batch_sizes)))
-        elif protocol != "sync" or spec.make_synced is not None:
+        elif protocol != "sync" or spec.batch_dependent:
             out += [Cell(model, norm, protocol, b) for b in sweep.batch_sizes]
     return out
 

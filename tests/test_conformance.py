@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import pytest
 
-from normbench.conformance import CHECKS, batch_dependence_as_declared, mask_respected
+from normbench.conformance import CHECKS, batch_dependence_as_declared
 from normbench.norms import NORMS
 
 
@@ -20,28 +20,13 @@ class LeakyNorm(nn.Module):
     """Normalizes by the whole batch's standard deviation: it depends on the batch, whatever it claims."""
 
     @nn.compact
-    def __call__(self, x, mask=None):
+    def __call__(self, x):
         return (x - x.mean(axis=tuple(range(1, x.ndim)), keepdims=True)) / (x.std() + 1e-5)
 
 
 def test_a_norm_leaking_batch_statistics_while_claiming_independence_fails():
     leaky = dataclasses.replace(
-        NORMS["layer"], name="leaky", make=lambda config: lambda train: LeakyNorm(), batch_dependent=False
+        NORMS["layer"], name="leaky", make=lambda config, stats: lambda train: LeakyNorm(), batch_dependent=False
     )
     with pytest.raises(AssertionError, match="claims batch_dependent=False"):
         batch_dependence_as_declared(leaky)
-
-
-class MaskIgnoringBatchNorm(nn.Module):
-    @nn.compact
-    def __call__(self, x, mask=None):
-        axes = tuple(range(x.ndim - 1))
-        return (x - x.mean(axes)) / jnp.sqrt(x.var(axes) + 1e-5)
-
-
-def test_a_batch_norm_ignoring_the_mask_fails():
-    ignoring = dataclasses.replace(
-        NORMS["batch"], name="ignores-mask", make=lambda config: lambda train: MaskIgnoringBatchNorm()
-    )
-    with pytest.raises(AssertionError, match="masked padding changed"):
-        mask_respected(ignoring)

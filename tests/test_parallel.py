@@ -78,7 +78,7 @@ BN_SETUP = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import PartitionSpec as P
 from normbench.config import NormConfig
-from normbench.norms import NORMS
+from normbench.norms import NORMS, WHOLE_BATCH, BatchStats
 from normbench.runtime.parallel import DATA, data_mesh
 
 CFG = NormConfig(momentum=0.9, epsilon=1e-6)
@@ -92,7 +92,7 @@ def test_per_device_bn_on_8_devices_is_bn_of_each_devices_slice():
     on_devices(
         BN_SETUP
         + """
-bn = NORMS["batch"].make(CFG)(True)
+bn = NORMS["batch"].make(CFG, WHOLE_BATCH)(True)
 variables = bn.init(jax.random.PRNGKey(0), x[:4])
 
 def per_device(x):
@@ -114,7 +114,7 @@ def test_sync_bn_on_8_devices_is_bn_of_the_whole_batch():
     on_devices(
         BN_SETUP
         + """
-bn, sync = NORMS["batch"].make(CFG)(True), NORMS["batch"].make_synced(CFG, DATA)(True)
+bn, sync = NORMS["batch"].make(CFG, WHOLE_BATCH)(True), NORMS["batch"].make(CFG, BatchStats(axis_name=DATA))(True)
 variables = bn.init(jax.random.PRNGKey(0), x)
 w = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), jnp.float32)
 

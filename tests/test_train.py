@@ -102,9 +102,9 @@ def test_init_schemes_draw_the_textbooks_untruncated_normals(init, gain):
 
     from normbench.config import ModelConfig
     from normbench.models import build_model
-    from normbench.norms import NORMS
+    from normbench.norms import NORMS, WHOLE_BATCH
 
-    model = build_model("mlp", ModelConfig(hidden=(400,), init=init), NORMS["none"].make(None), 10)
+    model = build_model("mlp", ModelConfig(hidden=(400,), init=init), NORMS["none"].make(None, WHOLE_BATCH), 10)
     kernel = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 300)), train=False)["params"]["Dense_0"]["kernel"]
     std = 1.0 if gain is None else np.sqrt(gain / 300)
     np.testing.assert_allclose(np.std(kernel), std, rtol=0.02)

@@ -44,7 +44,7 @@ import optax
 from normbench.config import Cell, Config, sgd_batch, stat_batch
 from normbench.core.diagnostics import Diagnostics, layer_diagnostics
 from normbench.models import build_model, scale_kernels
-from normbench.norms import NORMS
+from normbench.norms import NORMS, BatchStats
 from normbench.runtime.parallel import batch_split
 
 OPTIMIZERS: dict[str, Callable] = {
@@ -223,16 +223,15 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) ->
     statistics_batch = stat_batch(config, cell)
 
     def model_for(values: RunValues, norm_config=config.norm):
-        if cell.protocol == "ghost":
-            norm = spec.make_grouped(norm_config, values.ghost_size)
-        elif split.sync:
-            norm = spec.make_synced(norm_config, split.axis)
-        else:
-            norm = spec.make(norm_config)
+        stats = (
+            BatchStats(group_size=values.ghost_size)
+            if cell.protocol == "ghost"
+            else BatchStats(axis_name=split.axis if split.sync else None)
+        )
         return build_model(
             cell.model,
             config.model,
-            norm,
+            spec.make(norm_config, stats),
             num_classes,
             fuses_activation=spec.fuses_activation,
             standardize_weights=spec.standardizes_weights,

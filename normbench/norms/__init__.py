@@ -1,7 +1,7 @@
 """The norm registry. To add a variant: write one file with a `SPEC`, then add it to `NORMS` below."""
 
 from normbench.norms import batch, batch_renorm, evonorm, frn, ghost_batch, group, identity, instance, layer, rms
-from normbench.norms.registry import NormFactory, NormSpec, check_norm
+from normbench.norms.registry import WHOLE_BATCH, BatchStats, NormFactory, NormSpec, check_norm
 from normbench.norms.weight_std import with_weight_standardization
 
 NORMS: dict[str, NormSpec] = {
@@ -31,4 +31,4 @@ def get_norm(name: str) -> NormSpec:
     return NORMS[name]
 
 
-__all__ = ["NORMS", "NormFactory", "NormSpec", "check_norm", "get_norm"]
+__all__ = ["NORMS", "WHOLE_BATCH", "BatchStats", "NormFactory", "NormSpec", "check_norm", "get_norm"]
