@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from normbench.config import NormConfig
-from normbench.norms.registry import WHOLE_BATCH, NormSpec
+from normbench.norms.registry import WHOLE_BATCH, BatchStats, NormSpec
 
 # Options every norm accepts: 2 groups divide the 4 channels of the test inputs.
 CONFIG = NormConfig(momentum=0.9, epsilon=1e-5, num_groups=2)
@@ -130,6 +130,86 @@ def vmap_over_models_equals_a_loop(spec: NormSpec):
             _close(a[m], b, f"{spec.name}: model {m} of a vmapped grid differs from the same model alone")
 
 
+def _moved_variables(spec: NormSpec, shape):
+    """Variables after one train step on other inputs, so checks see running statistics away from their init."""
+    _, variables, updates = _apply(spec, _inputs(shape, seed=3), True)
+    return {**variables, **updates}
+
+
+def _mean_over(trees):
+    return jax.tree.map(lambda *leaves: jnp.mean(jnp.stack(leaves), axis=0), *trees)
+
+
+def ghost_groups_are_separate_batches(spec: NormSpec):
+    """With `BatchStats(group_size=g)` a batch-dependent norm is the norm applied to each group of g consecutive
+    examples alone, and its running statistics move as the mean of those groups' would; also with g traced under
+    jit, and g = B is the whole batch."""
+    if not spec.batch_dependent:
+        return
+
+    def grouped(g, variables, x):
+        return spec.make(CONFIG, BatchStats(group_size=g))(True).apply(variables, x, mutable=["batch_stats"])
+
+    for shape in SHAPES:
+        x, variables = _inputs(shape), _moved_variables(spec, shape)
+        for g in (2, 3, shape[0]):
+            parts = [_apply(spec, x[k : k + g], True, variables) for k in range(0, shape[0], g)]
+            expected_y = jnp.concatenate([y for y, _, _ in parts])
+            expected_stats = _mean_over([updates for _, _, updates in parts])
+            for how, (y, updates) in (
+                ("static", grouped(g, variables, x)),
+                ("traced under jit", jax.jit(grouped)(jnp.int32(g), variables, x)),
+            ):
+                what = f"{spec.name} with group_size={g} ({how}) on {shape}"
+                _close(y, expected_y, f"{what}: output is not the norm of each group alone")
+                for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(expected_stats)):
+                    _close(a, b, f"{what}: running statistics are not the mean of each group's")
+
+
+def synced_devices_are_one_batch(spec: NormSpec):
+    """With `BatchStats(axis_name=...)` a batch-dependent norm on the batch split over that axis's devices is the
+    norm on the whole batch, and every device's running statistics are the whole batch's. A vmap with the axis
+    name stands in for the device mesh: its collectives are the same as a shard_map's."""
+    if not spec.batch_dependent:
+        return
+    module = spec.make(CONFIG, BatchStats(axis_name="devices"))(True)
+    on_devices = jax.vmap(
+        lambda variables, x: module.apply(variables, x, mutable=["batch_stats"]), (None, 0), axis_name="devices"
+    )
+    for shape in SHAPES:
+        x, variables = _inputs(shape), _moved_variables(spec, shape)
+        y_whole, _, updates_whole = _apply(spec, x, True, variables)
+        for devices in (2, 3):
+            y, updates = on_devices(variables, x.reshape(devices, -1, *shape[1:]))
+            what = f"{spec.name} synced over {devices} devices on {shape}"
+            _close(y.reshape(shape), y_whole, f"{what}: output is not the whole batch's")
+            for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(updates_whole)):
+                for d in range(devices):
+                    _close(a[d], b, f"{what}: device {d}'s running statistics are not the whole batch's")
+
+
+def traced_epsilon_and_momentum(spec: NormSpec):
+    """The sweep vmaps `norm.epsilon` and `norm.momentum` as value axes, so a norm may only do arithmetic with
+    them: a vmap over two values gives what the two values give alone."""
+    x = _inputs(SHAPES[1])
+    variables = _moved_variables(spec, SHAPES[1])
+    epsilons, momenta = np.float32([1e-5, 0.5]), np.float32([0.9, 0.5])
+    batch_stats = (WHOLE_BATCH, BatchStats(group_size=3)) if spec.batch_dependent else (WHOLE_BATCH,)
+    for stats in batch_stats:
+        for train in (True, False):
+
+            def apply(epsilon, momentum, stats=stats, train=train):
+                config = dataclasses.replace(CONFIG, epsilon=epsilon, momentum=momentum)
+                return spec.make(config, stats)(train).apply(variables, x, mutable=["batch_stats"])
+
+            grid = jax.vmap(apply)(epsilons, momenta)
+            for i in range(2):
+                alone = apply(float(epsilons[i]), float(momenta[i]))
+                what = f"{spec.name} with {stats}, train={train}"
+                for a, b in zip(jax.tree.leaves(grid), jax.tree.leaves(alone)):
+                    _close(a[i], b, f"{what}: vmapped epsilon and momentum differ from value {i} alone")
+
+
 def finite_in_hard_cases(spec: NormSpec):
     """Finite outputs and gradients for bfloat16 inputs, constant inputs (zero variance) and a batch of one."""
     cases = {
@@ -157,5 +237,8 @@ CHECKS = (
     train_equals_eval_without_batch_statistics,
     jit_equals_eager,
     vmap_over_models_equals_a_loop,
+    ghost_groups_are_separate_batches,
+    synced_devices_are_one_batch,
+    traced_epsilon_and_momentum,
     finite_in_hard_cases,
 )

@@ -6,8 +6,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 import pytest
 
-from normbench.conformance import CHECKS, batch_dependence_as_declared
-from normbench.norms import NORMS
+from normbench.conformance import (
+    CHECKS,
+    batch_dependence_as_declared,
+    ghost_groups_are_separate_batches,
+    synced_devices_are_one_batch,
+)
+from normbench.norms import NORMS, WHOLE_BATCH
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -30,3 +35,20 @@ def test_a_norm_leaking_batch_statistics_while_claiming_independence_fails():
     )
     with pytest.raises(AssertionError, match="claims batch_dependent=False"):
         batch_dependence_as_declared(leaky)
+
+
+def ignoring_its_batch_stats(name):
+    """`name` as a norm that always takes its statistics over its own whole batch, whatever the protocol asks."""
+    return dataclasses.replace(NORMS[name], make=lambda config, stats: NORMS[name].make(config, WHOLE_BATCH))
+
+
+@pytest.mark.parametrize("name", ["batch", "evonorm_b0"])
+def test_a_norm_ignoring_the_group_size_fails(name):
+    with pytest.raises(AssertionError, match="not the norm of each group alone"):
+        ghost_groups_are_separate_batches(ignoring_its_batch_stats(name))
+
+
+@pytest.mark.parametrize("name", ["batch", "batch_renorm"])
+def test_a_norm_ignoring_the_device_axis_fails(name):
+    with pytest.raises(AssertionError, match="output is not the whole batch's"):
+        synced_devices_are_one_batch(ignoring_its_batch_stats(name))
