@@ -12,18 +12,29 @@ from normbench.norms import NORMS
 DOC = Path(__file__).resolve().parent.parent / "docs" / "adding_a_norm.md"
 
 
-@pytest.fixture
-def scale_norm(monkeypatch):
+def documented_spec(index, path):
+    """The SPEC of the doc's `index`-th python block, executed as the file `path` it says to create."""
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
     namespace = {}
-    exec(compile(blocks[0], "normbench/norms/scale.py", "exec"), namespace)
-    monkeypatch.setitem(NORMS, "scale", namespace["SPEC"])
+    exec(compile(blocks[index], path, "exec"), namespace)
     return namespace["SPEC"]
+
+
+@pytest.fixture
+def scale_norm(monkeypatch):
+    spec = documented_spec(0, "normbench/norms/scale.py")
+    monkeypatch.setitem(NORMS, "scale", spec)
+    return spec
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 def test_the_documented_norm_conforms(scale_norm, check):
     check(scale_norm)
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_the_documented_batch_statistics_norm_conforms(check):
+    check(documented_spec(2, "normbench/norms/mean_only_batch.py"))
 
 
 def test_the_documented_norm_lists_and_sweeps(scale_norm, tmp_path, capsys):
