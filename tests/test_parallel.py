@@ -146,8 +146,9 @@ def dp_config(**sweep):
     return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3, data_parallel=8))
 
 
-def test_data_parallel_training_is_its_one_device_equivalent(tmp_path):
-    """per_device at 4 examples per device = ghost BN in groups of 4 of the SGD batch of 32; sync = BN over 32."""
+@pytest.mark.parametrize("norm", ["batch", "batch_renorm", "evonorm_b0"])
+def test_data_parallel_training_is_its_one_device_equivalent(tmp_path, norm):
+    """per_device at 4 examples per device = ghost groups of 4 of the SGD batch of 32; sync = the batch of 32."""
     on_devices(f"""
 import numpy as np
 from conftest import tiny_dataset
@@ -157,15 +158,15 @@ from normbench.core.sweep import device_data, grid_values, train_cell
 
 config, dataset = dp_config(batch_sizes=(4,)), tiny_dataset(n_train=64, n_test=32)
 for protocol in ("per_device", "sync"):
-    cell = Cell("mlp", "batch", protocol, 4)
+    cell = Cell("mlp", {norm!r}, protocol, 4)
     _, result = train_cell(config, cell, dataset, device_data(dataset), *grid_values(config, cell))
     np.savez({str(tmp_path)!r} + f"/{{protocol}}.npz", **result.metrics._asdict())
 """)
     dataset = tiny_dataset(n_train=64, n_test=32)
     ghost = dp_config(batch_sizes=(4, 32), protocols=("ghost",))
     for protocol, config, cell, runs in (
-        ("per_device", ghost, Cell("mlp", "batch", "ghost", 32), slice(0, None, 2)),  # the ghost size 4 runs
-        ("sync", dp_config(batch_sizes=(32,)), Cell("mlp", "batch", "sgd", 32), slice(None)),
+        ("per_device", ghost, Cell("mlp", norm, "ghost", 32), slice(0, None, 2)),  # the ghost size 4 runs
+        ("sync", dp_config(batch_sizes=(32,)), Cell("mlp", norm, "sgd", 32), slice(None)),
     ):
         _, result = train_cell(config, cell, dataset, device_data(dataset), *grid_values(config, cell))
         parallel = np.load(tmp_path / f"{protocol}.npz")

@@ -22,8 +22,8 @@ from normbench.norms.registry import NormSpec
 class GhostBatchNorm(nn.Module):
     group_size: Any  # int, traced int32 scalar, or None for the whole batch; must divide the batch
     use_running_average: bool
-    momentum: Any = 0.9
-    epsilon: Any = 1e-6
+    momentum: float = 0.9
+    epsilon: float = 1e-6
     axis_name: str | None = None
 
     @nn.compact
