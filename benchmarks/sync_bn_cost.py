@@ -28,12 +28,12 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from normbench.config import Config, DataConfig, ModelConfig, NormConfig, TrainConfig
+from normbench.core.train import OPTIMIZERS, TrainState, train_step
 from normbench.data import load
 from normbench.models import build_model
 from normbench.norms import NORMS
 from normbench.protocols import PROTOCOLS
 from normbench.runtime.parallel import data_mesh
-from normbench.core.train import OPTIMIZERS, TrainState, train_step
 
 
 def bench_config(devices: int) -> Config:

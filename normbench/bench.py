@@ -34,16 +34,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normbench.runtime.cache import cache_dir
 from normbench.config import Config, load_config
 from normbench.core.grid import Cell, cells, grid_arrays, steps_per_epoch
+from normbench.core.sweep import compile_cell, device_data, run_sweep, training_time, vmap_grid
+from normbench.core.train import make_train
 from normbench.data import load
 from normbench.errors import UserError
 from normbench.flops import matmul_flops
 from normbench.reports.progress import Progress
 from normbench.results.store import atomic_write
-from normbench.core.sweep import compile_cell, device_data, run_sweep, training_time, vmap_grid
-from normbench.core.train import make_train
+from normbench.runtime.cache import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ("peak", "study", "small_batch", "models", "loop")

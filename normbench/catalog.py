@@ -72,8 +72,18 @@ def datasets_table() -> str:
     return _table(("data.source", "summary"), rows)
 
 
+def protocols_table() -> str:
+    from normbench.protocols import PROTOCOLS
+
+    rows = [
+        (p.name, "batch-dependent only" if p.batch_dependent_only else "all", p.summary) for p in PROTOCOLS.values()
+    ]
+    return _table(("protocol", "norms", "summary"), rows)
+
+
 def listing(what: str) -> str:
-    tables = {"norms": norms_table, "models": models_table, "datasets": datasets_table, "configs": configs_table}
+    tables = {"norms": norms_table, "models": models_table, "protocols": protocols_table, "datasets": datasets_table,
+              "configs": configs_table}  # fmt: skip
     return tables[what]()
 
 

@@ -158,8 +158,10 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("results_dir")
     report.add_argument("--output", metavar="FILE", help="where to write it (default: RESULTS_DIR/report.html)")
     report.set_defaults(func=_report)
-    listing = sub.add_parser("list", help="list the registered norms (with metadata), models, data sources or configs")
-    listing.add_argument("what", choices=("norms", "models", "datasets", "configs"))
+    listing = sub.add_parser(
+        "list", help="list the registered norms (with metadata), models, protocols, data sources or configs"
+    )
+    listing.add_argument("what", choices=("norms", "models", "protocols", "datasets", "configs"))
     listing.set_defaults(func=_list)
     bench = sub.add_parser("bench", help="time the studies against this machine's matmul peak, print the tables")
     bench.add_argument("--out", help="where the tables go (default: results/bench/<device kind>)")

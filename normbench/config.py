@@ -210,8 +210,12 @@ def add_sweeps(config: Config, sweeps: list[str]) -> Config:
         if typing.get_origin(hint) in (tuple, dict):
             raise ConfigError(f"--sweep takes a field of one value; {key!r} holds several (set it with --set)")
         values = _parse(raw, tuple[hint, ...], key)
-        config = dataclasses.replace(config, sweep=dataclasses.replace(
-            config.sweep, fields={**{k: v for k, v in config.sweep.fields.items() if k != key}, key: values}))
+        config = dataclasses.replace(
+            config,
+            sweep=dataclasses.replace(
+                config.sweep, fields={**{k: v for k, v in config.sweep.fields.items() if k != key}, key: values}
+            ),
+        )
     return config
 
 

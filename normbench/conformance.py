@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from normbench.config import NormConfig
-from normbench.norms.registry import NormSpec
+from normbench.norms.registry import WHOLE_BATCH, BatchStats, NormSpec
 
 # Options every norm accepts: 2 groups divide the 4 channels of the test inputs.
 CONFIG = NormConfig(momentum=0.9, epsilon=1e-5, num_groups=2)
@@ -29,11 +29,11 @@ def _inputs(shape, seed=0, dtype=jnp.float32):
     return jnp.asarray(rng.normal(1.5, 2.0, shape), dtype)
 
 
-def _apply(spec: NormSpec, x, train: bool, variables=None, mask=None, config=CONFIG):
-    module = spec.make(config)(train)
+def _apply(spec: NormSpec, x, train: bool, variables=None, config=CONFIG):
+    module = spec.make(config, WHOLE_BATCH)(train)
     if variables is None:
         variables = module.init(jax.random.PRNGKey(0), x)
-    y, updates = module.apply(variables, x, mask=mask, mutable=["batch_stats"])
+    y, updates = module.apply(variables, x, mutable=["batch_stats"])
     return y, variables, updates
 
 
@@ -103,7 +103,7 @@ def train_equals_eval_without_batch_statistics(spec: NormSpec):
 def jit_equals_eager(spec: NormSpec):
     x = _inputs(SHAPES[1])
     for train in (True, False):
-        module = spec.make(CONFIG)(train)
+        module = spec.make(CONFIG, WHOLE_BATCH)(train)
         variables = module.init(jax.random.PRNGKey(0), x)
 
         def apply(v, x, module=module):
@@ -117,7 +117,7 @@ def jit_equals_eager(spec: NormSpec):
 def vmap_over_models_equals_a_loop(spec: NormSpec):
     """Each model of a vmapped grid sees only its own batch: batch statistics never cross the model axis."""
     xs = jnp.stack([_inputs(SHAPES[1], seed=s) * (1 + s) for s in range(3)])
-    module = spec.make(CONFIG)(True)
+    module = spec.make(CONFIG, WHOLE_BATCH)(True)
     variables = jax.vmap(lambda k, x: module.init(k, x))(jax.random.split(jax.random.PRNGKey(0), 3), xs)
 
     def apply(v, x):
@@ -130,17 +130,84 @@ def vmap_over_models_equals_a_loop(spec: NormSpec):
             _close(a[m], b, f"{spec.name}: model {m} of a vmapped grid differs from the same model alone")
 
 
-def mask_respected(spec: NormSpec):
-    """Padding rows marked by the mask change neither the real examples' outputs nor the running statistics."""
+def _moved_variables(spec: NormSpec, shape):
+    """Variables after one train step on other inputs, so checks see running statistics away from their init."""
+    _, variables, updates = _apply(spec, _inputs(shape, seed=3), True)
+    return {**variables, **updates}
+
+
+def _mean_over(trees):
+    return jax.tree.map(lambda *leaves: jnp.mean(jnp.stack(leaves), axis=0), *trees)
+
+
+def ghost_groups_are_separate_batches(spec: NormSpec):
+    """With `BatchStats(group_size=g)` a batch-dependent norm is the norm applied to each group of g consecutive
+    examples alone, and its running statistics move as the mean of those groups' would; also with g traced under
+    jit, and g = B is the whole batch."""
+    if not spec.batch_dependent:
+        return
+
+    def grouped(g, variables, x):
+        return spec.make(CONFIG, BatchStats(group_size=g))(True).apply(variables, x, mutable=["batch_stats"])
+
     for shape in SHAPES:
-        x = _inputs(shape)
-        padded = jnp.concatenate([x, 50 + 10 * _inputs((3, *shape[1:]), seed=2)])
-        mask = (jnp.arange(shape[0] + 3) < shape[0]).reshape((-1,) + (1,) * (len(shape) - 1))
-        y, variables, updates = _apply(spec, x, True)
-        y_padded, _, updates_padded = _apply(spec, padded, True, variables, mask)
-        _close(y_padded[: shape[0]], y, f"{spec.name}: masked padding changed the real examples' outputs")
-        for a, b in zip(jax.tree.leaves(updates_padded), jax.tree.leaves(updates)):
-            _close(a, b, f"{spec.name}: masked padding changed its batch statistics")
+        x, variables = _inputs(shape), _moved_variables(spec, shape)
+        for g in (2, 3, shape[0]):
+            parts = [_apply(spec, x[k : k + g], True, variables) for k in range(0, shape[0], g)]
+            expected_y = jnp.concatenate([y for y, _, _ in parts])
+            expected_stats = _mean_over([updates for _, _, updates in parts])
+            for how, (y, updates) in (
+                ("static", grouped(g, variables, x)),
+                ("traced under jit", jax.jit(grouped)(jnp.int32(g), variables, x)),
+            ):
+                what = f"{spec.name} with group_size={g} ({how}) on {shape}"
+                _close(y, expected_y, f"{what}: output is not the norm of each group alone")
+                for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(expected_stats)):
+                    _close(a, b, f"{what}: running statistics are not the mean of each group's")
+
+
+def synced_devices_are_one_batch(spec: NormSpec):
+    """With `BatchStats(axis_name=...)` a batch-dependent norm on the batch split over that axis's devices is the
+    norm on the whole batch, and every device's running statistics are the whole batch's. A vmap with the axis
+    name stands in for the device mesh: its collectives are the same as a shard_map's."""
+    if not spec.batch_dependent:
+        return
+    module = spec.make(CONFIG, BatchStats(axis_name="devices"))(True)
+    on_devices = jax.vmap(
+        lambda variables, x: module.apply(variables, x, mutable=["batch_stats"]), (None, 0), axis_name="devices"
+    )
+    for shape in SHAPES:
+        x, variables = _inputs(shape), _moved_variables(spec, shape)
+        y_whole, _, updates_whole = _apply(spec, x, True, variables)
+        for devices in (2, 3):
+            y, updates = on_devices(variables, x.reshape(devices, -1, *shape[1:]))
+            what = f"{spec.name} synced over {devices} devices on {shape}"
+            _close(y.reshape(shape), y_whole, f"{what}: output is not the whole batch's")
+            for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(updates_whole)):
+                for d in range(devices):
+                    _close(a[d], b, f"{what}: device {d}'s running statistics are not the whole batch's")
+
+
+def traced_epsilon_and_momentum(spec: NormSpec):
+    """The sweep vmaps `norm.epsilon` and `norm.momentum` as value axes, so a norm may only do arithmetic with
+    them: a vmap over two values gives what the two values give alone."""
+    x = _inputs(SHAPES[1])
+    variables = _moved_variables(spec, SHAPES[1])
+    epsilons, momenta = np.float32([1e-5, 0.5]), np.float32([0.9, 0.5])
+    batch_stats = (WHOLE_BATCH, BatchStats(group_size=3)) if spec.batch_dependent else (WHOLE_BATCH,)
+    for stats in batch_stats:
+        for train in (True, False):
+
+            def apply(epsilon, momentum, stats=stats, train=train):
+                config = dataclasses.replace(CONFIG, epsilon=epsilon, momentum=momentum)
+                return spec.make(config, stats)(train).apply(variables, x, mutable=["batch_stats"])
+
+            grid = jax.vmap(apply)(epsilons, momenta)
+            for i in range(2):
+                alone = apply(float(epsilons[i]), float(momenta[i]))
+                what = f"{spec.name} with {stats}, train={train}"
+                for a, b in zip(jax.tree.leaves(grid), jax.tree.leaves(alone)):
+                    _close(a[i], b, f"{what}: vmapped epsilon and momentum differ from value {i} alone")
 
 
 def finite_in_hard_cases(spec: NormSpec):
@@ -151,7 +218,7 @@ def finite_in_hard_cases(spec: NormSpec):
         "batch of one": _inputs((1, 3, 3, 4)),
     }
     for name, x in cases.items():
-        module = spec.make(CONFIG)(True)
+        module = spec.make(CONFIG, WHOLE_BATCH)(True)
         variables = module.init(jax.random.PRNGKey(0), x)
 
         def loss(v, x, module=module):
@@ -170,6 +237,8 @@ CHECKS = (
     train_equals_eval_without_batch_statistics,
     jit_equals_eager,
     vmap_over_models_equals_a_loop,
-    mask_respected,
+    ghost_groups_are_separate_batches,
+    synced_devices_are_one_batch,
+    traced_epsilon_and_momentum,
     finite_in_hard_cases,
 )

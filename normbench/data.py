@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from normbench.runtime.cache import cache_dir, keep
 from normbench.config import DataConfig
 from normbench.errors import UserError
+from normbench.runtime.cache import cache_dir, keep
 
 VALID_SOURCES = (
     "mnist5k, idx:<dir> (MNIST-format IDX files), tfds:<name> (e.g. tfds:fashion_mnist) or npz:<file> (your arrays)"

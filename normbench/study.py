@@ -19,14 +19,14 @@ import numpy as np
 import optax
 
 from normbench import __version__
-from normbench.runtime.cache import enable_compilation_cache
 from normbench.config import Config
-from normbench.core.grid import cells
-from normbench.data import load
 from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
-from normbench.runtime.parallel import from_writer, is_writer, on_writer
+from normbench.core.grid import cells
+from normbench.core.sweep import check_fits, run_sweep, training_time
+from normbench.data import load
 from normbench.reports.plots import draw_figures
 from normbench.reports.progress import Progress, logger
+from normbench.results.resume import Unfinished
 from normbench.results.store import (
     METRICS,
     atomic_write,
@@ -36,9 +36,9 @@ from normbench.results.store import (
     prepare_output_dir,
     write_config,
 )
-from normbench.results.resume import Unfinished
 from normbench.results.table import join_tables
-from normbench.core.sweep import check_fits, run_sweep, training_time
+from normbench.runtime.cache import enable_compilation_cache
+from normbench.runtime.parallel import from_writer, is_writer, on_writer
 
 
 def run_study(

@@ -10,8 +10,8 @@ from benchmarks.batch_axis import bench_config, padded_grid
 from benchmarks.matmul_floor import Shapes, program
 from normbench.config import ModelConfig
 from normbench.core.grid import Cell, cells, grid_arrays
-from normbench.flops import matmul_flops
 from normbench.core.sweep import device_data, make_training, train_cell, vmap_grid
+from normbench.flops import matmul_flops
 
 
 def test_padded_vmapped_batch_axis_equals_one_program_per_batch_size():

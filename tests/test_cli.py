@@ -11,8 +11,10 @@ import pytest
 from conftest import snapshot
 
 from normbench.cli import main
+from normbench.config import Config
+from normbench.core.axes import run_columns
 from normbench.norms import NORMS
-from normbench.results.store import COLUMNS
+from normbench.results.store import METRIC_COLUMNS
 
 VALID = ", ".join(NORMS)  # the error lists every registered norm
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +24,7 @@ def test_run_writes_config_table_and_figure(study):
     _, out = study
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0]) == COLUMNS
+    assert tuple(rows[0]) == run_columns(Config()) + METRIC_COLUMNS
     # norms x init scales x seeds x epochs
     assert len(rows) == 2 * 2 * 2 * 2
     assert {(r["norm"], r["init_scale"], r["seed"], r["epoch"]) for r in rows} == {
@@ -137,8 +139,10 @@ def test_show_prints_the_resolved_config_in_a_form_that_set_reads_back(capsys):
     assert "sweep.norms               = batch,group  # default: batch,none" in lines
     # per model: batch at 7 SGD batches + 1 ghost cell of 7 group sizes, group at 7; 5 seeds each
     assert lines[-1] == "# 30 cells (one compiled program each), 210 runs of 3 epochs"
-    settings = [line.split("  # ")[0] for line in lines[:-1]]
+    settings = [line.split("  # ")[0] for line in lines if not line.startswith("#")]
     assert apply_overrides(Config(), settings) == apply_overrides(load_config(config_file), overrides)
+    axes = [line.split()[1:3] for line in lines if line.startswith("#   ")]
+    assert axes[:2] == [["model", "static"], ["norm", "static"]] and ["seed", "value"] in axes
 
 
 def test_show_checks_the_config_like_run(capsys):

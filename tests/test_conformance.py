@@ -3,11 +3,15 @@
 import dataclasses
 
 import flax.linen as nn
-import jax.numpy as jnp
 import pytest
 
-from normbench.conformance import CHECKS, batch_dependence_as_declared, mask_respected
-from normbench.norms import NORMS
+from normbench.conformance import (
+    CHECKS,
+    batch_dependence_as_declared,
+    ghost_groups_are_separate_batches,
+    synced_devices_are_one_batch,
+)
+from normbench.norms import NORMS, WHOLE_BATCH
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -20,28 +24,30 @@ class LeakyNorm(nn.Module):
     """Normalizes by the whole batch's standard deviation: it depends on the batch, whatever it claims."""
 
     @nn.compact
-    def __call__(self, x, mask=None):
+    def __call__(self, x):
         return (x - x.mean(axis=tuple(range(1, x.ndim)), keepdims=True)) / (x.std() + 1e-5)
 
 
 def test_a_norm_leaking_batch_statistics_while_claiming_independence_fails():
     leaky = dataclasses.replace(
-        NORMS["layer"], name="leaky", make=lambda config: lambda train: LeakyNorm(), batch_dependent=False
+        NORMS["layer"], name="leaky", make=lambda config, stats: lambda train: LeakyNorm(), batch_dependent=False
     )
     with pytest.raises(AssertionError, match="claims batch_dependent=False"):
         batch_dependence_as_declared(leaky)
 
 
-class MaskIgnoringBatchNorm(nn.Module):
-    @nn.compact
-    def __call__(self, x, mask=None):
-        axes = tuple(range(x.ndim - 1))
-        return (x - x.mean(axes)) / jnp.sqrt(x.var(axes) + 1e-5)
+def ignoring_its_batch_stats(name):
+    """`name` as a norm that always takes its statistics over its own whole batch, whatever the protocol asks."""
+    return dataclasses.replace(NORMS[name], make=lambda config, stats: NORMS[name].make(config, WHOLE_BATCH))
 
 
-def test_a_batch_norm_ignoring_the_mask_fails():
-    ignoring = dataclasses.replace(
-        NORMS["batch"], name="ignores-mask", make=lambda config: lambda train: MaskIgnoringBatchNorm()
-    )
-    with pytest.raises(AssertionError, match="masked padding changed"):
-        mask_respected(ignoring)
+@pytest.mark.parametrize("name", ["batch", "evonorm_b0"])
+def test_a_norm_ignoring_the_group_size_fails(name):
+    with pytest.raises(AssertionError, match="not the norm of each group alone"):
+        ghost_groups_are_separate_batches(ignoring_its_batch_stats(name))
+
+
+@pytest.mark.parametrize("name", ["batch", "batch_renorm"])
+def test_a_norm_ignoring_the_device_axis_fails(name):
+    with pytest.raises(AssertionError, match="output is not the whole batch's"):
+        synced_devices_are_one_batch(ignoring_its_batch_stats(name))

@@ -12,12 +12,14 @@ from conftest import tiny_config, tiny_dataset
 
 from normbench.cli import main
 from normbench.config import ConfigError, ModelConfig
-from normbench.core.grid import Cell
-from normbench.core.validate import validate
+from normbench.core.axes import run_columns
 from normbench.core.diagnostics import COLUMNS, LOG10_EDGES, layer_diagnostics, log_histogram, read_diagnostics
-from normbench.models import build_model
-from normbench.norms import NORMS
+from normbench.core.grid import Cell
 from normbench.core.sweep import device_data, train_cell
+from normbench.core.validate import validate
+from normbench.models import build_model
+from normbench.norms import NORMS, WHOLE_BATCH
+from normbench.results.store import read_config
 
 
 def test_log_histogram_bins_log10_magnitudes_and_leaves_zeros_and_nonfinite_out():
@@ -32,7 +34,7 @@ def test_log_histogram_bins_log10_magnitudes_and_leaves_zeros_and_nonfinite_out(
 
 @pytest.mark.parametrize("norm", ["batch", "none"])
 def test_layer_diagnostics_match_a_hand_written_forward_pass(norm):
-    model = build_model("mlp", ModelConfig(hidden=(6, 5)), NORMS[norm].make(tiny_config().norm), 3)
+    model = build_model("mlp", ModelConfig(hidden=(6, 5)), NORMS[norm].make(tiny_config().norm, WHOLE_BATCH), 3)
     rng = np.random.default_rng(0)
     x, y = jnp.asarray(rng.random((8, 4), np.float32)), jnp.asarray(rng.integers(0, 3, 8))
     variables = model.init(jax.random.PRNGKey(1), x, train=False)
@@ -78,7 +80,7 @@ def test_diagnostics_at_chosen_epochs_come_from_the_states_training_reaches():
         np.testing.assert_allclose(getattr(with_diagnostics.metrics, name), value, rtol=2e-5, atol=1e-6)
     assert sorted(with_diagnostics.diagnostics) == [0, 3]
     assert with_diagnostics.diagnostics[3].pre_std.shape == (1, 2, 2)  # seeds, runs, layers
-    model = build_model("mlp", config.model, NORMS["batch"].make(config.norm), dataset.num_classes)
+    model = build_model("mlp", config.model, NORMS["batch"].make(config.norm, WHOLE_BATCH), dataset.num_classes)
     final = jax.tree.map(lambda a: a[0, 1], (states.params, states.batch_stats))
     expected = layer_diagnostics(model, *final, dataset.train_x[:8], dataset.train_y[:8])
     np.testing.assert_allclose(with_diagnostics.diagnostics[3].grad_norm[0, 1], expected.grad_norm, rtol=1e-4)
@@ -97,7 +99,7 @@ def test_the_cli_writes_the_table_and_its_figures(study, tmp_path):
     out = tmp_path / "out"
     assert main(["run", str(config), "--out", str(out), "--diagnostics"]) == 0
     columns = read_diagnostics(out / "diagnostics.csv")
-    assert tuple(columns) == COLUMNS
+    assert tuple(columns) == run_columns(read_config(out)) + COLUMNS
     # 2 norms x 2 scales x 2 seeds x epochs (0, 1, 2) x 2 layers
     assert len(columns["layer"]) == 2 * 2 * 2 * 3 * 2
     assert set(columns["epoch"]) == {0, 1, 2} and columns["output_hist"].shape[1] == len(LOG10_EDGES) - 1

@@ -18,18 +18,29 @@ from normbench.norms import NORMS
 DOC = Path(__file__).resolve().parent.parent / "docs" / "adding_a_norm.md"
 
 
-@pytest.fixture
-def scale_norm(monkeypatch):
+def documented_spec(index, path):
+    """The SPEC of the doc's `index`-th python block, executed as the file `path` it says to create."""
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
     namespace = {}
-    exec(compile(blocks[0], "normbench/norms/scale.py", "exec"), namespace)
-    monkeypatch.setitem(NORMS, "scale", namespace["SPEC"])
+    exec(compile(blocks[index], path, "exec"), namespace)
     return namespace["SPEC"]
+
+
+@pytest.fixture
+def scale_norm(monkeypatch):
+    spec = documented_spec(0, "normbench/norms/scale.py")
+    monkeypatch.setitem(NORMS, "scale", spec)
+    return spec
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 def test_the_documented_norm_conforms(scale_norm, check):
     check(scale_norm)
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_the_documented_batch_statistics_norm_conforms(check):
+    check(documented_spec(2, "normbench/norms/mean_only_batch.py"))
 
 
 def test_the_documented_norm_lists_and_sweeps(scale_norm, tmp_path, capsys):
@@ -113,8 +124,10 @@ def test_the_documented_value_axis_is_one_field_one_line_and_one_use(tmp_path):
     }
     added = {path: len(lines) - len((root / path).read_text().splitlines()) for path, lines in changed.items()}
     assert added == {"normbench/config.py": 2, "normbench/core/axes.py": 1, "normbench/core/train.py": 0}
-    commands = [line.strip().rstrip("\\").strip() for line in re.findall(r"^    normbench .*(?:\n {8}.*)?", doc, re.M)]
-    run = " ".join(next(c for c in commands if c.startswith("normbench run") and "adam_b2" in c).split())
+    commands = [
+        " ".join(c.replace("\\\n", " ").split()) for c in re.findall(r"^    normbench .*(?:\n {8}.*)?", doc, re.M)
+    ]
+    run = next(c for c in commands if c.startswith("normbench run") and "adam_b2" in c)
     show = next(c for c in commands if c.startswith("normbench show") and "adam_b2" in c)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
 
@@ -129,4 +142,4 @@ def test_the_documented_value_axis_is_one_field_one_line_and_one_use(tmp_path):
     table = read_metrics(tmp_path / "runs" / "adam_b2")
     assert set(table["train.adam_b2"]) == {0.98, 0.999}
     low, high = (table["train_loss"][table["train.adam_b2"] == b] for b in (0.98, 0.999))
-    assert len(low) == len(high) == 32 * 2 and not np.allclose(low, high)
+    assert len(low) == len(high) == 16 * 2 and not np.allclose(low, high)  # 16 init scales, 2 epochs

@@ -6,7 +6,7 @@ import pytest
 
 from normbench.config import ModelConfig, NormConfig
 from normbench.models import MODELS, build_model
-from normbench.norms import NORMS
+from normbench.norms import NORMS, WHOLE_BATCH
 
 
 def count(params):
@@ -18,7 +18,9 @@ def count(params):
 def test_every_model_with_every_norm(model, norm):
     config = ModelConfig(hidden=(8, 8), channels=(4, 8))
     spec = NORMS[norm]
-    net = build_model(model, config, spec.make(NormConfig(num_groups=2)), 5, fuses_activation=spec.fuses_activation)
+    net = build_model(
+        model, config, spec.make(NormConfig(num_groups=2), WHOLE_BATCH), 5, fuses_activation=spec.fuses_activation
+    )
     x = jnp.ones((3, 8, 8, 2))
     variables = net.init(jax.random.PRNGKey(0), x, train=False)
     logits, updates = net.apply(variables, x, train=True, mutable=["batch_stats"])
@@ -28,10 +30,12 @@ def test_every_model_with_every_norm(model, norm):
 
 def test_parameter_counts():
     # The textbook MLP: 784*100 + 4*100*100 + 100*10 weights, plus biases, plus BN's scale and shift.
-    mlp = build_model("mlp", ModelConfig(), NORMS["batch"].make(NormConfig()), 10)
+    mlp = build_model("mlp", ModelConfig(), NORMS["batch"].make(NormConfig(), WHOLE_BATCH), 10)
     params = mlp.init(jax.random.PRNGKey(0), jnp.ones((1, 28, 28, 1)), train=False)["params"]
     assert count(params) == 784 * 100 + 4 * 100 * 100 + 100 * 10 + 5 * 100 + 10 + 5 * 2 * 100
     # ResNet-20 for CIFAR-10: He et al. report 0.27M parameters.
-    resnet = build_model("resnet20", ModelConfig(channels=(16, 32, 64)), NORMS["batch"].make(NormConfig()), 10)
+    resnet = build_model(
+        "resnet20", ModelConfig(channels=(16, 32, 64)), NORMS["batch"].make(NormConfig(), WHOLE_BATCH), 10
+    )
     params = resnet.init(jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)), train=False)["params"]
     assert count(params) == 272_474

@@ -9,7 +9,7 @@ import pytest
 
 from normbench.config import ConfigError, ModelConfig, NormConfig
 from normbench.models import build_model
-from normbench.norms import NORMS, NormSpec, evonorm, frn, weight_std
+from normbench.norms import NORMS, WHOLE_BATCH, BatchStats, NormSpec, evonorm, frn, weight_std
 
 CFG = NormConfig(momentum=0.9, epsilon=1e-3)
 
@@ -27,8 +27,8 @@ def with_params(module, x, seed=1, **overrides):
     return {**variables, "params": jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)}
 
 
-def run(module, variables, x, mask=None):
-    y, updates = module.apply(variables, jnp.asarray(x, jnp.float32), mask=mask, mutable=["batch_stats"])
+def run(module, variables, x):
+    y, updates = module.apply(variables, jnp.asarray(x, jnp.float32), mutable=["batch_stats"])
     return np.asarray(y, np.float64), updates
 
 
@@ -39,7 +39,7 @@ def close(actual, expected):
 @pytest.mark.parametrize("shape", [(3, 4, 5, 6), (7, 6)])
 def test_frn_is_the_papers_formula(shape):
     x = rand(*shape)
-    module = frn.SPEC.make(CFG)(True)
+    module = frn.SPEC.make(CFG, WHOLE_BATCH)(True)
     variables = with_params(module, x)
     y, _ = run(module, variables, x)
     p = {k: np.asarray(v, np.float64) for k, v in variables["params"].items()}
@@ -58,7 +58,7 @@ def b0_reference(x, p, batch_var, eps):
 @pytest.mark.parametrize("shape", [(5, 3, 3, 4), (9, 4)])
 def test_evonorm_b0_train_mode_uses_the_batch_variance_and_updates_the_running_one(shape):
     x = rand(*shape)
-    module = evonorm.SPEC_B0.make(CFG)(True)
+    module = evonorm.SPEC_B0.make(CFG, WHOLE_BATCH)(True)
     variables = with_params(module, x)
     y, updates = run(module, variables, x)
     p = {k: np.asarray(v, np.float64) for k, v in variables["params"].items()}
@@ -69,7 +69,7 @@ def test_evonorm_b0_train_mode_uses_the_batch_variance_and_updates_the_running_o
 
 def test_evonorm_b0_eval_mode_uses_the_running_variance():
     x = rand(4, 2, 3, 3)
-    module = evonorm.SPEC_B0.make(CFG)(False)
+    module = evonorm.SPEC_B0.make(CFG, WHOLE_BATCH)(False)
     variables = with_params(module, x)
     running = np.array([0.5, 2.0, 9.0])
     variables = {**variables, "batch_stats": {"var": jnp.asarray(running, jnp.float32)}}
@@ -79,25 +79,12 @@ def test_evonorm_b0_eval_mode_uses_the_running_variance():
     close(updates["batch_stats"]["var"], running)
 
 
-def test_evonorm_b0_leaves_masked_examples_out_of_its_statistics():
-    x = rand(6, 2, 2, 3)
-    padded = x.copy()
-    padded[4:] = 1e3  # padding that would dominate the variance if it were counted
-    module = evonorm.SPEC_B0.make(CFG)(True)
-    variables = with_params(module, x)
-    mask = jnp.asarray([True] * 4 + [False] * 2).reshape(6, 1, 1, 1)
-    y_masked, updates_masked = run(module, variables, padded, mask=mask)
-    y_real, updates_real = run(module, variables, x[:4])
-    close(y_masked[:4], y_real)
-    close(updates_masked["batch_stats"]["var"], updates_real["batch_stats"]["var"])
-
-
 def test_evonorm_b0_ghost_groups_take_each_groups_own_variance():
     x = rand(6, 2, 2, 3)
-    module = evonorm.SPEC_B0.make_grouped(CFG, 3)(True)
+    module = evonorm.SPEC_B0.make(CFG, BatchStats(group_size=3))(True)
     variables = with_params(module, x)
     y, updates = run(module, variables, x)
-    whole = evonorm.SPEC_B0.make(CFG)(True)
+    whole = evonorm.SPEC_B0.make(CFG, WHOLE_BATCH)(True)
     halves = [run(whole, variables, x[i : i + 3]) for i in (0, 3)]
     close(y, np.concatenate([h[0] for h in halves]))
     mean_var = (halves[0][1]["batch_stats"]["var"] + halves[1][1]["batch_stats"]["var"]) / 2
@@ -108,7 +95,7 @@ def test_evonorm_b0_ghost_groups_take_each_groups_own_variance():
 @pytest.mark.parametrize("spatial", [(2, 3), ()])
 def test_evonorm_s0_is_the_papers_formula(config, spatial):
     x = rand(4, *spatial, 6)
-    module = evonorm.SPEC_S0.make(config)(True)
+    module = evonorm.SPEC_S0.make(config, WHOLE_BATCH)(True)
     variables = with_params(module, x)
     y, _ = run(module, variables, x)
     p = {k: np.asarray(v, np.float64) for k, v in variables["params"].items()}
@@ -130,7 +117,7 @@ def test_per_example_zoo_norms_ignore_the_rest_of_the_batch():
     other = x.copy()
     other[1:] = rand(3, 2, 2, 6, seed=5)
     for spec in (frn.SPEC, evonorm.SPEC_S0):
-        module = spec.make(NormConfig(num_groups=2))(True)
+        module = spec.make(NormConfig(num_groups=2), WHOLE_BATCH)(True)
         variables = with_params(module, x)
         close(run(module, variables, x)[0][0], run(module, variables, other)[0][0])
 
@@ -145,7 +132,7 @@ def test_metadata():
 def test_a_fused_norm_gets_no_second_activation():
     # relu after FRN would clip the outputs that a negative tau lets through.
     config = ModelConfig(hidden=(4,), activation="relu")
-    net = build_model("mlp", config, frn.SPEC.make(CFG), 3, fuses_activation=True)
+    net = build_model("mlp", config, frn.SPEC.make(CFG, WHOLE_BATCH), 3, fuses_activation=True)
     x = rand(5, 2, 2, 1)
     variables = net.init(jax.random.PRNGKey(0), jnp.asarray(x, jnp.float32), train=True)
     params = jax.tree.map(lambda p: np.asarray(p, np.float64), variables["params"])
@@ -161,7 +148,7 @@ def test_a_fused_norm_gets_no_second_activation():
 
 @pytest.mark.parametrize("model", ["cnn", "resnet20"])
 def test_fused_activation_is_the_identity_throughout(model):
-    net = build_model(model, ModelConfig(channels=(4,)), frn.SPEC.make(CFG), 3, fuses_activation=True)
+    net = build_model(model, ModelConfig(channels=(4,)), frn.SPEC.make(CFG, WHOLE_BATCH), 3, fuses_activation=True)
     x = jnp.asarray(rand(3, 5))
     np.testing.assert_array_equal(net.activation(x), x)
 
@@ -191,7 +178,7 @@ def test_weight_standardized_models_ignore_the_scale_of_their_kernels(model):
     x = jnp.asarray(rand(3, 8, 8, 2), jnp.float32)
     logits = {}
     for ws in (True, False):
-        net = build_model(model, config, NORMS["none"].make(CFG), 5, standardize_weights=ws)
+        net = build_model(model, config, NORMS["none"].make(CFG, WHOLE_BATCH), 5, standardize_weights=ws)
         variables = net.init(jax.random.PRNGKey(0), x, train=False)
         scaled = {**variables, "params": scale_norm_fed_kernels(variables["params"], seed=3)}
         logits[ws] = [np.asarray(net.apply(v, x, train=False)) for v in (variables, scaled)]
@@ -207,7 +194,8 @@ def test_weight_standardization_keeps_parameter_counts():
         sizes = [
             sum(p.size for p in jax.tree.leaves(net.init(jax.random.PRNGKey(0), x, train=False)))
             for net in (
-                build_model(model, config, NORMS["batch"].make(CFG), 5, standardize_weights=ws) for ws in (False, True)
+                build_model(model, config, NORMS["batch"].make(CFG, WHOLE_BATCH), 5, standardize_weights=ws)
+                for ws in (False, True)
             )
         ]
         assert sizes[0] == sizes[1]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from normbench.config import ConfigError, NormConfig
-from normbench.norms import NORMS, check_norm, get_norm
+from normbench.norms import NORMS, WHOLE_BATCH, check_norm, get_norm
 
 VALID = ", ".join(NORMS)  # the error lists every registered norm
 
@@ -16,7 +16,7 @@ CFG = NormConfig(momentum=0.9, epsilon=1e-6)
 
 
 def apply(name, x, config=CFG, train=True, variables=None):
-    module = NORMS[name].make(config)(train)
+    module = NORMS[name].make(config, WHOLE_BATCH)(train)
     variables = variables or module.init(jax.random.PRNGKey(0), x)
     y, updates = module.apply(variables, x, mutable=["batch_stats"])
     return np.asarray(y), variables, updates
@@ -41,7 +41,7 @@ def test_batch_train_mode_is_the_textbook_formula_and_updates_running_averages()
 def test_batch_eval_mode_uses_the_running_statistics():
     x = rand(6, 4)
     mean, var = np.array([1.0, -2.0, 0.5, 3.0]), np.array([4.0, 0.25, 1.0, 9.0])
-    module = NORMS["batch"].make(CFG)(False)
+    module = NORMS["batch"].make(CFG, WHOLE_BATCH)(False)
     variables = module.init(jax.random.PRNGKey(0), x)
     variables = {**variables, "batch_stats": {"mean": jnp.asarray(mean), "var": jnp.asarray(var)}}
     y = module.apply(variables, x)
@@ -84,7 +84,7 @@ def test_none_is_identity_without_variables():
 
 def test_batch_under_vmap_reduces_over_each_runs_own_examples_only():
     runs = jnp.stack([rand(8, 3, seed=0, loc=0.0), rand(8, 3, seed=1, loc=10.0, scale=5.0)])
-    module = NORMS["batch"].make(CFG)(True)
+    module = NORMS["batch"].make(CFG, WHOLE_BATCH)(True)
     variables = module.init(jax.random.PRNGKey(0), runs[0])
 
     def one(x):

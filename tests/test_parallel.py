@@ -22,8 +22,8 @@ from conftest import study_text, tiny_config, tiny_dataset
 from normbench.cli import main
 from normbench.config import ConfigError
 from normbench.core.grid import Cell, cells, run_values
-from normbench.runtime.parallel import grid_shape
 from normbench.core.sweep import check_fits, device_data, train_cell
+from normbench.runtime.parallel import grid_shape
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = dict(rtol=2e-4, atol=2e-5)
@@ -80,7 +80,7 @@ BN_SETUP = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import PartitionSpec as P
 from normbench.config import NormConfig
-from normbench.norms import NORMS
+from normbench.norms import NORMS, WHOLE_BATCH, BatchStats
 from normbench.runtime.parallel import DATA, data_mesh
 
 CFG = NormConfig(momentum=0.9, epsilon=1e-6)
@@ -95,7 +95,7 @@ def test_per_device_bn_on_8_devices_is_bn_of_each_devices_slice():
     on_devices(
         BN_SETUP
         + """
-bn = NORMS["batch"].make(CFG)(True)
+bn = NORMS["batch"].make(CFG, WHOLE_BATCH)(True)
 variables = bn.init(jax.random.PRNGKey(0), x[:4])
 
 def per_device(x):
@@ -118,7 +118,7 @@ def test_sync_bn_on_8_devices_is_bn_of_the_whole_batch():
     on_devices(
         BN_SETUP
         + """
-bn, sync = NORMS["batch"].make(CFG)(True), NORMS["batch"].make_synced(CFG, DATA)(True)
+bn, sync = NORMS["batch"].make(CFG, WHOLE_BATCH)(True), NORMS["batch"].make(CFG, BatchStats(axis_name=DATA))(True)
 variables = bn.init(jax.random.PRNGKey(0), x)
 w = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), jnp.float32)
 
@@ -151,8 +151,9 @@ def dp_config(**sweep):
 
 
 @pytest.mark.slow
-def test_data_parallel_training_is_its_one_device_equivalent(tmp_path):
-    """per_device at 4 examples per device = ghost BN in groups of 4 of the SGD batch of 32; sync = BN over 32."""
+@pytest.mark.parametrize("norm", ["batch", "batch_renorm", "evonorm_b0"])
+def test_data_parallel_training_is_its_one_device_equivalent(tmp_path, norm):
+    """per_device at 4 examples per device = ghost groups of 4 of the SGD batch of 32; sync = the batch of 32."""
     on_devices(f"""
 import numpy as np
 from conftest import tiny_dataset
@@ -162,15 +163,15 @@ from normbench.core.sweep import device_data, train_cell
 
 config, dataset = dp_config(batch_sizes=(4,)), tiny_dataset(n_train=64, n_test=32)
 for protocol in ("per_device", "sync"):
-    cell = Cell("mlp", "batch", protocol, 4)
+    cell = Cell("mlp", {norm!r}, protocol, 4)
     _, result = train_cell(config, cell, dataset, device_data(dataset))
     np.savez({str(tmp_path)!r} + f"/{{protocol}}.npz", **result.metrics._asdict())
 """)
     dataset = tiny_dataset(n_train=64, n_test=32)
     ghost = dp_config(batch_sizes=(4, 32), protocols=("ghost",))
     for protocol, config, cell, runs in (
-        ("per_device", ghost, Cell("mlp", "batch", "ghost", 32), slice(0, None, 2)),  # the ghost size 4 runs
-        ("sync", dp_config(batch_sizes=(32,)), Cell("mlp", "batch", "sgd", 32), slice(None)),
+        ("per_device", ghost, Cell("mlp", norm, "ghost", 32), slice(0, None, 2)),  # the ghost size 4 runs
+        ("sync", dp_config(batch_sizes=(32,)), Cell("mlp", norm, "sgd", 32), slice(None)),
     ):
         _, result = train_cell(config, cell, dataset, device_data(dataset))
         parallel = np.load(tmp_path / f"{protocol}.npz")
@@ -200,7 +201,7 @@ def test_data_parallel_cells_batches_and_learning_rates():
     expected = {"per_device": 4, "sync": 32}
     for protocol, ghost_size in expected.items():
         values = run_values(config, Cell("mlp", "batch", protocol, 4))
-        assert (values["init_scale"], values["learning_rate"], values["ghost_size"]) == ([1.0], [0.2], [ghost_size])
+        assert (values["init_scale"][0], values["learning_rate"][0], values["ghost_size"][0]) == (1.0, 0.2, ghost_size)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""A cell's traced program is kept across runs (normbench.runtime.programs): loaded, it computes the same bits as a fresh
-trace and as plain `jax.jit`, and it is keyed so that a change of code or config never reuses a stale one."""
+"""A cell's traced program is kept across runs (normbench.runtime.programs): loaded, it computes the same bits as a
+fresh trace and as plain `jax.jit`, and it is keyed so that a change of code or config never reuses a stale one."""
 
 import dataclasses
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import tiny_config, tiny_dataset
 
-from normbench.runtime import programs
 from normbench.core.grid import Cell, grid_arrays
-from normbench.norms import NORMS
 from normbench.core.sweep import compile_cell, device_data, make_training, vmap_grid
+from normbench.norms import NORMS
+from normbench.runtime import programs
 
 
 @pytest.fixture

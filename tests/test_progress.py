@@ -8,9 +8,9 @@ import numpy as np
 from conftest import tiny_config, tiny_dataset
 
 from normbench.core.grid import cells
-from normbench.reports.progress import Fanout, LiveProgress, LogProgress, Progress, console_progress
 from normbench.core.sweep import CellResult, run_sweep
 from normbench.core.train import Metrics
+from normbench.reports.progress import Fanout, LiveProgress, LogProgress, Progress, console_progress
 
 
 class Recorder(Progress):

@@ -5,8 +5,8 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.reports.plots import init_scale_figure
-from normbench.results.stats import mean_ci, per_run
 from normbench.reports.summary import final_table
+from normbench.results.stats import mean_ci, per_run
 
 
 def table(rng=None):

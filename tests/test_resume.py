@@ -12,8 +12,8 @@ import pytest
 from conftest import study_text, tiny_config, tiny_dataset
 
 from normbench.core.grid import Cell
-from normbench.results.resume import CellCheckpoints
 from normbench.core.sweep import compile_cell, device_data, train_program
+from normbench.results.resume import CellCheckpoints
 
 # 3 cells of 3 epochs, a checkpoint after every epoch, diagnostics at 0 and 2
 TINY = study_text(

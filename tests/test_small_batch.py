@@ -1,4 +1,4 @@
-"""The pieces of the small-batch study: ghost BN, batch masks, PreciseBN, learning-rate scaling, the cells."""
+"""The pieces of the small-batch study: ghost BN, PreciseBN, learning-rate scaling, the cells."""
 
 import dataclasses
 
@@ -10,10 +10,10 @@ from conftest import tiny_config
 
 from normbench.config import ModelConfig, NormConfig
 from normbench.core.grid import Cell, cells, run_values
-from normbench.models import build_model
-from normbench.norms import NORMS
-from normbench.norms.ghost_batch import GhostBatchNorm
 from normbench.core.train import batch_stats_accuracy, precise_batch_stats
+from normbench.models import build_model
+from normbench.norms import NORMS, WHOLE_BATCH, BatchStats
+from normbench.norms.ghost_batch import GhostBatchNorm
 
 CFG = NormConfig(momentum=0.9, epsilon=1e-6)
 
@@ -30,8 +30,8 @@ def run(module, x, **kwargs):
 @pytest.mark.parametrize("shape", [(16, 5), (8, 3, 3, 4)])
 def test_ghost_bn_with_one_group_is_batch_norm(shape):
     x = rand(*shape)
-    y_bn, stats_bn = run(NORMS["batch"].make(CFG)(True), x)
-    y_ghost, stats_ghost = run(NORMS["batch"].make_grouped(CFG, jnp.int32(shape[0]))(True), x)
+    y_bn, stats_bn = run(NORMS["batch"].make(CFG, WHOLE_BATCH)(True), x)
+    y_ghost, stats_ghost = run(NORMS["batch"].make(CFG, BatchStats(group_size=jnp.int32(shape[0])))(True), x)
     np.testing.assert_allclose(y_ghost, y_bn, rtol=1e-5, atol=1e-5)
     for key in ("mean", "var"):
         np.testing.assert_allclose(stats_ghost["batch_stats"][key], stats_bn["batch_stats"][key], rtol=1e-5)
@@ -47,39 +47,10 @@ def test_ghost_bn_normalizes_each_group_by_its_own_statistics():
     np.testing.assert_allclose(stats["batch_stats"]["var"], 0.9 + 0.1 * var.mean((0, 1)), rtol=1e-5)
 
 
-@pytest.mark.parametrize("make", [lambda: NORMS["batch"].make(CFG)(True),
-                                  lambda: NORMS["batch"].make_grouped(CFG, jnp.int32(12))(True)])  # fmt: skip
-def test_batch_norms_leave_masked_padding_out_of_their_statistics(make):
-    x = rand(8, 4)
-    padded = jnp.concatenate([x, 100 + rand(4, 4, seed=1)])
-    mask = (jnp.arange(12) < 8)[:, None]
-    y, stats = run(make(), x)
-    y_padded, stats_padded = run(make(), padded, mask=mask)
-    np.testing.assert_allclose(y_padded[:8], y, rtol=1e-5, atol=1e-5)
-    for key in ("mean", "var"):
-        np.testing.assert_allclose(stats_padded["batch_stats"][key], stats["batch_stats"][key], rtol=1e-5)
-
-
-@pytest.mark.parametrize("model_name, shape", [("mlp", (6, 4, 4, 1)), ("cnn", (6, 8, 8, 1))])
-def test_a_masked_padded_batch_trains_like_the_unpadded_one(model_name, shape):
-    """The model-level batch mask: logits of the real examples and BN's statistics ignore the padding."""
-    config = ModelConfig(hidden=(8,), channels=(4, 4))
-    model = build_model(model_name, config, NORMS["batch"].make(CFG), 3)
-    x = rand(*shape)
-    padded = jnp.concatenate([x, rand(*shape, seed=1)[:3] * 50])
-    variables = model.init(jax.random.PRNGKey(0), x, train=False)
-    logits, stats = model.apply(variables, x, train=True, mutable=["batch_stats"])
-    mask = jnp.arange(9) < 6
-    logits_p, stats_p = model.apply(variables, padded, train=True, mask=mask, mutable=["batch_stats"])
-    np.testing.assert_allclose(logits_p[:6], logits, rtol=1e-4, atol=1e-5)
-    for a, b in zip(jax.tree.leaves(stats_p), jax.tree.leaves(stats)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-
-
 def test_precise_bn_is_the_mean_of_each_batchs_own_statistics():
     config = ModelConfig(hidden=(6, 5))
-    model = build_model("mlp", config, NORMS["batch"].make(CFG), 3)
-    probe = build_model("mlp", config, NORMS["batch"].make(dataclasses.replace(CFG, momentum=0.0)), 3)
+    model = build_model("mlp", config, NORMS["batch"].make(CFG, WHOLE_BATCH), 3)
+    probe = build_model("mlp", config, NORMS["batch"].make(dataclasses.replace(CFG, momentum=0.0), WHOLE_BATCH), 3)
     xs = rand(4, 10, 7)  # 4 batches of 10
     variables = model.init(jax.random.PRNGKey(1), xs[0], train=False)
     precise = precise_batch_stats(probe, variables, xs)
@@ -98,7 +69,7 @@ def test_precise_bn_is_the_mean_of_each_batchs_own_statistics():
 
 
 def test_batch_stats_accuracy_normalizes_each_test_batch_by_itself():
-    model = build_model("mlp", ModelConfig(hidden=(6,)), NORMS["batch"].make(CFG), 3)
+    model = build_model("mlp", ModelConfig(hidden=(6,)), NORMS["batch"].make(CFG, WHOLE_BATCH), 3)
     x, y = rand(10, 5), jnp.asarray(np.arange(10) % 3)
     variables = model.init(jax.random.PRNGKey(2), x, train=False)
     expected = []

@@ -20,9 +20,12 @@ def solo_runner(config, cell, dataset):
     train = jax.jit(make_train(config, cell, dataset.num_classes, len(dataset.train_x)))
     data = device_data(dataset)
     ghost = np.int32(cell.batch_size)
-    return lambda seed, init_scale, lr: train(
-        np.uint32(seed), {"init_scale": np.float32(init_scale), "learning_rate": np.float32(lr), "ghost_size": ghost}, data
-    )
+
+    def run(seed, init_scale, lr):
+        values = {"init_scale": np.float32(init_scale), "learning_rate": np.float32(lr), "ghost_size": ghost}
+        return train(np.uint32(seed), values, data)
+
+    return run
 
 
 def solo(config, cell, dataset, seed, init_scale, lr):
@@ -79,13 +82,14 @@ def test_init_scale_multiplies_the_same_unit_draw():
 
 @pytest.mark.parametrize("sampling", ["permutation", "replacement"])
 def test_each_epoch_takes_the_configured_number_of_steps(sampling):
-    config = tiny_config(norms=("batch",), init_scales=(1.0,), seeds=(0,))
+    config = tiny_config(norms=("batch_renorm",), init_scales=(1.0,), seeds=(0,))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, sampling=sampling, steps_per_epoch=3))
-    dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
+    dataset, cell = tiny_dataset(), Cell("mlp", "batch_renorm", "sgd", 8)
     state, metrics = solo(config, cell, dataset, 0, 1.0, 0.1)
     assert metrics.train_loss.shape == (2,)
     assert np.isfinite(metrics.train_loss).all()
-    assert int(state.opt_state.count) == 2 * 3
+    # BatchRenorm counts its train steps in batch_stats
+    assert {int(layer["steps"]) for layer in state.batch_stats.values()} == {2 * 3}
 
 
 def test_batch_larger_than_the_data_is_rejected_before_compiling():
@@ -103,9 +107,9 @@ def test_init_schemes_draw_the_textbooks_untruncated_normals(init, gain):
 
     from normbench.config import ModelConfig
     from normbench.models import build_model
-    from normbench.norms import NORMS
+    from normbench.norms import NORMS, WHOLE_BATCH
 
-    model = build_model("mlp", ModelConfig(hidden=(400,), init=init), NORMS["none"].make(None), 10)
+    model = build_model("mlp", ModelConfig(hidden=(400,), init=init), NORMS["none"].make(None, WHOLE_BATCH), 10)
     kernel = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 300)), train=False)["params"]["Dense_0"]["kernel"]
     std = 1.0 if gain is None else np.sqrt(gain / 300)
     np.testing.assert_allclose(np.std(kernel), std, rtol=0.02)

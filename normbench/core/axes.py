@@ -33,7 +33,9 @@ BUILT_IN = (
     Axis("model", STATIC, "sweep.models"),
     Axis("norm", STATIC, "sweep.norms"),
     Axis("protocol", STATIC, "sweep.protocols"),
-    Axis("batch_size", STATIC, "sweep.batch_sizes, as the protocol uses them (the batch per device when data parallel)"),
+    Axis(
+        "batch_size", STATIC, "sweep.batch_sizes, as the protocol uses them (the batch per device when data parallel)"
+    ),
     Axis("ghost_size", VALUE, "the protocol: examples per batch statistic (each of sweep.batch_sizes under ghost)"),
     Axis("init_scale", VALUE, "sweep.init_scales"),
     Axis("seed", VALUE, "sweep.seeds (the outer vmap: a seed's runs share their minibatches)"),
@@ -65,7 +67,8 @@ EPOCH = "epoch"  # the first column after a table's run keys
 
 def axes(config: Config) -> tuple[Axis, ...]:
     """The built-in axes, then one per `sweep.fields` entry, in the order of the table's columns."""
-    return BUILT_IN + tuple(Axis(key, kind(key), "sweep.fields") for key in config.sweep.fields)
+    fields = config.sweep.fields
+    return BUILT_IN + tuple(Axis(key, kind(key), f"sweep.fields: {', '.join(map(str, fields[key]))}") for key in fields)
 
 
 def kind(field: str) -> str:

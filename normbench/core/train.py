@@ -236,11 +236,10 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) ->
 
     def model_for(values: RunValues, **norm_options):
         norm_config = dataclasses.replace(with_values(config, values).norm, **norm_options)
-        norm = spec.make(norm_config, protocol.batch_stats(values["ghost_size"]))
         return build_model(
             cell.model,
             config.model,
-            norm,
+            spec.make(norm_config, protocol.batch_stats(values["ghost_size"])),
             num_classes,
             fuses_activation=spec.fuses_activation,
             standardize_weights=spec.standardizes_weights,

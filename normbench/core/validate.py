@@ -26,12 +26,11 @@ def validate(config: Config) -> None:
         if typing.get_origin(field_hint(key)) is tuple:
             raise ConfigError(f"{key} holds several values, so it cannot be a sweep axis; sweep a field of one value")
         _check_axis(f"sweep.fields[{key!r}]", values)
-    for key, value, valid in (
-        *(("sweep.protocols", p, tuple(PROTOCOLS)) for p in sweep.protocols),
-        *(("sweep.models", m, tuple(MODELS)) for m in sweep.models),
-    ):
-        if value not in valid:
-            raise ConfigError(f"unknown {key[6:-1]} {value!r}; valid: {', '.join(valid)}")
+    for protocol in sweep.protocols:
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown sweep.protocols {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    for model in sweep.models:
+        check_model(model, config.model)
     for norm in sweep.norms:
         check_norm(norm, config.norm, ())
     for protocol in sweep.protocols:

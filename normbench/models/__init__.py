@@ -18,8 +18,8 @@ from normbench.norms import NormFactory
 class ModelSpec:
     name: str
     # A Flax module built as module(widths, num_classes, norm factory, activation, kernel_init,
-    # standardize_weights) and applied as model(x, train, mask=None), where mask (batch,) marks the real
-    # examples of a padded batch. standardize_weights: weight-standardize the kernels that feed a norm.
+    # standardize_weights) and applied as model(x, train). standardize_weights: weight-standardize the kernels
+    # that feed a norm.
     module: type[nn.Module]
     # The layer widths from the config; they are also the channel counts the norms see, so norm options are
     # checked against them before anything is traced.

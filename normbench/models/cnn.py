@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import flax.linen as nn
 
-from normbench.models.masks import batch_mask
 from normbench.models.probes import record
 from normbench.norms import NormFactory
 from normbench.norms.weight_std import standardized
@@ -24,11 +23,11 @@ class CNN(nn.Module):
     standardize_weights: bool = False
 
     @nn.compact
-    def __call__(self, x, train: bool, mask=None):
+    def __call__(self, x, train: bool):
         conv = standardized(nn.Conv, self.is_initializing()) if self.standardize_weights else nn.Conv
         for i, width in enumerate(self.channels):
             pre_norm = conv(width, (3, 3), strides=(2, 2), padding="SAME", kernel_init=self.kernel_init)(x)
-            x = self.activation(self.norm(train)(pre_norm, mask=batch_mask(mask, pre_norm)))
+            x = self.activation(self.norm(train)(pre_norm))
             x = record(self, i, pre_norm, x)
         x = x.mean(axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)

@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import flax.linen as nn
 
-from normbench.models.masks import batch_mask
 from normbench.models.probes import record
 from normbench.norms import NormFactory
 from normbench.norms.weight_std import standardized
@@ -23,11 +22,11 @@ class MLP(nn.Module):
     standardize_weights: bool = False
 
     @nn.compact
-    def __call__(self, x, train: bool, mask=None):
+    def __call__(self, x, train: bool):
         x = x.reshape((x.shape[0], -1))
         dense = standardized(nn.Dense, self.is_initializing()) if self.standardize_weights else nn.Dense
         for i, width in enumerate(self.hidden):
             pre_norm = dense(width, kernel_init=self.kernel_init)(x)
-            x = self.activation(self.norm(train)(pre_norm, mask=batch_mask(mask, pre_norm)))
+            x = self.activation(self.norm(train)(pre_norm))
             x = record(self, i, pre_norm, x)
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import flax.linen as nn
 
-from normbench.models.masks import batch_mask
 from normbench.norms import NormFactory
 from normbench.norms.weight_std import standardized
 
@@ -27,18 +26,18 @@ class BasicBlock(nn.Module):
     standardize_weights: bool = False
 
     @nn.compact
-    def __call__(self, x, train: bool, mask=None):
+    def __call__(self, x, train: bool):
         layer = standardized(nn.Conv, self.is_initializing()) if self.standardize_weights else nn.Conv
         conv = lambda width, kernel, strides: layer(  # noqa: E731
             width, kernel, strides, padding="SAME", use_bias=False, kernel_init=self.kernel_init
         )
         y = conv(self.width, (3, 3), self.strides)(x)
-        y = self.activation(self.norm(train)(y, mask=batch_mask(mask, y)))
+        y = self.activation(self.norm(train)(y))
         y = conv(self.width, (3, 3), 1)(y)
-        y = self.norm(train)(y, mask=batch_mask(mask, y))
+        y = self.norm(train)(y)
         if x.shape != y.shape:
             x = conv(self.width, (1, 1), self.strides)(x)
-            x = self.norm(train)(x, mask=batch_mask(mask, x))
+            x = self.norm(train)(x)
         return self.activation(x + y)
 
 
@@ -51,15 +50,15 @@ class ResNet20(nn.Module):
     standardize_weights: bool = False
 
     @nn.compact
-    def __call__(self, x, train: bool, mask=None):
+    def __call__(self, x, train: bool):
         conv = standardized(nn.Conv, self.is_initializing()) if self.standardize_weights else nn.Conv
         x = conv(self.channels[0], (3, 3), padding="SAME", use_bias=False, kernel_init=self.kernel_init)(x)
-        x = self.activation(self.norm(train)(x, mask=batch_mask(mask, x)))
+        x = self.activation(self.norm(train)(x))
         for stage, width in enumerate(self.channels):
             for block in range(BLOCKS_PER_STAGE):
                 strides = 2 if stage > 0 and block == 0 else 1
                 x = BasicBlock(width, strides, self.norm, self.activation, self.kernel_init, self.standardize_weights)(
-                    x, train, mask
+                    x, train
                 )
         x = x.mean(axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)

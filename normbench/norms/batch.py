@@ -6,32 +6,32 @@ running = momentum * running + (1 - momentum) * batch statistic in `batch_stats`
 statistics. The variance is the two-pass mean of squared deviations: the one-pass E[x^2] - E[x]^2 loses the
 tiny variances of small-init layers to cancellation.
 
-`make_synced` is SyncBN: the same layer with `axis_name` set, so inside a shard_map over that mesh axis mu_B and
-sigma_B^2 are means over every device's examples (two all-reduces per layer forward, two more backward), and
-the running statistics stay equal on all devices.
+Over the whole batch it is Flax's BatchNorm, which the committed reference results were computed with; with
+`stats.axis_name` set that is SyncBN: inside a shard_map over that mesh axis mu_B and sigma_B^2 are means over
+every device's examples (two all-reduces per layer forward, two more backward), and the running statistics stay
+equal on all devices. With `stats.group_size` (the ghost protocol) it is Ghost BatchNorm over groups of that size.
 """
 
 import flax.linen as nn
 
-from normbench.norms.ghost_batch import make_grouped
+from normbench.norms import ghost_batch
 from normbench.norms.registry import NormSpec
 
 
-def make_synced(config, axis_name):
+def make(config, stats):
+    if stats.group_size is not None:
+        return ghost_batch.make(config, stats)
+
     def factory(train):
         return nn.BatchNorm(
             use_running_average=not train,
             momentum=config.momentum,
             epsilon=config.epsilon,
             use_fast_variance=False,
-            axis_name=axis_name,
+            axis_name=stats.axis_name,
         )
 
     return factory
-
-
-def make(config):
-    return make_synced(config, None)
 
 
 SPEC = NormSpec(
@@ -43,6 +43,4 @@ SPEC = NormSpec(
     reduces_over="batch, spatial",
     options=("momentum", "epsilon"),
     scale_invariant=True,
-    make_grouped=make_grouped,
-    make_synced=make_synced,
 )

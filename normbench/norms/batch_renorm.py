@@ -13,7 +13,9 @@ ones, so training sees the normalization that eval will apply; while r_max = 1 a
 1 and 0 and this is BatchNorm. As in the paper, the limits are held there for `norm.renorm_hold_steps` train
 steps (the running averages are still poor), then move linearly to `norm.renorm_r_max`, `norm.renorm_d_max`
 over `norm.renorm_ramp_steps`; the count of train steps taken is the `steps` variable of `batch_stats`.
-An optional mask (real examples of a padded batch) removes examples from every statistic.
+The batch moments come from `normbench.norms.moments`: under the ghost protocol each group of examples is
+renormalized with its own mu_B and sigma_B (and the running averages move toward their mean over groups), under
+the sync protocol mu_B and sigma_B are the whole batch's across devices.
 """
 
 import flax.linen as nn
@@ -21,7 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from normbench.config import ConfigError, NormConfig
-from normbench.norms.registry import NormSpec
+from normbench.norms.moments import batch_moments
+from normbench.norms.registry import WHOLE_BATCH, BatchStats, NormSpec
 
 
 def renorm_limits(step, config):
@@ -35,9 +38,10 @@ def renorm_limits(step, config):
 class BatchRenorm(nn.Module):
     use_running_average: bool
     config: NormConfig  # momentum, epsilon and the renorm_* schedule
+    stats: BatchStats = WHOLE_BATCH
 
     @nn.compact
-    def __call__(self, x, mask=None):
+    def __call__(self, x):
         channels, eps, m = x.shape[-1], self.config.epsilon, self.config.momentum
         scale = self.param("scale", nn.initializers.ones, (channels,))
         bias = self.param("bias", nn.initializers.zeros, (channels,))
@@ -50,14 +54,9 @@ class BatchRenorm(nn.Module):
             y = (x - ra_mean.value) / jnp.sqrt(ra_var.value + eps)
             return (y * scale + bias).astype(x.dtype)
 
-        b = x.shape[0]
-        flat = x.reshape(b, -1, channels).astype(jnp.float32)
-        weight = jnp.ones((b, 1, 1)) if mask is None else mask.reshape(b, 1, 1).astype(jnp.float32)
-        count = jnp.maximum(weight.sum() * flat.shape[1], 1.0)
-        mean = (weight * flat).sum((0, 1)) / count
-        centered = flat - mean
-        var = (weight * centered * centered).sum((0, 1)) / count
-        sigma_batch, sigma = jnp.sqrt(var + eps), jnp.sqrt(ra_var.value + eps)
+        moments = batch_moments(x, self.stats.group_size, self.stats.axis_name)
+        mean, centered = moments.mean, x.astype(moments.mean.dtype) - moments.mean
+        sigma_batch, sigma = jnp.sqrt(moments.var + eps), jnp.sqrt(ra_var.value + eps)
 
         r_max, d_max = renorm_limits(steps.value, self.config)
         # The gradient treats r and d as constants (the paper's stop_gradient): it flows through mu_B and
@@ -67,10 +66,10 @@ class BatchRenorm(nn.Module):
         y = centered / sigma_batch * r + d
 
         if not self.is_initializing():
-            ra_mean.value = m * ra_mean.value + (1 - m) * mean
-            ra_var.value = m * ra_var.value + (1 - m) * var
+            ra_mean.value = m * ra_mean.value + (1 - m) * moments.running_mean
+            ra_var.value = m * ra_var.value + (1 - m) * moments.running_var
             steps.value = steps.value + 1
-        return (y.reshape(x.shape) * scale + bias).astype(x.dtype)
+        return (y * scale + bias).astype(x.dtype)
 
 
 def check(config, channels):
@@ -86,8 +85,8 @@ def check(config, channels):
         )
 
 
-def make(config):
-    return lambda train: BatchRenorm(not train, config)
+def make(config, stats):
+    return lambda train: BatchRenorm(not train, config, stats)
 
 
 SPEC = NormSpec(

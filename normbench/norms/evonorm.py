@@ -3,8 +3,9 @@
 
 B0: y = x / max(sqrt(s_b^2(x) + eps), v1 x + sqrt(s_i^2(x) + eps)) * gamma + beta, where s_b^2 is the biased
 variance over (N, H, W) per channel and s_i^2 the variance over (H, W) per example and channel. Train mode
-uses this batch's s_b^2 (masked-out examples left out) and moves running = momentum * running + (1 - momentum)
-* s_b^2 in `batch_stats`; eval mode uses the running variance in its place.
+uses this batch's s_b^2 (from `normbench.norms.moments`, so per ghost group or across devices as the protocol
+asks) and moves running = momentum * running + (1 - momentum) * s_b^2 in `batch_stats`; eval mode uses the
+running variance in its place.
 
 S0: y = x sigmoid(v1 x) / sqrt(s_g^2(x) + eps) * gamma + beta, where s_g^2 is the variance over (H, W) and the
 channels of one group, per example; groups are set as for `group` (`norm.num_groups` or `norm.group_size`,
@@ -14,13 +15,12 @@ v1, gamma start at 1 and beta at 0, per channel. An (N, C) input is read as (N, 
 max (B0) and the sigmoid gate (S0) are the layers' nonlinearity, so models add no activation after them.
 """
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
 from normbench.norms import group
-from normbench.norms.registry import NormSpec
+from normbench.norms.moments import batch_moments
+from normbench.norms.registry import WHOLE_BATCH, BatchStats, NormSpec
 
 
 def _variance(x, axes):
@@ -28,36 +28,14 @@ def _variance(x, axes):
     return jnp.mean(jnp.square(x - jnp.mean(x, axis=axes, keepdims=True)), axis=axes, keepdims=True)
 
 
-def _group_batch_variance(x, mask, group_size):
-    """Biased variance per channel over the (N, H, W) of each group of `group_size` consecutive examples
-    (None: the whole batch), broadcast back to each example; also the mean over non-empty groups, for the
-    running average. Groups come from an example-to-group indicator, as in GhostBatchNorm, so the size may
-    be traced."""
-    b, channels = x.shape[0], x.shape[-1]
-    flat = x.reshape(b, -1, channels)
-    member = jnp.arange(b)[:, None] // (b if group_size is None else group_size) == jnp.arange(b)[None, :]
-    weight = member.astype(flat.dtype)
-    if mask is not None:
-        weight = weight * mask.reshape(b, 1)
-    count = weight.sum(0) * flat.shape[1]
-    safe = jnp.maximum(count, 1.0)[:, None]
-    group_mean = jnp.einsum("bg,bsc->gc", weight, flat) / safe
-    centered = flat - (member @ group_mean)[:, None, :]
-    group_var = jnp.einsum("bg,bsc->gc", weight, centered * centered) / safe
-    used = (count > 0).astype(flat.dtype)[:, None]
-    shape = (b,) + (1,) * (x.ndim - 2) + (channels,)
-    return (member @ group_var).reshape(shape), (group_var * used).sum(0) / used.sum()
-
-
 class EvoNormB0(nn.Module):
     use_running_average: bool
     momentum: float = 0.9
     epsilon: float = 1e-6
-    # Examples per batch statistic (ghost batches); None: the whole batch. May be traced.
-    group_size: Any = None
+    stats: BatchStats = WHOLE_BATCH
 
     @nn.compact
-    def __call__(self, x, mask=None):
+    def __call__(self, x):
         channels = x.shape[-1]
         v1 = self.param("v1", nn.initializers.ones, (channels,))
         scale = self.param("scale", nn.initializers.ones, (channels,))
@@ -66,9 +44,10 @@ class EvoNormB0(nn.Module):
         if self.use_running_average:
             batch_var = ra_var.value
         else:
-            batch_var, mean_var = _group_batch_variance(x, mask, self.group_size)
+            moments = batch_moments(x, self.stats.group_size, self.stats.axis_name)
+            batch_var = moments.var
             if not self.is_initializing():
-                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * mean_var
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * moments.running_var
         instance_var = _variance(x, tuple(range(1, x.ndim - 1)))
         denominator = jnp.maximum(jnp.sqrt(batch_var + self.epsilon), v1 * x + jnp.sqrt(instance_var + self.epsilon))
         return x / denominator * scale + bias
@@ -80,8 +59,7 @@ class EvoNormS0(nn.Module):
     epsilon: float = 1e-6
 
     @nn.compact
-    def __call__(self, x, mask=None):
-        # Statistics are per example, so padding cannot reach a real example: the mask is not needed.
+    def __call__(self, x):
         channels = x.shape[-1]
         v1 = self.param("v1", nn.initializers.ones, (channels,))
         scale = self.param("scale", nn.initializers.ones, (channels,))
@@ -93,18 +71,14 @@ class EvoNormS0(nn.Module):
         return x_hat * nn.sigmoid(v1 * x) * scale + bias
 
 
-def make_b0_grouped(config, group_size):
+def make_b0(config, stats):
     def factory(train):
-        return EvoNormB0(not train, config.momentum, config.epsilon, group_size)
+        return EvoNormB0(not train, config.momentum, config.epsilon, stats)
 
     return factory
 
 
-def make_b0(config):
-    return make_b0_grouped(config, None)
-
-
-def make_s0(config):
+def make_s0(config, stats):
     def factory(train):
         return EvoNormS0(
             **group.group_options(config),
@@ -124,7 +98,6 @@ SPEC_B0 = NormSpec(
     options=("momentum", "epsilon"),
     fuses_activation=True,
     scale_invariant=True,
-    make_grouped=make_b0_grouped,
 )
 
 SPEC_S0 = NormSpec(

@@ -17,8 +17,7 @@ class FilterResponseNorm(nn.Module):
     epsilon: float = 1e-6
 
     @nn.compact
-    def __call__(self, x, mask=None):
-        # Statistics are per example, so padding cannot reach a real example: the mask is not needed.
+    def __call__(self, x):
         channels = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (channels,))
         bias = self.param("bias", nn.initializers.zeros, (channels,))
@@ -28,7 +27,7 @@ class FilterResponseNorm(nn.Module):
         return jnp.maximum(x / jnp.sqrt(nu2 + self.epsilon) * scale + bias, tau)
 
 
-def make(config):
+def make(config, stats):
     def factory(train):
         return FilterResponseNorm(config.epsilon)
 

@@ -2,13 +2,11 @@
 
 The batch of B examples is split into B / g consecutive groups; each example is normalized with its group's
 mean and biased variance over the group's examples (and spatial axes), y = gamma x_hat + beta. The running
-averages move toward the mean over groups of the group statistics. With g = B this is BatchNorm.
+averages move toward the mean over groups of the group statistics. With g = B this is BatchNorm. The moments
+come from `normbench.norms.moments`, so g may be traced and `axis_name` synchronizes them across devices.
 
-`group_size` may be a traced value, so a sweep vmaps g instead of compiling one program per size: groups are
-formed with a (B, B) example-to-group indicator instead of a reshape whose shape would depend on g. An optional
-mask (real examples of a padded batch) removes examples from every statistic.
-
-`SPEC` registers it as the norm `ghost_batch`, with a static g = `norm.ghost_size` (None: g = B, BatchNorm).
+`SPEC` registers it as the norm `ghost_batch`: g is the protocol's `BatchStats.group_size` when it sets one,
+else `norm.ghost_size` (None: g = B, BatchNorm). The `batch` norm uses it under the ghost protocol.
 """
 
 from typing import Any
@@ -17,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from normbench.config import ConfigError
+from normbench.norms.moments import batch_moments
 from normbench.norms.registry import NormSpec
 
 
@@ -25,9 +24,10 @@ class GhostBatchNorm(nn.Module):
     use_running_average: bool
     momentum: float = 0.9
     epsilon: float = 1e-6
+    axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x, mask=None):
+    def __call__(self, x):
         channels = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (channels,))
         bias = self.param("bias", nn.initializers.zeros, (channels,))
@@ -36,31 +36,13 @@ class GhostBatchNorm(nn.Module):
         if self.use_running_average:
             return (x - ra_mean.value) / jnp.sqrt(ra_var.value + self.epsilon) * scale + bias
 
-        b = x.shape[0]
-        group_size = b if self.group_size is None else self.group_size
-        # A traced size cannot be checked here; a static one that leaves a ragged last group would silently
-        # normalize those examples over fewer.
-        if isinstance(group_size, int) and b % group_size:
-            raise ValueError(f"ghost batch norm: a group size of {group_size} does not divide the batch of {b}")
-        flat = x.reshape(b, -1, channels).astype(jnp.float32)
-        member = jnp.arange(b)[:, None] // group_size == jnp.arange(b)[None, :]  # (example, group)
-        weight = member.astype(jnp.float32)
-        if mask is not None:
-            weight = weight * mask.reshape(b, 1)
-        count = weight.sum(0) * flat.shape[1]  # per group; groups past B / g stay empty
-        safe = jnp.maximum(count, 1.0)[:, None]
-        group_mean = jnp.einsum("bg,bsc->gc", weight, flat) / safe
-        centered = flat - (member @ group_mean)[:, None, :]
-        group_var = jnp.einsum("bg,bsc->gc", weight, centered * centered) / safe
-        y = centered / jnp.sqrt((member @ group_var)[:, None, :] + self.epsilon)
-
+        moments = batch_moments(x, self.group_size, self.axis_name)
+        y = (x.astype(moments.mean.dtype) - moments.mean) / jnp.sqrt(moments.var + self.epsilon)
         if not self.is_initializing():
-            used = (count > 0).astype(jnp.float32)[:, None]
-            n_groups = used.sum()
             m = self.momentum
-            ra_mean.value = m * ra_mean.value + (1 - m) * (group_mean * used).sum(0) / n_groups
-            ra_var.value = m * ra_var.value + (1 - m) * (group_var * used).sum(0) / n_groups
-        return (y.reshape(x.shape) * scale + bias).astype(x.dtype)
+            ra_mean.value = m * ra_mean.value + (1 - m) * moments.running_mean
+            ra_var.value = m * ra_var.value + (1 - m) * moments.running_var
+        return (y * scale + bias).astype(x.dtype)
 
 
 def check(config, channels):
@@ -68,17 +50,13 @@ def check(config, channels):
         raise ConfigError(f"ghost_batch: norm.ghost_size must be at least 1 (or none), got {config.ghost_size}")
 
 
-def make_grouped(config, group_size):
-    """Ghost BN over groups of `group_size` examples: `batch` and `ghost_batch` under the ghost protocol."""
+def make(config, stats):
+    group_size = config.ghost_size if stats.group_size is None else stats.group_size
 
     def factory(train):
-        return GhostBatchNorm(group_size, not train, config.momentum, config.epsilon)
+        return GhostBatchNorm(group_size, not train, config.momentum, config.epsilon, stats.axis_name)
 
     return factory
-
-
-def make(config):
-    return make_grouped(config, config.ghost_size)
 
 
 SPEC = NormSpec(
@@ -92,5 +70,4 @@ SPEC = NormSpec(
     fuses_activation=False,
     scale_invariant=True,
     check=check,
-    make_grouped=make_grouped,
 )

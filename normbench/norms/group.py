@@ -31,12 +31,6 @@ def check(config, channels):
         )
 
 
-class GroupNorm(nn.GroupNorm):
-    def __call__(self, x, mask=None):
-        # Statistics are per example, so padding cannot reach a real example: the mask is not needed.
-        return super().__call__(x)
-
-
 def group_options(config) -> dict:
     """GroupNorm's `num_groups` / `group_size` arguments from the config: group_size wins, else 32 groups."""
     if config.group_size:
@@ -44,9 +38,9 @@ def group_options(config) -> dict:
     return {"num_groups": config.num_groups or DEFAULT_GROUPS, "group_size": None}
 
 
-def make(config):
+def make(config, stats):
     def factory(train):
-        return GroupNorm(
+        return nn.GroupNorm(
             **group_options(config),
             epsilon=config.epsilon,
             use_fast_variance=False,

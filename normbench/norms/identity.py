@@ -7,13 +7,13 @@ from normbench.norms.registry import NormSpec
 
 class Identity(nn.Module):
     @nn.compact
-    def __call__(self, x, mask=None):
+    def __call__(self, x):
         return x
 
 
 SPEC = NormSpec(
     name="none",
-    make=lambda config: lambda train: Identity(),
+    make=lambda config, stats: lambda train: Identity(),
     batch_dependent=False,
     running_stats=False,
     summary="no normalization",

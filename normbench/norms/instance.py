@@ -17,12 +17,8 @@ class InstanceNorm(nn.GroupNorm):
     num_groups: int | None = None
     group_size: int | None = 1
 
-    def __call__(self, x, mask=None):
-        # Statistics are per example, so padding cannot reach a real example: the mask is not needed.
-        return super().__call__(x)
 
-
-def make(config):
+def make(config, stats):
     return lambda train: InstanceNorm(epsilon=config.epsilon, use_fast_variance=False)
 
 

@@ -15,12 +15,8 @@ class LayerNorm(nn.GroupNorm):
 
     num_groups: int | None = 1
 
-    def __call__(self, x, mask=None):
-        # Statistics are per example, so padding cannot reach a real example: the mask is not needed.
-        return super().__call__(x)
 
-
-def make(config):
+def make(config, stats):
     return lambda train: LayerNorm(epsilon=config.epsilon, use_fast_variance=False)
 
 

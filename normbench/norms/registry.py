@@ -1,11 +1,13 @@
 """What a norm is to the rest of normbench: a `NormSpec` in the `NORMS` dict.
 
-Every norm follows one call convention, so models never branch on names: `spec.make(norm_config)` returns a
-factory, `factory(train)` returns a fresh Flax module, and that module is applied as `module(x, mask=None)`
-with channels on the last axis and the examples of one run on axis 0; `mask` (broadcastable to x) marks the
-real examples of a padded batch, and norms with batch statistics must leave the others out of them. Under a
-vmapped sweep each run sees only its own axis 0: no norm names a vmap axis, so batch statistics never mix runs.
-The one device axis a norm may name is the data-parallel batch axis, in its `make_synced` form (SyncBN).
+Every norm follows one call convention, so models never branch on names: `spec.make(norm_config, stats)`
+returns a factory, `factory(train)` returns a fresh Flax module, and that module is applied as `module(x)` with
+channels on the last axis and the examples of one run on axis 0. `stats` (a `BatchStats`) is how the sweep's
+protocol wants batch statistics formed: over ghost groups, or averaged over a device axis (SyncBN). Norms that
+are not batch-dependent ignore it; batch-dependent ones take their moments from `normbench.norms.moments`,
+which honours both. Under a vmapped sweep each run sees only its own axis 0: no norm names a vmap axis, so
+batch statistics never mix runs; the one device axis a norm may name is `stats.axis_name`. The NormConfig's
+`epsilon` and `momentum` may be traced (vmapped value axes), so norms use them in arithmetic only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from normbench.config import ConfigError, NormConfig
+from normbench.config import NormConfig
 
 NormFactory = Callable[[bool], nn.Module]
 
@@ -25,8 +27,10 @@ NormFactory = Callable[[bool], nn.Module]
 class BatchStats:
     """How a batch-dependent norm forms its batch statistics; the sweep's protocol chooses it."""
 
-    group_size: Any = None  # examples per statistic (ghost batches); None: the run's whole batch. May be traced.
-    axis_name: str | None = None  # a device-mesh axis whose devices' statistics are averaged (SyncBN)
+    # Examples per statistic (ghost batches); None: the run's whole batch. May be a traced int32 scalar.
+    group_size: Any = None
+    # A device-mesh axis whose devices' statistics are averaged (SyncBN); None: this device's examples only.
+    axis_name: str | None = None
 
 
 WHOLE_BATCH = BatchStats()
@@ -37,8 +41,9 @@ class NormSpec:
     """A norm and the facts about it that the rest of normbench uses instead of checking names."""
 
     name: str
-    make: Callable[[NormConfig], NormFactory]
-    # True when one example's output depends on the other examples of its batch (train mode).
+    make: Callable[[NormConfig, BatchStats], NormFactory]
+    # True when one example's output depends on the other examples of its batch (train mode). Such a norm must
+    # honour both fields of `BatchStats`; the conformance checks hold it to that.
     batch_dependent: bool
     # True when the norm keeps running statistics in the `batch_stats` collection for eval mode.
     running_stats: bool
@@ -55,9 +60,3 @@ class NormSpec:
     standardizes_weights: bool = False
     # Raises ConfigError when the options cannot apply to a layer of this many channels.
     check: Callable[[NormConfig, int], None] = lambda config, channels: None
-    # For batch-dependent norms: (config, group_size) -> factory of the norm with its batch statistics taken
-    # over groups of `group_size` examples (ghost batches); group_size may be traced. Used by the ghost protocol.
-    make_grouped: Callable[[NormConfig, Any], NormFactory] | None = None
-    # For batch-dependent norms: (config, axis_name) -> factory of the norm with its batch statistics averaged
-    # over the devices of the mesh axis `axis_name` (SyncBN). Used by the `sync` protocol, inside shard_map.
-    make_synced: Callable[[NormConfig, str], NormFactory] | None = None

@@ -15,8 +15,7 @@ class RMSNorm(nn.Module):
     epsilon: float = 1e-6
 
     @nn.compact
-    def __call__(self, x, mask=None):
-        # Statistics are per example, so padding cannot reach a real example: the mask is not needed.
+    def __call__(self, x):
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
         # Squares of bfloat16 values lose too much precision when summed over a whole feature map.
         x32 = x.astype(jnp.float32)
@@ -24,7 +23,7 @@ class RMSNorm(nn.Module):
         return (x32 / jnp.sqrt(mean_square + self.epsilon) * scale).astype(x.dtype)
 
 
-def make(config):
+def make(config, stats):
     return lambda train: RMSNorm(epsilon=config.epsilon)
 
 

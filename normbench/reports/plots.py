@@ -15,9 +15,9 @@ from normbench.config import Config
 from normbench.core.axes import swept_columns
 from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
-from normbench.results.store import atomic_write, read_config, read_metrics
-from normbench.results.stats import final_epoch, mean_ci, norm_batch, per_run
 from normbench.reports.summary import write_summary
+from normbench.results.stats import final_epoch, mean_ci, norm_batch, per_run
+from normbench.results.store import atomic_write, read_config, read_metrics
 
 LINESTYLES = {"batch": "-", "none": "--"}
 

@@ -91,7 +91,7 @@ class LogProgress(Progress):
 
     def name(self, index: int) -> str:
         cell = self.cells[index]
-        return f"cell {index + 1}/{len(self.cells)} {cell_label(cell)}"
+        return f"cell {index + 1}/{len(self.cells)} {cell.label()}"
 
     def compiling(self, index):
         logger.info(f"{self.name(index)}: compiling")
@@ -118,14 +118,10 @@ class LogProgress(Progress):
         k = int(np.argmax(per_point))
         if self.best is None or per_point[k] > self.best[0]:
             cell = self.cells[index]
-            self.best = float(per_point[k]), f"{cell_label(cell)}{values_label(self.config, cell, k)}"
+            self.best = float(per_point[k]), f"{cell.label()}{values_label(self.config, cell, k)}"
 
     def best_text(self) -> str:
         return "best so far: none" if self.best is None else f"best test acc {self.best[0]:.3f}: {self.best[1]}"
-
-
-def cell_label(cell: Cell) -> str:
-    return cell.label()
 
 
 def values_label(config: Config, cell: Cell, k: int) -> str:
@@ -167,9 +163,9 @@ class LiveProgress(LogProgress):
     def status_line(self) -> str:
         parts = []
         if self.now_training is not None:
-            parts.append(f"training {cell_label(self.cells[self.now_training])}")
+            parts.append(f"training {self.cells[self.now_training].label()}")
         if self.now_compiling is not None:
-            parts.append(f"compiling cell {self.now_compiling + 1} ({cell_label(self.cells[self.now_compiling])})")
+            parts.append(f"compiling cell {self.now_compiling + 1} ({self.cells[self.now_compiling].label()})")
         return "  ".join(parts + [self.best_text()])
 
     def sweep_started(self, config, cells, n_train):

@@ -21,8 +21,8 @@ import numpy as np
 
 from normbench.catalog import flat_fields, setting
 from normbench.config import Config
-from normbench.results.store import CONFIG, atomic_write, read_config, read_metrics
 from normbench.reports.summary import summary_markdown
+from normbench.results.store import CONFIG, atomic_write, read_config, read_metrics
 
 REPORT = "report.html"
 

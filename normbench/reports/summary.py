@@ -8,8 +8,8 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.core.axes import swept_columns
-from normbench.results.store import atomic_write
 from normbench.results.stats import final_epoch, mean_ci, norm_batch
+from normbench.results.store import atomic_write
 
 ACCURACIES = {
     "train_acc": "train acc",

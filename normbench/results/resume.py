@@ -22,10 +22,10 @@ import jax
 import numpy as np
 
 from normbench.config import Config, to_dict
-from normbench.errors import UserError
-from normbench.runtime.faults import reached
-from normbench.results.store import CONFIG, atomic_write, config_differences
 from normbench.core.train import EpochMetrics
+from normbench.errors import UserError
+from normbench.results.store import CONFIG, atomic_write, config_differences
+from normbench.runtime.faults import reached
 
 UNFINISHED = "unfinished"
 

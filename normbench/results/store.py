@@ -41,10 +41,14 @@ def metrics_csv(config: Config, results) -> str:
         epochs = m.train_loss.shape[-1]
         # The extra evaluation modes are measured once, after the last epoch.
         after_training = (number(m.test_acc_batch_stats[s, k]), number(m.test_acc_precise[s, k]))
+        during = (m.train_loss, m.train_acc, m.test_loss, m.test_acc)
         for epoch in range(1, epochs + 1):
-            during = (m.train_loss, m.train_acc, m.test_loss, m.test_acc)
-            yield [epoch, *(number(metric[s, k, epoch - 1]) for metric in during),
-                   *(after_training if epoch == epochs else ("nan", "nan")), int(0 < diverged_epoch <= epoch)]  # fmt: skip
+            yield [
+                epoch,
+                *(number(metric[s, k, epoch - 1]) for metric in during),
+                *(after_training if epoch == epochs else ("nan", "nan")),
+                int(0 < diverged_epoch <= epoch),
+            ]
 
     return table_csv(config, results, METRIC_COLUMNS, rows)
 

@@ -35,7 +35,9 @@ def _key_text(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def table_csv(config: Config, results, columns: tuple[str, ...], rows: Callable[[object, int, int], Iterable[list]]) -> str:
+def table_csv(
+    config: Config, results, columns: tuple[str, ...], rows: Callable[[object, int, int], Iterable[list]]
+) -> str:
     """The table of `results` (one `CellResult` per cell): for the run at (seed index s, run index k) of each
     cell, one line per list that `rows(result, s, k)` yields, after the run's key columns. `columns` names
     what those lists hold, `epoch` first."""

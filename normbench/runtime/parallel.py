@@ -9,17 +9,17 @@ least (ties shard the runs, the inner axis); each axis is padded to a multiple o
 last value, and the padding is dropped from the results. With `train.chunk_size` the seed axis stays whole,
 since `lax.map` steps through it. With one device a cell compiles exactly as it did before.
 
-Data parallel. The `per_device` and `sync` protocols train each run on a batch split over the "data" axis of a
-1-D mesh of `train.data_parallel` devices. The whole grid runs inside `jax.shard_map`: every device holds every
-run, the data and each minibatch's indices, and takes its own share of each batch (`normbench.protocols.BatchSplit.local`);
-gradients and losses are averaged over the axis, one all-reduce per step. Norms see their device's examples
-only, so BatchNorm's statistics are per device, the GN paper's "images per GPU". This is why it needs
-shard_map: under plain `jit` with the batch sharded, a Flax BatchNorm still takes its mean over the whole
-logical batch and XLA inserts the all-reduces, silently giving SyncBN. Under `sync` BatchNorm names the axis
-(`NormSpec.make_synced`), so its statistics are means over all devices' examples. Per-device running
+Data parallel. The `per_device` and `sync` protocols train each run on a batch split over the "data" axis of a 1-D
+mesh of `train.data_parallel` devices. The whole grid runs inside `jax.shard_map`: every device holds every run,
+the data and each minibatch's indices, and takes its own share of each batch
+(`normbench.protocols.BatchSplit.local`); gradients and losses are averaged over the axis, one all-reduce per step.
+Norms see their device's examples only, so BatchNorm's statistics are per device, the GN paper's "images per GPU".
+This is why it needs shard_map: under plain `jit` with the batch sharded, a Flax BatchNorm still takes its mean
+over the whole logical batch and XLA inserts the all-reduces, silently giving SyncBN. Under `sync` a norm's batch
+statistics name the axis (`BatchStats.axis_name`), so they are means over all devices' examples. Per-device running
 statistics differ between devices; evaluation and the returned states use their mean over devices, which, an
-exponential average being linear, equals averaging them after every step as ghost BatchNorm does. Evaluation
-is replicated: every device evaluates the whole test set.
+exponential average being linear, equals averaging them after every step as ghost BatchNorm does. Evaluation is
+replicated: every device evaluates the whole test set.
 
 Hosts. After `initialize` (`normbench run --distributed`), `jax.devices()` spans every process. Each process
 builds the same config and grid, places its share of each global array on its own devices

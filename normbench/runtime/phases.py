@@ -40,10 +40,10 @@ def compile_phases(training, vmap_grid: Callable, config: Config, seeds, values,
     state = jax.eval_shape(start, seeds, values, data)
     lowered = {"start": start.lower(seeds, values, data)}
     for count in set(np.diff([0, *stops(config)]).tolist()):
-        segment = jax.jit(vmap_grid(functools.partial(training.epochs, count=count), (True, False)))
+        segment = jax.jit(vmap_grid(functools.partial(training.epochs, count=count), per_run=(True, False)))
         lowered[count] = segment.lower(seeds, values, data, state, np.int32(0))
-    lowered["finish"] = jax.jit(vmap_grid(training.finish, (True,))).lower(seeds, values, data, state)
-    diagnose = jax.jit(vmap_grid(training.diagnose, (True,)))
+    lowered["finish"] = jax.jit(vmap_grid(training.finish, per_run=(True,))).lower(seeds, values, data, state)
+    diagnose = jax.jit(vmap_grid(training.diagnose, per_run=(True,)))
     shape = jax.eval_shape(diagnose, seeds, values, data, state) if config.train.diagnostics_at else None
     if shape is not None:
         lowered["diagnose"] = diagnose.lower(seeds, values, data, state)
