@@ -4,6 +4,7 @@ import dataclasses
 
 import jax
 import numpy as np
+import pytest
 from conftest import tiny_config, tiny_dataset
 
 from benchmarks.batch_axis import bench_config, padded_grid
@@ -14,6 +15,7 @@ from normbench.core.sweep import device_data, make_training, train_cell, vmap_gr
 from normbench.flops import matmul_flops
 
 
+@pytest.mark.slow
 def test_padded_vmapped_batch_axis_equals_one_program_per_batch_size():
     config = bench_config(epochs=2, seeds=2, batch_sizes=(4, 8, 16))
     config = dataclasses.replace(config, model=ModelConfig(hidden=(8, 8)))

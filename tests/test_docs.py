@@ -43,6 +43,7 @@ def test_the_documented_batch_statistics_norm_conforms(check):
     check(documented_spec(2, "normbench/norms/mean_only_batch.py"))
 
 
+@pytest.mark.slow
 def test_the_documented_norm_lists_and_sweeps(scale_norm, tmp_path, capsys):
     from conftest import TINY_STUDY
 

@@ -28,6 +28,7 @@ def test_every_model_with_every_norm(model, norm):
     assert ("batch_stats" in updates and bool(updates["batch_stats"])) == NORMS[norm].running_stats
 
 
+@pytest.mark.slow
 def test_parameter_counts():
     # The textbook MLP: 784*100 + 4*100*100 + 100*10 weights, plus biases, plus BN's scale and shift.
     mlp = build_model("mlp", ModelConfig(), NORMS["batch"].make(NormConfig(), WHOLE_BATCH), 10)

@@ -5,6 +5,7 @@ import io
 import logging
 
 import numpy as np
+import pytest
 from conftest import tiny_config, tiny_dataset
 
 from normbench.core.grid import cells
@@ -61,6 +62,7 @@ def test_a_sweep_reports_each_cell_compiling_training_and_done_in_order(caplog):
     assert "best test acc" in lines[-1]
 
 
+@pytest.mark.slow
 def test_training_in_segments_of_epochs_reports_each_segment():
     config = tiny_config(seeds=(0,))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3, checkpoint_every=2))
