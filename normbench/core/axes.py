@@ -60,6 +60,7 @@ FIXED_FIELDS = {
     "train.chunk_size": "it only schedules the grid's computation",
     "train.checkpoint_every": "it only schedules the grid's computation",
     "train.diagnostics_at": "every run records the same epochs",
+    "train.data_parallel": "a sweep's devices are chosen once, before its first cell",
 }
 
 EPOCH = "epoch"  # the first column after a table's run keys

@@ -69,7 +69,7 @@ def with_values(config: Config, values: dict) -> Config:
 
 def sgd_batch(config: Config, cell: Cell) -> int:
     """The examples of one SGD step: the data-parallel protocols' batch is on every device."""
-    return cell.batch_size * PROTOCOLS[cell.protocol].split(config).devices
+    return cell.batch_size * PROTOCOLS[cell.protocol].split(cell_config(config, cell)).devices
 
 
 def steps_per_epoch(config: Config, cell: Cell, n_train: int) -> int:
@@ -78,7 +78,7 @@ def steps_per_epoch(config: Config, cell: Cell, n_train: int) -> int:
 
 def stat_sizes(config: Config, cell: Cell) -> tuple[int, ...]:
     """The examples that one batch statistic sees, per value of the protocol's axis (`ghost_size`)."""
-    return tuple(PROTOCOLS[cell.protocol].stat_sizes(config, cell.batch_size))
+    return tuple(PROTOCOLS[cell.protocol].stat_sizes(cell_config(config, cell), cell.batch_size))
 
 
 def run_values(config: Config, cell: Cell) -> dict[str, list]:
@@ -86,7 +86,7 @@ def run_values(config: Config, cell: Cell) -> dict[str, list]:
 
     The learning rate is the one the run uses, after linear scaling with the SGD batch; `ghost_size` the number
     of examples its norms' batch statistics see."""
-    reference = config.train.lr_reference_batch
+    reference = cell_config(config, cell).train.lr_reference_batch
     lr_scale = sgd_batch(config, cell) / reference if reference else 1.0
     axes = {
         "init_scale": config.sweep.init_scales,
