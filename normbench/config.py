@@ -201,6 +201,14 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     return config
 
 
+def set_fields(config: Config, values: dict) -> Config:
+    """`apply_overrides` for Python values, e.g. `{"train.epochs": 5, "sweep.norms": ("batch", "layer")}`: each is
+    checked against its field's type as `--set` checks text."""
+    for key, value in values.items():
+        config = replace_field(config, key, _coerce(value, field_hint(key), key))
+    return config
+
+
 def add_sweeps(config: Config, sweeps: list[str]) -> Config:
     """Apply `--sweep key=v1,v2,...` pairs: each makes a config field a sweep axis (an entry of `sweep.fields`),
     its values parsed as the field's type, e.g. `norm.num_groups=1,2,4`. A key swept twice keeps the last."""

@@ -18,7 +18,6 @@ import jax
 import numpy as np
 import optax
 
-from normbench import __version__
 from normbench.config import Config
 from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
 from normbench.core.grid import cells
@@ -39,6 +38,7 @@ from normbench.results.store import (
 from normbench.results.table import join_tables
 from normbench.runtime.cache import enable_compilation_cache
 from normbench.runtime.parallel import from_writer, is_writer, on_writer
+from normbench.version import __version__
 
 
 def run_study(

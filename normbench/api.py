@@ -1,0 +1,90 @@
+"""normbench from Python (a notebook, a script): run a study, load its results, register a norm.
+
+    import normbench
+
+    out = normbench.run("configs/init_scale.py", train__epochs=2, sweep__seeds=(0,))  # Path("runs/init_scale")
+    df = normbench.load(out)  # metrics.csv as a pandas DataFrame; df.attrs["config"] is the resolved Config
+
+These are re-exported by `normbench/__init__.py`, which must stay light: JAX and pandas are imported inside the
+functions, so that `import normbench` (and `normbench --help`) take no time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from normbench.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from normbench.config import Config
+    from normbench.norms import NormSpec
+    from normbench.reports.progress import Progress
+
+# Where a run writes unless told otherwise: git-ignored, like the workdir of flax's examples. The committed
+# `results/` is written only when asked for by name (`--out results/<name>`).
+RUNS = Path("runs")
+
+
+def default_out(name: str) -> Path:
+    return RUNS / name
+
+
+def run(
+    config: Config | str | Path,
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    **overrides,
+) -> Path:
+    """Train every run of `config` (a `Config`, or the path of a config file) as `normbench run` does, and return
+    the results directory: `out`, by default `runs/<config name>`.
+
+    `overrides` set config fields by their dotted names, written with `__` for the dots (`train__epochs=2`) or
+    unpacked from a dict (`**{"train.epochs": 2}`); their values are Python values, checked against the field's
+    type like `--set`'s text: `sweep__norms=("batch", "layer")`, `sweep__fields={"norm.num_groups": (1, 2, 4)}`.
+    `force`, `workers`: as `normbench run`'s options; `progress` hears of each cell (default: the "normbench"
+    logger's lines)."""
+    from normbench.config import Config, load_config, set_fields
+    from normbench.core.validate import validate
+    from normbench.study import run_study
+
+    if not isinstance(config, Config):
+        config = load_config(config)
+    config = set_fields(config, {key.replace("__", "."): value for key, value in overrides.items()})
+    validate(config)
+    out = Path(out) if out is not None else default_out(config.name)
+    run_study(config, out, progress, force=force, workers=workers)
+    return out
+
+
+def load(results_dir: str | Path) -> pd.DataFrame:
+    """A results directory's `metrics.csv` (one row per run and epoch, docs/results.md) as a pandas DataFrame, with
+    the config that produced it in `df.attrs["config"]`."""
+    import pandas as pd
+
+    from normbench.results.store import METRICS, read_config
+
+    config = read_config(results_dir)
+    path = Path(results_dir) / METRICS
+    if not path.is_file():
+        raise UserError(f"{str(path)!r} not found: is {str(results_dir)!r} a finished results directory?")
+    df = pd.read_csv(path)
+    df.attrs["config"] = config
+    return df
+
+
+def register_norm(spec: NormSpec, replace: bool = False) -> NormSpec:
+    """Add `spec` to the norm registry for this process, so that configs can name it in `sweep.norms`
+    (docs/adding_a_norm.md). A name already registered is an error unless `replace`: a typo should not silently
+    shadow a built-in norm."""
+    from normbench.norms import NORMS
+
+    if spec.name in NORMS and not replace:
+        raise ValueError(f"a norm named {spec.name!r} is already registered; pass replace=True to replace it")
+    NORMS[spec.name] = spec
+    return spec
