@@ -1,6 +1,6 @@
 """The textbook's batch-norm experiment (Deep Learning from Scratch, ch. 6): does BN rescue bad init scales?
 
-    normbench run configs/init_scale.py
+    normbench run configs/init_scale.py   # writes runs/init_scale/
 
 MLP 784-100x5-10 (Dense -> Norm -> ReLU), weights init_scale x N(0, 1) for 16 scales logspace(0, -4, 16),
 SGD lr 0.01, batch 100, the first 1,000 training images of the embedded mnist5k, 20 epochs of 10 steps, with

@@ -1,7 +1,7 @@
 """The small-batch study: BatchNorm's accuracy against its batch size, next to LayerNorm and GroupNorm
 (the Group Normalization paper's Figure 1, Wu & He 2018, at a scale a 2-core CPU runs in minutes).
 
-    normbench run configs/small_batch.py
+    normbench run configs/small_batch.py   # writes runs/small_batch/
 
 Models: the textbook MLP (3 hidden layers of 100) and a 3-block CNN (8-16-32 channels); GroupNorm with 4
 groups. Data: the first 1,000 training images of the embedded mnist5k; tests on its 1,000 test images.

@@ -1,6 +1,6 @@
 """The small-batch study on CIFAR-10 with a ResNet-20, for a GPU (the GN paper's Figure 1, one step closer).
 
-    normbench run configs/small_batch_cifar10.py
+    normbench run configs/small_batch_cifar10.py   # writes runs/small_batch_cifar10/
 
 Needs `tfds:cifar10` prepared in the TFDS data dir (or a network to download it). ResNet-20 (16-32-64
 channels, GroupNorm with 8 groups), 50,000 training and 10,000 test images, SGD with momentum 0.9 at

@@ -1,7 +1,7 @@
 """Per-device BatchNorm against SyncBN and GroupNorm in data-parallel training over 8 devices (the GN paper's
 "images per GPU" setting, Wu & He 2018, at a scale a 2-core CPU runs in minutes).
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 normbench run configs/sync_bn.py
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 normbench run configs/sync_bn.py   # writes runs/sync_bn/
 
 (On a machine with 8 accelerators, drop XLA_FLAGS.) Each SGD batch is split over 8 devices, 2, 4 or 8
 examples on each (SGD batches of 16, 32, 64), and the gradients are averaged over the devices. `per_device`:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from normbench.api import default_out
 from normbench.errors import UserError
 
 _STARTED = time.perf_counter()
@@ -35,7 +36,7 @@ def _run(args) -> int:
 
         initialize(args.coordinator, args.num_processes, args.process_id)
     config = _resolve(args, args.diagnostics)
-    out = Path(args.out or Path("results") / config.name)
+    out = Path(args.out or default_out(config.name))
     from normbench.reports.progress import Fanout, console_progress
     from normbench.study import run_study
 
@@ -96,7 +97,7 @@ def _bench(args) -> int:
     if out is None:
         import jax
 
-        out = Path("results") / "bench" / jax.devices()[0].device_kind.lower().replace(" ", "-")
+        out = default_out("bench") / jax.devices()[0].device_kind.lower().replace(" ", "-")
     run_bench(Path(out), tuple(args.cases) if args.cases else None)
     print(f"\ntables in {out}/")
     return 0
@@ -123,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
             help="make a config field a sweep axis, e.g. --sweep norm.num_groups=1,2,4 (a metrics.csv column; "
             "vmapped where the field can be a traced value, one program per value elsewhere: see `normbench show`)",
         )
-    run.add_argument("--out", help="results directory (default: results/<config name>)")
+    run.add_argument("--out", help="results directory (default: runs/<config name>, git-ignored)")
     run.add_argument("--force", action="store_true", help="replace results that a different config produced")
     run.add_argument(
         "--workers",
@@ -164,7 +165,7 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("what", choices=("norms", "models", "protocols", "datasets", "configs"))
     listing.set_defaults(func=_list)
     bench = sub.add_parser("bench", help="time the studies against this machine's matmul peak, print the tables")
-    bench.add_argument("--out", help="where the tables go (default: results/bench/<device kind>)")
+    bench.add_argument("--out", help="where the tables go (default: runs/bench/<device kind>, git-ignored)")
     bench.add_argument("--cases", nargs="+", help="some of: peak study small_batch models loop (default: all)")
     bench.set_defaults(func=_bench)
     return p

@@ -141,7 +141,7 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class Config:
-    # Names the results directory (`results/<name>`) and titles the figures and the report.
+    # Names the results directory (`runs/<name>` by default) and titles the figures and the report.
     name: str = "study"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny models and data, so the suite stays fast on a 2-core CPU."""
 
 import dataclasses
+import os
 
 import jax
 import numpy as np
@@ -76,15 +77,20 @@ TINY_STUDY = study_text()
 
 @pytest.fixture(scope="session")
 def study(tmp_path_factory):
-    """A tiny config file and the results of running it once through the CLI."""
+    """A tiny config file and the results of running it once through the CLI, without --out: in the working
+    directory's runs/<config name>."""
     from normbench.cli import main
 
     root = tmp_path_factory.mktemp("study")
     config = root / "tiny.py"
     config.write_text(TINY_STUDY)
-    out = root / "results"
-    assert main(["run", str(config), "--out", str(out)]) == 0
-    return config, out
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert main(["run", str(config)]) == 0
+    finally:
+        os.chdir(cwd)
+    return config, root / "runs" / "tiny"
 
 
 def snapshot(directory):

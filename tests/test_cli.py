@@ -13,6 +13,7 @@ from conftest import snapshot
 from normbench.cli import main
 from normbench.config import Config
 from normbench.core.axes import run_columns
+from normbench.errors import UserError
 from normbench.norms import NORMS
 from normbench.results.store import METRIC_COLUMNS
 
@@ -35,6 +36,8 @@ def test_run_writes_config_table_and_figure(study):
     assert saved["config"]["sweep"]["seeds"] == [0, 1]
     assert {"jax", "flax", "device", "git_revision", "timings"} <= set(saved["environment"]) | set(saved)
     assert (out / "init_scale.png").stat().st_size > 10_000
+    assert not (out / ".lock").exists()  # the run's lock goes with it
+    assert sorted(p.name for p in out.parent.parent.iterdir()) == ["runs", "tiny.py"]  # nothing outside runs/
 
 
 def test_plot_redraws_from_the_table_alone(study):
@@ -115,7 +118,33 @@ def test_a_second_run_into_a_busy_directory_stops(study, capsys):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert main(["run", str(config), "--out", str(out)]) == 2
     assert "another normbench run is writing to" in capsys.readouterr().err
+    (out / ".lock").unlink()  # this test's, not the refused run's
     assert snapshot(out) == before
+
+
+def test_a_lock_counts_only_while_its_file_is_the_one_at_the_path(tmp_path, monkeypatch):
+    # The holder finishes, removing its .lock, between this run's open and its flock: the file it locked is gone,
+    # so it locks the new file at the path instead, where the next run sees it.
+    import fcntl
+
+    from normbench.results import store
+
+    flock = fcntl.flock
+    raced = []
+
+    def holder_finishes_first(handle, operation):
+        if not raced:
+            raced.append(True)
+            (tmp_path / ".lock").unlink()
+        flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", holder_finishes_first)
+    with store.exclusive(tmp_path):
+        assert raced and (tmp_path / ".lock").exists()
+        with pytest.raises(UserError, match="another normbench run is writing to"), store.exclusive(tmp_path):
+            pass
+        assert (tmp_path / ".lock").exists()  # the refused run leaves the holder's lock alone
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_list_datasets_shows_every_source_and_the_tfds_sets_prepared_offline(tmp_path, monkeypatch, capsys):

@@ -110,15 +110,38 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 @contextlib.contextmanager
 def exclusive(out: Path):
     """Hold `out` for one run: a second run into the same directory stops instead of interleaving its files.
-    Holding it, the temporary files of a killed run's unfinished writes are known to be orphans: removed."""
-    with open(Path(out) / ".lock", "w") as handle:
+    Holding it, the temporary files of a killed run's unfinished writes are known to be orphans: removed.
+
+    The `.lock` file goes when the run ends, so a finished directory holds its results alone. A run that opened
+    the file just before it went would lock a file no longer there, beside a third run locking a new one: a lock
+    counts only while its file is the one at the path."""
+    path = Path(out) / ".lock"
+    while True:
+        handle = open(path, "w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.close()
             raise UserError(f"another normbench run is writing to {str(out)!r}; wait for it to finish") from None
+        if _same_file(path, handle):
+            break
+        handle.close()
+    try:
         for orphan in Path(out).rglob(".*.tmp"):
             orphan.unlink()
         yield
+    finally:
+        path.unlink(missing_ok=True)  # before the lock is released, so no run can lock a file about to go
+        handle.close()
+
+
+def _same_file(path: Path, handle) -> bool:
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
 
 
 def write_config(out: Path, config: Config, meta: dict) -> None:
