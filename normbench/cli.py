@@ -83,6 +83,15 @@ def _report(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from normbench.reports.compare import compare, compare_text, plot
+
+    print(compare_text(compare(args.results_dirs, args.metric)))
+    if args.plot:
+        print(plot(args.results_dirs, args.metric, args.plot))
+    return 0
+
+
 def _list(args) -> int:
     from normbench.catalog import listing
 
@@ -159,6 +168,17 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("results_dir")
     report.add_argument("--output", metavar="FILE", help="where to write it (default: RESULTS_DIR/report.html)")
     report.set_defaults(func=_report)
+    comparing = sub.add_parser(
+        "compare",
+        help="line up the configurations of two or more results directories: each one's mean final metric, and "
+        "the paired difference from the first with its 95%% interval over the seeds both ran",
+    )
+    comparing.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR")
+    comparing.add_argument(
+        "--metric", default="test_acc", help="a metrics.csv column measured after the last epoch (default: test_acc)"
+    )
+    comparing.add_argument("--plot", type=Path, metavar="FILE", help="also draw the comparison into FILE")
+    comparing.set_defaults(func=_compare)
     listing = sub.add_parser(
         "list", help="list the registered norms (with metadata), models, protocols, data sources or configs"
     )
