@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import sys
+import textwrap
 from pathlib import Path
 
 from normbench.config import Config
@@ -13,10 +14,30 @@ from normbench.config import Config
 CONFIGS_DIR = Path("configs")
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+# What `normbench list` prints fits a terminal of this many columns: the last column wraps.
+WIDTH = 100
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], notes: list[str] | None = None) -> str:
+    """Columns padded to their widest cell, the last one wrapped onto continuation lines to fit `WIDTH`; each
+    row's `notes` entry, if given, follows it on indented lines of its own."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    indent = sum(widths) + 2 * len(widths)
+    last = max(WIDTH - indent, 20)
+
+    def lines(row):
+        wrapped = textwrap.wrap(row[-1], last, break_on_hyphens=False) or [""]
+        first = "".join(cell.ljust(w + 2) for cell, w in zip(row, widths))
+        return [(first + wrapped[0]).rstrip(), *(" " * indent + more for more in wrapped[1:])]
+
+    out = [*lines(header), "  ".join("-" * w for w in [*widths, min(last, max(len(r[-1]) for r in [header, *rows]))])]
+    for i, row in enumerate(rows):
+        out += lines(row)
+        if notes:
+            out += textwrap.wrap(
+                notes[i], WIDTH, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False
+            )
+    return "\n".join(out)
 
 
 def _yes(flag: bool) -> str:
@@ -24,24 +45,20 @@ def _yes(flag: bool) -> str:
 
 
 def norms_table() -> str:
+    """One row of facts per norm, its summary and options on the lines below."""
     from normbench.norms import NORMS
 
-    header = ("name", "batch-dependent", "running stats", "fused activation", "scale-invariant", "reduces over",
-              "options", "summary")  # fmt: skip
+    header = ("name", "batch-dep.", "run. stats", "fused act.", "scale-inv.", "reduces over")
     rows = [
         (
             s.name,
-            _yes(s.batch_dependent),
-            _yes(s.running_stats),
-            _yes(s.fuses_activation),
-            _yes(s.scale_invariant),
+            *map(_yes, (s.batch_dependent, s.running_stats, s.fuses_activation, s.scale_invariant)),
             s.reduces_over,
-            ", ".join(s.options) or "-",
-            s.summary,
-        )  # fmt: skip
+        )
         for s in NORMS.values()
     ]
-    return _table(header, rows)
+    notes = [f"{s.summary}; options: {', '.join(s.options) or 'none'}" for s in NORMS.values()]
+    return _table(header, rows, notes)
 
 
 def models_table() -> str:
@@ -127,8 +144,26 @@ def config_text(config: Config) -> str:
         lines.append(line if value == defaults[key] else f"{line}  # default: {setting(defaults[key])}")
     lines.append("# sweep axes (static: one compiled program per value; value: vmapped inside it)")
     lines += [f"#   {axis.column:<{width - 2}} {axis.kind:<6}  {axis.source}" for axis in axes(config)]
+    lines.append("# effective values per cell (cells differing only in model or norm share a line)")
+    lines += [f"#   {where}: {values}" for where, values in effective_values(config).items()]
     todo = cells(config)
     runs = sum(len(config.sweep.seeds) * len(run_values(config, cell)["init_scale"]) for cell in todo)
     plural = "" if len(todo) == 1 else "s"
     lines.append(f"# {len(todo)} cell{plural} (one compiled program each), {runs} runs of {config.train.epochs} epochs")
     return "\n".join(lines)
+
+
+def effective_values(config: Config) -> dict[str, str]:
+    """Each cell's learning rates after linear scaling with its SGD batch (`train.lr_reference_batch`) and the
+    examples each batch statistic sees (`ghost_size`), which the config's own fields do not show."""
+    from normbench.core.grid import cells, run_values
+
+    def numbers(values) -> str:
+        return ",".join(f"{v:.6g}" for v in dict.fromkeys(values))
+
+    out = {}
+    for cell in cells(config):
+        where = " ".join([cell.protocol, f"batch={cell.batch_size}", *(f"{k}={v}" for k, v in cell.fields)])
+        values = run_values(config, cell)
+        out[where] = f"learning_rate={numbers(values['learning_rate'])} ghost_size={numbers(values['ghost_size'])}"
+    return out

@@ -70,14 +70,26 @@ def test_list_shows_every_norm_with_its_metadata_and_every_config(capsys):
 
     assert main(["list", "norms"]) == 0
     out = capsys.readouterr().out
+    words = " ".join(out.split())  # as read, whatever the wrapping
     for name, spec in NORMS.items():
         (line,) = [row for row in out.splitlines() if row.split()[0] == name]
-        assert spec.summary in line and spec.reduces_over in line
+        flags = (spec.batch_dependent, spec.running_stats, spec.fuses_activation, spec.scale_invariant)
+        assert line.split()[1:5] == ["yes" if flag else "no" for flag in flags]
+        assert " ".join(spec.reduces_over.split()) in words
+        assert f"{spec.summary}; options: {', '.join(spec.options) or 'none'}" in words
     assert main(["list", "configs"]) == 0
     out = capsys.readouterr().out
     assert "configs/init_scale.py" in out and "configs/small_batch.py" in out
     assert main(["list", "models"]) == 0
     assert "resnet20" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("what", ["norms", "models", "protocols", "datasets", "configs"])
+def test_list_fits_100_columns(what, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # where configs/ is
+    assert main(["list", what]) == 0
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 100 and len(out.splitlines()) > 2
 
 
 @pytest.mark.slow
@@ -153,7 +165,7 @@ def test_list_datasets_shows_every_source_and_the_tfds_sets_prepared_offline(tmp
     (tmp_path / "downloads" / "extracted").mkdir(parents=True)  # TFDS's download cache is not a data set
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
     assert main(["list", "datasets"]) == 0
-    sources = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
+    sources = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:] if not line.startswith(" ")]
     assert sources == ["mnist5k", "idx:<dir>", "tfds:<name>", "npz:<file>", "tfds:fashion_mnist"]
 
 
@@ -168,6 +180,9 @@ def test_show_prints_the_resolved_config_in_a_form_that_set_reads_back(capsys):
     assert "sweep.norms               = batch,group  # default: batch,none" in lines
     # per model: batch at 7 SGD batches + 1 ghost cell of 7 group sizes, group at 7; 5 seeds each
     assert lines[-1] == "# 30 cells (one compiled program each), 210 runs of 3 epochs"
+    # the learning rate as the runs use it: 0.1 x SGD batch / 256 (the config's learning_rates = 0.1)
+    assert "#   sgd batch=2: learning_rate=0.00078125 ghost_size=2" in lines
+    assert "#   ghost batch=128: learning_rate=0.05 ghost_size=2,4,8,16,32,64,128" in lines
     settings = [line.split("  # ")[0] for line in lines if not line.startswith("#")]
     assert apply_overrides(Config(), settings) == apply_overrides(load_config(config_file), overrides)
     axes = [line.split()[1:3] for line in lines if line.startswith("#   ")]
