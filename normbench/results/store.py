@@ -22,6 +22,7 @@ from normbench.runtime.faults import reached
 
 METRICS = "metrics.csv"
 CONFIG = "config.json"
+UNFINISHED = "unfinished"  # a run under way (`normbench.results.resume`)
 
 # What metrics.csv records of a run at each epoch, after its key columns (`normbench.core.axes`).
 METRIC_COLUMNS = (
@@ -53,9 +54,13 @@ def metrics_csv(config: Config, results) -> str:
     return table_csv(config, results, METRIC_COLUMNS, rows)
 
 
+# The suffix of atomic_write's temporary files: a killed write's orphans are told from a user's own `.*.tmp`.
+TMP_SUFFIX = ".normbench.tmp"
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
@@ -110,15 +115,46 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 @contextlib.contextmanager
 def exclusive(out: Path):
     """Hold `out` for one run: a second run into the same directory stops instead of interleaving its files.
-    Holding it, the temporary files of a killed run's unfinished writes are known to be orphans: removed."""
+    Holding it, the temporary files of a killed run's unfinished writes are known to be orphans: removed. Only
+    normbench's own, where normbench writes: `out` itself and what is under `out/unfinished`."""
     with open(Path(out) / ".lock", "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"another normbench run is writing to {str(out)!r}; wait for it to finish") from None
-        for orphan in Path(out).rglob(".*.tmp"):
+        for orphan in [*Path(out).glob(f".*{TMP_SUFFIX}"), *(Path(out) / UNFINISHED).rglob(f".*{TMP_SUFFIX}")]:
             orphan.unlink()
         yield
+
+
+MANIFEST = "manifest.json"
+
+
+def stage(staged: Path) -> None:
+    """Mark the complete results written into `staged` as ready to replace those of the results directory:
+    from here on, `commit` completes the replacement even if this run is killed first."""
+    names = sorted(p.name for p in Path(staged).iterdir() if p.name != CONFIG) + [CONFIG]  # config.json last
+    atomic_write(Path(staged) / MANIFEST, json.dumps(names) + "\n")
+
+
+def commit(out: Path, staged: Path, owned: set[str]) -> None:
+    """Replace the results in `out` by those `stage` marked in `staged`; nothing if none are marked. Of the old
+    files only `owned` ones (normbench's names) that the new results lack are removed: a user's files stay.
+    Each step can be repeated, so a commit killed midway is finished by the next run's call: the directory ends
+    wholly new, having been wholly old up to the manifest."""
+    manifest = Path(staged) / MANIFEST
+    if not manifest.exists():
+        return
+    names = json.loads(manifest.read_text())
+    for name in sorted(owned - set(names)):
+        if (Path(out) / name).exists():
+            (Path(out) / name).unlink()
+            reached(f"remove:{name}")
+    for name in names:
+        if (Path(staged) / name).exists():
+            os.replace(Path(staged) / name, Path(out) / name)
+            reached(f"commit:{name}")
+    manifest.unlink()
 
 
 def write_config(out: Path, config: Config, meta: dict) -> None:
