@@ -22,7 +22,7 @@ from normbench import __version__
 from normbench.config import Config
 from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
 from normbench.core.grid import cells
-from normbench.core.sweep import check_fits, run_sweep, training_time
+from normbench.core.sweep import check_fits, resolve_workers, run_sweep, training_time
 from normbench.data import load
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.reports.plots import FIGURES, draw_figures
@@ -61,6 +61,7 @@ def run_study(
     start = time.perf_counter()
     dataset = load(config.data)
     check_fits(config, dataset)  # a bad batch shape says so before any question about the output directory
+    workers = resolve_workers(workers)
     with contextlib.ExitStack() as claimed:
         unfinished, finished = None, {}
 
