@@ -1,6 +1,8 @@
 """Every bad input of a run, as a user would make it through the CLI: one line saying what is wrong (and what is
 valid), exit status 2, and the results of an earlier run byte for byte as they were."""
 
+import struct
+
 import numpy as np
 import pytest
 from conftest import snapshot
@@ -62,6 +64,18 @@ def truncate(name, keep):
 
 def relabel(directory):
     (directory / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.full(20, 11, np.uint8), 0x801))
+
+
+def huge_header(directory):
+    """An images file whose header's dimensions multiply to more than 2**64."""
+    (directory / "train-images-idx3-ubyte").write_bytes(struct.pack(">4I", 0x803, 2**32 - 1, 2**32 - 1, 2**32 - 1))
+
+
+def images_of_another_shape(tmp):
+    args = npz_file()(tmp)
+    arrays = dict(np.load(tmp / "data.npz"))
+    np.savez(tmp / "data.npz", **{**arrays, "test_x": arrays["test_x"][:, :5, :5]})
+    return args
 
 
 def output_under_a_file(tmp):
@@ -143,6 +157,11 @@ CASES = {
     ),
     "config calling sys.exit": (config_file("import sys\n\nsys.exit(0)\n"), "failed to run: SystemExit"),
     "zero workers": (option("--workers", "0"), "workers must be at least 1, got 0"),
+    "train and test images of different shapes": (
+        images_of_another_shape,
+        "train images have shape (6, 6, 1) but test images (5, 5, 1); they must agree",
+    ),
+    "IDX header overflowing": (idx_dir(huge_header), "is truncated: its header promises 79228162458924105385300197375"),
 }
 
 
