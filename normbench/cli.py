@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from normbench.errors import UserError
+from normbench.errors import MachineError, UserError
 
 _STARTED = time.perf_counter()
 
@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"normbench: error: {e}", file=sys.stderr)
         return 2
+    except MachineError as e:
+        print(f"normbench: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("normbench: interrupted", file=sys.stderr)
         return 130

@@ -24,6 +24,7 @@ from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
 from normbench.core.grid import cells
 from normbench.core.sweep import check_fits, resolve_workers, run_sweep, training_time
 from normbench.data import load
+from normbench.errors import MachineError
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.reports.plots import FIGURES, draw_figures
 from normbench.reports.progress import Progress, logger
@@ -106,22 +107,33 @@ def run_study(
         busy = training_time(results)
         timings = {"data_s": loaded - start, "compile_s": trained - loaded - busy, "train_s": busy}
         work = {"trace_s": sum(r.trace_s for r in results), "xla_compile_s": sum(r.compile_s for r in results)}
-        # The results are written beside the old ones, then replace them in one `commit` that a kill cannot split.
         if is_writer():
-            staged = unfinished.staged
-            atomic_write(staged / METRICS, join_tables([finished[i] for i in range(len(all_cells))]))
-            if config.train.diagnostics_at:
-                layers = unfinished.finished_diagnostics()
-                atomic_write(staged / DIAGNOSTICS, join_tables([layers[i] for i in range(len(all_cells))]))
-            draw_figures(staged, config=config)
-        timings["write_s"] = time.perf_counter() - trained
-        if is_writer():
-            # Last, so that it can hold every timing.
-            write_config(staged, config, {"environment": environment(), "timings": timings, "compilation": work})
-            stage(staged)
-            commit(out, staged, OWNED)
-            unfinished.remove()
+            try:
+                write_results(config, out, unfinished, finished, len(all_cells), timings, trained, work)
+            except OSError as e:  # a full disk, a read-only file: the finished cells are kept, a rerun writes them
+                raise MachineError(
+                    f"cannot write the results to {str(out)!r}: {e.strerror or e}; the finished cells are kept in "
+                    f"{str(unfinished.root)!r}: make room and rerun the same command"
+                ) from e
+        else:
+            timings["write_s"] = time.perf_counter() - trained
     return timings
+
+
+def write_results(config, out, unfinished, finished, n_cells, timings, trained, work) -> None:
+    """Write the results beside the old ones, then replace those in one `commit` that a kill cannot split."""
+    staged = unfinished.staged
+    atomic_write(staged / METRICS, join_tables([finished[i] for i in range(n_cells)]))
+    if config.train.diagnostics_at:
+        layers = unfinished.finished_diagnostics()
+        atomic_write(staged / DIAGNOSTICS, join_tables([layers[i] for i in range(n_cells)]))
+    draw_figures(staged, config=config)
+    timings["write_s"] = time.perf_counter() - trained
+    # Last, so that it can hold every timing.
+    write_config(staged, config, {"environment": environment(), "timings": timings, "compilation": work})
+    stage(staged)
+    commit(out, staged, OWNED)
+    unfinished.remove()
 
 
 # The files of a results directory that normbench writes, which a replacing run removes when it has none of them.
