@@ -157,6 +157,10 @@ CASES = {
     ),
     "config calling sys.exit": (config_file("import sys\n\nsys.exit(0)\n"), "failed to run: SystemExit"),
     "zero workers": (option("--workers", "0"), "workers must be at least 1, got 0"),
+    "a sweep of zero cells": (
+        settings("sweep.protocols=ghost", "sweep.norms=layer"),
+        "the sweep has no cells: protocols ghost run none of norms layer",
+    ),
     "train and test images of different shapes": (
         images_of_another_shape,
         "train images have shape (6, 6, 1) but test images (5, 5, 1); they must agree",

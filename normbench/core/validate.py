@@ -40,6 +40,10 @@ def validate(config: Config) -> None:
         check_norm(norm, config.norm, ())
     for protocol in sweep.protocols:
         PROTOCOLS[protocol].check(config)
+    if not cells(config):  # e.g. only batch-dependent protocols (ghost, sync) over norms that use no batch
+        raise ConfigError(
+            f"the sweep has no cells: protocols {', '.join(sweep.protocols)} run none of norms {', '.join(sweep.norms)}"
+        )
     # Each cell runs its own config: a swept option (say norm.num_groups) must fit each cell's layers.
     checked = set()
     for cell in cells(config):
