@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from normbench.api import default_out
-from normbench.errors import UserError
+from normbench.errors import MachineError, UserError
 
 _STARTED = time.perf_counter()
 
@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"normbench: error: {e}", file=sys.stderr)
         return 2
+    except MachineError as e:
+        print(f"normbench: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("normbench: interrupted", file=sys.stderr)
         return 130

@@ -156,8 +156,11 @@ def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
-def from_dict(cls, data: dict):
-    """Rebuild a config from `to_dict`'s output (as read back from config.json)."""
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Rebuild a config from `to_dict`'s output (as read back from config.json), every field coerced to its type
+    (`prefix` + its name in errors)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key {prefix.rstrip('.') or 'config'!r} expects a {cls.__name__}, got {data!r}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -165,9 +168,9 @@ def from_dict(cls, data: dict):
             continue
         value = data[f.name]
         if dataclasses.is_dataclass(hints[f.name]):
-            kwargs[f.name] = from_dict(hints[f.name], value)
+            kwargs[f.name] = from_dict(hints[f.name], value, f"{prefix}{f.name}.")
         else:
-            kwargs[f.name] = _coerce(value, hints[f.name], f.name)
+            kwargs[f.name] = _coerce(value, hints[f.name], f"{prefix}{f.name}")
     return cls(**kwargs)
 
 
@@ -182,15 +185,18 @@ def load_config(path: str | Path) -> Config:
         spec.loader.exec_module(module)
     except SyntaxError as e:
         raise ConfigError(f"config file {str(path)!r} has a syntax error at line {e.lineno}: {e.msg}") from e
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # a config's sys.exit() is no verdict on the run: it is a broken config
         raise ConfigError(f"config file {str(path)!r} failed to run: {type(e).__name__}: {e}") from e
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
         raise ConfigError(f"config file {str(path)!r} defines no get_config() function")
-    config = get_config()
+    try:
+        config = get_config()
+    except (Exception, SystemExit) as e:
+        raise ConfigError(f"get_config() in {str(path)!r} failed: {type(e).__name__}: {e}") from e
     if not isinstance(config, Config):
         raise ConfigError(f"get_config() in {str(path)!r} returned {type(config).__name__}, not a Config")
-    return config
+    return from_dict(Config, to_dict(config))  # a field of the wrong type fails here, not deep in training
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:

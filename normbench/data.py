@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import zipfile
@@ -148,6 +149,9 @@ def _finish(source: str, arrays: dict, num_classes: int) -> Dataset:
             bad = y[(y < 0) | (y >= num_classes)][0]
             raise DataError(f"{source}: {split} labels must be in [0, {num_classes}), found label {bad}")
         out[f"{split}_x"], out[f"{split}_y"] = x, y.astype(np.int32)
+    if out["train_x"].shape[1:] != out["test_x"].shape[1:]:
+        train, test = out["train_x"].shape[1:], out["test_x"].shape[1:]
+        raise DataError(f"{source}: train images have shape {train} but test images {test}; they must agree")
     return Dataset(name=source, num_classes=num_classes, **out)
 
 
@@ -241,7 +245,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
             f"{str(path)!r} has magic number 0x{found:08x}, expected 0x{magic:08x} (uint8 IDX with {ndim} dims)"
         )
     dims = struct.unpack_from(f">{ndim}I", data, 4)
-    size = int(np.prod(dims))
+    size = math.prod(dims)  # Python ints: numpy's product of huge dimensions overflows
     if len(data) - header < size:
         raise DataError(
             f"{str(path)!r} is truncated: its header promises {size} bytes of data for shape {dims}, "

@@ -21,18 +21,24 @@ import optax
 from normbench.config import Config
 from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
 from normbench.core.grid import cells
-from normbench.core.sweep import check_fits, run_sweep, training_time
+from normbench.core.sweep import check_fits, resolve_workers, run_sweep, training_time
 from normbench.data import load
-from normbench.reports.plots import draw_figures
+from normbench.errors import MachineError
+from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
+from normbench.reports.plots import FIGURES, draw_figures
 from normbench.reports.progress import Progress, logger
+from normbench.reports.report import REPORT
 from normbench.results.resume import Unfinished
 from normbench.results.store import (
+    CONFIG,
     METRICS,
     atomic_write,
     check_same_config,
+    commit,
     exclusive,
     metrics_csv,
     prepare_output_dir,
+    stage,
     write_config,
 )
 from normbench.results.table import join_tables
@@ -56,6 +62,7 @@ def run_study(
     start = time.perf_counter()
     dataset = load(config.data)
     check_fits(config, dataset)  # a bad batch shape says so before any question about the output directory
+    workers = resolve_workers(workers)
     with contextlib.ExitStack() as claimed:
         unfinished, finished = None, {}
 
@@ -64,6 +71,7 @@ def run_study(
             prepare_output_dir(out)
             claimed.enter_context(exclusive(out))
             unfinished = Unfinished(out)
+            commit(out, unfinished.staged, OWNED)  # a killed run's replacement of the results, if it got that far
             if not (force or unfinished.holds(config)):  # resuming a run that --force once let in is no question
                 check_same_config(out, config)
             unfinished.begin(config, force)
@@ -100,20 +108,37 @@ def run_study(
         timings = {"data_s": loaded - start, "compile_s": trained - loaded - busy, "train_s": busy}
         work = {"trace_s": sum(r.trace_s for r in results), "xla_compile_s": sum(r.compile_s for r in results)}
         if is_writer():
-            metrics = join_tables([finished[i] for i in range(len(all_cells))])
-            atomic_write(out / METRICS, metrics)
-            if config.train.diagnostics_at:
-                layers = unfinished.finished_diagnostics()
-                atomic_write(out / DIAGNOSTICS, join_tables([layers[i] for i in range(len(all_cells))]))
-            else:  # another config's, which --force let this run replace
-                (out / DIAGNOSTICS).unlink(missing_ok=True)
-            draw_figures(out, config=config)
-        timings["write_s"] = time.perf_counter() - trained
-        if is_writer():
-            # Last, so that it can hold every timing.
-            write_config(out, config, {"environment": environment(), "timings": timings, "compilation": work})
-            unfinished.remove()
+            try:
+                write_results(config, out, unfinished, finished, len(all_cells), timings, trained, work)
+            except OSError as e:  # a full disk, a read-only file: the finished cells are kept, a rerun writes them
+                raise MachineError(
+                    f"cannot write the results to {str(out)!r}: {e.strerror or e}; the finished cells are kept in "
+                    f"{str(unfinished.root)!r}: make room and rerun the same command"
+                ) from e
+        else:
+            timings["write_s"] = time.perf_counter() - trained
     return timings
+
+
+def write_results(config, out, unfinished, finished, n_cells, timings, trained, work) -> None:
+    """Write the results beside the old ones, then replace those in one `commit` that a kill cannot split."""
+    staged = unfinished.staged
+    atomic_write(staged / METRICS, join_tables([finished[i] for i in range(n_cells)]))
+    if config.train.diagnostics_at:
+        layers = unfinished.finished_diagnostics()
+        atomic_write(staged / DIAGNOSTICS, join_tables([layers[i] for i in range(n_cells)]))
+    draw_figures(staged, config=config)
+    timings["write_s"] = time.perf_counter() - trained
+    # Last, so that it can hold every timing.
+    write_config(staged, config, {"environment": environment(), "timings": timings, "compilation": work})
+    stage(staged)
+    commit(out, staged, OWNED)
+    unfinished.remove()
+
+
+# The files of a results directory that normbench writes, which a replacing run removes when it has none of them.
+FIGURE_FILES = {f"{name}.png" for name in {*FIGURES, *DIAGNOSTICS_FIGURES}}
+OWNED = {CONFIG, METRICS, DIAGNOSTICS, "summary.md", REPORT} | FIGURE_FILES
 
 
 def environment() -> dict:

@@ -1,6 +1,8 @@
 """Every bad input of a run, as a user would make it through the CLI: one line saying what is wrong (and what is
 valid), exit status 2, and the results of an earlier run byte for byte as they were."""
 
+import struct
+
 import numpy as np
 import pytest
 from conftest import snapshot
@@ -64,9 +66,31 @@ def relabel(directory):
     (directory / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.full(20, 11, np.uint8), 0x801))
 
 
+def huge_header(directory):
+    """An images file whose header's dimensions multiply to more than 2**64."""
+    (directory / "train-images-idx3-ubyte").write_bytes(struct.pack(">4I", 0x803, 2**32 - 1, 2**32 - 1, 2**32 - 1))
+
+
+def images_of_another_shape(tmp):
+    args = npz_file()(tmp)
+    arrays = dict(np.load(tmp / "data.npz"))
+    np.savez(tmp / "data.npz", **{**arrays, "test_x": arrays["test_x"][:, :5, :5]})
+    return args
+
+
 def output_under_a_file(tmp):
     (tmp / "file").write_text("not a directory")
     return ["--out", str(tmp / "file" / "results")]
+
+
+def study_with(body):
+    """A config file whose get_config is `body` (indented), with the config classes imported."""
+    imports = "from normbench.config import Config, NormConfig, TrainConfig\n"
+    return config_file(imports + "\n\n" + body)
+
+
+def option(*args):
+    return lambda tmp: list(args)
 
 
 def set_at(index, value):
@@ -103,6 +127,45 @@ CASES = {
     "NaN in the data": (npz_file(train_x=set_at(7, np.nan)), "the train images contain NaN or infinite values"),
     "unwritable output dir": (output_under_a_file, "cannot write results to"),
     "results of another config": (settings("train.epochs=3"), "holds results of a different config (differs in"),
+    "empty name": (settings("name="), "name must be a file name (results go to results/<name>), got ''"),
+    "name with a slash": (settings("name=a/b"), "name must be a file name"),
+    "negative hidden width": (settings("model.hidden=8,-5"), "model.hidden (-5) must be positive, got -5"),
+    "zero hidden width": (settings("model.hidden=0"), "model.hidden (0) must be positive, got 0"),
+    "epochs beyond int32": (settings(f"train.epochs={2**31}"), f"train.epochs must be below 2**31, got {2**31}"),
+    "ghost size not dividing the batch": (
+        settings("sweep.norms=ghost_batch", "norm.ghost_size=7"),
+        "norm.ghost_size 7 does not divide sweep.batch_sizes (16)",
+    ),
+    "infinite learning rate": (settings("sweep.learning_rates=1e999"), "must be finite in float32, got inf"),
+    "learning rate beyond float32": (settings("sweep.learning_rates=1e39"), "must be finite in float32, got 1e+39"),
+    "NaN epsilon": (
+        study_with('def get_config():\n    return Config(name="tiny", norm=NormConfig(epsilon=float("nan")))\n'),
+        "norm.epsilon must be positive, got nan",
+    ),
+    "infinite weight decay": (settings("train.weight_decay=1e999"), "train.weight_decay must be finite in float32"),
+    "epsilon 0 in float32": (settings("norm.epsilon=1e-50"), "norm.epsilon is 1e-50, which is 0 in float32"),
+    "init scale 0 in float32": (settings("sweep.init_scales=1e-50"), "which is 0 in float32"),
+    "get_config raising": (study_with("def get_config():\n    raise RuntimeError('boom')\n"), "failed: RuntimeError"),
+    "get_config taking arguments": (study_with("def get_config(size):\n    return None\n"), "failed: TypeError"),
+    "ill-typed field": (
+        study_with('def get_config():\n    return Config(name="tiny", train=TrainConfig(epochs="3"))\n'),
+        "config key 'train.epochs' expects an integer, got '3'",
+    ),
+    "ill-typed section": (
+        study_with('def get_config():\n    return Config(name="tiny", train=5)\n'),
+        "config key 'train' expects a TrainConfig, got 5",
+    ),
+    "config calling sys.exit": (config_file("import sys\n\nsys.exit(0)\n"), "failed to run: SystemExit"),
+    "zero workers": (option("--workers", "0"), "workers must be at least 1, got 0"),
+    "a sweep of zero cells": (
+        settings("sweep.protocols=ghost", "sweep.norms=layer"),
+        "the sweep has no cells: protocols ghost run none of norms layer",
+    ),
+    "train and test images of different shapes": (
+        images_of_another_shape,
+        "train images have shape (6, 6, 1) but test images (5, 5, 1); they must agree",
+    ),
+    "IDX header overflowing": (idx_dir(huge_header), "is truncated: its header promises 79228162458924105385300197375"),
 }
 
 

@@ -2,6 +2,9 @@
 fresh trace and as plain `jax.jit`, and it is keyed so that a change of code or config never reuses a stale one."""
 
 import dataclasses
+import hashlib
+import logging
+import pickle
 
 import jax
 import numpy as np
@@ -75,13 +78,51 @@ def test_nothing_is_kept_with_the_compilation_cache_off(cache, monkeypatch):
     assert not cache.exists()
 
 
-def test_a_torn_entry_is_a_miss_and_is_rewritten(cache):
+def flip_a_bit(entry):
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 1
+    entry.write_bytes(bytes(data))
+
+
+def foreign_but_checksummed(entry):
+    """An entry that passes its checksum and unpickles, but holds no program."""
+    payload = pickle.dumps((b"not a serialized program", None))
+    entry.write_bytes(hashlib.sha256(payload).digest() + payload)
+
+
+DAMAGES = {
+    "flipped bit": flip_a_bit,
+    "torn": lambda entry: entry.write_bytes(entry.read_bytes()[:100]),
+    "no program": foreign_but_checksummed,
+}
+
+
+@pytest.mark.parametrize(
+    "damage", [name if name == "flipped bit" else pytest.param(name, marks=pytest.mark.slow) for name in DAMAGES]
+)
+def test_a_bad_entry_is_discarded_with_a_warning_and_rewritten(cache, caplog, damage):
     config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     first = run(config, cell, dataset)
     (entry,) = cache.glob("*.pkl")
-    entry.write_bytes(entry.read_bytes()[:100])
-    assert_same_bits(run(config, cell, dataset), first)
-    assert programs._load(entry) is not None
+    DAMAGES[damage](entry)
+    with caplog.at_level(logging.WARNING, logger="normbench"):
+        assert_same_bits(run(config, cell, dataset), first)
+    (warning,) = caplog.messages
+    assert warning.startswith("discarding the bad program cache entry") and "\n" not in warning, warning
+    assert programs._load(entry) is not None, "rewritten whole"
+
+
+def test_the_key_does_not_depend_on_where_the_cache_lives(cache):
+    config, cell, args = tiny_config(), Cell("mlp", "batch", "sgd", 8), (np.zeros((2, 3), np.float32),)
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        keys = set()
+        for directory in ("/some/cache/xla", "/moved/cache/xla"):
+            jax.config.update("jax_compilation_cache_dir", directory)
+            keys.add(programs.program_key(config, cell, (NORMS["batch"],), args))
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+    assert len(keys) == 1
 
 
 def test_an_unwritable_cache_only_means_tracing_again(tmp_path, monkeypatch):

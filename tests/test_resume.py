@@ -22,14 +22,15 @@ TINY = study_text(
 )
 
 
-def normbench(config, out, kill_at=None, workers=None):
+def normbench(config, out, kill_at=None, workers=None, force=False, env=None):
     # The session's NORMBENCH_CACHE (conftest) is inherited, so every run after the first loads its programs.
-    env = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+    env = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1", **(env or {})}
     env.pop("NORMBENCH_KILL_AT", None)
     if kill_at:
         env["NORMBENCH_KILL_AT"] = kill_at
     command = [sys.executable, "-m", "normbench", "run", str(config), "--out", str(out)]
     command += ["--workers", str(workers)] if workers else []
+    command += ["--force"] if force else []
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -143,10 +143,7 @@ def run_sweep(
     check_fits(config, dataset)
     data = device_data(dataset)
     todo = cells(config) if todo is None else todo
-    if workers is None:
-        workers = 2 if jax.default_backend() == "cpu" and jax.device_count() == 1 else 1
-    if workers < 1:
-        raise ConfigError(f"workers must be at least 1, got {workers}")
+    workers = resolve_workers(workers)
     if not todo:
         return []
     progress.sweep_started(config, todo, len(dataset.train_x))
@@ -183,6 +180,15 @@ def training_time(results: list[CellResult]) -> float:
         total += max(0.0, r.trained_until - max(r.trained_from, end))
         end = max(end, r.trained_until)
     return total
+
+
+def resolve_workers(workers: int | None) -> int:
+    """How many cells train at once: `workers`, checked, or the default for the devices."""
+    if workers is None:
+        return 2 if jax.default_backend() == "cpu" and jax.device_count() == 1 else 1
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    return workers
 
 
 def check_fits(config: Config, dataset: Dataset) -> None:

@@ -3,7 +3,10 @@ and the swept fields. Raises ConfigError before anything is traced."""
 
 from __future__ import annotations
 
+import math
 import typing
+
+import numpy as np
 
 from normbench.config import Config, ConfigError, field_hint
 from normbench.core.axes import fixed_reason
@@ -17,6 +20,8 @@ from normbench.reports.plots import FIGURES
 
 def validate(config: Config) -> None:
     sweep = config.sweep
+    if config.name in ("", ".", "..") or "/" in config.name:
+        raise ConfigError(f"name must be a file name (results go to results/<name>), got {config.name!r}")
     for name in ("models", "norms", "protocols", "batch_sizes", "init_scales", "seeds", "learning_rates"):
         _check_axis(f"sweep.{name}", getattr(sweep, name))
     for key, values in sweep.fields.items():
@@ -35,6 +40,10 @@ def validate(config: Config) -> None:
         check_norm(norm, config.norm, ())
     for protocol in sweep.protocols:
         PROTOCOLS[protocol].check(config)
+    if not cells(config):  # e.g. only batch-dependent protocols (ghost, sync) over norms that use no batch
+        raise ConfigError(
+            f"the sweep has no cells: protocols {', '.join(sweep.protocols)} run none of norms {', '.join(sweep.norms)}"
+        )
     # Each cell runs its own config: a swept option (say norm.num_groups) must fit each cell's layers.
     checked = set()
     for cell in cells(config):
@@ -44,6 +53,10 @@ def validate(config: Config) -> None:
             check_model(cell.model, run.model)
             check_norm(cell.norm, run.norm, MODELS[cell.model].widths(run.model))
             _check_values(run)
+        # the norm name, since no registry hook sees the batch: ghost groups must tile each batch exactly
+        ghost = run.norm.ghost_size
+        if cell.norm == "ghost_batch" and ghost is not None and cell.batch_size % ghost:
+            raise ConfigError(f"norm.ghost_size {ghost} does not divide sweep.batch_sizes ({cell.batch_size})")
     if config.train.diagnostics_at:
         without = [m for m in sweep.models if not MODELS[m].records_layers]
         if without:
@@ -84,9 +97,12 @@ def _check_values(config: Config) -> None:
     positive.update({f"sweep.init_scales ({s})": s for s in sweep.init_scales})
     positive.update({f"sweep.learning_rates ({lr})": lr for lr in sweep.learning_rates})
     positive.update(_each(config, "norm.epsilon"))
+    positive.update({f"model.hidden ({w})": w for w in config.model.hidden})
+    positive.update({f"model.channels ({c})": c for c in config.model.channels})
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{key} must be positive, got {value}")
+        _check_representable(key, value)
     for key, value in _each(config, "norm.momentum").items():
         if not 0 <= value < 1:
             raise ConfigError(f"{key} must be in [0, 1), got {value}")
@@ -98,6 +114,7 @@ def _check_values(config: Config) -> None:
     for key, value in _each(config, "train.weight_decay").items():
         if not value >= 0:
             raise ConfigError(f"{key} must be at least 0, got {value}")
+        _check_representable(key, value)
     if any(s < 0 or s >= 2**32 for s in sweep.seeds):
         raise ConfigError(f"sweep.seeds must be in [0, 2**32), got {sweep.seeds}")
     for key, value, valid in (
@@ -108,6 +125,17 @@ def _check_values(config: Config) -> None:
             raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
     if train.diagnostics_at and any(not 0 <= e <= train.epochs for e in train.diagnostics_at):
         raise ConfigError(f"train.diagnostics_at must hold epochs in 0..{train.epochs}, got {train.diagnostics_at}")
+
+
+def _check_representable(key: str, value) -> None:
+    """Training runs in float32 and int32: a value must survive the conversion as the number it was."""
+    if isinstance(value, int):
+        if value >= 2**31:
+            raise ConfigError(f"{key} must be below 2**31, got {value}")
+    elif not math.isfinite(value) or abs(value) > float(np.finfo(np.float32).max):
+        raise ConfigError(f"{key} must be finite in float32, got {value}")
+    elif value and not np.float32(value):
+        raise ConfigError(f"{key} is {value}, which is 0 in float32; the smallest is {np.finfo(np.float32).tiny:.3g}")
 
 
 def _each(config: Config, key: str) -> dict[str, float]:

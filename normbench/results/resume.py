@@ -3,13 +3,14 @@
 - `config.json`: the config being run, so that a rerun can tell it is the same run;
 - `cells/<index>.csv`: each finished cell's rows of `metrics.csv`, written the moment the cell finishes
   (and `diagnostics/<index>.csv`, its rows of `diagnostics.csv`, just before);
-- `checkpoints/<index>/`: with `train.checkpoint_every`, the latest saved state of the cell in training (orbax).
+- `checkpoints/<index>/`: with `train.checkpoint_every`, the latest saved state of the cell in training (orbax);
+- `staged/`: the complete results, written here first and then moved into place (`normbench.results.store.commit`).
 
 Every file here is written atomically (orbax too renames a finished save into place), so a run stopped at any
 point (Ctrl-C, SIGTERM, SIGKILL, a lost machine) leaves only whole files. Running the same command again trains
 only the cells without rows, a cell with a checkpoint continues from it, and the rows of a resumed run are
-the same bytes as an uninterrupted run's. The completed run writes `metrics.csv` and `config.json` next to this
-directory, then removes it.
+the same bytes as an uninterrupted run's. The completed run writes its results into `staged/`, moves them next to
+this directory, then removes it.
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ import numpy as np
 from normbench.config import Config, to_dict
 from normbench.core.train import EpochMetrics
 from normbench.errors import UserError
-from normbench.results.store import CONFIG, atomic_write, config_differences
+from normbench.results.store import CONFIG, UNFINISHED, atomic_write, config_differences
 from normbench.runtime.faults import reached
-
-UNFINISHED = "unfinished"
 
 
 class Unfinished:
@@ -35,14 +34,17 @@ class Unfinished:
 
     def __init__(self, out: Path):
         self.root = Path(out) / UNFINISHED
+        self.staged = self.root / "staged"
 
     def holds(self, config: Config) -> bool:
-        """Whether an interrupted run of `config` is waiting here."""
-        return self.root.exists() and not config_differences(self.root / CONFIG, config)
+        """Whether an interrupted run of `config` is waiting here; a run whose config.json is missing is no one's."""
+        return (self.root / CONFIG).exists() and not config_differences(self.root / CONFIG, config)
 
     def begin(self, config: Config, force: bool) -> None:
         """Start a run of `config`, or continue the interrupted one if it ran the same config. `force` discards
         an interrupted run of another config instead of refusing."""
+        if self.root.exists() and not (self.root / CONFIG).exists():
+            shutil.rmtree(self.root)  # killed before its config was written, so before any cell: nothing to keep
         if self.root.exists():
             differing = config_differences(self.root / CONFIG, config)
             if differing and not force:
@@ -52,9 +54,12 @@ class Unfinished:
                 )
             if differing:
                 shutil.rmtree(self.root)
-        (self.root / "cells").mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         if not (self.root / CONFIG).exists():
             atomic_write(self.root / CONFIG, json.dumps({"config": to_dict(config)}, indent=2) + "\n")
+        (self.root / "cells").mkdir(exist_ok=True)
+        shutil.rmtree(self.staged, ignore_errors=True)  # an interrupted run's half-written results
+        self.staged.mkdir()
 
     def finished(self) -> dict[int, str]:
         """Cell index -> that cell's rows (with the header line) for every cell finished so far."""

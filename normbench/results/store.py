@@ -22,6 +22,7 @@ from normbench.runtime.faults import reached
 
 METRICS = "metrics.csv"
 CONFIG = "config.json"
+UNFINISHED = "unfinished"  # a run under way (`normbench.results.resume`)
 
 # What metrics.csv records of a run at each epoch, after its key columns (`normbench.core.axes`).
 METRIC_COLUMNS = (
@@ -53,9 +54,13 @@ def metrics_csv(config: Config, results) -> str:
     return table_csv(config, results, METRIC_COLUMNS, rows)
 
 
+# The suffix of atomic_write's temporary files: a killed write's orphans are told from a user's own `.*.tmp`.
+TMP_SUFFIX = ".normbench.tmp"
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
@@ -110,7 +115,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 @contextlib.contextmanager
 def exclusive(out: Path):
     """Hold `out` for one run: a second run into the same directory stops instead of interleaving its files.
-    Holding it, the temporary files of a killed run's unfinished writes are known to be orphans: removed.
+    Holding it, the temporary files of a killed run's unfinished writes are known to be orphans: removed. Only
+    normbench's own, where normbench writes: `out` itself and what is under `out/unfinished`.
 
     The `.lock` file goes when the run ends, so a finished directory holds its results alone. A run that opened
     the file just before it went would lock a file no longer there, beside a third run locking a new one: a lock
@@ -127,7 +133,7 @@ def exclusive(out: Path):
             break
         handle.close()
     try:
-        for orphan in Path(out).rglob(".*.tmp"):
+        for orphan in [*Path(out).glob(f".*{TMP_SUFFIX}"), *(Path(out) / UNFINISHED).rglob(f".*{TMP_SUFFIX}")]:
             orphan.unlink()
         yield
     finally:
@@ -142,6 +148,36 @@ def _same_file(path: Path, handle) -> bool:
         return False
     held = os.fstat(handle.fileno())
     return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
+
+
+MANIFEST = "manifest.json"
+
+
+def stage(staged: Path) -> None:
+    """Mark the complete results written into `staged` as ready to replace those of the results directory:
+    from here on, `commit` completes the replacement even if this run is killed first."""
+    names = sorted(p.name for p in Path(staged).iterdir() if p.name != CONFIG) + [CONFIG]  # config.json last
+    atomic_write(Path(staged) / MANIFEST, json.dumps(names) + "\n")
+
+
+def commit(out: Path, staged: Path, owned: set[str]) -> None:
+    """Replace the results in `out` by those `stage` marked in `staged`; nothing if none are marked. Of the old
+    files only `owned` ones (normbench's names) that the new results lack are removed: a user's files stay.
+    Each step can be repeated, so a commit killed midway is finished by the next run's call: the directory ends
+    wholly new, having been wholly old up to the manifest."""
+    manifest = Path(staged) / MANIFEST
+    if not manifest.exists():
+        return
+    names = json.loads(manifest.read_text())
+    for name in sorted(owned - set(names)):
+        if (Path(out) / name).exists():
+            (Path(out) / name).unlink()
+            reached(f"remove:{name}")
+    for name in names:
+        if (Path(staged) / name).exists():
+            os.replace(Path(staged) / name, Path(out) / name)
+            reached(f"commit:{name}")
+    manifest.unlink()
 
 
 def write_config(out: Path, config: Config, meta: dict) -> None:

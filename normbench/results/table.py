@@ -76,21 +76,27 @@ def parse_table(text: str, path: Path | str, required: Iterable[str] = ()) -> di
     required = [EPOCH, *required]
     if not rows or set(required) - set(rows[0]):
         raise UserError(f"{str(path)!r} is empty or lacks the columns {', '.join(required)}")
+    for line, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            raise UserError(f"{str(path)!r} line {line} has {len(row) - (None in row)} of {len(rows[0])} fields: "
+                            "the file is truncated or damaged; rerun the study to rewrite it")  # fmt: skip
     keys = set(key_columns(rows[0]))
-    columns = {}
-    for name in rows[0]:
-        raw = [r[name] for r in rows]
-        if name in TEXT_COLUMNS:
-            columns[name] = np.asarray(raw)
-        elif name in INT_COLUMNS:
-            columns[name] = np.asarray(raw, dtype=np.int64)
-        elif name.endswith("_hist"):
-            columns[name] = np.array([[float(v) for v in r.split()] for r in raw]).reshape(len(rows), -1)
-        elif name in keys:
-            columns[name] = _swept(raw)
-        else:
-            columns[name] = np.asarray(raw, dtype=np.float64)
-    return columns
+    try:
+        return {name: _column(name, [r[name] for r in rows], keys) for name in rows[0]}
+    except ValueError as e:
+        raise UserError(f"{str(path)!r} holds a value that is not of its column's type ({e}): it is damaged") from None
+
+
+def _column(name: str, raw: list[str], keys: set[str]) -> np.ndarray:
+    if name in TEXT_COLUMNS:
+        return np.asarray(raw)
+    if name in INT_COLUMNS:
+        return np.asarray(raw, dtype=np.int64)
+    if name.endswith("_hist"):
+        return np.array([[float(v) for v in r.split()] for r in raw]).reshape(len(raw), -1)
+    if name in keys:
+        return _swept(raw)
+    return np.asarray(raw, dtype=np.float64)
 
 
 def _swept(raw: list[str]) -> np.ndarray:

@@ -2,8 +2,11 @@
 mid-cell or mid-write rather than wherever a timer happens to land.
 
 `NORMBENCH_KILL_AT=<point>` SIGKILLs the process the first time it reaches `<point>`, and `<point>#<n>` the n-th
-time. Points: `write:<file name>` (an atomic write's data is on disk under its temporary name, not yet renamed)
-and `checkpoint` (a cell's state has just been saved). Unset, each point costs one dictionary lookup.
+time. Points: `write:<file name>` (an atomic write's data is on disk under its temporary name, not yet renamed),
+`checkpoint` (a cell's state has just been saved), and the steps of replacing a results directory's files:
+`remove:<file name>` (an old file is gone) and `commit:<file name>` (a new one is in place).
+`NORMBENCH_POINTS=<file>` appends each point reached to `<file>`, one a line: the list of places to kill a run at.
+Unset, each point costs two dictionary lookups.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ _reached: collections.Counter = collections.Counter()
 
 
 def reached(point: str) -> None:
+    log = os.environ.get("NORMBENCH_POINTS")
+    if log:
+        with open(log, "a") as f:
+            f.write(point + "\n")
     target = os.environ.get("NORMBENCH_KILL_AT")
     if not target:
         return

@@ -8,6 +8,9 @@ settings and XLA's flags, the devices, the config and cell, the class count and 
 complete only for code normbench owns, so a cell whose norm or model is registered from elsewhere is traced every
 time. Every single-device cell goes through the exported form, cached or not, so that a loaded program and a
 freshly traced one compile the same StableHLO and compute the same bits.
+
+An entry is its payload's sha256 followed by the payload: one that does not match its checksum, load or lower (a
+flipped bit, a torn or foreign file) is discarded with a warning and traced again, never used.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -24,6 +28,8 @@ import jax
 import numpy as np
 
 from normbench.runtime.cache import cache_dir, caching, keep
+
+logger = logging.getLogger("normbench")
 
 
 @functools.cache
@@ -50,7 +56,12 @@ def program_key(config, cell, specs: tuple, args) -> str | None:
     parts = {
         "source": _source_digest(),
         "versions": [jax.__version__, jaxlib.__version__, flax.__version__, optax.__version__, np.__version__],
-        "jax_config": {k: v for k, v in jax.config.values.items() if isinstance(v, str | int | float | bool | None)},
+        # less where the caches live, so that a moved cache still hits
+        "jax_config": {
+            k: v
+            for k, v in jax.config.values.items()
+            if isinstance(v, str | int | float | bool | None) and k != "jax_compilation_cache_dir"
+        },
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "devices": [d.device_kind for d in jax.devices()],
         "config": dataclasses.asdict(config),
@@ -70,19 +81,22 @@ class ExportedGrid:
         leaves, in_tree = jax.tree.flatten(args)
         path = None if key is None else cache_dir() / "programs" / f"{key}.pkl"
         loaded = _load(path)
-        if loaded is None:
-            out_tree = []
+        if loaded is not None:
+            try:
+                self.lowered, self.out_tree = jax.jit(loaded[0].call).lower(*leaves), loaded[1]
+                return
+            except Exception as e:  # noqa: BLE001 -- a sound file holding a broken program is a bad entry too
+                _discard(path, e)
+        out_tree = []
 
-            def flat(*leaves):  # jax.export serializes flat signatures: no pytree nodes to register
-                flat_out, tree = jax.tree.flatten(grid(*jax.tree.unflatten(in_tree, leaves)))
-                out_tree.append(tree)
-                return flat_out
+        def flat(*leaves):  # jax.export serializes flat signatures: no pytree nodes to register
+            flat_out, tree = jax.tree.flatten(grid(*jax.tree.unflatten(in_tree, leaves)))
+            out_tree.append(tree)
+            return flat_out
 
-            exported = jax.export.export(jax.jit(flat))(*leaves)
-            loaded = exported, out_tree[0]
-            _save(path, loaded)
-        exported, self.out_tree = loaded
-        self.lowered = jax.jit(exported.call).lower(*leaves)
+        exported = jax.export.export(jax.jit(flat))(*leaves)
+        _save(path, (exported, out_tree[0]))
+        self.lowered, self.out_tree = jax.jit(exported.call).lower(*leaves), out_tree[0]
 
     def compile(self) -> CompiledGrid:
         return CompiledGrid(self.lowered.compile(), self.out_tree)
@@ -106,13 +120,25 @@ def _load(path: Path | None):
     if path is None or not path.exists():
         return None
     try:
-        serialized, out_tree = pickle.loads(path.read_bytes())
+        entry = path.read_bytes()
+        digest, payload = entry[:32], entry[32:]
+        if hashlib.sha256(payload).digest() != digest:
+            raise ValueError("its checksum does not match")
+        serialized, out_tree = pickle.loads(payload)
         return jax.export.deserialize(serialized), out_tree
-    except Exception:  # noqa: BLE001 -- an entry that does not load (a torn or foreign file) is only a miss
+    except Exception as e:  # noqa: BLE001 -- whatever is wrong with an entry, tracing again is right
+        _discard(path, e)
         return None
+
+
+def _discard(path: Path, error: Exception) -> None:
+    reason = " ".join(str(error).split())[:200] or type(error).__name__  # one line, however long the error
+    logger.warning(f"discarding the bad program cache entry {path} ({reason}); tracing the program again")
+    path.unlink(missing_ok=True)
 
 
 def _save(path: Path | None, loaded) -> None:
     if path is not None:
         exported, out_tree = loaded
-        keep(path, pickle.dumps((exported.serialize(), out_tree)))
+        payload = pickle.dumps((exported.serialize(), out_tree))
+        keep(path, hashlib.sha256(payload).digest() + payload)
