@@ -41,7 +41,13 @@ def test_plot_redraws_from_the_table_alone(study):
     _, out = study
     (out / "init_scale.png").unlink()
     assert main(["plot", str(out)]) == 0
-    assert (out / "init_scale.png").stat().st_size > 10_000
+    small = (out / "init_scale.png").stat().st_size
+    assert small > 10_000
+    assert main(["plot", str(out), "--dpi", "220"]) == 0
+    assert (out / "init_scale.png").stat().st_size > 2 * small
+    for format, magic in (("pdf", b"%PDF"), ("svg", b"<?xml")):
+        assert main(["plot", str(out), "--format", format]) == 0
+        assert (out / f"init_scale.{format}").read_bytes().startswith(magic)
 
 
 def test_console_script_help_is_fast_and_imports_no_jax():
