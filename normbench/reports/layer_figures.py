@@ -63,6 +63,7 @@ def layer_stats_figure(columns: dict[str, np.ndarray], config: Config):
     """Per layer at the last recorded epoch, mean over seeds: the pre-norm standard deviation and the gradient
     norm with respect to the layer's output, one line per init scale, one column per norm."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     norms = list(dict.fromkeys(columns["norm"]))
     epoch = int(columns["epoch"].max())
@@ -78,6 +79,8 @@ def layer_stats_figure(columns: dict[str, np.ndarray], config: Config):
                 ax.set_yscale("log")
         axes[0, col].set_title(f"{norm_label(norm)}, epoch {epoch}", fontsize=10)
         axes[1, col].set_xlabel("layer")
+        for ax in axes[:, col]:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are counted, never 1.2
     axes[0, 0].set_ylabel("std of pre-norm values")
     axes[1, 0].set_ylabel("|dloss / d output|")
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="center right", fontsize=7, title="init std",
