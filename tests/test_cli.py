@@ -169,7 +169,7 @@ def test_run_quiet_logs_one_plain_line_per_event_and_writes_tensorboard_runs(stu
         "cell 1/1 mlp batch sgd batch=16: training 4 runs",
     ]
     assert messages[3].startswith("cell 1/1 mlp batch sgd batch=16: 4 runs, compile ")
-    assert "best test acc" in messages[3] and len(messages) == 4
+    assert "; its best: test acc " in messages[3] and len(messages) == 4
     runs = sorted(str(p.parent.relative_to(tb)) for p in tb.glob("**/events.out.tfevents.*"))
     assert runs == [f"mlp_batch_sgd_b16/init{s}_lr0.01/seed{seed}" for s in ("0.1", "1") for seed in (0, 1)]
 
