@@ -74,6 +74,16 @@ def test_a_sweep_reports_each_cell_compiling_training_its_epochs_and_done_in_ord
     assert own_best.startswith("its best: test acc ") and " at model=mlp norm=none protocol=sgd batch=8 " in own_best
 
 
+@pytest.mark.slow
+def test_a_grid_trained_in_chunks_of_seeds_reports_the_share_of_its_epochs():
+    config = tiny_config(seeds=(0, 1))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, chunk_size=1))
+    recorder = EpochRecorder()
+    run_sweep(config, tiny_dataset(), recorder)
+    # Each chunk of one seed runs both epochs: four calls, each half an epoch of the whole grid.
+    assert [e[2] for e in recorder.events if e[0] == "epochs_done"] == [0, 0.5, 1, 1.5]
+
+
 def test_the_best_run_so_far_is_the_best_mean_over_seeds_and_names_its_values():
     config = tiny_config(norms=("batch", "none"), init_scales=(1.0, 0.1), seeds=(0, 1))
     batch, none = cells(config)
