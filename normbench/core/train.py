@@ -220,7 +220,8 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
                   on_epoch: Callable[[jax.Array], None] | None = None) -> Training:  # fmt: skip
     """The phases of one run of `cell`. `on_epoch(index)` is called from inside the compiled program as epoch
     `index` (0-based) starts: once per epoch for the whole grid, since no vmap batches the index (a chunked grid
-    calls it once per chunk). Such a program cannot go through `jax.export`."""
+    calls it once per chunk, a data-parallel protocol once per device). Such a program cannot go through
+    `jax.export`."""
     config = cell_config(config, cell)
     spec = NORMS[cell.norm]
     protocol = PROTOCOLS[cell.protocol]

@@ -222,7 +222,8 @@ class LiveProgress(LogProgress):
         self._show()
 
     def epochs_done(self, index, epochs):
-        # The last epoch is the cell's end, counted by `cell_done`; a late or repeated report never moves back.
+        # The last epoch is the cell's end, counted by `cell_done`; a late or repeated report (each device of a
+        # data-parallel cell sends its own) never moves back.
         if index in self.now_training and epochs < self.config.train.epochs:
             self.now_training[index] = max(self.now_training[index], epochs)
             self._show()
