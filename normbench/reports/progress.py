@@ -4,8 +4,11 @@
 the previous cell's training), `training`, `epochs_done` as its epochs go by, and `cell_done`; up to two cells
 train at once, so their events interleave and cells may finish out of order. A listener whose `per_epoch` is
 true hears each epoch from inside the compiled program (a `jax.debug.callback` on the epoch index, one call per
-epoch for all runs; such a program is traced every time, not kept by `normbench.runtime.programs`); the others
-hear only the segments of cells trained in segments (`train.checkpoint_every`, `train.diagnostics_at`).
+epoch for all runs); the others hear only the segments of cells trained in segments (`train.checkpoint_every`,
+`train.diagnostics_at`). The callback costs nothing measurable in training (`benchmarks/progress_overhead.py`), but
+a program holding one is kept by neither cache: `jax.export` cannot serialize it and XLA's compilation cache keys
+it by the callback's address. So a warm run pays its compiles again: the init-scale study takes about 25 s on a
+terminal against 17 s with `--quiet` on a 2-core CPU (a cold run compiles either way).
 
 - `Progress` ignores every event: subclass it for another listener (`normbench.reports.tensorboard` is one).
 - `LogProgress` writes one line per event to the standard `logging` logger "normbench", at INFO, so a library
