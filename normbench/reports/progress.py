@@ -7,8 +7,9 @@ true hears each epoch from inside the compiled program (a `jax.debug.callback` o
 epoch for all runs); the others hear only the segments of cells trained in segments (`train.checkpoint_every`,
 `train.diagnostics_at`). The callback costs nothing measurable in training (`benchmarks/progress_overhead.py`), but
 a program holding one is kept by neither cache: `jax.export` cannot serialize it and XLA's compilation cache keys
-it by the callback's address. So a warm run pays its compiles again: the init-scale study takes about 25 s on a
-terminal against 17 s with `--quiet` on a 2-core CPU (a cold run compiles either way).
+it by the callback's address. So a warm run pays its compiles again: the init-scale study took 24-25 s with
+per-epoch progress against 14-16 s with the same bar hearing only cells, on a 2-core CPU (compile 5.7 s against
+0.4-1.3 s, and the second cell's compile slows the first one's training); a cold run compiles either way.
 
 - `Progress` ignores every event: subclass it for another listener (`normbench.reports.tensorboard` is one).
 - `LogProgress` writes one line per event to the standard `logging` logger "normbench", at INFO, so a library
