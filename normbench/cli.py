@@ -71,7 +71,7 @@ def _show(args) -> int:
 def _plot(args) -> int:
     from normbench.reports.plots import draw_figures
 
-    for path in draw_figures(Path(args.results_dir)):
+    for path in draw_figures(Path(args.results_dir), format=args.format, dpi=args.dpi):
         print(path)
     return 0
 
@@ -163,6 +163,8 @@ def parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_show)
     plot = sub.add_parser("plot", help="redraw a results directory's figures and summary.md from its metrics.csv")
     plot.add_argument("results_dir")
+    plot.add_argument("--format", choices=("png", "pdf", "svg"), default="png", help="file type of the figures")
+    plot.add_argument("--dpi", type=int, default=110, help="resolution of PNG figures (default: 110)")
     plot.set_defaults(func=_plot)
     report = sub.add_parser("report", help="write a results directory's figures, tables and config as one HTML file")
     report.add_argument("results_dir")

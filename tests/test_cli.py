@@ -44,7 +44,13 @@ def test_plot_redraws_from_the_table_alone(study):
     _, out = study
     (out / "init_scale.png").unlink()
     assert main(["plot", str(out)]) == 0
-    assert (out / "init_scale.png").stat().st_size > 10_000
+    small = (out / "init_scale.png").stat().st_size
+    assert small > 10_000
+    assert main(["plot", str(out), "--dpi", "220"]) == 0
+    assert (out / "init_scale.png").stat().st_size > 2 * small
+    for format, magic in (("pdf", b"%PDF"), ("svg", b"<?xml")):
+        assert main(["plot", str(out), "--format", format]) == 0
+        assert (out / f"init_scale.{format}").read_bytes().startswith(magic)
 
 
 def test_console_script_help_is_fast_and_imports_no_jax():
@@ -207,7 +213,7 @@ def test_run_quiet_logs_one_plain_line_per_event_and_writes_tensorboard_runs(stu
         "cell 1/1 mlp batch sgd batch=16: training 4 runs",
     ]
     assert messages[3].startswith("cell 1/1 mlp batch sgd batch=16: 4 runs, compile ")
-    assert "best test acc" in messages[3] and len(messages) == 4
+    assert "; its best: test acc " in messages[3] and len(messages) == 4
     runs = sorted(str(p.parent.relative_to(tb)) for p in tb.glob("**/events.out.tfevents.*"))
     assert runs == [f"mlp_batch_sgd_b16/init{s}_lr0.01/seed{seed}" for s in ("0.1", "1") for seed in (0, 1)]
 

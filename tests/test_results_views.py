@@ -1,12 +1,16 @@
 """Summaries and figures read the table as data: diverged runs are counted and shown apart, never averaged in,
 and the row order of metrics.csv does not matter."""
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from normbench.config import Config
-from normbench.reports.plots import init_scale_figure
+from normbench.reports.plots import bn_eval_modes_figure, error_vs_batch_figure, init_scale_figure
 from normbench.reports.summary import final_table
 from normbench.results.stats import mean_ci, per_run
+from normbench.results.store import read_config, read_metrics
 
 
 def table(rng=None):
@@ -59,7 +63,55 @@ def test_init_scale_figure_draws_the_diverged_run_apart():
     fig = init_scale_figure(table(np.random.default_rng(1)), Config(name="t"))
     (ax,) = [a for a in fig.axes if a.get_visible()]
     assert "1 diverged" in ax.get_title()
-    mean = [line for line in ax.get_lines() if line.get_label() == "batch"]
+    mean = [line for line in ax.get_lines() if line.get_label() == "BatchNorm"]
     np.testing.assert_allclose(mean[0].get_ydata(), [0.5, 0.8])  # the surviving seed only
     (cross,) = [line for line in ax.get_lines() if line.get_marker() == "x"]
     assert list(cross.get_xdata()) == [2] and list(cross.get_ydata()) == [0.1]
+
+
+SMALL_BATCH = Path(__file__).resolve().parent.parent / "results" / "small_batch"
+
+
+def band_heights(ax) -> np.ndarray:
+    return np.concatenate([path.vertices[:, 1] for band in ax.collections for path in band.get_paths()])
+
+
+@pytest.fixture(scope="module")
+def small_batch():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    return read_metrics(SMALL_BATCH), read_config(SMALL_BATCH)
+
+
+def test_the_error_figure_wraps_its_panels_shares_y_per_model_and_names_norms_for_readers(small_batch):
+    columns, config = small_batch
+    fig = error_vs_batch_figure(columns, config)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 4 and fig.get_size_inches()[0] < 10  # two models x two protocols, not one strip
+    mlp_sgd, mlp_ghost, cnn_sgd, _ = panels
+    assert mlp_sgd.get_shared_y_axes().joined(mlp_sgd, mlp_ghost)  # one model under each protocol: one scale
+    assert not mlp_sgd.get_shared_y_axes().joined(mlp_sgd, cnn_sgd)
+    assert all(ax.get_legend() is None for ax in panels) and len(fig.legends) == 1  # off the data
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[:3] == ["BatchNorm", "LayerNorm", "GroupNorm"]
+    assert panels[0].get_xlabel() == "examples per statistic (batch, or ghost group)"
+    assert all(0 <= h <= 1 for ax in panels for h in band_heights(ax))  # errors' confidence bands stay in [0, 1]
+    assert "over 5 seeds" in fig._suptitle.get_text()
+
+
+def test_the_evaluation_modes_title_names_the_norm_it_draws(small_batch):
+    columns, config = small_batch
+    assert "evaluation modes of BatchNorm " in bn_eval_modes_figure(columns, config)._suptitle.get_text()
+    renorm = {**columns, "norm": np.where(columns["norm"] == "batch", "batch_renorm", columns["norm"])}
+    title = bn_eval_modes_figure(renorm, config)._suptitle.get_text()
+    assert "evaluation modes of Batch Renorm " in title and "BatchNorm" not in title
+
+
+def test_the_init_scale_figure_names_the_init_std_and_counts_one_seed_in_the_singular():
+    columns = table()
+    one_seed = {k: v[columns["seed"] == 0] for k, v in columns.items()}
+    fig = init_scale_figure(one_seed, Config(name="t"))
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    assert ax.get_title() == "init std σ = 1"
+    assert "mean of 1 seed," in fig._suptitle.get_text() and ax.get_legend() is None

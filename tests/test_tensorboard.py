@@ -17,20 +17,39 @@ from normbench.reports.tensorboard import TensorBoardWriter, write_scalars  # no
 INIT_SCALE = Path(__file__).resolve().parent.parent / "results" / "init_scale"
 
 
-def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """{tag: [(step, value)]} from a run's event files (TFRecords: length, its CRC, the event, its CRC)."""
+def read_events(run_dir: Path) -> list:
+    """The summary values of a run's event files (TFRecords: length, its CRC, the event, its CRC), with steps."""
     from tensorboardX.proto.event_pb2 import Event
 
-    scalars = {}
+    found = []
     for path in sorted(run_dir.glob("events.out.tfevents.*")):
         data, i = path.read_bytes(), 0
         while i < len(data):
             (length,) = struct.unpack_from("<Q", data, i)
             event = Event.FromString(data[i + 12 : i + 12 + length])
             i += 12 + length + 4
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+            found += [(event.step, value) for value in event.summary.value]
+    return found
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value)]} of a run's scalars."""
+    scalars = {}
+    for step, value in read_events(run_dir):
+        if value.HasField("simple_value"):
+            scalars.setdefault(value.tag, []).append((step, value.simple_value))
     return scalars
+
+
+def read_hparams(run_dir: Path) -> dict:
+    """The hyperparameters a run's HParams plugin summary gives it."""
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    for _, value in read_events(run_dir):
+        if value.tag == "_hparams_/session_start_info":
+            start = HParamsPluginData.FromString(value.metadata.plugin_data.content).session_start_info
+            return {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+    return {}
 
 
 def test_every_run_of_a_results_table_becomes_a_tensorboard_run_with_its_values(tmp_path):
@@ -50,6 +69,10 @@ def test_every_run_of_a_results_table_becomes_a_tensorboard_run_with_its_values(
         expected = columns[column][rows & np.isin(columns["epoch"], list(epochs))]
         np.testing.assert_allclose(values, expected, rtol=1e-6)
     assert [step for step, _ in scalars["test/acc_precise"]] == [20]
+    hparams = read_hparams(tmp_path / name)
+    assert hparams == pytest.approx({"model": "mlp", "norm": "batch", "protocol": "sgd", "batch_size": 100.0,
+                                     "init_scale": 0.046415888336127795, "learning_rate": 0.01, "ghost_size": 100.0,
+                                     "seed": 1.0})  # fmt: skip
 
 
 def test_tensorboard_without_tensorboardx_says_how_to_install_it(monkeypatch):

@@ -11,6 +11,7 @@ while the current ones train (`pipeline`).
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -67,19 +68,20 @@ class CellProgram:
     compile_s: float = 0.0  # XLA's compilation of it
 
 
-def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data) -> CellProgram:
+def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, on_epoch=None) -> CellProgram:
     """The compiled grid of one cell; its vmaps reach only the value axes, so no norm ever reduces across runs.
-    All epochs in one program are spread over the devices (`lower_grid`); phased cells run on one."""
+    All epochs in one program are spread over the devices (`lower_grid`); phased cells run on one. `on_epoch`
+    is called from inside the program as each epoch starts (`normbench.core.train.make_training`)."""
     started = time.perf_counter()
     seeds, values = grid_arrays(config, cell)
-    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
+    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x), on_epoch)
     grid = functools.partial(vmap_grid, chunk_size=config.train.chunk_size)
     if config.train.checkpoint_every or config.train.diagnostics_at:
         phases = compile_phases(training, grid, config, seeds, values, data)
         return CellProgram(None, phases, compile_s=time.perf_counter() - started)
     key = program_key(config, cell, (NORMS[cell.norm], MODELS[cell.model]), (dataset.num_classes, seeds, values, data))
     split, chunked = PROTOCOLS[cell.protocol].split(config), config.train.chunk_size is not None
-    lowered = lower_grid(grid(training.train), split, chunked, seeds, values, data, key)
+    lowered = lower_grid(grid(training.train), split, chunked, seeds, values, data, key, on_epoch is None)
     traced = time.perf_counter()
     whole = lowered.compile()
     return CellProgram(whole, trace_s=traced - started, compile_s=time.perf_counter() - traced)
@@ -138,7 +140,7 @@ def run_sweep(
     the CPU runs a cell's many small matrix products with its cores partly idle, and a second cell at the same
     time fills them (see `normbench bench`); a GPU runs one program at a time anyway. Each cell computes the same
     numbers however many run beside it. `progress` (default: log lines) hears as each cell starts compiling,
-    starts training and is done."""
+    starts training, goes through its epochs and is done."""
     progress = progress or LogProgress()
     check_fits(config, dataset)
     data = device_data(dataset)
@@ -152,7 +154,19 @@ def run_sweep(
     def compile(i):
         with reporting:
             progress.compiling(i)
-        return compile_cell(config, todo[i], dataset, data)
+        return compile_cell(config, todo[i], dataset, data, epoch_reporter(i) if progress.per_epoch else None)
+
+    def epoch_reporter(i):
+        # A chunked grid runs every epoch once per chunk of seeds, the epoch index starting over each time.
+        chunks = -(-len(config.sweep.seeds) // (config.train.chunk_size or len(config.sweep.seeds)))
+        calls = itertools.count()
+
+        def on_epoch(index):
+            begun = next(calls)
+            with reporting:
+                progress.epochs_done(i, int(index) if chunks == 1 else begun / chunks)
+
+        return on_epoch
 
     def train(i, program, waited):
         checkpoints = checkpoints_for(todo[i]) if checkpoints_for and config.train.checkpoint_every else None

@@ -216,7 +216,12 @@ def make_train(config: Config, cell: Cell, num_classes: int, n_train: int):
     return make_training(config, cell, num_classes, n_train).train
 
 
-def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) -> Training:
+def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
+                  on_epoch: Callable[[jax.Array], None] | None = None) -> Training:  # fmt: skip
+    """The phases of one run of `cell`. `on_epoch(index)` is called from inside the compiled program as epoch
+    `index` (0-based) starts: once per epoch for the whole grid, since no vmap batches the index (a chunked grid
+    calls it once per chunk, a data-parallel protocol once per device). Such a program cannot go through
+    `jax.export`."""
     config = cell_config(config, cell)
     spec = NORMS[cell.norm]
     protocol = PROTOCOLS[cell.protocol]
@@ -270,6 +275,9 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int) ->
 
         def epoch(state: RunState, inputs):
             index, key = inputs
+            if on_epoch is not None:
+                # Given a batched value the callback would run once per run; the index alone keeps it one call.
+                jax.debug.callback(on_epoch, index, ordered=False)
 
             def step(train_state, idx):
                 idx = split.local(idx)

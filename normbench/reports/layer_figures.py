@@ -6,6 +6,7 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.core.diagnostics import LOG10_EDGES
+from normbench.reports.labels import norm_label
 
 
 def _spread(values, count: int) -> list:
@@ -44,7 +45,7 @@ def activations_figure(columns: dict[str, np.ndarray], config: Config):
             for layer, hist in zip(layers, hists):
                 ax.plot(centers, hist, drawstyle="steps-mid", color=plt.cm.viridis(layer / len(layers)),
                         label=f"layer {layer}")  # fmt: skip
-            ax.set_title(f"{norm}, W: {scale:.2g}, epoch {epoch}", fontsize=9)
+            ax.set_title(f"{norm_label(norm)}, σ = {scale:.2g}, epoch {epoch}", fontsize=9)
             note = f"zeros {zeros.mean():.0%}" + (f", non-finite {nonfinite.mean():.0%}" if nonfinite.any() else "")
             ax.text(0.02, 0.95, note, transform=ax.transAxes, fontsize=7, va="top")
             ax.set_ylim(0, None)
@@ -52,7 +53,8 @@ def activations_figure(columns: dict[str, np.ndarray], config: Config):
     for ax in axes[-1]:
         ax.set_xlabel("log10 |output|")
     axes[0, 0].legend(fontsize=6, loc="upper right")
-    fig.suptitle(f"{config.name}: each layer's outputs (after norm and activation), share per bin", fontsize=11)
+    fig.suptitle(f"{config.name}: each layer's outputs (after norm and activation), share per bin; "
+                 "σ = init std", fontsize=11)  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -61,6 +63,7 @@ def layer_stats_figure(columns: dict[str, np.ndarray], config: Config):
     """Per layer at the last recorded epoch, mean over seeds: the pre-norm standard deviation and the gradient
     norm with respect to the layer's output, one line per init scale, one column per norm."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     norms = list(dict.fromkeys(columns["norm"]))
     epoch = int(columns["epoch"].max())
@@ -72,13 +75,16 @@ def layer_stats_figure(columns: dict[str, np.ndarray], config: Config):
             for ax, field in zip(axes[:, col], ("pre_std", "grad_norm")):
                 layers, values = _mean_over_seeds(columns, rows, field)
                 ax.plot(layers, values, "o-", markersize=3, color=plt.cm.plasma(i / max(len(scales) - 1, 1)),
-                        label=f"W: {scale:.2g}")  # fmt: skip
+                        label=f"σ = {scale:.2g}")  # fmt: skip
                 ax.set_yscale("log")
-        axes[0, col].set_title(f"{norm}, epoch {epoch}", fontsize=10)
+        axes[0, col].set_title(f"{norm_label(norm)}, epoch {epoch}", fontsize=10)
         axes[1, col].set_xlabel("layer")
+        for ax in axes[:, col]:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are counted, never 1.2
     axes[0, 0].set_ylabel("std of pre-norm values")
     axes[1, 0].set_ylabel("|dloss / d output|")
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="center right", fontsize=7)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="center right", fontsize=7, title="init std",
+               title_fontsize=7)  # fmt: skip
     fig.suptitle(f"{config.name}: layer statistics (mean over seeds)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 0.84, 1))
     return fig

@@ -1,11 +1,15 @@
 """Figures drawn from a results directory's `metrics.csv` and `config.json` alone: no figure needs retraining.
 
 `FIGURES` maps the names a config lists in `figures` to functions (columns, config) -> matplotlib Figure.
+They name norms as a paper does (`NORM_LABELS`), share the y-axis of panels a reader compares, wrap many
+panels into rows rather than one wide strip, keep legends off the data and clip confidence bands of errors to
+[0, 1]; `draw_figures` writes them as PNG, PDF or SVG.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from pathlib import Path
 
@@ -14,12 +18,38 @@ import numpy as np
 from normbench.config import Config
 from normbench.core.axes import swept_columns
 from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
+from normbench.reports.labels import norm_label, seeds_text
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.reports.summary import write_summary
 from normbench.results.stats import final_epoch, mean_ci, norm_batch, per_run
 from normbench.results.store import atomic_write, read_config, read_metrics
 
 LINESTYLES = {"batch": "-", "none": "--"}
+
+FORMATS = ("png", "pdf", "svg")
+MAX_COLUMNS = 3  # panels per row before a figure wraps: wider strips turn unreadable once scaled into a page
+
+
+def _band(ax, xs, low, high, color, alpha=0.2):
+    """A confidence band of an error or accuracy, which cannot leave [0, 1] whatever the interval says."""
+    ax.fill_between(xs, np.clip(low, 0, 1), np.clip(high, 0, 1), color=color, alpha=alpha, linewidth=0)
+
+
+def _legend_columns(fig, labels, fontsize=8) -> int:
+    """As many legend columns as fit the figure's width, at most 4: a wider legend would be cut off."""
+    entry = 0.55 * fontsize / 72 * max(map(len, labels), default=1) + 0.6  # inches: text plus the line sample
+    return max(1, min(len(labels), 4, int(fig.get_size_inches()[0] // entry)))
+
+
+def _legend_below(fig, axes, fontsize=8):
+    """One legend for the figure, under its panels, of every label any panel drew (first drawing wins)."""
+    handles = {}
+    for ax in np.ravel(axes):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    ncol = _legend_columns(fig, handles)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=ncol, fontsize=fontsize, frameon=False)
+    return math.ceil(len(handles) / ncol)  # legend rows, for the caller's bottom margin
 
 
 def _series_keys(columns) -> tuple[list[str], list[tuple]]:
@@ -31,7 +61,7 @@ def _series_keys(columns) -> tuple[list[str], list[tuple]]:
 
 
 def _label(keys, key) -> str:
-    parts = [str(key[0])] + [f"{k.split('_')[0]}={v}" for k, v in zip(keys[1:], key[1:])]
+    parts = [norm_label(key[0])] + [f"{k.split('_')[0]}={v}" for k, v in zip(keys[1:], key[1:])]
     return " ".join(parts)
 
 
@@ -67,14 +97,14 @@ def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
             if alive.any():
                 label = _label(keys, key)
                 (legend[label],) = ax.plot(epochs, acc[alive].mean(0), style, color=colors[key], label=label)
-                ax.fill_between(epochs, acc[alive].min(0), acc[alive].max(0), color=colors[key], alpha=0.2, lw=0)
+                _band(ax, epochs, acc[alive].min(0), acc[alive].max(0), colors[key])
             for run in np.flatnonzero(~alive):
                 end = int(np.argmax(flags[run])) + 1
                 ax.plot(epochs[:end], acc[run, :end], ":", color=colors[key], lw=0.8)
                 marker = "diverged (loss non-finite)"
                 (legend[marker],) = ax.plot(epochs[end - 1], acc[run, end - 1], "x", color="0.3", label=marker)
             diverged += int((~alive).sum())
-        ax.set_title(f"W: {scale:.2g}" + (f" ({diverged} diverged: x)" if diverged else ""), fontsize=10)
+        ax.set_title(f"init std σ = {scale:.2g}" + (f" ({diverged} diverged: x)" if diverged else ""), fontsize=10)
         ax.set_ylim(0, 1)
     for ax in axes.flat[len(scales) :]:
         ax.set_visible(False)
@@ -85,20 +115,46 @@ def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
     for ax in axes[:, 0]:
         ax.set_ylabel("train accuracy")
     n_seeds = len(np.unique(columns["seed"]))
-    axes.flat[0].legend(handles=list(legend.values()), loc="lower right", fontsize=8)
     width, height = fig.get_size_inches()
-    fig.suptitle(f"{config.name}: mean of {n_seeds} seeds, band = min..max over seeds", fontsize=11,
-                 y=1 - 0.1 / height)  # fmt: skip
+    # Under the panels, where no curve runs; the figure grows by the legend's height instead of covering data.
+    crosses = legend.pop("diverged (loss non-finite)", None)
+    if crosses is not None:  # after the curves, whichever panel drew it first
+        legend["diverged (loss non-finite)"] = crosses
+    ncol = _legend_columns(fig, legend)
+    legend_height = 0.25 * math.ceil(len(legend) / ncol) + 0.15
+    fig.set_size_inches(width, height + legend_height)
+    height += legend_height
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.suptitle(f"{config.name}: train accuracy, mean of {seeds_text(n_seeds)}, band = min..max over seeds",
+                 fontsize=11, y=1 - 0.1 / height)  # fmt: skip
     # Margins fixed in inches, which the shared axes make possible: tight_layout would measure the labels of
     # every panel, a third of this figure's drawing time and part of every run's wall time.
-    fig.subplots_adjust(left=0.65 / width, right=1 - 0.1 / width, bottom=0.5 / height, top=1 - 0.7 / height,
-                        wspace=0.08, hspace=0.32)  # fmt: skip
+    fig.subplots_adjust(left=0.65 / width, right=1 - 0.1 / width, bottom=(0.5 + legend_height) / height,
+                        top=1 - 0.7 / height, wspace=0.08, hspace=0.32)  # fmt: skip
     return fig
 
 
-def _panels(final):
-    """One panel per (model, protocol) present in the results."""
-    return sorted(set(zip(final["model"], final["protocol"])), key=lambda p: (str(p[0]), p[1] != "sgd"))
+def _grid(rows: list, cols: list, width: float, height: float):
+    """A figure of len(rows) x len(cols) panels that share the y-axis along each row: the panels a reader
+    compares (one model or norm under each protocol) sit side by side, on one scale."""
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(len(rows), len(cols), figsize=(width * len(cols), height * len(rows)), sharey="row",
+                        squeeze=False)  # fmt: skip
+
+
+def _finish(fig, axes, title: str, used: set):
+    """Hide the panels nobody drew on, title the figure and put one legend under it."""
+    for ax in axes.flat:
+        ax.set_visible(ax in used)
+        if ax in used:
+            ax.yaxis.set_tick_params(labelleft=True)  # shared rows hide them, but a hidden neighbour shows none
+    legend_rows = _legend_below(fig, [ax for ax in axes.flat if ax in used])
+    width, height = fig.get_size_inches()
+    legend_height = 0.22 * legend_rows + 0.1
+    fig.set_size_inches(width, height + legend_height + 0.3)
+    fig.suptitle(title, fontsize=11, wrap=True)  # a single panel is narrower than the title
+    fig.tight_layout(rect=(0, (legend_height + 0.1) / (height + legend_height + 0.3), 1, 1))
 
 
 def _curve(final, rows, metric):
@@ -111,25 +167,33 @@ def _curve(final, rows, metric):
     return xs, mean, np.nan_to_num(ci)
 
 
-def _batch_axes(ax, title):
+def _batch_axes(ax, title, batches):
     ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.minorticks_off()
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("examples per BatchNorm statistic (batch, or ghost group)")
+    ax.set_xlabel("examples per statistic (batch, or ghost group)")
     ax.grid(alpha=0.3)
 
 
 def error_vs_batch_figure(columns: dict[str, np.ndarray], config: Config):
-    """Test error against the norm's batch, one curve per norm, one panel per model and protocol (GN paper,
-    Figure 1). Mean over seeds with a 95% confidence band; running-average evaluation for BN. A norm that does
-    not depend on the batch has no ghost cell: its sgd run at the same SGD batch is drawn flat instead."""
-    import matplotlib.pyplot as plt
-
+    """Test error against the norm's batch, one curve per norm, one panel per model (rows) and protocol
+    (columns) (GN paper, Figure 1). Mean over seeds with a 95% confidence band; running-average evaluation for
+    BN. A norm that does not depend on the batch has no ghost cell: its sgd run at the same SGD batch is drawn
+    flat instead."""
     final = _fields_in_norm(final_epoch(columns))
-    panels = _panels(final)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    models = list(dict.fromkeys(final["model"]))
+    protocols = sorted(set(final["protocol"]), key=lambda p: p != "sgd")
+    fig, axes = _grid(models, protocols, 4.2, 3.3)
     norms = list(dict.fromkeys(final["norm"]))
-    for ax, (model, protocol) in zip(axes.flat, panels):
+    batches = np.unique(norm_batch(final))
+    used = set()
+    for (r, model), (c, protocol) in itertools.product(enumerate(models), enumerate(protocols)):
+        ax = axes[r, c]
         here = (final["model"] == model) & (final["protocol"] == protocol)
+        if not here.any():
+            continue
+        used.add(ax)
         for i, norm in enumerate(norms):
             rows = here & (final["norm"] == norm)
             if rows.any():
@@ -137,7 +201,7 @@ def error_vs_batch_figure(columns: dict[str, np.ndarray], config: Config):
                 lost = int(final["diverged"][rows].sum())
                 label = f"{norm} ({lost} diverged runs left out)" if lost else norm
                 ax.plot(xs, mean, "o-", color=f"C{i}", label=label, markersize=4)
-                ax.fill_between(xs, mean - ci, mean + ci, color=f"C{i}", alpha=0.2, linewidth=0)
+                _band(ax, xs, mean - ci, mean + ci, f"C{i}")
             elif protocol == "ghost":
                 sgd = (final["model"] == model) & (final["protocol"] == "sgd") & (final["norm"] == norm)
                 sgd &= final["batch_size"] == final["batch_size"][here].max()
@@ -145,18 +209,11 @@ def error_vs_batch_figure(columns: dict[str, np.ndarray], config: Config):
                     mean, ci = mean_ci(1 - final["test_acc"][sgd])
                     xs = np.unique(norm_batch(final)[here])
                     ax.plot(xs, np.full(len(xs), mean), "--", color=f"C{i}", label=f"{norm} (no ghost batch)")
-                    ax.fill_between(
-                        xs, mean - np.nan_to_num(ci), mean + np.nan_to_num(ci), color=f"C{i}", alpha=0.15, linewidth=0
-                    )
-        _batch_axes(ax, f"{model}, {protocol} protocol")
+                    _band(ax, xs, mean - np.nan_to_num(ci), mean + np.nan_to_num(ci), f"C{i}", alpha=0.15)
+        _batch_axes(ax, f"{model}, {protocol} protocol", batches)
         ax.set_ylabel("test error")
-        ax.legend(fontsize=8)
-    fig.suptitle(
-        f"{config.name}: final-epoch test error, mean and 95% CI over {len(np.unique(final['seed']))} seeds",
-        fontsize=11,
-        wrap=True,  # a single panel is narrower than the title
-    )
-    fig.tight_layout()
+    seeds = seeds_text(len(np.unique(final["seed"])))
+    _finish(fig, axes, f"{config.name}: final-epoch test error, mean and 95% CI over {seeds}", used)
     return fig
 
 
@@ -170,42 +227,47 @@ BN_EVAL_MODES = {
 
 def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
     """For each norm with running statistics: test error under its three evaluation modes and the train error,
-    against the norm's batch. The gap between the curves is the train/test inconsistency of small batches."""
-    import matplotlib.pyplot as plt
-
+    against the norm's batch, one row per model and norm, one column per protocol. The gap between the curves
+    is the train/test inconsistency of small batches."""
     final = _fields_in_norm(final_epoch(columns))
     with_stats = ~np.isnan(final["test_acc_batch_stats"])
-    present = set(zip(final["model"][with_stats], final["protocol"][with_stats], final["norm"][with_stats]))
-    panels = [
-        (m, p, n) for m, p in _panels(final) for n in dict.fromkeys(final["norm"][with_stats]) if (m, p, n) in present
-    ]
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.6 * max(len(panels), 1), 3.8), squeeze=False)
-    for ax, (model, protocol, norm) in zip(axes.flat, panels):
-        rows = (final["model"] == model) & (final["protocol"] == protocol) & (final["norm"] == norm)
+    norms = list(dict.fromkeys(final["norm"][with_stats]))
+    rows_of = [(m, n) for m in dict.fromkeys(final["model"]) for n in norms]
+    protocols = sorted(set(final["protocol"][with_stats]), key=lambda p: p != "sgd") or ["sgd"]
+    fig, axes = _grid(rows_of or [None], protocols, 4.2, 3.3)
+    batches = np.unique(norm_batch(final))
+    used = set()
+    for (r, (model, norm)), (c, protocol) in itertools.product(enumerate(rows_of), enumerate(protocols)):
+        rows = (final["model"] == model) & (final["protocol"] == protocol) & (final["norm"] == norm) & with_stats
+        if not rows.any():
+            continue
+        ax = axes[r, c]
+        used.add(ax)
         for i, (metric, label) in enumerate(BN_EVAL_MODES.items()):
             xs, mean, ci = _curve(final, rows, metric)
             ax.plot(xs, mean, "o:" if metric == "train_acc" else "o-", color=f"C{i}", label=label, markersize=4)
-            ax.fill_between(xs, mean - ci, mean + ci, color=f"C{i}", alpha=0.2, linewidth=0)
-        _batch_axes(ax, f"{norm}: {model}, {protocol} protocol")
+            _band(ax, xs, mean - ci, mean + ci, f"C{i}")
+        _batch_axes(ax, f"{norm}: {model}, {protocol} protocol", batches)
         ax.set_ylabel("error")
-        ax.legend(fontsize=7)
-    title = f"{config.name}: BatchNorm's evaluation modes (final epoch, 95% CI over seeds)"
-    fig.suptitle(title, fontsize=11, wrap=True)
-    fig.tight_layout()
+    # The title names the norms drawn: a config may sweep a batch-statistics norm other than BatchNorm.
+    named = " and ".join(filter(None, [", ".join(norms[:-1]), *norms[-1:]])) or "no norm with running statistics"
+    title = f"{config.name}: evaluation modes of {named} (final epoch, 95% CI over seeds)"
+    _finish(fig, axes, title, used)
     return fig
 
 
 def sync_bn_figure(columns: dict[str, np.ndarray], config: Config):
     """Data-parallel training: test error against the batch per device, one curve per norm and protocol (per
     device or synchronized statistics), mean and 95% CI over the seeds that did not diverge; one panel per
-    model."""
-    import matplotlib.pyplot as plt
-
+    model, wrapped into rows of `MAX_COLUMNS`."""
     final = _fields_in_norm(final_epoch(columns))
     models = list(dict.fromkeys(final["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.9), squeeze=False)
+    ncols = min(len(models), MAX_COLUMNS)
+    fig, axes = _grid(range(math.ceil(len(models) / ncols)), range(ncols), 5.6 if ncols == 1 else 4.6, 3.6)
     series = list(dict.fromkeys(zip(final["norm"], final["protocol"])))
+    used = set()
     for ax, model in zip(axes.flat, models):
+        used.add(ax)
         for i, (norm, protocol) in enumerate(series):
             rows = (final["model"] == model) & (final["norm"] == norm) & (final["protocol"] == protocol)
             lost = int(final["diverged"][rows].sum())
@@ -220,19 +282,16 @@ def sync_bn_figure(columns: dict[str, np.ndarray], config: Config):
             statistics = "synchronized" if protocol == "sync" else "per device"
             label = f"{norm}, {statistics}" + (f" ({lost} diverged runs left out)" if lost else "")
             ax.plot(xs, mean, "o-", color=f"C{i}", label=label, markersize=4)
-            ax.fill_between(xs, mean - np.nan_to_num(ci), mean + np.nan_to_num(ci), color=f"C{i}", alpha=0.2, lw=0)
+            _band(ax, xs, mean - np.nan_to_num(ci), mean + np.nan_to_num(ci), f"C{i}")
         ax.set_xscale("log", base=2)
         ax.set_xticks(np.unique(final["batch_size"]), [str(b) for b in np.unique(final["batch_size"])])
+        ax.minorticks_off()
         ax.set_xlabel(f"examples per device ({config.train.data_parallel} devices)")
         ax.set_ylabel("test error")
         ax.set_title(model, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(
-        f"{config.name}: final-epoch test error, mean and 95% CI over {len(np.unique(final['seed']))} seeds",
-        fontsize=11,
-    )
-    fig.tight_layout()
+    seeds = seeds_text(len(np.unique(final["seed"])))
+    _finish(fig, axes, f"{config.name}: final-epoch test error, mean and 95% CI over {seeds}", used)
     return fig
 
 
@@ -244,8 +303,9 @@ FIGURES = {
 }
 
 
-def figure_png(draw, data, config: Config) -> bytes:
-    """The figure that `draw` (a function of `FIGURES` or `DIAGNOSTICS_FIGURES`) makes of `data`, as PNG bytes."""
+def figure_bytes(draw, data, config: Config, format: str = "png", dpi: int = 110) -> bytes:
+    """The figure that `draw` (a function of `FIGURES` or `DIAGNOSTICS_FIGURES`) makes of `data`, as the bytes
+    of a `format` file (one of `FORMATS`); `dpi` sets a PNG's resolution (PDF and SVG are vector graphics)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -253,7 +313,9 @@ def figure_png(draw, data, config: Config) -> bytes:
 
     fig = draw(data, config)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    # No creation date in the metadata, so the same results always give the same bytes.
+    metadata = {"png": {}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}[format]
+    fig.savefig(buffer, format=format, dpi=dpi, metadata=metadata)
     plt.close(fig)
     return buffer.getvalue()
 
@@ -268,15 +330,16 @@ def drawings(out: Path, config: Config, columns, names: tuple[str, ...] | None =
     return found
 
 
-def draw_figures(out: Path, names: tuple[str, ...] | None = None, config: Config | None = None) -> list[Path]:
-    """Draw the figures of `drawings`, and the summary, into a results directory. `config` stands in for its
-    config.json, for a run that writes that last."""
+def draw_figures(out: Path, names: tuple[str, ...] | None = None, config: Config | None = None,
+                 format: str = "png", dpi: int = 110) -> list[Path]:  # fmt: skip
+    """Draw the figures of `drawings` (as `format` files, `dpi` for PNG), and the summary, into a results
+    directory. `config` stands in for its config.json, for a run that writes that last."""
     config = config or read_config(out)
     columns = read_metrics(out)
     written = []
     for name, draw, data in drawings(out, config, columns, names):
-        path = Path(out) / f"{name}.png"
-        atomic_write(path, figure_png(draw, data, config))
+        path = Path(out) / f"{name}.{format}"
+        atomic_write(path, figure_bytes(draw, data, config, format, dpi))
         written.append(path)
     written.append(write_summary(Path(out), columns, config))
     return written

@@ -95,14 +95,14 @@ def _e(text) -> str:
 
 
 def _figures(out: Path, columns: dict[str, np.ndarray], config: Config) -> str:
-    from normbench.reports.plots import drawings, figure_png
+    from normbench.reports.plots import drawings, figure_bytes
 
     found = drawings(out, config, columns)
     if not found:
         return "<p>This config lists no figures (<code>figures</code> in the config).</p>"
     parts = []
     for name, draw, table in found:
-        data = base64.b64encode(figure_png(draw, table, config)).decode("ascii")
+        data = base64.b64encode(figure_bytes(draw, table, config)).decode("ascii")
         caption = " ".join(inspect.getdoc(draw).split())
         parts.append(
             f'<figure id="figure-{_e(name)}"><img src="data:image/png;base64,{data}" alt="{_e(name)}">'

@@ -4,8 +4,14 @@ Each normbench run is one TensorBoard run, `DIR/<model>_<norm>_<protocol>_b<batc
 /seed<seed>`, so TensorBoard's run filter selects by any of them (e.g. `batch_sgd` or `seed0`). Its scalars, at
 step = epoch, are the columns of `metrics.csv` (the very values, read back from the same text): `train/loss`,
 `train/acc`, `test/loss`, `test/acc`, and after the last epoch, for norms with running statistics,
-`test/acc_batch_stats` and `test/acc_precise`. Use a fresh DIR per sweep: a second sweep into the same runs
-adds a second event file to each, and TensorBoard draws both.
+`test/acc_batch_stats` and `test/acc_precise`. Each run also carries its hyperparameters, its key columns
+(model, norm, protocol, batch size, init scale, learning rate, examples per statistic, seed and each swept field),
+as the HParams plugin's summary, so TensorBoard's HPARAMS tab tabulates the runs against their final metrics.
+Scalars come as each cell finishes, not as its epochs do: a cell's epochs run inside one compiled program, and
+what it reports while running (`normbench.reports.progress`) is only the epoch index, not the metrics of its
+runs, whose copy back to the host per epoch would cost more than the progress it shows.
+Use a fresh DIR per sweep: a second sweep into the same runs adds a second event file to each, and TensorBoard
+draws both.
 
 Needs tensorboardX (`pip install -e ".[tensorboard]"`); viewing needs TensorBoard (`pip install tensorboard`,
 then `tensorboard --logdir DIR`). A finished results directory converts the same way:
@@ -45,16 +51,29 @@ def run_name(key: dict, fields: list[str]) -> str:
     return f"{cell}/{run}/seed{key['seed']}"
 
 
-def write_scalars(logdir: Path, columns: dict[str, np.ndarray]) -> list[str]:
-    """Write every run of a metrics table (`read_metrics`' columns) under `logdir`; returns the run names."""
-    from tensorboardX import SummaryWriter
+def hyperparameters(key: dict) -> dict[str, str | float]:
+    """A run's key columns as the HParams plugin takes them: strings and Python numbers."""
+    return {column: value.item() if isinstance(value, np.generic) else value for column, value in key.items()}
 
-    runs: dict[str, list[int]] = {}
+
+def write_scalars(logdir: Path, columns: dict[str, np.ndarray]) -> list[str]:
+    """Write every run of a metrics table (`read_metrics`' columns) under `logdir`, with its hyperparameters;
+    returns the run names."""
+    from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams
+
+    runs: dict[str, tuple[dict, list[int]]] = {}  # name -> (key columns, rows)
     keys, fields = key_columns(columns), swept_columns(columns)
-    for i, key in enumerate(zip(*(columns[k] for k in keys))):
-        runs.setdefault(run_name(dict(zip(keys, key)), fields), []).append(i)
-    for name, rows in runs.items():
+    for i, values in enumerate(zip(*(columns[k] for k in keys))):
+        key = dict(zip(keys, values))
+        runs.setdefault(run_name(key, fields), (key, []))[1].append(i)
+    metrics = {tag: None for tag in TAGS.values()}  # the plugin names them; the scalars below are their values
+    for name, (key, rows) in runs.items():
         with SummaryWriter(logdir=str(Path(logdir) / name)) as writer:
+            # Into the run's own event file (tensorboardX's add_hparams would open a timestamped subrun), so the
+            # HParams tab finds the scalars next to it.
+            for summary in hparams(hyperparameters(key), metrics):
+                writer.file_writer.add_summary(summary)
             for i in rows:
                 for column, tag in TAGS.items():
                     value = columns[column][i]

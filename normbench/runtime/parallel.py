@@ -86,16 +86,16 @@ def grid_mesh(n_seeds: int, n_runs: int, chunked: bool) -> Mesh:
 
 
 def lower_grid(grid: Callable, split: BatchSplit, chunked: bool, seeds: np.ndarray, values, data,
-               key: str | None = None):  # fmt: skip
+               key: str | None = None, exportable: bool = True):  # fmt: skip
     """`jit(grid)` lowered for the devices: over `split`'s devices when it splits the batch, else the grid's runs
     spread over every device (`chunked`: the seeds go through `lax.map`). Its `.compile()` is called like `grid`:
     (seeds, values, data) -> (states, metrics). On one device the traced program is kept under `key`
-    (`normbench.runtime.programs`)."""
+    (`normbench.runtime.programs`), unless it is not `exportable` (it calls back to the host)."""
     if split.axis is not None:
         mesh = data_mesh(split.devices)
         grid = jax.shard_map(grid, mesh=mesh, in_specs=P(), out_specs=P())
         return ShardedGrid(grid, mesh, None, None, seeds, values, data)
-    if jax.device_count() == 1:
+    if jax.device_count() == 1 and exportable:
         return ExportedGrid(grid, key, (seeds, values, data))
     mesh = grid_mesh(len(seeds), _runs(values), chunked)
     return ShardedGrid(grid, mesh, SEEDS, RUNS, seeds, values, data)
