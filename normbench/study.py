@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from normbench.config import Config
+from normbench.core.budget import check_memory, estimate
 from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
 from normbench.core.grid import cells
 from normbench.core.sweep import check_fits, resolve_workers, run_sweep, training_time
@@ -48,10 +49,16 @@ from normbench.version import __version__
 
 
 def run_study(
-    config: Config, out: Path, progress: Progress | None = None, force: bool = False, workers: int | None = None
+    config: Config,
+    out: Path,
+    progress: Progress | None = None,
+    force: bool = False,
+    workers: int | None = None,
+    size_check: bool = True,
 ) -> dict[str, float]:
     """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds. `workers`:
-    how many cells train at once (`run_sweep`).
+    how many cells train at once (`run_sweep`). `size_check`: refuse a sweep whose estimated memory exceeds the
+    memory available (`normbench.core.budget`), before the output directory is touched.
 
     Everything that can fail on bad input (data, batch shapes, the output directory) fails before the first
     file is replaced, so earlier results survive a bad run. Each cell's rows are kept as soon as it finishes
@@ -63,6 +70,10 @@ def run_study(
     dataset = load(config.data)
     check_fits(config, dataset)  # a bad batch shape says so before any question about the output directory
     workers = resolve_workers(workers)
+    cost = estimate(config, dataset, workers)
+    logger.info(f"estimate: {cost.text()}")
+    if size_check:
+        check_memory(cost)
     with contextlib.ExitStack() as claimed:
         unfinished, finished = None, {}
 

@@ -185,7 +185,8 @@ def test_show_prints_the_resolved_config_in_a_form_that_set_reads_back(capsys):
     assert "train.epochs              = 3  # default: 20" in lines
     assert "sweep.norms               = batch,group  # default: batch,none" in lines
     # per model: batch at 7 SGD batches + 1 ghost cell of 7 group sizes, group at 7; 5 seeds each
-    assert lines[-1] == "# 30 cells (one compiled program each), 210 runs of 3 epochs"
+    assert lines[-2] == "# 30 cells (one compiled program each), 210 runs of 3 epochs"
+    assert lines[-1].startswith("# about ") and lines[-1].endswith(" run-steps in all")
     # the learning rate as the runs use it: 0.1 x SGD batch / 256 (the config's learning_rates = 0.1)
     assert "#   sgd batch=2: learning_rate=0.00078125 ghost_size=2" in lines
     assert "#   ghost batch=128: learning_rate=0.05 ghost_size=2,4,8,16,32,64,128" in lines
