@@ -100,7 +100,13 @@ def run_study(
             if unfinished is not None:
                 i = index[result.cell]
                 finished[i] = metrics_csv(config, [result])
-                unfinished.record(i, finished[i], diagnostics_csv(config, [result]) if result.diagnostics else None)
+                try:
+                    unfinished.record(i, finished[i], diagnostics_csv(config, [result]) if result.diagnostics else None)
+                except OSError as e:  # a full disk mid-sweep: the cells kept so far survive for a rerun
+                    raise MachineError(
+                        f"cannot keep a finished cell in {str(unfinished.root)!r}: {e.strerror or e}; make room and "
+                        "rerun the same command, which trains only the cells not kept"
+                    ) from e
 
         loaded = time.perf_counter()
         results = run_sweep(
