@@ -207,7 +207,11 @@ def test_run_quiet_logs_one_plain_line_per_event_and_writes_tensorboard_runs(stu
     tb = tmp_path / "tb"
     args = ["--set", "sweep.norms=batch", "--quiet", "--tensorboard", str(tb)]
     assert main(["run", str(config), "--out", str(tmp_path / "out"), *args]) == 0
-    messages = [line[len("hh:mm:ss ") :] for line in capsys.readouterr().err.splitlines()]
+    # 4 runs x 2 epochs x 4 steps (64 examples in batches of 16)
+    estimate, *messages = [line[len("hh:mm:ss ") :] for line in capsys.readouterr().err.splitlines()]
+    assert estimate.startswith("estimate: about ") and estimate.endswith(
+        " MiB for the largest cell training at once; 32 run-steps in all"
+    )
     assert messages[:3] == [
         "sweep tiny: 1 cell, 4 runs of 2 epochs",
         "cell 1/1 mlp batch sgd batch=16: compiling",

@@ -43,7 +43,8 @@ class Estimate:
         return self.data_bytes + sum(sorted(self.cell_bytes, reverse=True)[: self.workers])
 
     def text(self) -> str:
-        cells = "cell" if self.workers == 1 else f"{self.workers} cells"
+        at_once = min(self.workers, len(self.cell_bytes))
+        cells = "cell" if at_once == 1 else f"{at_once} cells"
         return (
             f"about {self.peak_bytes / MIB:,.0f} MiB for the largest {cells} training at once; "
             f"{self.run_steps:,} run-steps in all"
