@@ -71,7 +71,6 @@ def run_study(
     check_fits(config, dataset)  # a bad batch shape says so before any question about the output directory
     workers = resolve_workers(workers)
     cost = estimate(config, dataset, workers)
-    logger.info(f"estimate: {cost.text()}")
     if size_check:
         check_memory(cost)
     with contextlib.ExitStack() as claimed:
@@ -89,6 +88,7 @@ def run_study(
             finished = unfinished.finished()
 
         on_writer(claim)
+        logger.info(f"estimate: {cost.text()}")  # after every refusal, which each stays one line
         all_cells = cells(config)
         # Only process 0 reads what is finished; every process must train the same cells.
         done = from_writer(np.array([i in finished for i in range(len(all_cells))]))
