@@ -47,7 +47,8 @@ def _run(args) -> int:
         listeners.append(TensorBoardWriter(Path(args.tensorboard)))
     try:
         with console_progress(args.quiet) as progress:
-            timings = run_study(config, out, Fanout(progress, *listeners), force=args.force, workers=args.workers)
+            timings = run_study(config, out, Fanout(progress, *listeners), force=args.force, workers=args.workers,
+                                size_check=not args.no_size_check)  # fmt: skip
     except KeyboardInterrupt:
         print(f"normbench: interrupted; finished cells are kept in {out}/unfinished: run the same command to resume",
               file=sys.stderr)  # fmt: skip
@@ -63,8 +64,19 @@ def _run(args) -> int:
 
 def _show(args) -> int:
     from normbench.catalog import config_text
+    from normbench.core.budget import estimate
+    from normbench.core.sweep import check_fits, resolve_workers
+    from normbench.data import DataError, load
 
-    print(config_text(_resolve(args)))
+    config = _resolve(args)
+    print(config_text(config))
+    try:
+        dataset = load(config.data)
+    except DataError as e:  # the config is still worth reading; only its cost needs the data's shapes
+        print(f"# memory not estimated: {e}")
+        return 0
+    check_fits(config, dataset)
+    print(f"# {estimate(config, dataset, resolve_workers(args.workers)).text()}")
     return 0
 
 
@@ -136,11 +148,17 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results directory (default: runs/<config name>, git-ignored)")
     run.add_argument("--force", action="store_true", help="replace results that a different config produced")
     run.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="cells trained at once (default: 2 on one CPU device, where they fill the cores; 1 elsewhere)",
+        "--no-size-check",
+        action="store_true",
+        help="run a sweep whose estimated memory (printed by `normbench show`) exceeds the memory available",
     )
+    for command in (run, show):
+        command.add_argument(
+            "--workers",
+            type=int,
+            metavar="N",
+            help="cells trained at once (default: 2 on one CPU device, where they fill the cores; 1 elsewhere)",
+        )
     run.add_argument(
         "--diagnostics",
         action="store_true",

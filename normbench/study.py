@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from normbench.config import Config
+from normbench.core.budget import check_memory, estimate
 from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
 from normbench.core.grid import cells
 from normbench.core.sweep import check_fits, resolve_workers, run_sweep, training_time
@@ -48,10 +49,16 @@ from normbench.version import __version__
 
 
 def run_study(
-    config: Config, out: Path, progress: Progress | None = None, force: bool = False, workers: int | None = None
+    config: Config,
+    out: Path,
+    progress: Progress | None = None,
+    force: bool = False,
+    workers: int | None = None,
+    size_check: bool = True,
 ) -> dict[str, float]:
     """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds. `workers`:
-    how many cells train at once (`run_sweep`).
+    how many cells train at once (`run_sweep`). `size_check`: refuse a sweep whose estimated memory exceeds the
+    memory available (`normbench.core.budget`), before the output directory is touched.
 
     Everything that can fail on bad input (data, batch shapes, the output directory) fails before the first
     file is replaced, so earlier results survive a bad run. Each cell's rows are kept as soon as it finishes
@@ -63,6 +70,9 @@ def run_study(
     dataset = load(config.data)
     check_fits(config, dataset)  # a bad batch shape says so before any question about the output directory
     workers = resolve_workers(workers)
+    cost = estimate(config, dataset, workers)
+    if size_check:
+        check_memory(cost)
     with contextlib.ExitStack() as claimed:
         unfinished, finished = None, {}
 
@@ -78,6 +88,7 @@ def run_study(
             finished = unfinished.finished()
 
         on_writer(claim)
+        logger.info(f"estimate: {cost.text()}")  # after every refusal, which each stays one line
         all_cells = cells(config)
         # Only process 0 reads what is finished; every process must train the same cells.
         done = from_writer(np.array([i in finished for i in range(len(all_cells))]))
@@ -89,7 +100,13 @@ def run_study(
             if unfinished is not None:
                 i = index[result.cell]
                 finished[i] = metrics_csv(config, [result])
-                unfinished.record(i, finished[i], diagnostics_csv(config, [result]) if result.diagnostics else None)
+                try:
+                    unfinished.record(i, finished[i], diagnostics_csv(config, [result]) if result.diagnostics else None)
+                except OSError as e:  # a full disk mid-sweep: the cells kept so far survive for a rerun
+                    raise MachineError(
+                        f"cannot keep a finished cell in {str(unfinished.root)!r}: {e.strerror or e}; make room and "
+                        "rerun the same command, which trains only the cells not kept"
+                    ) from e
 
         loaded = time.perf_counter()
         results = run_sweep(

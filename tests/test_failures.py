@@ -38,3 +38,24 @@ def test_plot_of_a_truncated_metrics_table_is_one_line_exit_2(study, tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("normbench: error: ") and err.count("\n") == 1, err
     assert "fields: the file is truncated or damaged" in err
+
+
+def test_a_cell_that_cannot_be_kept_mid_sweep_is_one_line_exit_1(study, tmp_path, capsys, monkeypatch):
+    from normbench.results import resume
+
+    config, _ = study
+
+    write = resume.atomic_write
+
+    def disk_full_for_cells(path, *args, **kwargs):  # the disk fills after the run has begun
+        if path.parent.name == "cells":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(path, *args, **kwargs)
+
+    monkeypatch.setattr(resume, "atomic_write", disk_full_for_cells)
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith("normbench: error: cannot keep a finished cell in"), err
+    assert "No space left on device" in err.splitlines()[-1]
