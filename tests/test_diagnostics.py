@@ -32,7 +32,7 @@ def test_log_histogram_bins_log10_magnitudes_and_leaves_zeros_and_nonfinite_out(
     assert hist[-1] == 1 / 8 and hist[0] == 1 / 8  # beyond the edges: the end bins
 
 
-@pytest.mark.parametrize("norm", ["batch", "none"])
+@pytest.mark.parametrize("norm", [pytest.param("batch", marks=pytest.mark.slow), "none"])
 def test_layer_diagnostics_match_a_hand_written_forward_pass(norm):
     model = build_model("mlp", ModelConfig(hidden=(6, 5)), NORMS[norm].make(tiny_config().norm, WHOLE_BATCH), 3)
     rng = np.random.default_rng(0)

@@ -13,7 +13,8 @@ def count(params):
     return sum(p.size for p in jax.tree.leaves(params))
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+# ResNet-20 takes each norm half a second to trace: the full suite runs it.
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m == "resnet20" else m for m in MODELS])
 @pytest.mark.parametrize("norm", list(NORMS))
 def test_every_model_with_every_norm(model, norm):
     config = ModelConfig(hidden=(8, 8), channels=(4, 8))

@@ -62,7 +62,7 @@ def test_another_config_cell_data_shape_or_class_count_is_another_program(cache)
     assert len(list(cache.glob("*.pkl"))) == 5
 
 
-@pytest.mark.parametrize("field", ["make", "check"])
+@pytest.mark.parametrize("field", [pytest.param("make", marks=pytest.mark.slow), "check"])
 def test_a_norm_with_any_function_from_outside_normbench_is_traced_every_time(cache, monkeypatch, field):
     def outside(*args):
         return getattr(NORMS["batch"], field)(*args)
@@ -125,6 +125,7 @@ def test_the_key_does_not_depend_on_where_the_cache_lives(cache):
     assert len(keys) == 1
 
 
+@pytest.mark.slow
 def test_an_unwritable_cache_only_means_tracing_again(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -32,7 +32,7 @@ def solo(config, cell, dataset, seed, init_scale, lr):
     return solo_runner(config, cell, dataset)(seed, init_scale, lr)
 
 
-@pytest.mark.parametrize("norm", ["batch", "none", "layer"])
+@pytest.mark.parametrize("norm", ["batch", *(pytest.param(n, marks=pytest.mark.slow) for n in ("none", "layer"))])
 def test_vmapped_grid_equals_runs_one_by_one(norm):
     config = tiny_config(norms=(norm,), learning_rates=(0.1, 0.3))
     dataset, cell = tiny_dataset(), Cell("mlp", norm, "sgd", 8)
