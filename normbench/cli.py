@@ -30,6 +30,14 @@ def _resolve(args, diagnostics: bool = False):
     return config
 
 
+def _warn_ignored(args, config) -> None:
+    """Said once a command has succeeded, so that a failing one still ends in its one error line."""
+    from normbench.core.validate import ignored_options
+
+    for warning in ignored_options(config, [pair.partition("=")[0].strip() for pair in args.set]):
+        print(f"normbench: warning: {warning}", file=sys.stderr)
+
+
 def _run(args) -> int:
     if args.distributed or args.coordinator:
         from normbench.runtime.parallel import initialize  # before anything else touches a device
@@ -54,6 +62,7 @@ def _run(args) -> int:
               file=sys.stderr)  # fmt: skip
         return 130
     total = time.perf_counter() - _STARTED
+    _warn_ignored(args, config)
     print(f"results in {out}/")
     print(
         f"wall time {total:.1f} s: start and imports {total - sum(timings.values()):.1f} + "
@@ -74,9 +83,10 @@ def _show(args) -> int:
         dataset = load(config.data)
     except DataError as e:  # the config is still worth reading; only its cost needs the data's shapes
         print(f"# memory not estimated: {e}")
-        return 0
-    check_fits(config, dataset)
-    print(f"# {estimate(config, dataset, resolve_workers(args.workers)).text()}")
+    else:
+        check_fits(config, dataset)
+        print(f"# {estimate(config, dataset, resolve_workers(args.workers)).text()}")
+    _warn_ignored(args, config)
     return 0
 
 

@@ -242,3 +242,21 @@ def test_the_recorded_revision_is_dirty_for_changed_code_but_not_for_changed_res
     assert git_revision(tmp_path) == head
     (tmp_path / "train.py").write_text("x = 2\n")
     assert git_revision(tmp_path) == head + "-dirty"
+
+
+def test_a_norm_option_no_swept_norm_reads_is_a_warning(capsys):
+    config = str(ROOT / "configs" / "init_scale.py")
+    assert main(["show", config]) == 0
+    assert "warning" not in capsys.readouterr().err  # the config's own num_groups waits for GroupNorm
+    assert main(["show", config, "--set", "norm.ghost_size=4", "--set", "norm.epsilon=1e-5"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "normbench: warning: norm.ghost_size is read by none of the norms swept (batch, none): it changes nothing"
+    ]
+    assert main(["show", config, "--sweep", "norm.num_groups=2,4"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "normbench: warning: norm.num_groups is read by none of the norms swept (batch, none): "
+        "its values train the same runs again"
+    ]
+    assert main(["show", config, "--set", "sweep.norms=group", "--sweep", "norm.num_groups=2,4"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -13,7 +13,7 @@ from normbench.core.axes import fixed_reason
 from normbench.core.grid import cell_config, cells
 from normbench.core.train import OPTIMIZERS
 from normbench.models import MODELS, check_model
-from normbench.norms import check_norm
+from normbench.norms import NORMS, check_norm
 from normbench.protocols import PROTOCOLS
 from normbench.reports.plots import FIGURES
 
@@ -65,6 +65,21 @@ def validate(config: Config) -> None:
     for figure in config.figures:
         if figure not in FIGURES:
             raise ConfigError(f"unknown figure {figure!r}; valid figures: {', '.join(FIGURES)}")
+
+
+def ignored_options(config: Config, set_keys: list[str]) -> list[str]:
+    """Sentences for the norm options that none of the swept norms reads, among those a user set (`set_keys`)
+    and those swept (`sweep.fields`): a set one changes nothing, a swept one trains the same runs again. A
+    config file's own settings are not questioned: a study may hold an option ready for a norm one `--set` away."""
+    reads = {option for norm in config.sweep.norms for option in NORMS[norm].options}
+    norms = ", ".join(config.sweep.norms)
+    sentences = []
+    for key in dict.fromkeys([*set_keys, *config.sweep.fields]):
+        section, _, name = key.partition(".")
+        if section == "norm" and name not in reads:
+            effect = "its values train the same runs again" if key in config.sweep.fields else "it changes nothing"
+            sentences.append(f"{key} is read by none of the norms swept ({norms}): {effect}")
+    return sentences
 
 
 def _check_axis(key: str, values) -> None:
