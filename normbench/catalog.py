@@ -133,7 +133,7 @@ def config_text(config: Config) -> str:
     """The resolved config, one `key = value` line per field (a value that differs from normbench's default
     says so), then what running it costs in compiled programs and runs."""
     from normbench.core.axes import axes
-    from normbench.core.grid import cells, run_values
+    from normbench.core.grid import cells, run_count
 
     defaults = flat_fields(Config())
     fields = flat_fields(config)
@@ -147,7 +147,7 @@ def config_text(config: Config) -> str:
     lines.append("# effective values per cell (cells differing only in model or norm share a line)")
     lines += [f"#   {where}: {values}" for where, values in effective_values(config).items()]
     todo = cells(config)
-    runs = sum(len(config.sweep.seeds) * len(run_values(config, cell)["init_scale"]) for cell in todo)
+    runs = sum(run_count(config, cell) for cell in todo)
     plural = "" if len(todo) == 1 else "s"
     lines.append(f"# {len(todo)} cell{plural} (one compiled program each), {runs} runs of {config.train.epochs} epochs")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from normbench.config import Config, ConfigError
-from normbench.core.grid import Cell, cells, grid_arrays, steps_per_epoch
+from normbench.core.grid import Cell, cells, grid_arrays, run_count, steps_per_epoch
 from normbench.core.sweep import vmap_grid
 from normbench.core.train import Data, make_training
 from normbench.data import Dataset
@@ -64,7 +64,7 @@ def estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
     per_run = {group: _run_bytes(config, cell, dataset, data) for group, cell in largest.items()}
     cell_bytes, run_steps = [], 0
     for cell in all_cells:
-        runs = _runs(config, cell)
+        runs = run_count(config, cell)
         each, shared = per_run[cell.model, cell.norm, cell.protocol, cell.fields]
         cell_bytes.append(runs * each + shared)
         run_steps += runs * config.train.epochs * steps_per_epoch(config, cell, n_train)
@@ -95,11 +95,6 @@ def available_bytes() -> int | None:
 
 def _arrays(dataset: Dataset) -> tuple[np.ndarray, ...]:
     return dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y
-
-
-def _runs(config: Config, cell: Cell) -> int:
-    seeds, values = grid_arrays(config, cell)
-    return len(seeds) * len(next(iter(values.values())))
 
 
 def _run_bytes(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[int, int]:

@@ -98,6 +98,11 @@ def run_values(config: Config, cell: Cell) -> dict[str, list]:
     return {column: [point[i] for point in points] for i, column in enumerate(axes)}
 
 
+def run_count(config: Config, cell: Cell) -> int:
+    """How many runs `cell` trains: its seeds times its points of the other value axes."""
+    return len(config.sweep.seeds) * len(run_values(config, cell)["init_scale"])
+
+
 def grid_arrays(config: Config, cell: Cell) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The seeds (outer vmap axis) and each value axis over one seed's runs (inner vmap axis), as arrays."""
     values = {

@@ -28,7 +28,7 @@ import sys
 import numpy as np
 
 from normbench.config import Config
-from normbench.core.grid import Cell, run_values, steps_per_epoch
+from normbench.core.grid import Cell, run_count, run_values, steps_per_epoch
 
 logger = logging.getLogger("normbench")
 
@@ -91,7 +91,7 @@ class LogProgress(Progress):
 
     def sweep_started(self, config, cells, n_train):
         self.config, self.cells = config, cells
-        self.runs = [len(config.sweep.seeds) * len(run_values(config, cell)["init_scale"]) for cell in cells]
+        self.runs = [run_count(config, cell) for cell in cells]
         # A run-step is one optimizer step of one run: the unit of work that the ETA extrapolates.
         self.work = [runs * config.train.epochs * steps_per_epoch(config, cell, n_train)
                      for runs, cell in zip(self.runs, cells)]  # fmt: skip
