@@ -41,3 +41,20 @@ def test_parameter_counts():
     )
     params = resnet.init(jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)), train=False)["params"]
     assert count(params) == 272_474
+
+
+@pytest.mark.parametrize(
+    "kernel, strides, use_bias", [((3, 3), 1, True), ((3, 3), (2, 2), True), ((1, 1), 2, False), ((3, 3), 2, False)]
+)
+def test_patch_conv_is_flax_conv(kernel, strides, use_bias):
+    """The models' im2col `Conv` computes what `nn.Conv` does, from a parameter tree of the same names and shapes."""
+    import flax.linen as nn
+
+    from normbench.models.conv import Conv
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 9, 9, 5))
+    ours = Conv(7, kernel, strides, use_bias=use_bias)
+    flax = nn.Conv(7, kernel, strides, padding="SAME", use_bias=use_bias)
+    params = flax.init(jax.random.PRNGKey(1), x)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
+    assert jnp.allclose(ours.apply(params, x), flax.apply(params, x), rtol=1e-5, atol=1e-5)

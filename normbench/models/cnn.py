@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import flax.linen as nn
 
+from normbench.models.conv import Conv
 from normbench.models.probes import record
 from normbench.norms import NormFactory
 from normbench.norms.weight_std import standardized
@@ -24,7 +25,7 @@ class CNN(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = standardized(nn.Conv, self.is_initializing()) if self.standardize_weights else nn.Conv
+        conv = standardized(Conv, self.is_initializing()) if self.standardize_weights else Conv
         for i, width in enumerate(self.channels):
             pre_norm = conv(width, (3, 3), strides=(2, 2), padding="SAME", kernel_init=self.kernel_init)(x)
             x = self.activation(self.norm(train)(pre_norm))

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import flax.linen as nn
 
+from normbench.models.conv import Conv
+
 from normbench.norms import NormFactory
 from normbench.norms.weight_std import standardized
 
@@ -27,7 +29,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        layer = standardized(nn.Conv, self.is_initializing()) if self.standardize_weights else nn.Conv
+        layer = standardized(Conv, self.is_initializing()) if self.standardize_weights else Conv
         conv = lambda width, kernel, strides: layer(  # noqa: E731
             width, kernel, strides, padding="SAME", use_bias=False, kernel_init=self.kernel_init
         )
@@ -51,7 +53,7 @@ class ResNet20(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = standardized(nn.Conv, self.is_initializing()) if self.standardize_weights else nn.Conv
+        conv = standardized(Conv, self.is_initializing()) if self.standardize_weights else Conv
         x = conv(self.channels[0], (3, 3), padding="SAME", use_bias=False, kernel_init=self.kernel_init)(x)
         x = self.activation(self.norm(train)(x))
         for stage, width in enumerate(self.channels):
