@@ -31,6 +31,13 @@ class DataConfig:
     # None keeps the whole split; the textbook study trains on the first 1,000 images.
     n_train: int | None = None
     n_test: int | None = None
+    # Examples of the training split held out as a validation set, never trained on: hyperparameters (the
+    # learning rate above all) are chosen on it, never on the test set. They are the n_val examples after the
+    # first n_train (after all but the last n_val when n_train is None). 0: no validation set, val_* columns NaN.
+    n_val: int = 0
+    # False: every run trains on the same examples. True: each seed draws its own training and validation sets
+    # from the n_train + n_val examples loaded, so that intervals over seeds include the data's variance.
+    resample: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,11 @@ class TrainConfig:
     # `permutation`: each epoch visits a fresh random order of the training set, without repeats.
     # `replacement`: each batch is drawn with replacement, as the textbook's np.random.choice does.
     sampling: str = "permutation"
+    # None: every epoch takes steps_per_epoch steps. The textbook evaluates after its first step and then after
+    # every 10 (steps 1, 11, ..., 191): first_epoch_steps=1 with 20 epochs of 10 steps reproduces those points.
+    first_epoch_steps: int | None = None
+    # `float32`, or `float64` as the textbook's NumPy computes (switches on jax_enable_x64 for the sweep).
+    precision: str = "float32"
     # `sgd` or `adam`.
     optimizer: str = "sgd"
     # SGD's heavy-ball momentum (optax.sgd's `momentum`); 0 is plain SGD, the textbook's. The GN paper trains with
@@ -86,6 +98,10 @@ class TrainConfig:
     # gradient gains weight_decay x params before the optimizer; with `adam` it is AdamW's decoupled decay. 0
     # adds nothing to the program. A value axis when swept.
     weight_decay: float = 0.0
+    # `constant`, or `cosine`: a linear warmup from 0 over the first warmup_fraction of the run's steps, then a
+    # cosine decay to 0 at its last step (Goyal et al., 2017; Loshchilov & Hutter, 2017).
+    schedule: str = "constant"
+    warmup_fraction: float = 0.05
     # When set, each run's learning rate is sweep.learning_rates x (SGD batch / this), the linear scaling rule
     # the GN paper follows; None keeps the rates as given at every batch size.
     lr_reference_batch: int | None = None

@@ -19,11 +19,13 @@
   (n, H, W[, C]) as uint8 in 0..255 or floats in [0, 1]; integer labels) and optionally `num_classes` (else
   the largest label + 1).
 
-`DataConfig.n_train` and `.n_test` keep the first n examples of each split.
+`DataConfig.n_train` and `.n_test` keep the first n examples of each split; `.n_val` holds out the next n_val
+training examples as the validation set (`Dataset.val_x`, `.val_y`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -79,6 +81,15 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     num_classes: int
+    # Held out of the training split (`DataConfig.n_val`); None when nothing is.
+    val_x: np.ndarray | None = None
+    val_y: np.ndarray | None = None
+
+    def validation(self) -> tuple[np.ndarray, np.ndarray]:
+        """The validation images and labels, empty arrays of the training set's shapes when there are none."""
+        if self.val_x is None:
+            return self.train_x[:0], self.train_y[:0]
+        return self.val_x, self.val_y
 
 
 def load(config: DataConfig) -> Dataset:
@@ -98,21 +109,41 @@ def load(config: DataConfig) -> Dataset:
         arrays = _take_prefix(arrays, config, source)
     else:
         raise DataError(f"unknown data source {source!r}: valid forms are {VALID_SOURCES}")
-    return _finish(source, arrays, num_classes)
+    dataset = _finish(source, arrays, num_classes)
+    return _hold_out(dataset, config.n_val, source) if config.n_val else dataset
 
 
-def _check_count(n: int | None, available: int, split: str, source: str) -> int:
+def _train_count(config: DataConfig) -> int | None:
+    """The training examples to read: the training set's and the validation set's after it."""
+    return None if config.n_train is None else config.n_train + config.n_val
+
+
+def _hold_out(dataset: Dataset, n_val: int, source: str) -> Dataset:
+    n = len(dataset.train_x)
+    if n_val >= n:
+        raise DataError(f"{source}: n_val={n_val} leaves none of the {n} training examples to train on")
+    return dataclasses.replace(
+        dataset,
+        train_x=dataset.train_x[: n - n_val],
+        train_y=dataset.train_y[: n - n_val],
+        val_x=dataset.train_x[n - n_val :],
+        val_y=dataset.train_y[n - n_val :],
+    )
+
+
+def _check_count(n: int | None, available: int, split: str, source: str, n_val: int = 0) -> int:
     if n is None:
         return available
     if n < 1 or n > available:
+        wanted = f"n_{split}={n - n_val} + n_val={n_val}" if n_val else f"n_{split}={n}"
         raise DataError(
-            f"{source}: n_{split}={n}, but the {split} split has {available} examples (use 1..{available} or none)"
+            f"{source}: {wanted}, but the {split} split has {available} examples (use 1..{available} or none)"
         )
     return n
 
 
 def _take_prefix(arrays: dict, config: DataConfig, source: str) -> dict:
-    n_train = _check_count(config.n_train, len(arrays["train_x"]), "train", source)
+    n_train = _check_count(_train_count(config), len(arrays["train_x"]), "train", source, config.n_val)
     n_test = _check_count(config.n_test, len(arrays["test_x"]), "test", source)
     return {
         "train_x": arrays["train_x"][:n_train],
@@ -308,7 +339,7 @@ def _tfds(name: str, config: DataConfig, source: str) -> tuple[dict, int]:
         raise DataError(
             f"{source}: normbench needs an `image` and a class `label` feature; it has {', '.join(features)}"
         )
-    n_train = _check_count(config.n_train, len(train), "train", source)
+    n_train = _check_count(_train_count(config), len(train), "train", source, config.n_val)
     n_test = _check_count(config.n_test, len(test), "test", source)
     arrays = {}
     for split, ds, n in (("train", train, n_train), ("test", test, n_test)):

@@ -57,6 +57,7 @@ FIXED_FIELDS = {
     "data": "a sweep trains on one data set",
     "sweep": "it defines the sweep; set it directly",
     "train.epochs": "every run of a sweep trains the same epochs",
+    "train.precision": "float64 switches on jax_enable_x64 for the whole sweep",
     "train.chunk_size": "it only schedules the grid's computation",
     "train.checkpoint_every": "it only schedules the grid's computation",
     "train.diagnostics_at": "every run records the same epochs",

@@ -19,9 +19,9 @@ import jax
 import numpy as np
 
 from normbench.config import Config, ConfigError
-from normbench.core.grid import Cell, cells, grid_arrays, run_count, steps_per_epoch
+from normbench.core.grid import Cell, cells, grid_arrays, run_count, run_steps
 from normbench.core.sweep import vmap_grid
-from normbench.core.train import Data, make_training
+from normbench.core.train import PRECISIONS, Data, make_training, precision_scope
 from normbench.data import Dataset
 from normbench.protocols import PROTOCOLS
 
@@ -53,8 +53,14 @@ class Estimate:
 
 def estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
     """The memory and work of training `config`'s cells on `dataset`, `workers` cells at a time."""
+    with precision_scope(config.train.precision):
+        return _estimate(config, dataset, workers)
+
+
+def _estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
     n_train = len(dataset.train_x)
-    data = Data(*(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in _arrays(dataset)))
+    dtype = PRECISIONS[config.train.precision]
+    data = Data(*(jax.ShapeDtypeStruct(a.shape, dtype if a.dtype.kind == "f" else a.dtype) for a in _arrays(dataset)))
     all_cells = cells(config)
     largest: dict[tuple, Cell] = {}
     for cell in all_cells:
@@ -62,13 +68,13 @@ def estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
         if group not in largest or cell.batch_size > largest[group].batch_size:
             largest[group] = cell
     per_run = {group: _run_bytes(config, cell, dataset, data) for group, cell in largest.items()}
-    cell_bytes, run_steps = [], 0
+    cell_bytes, steps = [], 0
     for cell in all_cells:
         runs = run_count(config, cell)
         each, shared = per_run[cell.model, cell.norm, cell.protocol, cell.fields]
         cell_bytes.append(runs * each + shared)
-        run_steps += runs * config.train.epochs * steps_per_epoch(config, cell, n_train)
-    return Estimate(tuple(cell_bytes), sum(a.nbytes for a in _arrays(dataset)), workers, run_steps)
+        steps += runs * run_steps(config, cell, n_train)
+    return Estimate(tuple(cell_bytes), sum(a.nbytes for a in _arrays(dataset)), workers, steps)
 
 
 def check_memory(estimate: Estimate, available: int | None = None) -> None:
@@ -94,7 +100,7 @@ def available_bytes() -> int | None:
 
 
 def _arrays(dataset: Dataset) -> tuple[np.ndarray, ...]:
-    return dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y
+    return dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y, *dataset.validation()
 
 
 def _run_bytes(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[int, int]:

@@ -76,6 +76,13 @@ def steps_per_epoch(config: Config, cell: Cell, n_train: int) -> int:
     return cell_config(config, cell).train.steps_per_epoch or n_train // sgd_batch(config, cell)
 
 
+def run_steps(config: Config, cell: Cell, n_train: int) -> int:
+    """The SGD steps of one run of `cell`, over all its epochs."""
+    steps = steps_per_epoch(config, cell, n_train)
+    train = cell_config(config, cell).train
+    return (train.first_epoch_steps or steps) + (train.epochs - 1) * steps
+
+
 def stat_sizes(config: Config, cell: Cell) -> tuple[int, ...]:
     """The examples that one batch statistic sees, per value of the protocol's axis (`ghost_size`)."""
     return tuple(PROTOCOLS[cell.protocol].stat_sizes(cell_config(config, cell), cell.batch_size))

@@ -23,7 +23,7 @@ import numpy as np
 from normbench.config import Config, ConfigError
 from normbench.core.diagnostics import Diagnostics
 from normbench.core.grid import Cell, cells, grid_arrays, sgd_batch, stat_sizes, steps_per_epoch
-from normbench.core.train import Data, Metrics, make_training, metrics
+from normbench.core.train import PRECISIONS, Data, Metrics, make_training, metrics, precision_scope
 from normbench.data import Dataset
 from normbench.models import MODELS
 from normbench.norms import NORMS
@@ -141,9 +141,13 @@ def run_sweep(
     time fills them (see `normbench bench`); a GPU runs one program at a time anyway. Each cell computes the same
     numbers however many run beside it. `progress` (default: log lines) hears as each cell starts compiling,
     starts training, goes through its epochs and is done."""
-    progress = progress or LogProgress()
+    with precision_scope(config.train.precision):
+        return _run_cells(config, dataset, progress or LogProgress(), todo, on_result, checkpoints_for, workers)
+
+
+def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, workers) -> list[CellResult]:
     check_fits(config, dataset)
-    data = device_data(dataset)
+    data = device_data(dataset, config.train.precision)
     todo = cells(config) if todo is None else todo
     workers = resolve_workers(workers)
     if not todo:
@@ -218,7 +222,13 @@ def check_fits(config: Config, dataset: Dataset) -> None:
                 f"batch size {statistics} is larger than the {n_test} test examples of {dataset.name}, "
                 f"which {cell.norm} norm's batch-statistics evaluation needs"
             )
-        needed = steps_per_epoch(config, cell, n) * batch
+        steps = steps_per_epoch(config, cell, n)
+        if (config.train.first_epoch_steps or 0) > steps:
+            raise ConfigError(
+                f"train.first_epoch_steps={config.train.first_epoch_steps} exceeds the {steps} steps of an epoch "
+                f"at batch {cell.batch_size}"
+            )
+        needed = steps * batch
         if config.train.sampling == "permutation" and needed > n:
             raise ConfigError(
                 f"train.steps_per_epoch={config.train.steps_per_epoch} at batch {cell.batch_size} needs "
@@ -227,5 +237,8 @@ def check_fits(config: Config, dataset: Dataset) -> None:
             )
 
 
-def device_data(dataset: Dataset) -> Data:
-    return Data(*(replicate(a) for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)))
+def device_data(dataset: Dataset, precision: str = "float32") -> Data:
+    """The data on every device, images in the training's `precision`."""
+    arrays = (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y, *dataset.validation())
+    dtype = PRECISIONS[precision]
+    return Data(*(replicate(a.astype(dtype) if a.dtype.kind == "f" else a) for a in arrays))

@@ -16,8 +16,13 @@ that share a seed see the same minibatches in the same order at every init scale
 Sampling: `permutation` (the default) visits a fresh random order of the training set each epoch, dropping the
 remainder that does not fill a batch; `replacement` draws every batch with replacement, as the textbook does.
 
+`train.first_epoch_steps` shortens the first epoch (the textbook evaluates after its first step, then every 10);
+`train.schedule` may decay the learning rate over the run's steps; `train.precision=float64` casts the data and
+the parameters to float64 (the sweep switches on jax_enable_x64 around it, `precision_scope`).
+
 Evaluation after each epoch, in eval mode: accuracy on the training set, and loss and accuracy on the test set
-(after every `train.test_every`-th epoch and the last; NaN after the others).
+and on the validation set held out of the training data (after every `train.test_every`-th epoch and the last;
+NaN after the others). With `data.resample` each seed first draws its own training and validation sets.
 After the last epoch, norms with running statistics are also evaluated two more ways (Wu & Johnson, 2021):
 with each test batch's own statistics (test batches as large as the training batches, so their statistics are
 as noisy), and with PreciseBN statistics, the mean of per-batch statistics over `train.precise_bn_examples`
@@ -33,6 +38,7 @@ keeps stepping, since vmapped siblings share the program but none of its values.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
@@ -43,7 +49,7 @@ import optax
 
 from normbench.config import Config, TrainConfig
 from normbench.core.diagnostics import Diagnostics, layer_diagnostics
-from normbench.core.grid import Cell, cell_config, sgd_batch, stat_sizes, steps_per_epoch, with_values
+from normbench.core.grid import Cell, cell_config, run_steps, sgd_batch, stat_sizes, steps_per_epoch, with_values
 from normbench.models import build_model, scale_kernels
 from normbench.norms import NORMS
 from normbench.protocols import PROTOCOLS
@@ -69,8 +75,36 @@ def _adam(train: TrainConfig, learning_rate):
     return optax.adamw(learning_rate, weight_decay=train.weight_decay)
 
 
-# name -> (train config, learning rate) -> optax transformation; any of their numbers may be traced.
+# name -> (train config, learning rate) -> optax transformation; any of their numbers may be traced, and the
+# learning rate may be a schedule (step -> rate).
 OPTIMIZERS: dict[str, Callable] = {"sgd": _sgd, "adam": _adam}
+
+
+def warmup_cosine(peak, warmup_steps: int, total_steps: int) -> Callable:
+    """step -> rate: linear from 0 to `peak` over `warmup_steps`, then a cosine decay to 0 at `total_steps`.
+    Written out rather than optax's, which compares the (traced, vmapped) peak with 0 in Python."""
+
+    def rate(step):
+        warm = jnp.minimum(step / warmup_steps, 1.0) if warmup_steps else 1.0
+        t = jnp.clip((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0, 1.0)
+        return peak * warm * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+
+    return rate
+
+
+PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str):
+    """float64 training needs jax_enable_x64, a process-wide switch (the cells' threads must see it too): on for
+    the sweep, then back as it was."""
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", before or precision == "float64")
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", before)
 
 
 class Data(NamedTuple):
@@ -78,6 +112,8 @@ class Data(NamedTuple):
     train_y: jax.Array
     test_x: jax.Array
     test_y: jax.Array
+    val_x: jax.Array  # empty when the config holds out no validation set
+    val_y: jax.Array
 
 
 class TrainState(NamedTuple):
@@ -93,6 +129,8 @@ class Metrics(NamedTuple):
     train_acc: jax.Array  # on the whole training set after the epoch
     test_acc: jax.Array
     test_loss: jax.Array
+    val_acc: jax.Array  # on the validation set held out of the training data; NaN without one
+    val_loss: jax.Array
     test_acc_batch_stats: jax.Array  # scalar, after the last epoch; NaN for norms without running statistics
     test_acc_precise: jax.Array  # likewise
     diverged_epoch: jax.Array  # scalar: first epoch (1-based) with a non-finite loss, 0 if none
@@ -166,6 +204,11 @@ def precise_batch_stats(probe, variables, xs):
     return jax.tree.map(lambda t: t / xs.shape[0], total)
 
 
+def nans(like):
+    """NaN arrays of the shapes and dtypes of `like`'s: the metrics of an evaluation that was not done."""
+    return tuple(jnp.full(a.shape, jnp.nan, a.dtype) for a in like)
+
+
 class RunState(NamedTuple):
     """What one run carries from epoch to epoch: with the seed and the epoch count, all a checkpoint needs."""
 
@@ -178,6 +221,8 @@ class EpochMetrics(NamedTuple):
     train_acc: jax.Array
     test_acc: jax.Array
     test_loss: jax.Array
+    val_acc: jax.Array
+    val_loss: jax.Array
 
 
 class Training(NamedTuple):
@@ -229,6 +274,9 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
     steps = steps_per_epoch(config, cell, n_train)
     batch = sgd_batch(config, cell)
     num_epochs = config.train.epochs
+    first_steps = config.train.first_epoch_steps or steps
+    total_steps = run_steps(config, cell, n_train)
+    precision = PRECISIONS[config.train.precision]
     eval_batch = config.train.eval_batch_size
     test_every = config.train.test_every
     precise_steps = max(1, config.train.precise_bn_examples // batch)
@@ -237,7 +285,10 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
 
     def optimizer(values: RunValues):
         run = with_values(config, values)
-        return OPTIMIZERS[run.train.optimizer](run.train, values["learning_rate"])
+        rate = values["learning_rate"]
+        if run.train.schedule == "cosine":
+            rate = warmup_cosine(rate, round(run.train.warmup_fraction * total_steps), total_steps)
+        return OPTIMIZERS[run.train.optimizer](run.train, rate)
 
     def model_for(values: RunValues, **norm_options):
         norm_config = dataclasses.replace(with_values(config, values).norm, **norm_options)
@@ -261,14 +312,29 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
     def keys(seed):
         return jax.random.split(jax.random.PRNGKey(seed), 3)  # init, data, precise
 
+    def run_data(seed, data: Data) -> Data:
+        """The data of the run: under `data.resample`, the seed's own draw of training and validation examples
+        from the two sets together."""
+        if not config.data.resample:
+            return data
+        pool_x = jnp.concatenate([data.train_x, data.val_x])
+        pool_y = jnp.concatenate([data.train_y, data.val_y])
+        # A key of its own (not one of `keys`), so resampling leaves the runs' init and minibatch order alone.
+        order = jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(seed), 3), len(pool_x))
+        train, val = order[:n_train], order[n_train:]
+        return data._replace(train_x=pool_x[train], train_y=pool_y[train], val_x=pool_x[val], val_y=pool_y[val])
+
     def start(seed: jax.Array, values: RunValues, data: Data) -> RunState:
         model = model_for(values)
         tx = optimizer(values)
         variables = model.init(keys(seed)[0], data.train_x[:batch], train=False)
+        # Flax draws float32 parameters whatever the input; float64 training casts them once, here.
+        variables = jax.tree.map(lambda v: v.astype(precision), variables)
         params = scale_kernels(variables["params"], values["init_scale"])
         return RunState(TrainState(params, variables.get("batch_stats", {}), tx.init(params)), jnp.int32(0))
 
     def epochs(seed, values: RunValues, data: Data, state: RunState, first_epoch, *, count: int):
+        data = run_data(seed, data)
         model = model_for(values)
         tx = optimizer(values)
         epoch_keys = jax.lax.dynamic_slice_in_dim(jax.random.split(keys(seed)[1], num_epochs), first_epoch, count)
@@ -283,21 +349,40 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
                 idx = split.local(idx)
                 return train_step(model, tx, train_state, data.train_x[idx], data.train_y[idx], split.axis)
 
-            train_state, losses = jax.lax.scan(step, state.train, batches(key, steps))
+            if first_steps == steps:
+                train_state, losses = jax.lax.scan(step, state.train, batches(key, steps))
+                taken = jnp.ones(steps, bool)
+            else:  # the first epoch stops after first_steps; the index is unbatched, so skipped steps cost nothing
+                taken = (index > 0) | (jnp.arange(steps) < first_steps)
+
+                def maybe_step(train_state, inputs):
+                    idx, take = inputs
+                    skip = lambda s, _: (s, jnp.zeros((), data.train_x.dtype))  # noqa: E731
+                    return jax.lax.cond(take, step, skip, train_state, idx)
+
+                train_state, losses = jax.lax.scan(maybe_step, state.train, (batches(key, steps), taken))
             nonfinite = ~jnp.all(jnp.isfinite(losses))
-            diverged_epoch = jnp.where((state.diverged_epoch == 0) & nonfinite, index + 1, state.diverged_epoch)
+            first = (index + 1).astype(state.diverged_epoch.dtype)
+            diverged_epoch = jnp.where((state.diverged_epoch == 0) & nonfinite, first, state.diverged_epoch)
             variables = {"params": train_state.params, "batch_stats": split.averaged(train_state.batch_stats)}
             _, train_acc = evaluate(model, variables, data.train_x, data.train_y, eval_batch)
 
-            def test():
-                return evaluate(model, variables, data.test_x, data.test_y, eval_batch)
+            def held_out():
+                test = evaluate(model, variables, data.test_x, data.test_y, eval_batch)
+                if not data.val_x.shape[0]:
+                    return *test, *nans(test)
+                return *test, *evaluate(model, variables, data.val_x, data.val_y, eval_batch)
 
             if test_every == 1:
-                test_loss, test_acc = test()
+                test_loss, test_acc, val_loss, val_acc = held_out()
             else:  # the epoch index is the same for every vmapped run, so this stays a branch: skipped work
                 due = ((index + 1) % test_every == 0) | (index + 1 == num_epochs)
-                test_loss, test_acc = jax.lax.cond(due, test, lambda: (jnp.float32(jnp.nan),) * 2)
-            return RunState(train_state, diverged_epoch), EpochMetrics(losses.mean(), train_acc, test_acc, test_loss)
+                test_loss, test_acc, val_loss, val_acc = jax.lax.cond(
+                    due, held_out, lambda: nans(jax.eval_shape(held_out))
+                )
+            loss = jnp.sum(jnp.where(taken, losses, 0.0)) / jnp.sum(taken)
+            epoch_metrics = EpochMetrics(loss, train_acc, test_acc, test_loss, val_acc, val_loss)
+            return RunState(train_state, diverged_epoch), epoch_metrics
 
         # Each device's running statistics move apart during the epochs and are averaged at their end: the same
         # means that averaging after every step gives, an exponential average being linear.
@@ -308,6 +393,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
         ), per_epoch
 
     def finish(seed, values: RunValues, data: Data, state: RunState):
+        data = run_data(seed, data)
         if not spec.running_stats:
             return jnp.float32(jnp.nan), jnp.float32(jnp.nan)
         model = model_for(values)
@@ -322,6 +408,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
         return batch_stats_acc, precise_acc
 
     def diagnose(seed, values: RunValues, data: Data, state: RunState) -> Diagnostics:
+        data = run_data(seed, data)
         train = state.train
         x, y = data.train_x[:batch], data.train_y[:batch]
         return layer_diagnostics(model_for(values), train.params, train.batch_stats, x, y)

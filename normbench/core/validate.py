@@ -11,7 +11,7 @@ import numpy as np
 from normbench.config import Config, ConfigError, field_hint
 from normbench.core.axes import fixed_reason
 from normbench.core.grid import cell_config, cells
-from normbench.core.train import OPTIMIZERS
+from normbench.core.train import OPTIMIZERS, PRECISIONS
 from normbench.models import MODELS, check_model
 from normbench.norms import NORMS, check_norm
 from normbench.protocols import PROTOCOLS
@@ -97,6 +97,7 @@ def _check_values(config: Config) -> None:
         "train.lr_reference_batch": train.lr_reference_batch,
         "train.chunk_size": train.chunk_size,
         "train.checkpoint_every": train.checkpoint_every,
+        "train.first_epoch_steps": train.first_epoch_steps,
         "data.n_train": config.data.n_train,
         "data.n_test": config.data.n_test,
     }
@@ -135,9 +136,20 @@ def _check_values(config: Config) -> None:
     for key, value, valid in (
         ("train.sampling", train.sampling, ("permutation", "replacement")),
         ("train.optimizer", train.optimizer, tuple(OPTIMIZERS)),
+        ("train.schedule", train.schedule, ("constant", "cosine")),
+        ("train.precision", train.precision, tuple(PRECISIONS)),
     ):
         if value not in valid:
             raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+    if not 0 <= train.warmup_fraction < 1:
+        raise ConfigError(f"train.warmup_fraction must be in [0, 1), got {train.warmup_fraction}")
+    if config.data.n_val < 0:
+        raise ConfigError(f"data.n_val must be at least 0, got {config.data.n_val}")
+    if config.data.resample and not config.data.n_val:
+        raise ConfigError(
+            "data.resample draws each seed's training set from the n_train + n_val examples loaded; with "
+            "data.n_val=0 there is nothing else to draw: hold out a validation set"
+        )
     if train.diagnostics_at and any(not 0 <= e <= train.epochs for e in train.diagnostics_at):
         raise ConfigError(f"train.diagnostics_at must hold epochs in 0..{train.epochs}, got {train.diagnostics_at}")
 

@@ -26,8 +26,8 @@ UNFINISHED = "unfinished"  # a run under way (`normbench.results.resume`)
 
 # What metrics.csv records of a run at each epoch, after its key columns (`normbench.core.axes`).
 METRIC_COLUMNS = (
-    "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_acc_batch_stats", "test_acc_precise",
-    "diverged",
+    "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc", "test_acc_batch_stats",
+    "test_acc_precise", "diverged",
 )  # fmt: skip
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -42,7 +42,7 @@ def metrics_csv(config: Config, results) -> str:
         epochs = m.train_loss.shape[-1]
         # The extra evaluation modes are measured once, after the last epoch.
         after_training = (number(m.test_acc_batch_stats[s, k]), number(m.test_acc_precise[s, k]))
-        during = (m.train_loss, m.train_acc, m.test_loss, m.test_acc)
+        during = (m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.val_loss, m.val_acc)
         for epoch in range(1, epochs + 1):
             yield [
                 epoch,
