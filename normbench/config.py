@@ -156,6 +156,20 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    # Value axes chosen on the validation set (data.n_val), never on the test set: for every combination of the
+    # other axes, the value with the highest final val_acc averaged over seeds (a diverged run counts as 0).
+    # summary.md then reports those runs and lists the chosen values; ("learning_rate",) tunes the rate per
+    # norm and batch size.
+    tune: tuple[str, ...] = ()
+    # Headline comparisons that summary.md states with their paired difference over seeds and its 95% interval,
+    # saying "not significant" where the interval holds 0 (`normbench.results.claims`). Each is
+    # "<metric>[, <column>=<value> ...]: <term> - <term> [+ <term> ...]", a term being column=value pairs, e.g.
+    # "train_acc, epoch=2, init_scale=0.0074: norm=batch - norm=none". Without an epoch, the last one.
+    claims: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     # Names the results directory (`runs/<name>` by default) and titles the figures and the report.
     name: str = "study"
@@ -166,6 +180,7 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     # Names from `normbench.reports.plots.FIGURES`, drawn after the run and by `normbench plot`.
     figures: tuple[str, ...] = ()
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 def to_dict(config) -> dict:

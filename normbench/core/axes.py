@@ -54,6 +54,7 @@ VALUE_FIELDS = (
 FIXED_FIELDS = {
     "name": "it names the whole sweep",
     "figures": "they draw the whole sweep",
+    "report": "it reads the whole sweep's results",
     "data": "a sweep trains on one data set",
     "sweep": "it defines the sweep; set it directly",
     "train.epochs": "every run of a sweep trains the same epochs",

@@ -9,13 +9,15 @@ import typing
 import numpy as np
 
 from normbench.config import Config, ConfigError, field_hint
-from normbench.core.axes import fixed_reason
+from normbench.core.axes import fixed_reason, run_columns
 from normbench.core.grid import cell_config, cells
 from normbench.core.train import OPTIMIZERS, PRECISIONS
 from normbench.models import MODELS, check_model
 from normbench.norms import NORMS, check_norm
 from normbench.protocols import PROTOCOLS
 from normbench.reports.plots import FIGURES
+from normbench.results.claims import check_claim
+from normbench.results.store import METRIC_COLUMNS
 
 
 def validate(config: Config) -> None:
@@ -40,6 +42,13 @@ def validate(config: Config) -> None:
         check_norm(norm, config.norm, ())
     for protocol in sweep.protocols:
         PROTOCOLS[protocol].check(config)
+    for claim in config.report.claims:
+        check_claim(claim, METRIC_COLUMNS, run_columns(config))
+    for axis in config.report.tune:
+        if axis not in run_columns(config) or axis == "seed":
+            raise ConfigError(f"report.tune names {axis!r}; valid: the value axes {', '.join(run_columns(config))}")
+    if config.report.tune and not config.data.n_val:
+        raise ConfigError("report.tune chooses on a validation set; hold one out with data.n_val")
     if not cells(config):  # e.g. only batch-dependent protocols (ghost, sync) over norms that use no batch
         raise ConfigError(
             f"the sweep has no cells: protocols {', '.join(sweep.protocols)} run none of norms {', '.join(sweep.norms)}"

@@ -8,6 +8,7 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.core.axes import swept_columns
+from normbench.results.claims import evaluate, parse_claim, tune
 from normbench.results.stats import final_epoch, mean_ci, norm_batch
 from normbench.results.store import atomic_write
 
@@ -77,7 +78,42 @@ def batch_drop_table(final) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def claims_section(columns, config: Config) -> list[str]:
+    if not config.report.claims:
+        return []
+    lines = [
+        "## Headline comparisons",
+        "",
+        "Each contrast is computed per seed (runs that share a seed share their initial weights and minibatch "
+        "order), then averaged; its 95% interval is Student t over seeds, and a comparison whose interval holds 0 "
+        "is not significant.",
+        "",
+    ]
+    return lines + [f"- {evaluate(parse_claim(text), columns).line()}" for text in config.report.claims] + [""]
+
+
+def tuning_section(choices) -> list[str]:
+    if not choices:
+        return []
+    group = [k for k, _ in choices[0].group]
+    tuned = [k for k, _ in choices[0].chosen]
+    lines = [
+        "## Chosen on the validation set",
+        "",
+        f"{', '.join(tuned)} chosen per configuration by the final validation accuracy averaged over seeds (a "
+        "diverged run counting as 0), never by the test set; every other table reports the runs at these values.",
+        "",
+        "| " + " | ".join(group + [f"chosen {t}" for t in tuned] + ["val acc"]) + " |",
+        "|---" * (len(group) + len(tuned) + 1) + "|",
+    ]
+    for choice in choices:
+        cells = [_text(v) for _, v in choice.group + choice.chosen] + [f"{100 * choice.val_acc:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def summary_markdown(columns: dict[str, np.ndarray], config: Config) -> str:
+    columns, choices = tune(columns, config.report.tune)
     final = final_epoch(columns)
     final["norm_batch"] = norm_batch(final)
     n_seeds = len(np.unique(final["seed"]))
@@ -93,6 +129,7 @@ def summary_markdown(columns: dict[str, np.ndarray], config: Config) -> str:
         "Runs whose loss went non-finite are counted under `diverged` and left out of every mean.",
         "",
     ]
+    lines += claims_section(columns, config) + tuning_section(choices)
     drop = batch_drop_table(final)
     if drop:
         lines += ["## Accuracy lost between the largest and the smallest batch", "", *drop, ""]

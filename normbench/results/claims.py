@@ -1,0 +1,167 @@
+"""Headline comparisons stated from the data: a claim is a contrast of runs paired by seed, reported with its
+mean, its 95% interval over seeds and whether that interval excludes 0 (`ReportConfig.claims`).
+
+    "test_acc, model=cnn: norm=batch batch_size=128 - norm=batch batch_size=2 - norm=group batch_size=128
+     + norm=group batch_size=2"
+
+is BN's drop from batch 128 to 2 minus GN's, per seed. Runs pair by seed: every term must select exactly one run
+per seed once the claim's shared `column=value` pairs are applied (the last epoch unless one is given). A seed
+with a diverged run in any term is left out of the contrast and counted.
+
+`tune` picks value axes on the validation set (`ReportConfig.tune`) before any claim or table reads the runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from normbench.config import ConfigError
+from normbench.core.axes import EPOCH, key_columns
+from normbench.results.stats import mean_ci
+
+_TERM = re.compile(r"\s*([+-])\s*")
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    metric: str
+    where: tuple[tuple[str, str], ...]
+    terms: tuple[tuple[int, tuple[tuple[str, str], ...]], ...]  # (sign, column=value pairs)
+
+
+@dataclass(frozen=True)
+class Finding:
+    claim: Claim
+    mean: float
+    half_width: float  # of the 95% interval; NaN with fewer than 2 seeds
+    seeds: int
+    dropped: int  # seeds left out because a run of theirs diverged
+    scale: float  # 100 for accuracies: reported in points
+
+    def verdict(self) -> str:
+        if self.seeds < 2:
+            return "too few seeds for an interval"
+        low, high = self.mean - self.half_width, self.mean + self.half_width
+        return "significant" if low > 0 or high < 0 else "not significant"
+
+    def line(self) -> str:
+        unit = " points" if self.scale == 100 else ""
+        value = f"{self.mean * self.scale:+.2f}{unit}"
+        if self.seeds >= 2:
+            low, high = (self.mean + s * self.half_width for s in (-1, 1))
+            value += f", 95% CI [{low * self.scale:+.2f}, {high * self.scale:+.2f}]"
+        dropped = f", {self.dropped} seed(s) left out: a run diverged" if self.dropped else ""
+        return f"`{self.claim.text}`: {value} over {self.seeds} seeds{dropped}: **{self.verdict()}**"
+
+
+def _pairs(text: str, claim: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in text.replace(",", " ").split():
+        column, sep, value = item.partition("=")
+        if not sep or not column or not value:
+            raise ConfigError(f"claim {claim!r}: expected column=value, got {item!r}")
+        pairs.append((column, value))
+    return tuple(pairs)
+
+
+def parse_claim(text: str) -> Claim:
+    head, sep, contrast = text.partition(":")
+    if not sep:
+        raise ConfigError(f"claim {text!r}: expected '<metric>[, column=value ...]: <term> - <term> ...'")
+    metric, _, where = head.partition(",")
+    parts = _TERM.split(" + " + contrast.strip())[1:]
+    terms = tuple((1 if sign == "+" else -1, _pairs(term, text)) for sign, term in zip(parts[::2], parts[1::2]))
+    if len(terms) < 2 or any(not pairs for _, pairs in terms):
+        raise ConfigError(f"claim {text!r}: a contrast needs at least two terms of column=value pairs")
+    return Claim(text, metric.strip(), _pairs(where, text), terms)
+
+
+def check_claim(text: str, metric_columns: tuple[str, ...], run_columns: tuple[str, ...]) -> None:
+    """Reject a claim that names a metric or a column the results will not have, before anything trains."""
+    claim = parse_claim(text)
+    if claim.metric not in metric_columns:
+        raise ConfigError(f"claim {text!r}: unknown metric {claim.metric!r}; valid: {', '.join(metric_columns)}")
+    for column, _ in claim.where + tuple(p for _, pairs in claim.terms for p in pairs):
+        if column not in (*run_columns, EPOCH):
+            raise ConfigError(f"claim {text!r}: unknown column {column!r}; valid: {', '.join(run_columns)}, epoch")
+
+
+def _select(columns: dict, pairs) -> np.ndarray:
+    rows = np.ones(len(columns[EPOCH]), bool)
+    for column, value in pairs:
+        data = columns[column]
+        if data.dtype.kind in "iuf":
+            rows &= np.isclose(data.astype(float), float(value), rtol=1e-3, atol=0.0)
+        else:
+            rows &= data.astype(str) == value
+    return rows
+
+
+def evaluate(claim: Claim, columns: dict) -> Finding:
+    where = claim.where
+    if EPOCH not in dict(where):
+        where += ((EPOCH, str(int(columns[EPOCH].max()))),)
+    shared = _select(columns, where)
+    per_term = []
+    for sign, pairs in claim.terms:
+        rows = shared & _select(columns, pairs)
+        seeds = columns["seed"][rows]
+        if len(np.unique(seeds)) != len(seeds):
+            varying = [c for c in key_columns(columns) if c != "seed" and len(np.unique(columns[c][rows])) > 1]
+            raise ConfigError(f"claim {claim.text!r}: a term selects several runs per seed; fix {', '.join(varying)}")
+        per_term.append((sign, dict(zip(seeds, zip(columns[claim.metric][rows], columns["diverged"][rows])))))
+    common = sorted(set.intersection(*(set(t) for _, t in per_term)))
+    if not common:
+        raise ConfigError(f"claim {claim.text!r}: its terms share no seed; does every term select a run?")
+    alive = [s for s in common if not any(t[s][1] for _, t in per_term)]
+    contrast = np.array([sum(sign * float(t[s][0]) for sign, t in per_term) for s in alive])
+    mean, half = mean_ci(contrast) if len(contrast) else (float("nan"), float("nan"))
+    scale = 100.0 if claim.metric.endswith("_acc") else 1.0
+    return Finding(claim, mean, half, len(alive), len(common) - len(alive), scale)
+
+
+@dataclass(frozen=True)
+class Choice:
+    group: tuple[tuple[str, object], ...]  # the other axes' values
+    chosen: tuple[tuple[str, object], ...]  # the tuned axes' chosen values
+    val_acc: float  # its final val_acc, mean over seeds
+
+
+def tune(columns: dict, axes: tuple[str, ...]) -> tuple[dict, list[Choice]]:
+    """The rows of the runs at the tuned axes' chosen values (every epoch), and the choices."""
+    if not axes:
+        return columns, []
+    keys = key_columns(columns)
+    missing = [a for a in axes if a not in keys]
+    if missing:
+        raise ConfigError(f"report.tune names {', '.join(missing)}, which are not run columns: {', '.join(keys)}")
+    last = columns[EPOCH] == columns[EPOCH].max()
+    val = np.where(columns["diverged"] == 1, 0.0, columns["val_acc"].astype(float))
+    if np.isnan(val[last]).all():
+        raise ConfigError("report.tune chooses on the validation set, but these runs have none: set data.n_val")
+    others = [k for k in keys if k not in axes and k != "seed"]
+    keep = np.zeros(len(last), bool)
+    choices = []
+    group_ids = _ids(columns, others)
+    tuned_ids = _ids(columns, list(axes))
+    for g in np.unique(group_ids[last]):
+        in_group = last & (group_ids == g)
+        scores = {t: np.nanmean(val[in_group & (tuned_ids == t)]) for t in np.unique(tuned_ids[in_group])}
+        best = max(scores, key=scores.get)
+        keep |= (group_ids == g) & (tuned_ids == best)
+        row = np.flatnonzero(in_group & (tuned_ids == best))[0]
+        choices.append(Choice(tuple((k, columns[k][row]) for k in others),
+                              tuple((a, columns[a][row]) for a in axes), float(scores[best])))  # fmt: skip
+    return {k: v[keep] for k, v in columns.items()}, choices
+
+
+def _ids(columns: dict, names: list[str]) -> np.ndarray:
+    """One integer per distinct combination of `names`' values, row by row."""
+    if not names:
+        return np.zeros(len(columns[EPOCH]), int)
+    table = np.stack([columns[n].astype(str) for n in names], axis=1)
+    return np.unique(table, axis=0, return_inverse=True)[1].reshape(-1)
