@@ -40,6 +40,14 @@ class NormConfig:
     # The textbook's 10e-7; at init std 1e-4 the activations' variance is ~1e-6, so a larger epsilon would
     # stop BN from rescaling them to unit variance.
     epsilon: float = 1e-6
+    # The running variance before the first train step, for every norm with running statistics: 1.0 is Flax's
+    # (and PyTorch's); the textbook ("Deep Learning from Scratch") starts it at 0, so early eval-mode outputs
+    # divide by a variance that is still mostly missing. Only arithmetic at init reads it: a value axis.
+    running_var_init: float = 1.0
+    # The running variance moves toward the batch's biased variance (Flax, the textbook) or, when true, toward
+    # its unbiased n / (n - 1) multiple (PyTorch), n the values each statistic is taken over (examples x spatial
+    # positions); the batch is still normalized with the biased one.
+    unbiased_running_var: bool = False
     # GroupNorm (and EvoNorm-S0's group statistics) take exactly one of these; with neither, 32 groups as the
     # GN paper uses.
     num_groups: int | None = None

@@ -256,3 +256,95 @@ def test_float64_input_is_normalized_in_float64(name, shape):
             for key, value in updates.get("batch_stats", {}).items():
                 assert value.dtype == jnp.float64, f"{what}: running {key} is {value.dtype}"
                 np.testing.assert_allclose(value, expected_stats[key], rtol=1e-10, err_msg=f"{what}: running {key}")
+
+
+# BatchNorm is normbench's own module now; with the defaults it is Flax's.
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (8, 3, 3, 4)])
+def test_batch_is_flax_batch_norm_in_train_and_eval_and_after_steps(shape):
+    import flax.linen as nn
+
+    def flax_bn(train):
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-6, use_fast_variance=False)
+
+    module, bn = NORMS["batch"].make(CFG, WHOLE_BATCH), flax_bn
+    variables = module(True).init(jax.random.PRNGKey(0), rand(*shape))
+    bn_variables = bn(True).init(jax.random.PRNGKey(0), rand(*shape))
+    assert jax.tree.map(np.shape, variables) == jax.tree.map(np.shape, bn_variables)
+    for step in range(4):
+        x = rand(*shape, seed=step, loc=step - 1.0, scale=1.0 + step)
+        y, updates = module(True).apply(variables, x, mutable=["batch_stats"])
+        y_bn, updates_bn = bn(True).apply(bn_variables, x, mutable=["batch_stats"])
+        np.testing.assert_allclose(y, y_bn, rtol=1e-6, atol=1e-6)
+        variables, bn_variables = {**variables, **updates}, {**bn_variables, **updates_bn}
+        for a, b in zip(jax.tree.leaves(variables["batch_stats"]), jax.tree.leaves(bn_variables["batch_stats"])):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            module(False).apply(variables, x), bn(False).apply(bn_variables, x), rtol=1e-6, atol=1e-6
+        )
+
+
+RUNNING_VAR_NORMS = [name for name, spec in NORMS.items() if "running_var_init" in spec.options]
+
+
+def test_every_norm_with_a_running_variance_reads_its_ablations():
+    with_var = [name for name, spec in NORMS.items() if spec.running_stats]
+    assert RUNNING_VAR_NORMS == with_var
+    assert all("unbiased_running_var" in NORMS[name].options for name in with_var)
+
+
+@pytest.mark.parametrize("name", RUNNING_VAR_NORMS)
+def test_running_var_init_sets_the_running_variance_before_the_first_step_and_may_be_traced(name):
+    x = rand(6, 2, 2, 3)
+
+    def first_step(init):
+        module = NORMS[name].make(NormConfig(momentum=0.9, running_var_init=init), WHOLE_BATCH)(True)
+        variables = module.init(jax.random.PRNGKey(0), x)
+        return variables["batch_stats"]["var"], module.apply(variables, x, mutable=["batch_stats"])[1]
+
+    at_one, after_one = first_step(1.0)
+    at_zero, after_zero = first_step(0.0)
+    np.testing.assert_array_equal(at_one, 1.0)
+    np.testing.assert_array_equal(at_zero, 0.0)
+    # running = 0.9 init + 0.1 batch: the two inits end 0.9 apart.
+    np.testing.assert_allclose(after_one["batch_stats"]["var"] - after_zero["batch_stats"]["var"], 0.9, rtol=1e-5)
+    traced_init, traced_after = jax.jit(jax.vmap(first_step))(jnp.float32([1.0, 0.0]))
+    np.testing.assert_array_equal(traced_init, np.stack([at_one, at_zero]))
+    np.testing.assert_allclose(traced_after["batch_stats"]["var"][1], after_zero["batch_stats"]["var"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", RUNNING_VAR_NORMS)
+@pytest.mark.parametrize("group", [None, 3])
+def test_unbiased_running_var_moves_toward_n_over_n_minus_1_times_the_batch_variance(name, group):
+    from normbench.norms import BatchStats
+
+    x = rand(6, 2, 2, 3)
+    stats = BatchStats(group_size=group)
+    n = (group or 6) * 4  # values per statistic: examples x spatial positions
+    groups = np.asarray(x, np.float64).reshape(-1, n, 3)
+    biased = groups.var(1).mean(0)
+    for unbiased, target in ((False, biased), (True, groups.var(1, ddof=1).mean(0))):
+        config = NormConfig(momentum=0.9, unbiased_running_var=unbiased)
+        _, _, updates = apply_with(NORMS[name].make(config, stats), x)
+        np.testing.assert_allclose(updates["batch_stats"]["var"], 0.9 + 0.1 * target, rtol=1e-5)
+    assert not np.allclose(biased * n / (n - 1), biased, rtol=1e-2)  # the test tells the two apart
+
+
+def apply_with(factory, x, train=True):
+    module = factory(train)
+    variables = module.init(jax.random.PRNGKey(0), x)
+    y, updates = module.apply(variables, x, mutable=["batch_stats"])
+    return np.asarray(y), variables, updates
+
+
+def test_a_negative_running_var_init_is_rejected_by_the_config_and_by_the_module():
+    from normbench.config import Config, SweepConfig
+    from normbench.core.validate import validate
+
+    config = Config(norm=NormConfig(running_var_init=-1.0), sweep=SweepConfig(norms=("batch",)))
+    with pytest.raises(ConfigError, match="norm.running_var_init must be at least 0, got -1.0"):
+        validate(config)
+    for name in RUNNING_VAR_NORMS:
+        with pytest.raises(ValueError, match="norm.running_var_init must be >= 0, got -1.0"):
+            apply_with(NORMS[name].make(config.norm, WHOLE_BATCH), rand(4, 3))

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from normbench.config import ConfigError, NormConfig
-from normbench.norms.moments import batch_moments
+from normbench.norms.ghost_batch import RUNNING_OPTIONS, check_running_var_init
+from normbench.norms.moments import batch_moments, running_var_target
 from normbench.norms.registry import WHOLE_BATCH, BatchStats, NormSpec
 
 
@@ -46,7 +47,8 @@ class BatchRenorm(nn.Module):
         scale = self.param("scale", nn.initializers.ones, (channels,))
         bias = self.param("bias", nn.initializers.zeros, (channels,))
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,))
-        ra_var = self.variable("batch_stats", "var", jnp.ones, (channels,))
+        check_running_var_init("BatchRenorm", self.config.running_var_init)
+        ra_var = self.variable("batch_stats", "var", lambda: self.config.running_var_init * jnp.ones((channels,)))
         # float32, not int32: jax.grad over all variables (as normbench.conformance takes it) rejects int
         # leaves. Counting stays exact up to 2^24 steps, far past any schedule.
         steps = self.variable("batch_stats", "steps", jnp.zeros, (), jnp.float32)
@@ -67,7 +69,7 @@ class BatchRenorm(nn.Module):
 
         if not self.is_initializing():
             ra_mean.value = m * ra_mean.value + (1 - m) * moments.running_mean
-            ra_var.value = m * ra_var.value + (1 - m) * moments.running_var
+            ra_var.value = m * ra_var.value + (1 - m) * running_var_target(moments, self.config.unbiased_running_var)
             steps.value = steps.value + 1
         return (y * scale + bias).astype(x.dtype)
 
@@ -96,7 +98,7 @@ SPEC = NormSpec(
     running_stats=True,
     summary="Batch Renormalization: BatchNorm corrected toward its running averages by clipped r, d",
     reduces_over="batch, spatial",
-    options=("momentum", "epsilon", "renorm_r_max", "renorm_d_max", "renorm_hold_steps", "renorm_ramp_steps"),
+    options=(*RUNNING_OPTIONS, "renorm_r_max", "renorm_d_max", "renorm_hold_steps", "renorm_ramp_steps"),
     fuses_activation=False,
     scale_invariant=True,
     check=check,
