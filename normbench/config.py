@@ -54,13 +54,19 @@ class NormConfig:
     group_size: int | None = None
     # ghost_batch: examples per batch statistic; None normalizes over the whole batch.
     ghost_size: int | None = None
-    # batch_renorm (Ioffe, 2017): r is clipped to [1/r_max, r_max] and d to [-d_max, d_max]; both limits hold at
-    # r_max = 1, d_max = 0 for the first `renorm_hold_steps` steps, then move linearly to these values over
-    # `renorm_ramp_steps` steps (the paper: 5k steps held, then r_max to 3 and d_max to 5).
+    # batch_renorm (Ioffe, 2017): r is clipped to [1/r_max, r_max] and d to [-d_max, d_max]. The schedule is in
+    # fractions of the run's train steps, so a short study gets the paper's shape: both limits hold at r_max = 1,
+    # d_max = 0 for the first `renorm_hold_fraction`, then r_max moves linearly to its value over the next
+    # `renorm_r_ramp_fraction` and d_max over `renorm_d_ramp_fraction`. The paper holds 5k steps and reaches
+    # r_max = 3 at 40k, d_max = 5 at 25k; the defaults are those over 160k steps (5/160, 35/160, 20/160).
     renorm_r_max: float = 3.0
     renorm_d_max: float = 5.0
-    renorm_hold_steps: int = 5000
-    renorm_ramp_steps: int = 40000
+    renorm_hold_fraction: float = 0.03125
+    renorm_r_ramp_fraction: float = 0.21875
+    renorm_d_ramp_fraction: float = 0.125
+    # The train steps the renorm fractions are of. None: each run's own, train.epochs x steps per epoch, which
+    # the trainer fills in; set it to keep one schedule in steps across runs of different lengths.
+    renorm_train_steps: int | None = None
 
 
 @dataclass(frozen=True)

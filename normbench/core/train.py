@@ -241,6 +241,8 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
 
     def model_for(values: RunValues, **norm_options):
         norm_config = dataclasses.replace(with_values(config, values).norm, **norm_options)
+        if norm_config.renorm_train_steps is None:  # batch_renorm's schedule is in fractions of this run's steps
+            norm_config = dataclasses.replace(norm_config, renorm_train_steps=num_epochs * steps)
         return build_model(
             cell.model,
             config.model,
