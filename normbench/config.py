@@ -106,6 +106,10 @@ class TrainConfig:
     # PreciseBN (Wu & Johnson, 2021): after each epoch, norms with running statistics are also evaluated with
     # statistics averaged over this many training examples' batches, the weights frozen.
     precise_bn_examples: int = 1000
+    # How PreciseBN combines the batches' variances: `batch_mean` averages them (what Wu & Johnson call the naive
+    # estimate, normbench's until now); `population` is the variance over all the examples seen, that mean plus
+    # the variance of the batch means (the law of total variance; the batches are of equal size).
+    precise_bn_variance: str = "batch_mean"
     # Evaluation runs in chunks of this many examples, so large test sets fit next to a vmapped grid.
     eval_batch_size: int = 1000
     # The test set is evaluated after every this many epochs and after the last; the test columns of the other

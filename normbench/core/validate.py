@@ -139,6 +139,7 @@ def _check_values(config: Config) -> None:
     for key, value, valid in (
         ("train.sampling", train.sampling, ("permutation", "replacement")),
         ("train.optimizer", train.optimizer, tuple(OPTIMIZERS)),
+        ("train.precise_bn_variance", train.precise_bn_variance, ("batch_mean", "population")),
     ):
         if value not in valid:
             raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
