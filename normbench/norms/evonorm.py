@@ -69,6 +69,9 @@ class EvoNormS0(nn.Module):
     @nn.compact
     def __call__(self, x):
         channels = x.shape[-1]
+        # Used directly, outside the config's checks: groups that do not tile the channels are an error, not a
+        # silent reshape failure or a division by zero.
+        group.check_groups("evonorm_s0", self.num_groups, self.group_size, channels)
         v1 = self.param("v1", nn.initializers.ones, (channels,))
         scale = self.param("scale", nn.initializers.ones, (channels,))
         bias = self.param("bias", nn.initializers.zeros, (channels,))
