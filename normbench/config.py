@@ -47,19 +47,33 @@ class NormConfig:
     # The textbook's 10e-7; at init std 1e-4 the activations' variance is ~1e-6, so a larger epsilon would
     # stop BN from rescaling them to unit variance.
     epsilon: float = 1e-6
+    # The running variance before the first train step, for every norm with running statistics: 1.0 is Flax's
+    # (and PyTorch's); the textbook ("Deep Learning from Scratch") starts it at 0, so early eval-mode outputs
+    # divide by a variance that is still mostly missing. Only arithmetic at init reads it: a value axis.
+    running_var_init: float = 1.0
+    # The running variance moves toward the batch's biased variance (Flax, the textbook) or, when true, toward
+    # its unbiased n / (n - 1) multiple (PyTorch), n the values each statistic is taken over (examples x spatial
+    # positions); the batch is still normalized with the biased one.
+    unbiased_running_var: bool = False
     # GroupNorm (and EvoNorm-S0's group statistics) take exactly one of these; with neither, 32 groups as the
     # GN paper uses.
     num_groups: int | None = None
     group_size: int | None = None
     # ghost_batch: examples per batch statistic; None normalizes over the whole batch.
     ghost_size: int | None = None
-    # batch_renorm (Ioffe, 2017): r is clipped to [1/r_max, r_max] and d to [-d_max, d_max]; both limits hold at
-    # r_max = 1, d_max = 0 for the first `renorm_hold_steps` steps, then move linearly to these values over
-    # `renorm_ramp_steps` steps (the paper: 5k steps held, then r_max to 3 and d_max to 5).
+    # batch_renorm (Ioffe, 2017): r is clipped to [1/r_max, r_max] and d to [-d_max, d_max]. The schedule is in
+    # fractions of the run's train steps, so a short study gets the paper's shape: both limits hold at r_max = 1,
+    # d_max = 0 for the first `renorm_hold_fraction`, then r_max moves linearly to its value over the next
+    # `renorm_r_ramp_fraction` and d_max over `renorm_d_ramp_fraction`. The paper holds 5k steps and reaches
+    # r_max = 3 at 40k, d_max = 5 at 25k; the defaults are those over 160k steps (5/160, 35/160, 20/160).
     renorm_r_max: float = 3.0
     renorm_d_max: float = 5.0
-    renorm_hold_steps: int = 5000
-    renorm_ramp_steps: int = 40000
+    renorm_hold_fraction: float = 0.03125
+    renorm_r_ramp_fraction: float = 0.21875
+    renorm_d_ramp_fraction: float = 0.125
+    # The train steps the renorm fractions are of. None: each run's own, train.epochs x steps per epoch, which
+    # the trainer fills in; set it to keep one schedule in steps across runs of different lengths.
+    renorm_train_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,10 @@ class TrainConfig:
     # PreciseBN (Wu & Johnson, 2021): after each epoch, norms with running statistics are also evaluated with
     # statistics averaged over this many training examples' batches, the weights frozen.
     precise_bn_examples: int = 1000
+    # How PreciseBN combines the batches' variances: `batch_mean` averages them (what Wu & Johnson call the naive
+    # estimate, normbench's until now); `population` is the variance over all the examples seen, that mean plus
+    # the variance of the batch means (the law of total variance; the batches are of equal size).
+    precise_bn_variance: str = "batch_mean"
     # Evaluation runs in chunks of this many examples, so large test sets fit next to a vmapped grid.
     eval_batch_size: int = 1000
     # The test set is evaluated after every this many epochs and after the last; the test columns of the other

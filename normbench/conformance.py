@@ -20,7 +20,8 @@ from normbench.config import NormConfig
 from normbench.norms.registry import WHOLE_BATCH, BatchStats, NormSpec
 
 # Options every norm accepts: 2 groups divide the 4 channels of the test inputs.
-CONFIG = NormConfig(momentum=0.9, epsilon=1e-5, num_groups=2)
+# 100 train steps: batch_renorm's schedule needs the run's length, which the trainer otherwise gives it.
+CONFIG = NormConfig(momentum=0.9, epsilon=1e-5, num_groups=2, renorm_train_steps=100)
 SHAPES = ((6, 4), (6, 3, 3, 4))
 
 

@@ -20,6 +20,7 @@ from normbench.results.store import metrics_csv, parse_metrics
 SWEEPS = {
     "norm.momentum": (0.5, 0.9),
     "norm.epsilon": (1e-5, 1e-2),
+    "norm.running_var_init": (1.0, 0.0),
     "train.momentum": (0.0, 0.9),
     "train.weight_decay": (0.0, 0.05),
 }

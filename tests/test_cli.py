@@ -182,8 +182,8 @@ def test_show_prints_the_resolved_config_in_a_form_that_set_reads_back(capsys):
     overrides = ["train.epochs=3", "sweep.norms=batch,group"]
     assert main(["show", config_file, *(a for o in overrides for a in ("--set", o))]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "train.epochs              = 3  # default: 20" in lines
-    assert "sweep.norms               = batch,group  # default: batch,none" in lines
+    assert "train.epochs                = 3  # default: 20" in lines
+    assert "sweep.norms                 = batch,group  # default: batch,none" in lines
     # per model: batch at 7 SGD batches + 1 ghost cell of 7 group sizes, group at 7; 5 seeds each
     assert lines[-2] == "# 30 cells (one compiled program each), 210 runs of 3 epochs"
     assert lines[-1].startswith("# about ") and lines[-1].endswith(" run-steps in all")

@@ -20,7 +20,12 @@ def test_every_model_with_every_norm(model, norm):
     config = ModelConfig(hidden=(8, 8), channels=(4, 8))
     spec = NORMS[norm]
     net = build_model(
-        model, config, spec.make(NormConfig(num_groups=2), WHOLE_BATCH), 5, fuses_activation=spec.fuses_activation
+        # batch_renorm's schedule needs the run's length, which the trainer otherwise fills in
+        model,
+        config,
+        spec.make(NormConfig(num_groups=2, renorm_train_steps=10), WHOLE_BATCH),
+        5,
+        fuses_activation=spec.fuses_activation,
     )
     x = jnp.ones((3, 8, 8, 2))
     variables = net.init(jax.random.PRNGKey(0), x, train=False)

@@ -210,3 +210,25 @@ def test_with_weight_standardization_renames_and_flags_the_spec():
     assert spec.name == "group+ws" and spec.standardizes_weights
     for field in ("make", "batch_dependent", "running_stats", "options", "fuses_activation", "check"):
         assert getattr(spec, field) == getattr(NORMS["group"], field)
+
+
+@pytest.mark.parametrize(
+    "groups, message",
+    [
+        ({"num_groups": 4}, "evonorm_s0: 4 groups do not divide a layer of 6 channels"),
+        ({"num_groups": 0}, "evonorm_s0: 0 groups do not divide a layer of 6 channels"),
+        ({"group_size": 4}, "evonorm_s0: norm.group_size=4 does not divide a layer of 6 channels"),
+        ({"num_groups": None}, "evonorm_s0 takes norm.num_groups or norm.group_size, exactly one"),
+        ({"num_groups": 2, "group_size": 3}, "evonorm_s0 takes norm.num_groups or norm.group_size, exactly one"),
+    ],
+)
+def test_evonorm_s0_used_directly_rejects_groups_that_do_not_tile_its_channels(groups, message):
+    with pytest.raises(ValueError, match=message):
+        evonorm.EvoNormS0(**groups).init(jax.random.PRNGKey(0), jnp.ones((2, 6)))
+
+
+def test_group_norm_used_directly_rejects_groups_that_do_not_divide_its_channels():
+    # Flax's GroupNorm, which `group`, `layer` and `instance` are, checks this itself.
+    module = NORMS["group"].make(NormConfig(num_groups=4), WHOLE_BATCH)(True)
+    with pytest.raises(ValueError, match=r"groups \(4\) does not divide the number of channels \(6\)"):
+        module.init(jax.random.PRNGKey(0), jnp.ones((2, 6)))

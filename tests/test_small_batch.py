@@ -98,3 +98,33 @@ def test_ghost_cells_exist_only_for_batch_dependent_norms():
     assert Cell("cnn", "batch", "ghost", 8) in got and Cell("mlp", "batch", "ghost", 8) in got
     assert not [c for c in got if c.norm == "layer" and c.protocol == "ghost"]
     assert len(got) == 2 * (2 * 2 + 1)
+
+
+@pytest.mark.parametrize("norm", ["batch", "batch_renorm"])
+def test_precise_bn_population_variance_is_the_variance_of_all_the_examples_seen(norm):
+    """Per channel and layer: each BN layer's input over the 4 batches concatenated, each example's input computed
+    as a train-mode pass of its own batch computes it (deeper layers see their batch's statistics upstream)."""
+    config = ModelConfig(hidden=(6, 5))
+    norm_config = dataclasses.replace(CFG, renorm_train_steps=10)
+    model = build_model("mlp", config, NORMS[norm].make(norm_config, WHOLE_BATCH), 3)
+    probe = build_model("mlp", config, NORMS[norm].make(dataclasses.replace(norm_config, momentum=0.0), WHOLE_BATCH), 3)
+    xs = rand(4, 10, 7) * jnp.arange(1.0, 5.0)[:, None, None] + jnp.arange(4.0)[:, None, None]  # batches differ
+    variables = model.init(jax.random.PRNGKey(1), xs[0], train=False)
+    naive = precise_batch_stats(probe, variables, xs)
+    precise = precise_batch_stats(probe, variables, xs, "population")
+    inputs = [
+        model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"], capture_intermediates=True)[1]
+        for x in xs
+    ]
+    for layer in range(2):
+        h = np.concatenate(
+            [np.asarray(i["intermediates"][f"Dense_{layer}"]["__call__"][0], np.float64) for i in inputs]
+        )
+        stats = precise[f"{type(NORMS[norm].make(CFG, WHOLE_BATCH)(True)).__name__}_{layer}"]
+        np.testing.assert_allclose(stats["mean"], h.mean(0), rtol=1e-4, atol=1e-6)
+        if norm == "batch":
+            np.testing.assert_allclose(stats["var"], h.var(0), rtol=1e-4, atol=1e-6)
+            if layer == 0:  # deeper layers see batches BN has already centred, so both estimates nearly agree
+                assert not np.allclose(naive["BatchNorm_0"]["var"], h.var(0), rtol=1e-2)
+        else:
+            np.testing.assert_allclose(stats["sigma"], np.sqrt(h.var(0) + CFG.epsilon), rtol=1e-4, atol=1e-6)

@@ -46,6 +46,7 @@ BUILT_IN = (
 VALUE_FIELDS = (
     "norm.momentum",
     "norm.epsilon",
+    "norm.running_var_init",
     "train.momentum",
     "train.weight_decay",
 )

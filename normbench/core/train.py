@@ -26,7 +26,7 @@ NaN after the others). With `data.resample` each seed first draws its own traini
 After the last epoch, norms with running statistics are also evaluated two more ways (Wu & Johnson, 2021):
 with each test batch's own statistics (test batches as large as the training batches, so their statistics are
 as noisy), and with PreciseBN statistics, the mean of per-batch statistics over `train.precise_bn_examples`
-training examples, the weights frozen.
+training examples, the weights frozen (`train.precise_bn_variance="population"`: the variance over all of them).
 
 Data parallel (the `per_device` and `sync` protocols): each phase runs inside a shard_map, each device stepping
 on its share of every batch, the loss and so the gradients those of the whole batch;
@@ -191,17 +191,41 @@ def batch_stats_accuracy(model, variables, x, y, batch: int):
     return jax.lax.scan(chunk, None, (xs, ys))[1].sum() / (chunks * batch)
 
 
-def precise_batch_stats(probe, variables, xs):
+def precise_batch_stats(probe, variables, xs, variance: str = "batch_mean"):
     """PreciseBN: the mean over the batches `xs` (batches, batch, ...) of each batch's own statistics, the
     weights frozen. `probe` is the model with its norms' momentum at 0, so the "running" statistics a
-    train-mode pass returns are that batch's statistics."""
+    train-mode pass returns are that batch's statistics.
 
-    def one(total, x):
+    `variance="population"` makes each norm's variance that of all the examples seen instead of the mean of the
+    batches' (Wu & Johnson's naive estimate): the law of total variance over batches of equal size adds the
+    variance of the batch means. A norm keeping sigma = sqrt(var + eps) (batch_renorm) gets sqrt of the mean of
+    sigma^2 plus that variance; one keeping no mean (EvoNorm-B0) keeps the mean of its variances. Ghost groups
+    within a batch reach this function as the mean over their groups, so the spread between them is left out."""
+
+    def one(_, x):
         _, updates = probe.apply(variables, x, train=True, mutable=["batch_stats"])
-        return jax.tree.map(jnp.add, total, updates["batch_stats"]), None
+        return None, updates["batch_stats"]
 
-    total, _ = jax.lax.scan(one, jax.tree.map(jnp.zeros_like, variables["batch_stats"]), xs)
-    return jax.tree.map(lambda t: t / xs.shape[0], total)
+    _, per_batch = jax.lax.scan(one, None, xs)
+    precise = jax.tree.map(lambda s: s.mean(0), per_batch)
+    if variance == "population":
+        precise = _population(precise, per_batch)
+    return precise
+
+
+def _population(precise, per_batch):
+    """`precise` with each layer's variance (or sigma) widened by the variance of its per-batch means."""
+    if not isinstance(precise, dict):
+        return precise
+    if "mean" not in precise:
+        return {key: _population(value, per_batch[key]) for key, value in precise.items()}
+    between = per_batch["mean"].var(0)
+    out = dict(precise)
+    if "var" in precise:
+        out["var"] = precise["var"] + between
+    if "sigma" in precise:
+        out["sigma"] = jnp.sqrt(jnp.square(per_batch["sigma"]).mean(0) + between)
+    return out
 
 
 def nans(like):
@@ -292,6 +316,8 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
 
     def model_for(values: RunValues, **norm_options):
         norm_config = dataclasses.replace(with_values(config, values).norm, **norm_options)
+        if norm_config.renorm_train_steps is None:  # batch_renorm's schedule is in fractions of this run's steps
+            norm_config = dataclasses.replace(norm_config, renorm_train_steps=total_steps)
         return build_model(
             cell.model,
             config.model,
@@ -403,7 +429,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
         # per_device: the statistics of each device's share of the batches
         precise_x = data.train_x[batches(keys(seed)[2], precise_steps)]
         precise_x = precise_x.reshape((-1, statistics_batch) + precise_x.shape[2:])
-        precise = precise_batch_stats(probe, variables, precise_x)
+        precise = precise_batch_stats(probe, variables, precise_x, config.train.precise_bn_variance)
         _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch)
         return batch_stats_acc, precise_acc
 

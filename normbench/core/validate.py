@@ -136,6 +136,10 @@ def _check_values(config: Config) -> None:
             raise ConfigError(f"{key} must be in [0, 1), got {value}")
         if value and train.optimizer == "adam":
             raise ConfigError(f"{key} is SGD's momentum; adam has its own, so it must be 0 with train.optimizer=adam")
+    for key, value in _each(config, "norm.running_var_init").items():
+        if not value >= 0:
+            raise ConfigError(f"{key} must be at least 0, got {value}")
+        _check_representable(key, value)
     for key, value in _each(config, "train.weight_decay").items():
         if not value >= 0:
             raise ConfigError(f"{key} must be at least 0, got {value}")
@@ -147,6 +151,7 @@ def _check_values(config: Config) -> None:
         ("train.optimizer", train.optimizer, tuple(OPTIMIZERS)),
         ("train.schedule", train.schedule, ("constant", "cosine")),
         ("train.precision", train.precision, tuple(PRECISIONS)),
+        ("train.precise_bn_variance", train.precise_bn_variance, ("batch_mean", "population")),
     ):
         if value not in valid:
             raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")

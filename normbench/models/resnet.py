@@ -12,7 +12,6 @@ from collections.abc import Callable
 import flax.linen as nn
 
 from normbench.models.conv import Conv
-
 from normbench.norms import NormFactory
 from normbench.norms.weight_std import standardized
 

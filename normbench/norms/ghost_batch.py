@@ -2,8 +2,10 @@
 
 The batch of B examples is split into B / g consecutive groups; each example is normalized with its group's
 mean and biased variance over the group's examples (and spatial axes), y = gamma x_hat + beta. The running
-averages move toward the mean over groups of the group statistics. With g = B this is BatchNorm. The moments
-come from `normbench.norms.moments`, so g may be traced and `axis_name` synchronizes them across devices.
+averages move toward the mean over groups of the group statistics: running = momentum * running + (1 - momentum)
+* statistic, from mean 0 and variance `norm.running_var_init`, the variance biased or (`norm.unbiased_running_var`)
+times n / (n - 1), n = g x spatial positions. With g = B this is BatchNorm (`normbench.norms.batch`). The
+moments come from `normbench.norms.moments`, so g may be traced and `axis_name` synchronizes them across devices.
 
 `SPEC` registers it as the norm `ghost_batch`: g is the protocol's `BatchStats.group_size` when it sets one,
 else `norm.ghost_size` (None: g = B, BatchNorm). The `batch` norm uses it under the ghost protocol.
@@ -15,8 +17,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from normbench.config import ConfigError
-from normbench.norms.moments import batch_moments
+from normbench.norms.moments import batch_moments, running_var_target
 from normbench.norms.registry import NormSpec
+
+
+def check_running_var_init(name, value):
+    """A concrete running_var_init must be >= 0 (a traced one, a value axis, is checked by the config's checks)."""
+    if isinstance(value, int | float) and not value >= 0:
+        raise ConfigError(f"{name}: norm.running_var_init must be >= 0, got {value}")
 
 
 class GhostBatchNorm(nn.Module):
@@ -25,14 +33,20 @@ class GhostBatchNorm(nn.Module):
     momentum: float = 0.9
     epsilon: float = 1e-6
     axis_name: str | None = None
+    running_var_init: Any = 1.0  # float or traced scalar
+    unbiased_running_var: bool = False
 
     @nn.compact
     def __call__(self, x):
+        name = type(self).__name__
+        if isinstance(self.group_size, int) and self.group_size < 1:
+            raise ConfigError(f"{name}: the group size (norm.ghost_size) must be at least 1, got {self.group_size}")
+        check_running_var_init(name, self.running_var_init)
         channels = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (channels,))
         bias = self.param("bias", nn.initializers.zeros, (channels,))
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,))
-        ra_var = self.variable("batch_stats", "var", jnp.ones, (channels,))
+        ra_var = self.variable("batch_stats", "var", lambda: self.running_var_init * jnp.ones((channels,)))
         if self.use_running_average:
             return (x - ra_mean.value) / jnp.sqrt(ra_var.value + self.epsilon) * scale + bias
 
@@ -41,7 +55,7 @@ class GhostBatchNorm(nn.Module):
         if not self.is_initializing():
             m = self.momentum
             ra_mean.value = m * ra_mean.value + (1 - m) * moments.running_mean
-            ra_var.value = m * ra_var.value + (1 - m) * moments.running_var
+            ra_var.value = m * ra_var.value + (1 - m) * running_var_target(moments, self.unbiased_running_var)
         return (y * scale + bias).astype(x.dtype)
 
 
@@ -50,14 +64,26 @@ def check(config, channels):
         raise ConfigError(f"ghost_batch: norm.ghost_size must be at least 1 (or none), got {config.ghost_size}")
 
 
+def module(cls, group_size, train, config, stats):
+    """`cls` (GhostBatchNorm or a subclass) with the config's options."""
+    return cls(
+        group_size,
+        not train,
+        config.momentum,
+        config.epsilon,
+        stats.axis_name,
+        config.running_var_init,
+        config.unbiased_running_var,
+    )
+
+
 def make(config, stats):
     group_size = config.ghost_size if stats.group_size is None else stats.group_size
+    return lambda train: module(GhostBatchNorm, group_size, train, config, stats)
 
-    def factory(train):
-        return GhostBatchNorm(group_size, not train, config.momentum, config.epsilon, stats.axis_name)
 
-    return factory
-
+# The running-statistics options every BatchNorm-like norm reads.
+RUNNING_OPTIONS = ("momentum", "epsilon", "running_var_init", "unbiased_running_var")
 
 SPEC = NormSpec(
     name="ghost_batch",
@@ -66,7 +92,7 @@ SPEC = NormSpec(
     running_stats=True,
     summary="Ghost BatchNorm: BatchNorm over groups of norm.ghost_size examples; running averages for eval",
     reduces_over="ghost batch, spatial",
-    options=("ghost_size", "momentum", "epsilon"),
+    options=("ghost_size", *RUNNING_OPTIONS),
     fuses_activation=False,
     scale_invariant=True,
     check=check,

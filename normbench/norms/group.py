@@ -16,17 +16,26 @@ DEFAULT_GROUPS = 32
 def check(config, channels):
     if config.num_groups is not None and config.group_size is not None:
         raise ConfigError("group norm takes norm.num_groups or norm.group_size, not both")
-    if config.group_size is not None:
-        if config.group_size < 1 or channels % config.group_size:
+    check_groups(
+        "group norm", config.num_groups or (None if config.group_size else DEFAULT_GROUPS), config.group_size, channels
+    )
+
+
+def check_groups(name: str, num_groups, group_size, channels: int) -> None:
+    """ConfigError unless exactly one of num_groups / group_size is set and it tiles `channels`."""
+    if (num_groups is None) == (group_size is None):
+        raise ConfigError(
+            f"{name} takes norm.num_groups or norm.group_size, exactly one, got {num_groups} and {group_size}"
+        )
+    if group_size is not None:
+        if group_size < 1 or channels % group_size:
             raise ConfigError(
-                f"group norm: norm.group_size={config.group_size} does not divide a layer of {channels} "
+                f"{name}: norm.group_size={group_size} does not divide a layer of {channels} "
                 f"channels; use a divisor of {channels}"
             )
-        return
-    groups = config.num_groups or DEFAULT_GROUPS
-    if groups < 1 or channels % groups:
+    elif num_groups < 1 or channels % num_groups:
         raise ConfigError(
-            f"group norm: {groups} groups do not divide a layer of {channels} channels; "
+            f"{name}: {num_groups} groups do not divide a layer of {channels} channels; "
             f"set norm.num_groups to a divisor of {channels} (or norm.group_size)"
         )
 

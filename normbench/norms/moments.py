@@ -13,6 +13,8 @@ the ghost and sync protocols (`normbench.norms.registry.BatchStats`) by calling 
 
 The variance is two-pass, the mean of squared deviations: the one-pass E[x^2] - E[x]^2 loses the tiny variances
 of small-init layers to cancellation. Statistics are float32 even for bfloat16 input, and float64 for float64.
+`count` is the number of values each statistic is taken over (examples of the group or batch, times the spatial
+positions, times the devices); `running_var_target` turns the biased running variance into the unbiased one.
 """
 
 from typing import Any, NamedTuple
@@ -28,6 +30,16 @@ class BatchMoments(NamedTuple):
     # (channels,): what the running averages move toward.
     running_mean: jax.Array
     running_var: jax.Array
+    # Values per statistic, n: the biased variance divides by n.
+    count: Any
+
+
+def running_var_target(moments: BatchMoments, unbiased: bool):
+    """What a running variance moves toward: the biased batch variance (Flax, the textbook), or with `unbiased`
+    n / (n - 1) times it (PyTorch), n the values per statistic (for n = 1 the variance is 0 either way)."""
+    if not unbiased:
+        return moments.running_var
+    return moments.running_var * moments.count / jnp.maximum(moments.count - 1, 1)
 
 
 def batch_moments(x, group_size: Any = None, axis_name: str | None = None) -> BatchMoments:
@@ -36,7 +48,7 @@ def batch_moments(x, group_size: Any = None, axis_name: str | None = None) -> Ba
     if group_size is None:
         mean = _device_mean(flat.mean((0, 1)), axis_name)
         var = _device_mean(jnp.square(flat - mean).mean((0, 1)), axis_name)
-        return BatchMoments(mean, var, mean, var)
+        return BatchMoments(mean, var, mean, var, b * flat.shape[1] * _devices(axis_name))
 
     # A traced size cannot be checked here; a static one that leaves a ragged last group would silently
     # normalize those examples over fewer.
@@ -55,7 +67,12 @@ def batch_moments(x, group_size: Any = None, axis_name: str | None = None) -> Ba
         (member @ group_var).reshape(per_example),
         (group_mean * used).sum(0) / used.sum(),
         (group_var * used).sum(0) / used.sum(),
+        group_size * flat.shape[1] * _devices(axis_name),
     )
+
+
+def _devices(axis_name):
+    return 1 if axis_name is None else jax.lax.psum(1, axis_name)
 
 
 def _device_mean(statistic, axis_name):

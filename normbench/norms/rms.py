@@ -17,10 +17,11 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
-        # Squares of bfloat16 values lose too much precision when summed over a whole feature map.
-        x32 = x.astype(jnp.float32)
-        mean_square = jnp.mean(x32 * x32, axis=tuple(range(1, x.ndim)), keepdims=True)
-        return (x32 / jnp.sqrt(mean_square + self.epsilon) * scale).astype(x.dtype)
+        # Squares of bfloat16 values lose too much precision when summed over a whole feature map: at least
+        # float32, float64 for float64 input.
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        mean_square = jnp.mean(xf * xf, axis=tuple(range(1, x.ndim)), keepdims=True)
+        return (xf / jnp.sqrt(mean_square + self.epsilon) * scale).astype(x.dtype)
 
 
 def make(config, stats):
