@@ -62,7 +62,6 @@ def get_config() -> Config:
                 f"train_acc, init_scale=0.002154: {BN_VS_NONE}",
                 f"train_acc, init_scale=0.0001: {BN_VS_NONE}",
                 f"train_acc, init_scale=0.2929: {BN_VS_NONE}",
-                f"train_acc, init_scale=1.0: {BN_VS_NONE}",
             ),
         ),
         figures=("init_scale",),

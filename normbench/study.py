@@ -126,7 +126,8 @@ def run_study(
         work = {"trace_s": sum(r.trace_s for r in results), "xla_compile_s": sum(r.compile_s for r in results)}
         if is_writer():
             try:
-                write_results(config, out, unfinished, finished, len(all_cells), timings, trained, work)
+                write_results(config, out, unfinished, finished, len(all_cells), timings, trained, work,
+                              dataset.train_x.shape[1:])  # fmt: skip
             except OSError as e:  # a full disk, a read-only file: the finished cells are kept, a rerun writes them
                 raise MachineError(
                     f"cannot write the results to {str(out)!r}: {e.strerror or e}; the finished cells are kept in "
@@ -137,17 +138,18 @@ def run_study(
     return timings
 
 
-def write_results(config, out, unfinished, finished, n_cells, timings, trained, work) -> None:
+def write_results(config, out, unfinished, finished, n_cells, timings, trained, work, input_shape) -> None:
     """Write the results beside the old ones, then replace those in one `commit` that a kill cannot split."""
     staged = unfinished.staged
     atomic_write(staged / METRICS, join_tables([finished[i] for i in range(n_cells)]))
     if config.train.diagnostics_at:
         layers = unfinished.finished_diagnostics()
         atomic_write(staged / DIAGNOSTICS, join_tables([layers[i] for i in range(n_cells)]))
-    draw_figures(staged, config=config)
+    draw_figures(staged, config=config, input_shape=input_shape)
     timings["write_s"] = time.perf_counter() - trained
     # Last, so that it can hold every timing.
-    write_config(staged, config, {"environment": environment(), "timings": timings, "compilation": work})
+    meta = {"input_shape": list(input_shape), "environment": environment(), "timings": timings, "compilation": work}
+    write_config(staged, config, meta)
     stage(staged)
     commit(out, staged, OWNED)
     unfinished.remove()

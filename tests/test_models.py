@@ -63,3 +63,11 @@ def test_patch_conv_is_flax_conv(kernel, strides, use_bias):
     params = flax.init(jax.random.PRNGKey(1), x)
     assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
     assert jnp.allclose(ours.apply(params, x), flax.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_norm_positions_are_the_values_per_example_each_statistic_reduces_over():
+    from normbench.models import norm_positions
+
+    assert norm_positions("mlp", ModelConfig(hidden=(8, 8)), (28, 28, 1)) == (1, 1)
+    # 3x3 stride-2 convs, SAME padding: 28 -> 14 -> 7 -> 4 pixels a side
+    assert norm_positions("cnn", ModelConfig(channels=(4, 4, 4)), (28, 28, 1)) == (196, 49, 16)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from normbench.config import ConfigError, ModelConfig
 from normbench.models import cnn, mlp, resnet
@@ -72,6 +73,25 @@ def build_model(
     return spec.module(
         spec.widths(config), num_classes, norm, activation, KERNEL_INITS[config.init], standardize_weights
     )
+
+
+def norm_positions(name: str, config: ModelConfig, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Per normalized layer of model `name`, the positions per example that a batch statistic reduces over with
+    the examples (1 for a Dense layer, height x width for a conv): a BN statistic over a batch of B holds
+    B x positions values. From shapes alone (`jax.eval_shape`), nothing computed."""
+    seen = []
+
+    def shape_of(x):
+        seen.append(int(np.prod(x.shape[1:-1])))
+        return x
+
+    def norm(train):
+        return shape_of
+
+    model = build_model(name, config, norm, 10)
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+    return tuple(seen)
 
 
 def identity(x):

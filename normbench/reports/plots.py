@@ -331,9 +331,11 @@ def drawings(out: Path, config: Config, columns, names: tuple[str, ...] | None =
 
 
 def draw_figures(out: Path, names: tuple[str, ...] | None = None, config: Config | None = None,
-                 format: str = "png", dpi: int = 110) -> list[Path]:  # fmt: skip
+                 format: str = "png", dpi: int = 110, input_shape: tuple[int, ...] | None = None,
+                 ) -> list[Path]:  # fmt: skip
     """Draw the figures of `drawings` (as `format` files, `dpi` for PNG), and the summary, into a results
-    directory. `config` stands in for its config.json, for a run that writes that last."""
+    directory. `config` and `input_shape` (one example's) stand in for its config.json, for a run that writes
+    that last."""
     config = config or read_config(out)
     columns = read_metrics(out)
     written = []
@@ -341,5 +343,5 @@ def draw_figures(out: Path, names: tuple[str, ...] | None = None, config: Config
         path = Path(out) / f"{name}.{format}"
         atomic_write(path, figure_bytes(draw, data, config, format, dpi))
         written.append(path)
-    written.append(write_summary(Path(out), columns, config))
+    written.append(write_summary(Path(out), columns, config, input_shape))
     return written

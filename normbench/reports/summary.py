@@ -8,9 +8,10 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.core.axes import swept_columns
+from normbench.models import norm_positions
 from normbench.results.claims import evaluate, parse_claim, tune
 from normbench.results.stats import final_epoch, mean_ci, norm_batch
-from normbench.results.store import atomic_write
+from normbench.results.store import atomic_write, read_meta
 
 ACCURACIES = {
     "train_acc": "train acc",
@@ -52,11 +53,20 @@ def final_table(final) -> list[str]:
     return lines
 
 
-def batch_drop_table(final) -> list[str]:
-    """Per model, protocol and norm: test accuracy at the largest and smallest norm batch, and the drop between
-    them, its CI taken over the per-seed differences (a seed's runs share init and data order)."""
+def statistic_values(config: Config, model: str, batch: int, input_shape) -> str:
+    """The values one batch statistic holds at each normalized layer: the batch times the positions per example."""
+    if input_shape is None:
+        return "-"
+    return " / ".join(str(batch * p) for p in norm_positions(model, config.model, tuple(input_shape)))
+
+
+def batch_drop_table(final, config: Config, input_shape=None) -> list[str]:
+    """Per model, protocol and norm: test accuracy at the largest and smallest norm batch, the drop between
+    them, its CI taken over the per-seed differences (a seed's runs share init and data order), and how many
+    values a batch statistic then holds."""
     keys = ["model", "protocol", "norm", "init_scale", *swept_columns(final)]
-    header = [*keys, "test acc, largest batch", "test acc, smallest batch", "drop (points)"]
+    header = [*keys, "test acc, largest batch", "test acc, smallest batch", "drop (points)",
+              "values per statistic by layer, largest -> smallest batch", "seeds (left out: diverged)"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for group in _groups(final, keys):
         rows = np.all([final[k] == v for k, v in zip(keys, group)], axis=0)
@@ -71,9 +81,12 @@ def batch_drop_table(final) -> list[str]:
         order_large, order_small = np.argsort(final["seed"][large]), np.argsort(final["seed"][small])
         acc_large, acc_small = final["test_acc"][large][order_large], final["test_acc"][small][order_small]
         named = " | ".join(_text(v) for v in group)
+        model = group[keys.index("model")]
+        values = [statistic_values(config, model, int(b), input_shape) for b in (sizes.max(), sizes.min())]
+        dropped = len(np.unique(final["seed"][rows])) - len(seeds)
         lines.append(
             f"| {named} | {_pm(acc_large)} ({sizes.max()}) | {_pm(acc_small)} ({sizes.min()}) | "
-            f"{_pm(acc_large - acc_small)} |"
+            f"{_pm(acc_large - acc_small)} | {' -> '.join(values)} | {len(seeds)} ({dropped}) |"
         )
     return lines if len(lines) > 2 else []
 
@@ -112,7 +125,7 @@ def tuning_section(choices) -> list[str]:
     return lines + [""]
 
 
-def summary_markdown(columns: dict[str, np.ndarray], config: Config) -> str:
+def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape=None) -> str:
     columns, choices = tune(columns, config.report.tune)
     final = final_epoch(columns)
     final["norm_batch"] = norm_batch(final)
@@ -130,14 +143,19 @@ def summary_markdown(columns: dict[str, np.ndarray], config: Config) -> str:
         "",
     ]
     lines += claims_section(columns, config) + tuning_section(choices)
-    drop = batch_drop_table(final)
+    drop = batch_drop_table(final, config, input_shape)
     if drop:
         lines += ["## Accuracy lost between the largest and the smallest batch", "", *drop, ""]
     lines += ["## Every configuration", "", *final_table(final), ""]
     return "\n".join(lines)
 
 
-def write_summary(out: Path, columns: dict[str, np.ndarray], config: Config) -> Path:
+def write_summary(out: Path, columns: dict[str, np.ndarray], config: Config,
+                  input_shape: tuple[int, ...] | None = None) -> Path:  # fmt: skip
+    """summary.md in `out`; one example's `input_shape` (else config.json's, where it has one) sizes the batch
+    statistics."""
     path = Path(out) / "summary.md"
-    atomic_write(path, summary_markdown(columns, config))
+    if input_shape is None:
+        input_shape = read_meta(out).get("input_shape")
+    atomic_write(path, summary_markdown(columns, config, input_shape))
     return path

@@ -184,6 +184,15 @@ def write_config(out: Path, config: Config, meta: dict) -> None:
     atomic_write(out / CONFIG, json.dumps({"config": to_dict(config), **meta}, indent=2) + "\n")
 
 
+def read_meta(out: Path) -> dict:
+    """What config.json records besides the config (environment, timings, one example's input shape); empty
+    when it is missing or unreadable."""
+    try:
+        return json.loads((Path(out) / CONFIG).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def read_config(out: Path) -> Config:
     path = Path(out) / CONFIG
     if not path.exists():
