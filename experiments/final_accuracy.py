@@ -1,6 +1,8 @@
 """Final-epoch accuracy per norm and init scale, mean and range over seeds, from a results directory alone.
 
 python experiments/final_accuracy.py results/init_scale [--metric test_acc]
+
+Diverged runs follow summary.md's policy: left out of the mean and the range, and counted in each cell.
 """
 
 import argparse
@@ -11,12 +13,24 @@ from normbench.results.store import read_metrics
 
 
 def final_accuracy(columns, metric="train_acc"):
-    """{(norm, init_scale): per-seed values of `metric` at the last epoch}."""
+    """{(norm, init_scale): (per-seed values of `metric` at the last epoch of the runs that did not diverge,
+    how many runs diverged)}."""
     last = columns["epoch"] == columns["epoch"].max()
     table = {}
-    for norm, scale, value in zip(columns["norm"][last], columns["init_scale"][last], columns[metric][last]):
-        table.setdefault((str(norm), float(scale)), []).append(float(value))
-    return {key: np.asarray(values) for key, values in table.items()}
+    for norm, scale, value, diverged in zip(
+        columns["norm"][last], columns["init_scale"][last], columns[metric][last], columns["diverged"][last]
+    ):
+        values, dropped = table.setdefault((str(norm), float(scale)), ([], [0]))
+        if diverged:
+            dropped[0] += 1
+        else:
+            values.append(float(value))
+    return {key: (np.asarray(values), dropped[0]) for key, (values, dropped) in table.items()}
+
+
+def cell(values: np.ndarray, diverged: int) -> str:
+    text = f"{values.mean():.3f} [{values.min():.3f}, {values.max():.3f}]" if len(values) else "-"
+    return text + (f" ({diverged} div.)" if diverged else "")
 
 
 def main():
@@ -27,15 +41,11 @@ def main():
     table = final_accuracy(read_metrics(args.results_dir), args.metric)
     norms = sorted({norm for norm, _ in table})
     scales = sorted({scale for _, scale in table}, reverse=True)
-    print(f"final-epoch {args.metric}: mean over seeds [min, max]")
-    print(f"{'init_scale':>10} " + " ".join(f"{norm:>20}" for norm in norms))
+    print(f"final-epoch {args.metric}: mean over the seeds that did not diverge [min, max] (diverged runs)")
+    print(f"{'init_scale':>10} " + " ".join(f"{norm:>30}" for norm in norms))
     for scale in scales:
-        cells = []
-        for norm in norms:
-            v = table.get((norm, scale))
-            cells.append(f"{v.mean():.3f} [{v.min():.3f}, {v.max():.3f}]" if v is not None else "-")
-        print(f"{scale:>10.2g} " + " ".join(f"{c:>20}" for c in cells))
-    print(f"{'mean':>10} " + " ".join(f"{np.mean([table[(n, s)].mean() for s in scales]):>20.3f}" for n in norms))
+        print(f"{scale:>10.2g} " + " ".join(f"{cell(*table[(n, scale)]) if (n, scale) in table else '-':>30}"
+                                            for n in norms))  # fmt: skip
 
 
 if __name__ == "__main__":
