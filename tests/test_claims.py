@@ -88,6 +88,7 @@ def test_tuning_chooses_on_validation_accuracy_never_on_test_accuracy():
     assert chosen == {("batch", 0.1), ("group", 0.4)}
     assert set(zip(tuned["norm"], tuned["learning_rate"])) == {("batch", 0.1), ("group", 0.4)}
     assert len(tuned["seed"]) == 2 * len(SEEDS)
+    assert all(c.at_edge for c in choices)  # of two rates tried, either is an edge
 
 
 def test_a_rate_where_a_seed_diverged_counts_that_seed_as_zero():

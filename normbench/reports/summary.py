@@ -114,13 +114,15 @@ def tuning_section(choices) -> list[str]:
         "## Chosen on the validation set",
         "",
         f"{', '.join(tuned)} chosen per configuration by the final validation accuracy averaged over seeds (a "
-        "diverged run counting as 0), never by the test set; every other table reports the runs at these values.",
+        "diverged run counting as 0), never by the test set; every other table reports the runs at these values. "
+        "A value marked (edge) is the smallest or largest tried: a wider grid might choose another.",
         "",
         "| " + " | ".join(group + [f"chosen {t}" for t in tuned] + ["val acc"]) + " |",
         "|---" * (len(group) + len(tuned) + 1) + "|",
     ]
     for choice in choices:
-        cells = [_text(v) for _, v in choice.group + choice.chosen] + [f"{100 * choice.val_acc:.1f}"]
+        chosen = [_text(v) + (" (edge)" if choice.at_edge else "") for _, v in choice.chosen]
+        cells = [_text(v) for _, v in choice.group] + chosen + [f"{100 * choice.val_acc:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 

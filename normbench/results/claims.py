@@ -129,6 +129,7 @@ class Choice:
     group: tuple[tuple[str, object], ...]  # the other axes' values
     chosen: tuple[tuple[str, object], ...]  # the tuned axes' chosen values
     val_acc: float  # its final val_acc, mean over seeds
+    at_edge: bool  # the chosen value is the smallest or largest tried: the optimum may lie outside the grid
 
 
 def tune(columns: dict, axes: tuple[str, ...]) -> tuple[dict, list[Choice]]:
@@ -154,8 +155,10 @@ def tune(columns: dict, axes: tuple[str, ...]) -> tuple[dict, list[Choice]]:
         best = max(scores, key=scores.get)
         keep |= (group_ids == g) & (tuned_ids == best)
         row = np.flatnonzero(in_group & (tuned_ids == best))[0]
-        choices.append(Choice(tuple((k, columns[k][row]) for k in others),
-                              tuple((a, columns[a][row]) for a in axes), float(scores[best])))  # fmt: skip
+        tried = [columns[a][in_group] for a in axes]
+        at_edge = any(columns[a][row] in (values.min(), values.max()) for a, values in zip(axes, tried))
+        group, chosen = tuple((k, columns[k][row]) for k in others), tuple((a, columns[a][row]) for a in axes)
+        choices.append(Choice(group, chosen, float(scores[best]), bool(at_edge)))
     return {k: v[keep] for k, v in columns.items()}, choices
 
 
