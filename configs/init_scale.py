@@ -26,7 +26,10 @@ Everything else is the book's, each as a field: running statistics start at 0 (`
 starts the variance at 1, which draws a 4-5 epoch plateau at chance for BN at small scales),
 `train.sampling=replacement`, `train.first_epoch_steps=1`, `train.precision=float64`.
 
-Expected: results/init_scale/summary.md's headline comparisons, quoted in the README.
+Expected (results/init_scale/summary.md, each with its paired interval over the 3 seeds): after 11 steps BN is at
+0.33-0.58 train accuracy at std 0.0074 and 0.45-0.47 at 0.00063 while the plain net sits at one class (0.12);
+BN ends at >= 0.99 from std 0.0022 to 0.014 and at 0.50-0.51 at 1e-4; the plain net learns only at 0.16 and 0.29,
+where it ends above BN, and diverges at 0.54 (2 of 3 seeds) and 1.
 """
 
 import numpy as np
