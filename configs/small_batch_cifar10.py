@@ -8,11 +8,11 @@ learning rate 0.1 x batch / 128, 30 epochs, He init, 5 seeds; `sgd` protocol at 
 `ghost` protocol at SGD batch 128. Cost: 20 cells of 5 vmapped runs each; on one modern GPU about an hour
 (batch 2 dominates: 25,000 steps an epoch). Too slow for a CPU.
 
-Expected: BN's test error (running-average evaluation) rises steeply below batch 8 while GN and LN stay
-flat, GN below LN, as in the paper.
+The paper's result, which this config has not been run to check (no GPU here): BN's test error rises steeply below
+batch 8 while GN and LN stay flat, GN below LN. summary.md's headline comparisons will say what the runs show.
 """
 
-from normbench.config import Config, DataConfig, ModelConfig, NormConfig, SweepConfig, TrainConfig
+from normbench.config import Config, DataConfig, ModelConfig, NormConfig, ReportConfig, SweepConfig, TrainConfig
 
 
 def get_config() -> Config:
@@ -30,6 +30,13 @@ def get_config() -> Config:
             init_scales=(1.0,),
             seeds=(0, 1, 2, 3, 4),
             learning_rates=(0.1,),
+        ),
+        report=ReportConfig(
+            claims=(
+                "test_acc, protocol=sgd: norm=batch batch_size=128 - norm=batch batch_size=2",
+                "test_acc, protocol=sgd: norm=group batch_size=128 - norm=group batch_size=2",
+                "test_acc, protocol=sgd: norm=group batch_size=2 - norm=batch batch_size=2",
+            ),
         ),
         figures=("error_vs_batch", "bn_eval_modes"),
     )

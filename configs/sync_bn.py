@@ -12,12 +12,12 @@ only a per_device cell. Model and training as the small-batch study: the textboo
 embedded mnist5k, 5 seeds. Cost on a 2-core CPU with 8 simulated devices: about 2 minutes, 9 compiled programs.
 `python benchmarks/sync_bn_cost.py` measures what the synchronization costs per step.
 
-Expected (results/sync_bn/summary.md, sync_bn.png): per-device BN loses accuracy as the batch per device
-shrinks (about 40% test accuracy at 2 per device); SyncBN, whose statistics see all 8 devices' examples, keeps
-the accuracy of BN at the SGD batch (about 89%, as small_batch's BN at batches of 16-64), and so does GN.
+Expected: results/sync_bn/summary.md's headline comparisons, each a paired difference over the 5 seeds with its
+95% interval (quoted in the README): SyncBN against per-device BN, and GN against per-device BN, at 2 examples
+per device; and SyncBN's accuracy at an SGD batch of 16 against 64.
 """
 
-from normbench.config import Config, DataConfig, ModelConfig, NormConfig, SweepConfig, TrainConfig
+from normbench.config import Config, DataConfig, ModelConfig, NormConfig, ReportConfig, SweepConfig, TrainConfig
 
 
 def get_config() -> Config:
@@ -35,6 +35,13 @@ def get_config() -> Config:
             init_scales=(1.0,),
             seeds=(0, 1, 2, 3, 4),
             learning_rates=(0.1,),
+        ),
+        report=ReportConfig(
+            claims=(
+                "test_acc, batch_size=2: norm=batch protocol=sync - norm=batch protocol=per_device",
+                "test_acc, batch_size=2: norm=group protocol=per_device - norm=batch protocol=per_device",
+                "test_acc, norm=batch, protocol=sync: batch_size=8 - batch_size=2",
+            ),
         ),
         figures=("sync_bn",),
     )

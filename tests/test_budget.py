@@ -21,7 +21,7 @@ def test_show_prints_the_estimate(capsys):
     assert main(["show", "configs/init_scale.py"]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
     assert "MiB for the largest 2 cells training at once" in last
-    assert "19,200 run-steps in all" in last  # 96 runs x 20 epochs x 10 steps
+    assert "18,336 run-steps in all" in last  # 96 runs x the textbook's 191 steps (1 + 19 epochs x 10)
 
 
 def test_run_refuses_a_sweep_too_large_before_touching_the_output(tmp_path, capsys):
