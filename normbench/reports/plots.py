@@ -21,6 +21,7 @@ from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
 from normbench.reports.labels import norm_label, seeds_text
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.reports.summary import write_summary
+from normbench.results.claims import tune
 from normbench.results.stats import final_epoch, mean_ci, norm_batch, per_run
 from normbench.results.store import atomic_write, read_config, read_metrics
 
@@ -322,8 +323,10 @@ def figure_bytes(draw, data, config: Config, format: str = "png", dpi: int = 110
 
 def drawings(out: Path, config: Config, columns, names: tuple[str, ...] | None = None) -> list[tuple]:
     """(name, figure function, its data) for the figures a results directory's config names (or `names`), then
-    its layer diagnostics' figures if it has any."""
-    found = [(name, FIGURES[name], columns) for name in names or config.figures]
+    its layer diagnostics' figures if it has any. The figures show the runs that summary.md reports: with
+    `report.tune`, those at the values chosen on the validation set."""
+    tuned, _ = tune(columns, config.report.tune)
+    found = [(name, FIGURES[name], tuned) for name in names or config.figures]
     if names is None and config.train.diagnostics_at:
         layers = read_diagnostics(Path(out) / DIAGNOSTICS)
         found += [(name, draw, layers) for name, draw in DIAGNOSTICS_FIGURES.items()]
