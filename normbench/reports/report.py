@@ -48,7 +48,8 @@ def report_html(out: Path) -> str:
     config = read_config(out)
     columns = read_metrics(out)
     saved = json.loads((out / CONFIG).read_text())
-    summary = summary_markdown(columns, config, read_meta(out).get("input_shape")).removeprefix(f"# {config.name}\n")  # the page has the title
+    summary = summary_markdown(columns, config, read_meta(out).get("input_shape"))
+    summary = summary.removeprefix(f"# {config.name}\n")  # the page has the title
     sections = [
         ("figures", "Figures", _figures(out, columns, config)),
         ("summary", "Summary", markdown_html(summary, first_heading=2)),
