@@ -8,11 +8,11 @@ epoch for all runs); the others hear only the segments of cells trained in segme
 `train.diagnostics_at`). A listener whose `epoch_metrics_wanted` is true (TensorBoard's) hears `epoch_metrics` as
 each epoch ends: its metrics of every run of the grid, from one callback per epoch
 (`normbench.core.train.grid_callback`). Either callback costs nothing measurable in training, within 0.2% of the
-CPU time (`benchmarks/progress_overhead.py`), but a program holding one is kept by neither cache: `jax.export`
-cannot serialize it and XLA's compilation cache keys it by the callback's address. So a warm run pays its compiles
-again: the init-scale study took 24-25 s with per-epoch progress against 14-16 s with the same bar hearing only
-cells, on a 2-core CPU (compile 5.7 s against 0.4-1.3 s, and the second cell's compile slows the first one's
-training); a cold run compiles either way.
+CPU time of the same program without it (`benchmarks/progress_overhead.py`), but a program holding one is kept by
+neither cache: `jax.export` cannot serialize it and XLA's compilation cache keys it by the callback's address. So
+a warm run pays its compiles again: the init-scale study took 24-25 s with per-epoch progress against 14-16 s with
+the same bar hearing only cells, on a 2-core CPU (compile 5.7 s against 0.4-1.3 s, and the second cell's compile
+slows the first one's training); a cold run compiles either way.
 
 - `Progress` ignores every event: subclass it for another listener (`normbench.reports.tensorboard` is one).
 - `LogProgress` writes one line per event to the standard `logging` logger "normbench", at INFO, so a library
