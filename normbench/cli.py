@@ -186,7 +186,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--num-processes", type=int, metavar="N", help="with --distributed: how many processes")
     run.add_argument("--process-id", type=int, metavar="I", help="with --distributed: this process's index")
     run.add_argument("--quiet", action="store_true", help="plain log lines instead of the live progress bar")
-    run.add_argument("--tensorboard", metavar="DIR", help="also write each run's metrics as TensorBoard scalars")
+    run.add_argument(
+        "--tensorboard", metavar="DIR", help="also write each run's metrics as TensorBoard scalars as its epochs end"
+    )
     run.set_defaults(func=_run)
     show.set_defaults(func=_show)
     plot = sub.add_parser("plot", help="redraw a results directory's figures and summary.md from its metrics.csv")

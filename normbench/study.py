@@ -35,13 +35,13 @@ from normbench.results.store import (
     METRICS,
     atomic_write,
     check_same_config,
-    commit,
     exclusive,
     metrics_csv,
     prepare_output_dir,
-    stage,
+    replace,
     write_config,
 )
+from normbench.results.swap import start as start_replacement
 from normbench.results.table import join_tables
 from normbench.runtime.cache import enable_compilation_cache
 from normbench.runtime.parallel import from_writer, is_writer, on_writer
@@ -74,14 +74,13 @@ def run_study(
     if size_check:
         check_memory(cost)
     with contextlib.ExitStack() as claimed:
-        unfinished, finished = None, {}
+        unfinished, finished, lock = None, {}, None
 
         def claim():
-            nonlocal unfinished, finished
+            nonlocal unfinished, finished, lock
             prepare_output_dir(out)
-            claimed.enter_context(exclusive(out))
+            lock = claimed.enter_context(exclusive(out))
             unfinished = Unfinished(out)
-            commit(out, unfinished.staged, OWNED)  # a killed run's replacement of the results, if it got that far
             if not (force or unfinished.holds(config)):  # resuming a run that --force once let in is no question
                 check_same_config(out, config)
             unfinished.begin(config, force)
@@ -126,7 +125,7 @@ def run_study(
         work = {"trace_s": sum(r.trace_s for r in results), "xla_compile_s": sum(r.compile_s for r in results)}
         if is_writer():
             try:
-                write_results(config, out, unfinished, finished, len(all_cells), timings, trained, work,
+                write_results(config, out, lock, unfinished, finished, len(all_cells), timings, trained, work,
                               dataset.train_x.shape[1:])  # fmt: skip
             except OSError as e:  # a full disk, a read-only file: the finished cells are kept, a rerun writes them
                 raise MachineError(
@@ -138,24 +137,24 @@ def run_study(
     return timings
 
 
-def write_results(config, out, unfinished, finished, n_cells, timings, trained, work, input_shape) -> None:
-    """Write the results beside the old ones, then replace those in one `commit` that a kill cannot split."""
-    staged = unfinished.staged
-    atomic_write(staged / METRICS, join_tables([finished[i] for i in range(n_cells)]))
+def write_results(config, out, lock, unfinished, finished, n_cells, timings, trained, work, input_shape) -> None:
+    """Write the complete results into a new directory beside `out` and swap it in (`replace`): killed at any
+    point, `out` holds the old results or the new ones. The old directory goes with this run's `unfinished/`.
+    `input_shape` (one example's) sizes the batch statistics in summary.md."""
+    new = start_replacement(out)
+    atomic_write(new / METRICS, join_tables([finished[i] for i in range(n_cells)]))
     if config.train.diagnostics_at:
         layers = unfinished.finished_diagnostics()
-        atomic_write(staged / DIAGNOSTICS, join_tables([layers[i] for i in range(n_cells)]))
-    draw_figures(staged, config=config, input_shape=input_shape)
+        atomic_write(new / DIAGNOSTICS, join_tables([layers[i] for i in range(n_cells)]))
+    draw_figures(new, config=config, input_shape=input_shape)
     timings["write_s"] = time.perf_counter() - trained
     # Last, so that it can hold every timing.
     meta = {"input_shape": list(input_shape), "environment": environment(), "timings": timings, "compilation": work}
-    write_config(staged, config, meta)
-    stage(staged)
-    commit(out, staged, OWNED)
-    unfinished.remove()
+    write_config(new, config, meta)
+    replace(out, new, OWNED, lock)
 
 
-# The files of a results directory that normbench writes, which a replacing run removes when it has none of them.
+# The files of a results directory that normbench writes, which a replacing run does not carry over.
 FIGURE_FILES = {f"{name}.png" for name in {*FIGURES, *DIAGNOSTICS_FIGURES}}
 OWNED = {CONFIG, METRICS, DIAGNOSTICS, "summary.md", REPORT} | FIGURE_FILES
 

@@ -9,9 +9,12 @@ import pytest
 from conftest import snapshot, study_text
 from test_resume import finish, normbench
 
+import normbench as normbench_api
 from normbench.cli import main
+from normbench.errors import UserError
 from normbench.results.resume import Unfinished
-from normbench.results.store import commit, exclusive, stage
+from normbench.results.store import exclusive, replace
+from normbench.results.swap import settle, siblings, start
 from normbench.study import OWNED
 
 # The old results have layer diagnostics (and their figures) and a report; the new config has neither.
@@ -31,8 +34,11 @@ def tables(files):
     return same, json.loads(files["config.json"])["config"]
 
 
-@pytest.mark.slow
-def test_a_force_run_killed_at_any_point_leaves_old_or_new_results(tmp_path):
+@pytest.fixture(scope="module")
+def replaced(tmp_path_factory):
+    """Old results (with a user's files) and what a --force run of another config turns them into, and the named
+    points that run passes through, each as `<point>#<n>` (the n-th time)."""
+    tmp_path = tmp_path_factory.mktemp("force")
     configs = {}
     for name, text in (("old", OLD), ("new", NEW), ("third", THIRD)):
         configs[name] = tmp_path / f"{name}.py"
@@ -51,45 +57,93 @@ def test_a_force_run_killed_at_any_point_leaves_old_or_new_results(tmp_path):
     expected_new = tables(without_run_state(snapshot(new)))
     assert {"activations.png", "diagnostics.csv", "report.html"}.isdisjoint(expected_new[0])
     assert set(USERS) <= set(expected_new[0]), "a user's own files stay"
-
     points, seen = [], {}
     for point in log.read_text().split():
         if point.endswith((".pkl", ".npz")):  # the caches' entries, not the results directory's
             continue
         seen[point] = seen.get(point, 0) + 1
         points.append(f"{point}#{seen[point]}")
-    assert any(p.startswith("remove:") for p in points) and any(p.startswith("commit:") for p in points)
-    outcomes = []
-    for point in points:
-        out = tmp_path / point.replace(":", "_").replace("#", "_")
-        shutil.copytree(old, out)
-        code, output = finish(normbench(configs["new"], out, kill_at=point, force=True, workers=1))
-        assert code == -signal.SIGKILL, (point, output)
-        # The next run (here one that is refused: a third config without --force) finishes or discards the replacement.
-        code, output = finish(normbench(configs["third"], out))
-        assert code == 2 and "holds results of a different config" in output, (point, output)
-        after = without_run_state(snapshot(out))
-        assert after == expected_old or tables(after) == expected_new, point
-        outcomes.append(after == expected_old)
+    return configs, old, expected_old, expected_new, points
+
+
+def kill_and_check(replaced, tmp_path, point, first_look, env=None) -> bool:
+    """Kill a --force run at `point`, let `first_look(out)` be the first command to see the directory, and check
+    that it then holds the old or the new results, whole, and that the next commands behave; True if old."""
+    configs, old, expected_old, expected_new, _ = replaced
+    out = tmp_path / point.replace(":", "_").replace("#", "_")
+    shutil.copytree(old, out)
+    code, output = finish(normbench(configs["new"], out, kill_at=point, force=True, workers=1, env=env))
+    assert code == -signal.SIGKILL, (point, output)
+    first_look(out)
+    after = without_run_state(snapshot(out))
+    assert after == expected_old or tables(after) == expected_new, point
+    # The next run (here one that is refused: a third config without --force) changes nothing and clears away
+    # what the killed run left beside the directory; plot draws the results that are there.
+    code, output = finish(normbench(configs["third"], out))
+    assert code == 2 and "holds results of a different config" in output, (point, output)
+    assert without_run_state(snapshot(out)) == after, point
+    assert not list(tmp_path.glob(f"{out.name}.normbench-*")), point
+    assert main(["plot", str(out)]) == 0, point
+    return after == expected_old
+
+
+@pytest.mark.slow
+def test_a_force_run_killed_at_any_point_leaves_old_or_new_results(replaced, tmp_path):
+    """With renameat2's exchange: on disk, right after the kill, before any other command has looked."""
+    points = replaced[-1]
+    assert {"write:metrics.csv#1", "swap:built#1", "swap:exchanged#1"} <= set(points)
+    outcomes = [kill_and_check(replaced, tmp_path, point, first_look=lambda out: None) for point in points]
     assert True in outcomes and False in outcomes, "kills fall both before and after the point of no return"
     print(f"{len(points)} kill points, {outcomes.count(True)} left the old results, the rest the new")
 
 
-def test_commit_replaces_only_normbench_files_and_finishes_when_repeated(tmp_path):
-    out, staged = tmp_path / "out", tmp_path / "out" / "unfinished" / "staged"
-    staged.mkdir(parents=True)
-    for name in ("config.json", "metrics.csv", "activations.png", "report.html", "notes.txt"):
+@pytest.mark.slow
+def test_without_the_exchange_every_command_first_finishes_a_halfway_swap(replaced, tmp_path):
+    """Two renames: killed between them, the directory is missing until a command settles it."""
+
+    def load_first(out):
+        if not out.exists():
+            assert (tmp_path / f"{out.name}.normbench-old").exists()
+        assert normbench_api.load(out).shape[0] > 0  # the first reader finishes the swap
+
+    env = {"NORMBENCH_SWAP": "rename"}
+    points = ["swap:built#1", "swap:moved-old#1", "swap:moved-new#1"]
+    outcomes = [kill_and_check(replaced, tmp_path, point, load_first, env) for point in points]
+    assert outcomes == [True, False, False]
+
+
+def test_replace_carries_the_users_files_and_the_lock(tmp_path):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "unfinished" / "cells").mkdir(parents=True)
+    for name in ("config.json", "metrics.csv", "activations.png", "report.html", "notes.txt", "sub/data.txt",
+                 ".metrics.csv.x.normbench.tmp", "unfinished/cells/0000.csv"):  # fmt: skip
         (out / name).write_text("old")
-    for name in ("config.json", "metrics.csv", "summary.md"):
-        (staged / name).write_text("new")
-    commit(out, staged, OWNED)
-    assert (out / "activations.png").exists(), "nothing is replaced before the staged results are complete"
-    stage(staged)
-    (staged / "metrics.csv").rename(out / "metrics.csv")  # as a kill mid-commit leaves it
-    commit(out, staged, OWNED)
-    assert {p.name: p.read_text() for p in out.iterdir() if p.is_file()} == {
-        "config.json": "new", "metrics.csv": "new", "summary.md": "new", "notes.txt": "old"
+    with exclusive(out) as lock:
+        new = start(out)
+        for name in ("config.json", "metrics.csv", "summary.md"):
+            (new / name).write_text("new")
+        replace(out, new, OWNED, lock)
+        assert not new.exists(), "the old directory is gone"
+        with pytest.raises(UserError, match="another normbench run"):  # the lock holds in the new directory
+            with exclusive(out):
+                pass
+    assert snapshot(out) == {
+        "config.json": b"new", "metrics.csv": b"new", "summary.md": b"new", "notes.txt": b"old", "sub/data.txt": b"old"
     }  # fmt: skip
+
+
+def test_settle_finishes_a_swap_stopped_between_its_renames(tmp_path):
+    out = tmp_path / "out"
+    new, old = siblings(out)
+    new.mkdir()
+    (new / "metrics.csv").write_text("new")
+    old.mkdir()
+    (old / "metrics.csv").write_text("old")
+    settle(out)
+    assert (out / "metrics.csv").read_text() == "new" and not new.exists()
+    settle(out)  # nothing more to do
+    assert (out / "metrics.csv").read_text() == "new"
 
 
 def test_the_lock_removes_only_normbench_temporary_files(tmp_path):

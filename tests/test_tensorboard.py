@@ -79,3 +79,43 @@ def test_tensorboard_without_tensorboardx_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import now fails, as when not installed
     with pytest.raises(UserError, match=r"pip install -e '\.\[tensorboard\]'"):
         TensorBoardWriter(Path("tb"))
+
+
+def test_a_sweep_writes_each_epochs_scalars_for_each_run_as_the_epoch_ends(tmp_path):
+    """Each run's event file holds epoch k's scalars when the callback of epoch k returns, before its cell ends."""
+    import dataclasses
+
+    from conftest import tiny_config, tiny_dataset
+
+    from normbench.core.sweep import run_sweep
+    from normbench.results.store import metrics_csv, parse_metrics
+
+    config = tiny_config(norms=("batch", "none"))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3))
+    seen = []  # (cell, epoch, run, the train/loss steps on disk), as each epoch's callback returns
+    done = []
+
+    class Watching(TensorBoardWriter):
+        def epoch_metrics(self, index, epoch, seeds, metrics):
+            super().epoch_metrics(index, epoch, seeds, metrics)
+            for run in sorted(tmp_path.glob(f"mlp_{self.cells[index].norm}_*/*/seed*")):
+                steps = [step for step, _ in read_scalars(run)["train/loss"]]
+                seen.append((index, epoch, run.relative_to(tmp_path).as_posix(), steps, index in done))
+
+        def cell_done(self, index, result):
+            done.append(index)
+            super().cell_done(index, result)
+
+    results = run_sweep(config, tiny_dataset(), Watching(tmp_path), workers=1)
+    runs = {entry[2] for entry in seen}
+    assert len(runs) == 2 * 2 * 2  # 2 cells x 2 init scales x 2 seeds
+    for run in runs:
+        assert [(epoch, steps, ended) for _, epoch, name, steps, ended in seen if name == run] == [
+            (1, [1], False), (2, [1, 2], False), (3, [1, 2, 3], False)
+        ]  # fmt: skip
+    # The finished event files hold the metrics table's values, each epoch once.
+    table = parse_metrics(metrics_csv(config, results))
+    expected = tmp_path / "expected"
+    write_scalars(expected, table)
+    for run in runs:
+        assert read_scalars(tmp_path / run) == read_scalars(expected / run), run

@@ -68,20 +68,23 @@ class CellProgram:
     compile_s: float = 0.0  # XLA's compilation of it
 
 
-def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, on_epoch=None) -> CellProgram:
+def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, on_epoch=None,
+                 on_metrics=None) -> CellProgram:  # fmt: skip
     """The compiled grid of one cell; its vmaps reach only the value axes, so no norm ever reduces across runs.
     All epochs in one program are spread over the devices (`lower_grid`); phased cells run on one. `on_epoch`
-    is called from inside the program as each epoch starts (`normbench.core.train.make_training`)."""
+    is called from inside the program as each epoch starts, `on_metrics` with each epoch's metrics as it ends
+    (`normbench.core.train.make_training`)."""
     started = time.perf_counter()
     seeds, values = grid_arrays(config, cell)
-    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x), on_epoch)
+    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x), on_epoch, on_metrics)
     grid = functools.partial(vmap_grid, chunk_size=config.train.chunk_size)
     if config.train.checkpoint_every or config.train.diagnostics_at:
         phases = compile_phases(training, grid, config, seeds, values, data)
         return CellProgram(None, phases, compile_s=time.perf_counter() - started)
     key = program_key(config, cell, (NORMS[cell.norm], MODELS[cell.model]), (dataset.num_classes, seeds, values, data))
     split, chunked = PROTOCOLS[cell.protocol].split(config), config.train.chunk_size is not None
-    lowered = lower_grid(grid(training.train), split, chunked, seeds, values, data, key, on_epoch is None)
+    lowered = lower_grid(grid(training.train), split, chunked, seeds, values, data, key,
+                         on_epoch is None and on_metrics is None)  # fmt: skip
     traced = time.perf_counter()
     whole = lowered.compile()
     return CellProgram(whole, trace_s=traced - started, compile_s=time.perf_counter() - traced)
@@ -158,7 +161,8 @@ def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, work
     def compile(i):
         with reporting:
             progress.compiling(i)
-        return compile_cell(config, todo[i], dataset, data, epoch_reporter(i) if progress.per_epoch else None)
+        return compile_cell(config, todo[i], dataset, data, epoch_reporter(i) if progress.per_epoch else None,
+                            metrics_reporter(i) if progress.epoch_metrics_wanted else None)  # fmt: skip
 
     def epoch_reporter(i):
         # A chunked grid runs every epoch once per chunk of seeds, the epoch index starting over each time.
@@ -171,6 +175,20 @@ def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, work
                 progress.epochs_done(i, int(index) if chunks == 1 else begun / chunks)
 
         return on_epoch
+
+    def metrics_reporter(i):
+        heard = set()  # a data-parallel protocol's devices each report the same epoch
+
+        def on_metrics(index, seeds, metrics):
+            seeds = np.asarray(seeds).reshape(-1)
+            if (int(index), *seeds.tolist()) in heard:
+                return
+            heard.add((int(index), *seeds.tolist()))
+            metrics = jax.tree.map(lambda m: np.asarray(m).reshape(len(seeds), -1), metrics)
+            with reporting:
+                progress.epoch_metrics(i, int(index) + 1, seeds, metrics)
+
+        return on_metrics
 
     def train(i, program, waited):
         checkpoints = checkpoints_for(todo[i]) if checkpoints_for and config.train.checkpoint_every else None

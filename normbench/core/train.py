@@ -285,12 +285,35 @@ def make_train(config: Config, cell: Cell, num_classes: int, n_train: int):
     return make_training(config, cell, num_classes, n_train).train
 
 
+def grid_callback(callback: Callable) -> Callable:
+    """`tell(index, seed, metrics)`, which calls `callback(index, seeds, metrics)` on the host from inside a
+    compiled program: once for a whole vmapped grid, not once per run (`jax.debug.callback` alone unrolls over a
+    batched argument, jax/_src/debugging.py). Each vmap of `tell` puts its axis in front of the batched arguments
+    instead, so `seeds` is [seeds] and each of `metrics` [seeds, runs]; `index` stays unbatched."""
+
+    @jax.custom_batching.custom_vmap
+    def tell(index, seed, metrics):
+        jax.debug.callback(callback, index, seed, metrics, ordered=False)
+        return index
+
+    @tell.def_vmap
+    def batched(axis_size, in_batched, index, seed, metrics):
+        # A metric that does not vary along this axis is repeated along it, so every metric has every grid axis.
+        spread = jax.tree.map(lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *x.shape)), metrics,
+                              in_batched[2])  # fmt: skip
+        return tell(index, seed, spread), False
+
+    return tell
+
+
 def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
-                  on_epoch: Callable[[jax.Array], None] | None = None) -> Training:  # fmt: skip
+                  on_epoch: Callable[[jax.Array], None] | None = None,
+                  on_metrics: Callable | None = None) -> Training:  # fmt: skip
     """The phases of one run of `cell`. `on_epoch(index)` is called from inside the compiled program as epoch
     `index` (0-based) starts: once per epoch for the whole grid, since no vmap batches the index (a chunked grid
-    calls it once per chunk, a data-parallel protocol once per device). Such a program cannot go through
-    `jax.export`."""
+    calls it once per chunk, a data-parallel protocol once per device). `on_metrics(index, seeds, metrics)` is
+    called as the epoch ends, with its `EpochMetrics` of the whole grid (`grid_callback`). A program with either
+    cannot go through `jax.export`."""
     config = cell_config(config, cell)
     spec = NORMS[cell.norm]
     protocol = PROTOCOLS[cell.protocol]
@@ -306,6 +329,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
     precise_steps = max(1, config.train.precise_bn_examples // batch)
     # Test batches normalized by their own statistics are as large as the largest a training step's see.
     statistics_batch = max(stat_sizes(config, cell))
+    tell_metrics = grid_callback(on_metrics) if on_metrics is not None else None
 
     def optimizer(values: RunValues):
         run = with_values(config, values)
@@ -407,8 +431,10 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
                     due, held_out, lambda: nans(jax.eval_shape(held_out))
                 )
             loss = jnp.sum(jnp.where(taken, losses, 0.0)) / jnp.sum(taken)
-            epoch_metrics = EpochMetrics(loss, train_acc, test_acc, test_loss, val_acc, val_loss)
-            return RunState(train_state, diverged_epoch), epoch_metrics
+            measured = EpochMetrics(loss, train_acc, test_acc, test_loss, val_acc, val_loss)
+            if on_metrics is not None:
+                tell_metrics(index, seed, measured)
+            return RunState(train_state, diverged_epoch), measured
 
         # Each device's running statistics move apart during the epochs and are averaged at their end: the same
         # means that averaging after every step gives, an exponential average being linear.

@@ -19,6 +19,7 @@ from normbench.config import get_field
 from normbench.core.axes import swept_columns
 from normbench.errors import UserError
 from normbench.results.stats import mean_ci
+from normbench.results.swap import settle
 
 KEYS = ["model", "norm", "protocol", "norm_batch", "init_scale", "learning_rate"]
 METRICS = ("test_acc", "train_acc", "test_loss", "train_loss", "test_acc_batch_stats", "test_acc_precise")
@@ -28,6 +29,7 @@ NOT_SIGNIFICANT = "not significant"
 
 def final_epoch(results_dir) -> pd.DataFrame:
     """The last epoch's rows of a results directory, with its config in `attrs["config"]`."""
+    settle(results_dir)  # a replacement that a kill stopped halfway (`normbench.results.swap`)
     if not Path(results_dir).is_dir():
         raise UserError(f"{str(results_dir)!r} does not exist")
     df = load(results_dir)

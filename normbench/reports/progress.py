@@ -5,11 +5,14 @@ the previous cell's training), `training`, `epochs_done` as its epochs go by, an
 train at once, so their events interleave and cells may finish out of order. A listener whose `per_epoch` is
 true hears each epoch from inside the compiled program (a `jax.debug.callback` on the epoch index, one call per
 epoch for all runs); the others hear only the segments of cells trained in segments (`train.checkpoint_every`,
-`train.diagnostics_at`). The callback costs nothing measurable in training (`benchmarks/progress_overhead.py`), but
-a program holding one is kept by neither cache: `jax.export` cannot serialize it and XLA's compilation cache keys
-it by the callback's address. So a warm run pays its compiles again: the init-scale study took 24-25 s with
-per-epoch progress against 14-16 s with the same bar hearing only cells, on a 2-core CPU (compile 5.7 s against
-0.4-1.3 s, and the second cell's compile slows the first one's training); a cold run compiles either way.
+`train.diagnostics_at`). A listener whose `epoch_metrics_wanted` is true (TensorBoard's) hears `epoch_metrics` as
+each epoch ends: its metrics of every run of the grid, from one callback per epoch
+(`normbench.core.train.grid_callback`). Either callback costs nothing measurable in training, within 0.2% of the
+CPU time of the same program without it (`benchmarks/progress_overhead.py`), but a program holding one is kept by
+neither cache: `jax.export` cannot serialize it and XLA's compilation cache keys it by the callback's address. So
+a warm run pays its compiles again: the init-scale study took 24-25 s with per-epoch progress against 14-16 s with
+the same bar hearing only cells, on a 2-core CPU (compile 5.7 s against 0.4-1.3 s, and the second cell's compile
+slows the first one's training); a cold run compiles either way.
 
 - `Progress` ignores every event: subclass it for another listener (`normbench.reports.tensorboard` is one).
 - `LogProgress` writes one line per event to the standard `logging` logger "normbench", at INFO, so a library
@@ -37,6 +40,7 @@ class Progress:
     """A listener to a sweep's events; every event is ignored unless a subclass overrides it."""
 
     per_epoch = False  # hear every epoch from inside the compiled programs (see the module's docstring)
+    epoch_metrics_wanted = False  # likewise, each epoch's metrics of every run as the epoch ends
 
     def sweep_started(self, config: Config, cells: list[Cell], n_train: int) -> None:
         pass
@@ -51,6 +55,10 @@ class Progress:
         """Cell `index` has trained `epochs` epochs so far (of `config.train.epochs`); a fraction when its seeds
         train in chunks."""
 
+    def epoch_metrics(self, index: int, epoch: int, seeds, metrics) -> None:
+        """Cell `index` has finished epoch `epoch` (1-based) for the runs of `seeds` (the cell's seeds, or one
+        chunk's): `metrics`, a `normbench.core.train.EpochMetrics` of numpy arrays [len(seeds), runs per seed]."""
+
     def cell_done(self, index: int, result) -> None:
         """Cell `index` is trained; `result` is its `normbench.core.sweep.CellResult`."""
 
@@ -61,6 +69,7 @@ class Fanout(Progress):
     def __init__(self, *listeners: Progress):
         self.listeners = listeners
         self.per_epoch = any(listener.per_epoch for listener in listeners)
+        self.epoch_metrics_wanted = any(listener.epoch_metrics_wanted for listener in listeners)
 
     def sweep_started(self, config, cells, n_train):
         for listener in self.listeners:
@@ -77,6 +86,10 @@ class Fanout(Progress):
     def epochs_done(self, index, epochs):
         for listener in self.listeners:
             listener.epochs_done(index, epochs)
+
+    def epoch_metrics(self, index, epoch, seeds, metrics):
+        for listener in self.listeners:
+            listener.epoch_metrics(index, epoch, seeds, metrics)
 
     def cell_done(self, index, result):
         for listener in self.listeners:

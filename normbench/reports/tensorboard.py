@@ -1,17 +1,20 @@
-"""TensorBoard scalars of every run, written as each cell finishes: `normbench run CONFIG --tensorboard DIR`.
+"""TensorBoard scalars of every run, written as its epochs finish: `normbench run CONFIG --tensorboard DIR`.
 
 Each normbench run is one TensorBoard run, `DIR/<model>_<norm>_<protocol>_b<batch>/init<scale>_lr<lr>[_ghost<n>]
 /seed<seed>`, so TensorBoard's run filter selects by any of them (e.g. `batch_sgd` or `seed0`). Its scalars, at
-step = epoch, are the columns of `metrics.csv` (the very values, read back from the same text): `train/loss`,
+step = epoch, are the columns of `metrics.csv` (the same values, rounded to the same 7 digits): `train/loss`,
 `train/acc`, `test/loss`, `test/acc`, and after the last epoch, for norms with running statistics,
 `test/acc_batch_stats` and `test/acc_precise`. Each run also carries its hyperparameters, its key columns
 (model, norm, protocol, batch size, init scale, learning rate, examples per statistic, seed and each swept field),
 as the HParams plugin's summary, so TensorBoard's HPARAMS tab tabulates the runs against their final metrics.
-Scalars come as each cell finishes, not as its epochs do: a cell's epochs run inside one compiled program, and
-what it reports while running (`normbench.reports.progress`) is only the epoch index, not the metrics of its
-runs, whose copy back to the host per epoch would cost more than the progress it shows.
-Use a fresh DIR per sweep: a second sweep into the same runs adds a second event file to each, and TensorBoard
-draws both.
+
+The per-epoch scalars come out of the compiled program as each epoch ends: one host callback per epoch carries
+the metrics of the whole grid (`normbench.core.train.grid_callback`), and each run's event file is flushed then,
+so TensorBoard draws a cell's curves while it trains. The after-training ones, and the epochs of a cell resumed
+from a checkpoint that ran before the interruption, are written when the cell ends. As with the live progress bar,
+a program with a callback is kept by neither program cache, so a warm run with `--tensorboard` compiles again
+(`normbench.reports.progress`). Use a fresh DIR per sweep: a second sweep into the same runs adds a second event
+file to each, and TensorBoard draws both.
 
 Needs tensorboardX (`pip install -e ".[tensorboard]"`); viewing needs TensorBoard (`pip install tensorboard`,
 then `tensorboard --logdir DIR`). A finished results directory converts the same way:
@@ -20,20 +23,28 @@ then `tensorboard --logdir DIR`). A finished results directory converts the same
 
 from __future__ import annotations
 
+import socket
+import struct
+import time
 from pathlib import Path
 
 import numpy as np
 
-from normbench.core.axes import STATIC, VALUE, key_columns, kind, swept_columns
+from normbench.core.axes import EPOCH, STATIC, VALUE, key_columns, kind, run_columns, swept_columns
+from normbench.core.grid import run_keys
+from normbench.core.train import EpochMetrics
 from normbench.errors import UserError
 from normbench.reports.progress import Progress
-from normbench.results.store import metrics_csv, parse_metrics, prepare_output_dir
+from normbench.results.store import prepare_output_dir
+from normbench.results.table import number
 
 TAGS = {
     "train_loss": "train/loss",
     "train_acc": "train/acc",
     "test_loss": "test/loss",
     "test_acc": "test/acc",
+    "val_loss": "val/loss",
+    "val_acc": "val/acc",
     "test_acc_batch_stats": "test/acc_batch_stats",
     "test_acc_precise": "test/acc_precise",
 }
@@ -60,19 +71,15 @@ def write_scalars(logdir: Path, columns: dict[str, np.ndarray]) -> list[str]:
     """Write every run of a metrics table (`read_metrics`' columns) under `logdir`, with its hyperparameters;
     returns the run names."""
     from tensorboardX import SummaryWriter
-    from tensorboardX.summary import hparams
 
     runs: dict[str, tuple[dict, list[int]]] = {}  # name -> (key columns, rows)
     keys, fields = key_columns(columns), swept_columns(columns)
     for i, values in enumerate(zip(*(columns[k] for k in keys))):
         key = dict(zip(keys, values))
         runs.setdefault(run_name(key, fields), (key, []))[1].append(i)
-    metrics = {tag: None for tag in TAGS.values()}  # the plugin names them; the scalars below are their values
     for name, (key, rows) in runs.items():
         with SummaryWriter(logdir=str(Path(logdir) / name)) as writer:
-            # Into the run's own event file (tensorboardX's add_hparams would open a timestamped subrun), so the
-            # HParams tab finds the scalars next to it.
-            for summary in hparams(hyperparameters(key), metrics):
+            for summary in hparams_summaries(key):
                 writer.file_writer.add_summary(summary)
             for i in rows:
                 for column, tag in TAGS.items():
@@ -82,8 +89,55 @@ def write_scalars(logdir: Path, columns: dict[str, np.ndarray]) -> list[str]:
     return list(runs)
 
 
+def hparams_summaries(key: dict) -> list:
+    """A run's hyperparameters as the HParams plugin's summaries, for the run's own event file (tensorboardX's
+    add_hparams would open a timestamped subrun), so the HParams tab finds the scalars next to them."""
+    from tensorboardX.summary import hparams
+
+    metrics = {tag: None for tag in TAGS.values()}  # the plugin names them; the scalars are their values
+    return list(hparams(hyperparameters(key), metrics))
+
+
+class EventFile:
+    """One run's event file, written as events come: `flush` makes them readable by TensorBoard at once.
+    (tensorboardX's SummaryWriter queues them for a thread per file, and its flush leaves the queue waiting.)"""
+
+    def __init__(self, directory: Path):
+        from tensorboardX.proto.event_pb2 import Event
+
+        self._event = Event
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self._file = open(Path(directory) / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}", "wb")
+        self._add(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _add(self, event) -> None:
+        from tensorboardX.record_writer import masked_crc32c
+
+        data = event.SerializeToString()
+        header = struct.pack("<Q", len(data))
+        crc = struct.pack("<I", masked_crc32c(header)), struct.pack("<I", masked_crc32c(data))
+        self._file.write(header + crc[0] + data + crc[1])
+
+    def summary(self, summary, step: int = 0) -> None:
+        self._add(self._event(wall_time=time.time(), step=step, summary=summary))
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboardX.summary import scalar
+
+        self.summary(scalar(tag, value), step)
+
+    def flush(self) -> None:
+        self._file.flush()  # to the OS, where readers find it; no fsync per epoch
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class TensorBoardWriter(Progress):
-    """A sweep listener that writes each cell's runs as soon as the cell is trained."""
+    """A sweep listener that writes each run's scalars as its epochs end (`epoch_metrics`), and what is left
+    when its cell is done. A cell's runs keep their event files open while it trains."""
+
+    epoch_metrics_wanted = True
 
     def __init__(self, logdir: Path):
         try:
@@ -93,8 +147,57 @@ class TensorBoardWriter(Progress):
         self.logdir = Path(logdir)
 
     def sweep_started(self, config, cells, n_train):
-        self.config = config
+        self.config, self.cells = config, cells
+        self.fields = swept_columns([*run_columns(config), EPOCH])
+        self.open: dict[int, dict[str, object]] = {}  # cell index -> run name -> its SummaryWriter
+        self.written: dict[str, set[int]] = {}  # run name -> the epochs whose scalars it has
         prepare_output_dir(self.logdir)  # a bad DIR stops the sweep before its first cell trains
 
+    def _runs(self, index: int, seeds) -> list[list[tuple[str, dict]]]:
+        """[seed position][run] -> (run name, key columns) of `seeds` of cell `index`."""
+        keys = run_keys(self.config, self.cells[index])
+        per_seed = len(keys) // len(self.config.sweep.seeds)
+        position = {seed: s for s, seed in enumerate(self.config.sweep.seeds)}
+        runs = []
+        for seed in seeds:
+            first = position[int(seed)] * per_seed
+            runs.append([(run_name(key, self.fields), key) for key in keys[first : first + per_seed]])
+        return runs
+
+    def _writer(self, index: int, name: str, key: dict) -> EventFile:
+        cell = self.open.setdefault(index, {})
+        if name not in cell:
+            cell[name] = EventFile(self.logdir / name)
+            for summary in hparams_summaries(key):
+                cell[name].summary(summary)
+        return cell[name]
+
+    def _epoch(self, writer, name: str, epoch: int, metrics, s: int, k: int, last: int | None = None) -> None:
+        """Epoch `epoch`'s scalars of run (s, k): `metrics` of that epoch, or of all epochs with `last` its index."""
+        for column in EpochMetrics._fields:
+            value = getattr(metrics, column)[s, k] if last is None else getattr(metrics, column)[s, k, last]
+            if not np.isnan(value):  # e.g. test metrics of epochs without a test pass
+                writer.scalar(TAGS[column], float(number(value)), epoch)
+        self.written.setdefault(name, set()).add(epoch)
+
+    def epoch_metrics(self, index, epoch, seeds, metrics):
+        for s, runs in enumerate(self._runs(index, seeds)):
+            for k, (name, key) in enumerate(runs):
+                writer = self._writer(index, name, key)
+                self._epoch(writer, name, epoch, metrics, s, k)
+                writer.flush()  # readable now, while the cell trains
+
     def cell_done(self, index, result):
-        write_scalars(self.logdir, parse_metrics(metrics_csv(self.config, [result])))
+        m = result.metrics
+        epochs = m.train_loss.shape[-1]
+        for s, runs in enumerate(self._runs(index, self.config.sweep.seeds)):
+            for k, (name, key) in enumerate(runs):
+                writer = self._writer(index, name, key)
+                for epoch in set(range(1, epochs + 1)) - self.written.get(name, set()):  # not heard while training
+                    self._epoch(writer, name, epoch, m, s, k, last=epoch - 1)
+                for column in ("test_acc_batch_stats", "test_acc_precise"):
+                    value = getattr(m, column)[s, k]
+                    if not np.isnan(value):
+                        writer.scalar(TAGS[column], float(number(value)), epochs)
+        for writer in self.open.pop(index, {}).values():
+            writer.close()

@@ -3,14 +3,13 @@
 - `config.json`: the config being run, so that a rerun can tell it is the same run;
 - `cells/<index>.csv`: each finished cell's rows of `metrics.csv`, written the moment the cell finishes
   (and `diagnostics/<index>.csv`, its rows of `diagnostics.csv`, just before);
-- `checkpoints/<index>/`: with `train.checkpoint_every`, the latest saved state of the cell in training (orbax);
-- `staged/`: the complete results, written here first and then moved into place (`normbench.results.store.commit`).
+- `checkpoints/<index>/`: with `train.checkpoint_every`, the latest saved state of the cell in training (orbax).
 
 Every file here is written atomically (orbax too renames a finished save into place), so a run stopped at any
 point (Ctrl-C, SIGTERM, SIGKILL, a lost machine) leaves only whole files. Running the same command again trains
 only the cells without rows, a cell with a checkpoint continues from it, and the rows of a resumed run are
-the same bytes as an uninterrupted run's. The completed run writes its results into `staged/`, moves them next to
-this directory, then removes it.
+the same bytes as an uninterrupted run's. The completed run writes its results into a new directory, which it
+swaps for the old one (`normbench.results.store.replace`): this directory goes with the old one.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ class Unfinished:
 
     def __init__(self, out: Path):
         self.root = Path(out) / UNFINISHED
-        self.staged = self.root / "staged"
 
     def holds(self, config: Config) -> bool:
         """Whether an interrupted run of `config` is waiting here; a run whose config.json is missing is no one's."""
@@ -58,8 +56,6 @@ class Unfinished:
         if not (self.root / CONFIG).exists():
             atomic_write(self.root / CONFIG, json.dumps({"config": to_dict(config)}, indent=2) + "\n")
         (self.root / "cells").mkdir(exist_ok=True)
-        shutil.rmtree(self.staged, ignore_errors=True)  # an interrupted run's half-written results
-        self.staged.mkdir()
 
     def finished(self) -> dict[int, str]:
         """Cell index -> that cell's rows (with the header line) for every cell finished so far."""
@@ -78,9 +74,6 @@ class Unfinished:
 
     def checkpoints(self, index: int) -> CellCheckpoints:
         return CellCheckpoints(self.root / "checkpoints" / f"{index:04d}")
-
-    def remove(self) -> None:
-        shutil.rmtree(self.root)
 
 
 class CellCheckpoints:

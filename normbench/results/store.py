@@ -1,7 +1,8 @@
 """A results directory: `config.json` (the resolved config and where it ran) and `metrics.csv` (one row per run
 and epoch). Figures are drawn from these two files alone. Every file is written to a temporary name in the same
 directory and renamed over the old one, so a reader never sees half a file and a failed run leaves the previous
-results as they were.
+results as they were. A run's results replace the old ones all at once: written into a new directory, which is
+then swapped for the old one (`replace`, `normbench.results.swap`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,12 +19,14 @@ import numpy as np
 
 from normbench.config import Config, from_dict, to_dict
 from normbench.errors import UserError
+from normbench.results.swap import clear, settle, swap
 from normbench.results.table import number, parse_table, read_table, table_csv
 from normbench.runtime.faults import reached
 
 METRICS = "metrics.csv"
 CONFIG = "config.json"
 UNFINISHED = "unfinished"  # a run under way (`normbench.results.resume`)
+LOCK = ".lock"  # held by the run writing the directory (`exclusive`)
 
 # What metrics.csv records of a run at each epoch, after its key columns (`normbench.core.axes`).
 METRIC_COLUMNS = (
@@ -73,12 +77,15 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
 
 def prepare_output_dir(out: Path) -> None:
-    """Create the directory and prove it is writable before any training time is spent."""
+    """Create the directory and prove it is writable, and its parent, where its replacement is built (`replace`),
+    before any training time is spent."""
+    settle(out)  # a replacement that a kill stopped halfway, before anything here would create an empty `out`
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out, prefix=".probe.")
         os.close(fd)
         os.unlink(probe)
+        os.rmdir(tempfile.mkdtemp(dir=Path(os.path.realpath(out)).parent, prefix=".normbench-probe."))
     except OSError as e:
         raise UserError(f"cannot write results to {str(out)!r}: {e.strerror or e}") from e
 
@@ -112,16 +119,31 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+class Lock:
+    """A results directory's lock, held by one run (`exclusive`): flock on its `.lock` file."""
+
+    def __init__(self, handle):
+        self.handles = [handle]
+
+    def carry_to(self, directory: Path) -> None:
+        """Hold the lock of `directory` too, a replacement about to be swapped in: so `out/.lock` is held before
+        and after the swap."""
+        handle = open(Path(directory) / LOCK, "w")
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: no one else can hold it
+        self.handles.append(handle)
+
+
 @contextlib.contextmanager
 def exclusive(out: Path):
     """Hold `out` for one run: a second run into the same directory stops instead of interleaving its files.
-    Holding it, the temporary files of a killed run's unfinished writes are known to be orphans: removed. Only
-    normbench's own, where normbench writes: `out` itself and what is under `out/unfinished`.
+    Holding it, the leftovers of a killed run's writes are known to be orphans: removed. Only normbench's own,
+    where normbench writes: temporary files in `out` itself and under `out/unfinished`, and a killed
+    replacement's directories beside `out` (`normbench.results.swap`). Yields the `Lock`.
 
     The `.lock` file goes when the run ends, so a finished directory holds its results alone. A run that opened
     the file just before it went would lock a file no longer there, beside a third run locking a new one: a lock
     counts only while its file is the one at the path."""
-    path = Path(out) / ".lock"
+    path = Path(out) / LOCK
     while True:
         handle = open(path, "w")
         try:
@@ -132,13 +154,16 @@ def exclusive(out: Path):
         if _same_file(path, handle):
             break
         handle.close()
+    lock = Lock(handle)
     try:
         for orphan in [*Path(out).glob(f".*{TMP_SUFFIX}"), *(Path(out) / UNFINISHED).rglob(f".*{TMP_SUFFIX}")]:
             orphan.unlink()
-        yield
+        clear(out)
+        yield lock
     finally:
         path.unlink(missing_ok=True)  # before the lock is released, so no run can lock a file about to go
-        handle.close()
+        for handle in lock.handles:
+            handle.close()
 
 
 def _same_file(path: Path, handle) -> bool:
@@ -150,34 +175,31 @@ def _same_file(path: Path, handle) -> bool:
     return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
 
 
-MANIFEST = "manifest.json"
+def replace(out: Path, new: Path, owned: set[str], lock: Lock) -> None:
+    """Make `new` (`normbench.results.swap.start`, holding complete results) the results directory `out`, in one
+    step that a kill cannot split: `out` is wholly old or wholly new. The entries of `out` that normbench did not
+    write come along, hard-linked (copied where a link fails): of the old ones only the `owned` names (normbench's
+    files), the run state (`unfinished/`, `.lock`) and a killed write's temporary files go, with the old
+    directory. `lock` moves along, held throughout."""
+    out, new = Path(out), Path(new)
+    for entry in sorted(out.iterdir()):
+        name = entry.name
+        if name in owned or name in (LOCK, UNFINISHED) or name.endswith(TMP_SUFFIX) or os.path.lexists(new / name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / name, symlinks=True, copy_function=_link)
+        else:
+            _link(entry, new / name)
+    lock.carry_to(new)
+    reached("swap:built")
+    swap(out, new)
 
 
-def stage(staged: Path) -> None:
-    """Mark the complete results written into `staged` as ready to replace those of the results directory:
-    from here on, `commit` completes the replacement even if this run is killed first."""
-    names = sorted(p.name for p in Path(staged).iterdir() if p.name != CONFIG) + [CONFIG]  # config.json last
-    atomic_write(Path(staged) / MANIFEST, json.dumps(names) + "\n")
-
-
-def commit(out: Path, staged: Path, owned: set[str]) -> None:
-    """Replace the results in `out` by those `stage` marked in `staged`; nothing if none are marked. Of the old
-    files only `owned` ones (normbench's names) that the new results lack are removed: a user's files stay.
-    Each step can be repeated, so a commit killed midway is finished by the next run's call: the directory ends
-    wholly new, having been wholly old up to the manifest."""
-    manifest = Path(staged) / MANIFEST
-    if not manifest.exists():
-        return
-    names = json.loads(manifest.read_text())
-    for name in sorted(owned - set(names)):
-        if (Path(out) / name).exists():
-            (Path(out) / name).unlink()
-            reached(f"remove:{name}")
-    for name in names:
-        if (Path(staged) / name).exists():
-            os.replace(Path(staged) / name, Path(out) / name)
-            reached(f"commit:{name}")
-    manifest.unlink()
+def _link(source, target) -> None:
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:  # a filesystem without hard links, a file on another mount
+        shutil.copy2(source, target, follow_symlinks=False)
 
 
 def write_config(out: Path, config: Config, meta: dict) -> None:
@@ -194,6 +216,7 @@ def read_meta(out: Path) -> dict:
 
 
 def read_config(out: Path) -> Config:
+    settle(out)  # every reader of a results directory starts here
     path = Path(out) / CONFIG
     if not path.exists():
         raise UserError(f"{str(path)!r} not found: is {str(out)!r} a results directory?")
@@ -209,6 +232,7 @@ def _read_config_file(path: Path) -> Config:
 
 def read_metrics(out: Path) -> dict[str, np.ndarray]:
     """The metrics table as columns (`normbench.results.table.parse_table`)."""
+    settle(out)
     return read_table(Path(out) / METRICS, METRIC_COLUMNS)
 
 

@@ -3,8 +3,9 @@ mid-cell or mid-write rather than wherever a timer happens to land.
 
 `NORMBENCH_KILL_AT=<point>` SIGKILLs the process the first time it reaches `<point>`, and `<point>#<n>` the n-th
 time. Points: `write:<file name>` (an atomic write's data is on disk under its temporary name, not yet renamed),
-`checkpoint` (a cell's state has just been saved), and the steps of replacing a results directory's files:
-`remove:<file name>` (an old file is gone) and `commit:<file name>` (a new one is in place).
+`checkpoint` (a cell's state has just been saved), and the steps of swapping in a results directory's replacement
+(`normbench.results.swap`): `swap:built` (complete beside it), `swap:exchanged` (swapped, the old one not yet
+removed), or where the exchange is not available `swap:moved-old` (between the two renames) and `swap:moved-new`.
 `NORMBENCH_POINTS=<file>` appends each point reached to `<file>`, one a line: the list of places to kill a run at.
 Unset, each point costs two dictionary lookups.
 """

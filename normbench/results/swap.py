@@ -1,0 +1,111 @@
+"""Replacing a directory by another as one step that a kill cannot split.
+
+The new directory is built beside the old one, at `<out>.normbench-new` (same parent, so same filesystem), and
+the two are swapped. On Linux (glibc >= 2.28, a filesystem that supports it: ext4, xfs, btrfs, tmpfs, ...) one
+`renameat2(..., RENAME_EXCHANGE)` swaps them, so `<out>` is at every instant wholly the old directory or wholly
+the new one; the old one, now at `<out>.normbench-new`, is then removed.
+
+Elsewhere (macOS, NFS and other filesystems without the exchange) two renames do it: `<out>` to
+`<out>.normbench-old`, then `<out>.normbench-new` to `<out>`. Killed between the two, `<out>` is missing for a
+moment; `settle`, which every normbench command that reads or writes a results directory calls first, finishes
+such a swap (the new directory is complete before the first rename), so no command sees a mix or a gap. A reader
+that does not go through normbench (`cat`, pandas) gets the exchange's guarantee only where the exchange exists.
+
+The two names are normbench's: a run that holds `<out>`'s lock removes what a killed run left there (`clear`).
+`NORMBENCH_SWAP=rename` takes the two-rename path even where the exchange exists, so tests can kill it midway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from normbench.runtime.faults import reached
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def siblings(out: Path) -> tuple[Path, Path]:
+    """(`<out>.normbench-new`, `<out>.normbench-old`) beside the real directory that `out` names."""
+    real = Path(os.path.realpath(out))
+    return real.with_name(f"{real.name}.normbench-new"), real.with_name(f"{real.name}.normbench-old")
+
+
+def start(out: Path) -> Path:
+    """An empty directory beside `out` to build its replacement in, with `out`'s permissions."""
+    new = siblings(out)[0]
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir()
+    shutil.copystat(out, new)
+    return new
+
+
+def swap(out: Path, new: Path) -> None:
+    """Make the complete directory `new` (from `start`) be `out`, and remove the old one."""
+    out = Path(os.path.realpath(out))
+    if exchange(out, new):
+        reached("swap:exchanged")
+        shutil.rmtree(new)  # the old directory now
+        return
+    old = siblings(out)[1]
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(out, old)
+    reached("swap:moved-old")
+    with contextlib.suppress(FileNotFoundError):  # a reader's `settle` may have made the second move
+        os.rename(new, out)
+    reached("swap:moved-new")
+    shutil.rmtree(old)
+
+
+def settle(out: Path) -> None:
+    """Finish a two-rename swap that a kill stopped halfway (`<out>` missing, the old directory moved aside):
+    the new directory, complete, moves into place. Nothing in every other case; a failure leaves things as they
+    were, for the reader's own error to say."""
+    out = Path(os.path.realpath(out))
+    new, old = siblings(out)
+    if out.exists() or not old.exists():
+        return
+    with contextlib.suppress(OSError):
+        os.rename(new, out)
+    if not out.exists():  # nothing complete to move in: the old directory goes back
+        with contextlib.suppress(OSError):
+            os.rename(old, out)
+
+
+def clear(out: Path) -> None:
+    """Remove what a killed swap left beside `out`; only for the holder of `out`'s lock, after `settle`."""
+    for leftover in siblings(out):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with renameat2(RENAME_EXCHANGE); False where that is not available."""
+    if _renameat2 is None or os.environ.get("NORMBENCH_SWAP") == "rename":
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):  # this filesystem or kernel
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def _load_renameat2():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_renameat2 = _load_renameat2()
