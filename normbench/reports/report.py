@@ -21,8 +21,8 @@ import numpy as np
 
 from normbench.catalog import flat_fields, setting
 from normbench.config import Config
-from normbench.reports.summary import summary_markdown
-from normbench.results.store import CONFIG, atomic_write, read_config, read_meta, read_metrics
+from normbench.reports.summary import input_shape_of, summary_markdown
+from normbench.results.store import CONFIG, atomic_write, read_config, read_metrics
 
 REPORT = "report.html"
 
@@ -48,7 +48,7 @@ def report_html(out: Path) -> str:
     config = read_config(out)
     columns = read_metrics(out)
     saved = json.loads((out / CONFIG).read_text())
-    summary = summary_markdown(columns, config, read_meta(out).get("input_shape"))
+    summary = summary_markdown(columns, config, input_shape_of(out, config))
     summary = summary.removeprefix(f"# {config.name}\n")  # the page has the title
     sections = [
         ("figures", "Figures", _figures(out, columns, config)),

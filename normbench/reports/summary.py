@@ -8,6 +8,8 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.core.axes import swept_columns
+from normbench.data import load
+from normbench.errors import UserError
 from normbench.models import norm_positions
 from normbench.results.claims import evaluate, parse_claim, tune
 from normbench.results.stats import final_epoch, mean_ci, norm_batch
@@ -154,10 +156,20 @@ def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape
 
 def write_summary(out: Path, columns: dict[str, np.ndarray], config: Config,
                   input_shape: tuple[int, ...] | None = None) -> Path:  # fmt: skip
-    """summary.md in `out`; one example's `input_shape` (else config.json's, where it has one) sizes the batch
+    """summary.md in `out`; one example's `input_shape` (else `input_shape_of(out, config)`) sizes the batch
     statistics."""
     path = Path(out) / "summary.md"
-    if input_shape is None:
-        input_shape = read_meta(out).get("input_shape")
-    atomic_write(path, summary_markdown(columns, config, input_shape))
+    atomic_write(path, summary_markdown(columns, config, input_shape or input_shape_of(out, config)))
     return path
+
+
+def input_shape_of(out: Path, config: Config) -> tuple[int, ...] | None:
+    """One example's shape: as config.json records it, else as the config's data source gives it (results written
+    before config.json recorded it), else None where that data is not at hand."""
+    recorded = read_meta(out).get("input_shape")
+    if recorded:
+        return tuple(recorded)
+    try:
+        return load(config.data).train_x.shape[1:]
+    except UserError:
+        return None
