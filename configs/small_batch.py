@@ -62,7 +62,9 @@ def get_config() -> Config:
                 f"test_acc, {SGD}: {DROP.format(norm='batch')}",
                 f"test_acc, {SGD}: {DROP.format(norm='layer')}",
                 f"test_acc, {SGD}: {DROP.format(norm='group')}",
-                f"test_acc, {SGD}: {DROP.format(norm='batch')} - {DROP.format(norm='group')}",
+                # BN's drop minus GN's
+                f"test_acc, {SGD}: norm=batch batch_size=128 - norm=batch batch_size=2 - norm=group batch_size=128 "
+                "+ norm=group batch_size=2",
                 f"test_acc, {SGD}: norm=group batch_size=2 - norm=batch batch_size=2",
                 "test_acc, protocol=ghost: ghost_size=128 - ghost_size=2",
             ),

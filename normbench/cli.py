@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import os
 import signal
 import sys
@@ -93,7 +94,18 @@ def _show(args) -> int:
 def _plot(args) -> int:
     from normbench.reports.plots import draw_figures
 
-    for path in draw_figures(Path(args.results_dir), format=args.format, dpi=args.dpi):
+    if args.config:
+        from normbench.config import load_config
+        from normbench.core.validate import validate
+        from normbench.results.store import revise_reporting
+
+        config = load_config(args.config)
+        validate(config)
+        draw = functools.partial(draw_figures, Path(args.results_dir), format=args.format, dpi=args.dpi)
+        written = revise_reporting(Path(args.results_dir), config, lambda config: draw(config=config))
+    else:
+        written = draw_figures(Path(args.results_dir), format=args.format, dpi=args.dpi)
+    for path in written:
         print(path)
     return 0
 
@@ -195,6 +207,12 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("results_dir")
     plot.add_argument("--format", choices=("png", "pdf", "svg"), default="png", help="file type of the figures")
     plot.add_argument("--dpi", type=int, default=110, help="resolution of PNG figures (default: 110)")
+    plot.add_argument(
+        "--config",
+        metavar="FILE",
+        help="first take the report and figures sections (claims, tuning, figures) from this config file, which "
+        "must train the same runs as the directory's config.json: revise a study's claims without retraining",
+    )
     plot.set_defaults(func=_plot)
     report = sub.add_parser("report", help="write a results directory's figures, tables and config as one HTML file")
     report.add_argument("results_dir")

@@ -98,3 +98,41 @@ def test_a_rate_where_a_seed_diverged_counts_that_seed_as_zero():
             rows.append(dict(norm="batch", learning_rate=lr, seed=seed, epoch=1, val_acc=val, diverged=int(val != val)))
     _, (choice,) = tune(table(rows), ("learning_rate",))
     assert dict(choice.chosen)["learning_rate"] == 0.1  # 0.76 with the diverged seed at 0, against 0.8
+
+
+def test_plot_with_a_config_revises_the_claims_without_retraining(study, tmp_path):
+    """`normbench plot DIR --config FILE` takes the report section from FILE when FILE trains the same runs, and
+    refuses one that trains others, changing nothing."""
+    import json
+    import shutil
+
+    from conftest import TINY_STUDY
+
+    from normbench.cli import main
+
+    _, results = study
+    out = tmp_path / "results"
+    shutil.copytree(results, out)
+    claimed = tmp_path / "claimed.py"
+    report = 'report=ReportConfig(claims=("train_acc, init_scale=1: norm=batch - norm=none",)),'
+    text = TINY_STUDY.replace("figures=", f"{report}\n        figures=")
+    claimed.write_text(text.replace("SweepConfig, TrainConfig", "ReportConfig, SweepConfig, TrainConfig"))
+    metrics = (out / "metrics.csv").read_bytes()
+    assert main(["plot", str(out), "--config", str(claimed)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["report"]["claims"] == ["train_acc, init_scale=1: norm=batch - norm=none"]
+    assert "environment" in saved, "what config.json records besides the config stays"
+    assert "`train_acc, init_scale=1: norm=batch - norm=none`" in (out / "summary.md").read_text()
+    assert (out / "metrics.csv").read_bytes() == metrics
+
+    ambiguous = tmp_path / "ambiguous.py"
+    ambiguous.write_text(claimed.read_text().replace(", init_scale=1", ""))
+    before = (out / "config.json").read_bytes()
+    assert main(["plot", str(out), "--config", str(ambiguous)]) == 2  # both init scales pair with each seed
+    assert (out / "config.json").read_bytes() == before
+
+    other = tmp_path / "other.py"
+    other.write_text(TINY_STUDY.replace("epochs=2", "epochs=3"))
+    before = (out / "config.json").read_bytes()
+    assert main(["plot", str(out), "--config", str(other)]) == 2
+    assert (out / "config.json").read_bytes() == before

@@ -109,6 +109,30 @@ def config_differences(path: Path, config: Config) -> list[str]:
     return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
+# The sections of a config that read results rather than train them: revisable without retraining.
+REPORTING = ("report", "figures")
+
+
+def revise_reporting(out: Path, config: Config, draw) -> list[Path]:
+    """Give the results in `out` the claims, tuning and figures of `config`, which must train exactly the runs
+    they hold (anything else is another study: rerun it). `draw(config)` redraws them first, so a claim that
+    cannot be evaluated leaves config.json as it was; returns what it drew."""
+    path = Path(out) / CONFIG
+    if not path.exists():
+        raise UserError(f"{str(path)!r} not found: is {str(out)!r} a results directory?")
+    training = [k for k in config_differences(path, config) if k.split(".")[0] not in REPORTING]
+    if training:
+        raise UserError(
+            f"{str(out)!r} holds runs of a different config (differs in {', '.join(training)}); only "
+            f"{' and '.join(REPORTING)} can change without retraining"
+        )
+    drawn = draw(config)
+    saved = json.loads(path.read_text())
+    saved["config"] = to_dict(config)
+    atomic_write(path, json.dumps(saved, indent=2) + "\n")
+    return drawn
+
+
 def _flatten(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
