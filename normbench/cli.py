@@ -77,16 +77,17 @@ def _show(args) -> int:
     from normbench.core.budget import estimate
     from normbench.core.sweep import check_fits, resolve_workers
     from normbench.data import DataError, load
+    from normbench.runtime.calibration import device_kind, last_rate
 
     config = _resolve(args)
     print(config_text(config))
     try:
         dataset = load(config.data)
     except DataError as e:  # the config is still worth reading; only its cost needs the data's shapes
-        print(f"# memory not estimated: {e}")
+        print(f"# memory and time not estimated: {e}")
     else:
         check_fits(config, dataset)
-        print(f"# {estimate(config, dataset, resolve_workers(args.workers)).text()}")
+        print(f"# {estimate(config, dataset, resolve_workers(args.workers), last_rate(device_kind())).text()}")
     _warn_ignored(args, config)
     return 0
 

@@ -8,6 +8,7 @@ small, and it is not what a matmul peak measures.
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 from jax.extend import core
@@ -17,23 +18,28 @@ def matmul_flops(fn, *args, branch=max) -> int:
     """FLOPs (2 per multiply-add) of the dot products and convolutions `fn(*args)` performs. Which branch of a
     `lax.cond` runs is not known before it runs: `branch` picks among their counts (`max`: an upper bound, `min`:
     a lower one)."""
-    return _count(jax.make_jaxpr(fn)(*args).jaxpr, branch)
+    return jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr, branch)
 
 
-def _count(jaxpr, branch) -> int:
+def jaxpr_flops(jaxpr, branch=max, scope: str | None = None) -> int:
+    """`matmul_flops` of a jaxpr already traced. With `scope`, only the operations traced inside
+    `jax.named_scope(scope)` count (the training step's, say, apart from the evaluations around it)."""
+    return _count(jaxpr, branch, scope)
+
+
+def _count(jaxpr, branch, scope) -> int:
     total = 0
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
-        if name == "dot_general":
-            total += _dot(eqn)
-        elif name == "conv_general_dilated":
-            total += _conv(eqn)
+        if name in ("dot_general", "conv_general_dilated"):
+            if scope is None or re.search(rf"\b{re.escape(scope)}\b", str(eqn.source_info.name_stack)):
+                total += _dot(eqn) if name == "dot_general" else _conv(eqn)
         elif name == "scan":
-            total += eqn.params["length"] * _count(eqn.params["jaxpr"].jaxpr, branch)
+            total += eqn.params["length"] * _count(eqn.params["jaxpr"].jaxpr, branch, scope)
         elif name == "cond":
-            total += branch(_count(b.jaxpr, branch) for b in eqn.params["branches"])
+            total += branch(_count(b.jaxpr, branch, scope) for b in eqn.params["branches"])
         else:  # calls (pjit, custom_jvp/vjp, remat, while bodies counted once): whatever jaxprs they hold
-            total += sum(_count(sub, branch) for sub in _sub_jaxprs(eqn.params))
+            total += sum(_count(sub, branch, scope) for sub in _sub_jaxprs(eqn.params))
     return total
 
 

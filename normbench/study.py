@@ -44,6 +44,7 @@ from normbench.results.store import (
 from normbench.results.swap import start as start_replacement
 from normbench.results.table import join_tables
 from normbench.runtime.cache import enable_compilation_cache
+from normbench.runtime.calibration import device_kind, last_rate, record
 from normbench.runtime.parallel import from_writer, is_writer, on_writer
 from normbench.version import __version__
 
@@ -70,7 +71,7 @@ def run_study(
     dataset = load(config.data)
     check_fits(config, dataset)  # a bad batch shape says so before any question about the output directory
     workers = resolve_workers(workers)
-    cost = estimate(config, dataset, workers)
+    cost = estimate(config, dataset, workers, last_rate(device_kind()))
     if size_check:
         check_memory(cost)
     with contextlib.ExitStack() as claimed:
@@ -132,6 +133,10 @@ def run_study(
                     f"cannot write the results to {str(out)!r}: {e.strerror or e}; the finished cells are kept in "
                     f"{str(unfinished.root)!r}: make room and rerun the same command"
                 ) from e
+            # This machine's rate, for the next estimate: what the cells trained now computed, and in what time.
+            trained_now = [index[r.cell] for r in results]
+            record(device_kind(), config.name, sum(cost.cell_flops[i] for i in trained_now),
+                   sum(cost.cell_steps[i] for i in trained_now), busy)  # fmt: skip
         else:
             timings["write_s"] = time.perf_counter() - trained
     return timings

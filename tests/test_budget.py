@@ -1,12 +1,16 @@
-"""The guard on size: `show` and `run` estimate a sweep's memory from traced shapes, and `run` refuses one that
-cannot fit before anything is compiled or written."""
+"""The guard on size: `show` and `run` estimate a sweep's memory from traced shapes and its time from its FLOPs
+and this machine's recorded rate, and `run` refuses one that cannot fit before anything is compiled or written."""
+
+import dataclasses
 
 import pytest
+from conftest import TINY_STUDY, tiny_config, tiny_dataset
 
 from normbench.cli import main
 from normbench.config import load_config
 from normbench.core import budget
 from normbench.data import load
+from normbench.runtime import calibration
 
 # 2 norms x 2,000 seeds x 2,000 init scales: 8,000,000 runs.
 HUGE = [
@@ -17,11 +21,73 @@ HUGE = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _calibration(tmp_path, monkeypatch):
+    """Each test starts uncalibrated: its own calibration file, whatever the session's other runs recorded."""
+    monkeypatch.setattr(calibration, "cache_dir", lambda: tmp_path / "calibration")
+    return tmp_path / "calibration" / calibration.FILE
+
+
 def test_show_prints_the_estimate(capsys):
     assert main(["show", "configs/init_scale.py"]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
     assert "MiB for the largest 2 cells training at once" in last
-    assert "18,336 run-steps in all" in last  # 96 runs x the textbook's 191 steps (1 + 19 epochs x 10)
+    # 96 runs x the textbook's 191 steps (1 + 19 epochs x 10). Its MLP 784-100x5-10 takes 559,600 FLOPs per
+    # example and step, 238,800 per example evaluated: 20 evaluations of 1,000 training examples, one of the
+    # test set, and for BN three more after the last epoch.
+    assert "18,336 run-steps, 1.54 TFLOP: about 15 s to 77 s of training at an assumed 20-100 GFLOP/s; " in last
+    assert last.endswith("run once to calibrate")
+
+
+def test_a_tiny_cells_flops_are_the_hand_count():
+    # 48 examples of 4x4, an MLP 16-8-8-3: 432 FLOPs forward per example, 1,040 per example of a training step
+    # (twice forward, and the input gradients of every layer but the first: 2 x (8x8 + 8x3)).
+    config = tiny_config(norms=("none",))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, first_epoch_steps=2, test_every=2))
+    cost = budget.estimate(config, tiny_dataset(), workers=1)
+    steps = (2 + 6) * 8 * 1040  # 2 steps in the first epoch, 48 / 8 in the second, of batch 8
+    evaluations = 2 * 50 * 432 + 30 * 432  # in chunks of 10: 48 training examples each epoch, 24 test once
+    assert cost.cell_flops == (4 * (steps + evaluations),)  # 2 seeds x 2 init scales
+    assert cost.cell_steps == (8,)
+
+
+def test_a_run_calibrates_the_next_estimate(tmp_path, capsys, _calibration):
+    config = tmp_path / "tiny.py"
+    config.write_text(TINY_STUDY)
+    assert main(["show", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("run once to calibrate")
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rate = calibration.last_rate(calibration.device_kind())
+    assert rate is not None and rate.flops_per_s > 0 and rate.step_s == 0  # one run: its rate alone
+    assert main(["show", str(config)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert f"of training at this machine's last rate ({rate.flops_per_s / 1e9:.3g} GFLOP/s)" in last, last
+
+
+CORRUPT = [None, "", "{not json", "[]", '{"cpu: cpu": 7}', '{"cpu: cpu": [{"flops": -1}]}', "\xff"]
+
+
+@pytest.mark.parametrize("text", CORRUPT)
+def test_a_missing_or_corrupt_calibration_is_no_calibration(text, _calibration, capsys):
+    if text is not None:
+        _calibration.parent.mkdir(parents=True)
+        _calibration.write_bytes(text.encode("latin-1"))
+    assert calibration.last_rate(calibration.device_kind()) is None
+    assert main(["show", "configs/init_scale.py"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("run once to calibrate")
+
+
+def test_the_fit_separates_the_rate_from_a_cost_per_step(_calibration):
+    kind = "cpu: test"
+    # Large batches at 30 GFLOP/s, small ones dominated by 5 ms per step.
+    calibration.record(kind, "large", 3e12, 400, 3e12 / 30e9 + 400 * 0.005)
+    assert calibration.last_rate(kind).step_s == 0
+    calibration.record(kind, "small", 2e11, 5000, 2e11 / 30e9 + 5000 * 0.005)
+    rate = calibration.last_rate(kind)
+    assert rate.flops_per_s == pytest.approx(30e9) and rate.step_s == pytest.approx(0.005)
+    assert rate.seconds(1e12, 1000) == pytest.approx(1e12 / 30e9 + 5)
+    calibration.record(kind, "large", 3e12, 400, 50.0)  # a config's rerun replaces its sample
+    assert len(calibration._samples(calibration._read()[kind])) == 2
 
 
 def test_run_refuses_a_sweep_too_large_before_touching_the_output(tmp_path, capsys):
@@ -39,6 +105,8 @@ def test_the_estimate_grows_with_runs_and_the_limit_decides():
     small = budget.estimate(config, dataset, workers=2)
     assert small.peak_bytes > small.data_bytes
     budget.check_memory(small, available=small.peak_bytes)
-    with pytest.raises(budget.ConfigError, match=r"more than the [\d,]+ MiB available"):
+    with pytest.raises(
+        budget.ConfigError, match=f"more than the {(small.peak_bytes - 1) / budget.MIB:,.0f} MiB available"
+    ):
         budget.check_memory(small, available=small.peak_bytes - 1)
     assert budget.estimate(config, dataset, workers=1).peak_bytes < small.peak_bytes

@@ -1,11 +1,18 @@
-"""What a sweep will cost, estimated from traced shapes before anything is compiled: its peak memory, which `run`
-checks against the memory available, and its work as a count of run-steps (not seconds: no rate is measured).
+"""What a sweep will cost, estimated from traced programs before anything is compiled: its peak memory, which
+`run` checks against the memory available, and its time: its matmul FLOPs over this machine's last measured rate.
 
 Per run: the bytes of its `RunState` (`jax.eval_shape` of `Training.start`) plus every intermediate value of
 one training epoch's program (the outputs of each operation in its jaxpr, a loop's body once): activations,
 gradients, optimizer updates, the gathered minibatch. XLA reuses buffers, so the sum is an upper bound on what
 one run holds at once. A cell holds all its runs; the data is shared. Cells that differ only in batch size are
 traced once, at their largest batch, whose intermediates bound the others'.
+
+Time: the same trace of one run's epoch gives the FLOPs (`normbench.flops`: matrix products and convolutions) of
+its training steps, split from its evaluations by the step's named scope, and one trace of `Training.finish`
+those of the evaluations after the last epoch. A step's FLOPs scale with its batch, so the group's one trace
+serves every batch size; the evaluations' do not. Each `normbench run` records what it trained and how long it
+took (`normbench.runtime.calibration`); the estimate is the sweep's FLOPs over this device kind's rate plus a
+cost per program step fitted to its last runs, and without any run a range from an assumed rate.
 """
 
 from __future__ import annotations
@@ -19,16 +26,39 @@ import jax
 import numpy as np
 
 from normbench.config import Config, ConfigError
-from normbench.core.grid import Cell, cells, grid_arrays, run_count, run_steps
+from normbench.core.grid import (
+    Cell,
+    cell_config,
+    cells,
+    grid_arrays,
+    run_count,
+    run_steps,
+    sgd_batch,
+    steps_per_epoch,
+)
 from normbench.core.sweep import vmap_grid
-from normbench.core.train import PRECISIONS, Data, make_training, precision_scope
+from normbench.core.train import PRECISIONS, STEP_SCOPE, Data, make_training, precision_scope
 from normbench.data import Dataset
+from normbench.flops import jaxpr_flops
 from normbench.protocols import PROTOCOLS
+from normbench.runtime.calibration import Rate
 
 MIB = 2**20
 # The share of physical memory a sweep may plan for on a CPU: the rest is the OS's, Python's and XLA's own.
 CPU_SHARE = 0.8
 SINGLE_DEVICE = "sgd"  # the protocol whose one-device cell a data-parallel cell's devices each resemble
+# The rates an uncalibrated estimate assumes, FLOP/s: a laptop CPU's few cores on small matrices to a workstation's.
+ASSUMED_RATES = (20e9, 100e9)
+
+
+@dataclass(frozen=True)
+class Work:
+    """The matmul FLOPs of one run of a cell, by where they happen."""
+
+    step: float  # a training step's, per example of its SGD batch
+    epoch: int  # every epoch's evaluations (of the training set)
+    test: int  # an epoch's held-out evaluations, in the epochs that test
+    finish: int  # the evaluations after the last epoch
 
 
 @dataclass(frozen=True)
@@ -37,24 +67,43 @@ class Estimate:
     data_bytes: int
     workers: int  # cells training at once
     run_steps: int  # training steps summed over every run of the sweep
+    cell_flops: tuple[int, ...] = ()  # each cell's matmul FLOPs: all its runs, training and evaluations
+    cell_steps: tuple[int, ...] = ()  # each cell's steps, which its program takes for all its runs at once
+    rate: Rate | None = None  # this device kind's last measured rate, None if not calibrated
 
     @property
     def peak_bytes(self) -> int:
         return self.data_bytes + sum(sorted(self.cell_bytes, reverse=True)[: self.workers])
+
+    @property
+    def flops(self) -> int:
+        return sum(self.cell_flops)
+
+    @property
+    def steps(self) -> int:
+        return sum(self.cell_steps)
 
     def text(self) -> str:
         at_once = min(self.workers, len(self.cell_bytes))
         cells = "cell" if at_once == 1 else f"{at_once} cells"
         return (
             f"about {self.peak_bytes / MIB:,.0f} MiB for the largest {cells} training at once; "
-            f"{self.run_steps:,} run-steps in all"
+            f"{self.run_steps:,} run-steps, {_flop_text(self.flops)}: {self.time_text()}"
         )
 
+    def time_text(self) -> str:
+        if self.rate is not None:
+            return f"about {_duration(self.rate.seconds(self.flops, self.steps))} of training at {self.rate.text()}"
+        fast, slow = (_duration(self.flops / rate) for rate in reversed(ASSUMED_RATES))
+        low, high = (f"{rate / 1e9:.0f}" for rate in ASSUMED_RATES)
+        return f"about {fast} to {slow} of training at an assumed {low}-{high} GFLOP/s; run once to calibrate"
 
-def estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
-    """The memory and work of training `config`'s cells on `dataset`, `workers` cells at a time."""
+
+def estimate(config: Config, dataset: Dataset, workers: int, rate: Rate | None = None) -> Estimate:
+    """The memory and work of training `config`'s cells on `dataset`, `workers` cells at a time; its time at
+    `rate` (`normbench.runtime.calibration.last_rate`), a range of assumed rates if None."""
     with precision_scope(config.train.precision):
-        return _estimate(config, dataset, workers)
+        return dataclasses.replace(_estimate(config, dataset, workers), rate=rate)
 
 
 def _estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
@@ -67,14 +116,26 @@ def _estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
         group = (cell.model, cell.norm, cell.protocol, cell.fields)
         if group not in largest or cell.batch_size > largest[group].batch_size:
             largest[group] = cell
-    per_run = {group: _run_bytes(config, cell, dataset, data) for group, cell in largest.items()}
-    cell_bytes, steps = [], 0
+    per_run = {group: _trace(config, cell, dataset, data) for group, cell in largest.items()}
+    cell_bytes, cell_flops, cell_steps = [], [], []
     for cell in all_cells:
         runs = run_count(config, cell)
-        each, shared = per_run[cell.model, cell.norm, cell.protocol, cell.fields]
+        each, shared, work = per_run[cell.model, cell.norm, cell.protocol, cell.fields]
         cell_bytes.append(runs * each + shared)
-        steps += runs * run_steps(config, cell, n_train)
-    return Estimate(tuple(cell_bytes), sum(a.nbytes for a in _arrays(dataset)), workers, steps)
+        cell_flops.append(runs * run_flops(config, cell, n_train, work))
+        cell_steps.append(run_steps(config, cell, n_train))
+    data_bytes = sum(a.nbytes for a in _arrays(dataset))
+    steps = sum(run_count(config, cell) * n for cell, n in zip(all_cells, cell_steps))
+    return Estimate(tuple(cell_bytes), data_bytes, workers, steps, tuple(cell_flops), tuple(cell_steps))
+
+
+def run_flops(config: Config, cell: Cell, n_train: int, work: Work) -> int:
+    """The matmul FLOPs of one run of `cell`, from the `Work` of its group's trace."""
+    train = cell_config(config, cell).train
+    every, epochs = train.test_every, train.epochs
+    tested = len({*range(every, epochs + 1, every), epochs})
+    steps = run_steps(config, cell, n_train) * sgd_batch(config, cell) * work.step
+    return round(steps + epochs * work.epoch + tested * work.test + work.finish)
 
 
 def check_memory(estimate: Estimate, available: int | None = None) -> None:
@@ -103,22 +164,52 @@ def _arrays(dataset: Dataset) -> tuple[np.ndarray, ...]:
     return dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y, *dataset.validation()
 
 
-def _run_bytes(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[int, int]:
-    """(bytes per run, bytes shared by the runs) of `cell`: a grid traced at one run and at two, since an
-    operation on the shared data alone (the evaluation's padding of a split) is not repeated per run."""
+def _trace(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[int, int, Work]:
+    """(bytes per run, bytes shared by the runs, FLOPs of one run) of `cell`: a grid traced at one run and at two,
+    since an operation on the shared data alone (the evaluation's padding of a split) is not repeated per run."""
     if PROTOCOLS[cell.protocol].split(config).axis is not None:
-        # Each device holds every run with its share of the batch, the memory of a one-device cell at that batch.
+        # Each device holds every run with its share of the batch, the memory of a one-device cell at that batch;
+        # their steps together are the whole batch's, which `run_flops` scales to.
         cell = dataclasses.replace(cell, protocol=SINGLE_DEVICE)
-    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
+    n_train = len(dataset.train_x)
+    training = make_training(config, cell, dataset.num_classes, n_train)
     _, values = grid_arrays(config, cell)
+    seeds = jax.ShapeDtypeStruct((1,), np.uint32)
     totals = []
     for runs in (1, 2):
-        seeds = jax.ShapeDtypeStruct((1,), np.uint32)
         grid = {key: jax.ShapeDtypeStruct((runs,), v.dtype) for key, v in values.items()}
         state = jax.eval_shape(vmap_grid(training.start), seeds, grid, data)
         epoch = vmap_grid(lambda s, v, d, st: training.epochs(s, v, d, st, 0, count=1), per_run=(True,))
-        totals.append(_peak_bytes(jax.make_jaxpr(epoch)(seeds, grid, data, state).jaxpr))
-    return totals[1] - totals[0], 2 * totals[0] - totals[1]
+        totals.append(jax.make_jaxpr(epoch)(seeds, grid, data, state).jaxpr)
+        if runs == 1:
+            finish = jax.make_jaxpr(vmap_grid(training.finish, per_run=(True,)))(seeds, grid, data, state).jaxpr
+            work = _work(totals[0], finish, config, cell, n_train)
+    one, two = map(_peak_bytes, totals)
+    return two - one, 2 * one - two, work
+
+
+def _work(epoch, finish, config: Config, cell: Cell, n_train: int) -> Work:
+    """One run's `Work` from its traced epoch (every step taken: a `lax.cond` around the first epoch's steps
+    counts its taken branch) and its traced finish. The epoch's held-out evaluation is the other cond's branch."""
+    steps = jaxpr_flops(epoch, max, STEP_SCOPE)
+    every_epoch = jaxpr_flops(epoch, min) - jaxpr_flops(epoch, min, STEP_SCOPE)
+    tests = jaxpr_flops(epoch, max) - steps - every_epoch
+    per_example = steps / (steps_per_epoch(config, cell, n_train) * sgd_batch(config, cell))
+    return Work(per_example, every_epoch, tests, jaxpr_flops(finish, max))
+
+
+def _flop_text(flops: float) -> str:
+    for unit, size in (("MFLOP", 1e6), ("GFLOP", 1e9), ("TFLOP", 1e12)):
+        if flops < 1000 * size:
+            return f"{flops / size:.3g} {unit}"
+    return f"{flops / 1e15:,.3g} PFLOP"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:,.0f} s" if seconds >= 2 else f"{seconds:.1f} s"
 
 
 def _peak_bytes(jaxpr) -> int:

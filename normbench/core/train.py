@@ -93,6 +93,7 @@ def warmup_cosine(peak, warmup_steps: int, total_steps: int) -> Callable:
 
 
 PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
+STEP_SCOPE = "train_step"  # the named scope of one training step, in the traced program
 
 
 @contextlib.contextmanager
@@ -395,6 +396,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
                 # Given a batched value the callback would run once per run; the index alone keeps it one call.
                 jax.debug.callback(on_epoch, index, ordered=False)
 
+            @jax.named_scope(STEP_SCOPE)  # which FLOPs are the steps' (`normbench.core.budget`)
             def step(train_state, idx):
                 idx = split.local(idx)
                 return train_step(model, tx, train_state, data.train_x[idx], data.train_y[idx], split.axis)
