@@ -325,6 +325,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
             num_classes,
             fuses_activation=spec.fuses_activation,
             standardize_weights=spec.standardizes_weights,
+            batch_dependent=spec.batch_dependent,
         )
 
     def batches(key, count):
