@@ -149,10 +149,19 @@ def loss_fn(model, params, batch_stats, x, y, axis_name=None):
     return loss, updates.get("batch_stats", batch_stats)
 
 
-def train_step(model, tx, state: TrainState, x, y, axis_name=None):
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
-        model, state.params, state.batch_stats, x, y, axis_name
-    )
+def train_step(model, tx, state: TrainState, x, y, axis_name=None, backward_stats: bool = False):
+    """One optimizer step. With `backward_stats` (the norm's `NormSpec.backward_stats`) the loss is differentiated
+    with respect to the batch statistics too, and that gradient, the step a backward pass gives a running
+    statistic (PowerNorm's nu), is added to them."""
+    if not backward_stats:
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
+            model, state.params, state.batch_stats, x, y, axis_name
+        )
+    else:
+        (loss, batch_stats), (grads, moved) = jax.value_and_grad(loss_fn, argnums=(1, 2), has_aux=True)(
+            model, state.params, state.batch_stats, x, y, axis_name
+        )
+        batch_stats = jax.tree.map(jnp.add, batch_stats, moved)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     return TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state), loss
 
@@ -374,7 +383,8 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
 
             def step(train_state, idx):
                 idx = split.local(idx)
-                return train_step(model, tx, train_state, data.train_x[idx], data.train_y[idx], split.axis)
+                x, y = data.train_x[idx], data.train_y[idx]
+                return train_step(model, tx, train_state, x, y, split.axis, spec.backward_stats)
 
             if first_steps == steps:
                 train_state, losses = jax.lax.scan(step, state.train, batches(key, steps))
