@@ -80,13 +80,19 @@ def _adam(train: TrainConfig, learning_rate):
 OPTIMIZERS: dict[str, Callable] = {"sgd": _sgd, "adam": _adam}
 
 
-def warmup_cosine(peak, warmup_steps: int, total_steps: int) -> Callable:
+def warmup_cosine(peak, warmup_steps, total_steps: int) -> Callable:
     """step -> rate: linear from 0 to `peak` over `warmup_steps`, then a cosine decay to 0 at `total_steps`.
-    Written out rather than optax's, which compares the (traced, vmapped) peak with 0 in Python."""
+    Written out rather than optax's, which compares the (traced, vmapped) peak with 0 in Python. `warmup_steps`
+    is an int, or a traced whole number when `train.warmup_fraction` is a value axis."""
 
     def rate(step):
-        warm = jnp.minimum(step / warmup_steps, 1.0) if warmup_steps else 1.0
-        t = jnp.clip((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0, 1.0)
+        if isinstance(warmup_steps, int):
+            warm = jnp.minimum(step / warmup_steps, 1.0) if warmup_steps else 1.0
+            span = max(total_steps - warmup_steps, 1)
+        else:
+            warm = jnp.where(warmup_steps > 0, jnp.minimum(step / jnp.maximum(warmup_steps, 1), 1.0), 1.0)
+            span = jnp.maximum(total_steps - warmup_steps, 1)
+        t = jnp.clip((step - warmup_steps) / span, 0.0, 1.0)
         return peak * warm * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
 
     return rate
@@ -320,7 +326,9 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
         run = with_values(config, values)
         rate = values["learning_rate"]
         if run.train.schedule == "cosine":
-            rate = warmup_cosine(rate, round(run.train.warmup_fraction * total_steps), total_steps)
+            warmup = run.train.warmup_fraction * total_steps  # traced when swept as a value axis
+            warmup = round(warmup) if isinstance(warmup, float) else jnp.round(warmup)
+            rate = warmup_cosine(rate, warmup, total_steps)
         return OPTIMIZERS[run.train.optimizer](run.train, rate)
 
     def model_for(values: RunValues, **norm_options):
