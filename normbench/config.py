@@ -87,6 +87,21 @@ class ModelConfig:
     # `std`: weights = init_scale * N(0, 1), the textbook's `weight_init_std`. `he` and `xavier` multiply
     # init_scale by sqrt(2 / fan_in) and sqrt(1 / fan_in), so init_scale = 1 is the textbook's He and Xavier.
     init: str = "std"
+    # The ViT (`vit`): patch_size x patch_size patches are its tokens; 7 cuts a 28x28 digit into 16 tokens of 49
+    # pixels, few enough that attention costs little on a CPU.
+    patch_size: int = 7
+    # The ViT's channels per token (every norm in it sees this many); small, to train in minutes on 2 cores.
+    width: int = 64
+    # The ViT's Transformer blocks (attention, then an MLP, each with a residual); 4 puts 8 norms (9 pre-norm) in
+    # its path, enough for the post-norm's compounding that Xiong et al. (2020) blame for its need of warmup.
+    depth: int = 4
+    # The ViT's attention heads; must divide width (16 channels per head by default).
+    heads: int = 4
+    # The ViT's MLP hidden width as a multiple of width: ViT's 4.
+    mlp_ratio: int = 4
+    # Where the ViT's norms sit: `pre` (x + f(Norm(x)), a final Norm before pooling; Xiong et al., 2020) or
+    # `post` (Norm(x + f(x)), the original Transformer's). A static axis when swept: it changes the graph.
+    norm_placement: str = "pre"
 
 
 @dataclass(frozen=True)
@@ -113,7 +128,8 @@ class TrainConfig:
     # adds nothing to the program. A value axis when swept.
     weight_decay: float = 0.0
     # `constant`, or `cosine`: a linear warmup from 0 over the first warmup_fraction of the run's steps, then a
-    # cosine decay to 0 at its last step (Goyal et al., 2017; Loshchilov & Hutter, 2017).
+    # cosine decay to 0 at its last step (Goyal et al., 2017; Loshchilov & Hutter, 2017). warmup_fraction is a
+    # value axis when swept.
     schedule: str = "constant"
     warmup_fraction: float = 0.05
     # When set, each run's learning rate is sweep.learning_rates x (SGD batch / this), the linear scaling rule

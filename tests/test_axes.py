@@ -9,7 +9,7 @@ import pytest
 from conftest import study_text, tiny_config, tiny_dataset
 
 from normbench.cli import main
-from normbench.config import ConfigError, add_sweeps
+from normbench.config import ConfigError, add_sweeps, set_fields
 from normbench.core import axes, grid
 from normbench.core.axes import STATIC, VALUE
 from normbench.core.grid import cells, run_keys, run_values
@@ -23,11 +23,15 @@ SWEEPS = {
     "norm.running_var_init": (1.0, 0.0),
     "train.momentum": (0.0, 0.9),
     "train.weight_decay": (0.0, 0.05),
+    "train.warmup_fraction": (0.0, 0.5),
 }
 
 
 def swept(field, values, **sweep):
-    return add_sweeps(tiny_config(init_scales=(1.0,), **sweep), [f"{field}={','.join(map(str, values))}"])
+    config = add_sweeps(tiny_config(init_scales=(1.0,), **sweep), [f"{field}={','.join(map(str, values))}"])
+    if field == "train.warmup_fraction":  # read by the cosine schedule only
+        config = set_fields(config, {"train.schedule": "cosine"})
+    return config
 
 
 def test_every_built_in_value_field_is_declared_a_value_axis():

@@ -119,7 +119,14 @@ def test_validate_rejects_what_cannot_run(changes, message):
 
 
 @pytest.mark.parametrize(
-    "path", ["configs/init_scale.py", "configs/small_batch.py", "configs/small_batch_cifar10.py", "configs/sync_bn.py"]
+    "path",
+    [
+        "configs/init_scale.py",
+        "configs/small_batch.py",
+        "configs/small_batch_cifar10.py",
+        "configs/sync_bn.py",
+        "configs/transformer_norms.py",
+    ],
 )
 def test_the_studies_configs_are_valid(path):
     validate(load_config(path))

@@ -13,11 +13,15 @@ def count(params):
     return sum(p.size for p in jax.tree.leaves(params))
 
 
+# Every model small: the ViT cuts the 8x8 test images into 4 tokens of 4x4 pixels.
+SMALL = ModelConfig(hidden=(8, 8), channels=(4, 8), patch_size=4, width=8, depth=1, heads=2, mlp_ratio=2)
+
+
 # ResNet-20 takes each norm half a second to trace: the full suite runs it.
 @pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m == "resnet20" else m for m in MODELS])
 @pytest.mark.parametrize("norm", list(NORMS))
 def test_every_model_with_every_norm(model, norm):
-    config = ModelConfig(hidden=(8, 8), channels=(4, 8))
+    config = SMALL
     spec = NORMS[norm]
     net = build_model(
         # batch_renorm's schedule needs the run's length, which the trainer otherwise fills in
@@ -26,6 +30,7 @@ def test_every_model_with_every_norm(model, norm):
         spec.make(NormConfig(num_groups=2, renorm_train_steps=10), WHOLE_BATCH),
         5,
         fuses_activation=spec.fuses_activation,
+        batch_dependent=spec.batch_dependent,
     )
     x = jnp.ones((3, 8, 8, 2))
     variables = net.init(jax.random.PRNGKey(0), x, train=False)
@@ -71,3 +76,89 @@ def test_norm_positions_are_the_values_per_example_each_statistic_reduces_over()
     assert norm_positions("mlp", ModelConfig(hidden=(8, 8)), (28, 28, 1)) == (1, 1)
     # 3x3 stride-2 convs, SAME padding: 28 -> 14 -> 7 -> 4 pixels a side
     assert norm_positions("cnn", ModelConfig(channels=(4, 4, 4)), (28, 28, 1)) == (196, 49, 16)
+
+
+def test_vit_norm_positions_are_its_tokens_and_placement_sets_its_norms():
+    from normbench.models import norm_positions
+
+    # 7x7 patches of a 28x28 digit: 16 tokens; two norms per block, and pre-norm's final one
+    assert norm_positions("vit", ModelConfig(depth=2), (28, 28, 1)) == (16,) * 5
+    assert norm_positions("vit", ModelConfig(depth=2, norm_placement="post"), (28, 28, 1)) == (16,) * 4
+    assert norm_positions("vit", ModelConfig(depth=1, patch_size=4), (28, 28, 1)) == (49,) * 3
+
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+@pytest.mark.parametrize("norm", list(NORMS))
+def test_vit_trains_a_step_with_every_norm(norm, placement):
+    """Every registered norm in both placements: a finite loss and gradient, and an SGD step that lowers the
+    loss on the batch it was taken on (but for instance norm, degenerate in a token)."""
+    import dataclasses
+
+    import optax
+
+    spec = NORMS[norm]
+    if spec.standardizes_weights:
+        return  # refused: see test_vit_refuses_weight_standardization
+    config = dataclasses.replace(SMALL, norm_placement=placement, activation="gelu", init="xavier")
+    net = build_model(
+        "vit",
+        config,
+        spec.make(NormConfig(num_groups=2, renorm_train_steps=10), WHOLE_BATCH),
+        3,
+        fuses_activation=spec.fuses_activation,
+        batch_dependent=spec.batch_dependent,
+    )
+    x = jax.random.normal(jax.random.PRNGKey(1), (6, 8, 8, 2))
+    y = jnp.arange(6) % 3
+    variables = net.init(jax.random.PRNGKey(0), x, train=False)
+
+    def loss(params):
+        logits, _ = net.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    value, grads = jax.value_and_grad(loss)(variables["params"])
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in [value, *jax.tree.leaves(grads)])
+    stepped = jax.tree.map(lambda p, g: p - 0.05 * g, variables["params"], grads)
+    if norm == "instance":  # a token has no positions: every instance norm outputs its beta, the logits are constant
+        assert loss(stepped) == pytest.approx(value)
+    else:
+        assert loss(stepped) < value
+
+
+def test_vit_layer_norm_normalizes_each_token_and_batch_norm_batch_times_tokens():
+    """LayerNorm's statistics are per token (over channels), BatchNorm's over batch x tokens."""
+    seen = {}
+
+    def spy(name):
+        def norm(train):
+            def apply(v):
+                seen.setdefault(name, v.shape)
+                return v
+
+            return apply
+
+        return norm
+
+    for name, dependent in (("layer", False), ("batch", True)):
+        net = build_model("vit", SMALL, spy(name), 3, batch_dependent=dependent)
+        net.init(jax.random.PRNGKey(0), jnp.ones((5, 8, 8, 2)), train=False)
+    assert seen == {"layer": (5 * 4, 8), "batch": (5, 4, 8)}
+
+
+def test_vit_refuses_weight_standardization_and_bad_shapes():
+    import dataclasses
+
+    from normbench.config import ConfigError
+    from normbench.models import check_model
+
+    net = build_model("vit", SMALL, NORMS["batch"].make(NormConfig(), WHOLE_BATCH), 3, standardize_weights=True)
+    with pytest.raises(ConfigError, match="no \\+ws norm"):
+        net.init(jax.random.PRNGKey(0), jnp.ones((2, 8, 8, 2)), train=False)
+    with pytest.raises(ConfigError, match="does not divide model.width"):
+        check_model("vit", dataclasses.replace(SMALL, heads=3))
+    with pytest.raises(ConfigError, match="norm_placement"):
+        check_model("vit", dataclasses.replace(SMALL, norm_placement="sandwich"))
+    layer = NORMS["layer"].make(NormConfig(), WHOLE_BATCH)
+    net = build_model("vit", dataclasses.replace(SMALL, patch_size=3), layer, 3, batch_dependent=False)
+    with pytest.raises(ConfigError, match="does not divide the 8x8"):
+        net.init(jax.random.PRNGKey(0), jnp.ones((2, 8, 8, 2)), train=False)

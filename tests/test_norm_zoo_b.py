@@ -1,4 +1,5 @@
-"""FRN, EvoNorm-B0/S0 and weight standardization against their papers' formulas, and how models compose them."""
+"""FRN, EvoNorm-B0/S0, PowerNorm and weight standardization against their papers' formulas, and how models compose
+them."""
 
 import dataclasses
 
@@ -232,3 +233,100 @@ def test_group_norm_used_directly_rejects_groups_that_do_not_divide_its_channels
     module = NORMS["group"].make(NormConfig(num_groups=4), WHOLE_BATCH)(True)
     with pytest.raises(ValueError, match=r"groups \(4\) does not divide the number of channels \(6\)"):
         module.init(jax.random.PRNGKey(0), jnp.ones((2, 6)))
+
+
+# power
+
+
+def _power_vjp(variables, x, g, config=CFG):
+    """The module's train-mode output and its VJP's cotangents for x, the params and the batch statistics."""
+    module = NORMS["power"].make(config, WHOLE_BATCH)(True)
+
+    def apply(x, params, stats):
+        return module.apply({"params": params, "batch_stats": stats}, x, mutable=["batch_stats"])[0]
+
+    y, vjp = jax.vjp(apply, x, variables["params"], variables["batch_stats"])
+    return y, vjp(g)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (5, 3, 4)])
+def test_power_backward_is_algorithm_1_in_float64(shape):
+    """dL/dx = (gamma g - nu x_hat) / sqrt(psi^2 + eps), no gradient to psi^2, and nu's step (1 - momentum) times
+    mean(g~ x_hat) returned as its cotangent; gamma and beta get their exact gradients."""
+    with jax.enable_x64(True):
+        x, g = jnp.asarray(rand(*shape)), jnp.asarray(rand(*shape, seed=2))
+        rng = np.random.default_rng(3)
+        c = shape[-1]
+        variables = {
+            "params": {"scale": jnp.asarray(rng.normal(1, 0.5, c)), "bias": jnp.asarray(rng.normal(0, 1, c))},
+            "batch_stats": {"psi2": jnp.asarray(rng.uniform(0.5, 4, c)), "nu": jnp.asarray(rng.normal(0, 0.3, c))},
+        }
+        _, (dx, dparams, dstats) = _power_vjp(variables, x, g)
+        p = {k: np.asarray(v) for k, v in variables["params"].items()}
+        s = {k: np.asarray(v) for k, v in variables["batch_stats"].items()}
+        xn, gn = np.asarray(x), np.asarray(g)
+        axes = tuple(range(len(shape) - 1))
+        x_hat = xn / np.sqrt(s["psi2"] + CFG.epsilon)
+        g_tilde = p["scale"] * gn - s["nu"] * x_hat
+        np.testing.assert_allclose(dx, g_tilde / np.sqrt(s["psi2"] + CFG.epsilon), rtol=1e-10)
+        np.testing.assert_allclose(dstats["nu"], (1 - CFG.momentum) * (g_tilde * x_hat).mean(axes), rtol=1e-10)
+        np.testing.assert_array_equal(dstats["psi2"], 0.0)
+        np.testing.assert_allclose(dparams["scale"], (gn * x_hat).sum(axes), rtol=1e-10)
+        np.testing.assert_allclose(dparams["bias"], gn.sum(axes), rtol=1e-10)
+
+
+def test_power_backward_is_the_exact_gradient_at_the_batch_statistics():
+    """With psi^2 the batch's quadratic mean and nu = mean(g x_hat), the approximate backward is the exact gradient
+    of x / sqrt(mean(x^2) + eps): the approximation is only in using running values for the two."""
+    with jax.enable_x64(True):
+        x, g = jnp.asarray(rand(8, 3)), jnp.asarray(rand(8, 3, seed=2))
+        quad = np.asarray(x**2).mean(0)
+        x_hat = np.asarray(x) / np.sqrt(quad + CFG.epsilon)
+        nu = (np.asarray(g) * x_hat).mean(0)
+        variables = {
+            "params": {"scale": jnp.ones(3), "bias": jnp.zeros(3)},
+            "batch_stats": {"psi2": jnp.asarray(quad), "nu": jnp.asarray(nu)},
+        }
+        y, (dx, _, _) = _power_vjp(variables, x, g)
+        exact = jax.vjp(lambda x: x / jnp.sqrt((x**2).mean(0) + CFG.epsilon), x)[1](g)[0]
+        np.testing.assert_allclose(y, x_hat, rtol=1e-10)
+        np.testing.assert_allclose(dx, exact, rtol=1e-9, atol=1e-12)
+
+
+def test_power_running_statistics_start_at_running_var_init_and_zero_and_move_in_training():
+    """psi^2 starts at norm.running_var_init (may be traced) and moves in the forward pass; nu starts at 0 and
+    moves by the trainer's step, the gradient with respect to it."""
+    import optax
+
+    from normbench.core.train import TrainState, train_step
+    from normbench.models import build_model
+
+    x = jnp.asarray(rand(6, 2, 2, 3), jnp.float32)
+    module = NORMS["power"].make(dataclasses.replace(CFG, running_var_init=0.5), WHOLE_BATCH)(True)
+    stats = module.init(jax.random.PRNGKey(0), x)["batch_stats"]
+    np.testing.assert_array_equal(stats["psi2"], 0.5)
+    np.testing.assert_array_equal(stats["nu"], 0.0)
+
+    def init(value):
+        config = dataclasses.replace(CFG, running_var_init=value)
+        return NORMS["power"].make(config, WHOLE_BATCH)(True).init(jax.random.PRNGKey(0), x)
+
+    traced = jax.jit(jax.vmap(init))(jnp.float32([0.5, 2.0]))
+    np.testing.assert_array_equal(traced["batch_stats"]["psi2"][:, 0], [0.5, 2.0])
+
+    spec = NORMS["power"]
+    net = build_model("mlp", ModelConfig(hidden=(4,), init="he"), spec.make(CFG, WHOLE_BATCH), 3, batch_dependent=False)
+    variables = net.init(jax.random.PRNGKey(0), x, train=False)
+    tx = optax.sgd(0.1)
+    state = TrainState(variables["params"], variables["batch_stats"], tx.init(variables["params"]))
+    y = jnp.arange(6) % 3
+    moved, _ = train_step(net, tx, state, x, y, backward_stats=True)
+    still, _ = train_step(net, tx, state, x, y, backward_stats=False)
+    assert not np.allclose(moved.batch_stats["PowerNorm_0"]["nu"], 0.0)
+    np.testing.assert_array_equal(still.batch_stats["PowerNorm_0"]["nu"], 0.0)
+    np.testing.assert_allclose(moved.batch_stats["PowerNorm_0"]["psi2"], still.batch_stats["PowerNorm_0"]["psi2"])
+    jax.tree.map(np.testing.assert_array_equal, moved.params, still.params)
+
+
+def test_only_power_moves_statistics_in_its_backward_pass():
+    assert [name for name, spec in NORMS.items() if spec.backward_stats] == ["power"]

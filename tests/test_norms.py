@@ -199,6 +199,16 @@ def _frn(x, p, c):
     return np.maximum(_affine(x / np.sqrt(nu2 + c.epsilon), p), p["tau"])
 
 
+def _power(x, p, s, train, c):
+    """PowerNorm (Algorithm 1): the running quadratic mean psi^2 divides in train mode as in eval; train mode then
+    moves it toward the batch's mean(x^2). nu moves only in the backward pass."""
+    y = _affine(x / np.sqrt(s["psi2"] + c.epsilon), p)
+    if not train:
+        return y, s
+    quad = (x**2).mean(tuple(range(x.ndim - 1)))
+    return y, {**s, "psi2": c.momentum * s["psi2"] + (1 - c.momentum) * quad}
+
+
 def _rms(x, p, c):
     return p["scale"] * x / np.sqrt((x**2).mean(tuple(range(1, x.ndim)), keepdims=True) + c.epsilon)
 
@@ -216,6 +226,7 @@ REFERENCES = {
     "frn": lambda x, p, s, train, c: (_frn(x, p, c), s),
     "evonorm_b0": _evonorm_b0,
     "evonorm_s0": lambda x, p, s, train, c: (_evonorm_s0(x, p, c), s),
+    "power": _power,
 }
 
 
@@ -230,7 +241,8 @@ def _f64_variables(variables, rng):
     params = jax.tree.map(draw, variables.get("params", {}))
     moved = {"mean": lambda v: rng.normal(1.0, 1.0, v.shape), "var": lambda v: rng.uniform(0.5, 4.0, v.shape),
              "sigma": lambda v: rng.uniform(0.5, 2.0, v.shape),
-             "steps": lambda v: np.float64(10**6)}  # fmt: skip
+             "steps": lambda v: np.float64(10**6), "psi2": lambda v: rng.uniform(0.5, 4.0, v.shape),
+             "nu": lambda v: rng.normal(0.0, 0.1, v.shape)}  # fmt: skip
     stats = {k: jnp.asarray(moved[k](v), jnp.float64) for k, v in variables.get("batch_stats", {}).items()}
     return {**({"params": params} if params else {}), **({"batch_stats": stats} if stats else {})}
 
@@ -289,13 +301,15 @@ def test_batch_is_flax_batch_norm_in_train_and_eval_and_after_steps(shape):
 
 RUNNING_VAR_NORMS = [name for name, spec in NORMS.items() if "running_var_init" in spec.options]
 # batch_renorm averages sigma, not the variance: tests/test_norm_zoo_a.py checks its init and unbiased target.
-VAR_NORMS = [name for name in RUNNING_VAR_NORMS if name != "batch_renorm"]
+# power keeps a quadratic mean (psi^2, no mean subtracted), which has no n / (n - 1) bias to correct:
+# tests/test_norm_zoo_b.py checks its init.
+VAR_NORMS = [name for name in RUNNING_VAR_NORMS if name not in ("batch_renorm", "power")]
 
 
 def test_every_norm_with_a_running_variance_reads_its_ablations():
     with_var = [name for name, spec in NORMS.items() if spec.running_stats]
     assert RUNNING_VAR_NORMS == with_var
-    assert all("unbiased_running_var" in NORMS[name].options for name in with_var)
+    assert all("unbiased_running_var" in NORMS[name].options for name in with_var if name != "power")
 
 
 @pytest.mark.parametrize("name", VAR_NORMS)

@@ -49,6 +49,7 @@ VALUE_FIELDS = (
     "norm.running_var_init",
     "train.momentum",
     "train.weight_decay",
+    "train.warmup_fraction",
 )
 
 # Fields that no sweep can vary, and why.

@@ -80,13 +80,19 @@ def _adam(train: TrainConfig, learning_rate):
 OPTIMIZERS: dict[str, Callable] = {"sgd": _sgd, "adam": _adam}
 
 
-def warmup_cosine(peak, warmup_steps: int, total_steps: int) -> Callable:
+def warmup_cosine(peak, warmup_steps, total_steps: int) -> Callable:
     """step -> rate: linear from 0 to `peak` over `warmup_steps`, then a cosine decay to 0 at `total_steps`.
-    Written out rather than optax's, which compares the (traced, vmapped) peak with 0 in Python."""
+    Written out rather than optax's, which compares the (traced, vmapped) peak with 0 in Python. `warmup_steps`
+    is an int, or a traced whole number when `train.warmup_fraction` is a value axis."""
 
     def rate(step):
-        warm = jnp.minimum(step / warmup_steps, 1.0) if warmup_steps else 1.0
-        t = jnp.clip((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0, 1.0)
+        if isinstance(warmup_steps, int):
+            warm = jnp.minimum(step / warmup_steps, 1.0) if warmup_steps else 1.0
+            span = max(total_steps - warmup_steps, 1)
+        else:
+            warm = jnp.where(warmup_steps > 0, jnp.minimum(step / jnp.maximum(warmup_steps, 1), 1.0), 1.0)
+            span = jnp.maximum(total_steps - warmup_steps, 1)
+        t = jnp.clip((step - warmup_steps) / span, 0.0, 1.0)
         return peak * warm * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
 
     return rate
@@ -150,10 +156,19 @@ def loss_fn(model, params, batch_stats, x, y, axis_name=None):
     return loss, updates.get("batch_stats", batch_stats)
 
 
-def train_step(model, tx, state: TrainState, x, y, axis_name=None):
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
-        model, state.params, state.batch_stats, x, y, axis_name
-    )
+def train_step(model, tx, state: TrainState, x, y, axis_name=None, backward_stats: bool = False):
+    """One optimizer step. With `backward_stats` (the norm's `NormSpec.backward_stats`) the loss is differentiated
+    with respect to the batch statistics too, and that gradient, the step a backward pass gives a running
+    statistic (PowerNorm's nu), is added to them."""
+    if not backward_stats:
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
+            model, state.params, state.batch_stats, x, y, axis_name
+        )
+    else:
+        (loss, batch_stats), (grads, moved) = jax.value_and_grad(loss_fn, argnums=(1, 2), has_aux=True)(
+            model, state.params, state.batch_stats, x, y, axis_name
+        )
+        batch_stats = jax.tree.map(jnp.add, batch_stats, moved)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     return TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state), loss
 
@@ -336,7 +351,9 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
         run = with_values(config, values)
         rate = values["learning_rate"]
         if run.train.schedule == "cosine":
-            rate = warmup_cosine(rate, round(run.train.warmup_fraction * total_steps), total_steps)
+            warmup = run.train.warmup_fraction * total_steps  # traced when swept as a value axis
+            warmup = round(warmup) if isinstance(warmup, float) else jnp.round(warmup)
+            rate = warmup_cosine(rate, warmup, total_steps)
         return OPTIMIZERS[run.train.optimizer](run.train, rate)
 
     def model_for(values: RunValues, **norm_options):
@@ -350,6 +367,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
             num_classes,
             fuses_activation=spec.fuses_activation,
             standardize_weights=spec.standardizes_weights,
+            batch_dependent=spec.batch_dependent,
         )
 
     def batches(key, count):
@@ -399,7 +417,8 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
             @jax.named_scope(STEP_SCOPE)  # which FLOPs are the steps' (`normbench.core.budget`)
             def step(train_state, idx):
                 idx = split.local(idx)
-                return train_step(model, tx, train_state, data.train_x[idx], data.train_y[idx], split.axis)
+                x, y = data.train_x[idx], data.train_y[idx]
+                return train_step(model, tx, train_state, x, y, split.axis, spec.backward_stats)
 
             if first_steps == steps:
                 train_state, losses = jax.lax.scan(step, state.train, batches(key, steps))

@@ -155,8 +155,9 @@ def _check_values(config: Config) -> None:
     ):
         if value not in valid:
             raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
-    if not 0 <= train.warmup_fraction < 1:
-        raise ConfigError(f"train.warmup_fraction must be in [0, 1), got {train.warmup_fraction}")
+    for key, value in _each(config, "train.warmup_fraction").items():
+        if not 0 <= value < 1:
+            raise ConfigError(f"{key} must be in [0, 1), got {value}")
     if config.data.n_val < 0:
         raise ConfigError(f"data.n_val must be at least 0, got {config.data.n_val}")
     if config.data.resample and not config.data.n_val:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from normbench.config import ConfigError, ModelConfig
-from normbench.models import cnn, mlp, resnet
+from normbench.models import cnn, mlp, resnet, vit
 from normbench.norms import NormFactory
 
 
@@ -27,12 +27,32 @@ class ModelSpec:
     widths: Callable[[ModelConfig], tuple[int, ...]]
     # Whether each normalized layer calls `normbench.models.probes.record`, so layer diagnostics can see it.
     records_layers: bool = False
+    # The module's further fields, from the config and the norm's `batch_dependent` (the ViT's shape, placement,
+    # and whether its norm sees the tokens as positions or as examples).
+    options: Callable[[ModelConfig, bool], dict] = lambda config, batch_dependent: {}
+    # Raises ConfigError on model options it cannot build.
+    check: Callable[[ModelConfig], None] = lambda config: None
 
 
 MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec("mlp", mlp.MLP, lambda config: config.hidden, records_layers=True),
     "cnn": ModelSpec("cnn", cnn.CNN, lambda config: config.channels, records_layers=True),
     "resnet20": ModelSpec("resnet20", resnet.ResNet20, lambda config: config.channels),
+    "vit": ModelSpec(
+        "vit",
+        vit.ViT,
+        lambda config: (config.width,) * vit.norm_count(config),
+        records_layers=True,
+        options=lambda config, batch_dependent: {
+            "patch_size": config.patch_size,
+            "depth": config.depth,
+            "heads": config.heads,
+            "mlp_ratio": config.mlp_ratio,
+            "norm_placement": config.norm_placement,
+            "batch_dependent_norm": batch_dependent,
+        },
+        check=vit.check,
+    ),
 }
 
 ACTIVATIONS: dict[str, Callable] = {"relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu}
@@ -53,6 +73,7 @@ def check_model(name: str, config: ModelConfig) -> None:
         value = getattr(config, key)
         if value not in table:
             raise ConfigError(f"unknown model.{key} {value!r}; valid: {', '.join(table)}")
+    MODELS[name].check(config)
 
 
 def build_model(
@@ -63,22 +84,30 @@ def build_model(
     *,
     fuses_activation: bool = False,
     standardize_weights: bool = False,
+    batch_dependent: bool = True,
 ) -> nn.Module:
     """The model `name` around the norm from `norm` (a NormSpec's factory). Pass the spec's `fuses_activation`:
     when the norm applies its own nonlinearity, every activation of the model becomes the identity, so none is
-    stacked on it. `standardize_weights` weight-standardizes the kernels that feed the norm (`<norm>+ws`)."""
+    stacked on it. `standardize_weights` weight-standardizes the kernels that feed the norm (`<norm>+ws`).
+    `batch_dependent`, the spec's, matters to the ViT alone: a norm that is not sees each token as an example."""
     check_model(name, config)
     spec = MODELS[name]
     activation = identity if fuses_activation else ACTIVATIONS[config.activation]
     return spec.module(
-        spec.widths(config), num_classes, norm, activation, KERNEL_INITS[config.init], standardize_weights
+        spec.widths(config),
+        num_classes,
+        norm,
+        activation,
+        KERNEL_INITS[config.init],
+        standardize_weights,
+        **spec.options(config, batch_dependent),
     )
 
 
 def norm_positions(name: str, config: ModelConfig, input_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Per normalized layer of model `name`, the positions per example that a batch statistic reduces over with
     the examples (1 for a Dense layer, height x width for a conv): a BN statistic over a batch of B holds
-    B x positions values. From shapes alone (`jax.eval_shape`), nothing computed."""
+    B x positions values (the ViT's tokens). From shapes alone (`jax.eval_shape`), nothing computed."""
     seen = []
 
     def shape_of(x):

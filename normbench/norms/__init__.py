@@ -1,7 +1,7 @@
 """The norm registry. To add a variant: write one file with a `SPEC`, then add it to `NORMS` below."""
 
 from normbench.config import ConfigError, NormConfig
-from normbench.norms import batch, batch_renorm, evonorm, frn, ghost_batch, group, identity, instance, layer, rms
+from normbench.norms import batch, batch_renorm, evonorm, frn, ghost_batch, group, identity, instance, layer, power, rms
 from normbench.norms.registry import WHOLE_BATCH, BatchStats, NormFactory, NormSpec
 from normbench.norms.weight_std import with_weight_standardization
 
@@ -19,6 +19,7 @@ NORMS: dict[str, NormSpec] = {
         frn.SPEC,
         evonorm.SPEC_B0,
         evonorm.SPEC_S0,
+        power.SPEC,
         # Weight standardization composes with the activation norms its paper pairs it with.
         with_weight_standardization(batch.SPEC),
         with_weight_standardization(group.SPEC),

@@ -58,5 +58,9 @@ class NormSpec:
     scale_invariant: bool = False
     # True for `<norm>+ws`: the kernels feeding the norm are weight-standardized (normbench/norms/weight_std.py).
     standardizes_weights: bool = False
+    # True when its backward pass moves a running statistic (PowerNorm's nu): its custom VJP returns the step as
+    # the gradient with respect to that `batch_stats` variable, and the trainer adds the loss's gradient with
+    # respect to batch_stats to them after each step. False leaves them out of the gradient.
+    backward_stats: bool = False
     # Raises ConfigError when the options cannot apply to a layer of this many channels.
     check: Callable[[NormConfig, int], None] = lambda config, channels: None
