@@ -1,6 +1,8 @@
 """The guard on size: `show` and `run` estimate a sweep's memory from traced shapes, and `run` refuses one that
 cannot fit before anything is compiled or written."""
 
+import dataclasses
+
 import pytest
 
 from normbench.cli import main
@@ -21,7 +23,7 @@ def test_show_prints_the_estimate(capsys):
     assert main(["show", "configs/init_scale.py"]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
     assert "MiB for the largest 2 cells training at once" in last
-    assert "19,200 run-steps in all" in last  # 96 runs x 20 epochs x 10 steps
+    assert "18,336 run-steps in all" in last  # 96 runs x 191 steps (20 epochs of 10, the first cut to 1)
 
 
 def test_run_refuses_a_sweep_too_large_before_touching_the_output(tmp_path, capsys):
@@ -39,6 +41,22 @@ def test_the_estimate_grows_with_runs_and_the_limit_decides():
     small = budget.estimate(config, dataset, workers=2)
     assert small.peak_bytes > small.data_bytes
     budget.check_memory(small, available=small.peak_bytes)
-    with pytest.raises(budget.ConfigError, match="more than the 225 MiB available"):
+    limit = f"more than the {(small.peak_bytes - 1) / budget.MIB:,.0f} MiB available"
+    with pytest.raises(budget.ConfigError, match=limit):
         budget.check_memory(small, available=small.peak_bytes - 1)
     assert budget.estimate(config, dataset, workers=1).peak_bytes < small.peak_bytes
+
+
+def test_the_estimate_is_kept_and_a_repeated_run_does_not_trace(tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMBENCH_CACHE", str(tmp_path))
+    config = load_config("configs/init_scale.py")
+    dataset = load(config.data)
+    first = budget.estimate(config, dataset, workers=2)
+
+    def no_tracing(*args):
+        raise AssertionError("traced again")
+
+    monkeypatch.setattr(budget, "_estimate", no_tracing)
+    assert budget.estimate(config, dataset, workers=1) == dataclasses.replace(first, workers=1)
+    with pytest.raises(AssertionError, match="traced again"):  # another config is another entry
+        budget.estimate(dataclasses.replace(config, name="other"), dataset, workers=2)

@@ -11,6 +11,7 @@ traced once, at their largest batch, whose intermediates bound the others'.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -23,7 +24,11 @@ from normbench.core.grid import Cell, cells, grid_arrays, run_count, run_steps
 from normbench.core.sweep import vmap_grid
 from normbench.core.train import PRECISIONS, Data, make_training, precision_scope
 from normbench.data import Dataset
+from normbench.models import MODELS
+from normbench.norms import NORMS
 from normbench.protocols import PROTOCOLS
+from normbench.runtime.cache import cache_dir, keep
+from normbench.runtime.programs import program_key
 
 MIB = 2**20
 # The share of physical memory a sweep may plan for on a CPU: the rest is the OS's, Python's and XLA's own.
@@ -52,9 +57,25 @@ class Estimate:
 
 
 def estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
-    """The memory and work of training `config`'s cells on `dataset`, `workers` cells at a time."""
+    """The memory and work of training `config`'s cells on `dataset`, `workers` cells at a time. Tracing the cells
+    for it takes a second or two, every run of a study: the numbers are kept in the program cache
+    (`normbench.runtime.programs`), under a key of all they depend on."""
+    specs = tuple(
+        {id(spec): spec for cell in cells(config) for spec in (NORMS[cell.norm], MODELS[cell.model])}.values()
+    )
+    key = program_key(config, "estimate", specs, (dataset.num_classes, _arrays(dataset)))
+    path = None if key is None else cache_dir() / "estimates" / f"{key}.json"
+    try:
+        kept = json.loads(path.read_text())
+        return Estimate(tuple(kept["cell_bytes"]), kept["data_bytes"], workers, kept["run_steps"])
+    except (AttributeError, OSError, ValueError, KeyError, TypeError):  # none kept, or not a sound entry
+        pass
     with precision_scope(config.train.precision):
-        return _estimate(config, dataset, workers)
+        cost = _estimate(config, dataset, workers)
+    if path is not None:
+        kept = {"cell_bytes": list(cost.cell_bytes), "data_bytes": cost.data_bytes, "run_steps": cost.run_steps}
+        keep(path, json.dumps(kept).encode())
+    return cost
 
 
 def _estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
