@@ -3,6 +3,9 @@
 Every case prints a table and is saved as `<case>.csv`, all of them together as `bench.json`:
 
 - `peak`: the machine's float32 matmul rate (large square products), the yardstick for every floor below;
+- `peers`: the same study as whole processes beside what a user would write instead, alternated: the naive Flax
+  loop (`../shared/peers/flax_loop.py`, or `$NORMBENCH_PEERS/flax_loop.py`; skipped when absent) and the
+  textbook's NumPy port, normbench run to each one's protocol, and the ratios issue 16 accepts on;
 - `study`: the init-scale study with one seed, as a user runs it (`normbench run` in a fresh process), with an
   empty and then a warm compilation cache: the whole wall time and its phases, the training phase's matmul
   GFLOP/s and its ratio to the floor (FLOPs / peak), peak memory;
@@ -46,7 +49,7 @@ from normbench.results.store import atomic_write
 from normbench.runtime.cache import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = ("peak", "study", "small_batch", "models", "loop")
+CASES = ("peak", "study", "peers", "small_batch", "models", "loop")
 
 
 def run_bench(out: Path, cases: tuple[str, ...] | None = None, log=print) -> dict:
@@ -66,6 +69,13 @@ def run_bench(out: Path, cases: tuple[str, ...] | None = None, log=print) -> dic
         report["cases"][case] = rows
         log(f"\n{case}\n{format_table(rows)}")
         atomic_write(out / f"{case}.csv", _csv(rows))
+        if case == "peers" and rows:
+            ratios = report["cases"]["peer_ratios"] = peer_ratios(rows)
+            log(
+                f"\npeer ratios (issue 16 accepts cold <= 0.8 and warm <= 0.35 of the naive Flax loop, warm fixed "
+                f"costs <= 0.3 of training)\n{format_table(ratios)}"
+            )
+            atomic_write(out / "peer_ratios.csv", _csv(ratios))
     report["peak_gflops"] = peak
     atomic_write(out / "bench.json", json.dumps(report, indent=2) + "\n")
     return report
@@ -94,25 +104,9 @@ def study_case(peak: float, log) -> list[dict]:
     flops = sum(_cell_flops(config, cell) for cell in cells(config))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        cache = Path(tmp) / "cache"
-        cache.mkdir()
-        load(config.data)  # decoded data is cached once per machine, so both runs start with it
-        for npz in cache_dir().glob("*.npz"):
-            shutil.copy(npz, cache)
+        cache = _cache_with_data(Path(tmp), config)
         for cache_state in ("cold", "warm"):
-            command = [sys.executable, "-m", "normbench", "run", str(ROOT / "configs" / "init_scale.py"),
-                       "--set", "sweep.seeds=0,", "--out", str(Path(tmp) / "out"), "--force"]  # fmt: skip
-            env = {**os.environ, "NORMBENCH_CACHE": str(cache)}
-            env.pop("JAX_COMPILATION_CACHE_DIR", None)
-            start = time.perf_counter()
-            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            stderr = process.stderr.read()
-            _, status, usage = os.wait4(process.pid, 0)
-            wall = time.perf_counter() - start
-            if status:
-                raise RuntimeError(f"normbench run failed:\n{stderr.decode()}")
-            memory = usage.ru_maxrss / 1024
-            saved = json.loads((Path(tmp) / "out" / "config.json").read_text())
+            wall, memory, saved = _normbench_process(Path(tmp), cache, ["sweep.seeds=0,"])
             t = saved["timings"]
             rows.append({
                 "compilation_cache": cache_state,
@@ -131,6 +125,105 @@ def study_case(peak: float, log) -> list[dict]:
                 "peak_rss_mib": round(memory),
             })  # fmt: skip
     return rows
+
+
+# What the peers compute, as normbench overrides of configs/init_scale.py (one seed, 32 runs):
+# `flax_loop.py --mode naive` trains the textbook's 191 steps in float32 (batches with replacement, running
+# statistics from 0, train accuracy after steps 1, 11, ..., 191); `benchmarks/textbook_numpy.py` trains 20 epochs
+# of 10 steps (200) in float64, train accuracy after each.
+FLAX_PROTOCOL = ["sweep.seeds=0,", "train.precision=float32"]
+NUMPY_PROTOCOL = ["sweep.seeds=0,", "train.first_epoch_steps=none"]
+# Where `normbench bench` looks for the shared peers (`flax_loop.py`); `NORMBENCH_PEERS` moves it.
+PEERS = ROOT.parent / "shared" / "peers"
+
+
+def peers_case(peak: float, log, rounds: int = 1) -> list[dict]:
+    """Whole processes, alternated: `normbench run` of the init-scale study with one seed, caches cold then warm,
+    against what a user would write instead, each run to match its protocol: the naive Flax loop (a Python loop
+    over runs and over a jitted step; no persistent cache, so cold every time) and the textbook's NumPy port.
+    The acceptance ratios of issue 16 come from these rows (`peer_ratios`)."""
+    peers = Path(os.environ.get("NORMBENCH_PEERS") or PEERS)
+    flax_loop = peers / "flax_loop.py"
+    config = load_config(ROOT / "configs" / "init_scale.py")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(rounds):
+            for protocol, peer, command in (
+                (FLAX_PROTOCOL, "naive Flax loop", [str(flax_loop), "--mode", "naive", "--repeat", "1", "--out", tmp]),
+                (NUMPY_PROTOCOL, "textbook NumPy", [str(ROOT / "benchmarks" / "textbook_numpy.py"), "--seeds", "1"]),
+            ):
+                if peer == "naive Flax loop" and not flax_loop.exists():
+                    if round_ == 0:
+                        log(f"peers: skipping the naive Flax loop: {flax_loop} is absent (set NORMBENCH_PEERS)")
+                    continue
+                here = Path(tmp) / f"{round_}-{peer}"
+                cache = _cache_with_data(here, config)
+                for cache_state in ("cold", "warm"):
+                    wall, _, saved = _normbench_process(here, cache, protocol)
+                    t = saved["timings"]
+                    rows.append({"round": round_, "what": f"normbench, caches {cache_state}",
+                                 "protocol": " ".join(protocol), "wall_s": round(wall, 2),
+                                 "train_s": round(t["train_s"], 2)})  # fmt: skip
+                wall, _ = _process([sys.executable, *command], dict(os.environ))
+                rows.append({"round": round_, "what": peer, "protocol": "its own", "wall_s": round(wall, 2)})
+    return rows
+
+
+def peer_ratios(rows: list[dict]) -> list[dict]:
+    """The ratios issue 16 accepts on, per round: normbench's whole process over the peer's (cold, warm), and
+    normbench's warm fixed costs (all but training) over its training."""
+    out = []
+    for round_ in sorted({row["round"] for row in rows}):
+        these = [row for row in rows if row["round"] == round_]
+        for protocol, peer in (
+            (" ".join(FLAX_PROTOCOL), "naive Flax loop"),
+            (" ".join(NUMPY_PROTOCOL), "textbook NumPy"),
+        ):
+            mine = {row["what"]: row for row in these if row["protocol"] == protocol}
+            theirs = [row["wall_s"] for row in these if row["what"] == peer]
+            if not theirs or not mine:
+                continue
+            cold, warm = mine["normbench, caches cold"], mine["normbench, caches warm"]
+            fixed = warm["wall_s"] - warm["train_s"]
+            out.append({"round": round_, "peer": peer, "peer_wall_s": theirs[0],
+                        "cold_over_peer": round(cold["wall_s"] / theirs[0], 2),
+                        "warm_over_peer": round(warm["wall_s"] / theirs[0], 2),
+                        "warm_fixed_over_train": round(fixed / warm["train_s"], 2)})  # fmt: skip
+    return out
+
+
+def _cache_with_data(tmp: Path, config: Config) -> Path:
+    """An empty cache but for the decoded data, which is cached once per machine (`normbench.data`)."""
+    cache = tmp / "cache"
+    cache.mkdir(parents=True)
+    load(config.data)
+    for npz in cache_dir().glob("*.npz"):
+        shutil.copy(npz, cache)
+    return cache
+
+
+def _normbench_process(tmp: Path, cache: Path, overrides: list[str]) -> tuple[float, float, dict]:
+    """`normbench run configs/init_scale.py --set ...` in a fresh process with its caches in `cache`: (wall
+    seconds, peak memory in MiB, the config.json it wrote)."""
+    command = [sys.executable, "-m", "normbench", "run", str(ROOT / "configs" / "init_scale.py"),
+               *(f"--set={o}" for o in overrides), "--out", str(tmp / "out"), "--force"]  # fmt: skip
+    env = {**os.environ, "NORMBENCH_CACHE": str(cache)}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    wall, memory = _process(command, env)
+    return wall, memory, json.loads((tmp / "out" / "config.json").read_text())
+
+
+def _process(command: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, peak memory in MiB) of a process from its start to its exit."""
+    env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)}
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if status:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{stderr.decode()}")
+    return wall, usage.ru_maxrss / 1024
 
 
 def small_batch_case(peak: float, log) -> list[dict]:
@@ -187,7 +280,13 @@ def loop_case(peak: float, log) -> list[dict]:
     return rows
 
 
-CASE_FUNCTIONS = {"study": study_case, "small_batch": small_batch_case, "models": models_case, "loop": loop_case}
+CASE_FUNCTIONS = {
+    "study": study_case,
+    "peers": peers_case,
+    "small_batch": small_batch_case,
+    "models": models_case,
+    "loop": loop_case,
+}
 
 
 def _cell_flops(config: Config, cell: Cell) -> int:

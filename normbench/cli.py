@@ -237,7 +237,7 @@ def parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_list)
     bench = sub.add_parser("bench", help="time the studies against this machine's matmul peak, print the tables")
     bench.add_argument("--out", help="where the tables go (default: runs/bench/<device kind>, git-ignored)")
-    bench.add_argument("--cases", nargs="+", help="some of: peak study small_batch models loop (default: all)")
+    bench.add_argument("--cases", nargs="+", help="some of: peak study peers small_batch models loop (default: all)")
     bench.set_defaults(func=_bench)
     return p
 

@@ -3,6 +3,8 @@ and this machine's recorded rate, and `run` refuses one that cannot fit before a
 
 import dataclasses
 
+import dataclasses
+
 import pytest
 from conftest import TINY_STUDY, tiny_config, tiny_dataset
 
@@ -105,8 +107,22 @@ def test_the_estimate_grows_with_runs_and_the_limit_decides():
     small = budget.estimate(config, dataset, workers=2)
     assert small.peak_bytes > small.data_bytes
     budget.check_memory(small, available=small.peak_bytes)
-    with pytest.raises(
-        budget.ConfigError, match=f"more than the {(small.peak_bytes - 1) / budget.MIB:,.0f} MiB available"
-    ):
+    limit = f"more than the {(small.peak_bytes - 1) / budget.MIB:,.0f} MiB available"
+    with pytest.raises(budget.ConfigError, match=limit):
         budget.check_memory(small, available=small.peak_bytes - 1)
     assert budget.estimate(config, dataset, workers=1).peak_bytes < small.peak_bytes
+
+
+def test_the_estimate_is_kept_and_a_repeated_run_does_not_trace(tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMBENCH_CACHE", str(tmp_path))
+    config = load_config("configs/init_scale.py")
+    dataset = load(config.data)
+    first = budget.estimate(config, dataset, workers=2)
+
+    def no_tracing(*args):
+        raise AssertionError("traced again")
+
+    monkeypatch.setattr(budget, "_estimate", no_tracing)
+    assert budget.estimate(config, dataset, workers=1) == dataclasses.replace(first, workers=1)
+    with pytest.raises(AssertionError, match="traced again"):  # another config is another entry
+        budget.estimate(dataclasses.replace(config, name="other"), dataset, workers=2)

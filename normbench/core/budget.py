@@ -18,6 +18,7 @@ cost per program step fitted to its last runs, and without any run a range from 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -40,8 +41,12 @@ from normbench.core.sweep import vmap_grid
 from normbench.core.train import PRECISIONS, STEP_SCOPE, Data, make_training, precision_scope
 from normbench.data import Dataset
 from normbench.flops import jaxpr_flops
+from normbench.models import MODELS
+from normbench.norms import NORMS
 from normbench.protocols import PROTOCOLS
+from normbench.runtime.cache import cache_dir, keep
 from normbench.runtime.calibration import Rate
+from normbench.runtime.programs import program_key
 
 MIB = 2**20
 # The share of physical memory a sweep may plan for on a CPU: the rest is the OS's, Python's and XLA's own.
@@ -101,9 +106,28 @@ class Estimate:
 
 def estimate(config: Config, dataset: Dataset, workers: int, rate: Rate | None = None) -> Estimate:
     """The memory and work of training `config`'s cells on `dataset`, `workers` cells at a time; its time at
-    `rate` (`normbench.runtime.calibration.last_rate`), a range of assumed rates if None."""
-    with precision_scope(config.train.precision):
-        return dataclasses.replace(_estimate(config, dataset, workers), rate=rate)
+    `rate` (`normbench.runtime.calibration.last_rate`), a range of assumed rates if None. Tracing the cells
+    for it takes a second or two, every run of a study: the numbers are kept in the program cache
+    (`normbench.runtime.programs`), under a key of all they depend on."""
+    specs = tuple(
+        {id(spec): spec for cell in cells(config) for spec in (NORMS[cell.norm], MODELS[cell.model])}.values()
+    )
+    key = program_key(config, "estimate", specs, (dataset.num_classes, _arrays(dataset)))
+    path = None if key is None else cache_dir() / "estimates" / f"{key}.json"
+    try:
+        kept = json.loads(path.read_text())
+        cost = Estimate(
+            tuple(kept["cell_bytes"]), kept["data_bytes"], workers, kept["run_steps"],
+            tuple(kept["cell_flops"]), tuple(kept["cell_steps"]),
+        )  # fmt: skip
+    except (AttributeError, OSError, ValueError, KeyError, TypeError):  # none kept, or not a sound entry
+        with precision_scope(config.train.precision):
+            cost = _estimate(config, dataset, workers)
+        if path is not None:
+            kept = {name: getattr(cost, name) for name in ("cell_bytes", "data_bytes", "run_steps", "cell_flops",
+                                                           "cell_steps")}  # fmt: skip
+            keep(path, json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in kept.items()}).encode())
+    return dataclasses.replace(cost, rate=rate)
 
 
 def _estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:

@@ -1,0 +1,21 @@
+"""`normbench bench`'s arithmetic: the ratios issue 16 accepts on, from the rows of its `peers` case."""
+
+from normbench.bench import FLAX_PROTOCOL, NUMPY_PROTOCOL, peer_ratios
+
+
+def test_the_peer_ratios_pair_normbench_with_the_peer_of_its_protocol_round_by_round():
+    flax, numpy = " ".join(FLAX_PROTOCOL), " ".join(NUMPY_PROTOCOL)
+    rows = [
+        {"round": 0, "what": "normbench, caches cold", "protocol": flax, "wall_s": 16.0, "train_s": 6.0},
+        {"round": 0, "what": "normbench, caches warm", "protocol": flax, "wall_s": 8.0, "train_s": 6.0},
+        {"round": 0, "what": "naive Flax loop", "protocol": "its own", "wall_s": 20.0},
+        {"round": 0, "what": "normbench, caches cold", "protocol": numpy, "wall_s": 30.0, "train_s": 9.0},
+        {"round": 0, "what": "normbench, caches warm", "protocol": numpy, "wall_s": 12.0, "train_s": 9.0},
+        {"round": 0, "what": "textbook NumPy", "protocol": "its own", "wall_s": 24.0},
+    ]
+    flax_row, numpy_row = peer_ratios(rows)
+    assert flax_row == {"round": 0, "peer": "naive Flax loop", "peer_wall_s": 20.0, "cold_over_peer": 0.8,
+                        "warm_over_peer": 0.4, "warm_fixed_over_train": 0.33}  # fmt: skip
+    assert numpy_row["cold_over_peer"] == 1.25 and numpy_row["warm_fixed_over_train"] == 0.33
+    # A peer that was skipped (absent) leaves no ratio.
+    assert [row["peer"] for row in peer_ratios(rows[3:])] == ["textbook NumPy"]
