@@ -3,8 +3,6 @@ and this machine's recorded rate, and `run` refuses one that cannot fit before a
 
 import dataclasses
 
-import dataclasses
-
 import pytest
 from conftest import TINY_STUDY, tiny_config, tiny_dataset
 
