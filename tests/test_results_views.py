@@ -84,9 +84,15 @@ def small_batch():
     return read_metrics(SMALL_BATCH), read_config(SMALL_BATCH)
 
 
+def two_models(columns):
+    """The committed CNN runs, and the same runs again named `mlp`: a sweep of two models."""
+    named = np.full(len(columns["model"]), "mlp")
+    return {k: np.concatenate([named if k == "model" else v, v]) for k, v in columns.items()}
+
+
 def test_the_error_figure_wraps_its_panels_shares_y_per_model_and_names_norms_for_readers(small_batch):
     columns, config = small_batch
-    fig = error_vs_batch_figure(columns, config)
+    fig = error_vs_batch_figure(two_models(columns), config)
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert len(panels) == 4 and fig.get_size_inches()[0] < 10  # two models x two protocols, not one strip
     mlp_sgd, mlp_ghost, cnn_sgd, _ = panels
