@@ -113,6 +113,8 @@ def setting(value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, tuple):
+        if any(isinstance(v, str) and "," in v for v in value):  # a claim: only a Python literal keeps its commas
+            return repr(value)
         return ",".join(setting(v) for v in value)
     return repr(value) if isinstance(value, float) else str(value)
 
