@@ -128,11 +128,17 @@ def test_plot_with_a_config_revises_the_claims_without_retraining(study, tmp_pat
     ambiguous = tmp_path / "ambiguous.py"
     ambiguous.write_text(claimed.read_text().replace(", init_scale=1", ""))
     before = (out / "config.json").read_bytes()
-    assert main(["plot", str(out), "--config", str(ambiguous)]) == 2  # both init scales pair with each seed
-    assert (out / "config.json").read_bytes() == before
+    assert main(["plot", str(out), "--config", str(ambiguous)]) == 0  # both init scales pair with each seed
+    assert "not evaluated: a term selects several runs per seed; fix init_scale" in (out / "summary.md").read_text()
 
     other = tmp_path / "other.py"
     other.write_text(TINY_STUDY.replace("epochs=2", "epochs=3"))
     before = (out / "config.json").read_bytes()
     assert main(["plot", str(out), "--config", str(other)]) == 2
     assert (out / "config.json").read_bytes() == before
+
+
+def test_a_claim_about_runs_the_sweep_lacks_says_so():
+    columns = drops((np.ones(5), np.ones(5)), (np.ones(5), np.ones(5)))
+    with pytest.raises(ConfigError, match="no run has norm=layer batch_size=2"):
+        evaluate(parse_claim("test_acc: norm=batch batch_size=2 - norm=layer batch_size=2"), columns)

@@ -116,7 +116,9 @@ def evaluate(claim: Claim, columns: dict) -> Finding:
         per_term.append((sign, dict(zip(seeds, zip(columns[claim.metric][rows], columns["diverged"][rows])))))
     common = sorted(set.intersection(*(set(t) for _, t in per_term)))
     if not common:
-        raise ConfigError(f"claim {claim.text!r}: its terms share no seed; does every term select a run?")
+        empty = [" ".join(f"{c}={v}" for c, v in pairs) for (_, pairs), (_, t) in zip(claim.terms, per_term) if not t]
+        reason = f"no run has {' or '.join(empty)}" if empty else "its terms share no seed"
+        raise ConfigError(f"claim {claim.text!r}: {reason}")
     alive = [s for s in common if not any(t[s][1] for _, t in per_term)]
     contrast = np.array([sum(sign * float(t[s][0]) for sign, t in per_term) for s in alive])
     mean, half = mean_ci(contrast) if len(contrast) else (float("nan"), float("nan"))
