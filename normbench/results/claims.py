@@ -158,7 +158,10 @@ def tune(columns: dict, axes: tuple[str, ...]) -> tuple[dict, list[Choice]]:
         keep |= (group_ids == g) & (tuned_ids == best)
         row = np.flatnonzero(in_group & (tuned_ids == best))[0]
         tried = [columns[a][in_group] for a in axes]
-        at_edge = any(columns[a][row] in (values.min(), values.max()) for a, values in zip(axes, tried))
+        at_edge = any(
+            len(np.unique(values)) > 1 and columns[a][row] in (values.min(), values.max())
+            for a, values in zip(axes, tried)
+        )
         group, chosen = tuple((k, columns[k][row]) for k in others), tuple((a, columns[a][row]) for a in axes)
         choices.append(Choice(group, chosen, float(scores[best]), bool(at_edge)))
     return {k: v[keep] for k, v in columns.items()}, choices
