@@ -2,6 +2,7 @@
 point of the replacement included, and only normbench's own files are removed."""
 
 import json
+import re
 import shutil
 import signal
 
@@ -21,6 +22,8 @@ from normbench.study import OWNED
 OLD = study_text(train="TrainConfig(epochs=2, eval_batch_size=16, diagnostics_at=(0, 2))")
 NEW = study_text(sweep='SweepConfig(norms=("layer", "none"), batch_sizes=(16,), init_scales=(1.0,), seeds=(0,))')
 THIRD = study_text(sweep='SweepConfig(norms=("none",), batch_sizes=(16,), init_scales=(1.0,), seeds=(0,))')
+# The estimates kept in the program cache and the machine's calibration: written beside, not into, the results.
+CACHE_JSON = re.compile(r"write:([0-9a-f]{64}|calibration)\.json")
 USERS = {"notes.txt": b"mine", ".draft.tmp": b"mine too", "sub/.x.tmp": b"and mine"}
 
 
@@ -59,7 +62,7 @@ def replaced(tmp_path_factory):
     assert set(USERS) <= set(expected_new[0]), "a user's own files stay"
     points, seen = [], {}
     for point in log.read_text().split():
-        if point.endswith((".pkl", ".npz")):  # the caches' entries, not the results directory's
+        if point.endswith((".pkl", ".npz")) or CACHE_JSON.fullmatch(point):  # the caches' entries, not the results'
             continue
         seen[point] = seen.get(point, 0) + 1
         points.append(f"{point}#{seen[point]}")

@@ -24,7 +24,9 @@ default fractions are those over 160k steps. The count of train steps taken is t
 
 The batch moments come from `normbench.norms.moments`: under the ghost protocol each group of examples is
 renormalized with its own mu_B and sigma_B (and the running averages move toward their mean over groups), under
-the sync protocol mu_B and sigma_B are the whole batch's across devices.
+the sync protocol mu_B and sigma_B are the whole batch's across devices. Under per_device, r and d read each
+device's own running averages, which move apart within an epoch and are averaged at its end: once r and d are
+free, that differs from ghost groups of the same size, whose running averages are one mean.
 """
 
 import flax.linen as nn
