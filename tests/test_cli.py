@@ -243,6 +243,7 @@ def test_the_recorded_revision_is_dirty_for_changed_code_but_not_for_changed_res
     assert git_revision(tmp_path) == head + "-dirty"
 
 
+@pytest.mark.slow
 def test_a_norm_option_no_swept_norm_reads_is_a_warning(capsys):
     config = str(ROOT / "configs" / "init_scale.py")
     assert main(["show", config]) == 0

@@ -17,8 +17,10 @@ def count(params):
 SMALL = ModelConfig(hidden=(8, 8), channels=(4, 8), patch_size=4, width=8, depth=1, heads=2, mlp_ratio=2)
 
 
-# ResNet-20 takes each norm half a second to trace: the full suite runs it.
-@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m == "resnet20" else m for m in MODELS])
+# ResNet-20 and the ViT take each norm a second or more to trace: the full suite runs them.
+@pytest.mark.parametrize(
+    "model", [pytest.param(m, marks=pytest.mark.slow) if m in ("resnet20", "vit") else m for m in MODELS]
+)
 @pytest.mark.parametrize("norm", list(NORMS))
 def test_every_model_with_every_norm(model, norm):
     config = SMALL
@@ -87,8 +89,12 @@ def test_vit_norm_positions_are_its_tokens_and_placement_sets_its_norms():
     assert norm_positions("vit", ModelConfig(depth=1, patch_size=4), (28, 28, 1)) == (49,) * 3
 
 
+# A few norms in the fast tier (one per kind of statistic), every norm in the full suite.
+FAST_IN_VIT = ("layer", "batch", "power")
+
+
 @pytest.mark.parametrize("placement", ["pre", "post"])
-@pytest.mark.parametrize("norm", list(NORMS))
+@pytest.mark.parametrize("norm", [n if n in FAST_IN_VIT else pytest.param(n, marks=pytest.mark.slow) for n in NORMS])
 def test_vit_trains_a_step_with_every_norm(norm, placement):
     """Every registered norm in both placements: a finite loss and gradient, and an SGD step that lowers the
     loss on the batch it was taken on (but for instance norm, degenerate in a token)."""

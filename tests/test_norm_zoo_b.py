@@ -293,6 +293,7 @@ def test_power_backward_is_the_exact_gradient_at_the_batch_statistics():
         np.testing.assert_allclose(dx, exact, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_power_running_statistics_start_at_running_var_init_and_zero_and_move_in_training():
     """psi^2 starts at norm.running_var_init (may be traced) and moves in the forward pass; nu starts at 0 and
     moves by the trainer's step, the gradient with respect to it."""

@@ -42,6 +42,7 @@ def test_the_textbooks_step_count():
     assert run_steps(config, CELL, 1000) == 191
 
 
+@pytest.mark.slow
 def test_float64_training_is_float64_and_leaves_the_process_in_float32():
     config = set_fields(tiny_config(), {"train.precision": "float64"})
     (result,) = run_sweep(config, tiny_dataset(), todo=[CELL])
@@ -82,6 +83,7 @@ def test_the_validation_set_follows_the_training_set_and_is_never_trained_on():
         load(DataConfig(n_train=3950, n_val=100))
 
 
+@pytest.mark.slow
 def test_validation_metrics_are_recorded_only_with_a_validation_set():
     dataset = tiny_dataset()
     held = dataclasses.replace(dataset, train_x=dataset.train_x[:32], train_y=dataset.train_y[:32],
@@ -92,6 +94,7 @@ def test_validation_metrics_are_recorded_only_with_a_validation_set():
     assert np.isnan(without.val_acc).all()
 
 
+@pytest.mark.slow
 def test_resampling_gives_each_seed_its_own_training_set():
     """With data.resample, seeds differ in their data as well; the split stays a partition of the examples."""
     dataset = tiny_dataset()
