@@ -1,5 +1,5 @@
-"""The textbook's batch-norm experiment (Deep Learning from Scratch, ch. 6, `ch06/batch_norm_test.py`): does BN
-rescue bad init scales?
+"""The textbook's batch-norm experiment (Deep Learning from Scratch, ch. 6): does BN rescue bad init scales?
+The book's script is `ch06/batch_norm_test.py`.
 
     normbench run configs/init_scale.py   # writes runs/init_scale/
 
