@@ -104,6 +104,10 @@ class Estimate:
         return f"about {fast} to {slow} of training at an assumed {low}-{high} GFLOP/s; run once to calibrate"
 
 
+# What the program cache keeps of an estimate: all but the workers and the rate, which each run gives.
+KEPT = ("cell_bytes", "data_bytes", "run_steps", "cell_flops", "cell_steps")
+
+
 def estimate(config: Config, dataset: Dataset, workers: int, rate: Rate | None = None) -> Estimate:
     """The memory and work of training `config`'s cells on `dataset`, `workers` cells at a time; its time at
     `rate` (`normbench.runtime.calibration.last_rate`), a range of assumed rates if None. Tracing the cells
@@ -116,17 +120,13 @@ def estimate(config: Config, dataset: Dataset, workers: int, rate: Rate | None =
     path = None if key is None else cache_dir() / "estimates" / f"{key}.json"
     try:
         kept = json.loads(path.read_text())
-        cost = Estimate(
-            tuple(kept["cell_bytes"]), kept["data_bytes"], workers, kept["run_steps"],
-            tuple(kept["cell_flops"]), tuple(kept["cell_steps"]),
-        )  # fmt: skip
+        fields = {name: kept[name] for name in KEPT}  # an entry missing one (an older kind) is not sound
+        cost = Estimate(workers=workers, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     except (AttributeError, OSError, ValueError, KeyError, TypeError):  # none kept, or not a sound entry
         with precision_scope(config.train.precision):
             cost = _estimate(config, dataset, workers)
         if path is not None:
-            kept = {name: getattr(cost, name) for name in ("cell_bytes", "data_bytes", "run_steps", "cell_flops",
-                                                           "cell_steps")}  # fmt: skip
-            keep(path, json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in kept.items()}).encode())
+            keep(path, json.dumps({name: getattr(cost, name) for name in KEPT}).encode())
     return dataclasses.replace(cost, rate=rate)
 
 

@@ -86,13 +86,8 @@ def warmup_cosine(peak, warmup_steps, total_steps: int) -> Callable:
     is an int, or a traced whole number when `train.warmup_fraction` is a value axis."""
 
     def rate(step):
-        if isinstance(warmup_steps, int):
-            warm = jnp.minimum(step / warmup_steps, 1.0) if warmup_steps else 1.0
-            span = max(total_steps - warmup_steps, 1)
-        else:
-            warm = jnp.where(warmup_steps > 0, jnp.minimum(step / jnp.maximum(warmup_steps, 1), 1.0), 1.0)
-            span = jnp.maximum(total_steps - warmup_steps, 1)
-        t = jnp.clip((step - warmup_steps) / span, 0.0, 1.0)
+        warm = jnp.where(warmup_steps > 0, jnp.minimum(step / jnp.maximum(warmup_steps, 1), 1.0), 1.0)
+        t = jnp.clip((step - warmup_steps) / jnp.maximum(total_steps - warmup_steps, 1), 0.0, 1.0)
         return peak * warm * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
 
     return rate

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from normbench.config import Config, ConfigError
+from normbench.config import Config
 from normbench.core.axes import swept_columns
 from normbench.data import load
 from normbench.errors import UserError
 from normbench.models import norm_positions
-from normbench.results.claims import evaluate, parse_claim, tune
+from normbench.results.claims import ClaimError, evaluate, parse_claim, tune
 from normbench.results.stats import final_epoch, mean_ci, norm_batch
 from normbench.results.store import atomic_write, read_meta
 
@@ -55,11 +55,12 @@ def final_table(final) -> list[str]:
     return lines
 
 
-def statistic_values(config: Config, model: str, batch: int, input_shape) -> str:
-    """The values one batch statistic holds at each normalized layer: the batch times the positions per example."""
-    if input_shape is None:
+def statistic_values(positions: tuple[int, ...] | None, batch: int) -> str:
+    """The values one batch statistic holds at each normalized layer: the batch times the positions per example
+    (`normbench.models.norm_positions`; None where the input shape is not known)."""
+    if positions is None:
         return "-"
-    return " / ".join(str(batch * p) for p in norm_positions(model, config.model, tuple(input_shape)))
+    return " / ".join(str(batch * p) for p in positions)
 
 
 def batch_drop_table(final, config: Config, input_shape=None) -> list[str]:
@@ -70,6 +71,10 @@ def batch_drop_table(final, config: Config, input_shape=None) -> list[str]:
     header = [*keys, "test acc, largest batch", "test acc, smallest batch", "drop (points)",
               "values per statistic by layer, largest -> smallest batch", "seeds (left out: diverged)"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    positions = {  # one trace of each model's shapes
+        model: None if input_shape is None else norm_positions(model, config.model, tuple(input_shape))
+        for model in np.unique(final["model"])
+    }
     for group in _groups(final, keys):
         rows = np.all([final[k] == v for k, v in zip(keys, group)], axis=0)
         sizes = np.unique(final["norm_batch"][rows])
@@ -84,7 +89,7 @@ def batch_drop_table(final, config: Config, input_shape=None) -> list[str]:
         acc_large, acc_small = final["test_acc"][large][order_large], final["test_acc"][small][order_small]
         named = " | ".join(_text(v) for v in group)
         model = group[keys.index("model")]
-        values = [statistic_values(config, model, int(b), input_shape) for b in (sizes.max(), sizes.min())]
+        values = [statistic_values(positions[model], int(b)) for b in (sizes.max(), sizes.min())]
         dropped = len(np.unique(final["seed"][rows])) - len(seeds)
         lines.append(
             f"| {named} | {_pm(acc_large)} ({sizes.max()}) | {_pm(acc_small)} ({sizes.min()}) | "
@@ -112,8 +117,8 @@ def _claim_line(text: str, columns) -> str:
     the summary of a finished sweep never fails on a claim."""
     try:
         return evaluate(parse_claim(text), columns).line()
-    except ConfigError as e:
-        return f"`{text}`: not evaluated: {str(e).removeprefix(f'claim {text!r}: ')}"
+    except ClaimError as e:
+        return f"`{text}`: not evaluated: {e.reason}"
 
 
 def tuning_section(choices) -> list[str]:

@@ -25,6 +25,14 @@ from normbench.results.stats import mean_ci
 _TERM = re.compile(r"\s*([+-])\s*")
 
 
+class ClaimError(ConfigError):
+    """A claim that cannot be read or decided; `reason` says why without repeating the claim."""
+
+    def __init__(self, claim: str, reason: str):
+        super().__init__(f"claim {claim!r}: {reason}")
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Claim:
     text: str
@@ -63,7 +71,7 @@ def _pairs(text: str, claim: str) -> tuple[tuple[str, str], ...]:
     for item in text.replace(",", " ").split():
         column, sep, value = item.partition("=")
         if not sep or not column or not value:
-            raise ConfigError(f"claim {claim!r}: expected column=value, got {item!r}")
+            raise ClaimError(claim, f"expected column=value, got {item!r}")
         pairs.append((column, value))
     return tuple(pairs)
 
@@ -71,12 +79,12 @@ def _pairs(text: str, claim: str) -> tuple[tuple[str, str], ...]:
 def parse_claim(text: str) -> Claim:
     head, sep, contrast = text.partition(":")
     if not sep:
-        raise ConfigError(f"claim {text!r}: expected '<metric>[, column=value ...]: <term> - <term> ...'")
+        raise ClaimError(text, "expected '<metric>[, column=value ...]: <term> - <term> ...'")
     metric, _, where = head.partition(",")
     parts = _TERM.split(" + " + contrast.strip())[1:]
     terms = tuple((1 if sign == "+" else -1, _pairs(term, text)) for sign, term in zip(parts[::2], parts[1::2]))
     if len(terms) < 2 or any(not pairs for _, pairs in terms):
-        raise ConfigError(f"claim {text!r}: a contrast needs at least two terms of column=value pairs")
+        raise ClaimError(text, "a contrast needs at least two terms of column=value pairs")
     return Claim(text, metric.strip(), _pairs(where, text), terms)
 
 
@@ -84,10 +92,10 @@ def check_claim(text: str, metric_columns: tuple[str, ...], run_columns: tuple[s
     """Reject a claim that names a metric or a column the results will not have, before anything trains."""
     claim = parse_claim(text)
     if claim.metric not in metric_columns:
-        raise ConfigError(f"claim {text!r}: unknown metric {claim.metric!r}; valid: {', '.join(metric_columns)}")
+        raise ClaimError(text, f"unknown metric {claim.metric!r}; valid: {', '.join(metric_columns)}")
     for column, _ in claim.where + tuple(p for _, pairs in claim.terms for p in pairs):
         if column not in (*run_columns, EPOCH):
-            raise ConfigError(f"claim {text!r}: unknown column {column!r}; valid: {', '.join(run_columns)}, epoch")
+            raise ClaimError(text, f"unknown column {column!r}; valid: {', '.join(run_columns)}, epoch")
 
 
 def _select(columns: dict, pairs) -> np.ndarray:
@@ -112,13 +120,13 @@ def evaluate(claim: Claim, columns: dict) -> Finding:
         seeds = columns["seed"][rows]
         if len(np.unique(seeds)) != len(seeds):
             varying = [c for c in key_columns(columns) if c != "seed" and len(np.unique(columns[c][rows])) > 1]
-            raise ConfigError(f"claim {claim.text!r}: a term selects several runs per seed; fix {', '.join(varying)}")
+            raise ClaimError(claim.text, f"a term selects several runs per seed; fix {', '.join(varying)}")
         per_term.append((sign, dict(zip(seeds, zip(columns[claim.metric][rows], columns["diverged"][rows])))))
     common = sorted(set.intersection(*(set(t) for _, t in per_term)))
     if not common:
         empty = [" ".join(f"{c}={v}" for c, v in pairs) for (_, pairs), (_, t) in zip(claim.terms, per_term) if not t]
         reason = f"no run has {' or '.join(empty)}" if empty else "its terms share no seed"
-        raise ConfigError(f"claim {claim.text!r}: {reason}")
+        raise ClaimError(claim.text, reason)
     alive = [s for s in common if not any(t[s][1] for _, t in per_term)]
     contrast = np.array([sum(sign * float(t[s][0]) for sign, t in per_term) for s in alive])
     mean, half = mean_ci(contrast) if len(contrast) else (float("nan"), float("nan"))
