@@ -29,8 +29,8 @@ import numpy as np
 import optax
 
 from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
-from normbench.core.grid import Cell, grid_arrays
-from normbench.core.sweep import compile_cell, device_data
+from normbench.core.grid import Cell
+from normbench.core.sweep import compile_cell, device_data, train_program
 from normbench.core.train import OPTIMIZERS, Data, evaluate
 from normbench.data import load
 from normbench.models import build_model, scale_kernels
@@ -135,9 +135,9 @@ def main():
     for b in config.sweep.batch_sizes:
         cell = Cell("mlp", "batch", "sgd", b)
         start = time.perf_counter()
-        compiled = compile_cell(config, cell, dataset, data).whole
+        program = compile_cell(config, cell, dataset, data)
         compiled_at = time.perf_counter()
-        jax.block_until_ready(compiled(*grid_arrays(config, cell), data))
+        train_program(program, config, cell, data)
         done = time.perf_counter()
         total_compile += compiled_at - start
         total_train += done - compiled_at

@@ -39,7 +39,7 @@ import numpy as np
 
 from normbench.config import Config, load_config
 from normbench.core.grid import Cell, cells, grid_arrays, steps_per_epoch
-from normbench.core.sweep import compile_cell, device_data, run_sweep, training_time, vmap_grid
+from normbench.core.sweep import compile_cell, device_data, run_sweep, train_program, training_time, vmap_grid
 from normbench.core.train import make_train
 from normbench.data import load
 from normbench.errors import UserError
@@ -260,7 +260,7 @@ def loop_case(peak: float, log) -> list[dict]:
             if how == "vmapped":
                 program = compile_cell(config, cell, dataset, data)
                 compile_s += time.perf_counter() - start
-                train_s += _timed(program.whole, seeds, values, data)
+                train_s += _timed(train_program, program, config, cell, data)
                 continue
             train = jax.jit(make_train(config, cell, dataset.num_classes, len(dataset.train_x)))
             single = train.lower(seeds[0], {k: v[0] for k, v in values.items()}, data).compile()
@@ -310,12 +310,12 @@ def _cell_row(config: Config, cell: Cell, peak: float, **extra) -> dict:
     start = time.perf_counter()
     program = compile_cell(config, cell, dataset, data)
     compile_s = time.perf_counter() - start
-    jax.block_until_ready(program.whole(seeds, values, data))
-    train_s = _timed(program.whole, seeds, values, data)
+    jax.block_until_ready(train_program(program, config, cell, data)[0])
+    train_s = _timed(train_program, program, config, cell, data)
     flops = _cell_flops(config, cell)
     models = len(seeds) * len(values["init_scale"])
     model_steps = models * config.train.epochs * steps_per_epoch(config, cell, len(dataset.train_x))
-    memory = program.whole.memory_analysis()
+    memory = program.memory_analysis()
     return {
         **extra,
         "batch": cell.batch_size,

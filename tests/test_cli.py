@@ -211,13 +211,14 @@ def test_run_quiet_logs_one_plain_line_per_event_and_writes_tensorboard_runs(stu
     estimate, *messages = [line[len("hh:mm:ss ") :] for line in capsys.readouterr().err.splitlines()]
     assert estimate.startswith("estimate: about ")
     assert " MiB for the largest cell training at once; 32 run-steps, " in estimate and " of training at " in estimate
-    assert messages[:3] == [
+    assert messages[:4] == [
         "sweep tiny: 1 cell, 4 runs of 2 epochs",
         "cell 1/1 mlp batch sgd batch=16: compiling",
         "cell 1/1 mlp batch sgd batch=16: training 4 runs",
+        "cell 1/1 mlp batch sgd batch=16: 1/2 epochs done",  # a line a quarter of the way, the last one at the end
     ]
-    assert messages[3].startswith("cell 1/1 mlp batch sgd batch=16: 4 runs, compile ")
-    assert "; its best: test acc " in messages[3] and len(messages) == 4
+    assert messages[4].startswith("cell 1/1 mlp batch sgd batch=16: 4 runs, compile ")
+    assert "; its best: test acc " in messages[4] and len(messages) == 5
     runs = sorted(str(p.parent.relative_to(tb)) for p in tb.glob("**/events.out.tfevents.*"))
     assert runs == [f"mlp_batch_sgd_b16/init{s}_lr0.01/seed{seed}" for s in ("0.1", "1") for seed in (0, 1)]
 

@@ -1,5 +1,6 @@
-"""A cell's traced program is kept across runs (normbench.runtime.programs): loaded, it computes the same bits as a
-fresh trace and as plain `jax.jit`, and it is keyed so that a change of code or config never reuses a stale one."""
+"""A cell's traced programs (its phases) are kept across runs (normbench.runtime.programs): loaded, they compute the
+same bits as a fresh trace and as one plain `jax.jit` program for all epochs, and they are keyed so that a change of
+code or config never reuses a stale one."""
 
 import dataclasses
 import hashlib
@@ -12,7 +13,7 @@ import pytest
 from conftest import tiny_config, tiny_dataset
 
 from normbench.core.grid import Cell, grid_arrays
-from normbench.core.sweep import compile_cell, device_data, make_training, vmap_grid
+from normbench.core.sweep import compile_cell, device_data, make_training, train_program, vmap_grid
 from normbench.norms import NORMS
 from normbench.runtime import programs
 
@@ -24,9 +25,12 @@ def cache(tmp_path, monkeypatch):
 
 
 def run(config, cell, dataset):
-    seeds, values = grid_arrays(config, cell)
-    program = compile_cell(config, cell, dataset, device_data(dataset))
-    return jax.device_get(program.whole(seeds, values, device_data(dataset)))
+    data = device_data(dataset)
+    states, result = train_program(compile_cell(config, cell, dataset, data), config, cell, data)
+    return jax.device_get(states), result.metrics
+
+
+PHASES = 3  # start, epoch, finish: the programs kept per cell
 
 
 def assert_same_bits(a, b):
@@ -38,7 +42,7 @@ def assert_same_bits(a, b):
 def test_a_kept_program_is_loaded_without_tracing_and_computes_the_same_bits(cache, monkeypatch):
     config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     first = run(config, cell, dataset)
-    assert len(list(cache.glob("*.pkl"))) == 1
+    assert len(list(cache.glob("*.pkl"))) == PHASES
 
     def no_tracing(*args, **kwargs):
         raise AssertionError("traced again")
@@ -59,7 +63,7 @@ def test_another_config_cell_data_shape_or_class_count_is_another_program(cache)
     run(config, Cell("mlp", "none", "sgd", 8), dataset)
     run(config, cell, tiny_dataset(n_train=40))
     run(config, cell, tiny_dataset(num_classes=4))  # same shapes, a wider output layer
-    assert len(list(cache.glob("*.pkl"))) == 5
+    assert len(list(cache.glob("*.pkl"))) == 5 * PHASES
 
 
 @pytest.mark.parametrize("field", [pytest.param("make", marks=pytest.mark.slow), "check"])
@@ -103,7 +107,7 @@ DAMAGES = {
 def test_a_bad_entry_is_discarded_with_a_warning_and_rewritten(cache, caplog, damage):
     config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     first = run(config, cell, dataset)
-    (entry,) = cache.glob("*.pkl")
+    entry = next(cache.glob("*-epoch.pkl"))
     DAMAGES[damage](entry)
     with caplog.at_level(logging.WARNING, logger="normbench"):
         assert_same_bits(run(config, cell, dataset), first)

@@ -109,8 +109,8 @@ def test_a_signal_stops_the_run_with_a_sentence_and_the_rerun_completes_it(unint
 
 
 @pytest.mark.slow
-def test_segments_with_checkpoints_equal_one_program_for_all_epochs(tmp_path):
-    """The phases of `Training` compose to the same numbers as the single program."""
+def test_checkpointed_and_resumed_training_equal_training_straight_through(tmp_path):
+    """Saving between epochs, or resuming from a save, changes no bit: the same epoch programs run."""
     import dataclasses
 
     config = tiny_config(norms=("batch",))
@@ -125,5 +125,5 @@ def test_segments_with_checkpoints_equal_one_program_for_all_epochs(tmp_path):
     # starts from the save after epoch 2
     resumed = train_program(program, segmented, cell, data, checkpoints=checkpoints)[1].metrics
     for name, value in whole._asdict().items():
-        np.testing.assert_allclose(getattr(parts, name), value, rtol=2e-5, atol=1e-6, err_msg=name)
-        np.testing.assert_array_equal(getattr(resumed, name), getattr(parts, name), err_msg=name)
+        np.testing.assert_array_equal(getattr(parts, name), value, err_msg=name)
+        np.testing.assert_array_equal(getattr(resumed, name), value, err_msg=name)

@@ -2,10 +2,10 @@
 
 The core, in one screen (`compile_cell` and `run_sweep`): for each cell, `make_training` gives the pure
 training of one run, `vmap_grid` maps it over the cell's runs (the value axes, inner) and seeds (outer), and
-`jit` compiles that grid for the devices; the cells then train one after another, or a few side by side.
-Beneath it, `normbench.runtime`: lowering for one device or many and keeping the traced program
-(`lower_grid`), training in phases for checkpoints and diagnostics (`phases`), and compiling the next cells
-while the current ones train (`pipeline`).
+`jit` compiles that grid; the cells then train one after another, or a few side by side. Beneath it,
+`normbench.runtime`: on one device a cell's phases (initialise, one epoch, evaluate), kept traced and compiled
+across runs and trained epoch by epoch from the host (`phases`); over several devices all epochs in one program
+spread over them (`lower_grid`); and compiling the next cells while the current ones train (`pipeline`).
 """
 
 from __future__ import annotations
@@ -59,32 +59,45 @@ def vmap_grid(fn, chunk_size: int | None = None, per_run: tuple[bool, ...] = ())
 
 @dataclass
 class CellProgram:
-    """One cell's compiled grid: `whole(seeds, values, data) -> (states, metrics)`, all epochs in one program,
-    or with checkpoints or diagnostics its `phases`."""
+    """One cell's compiled grid: on one device its `phases`, trained epoch by epoch from the host
+    (`normbench.runtime.phases`); spread over several, `whole(seeds, values, data) -> (states, metrics)`, all
+    epochs in one program."""
 
     whole: Callable | None
     phases: object = None  # normbench.runtime.phases.Phases
     trace_s: float = 0.0  # tracing and lowering it to XLA
     compile_s: float = 0.0  # XLA's compilation of it
 
+    def memory_analysis(self):
+        """XLA's memory figures of the program that trains: the whole one, or the epoch's."""
+        return (self.whole or self.phases.epoch).memory_analysis()
+
+
+def trains_in_phases(config: Config, cell: Cell) -> bool:
+    """Whether `cell` trains epoch by epoch on one device, rather than as one program over several devices: a
+    data-parallel protocol's batch split or a grid spread over devices needs the whole program; checkpoints and
+    diagnostics need the phases."""
+    single = jax.device_count() == 1 and PROTOCOLS[cell.protocol].split(config).axis is None
+    return single or bool(config.train.checkpoint_every or config.train.diagnostics_at)
+
 
 def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, on_epoch=None,
                  on_metrics=None) -> CellProgram:  # fmt: skip
     """The compiled grid of one cell; its vmaps reach only the value axes, so no norm ever reduces across runs.
-    All epochs in one program are spread over the devices (`lower_grid`); phased cells run on one. `on_epoch`
-    is called from inside the program as each epoch starts, `on_metrics` with each epoch's metrics as it ends
-    (`normbench.core.train.make_training`)."""
+    On one device its phases (`trains_in_phases`); over several, all epochs in one program (`lower_grid`), where
+    `on_epoch` is called from inside the program as each epoch starts and `on_metrics` with each epoch's metrics
+    as it ends (`normbench.core.train.make_training`); phases tell the host between epochs instead."""
     started = time.perf_counter()
     seeds, values = grid_arrays(config, cell)
-    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x), on_epoch, on_metrics)
     grid = functools.partial(vmap_grid, chunk_size=config.train.chunk_size)
-    if config.train.checkpoint_every or config.train.diagnostics_at:
-        phases = compile_phases(training, grid, config, seeds, values, data)
-        return CellProgram(None, phases, compile_s=time.perf_counter() - started)
     key = program_key(config, cell, (NORMS[cell.norm], MODELS[cell.model]), (dataset.num_classes, seeds, values, data))
+    if trains_in_phases(config, cell):
+        training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
+        phases = compile_phases(training, grid, config, seeds, values, data, key)
+        return CellProgram(None, phases, phases.trace_s, phases.compile_s)
+    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x), on_epoch, on_metrics)
     split, chunked = PROTOCOLS[cell.protocol].split(config), config.train.chunk_size is not None
-    lowered = lower_grid(grid(training.train), split, chunked, seeds, values, data, key,
-                         on_epoch is None and on_metrics is None)  # fmt: skip
+    lowered = lower_grid(grid(training.train), split, chunked, seeds, values, data)
     traced = time.perf_counter()
     whole = lowered.compile()
     return CellProgram(whole, trace_s=traced - started, compile_s=time.perf_counter() - traced)
@@ -104,15 +117,16 @@ class CellResult:
 
 
 def train_program(program: CellProgram, config: Config, cell: Cell, data: Data, wait_s: float = 0.0,
-                  checkpoints=None, on_epochs=None):  # fmt: skip
-    """Train a compiled cell to the end: (final states, `CellResult`)."""
+                  checkpoints=None, on_epoch=None):  # fmt: skip
+    """Train a compiled cell to the end: (final states, `CellResult`). A cell in phases saves `checkpoints` and
+    tells `on_epoch(n, metrics)` as each epoch ends (`normbench.runtime.phases.run_phases`)."""
     seeds, values = grid_arrays(config, cell)
     start = time.perf_counter()
     if program.whole is not None:
         states, cell_metrics, diagnostics = *program.whole(seeds, values, data), {}
     else:
         state, per_epoch, final, diagnostics = run_phases(program.phases, config, seeds, values, data,
-                                                          checkpoints, on_epochs)  # fmt: skip
+                                                          checkpoints, on_epoch)  # fmt: skip
         states, cell_metrics = state.train, metrics(per_epoch, final, state)
     states, cell_metrics, diagnostics = jax.block_until_ready((states, cell_metrics, diagnostics))
     end = time.perf_counter()
@@ -137,7 +151,7 @@ def run_sweep(
     workers: int | None = None,
 ) -> list[CellResult]:
     """Train the cells in `todo` (default: all of the config's); `on_result` receives each as soon as it is
-    finished, and `checkpoints_for(cell)` gives the checkpoints of a cell that saves between segments.
+    finished, and `checkpoints_for(cell)` gives the checkpoints of a cell that saves between epochs.
 
     `workers` cells train at once, each on its own thread. The default is 2 on a single CPU device, 1 elsewhere:
     the CPU runs a cell's many small matrix products with its cores partly idle, and a second cell at the same
@@ -195,11 +209,14 @@ def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, work
         with reporting:
             progress.training(i)
 
-        def epochs_done(epochs):
+        def epoch_done(epoch, measured):
             with reporting:
-                progress.epochs_done(i, epochs)
+                if progress.epoch_metrics_wanted:
+                    seeds = grid_arrays(config, todo[i])[0]
+                    progress.epoch_metrics(i, epoch, seeds, jax.tree.map(np.asarray, measured))
+                progress.epochs_done(i, epoch)
 
-        _, result = train_program(program, config, todo[i], data, waited, checkpoints, epochs_done)
+        _, result = train_program(program, config, todo[i], data, waited, checkpoints, epoch_done)
         with reporting:
             if on_result is not None:
                 on_result(result)

@@ -2,17 +2,15 @@
 
 `run_sweep` calls `sweep_started` once, then for each cell `compiling` (when its compile starts, which overlaps
 the previous cell's training), `training`, `epochs_done` as its epochs go by, and `cell_done`; up to two cells
-train at once, so their events interleave and cells may finish out of order. A listener whose `per_epoch` is
-true hears each epoch from inside the compiled program (a `jax.debug.callback` on the epoch index, one call per
-epoch for all runs); the others hear only the segments of cells trained in segments (`train.checkpoint_every`,
-`train.diagnostics_at`). A listener whose `epoch_metrics_wanted` is true (TensorBoard's) hears `epoch_metrics` as
-each epoch ends: its metrics of every run of the grid, from one callback per epoch
-(`normbench.core.train.grid_callback`). Either callback costs nothing measurable in training, within 0.2% of the
-CPU time of the same program without it (`benchmarks/progress_overhead.py`), but a program holding one is kept by
-neither cache: `jax.export` cannot serialize it and XLA's compilation cache keys it by the callback's address. So
-a warm run pays its compiles again: the init-scale study took 24-25 s with per-epoch progress against 14-16 s with
-the same bar hearing only cells, on a 2-core CPU (compile 5.7 s against 0.4-1.3 s, and the second cell's compile
-slows the first one's training); a cold run compiles either way.
+train at once, so their events interleave and cells may finish out of order. On one device a cell trains epoch by
+epoch from the host (`normbench.runtime.phases`), so every listener hears each epoch as it ends, and a listener
+whose `epoch_metrics_wanted` is true (TensorBoard's) hears `epoch_metrics`, that epoch's metrics of every run of
+the grid, with no callback inside the program: a warm run's programs come from the caches whatever listens.
+Over several devices a cell is one program for all epochs: a listener whose `per_epoch` is true makes it call back
+to the host as each epoch starts (a `jax.debug.callback` on the epoch index, one call for all runs), and
+`epoch_metrics_wanted` as each ends (`normbench.core.train.grid_callback`). Such a program is kept by neither
+cache (`jax.export` cannot serialize it, XLA's cache keys it by the callback's address), so that run compiles it
+again however warm the caches.
 
 - `Progress` ignores every event: subclass it for another listener (`normbench.reports.tensorboard` is one).
 - `LogProgress` writes one line per event to the standard `logging` logger "normbench", at INFO, so a library
@@ -39,8 +37,8 @@ logger = logging.getLogger("normbench")
 class Progress:
     """A listener to a sweep's events; every event is ignored unless a subclass overrides it."""
 
-    per_epoch = False  # hear every epoch from inside the compiled programs (see the module's docstring)
-    epoch_metrics_wanted = False  # likewise, each epoch's metrics of every run as the epoch ends
+    per_epoch = False  # hear every epoch even from a program over several devices (see the module's docstring)
+    epoch_metrics_wanted = False  # each epoch's metrics of every run as the epoch ends
 
     def sweep_started(self, config: Config, cells: list[Cell], n_train: int) -> None:
         pass
@@ -101,6 +99,7 @@ class LogProgress(Progress):
 
     def __init__(self):
         self.best: tuple[float, str] | None = None  # (test accuracy, which cell and values)
+        self.logged: dict[int, float] = {}  # cell index -> the epochs its last "epochs done" line told
 
     def sweep_started(self, config, cells, n_train):
         self.config, self.cells = config, cells
@@ -123,7 +122,11 @@ class LogProgress(Progress):
         logger.info(f"{self.name(index)}: training {self.runs[index]} runs")
 
     def epochs_done(self, index, epochs):
-        logger.info(f"{self.name(index)}: {epochs:g}/{self.config.train.epochs} epochs done")
+        # A line a quarter of the way: a log that a reader scans, not a line per epoch.
+        total = self.config.train.epochs
+        if epochs < total and int(4 * epochs / total) > int(4 * self.logged.get(index, 0) / total):
+            self.logged[index] = epochs
+            logger.info(f"{self.name(index)}: {epochs:g}/{total} epochs done")
 
     def cell_done(self, index, result):
         accuracy, run = self._best_of(index, result)
@@ -172,8 +175,8 @@ def values_label(config: Config, cell: Cell, k: int, axis_names: bool = False) -
 class LiveProgress(LogProgress):
     """A rich progress bar over the sweep's run-steps, with a status line under it; log lines scroll above.
 
-    A cell counts the epochs it has begun as done (the callback comes as an epoch starts) and its last share only
-    when it is done, after its final evaluations: the bar reaches 100% once, when the last cell is done."""
+    A cell counts its last epoch only when it is done, after its final evaluations: the bar reaches 100% once,
+    when the last cell is done."""
 
     per_epoch = True
 

@@ -8,13 +8,13 @@ step = epoch, are the columns of `metrics.csv` (the same values, rounded to the 
 (model, norm, protocol, batch size, init scale, learning rate, examples per statistic, seed and each swept field),
 as the HParams plugin's summary, so TensorBoard's HPARAMS tab tabulates the runs against their final metrics.
 
-The per-epoch scalars come out of the compiled program as each epoch ends: one host callback per epoch carries
-the metrics of the whole grid (`normbench.core.train.grid_callback`), and each run's event file is flushed then,
-so TensorBoard draws a cell's curves while it trains. The after-training ones, and the epochs of a cell resumed
-from a checkpoint that ran before the interruption, are written when the cell ends. As with the live progress bar,
-a program with a callback is kept by neither program cache, so a warm run with `--tensorboard` compiles again
-(`normbench.reports.progress`). Use a fresh DIR per sweep: a second sweep into the same runs adds a second event
-file to each, and TensorBoard draws both.
+The per-epoch scalars are written as each epoch ends: a cell trains epoch by epoch on one device, and the host
+takes that epoch's metrics of the whole grid between its epoch programs (over several devices, one host callback
+per epoch carries them, `normbench.core.train.grid_callback`), and each run's event file is flushed then, so
+TensorBoard draws a cell's curves while it trains. The after-training ones, and the epochs of a cell resumed from
+a checkpoint that ran before the interruption, are written when the cell ends (`normbench.reports.progress`).
+Use a fresh DIR per sweep: a second sweep into the same runs adds a second event file to each, and TensorBoard
+draws both.
 
 Needs tensorboardX (`pip install -e ".[tensorboard]"`); viewing needs TensorBoard (`pip install tensorboard`,
 then `tensorboard --logdir DIR`). A finished results directory converts the same way:

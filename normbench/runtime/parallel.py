@@ -7,7 +7,7 @@ metrics are gathered at the end, replicated on every device (a few numbers per r
 states stay where they were trained. The mesh takes the factorization of the device count that pads the grid
 least (ties shard the runs, the inner axis); each axis is padded to a multiple of its devices by repeating its
 last value, and the padding is dropped from the results. With `train.chunk_size` the seed axis stays whole,
-since `lax.map` steps through it. With one device a cell compiles exactly as it did before.
+since `lax.map` steps through it. With one device a cell trains in phases instead (`normbench.runtime.phases`).
 
 Data parallel. The `per_device` and `sync` protocols train each run on a batch split over the "data" axis of a 1-D
 mesh of `train.data_parallel` devices. The whole grid runs inside `jax.shard_map`: every device holds every run,
@@ -39,7 +39,6 @@ from jax.sharding import PartitionSpec as P
 from normbench.config import Config, ConfigError
 from normbench.errors import UserError
 from normbench.protocols import DATA, BatchSplit
-from normbench.runtime.programs import ExportedGrid
 
 SEEDS, RUNS = "seeds", "runs"
 
@@ -85,18 +84,14 @@ def grid_mesh(n_seeds: int, n_runs: int, chunked: bool) -> Mesh:
     return Mesh(np.asarray(devices).reshape(shape), (SEEDS, RUNS))
 
 
-def lower_grid(grid: Callable, split: BatchSplit, chunked: bool, seeds: np.ndarray, values, data,
-               key: str | None = None, exportable: bool = True):  # fmt: skip
+def lower_grid(grid: Callable, split: BatchSplit, chunked: bool, seeds: np.ndarray, values, data):
     """`jit(grid)` lowered for the devices: over `split`'s devices when it splits the batch, else the grid's runs
     spread over every device (`chunked`: the seeds go through `lax.map`). Its `.compile()` is called like `grid`:
-    (seeds, values, data) -> (states, metrics). On one device the traced program is kept under `key`
-    (`normbench.runtime.programs`), unless it is not `exportable` (it calls back to the host)."""
+    (seeds, values, data) -> (states, metrics)."""
     if split.axis is not None:
         mesh = data_mesh(split.devices)
         grid = jax.shard_map(grid, mesh=mesh, in_specs=P(), out_specs=P())
         return ShardedGrid(grid, mesh, None, None, seeds, values, data)
-    if jax.device_count() == 1 and exportable:
-        return ExportedGrid(grid, key, (seeds, values, data))
     mesh = grid_mesh(len(seeds), _runs(values), chunked)
     return ShardedGrid(grid, mesh, SEEDS, RUNS, seeds, values, data)
 

@@ -1,4 +1,5 @@
-"""A cell's single-device program through `jax.export`, so that a repeated run skips tracing it.
+"""A cell's single-device programs (its phases, `normbench.runtime.phases`) through `jax.export`, so that a
+repeated run skips tracing them.
 
 XLA's compilation cache (`normbench.runtime.cache`) is keyed by the traced program, so a hit still pays for the trace:
 about a second for a BatchNorm cell of the init-scale study, most of a warm run's wait before training. Here the
@@ -6,7 +7,7 @@ traced program itself (its StableHLO, serialized by `jax.export`) is kept under 
 what the trace depends on: normbench's sources, the versions of jax, jaxlib, flax, optax and numpy, JAX's
 settings and XLA's flags, the devices, the config and cell, the class count and the arguments' shapes. That is
 complete only for code normbench owns, so a cell whose norm or model is registered from elsewhere is traced every
-time. Every single-device cell goes through the exported form, cached or not, so that a loaded program and a
+time. Every single-device program goes through the exported form, cached or not, so that a loaded program and a
 freshly traced one compile the same StableHLO and compute the same bits.
 
 An entry is its payload's sha256 followed by the payload: one that does not match its checksum, load or lower (a
