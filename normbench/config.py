@@ -157,6 +157,11 @@ class TrainConfig:
     # Epochs after which per-layer diagnostics are recorded (0: at init), written to diagnostics.csv and drawn
     # (`normbench.core.diagnostics`); `normbench run --diagnostics` picks 0, 1 and the last epoch.
     diagnostics_at: tuple[int, ...] = ()
+    # Loss-landscape probes (Santurkar et al., 2018, Fig. 4; `normbench.core.landscape`): at the first step of
+    # every epoch, the loss and gradient of that step's batch at θ - η g for η = each of these multiples of the
+    # run's learning rate (before any schedule), as metrics.csv's landscape_* columns. () probes nothing and
+    # adds no columns; each multiple costs a forward and backward pass per epoch.
+    landscape_steps: tuple[float, ...] = ()
     # Devices the `per_device` and `sync` protocols split each SGD batch over: 8, the GN paper's GPUs per
     # machine. A CPU simulates them with XLA_FLAGS=--xla_force_host_platform_device_count=8.
     data_parallel: int = 8
@@ -199,7 +204,8 @@ class ReportConfig:
     # Headline comparisons that summary.md states with their paired difference over seeds and its 95% interval,
     # saying "not significant" where the interval holds 0 (`normbench.results.claims`). Each is
     # "<metric>[, <column>=<value> ...]: <term> - <term> [+ <term> ...]", a term being column=value pairs, e.g.
-    # "train_acc, epoch=2, init_scale=0.0074: norm=batch - norm=none". Without an epoch, the last one.
+    # "train_acc, epoch=2, init_scale=0.0074: norm=batch - norm=none". Without an epoch, the last one. A trailing
+    # "< 0" or "> 0" is the sign a paper reports, and summary.md says whether the runs agree with it.
     claims: tuple[str, ...] = ()
 
 

@@ -88,12 +88,14 @@ def test_the_config_reference_has_every_field_with_the_comment_above_it():
 
 def test_the_results_schema_lists_every_column_of_metrics_csv_in_order():
     from normbench.config import Config
+    from normbench.core import landscape
     from normbench.core.axes import run_columns
     from normbench.results.store import METRIC_COLUMNS
 
     text = (DOC.parent / "results.md").read_text()
     table = text.split("## `metrics.csv`")[1].split("## ")[0]
-    assert tuple(re.findall(r"^\| `(\w+)` \|", table, re.M)) == run_columns(Config()) + METRIC_COLUMNS
+    expected = run_columns(Config()) + METRIC_COLUMNS + landscape.COLUMNS  # the last only with landscape_steps
+    assert tuple(re.findall(r"^\| `(\w+)` \|", table, re.M)) == expected
 
 
 AXIS_DOC = DOC.parent / "adding_an_axis.md"

@@ -11,7 +11,7 @@ from conftest import tiny_config, tiny_dataset
 
 from normbench.core.grid import cells
 from normbench.core.sweep import CellResult, run_sweep
-from normbench.core.train import Metrics
+from normbench.core.train import EpochMetrics, Metrics
 from normbench.reports.progress import Fanout, LiveProgress, LogProgress, Progress, console_progress
 
 
@@ -40,7 +40,7 @@ def fake_result(config, cell, test_acc):
     test_acc = np.asarray(test_acc, np.float32)
     per_epoch = np.stack([test_acc / 2, test_acc], axis=-1)
     scalar = np.zeros(test_acc.shape, np.float32)
-    metrics = Metrics(*(per_epoch,) * 6, scalar, scalar, scalar.astype(np.int32))
+    metrics = Metrics(*(per_epoch,) * len(EpochMetrics._fields), scalar, scalar, scalar.astype(np.int32))
     return CellResult(cell, metrics, trace_s=0.5, compile_s=1.0, wait_s=0.5, train_s=2.0)
 
 

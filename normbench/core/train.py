@@ -32,6 +32,9 @@ Data parallel (the `per_device` and `sync` protocols): each phase runs inside a 
 on its share of every batch, the loss and so the gradients those of the whole batch;
 the protocol's `normbench.protocols.BatchSplit` is the hook, and does nothing for the others.
 
+Loss landscape (`train.landscape_steps`): at each epoch's first step, before it is taken, the loss and gradient of
+its batch along the gradient (`normbench.core.landscape`), as the epoch's `landscape_*` metrics (NaN without it).
+
 Divergence: a run whose minibatch loss goes non-finite records the epoch in `diverged_epoch` (0 = never); it
 keeps stepping, since vmapped siblings share the program but none of its values.
 """
@@ -50,6 +53,7 @@ import optax
 from normbench.config import Config, TrainConfig
 from normbench.core.diagnostics import Diagnostics, layer_diagnostics
 from normbench.core.grid import Cell, cell_config, run_steps, sgd_batch, stat_sizes, steps_per_epoch, with_values
+from normbench.core.landscape import probe, unmeasured
 from normbench.models import build_model, scale_kernels
 from normbench.norms import NORMS
 from normbench.protocols import PROTOCOLS
@@ -133,6 +137,12 @@ class Metrics(NamedTuple):
     test_loss: jax.Array
     val_acc: jax.Array  # on the validation set held out of the training data; NaN without one
     val_loss: jax.Array
+    # Along the gradient at the epoch's first step (`normbench.core.landscape`); NaN without train.landscape_steps.
+    landscape_loss_min: jax.Array
+    landscape_loss_range: jax.Array
+    landscape_grad_change_min: jax.Array
+    landscape_grad_change_max: jax.Array
+    landscape_beta: jax.Array
     test_acc_batch_stats: jax.Array  # scalar, after the last epoch; NaN for norms without running statistics
     test_acc_precise: jax.Array  # likewise
     diverged_epoch: jax.Array  # scalar: first epoch (1-based) with a non-finite loss, 0 if none
@@ -258,6 +268,11 @@ class EpochMetrics(NamedTuple):
     test_loss: jax.Array
     val_acc: jax.Array
     val_loss: jax.Array
+    landscape_loss_min: jax.Array
+    landscape_loss_range: jax.Array
+    landscape_grad_change_min: jax.Array
+    landscape_grad_change_max: jax.Array
+    landscape_beta: jax.Array
 
 
 class Training(NamedTuple):
@@ -415,8 +430,18 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
                 x, y = data.train_x[idx], data.train_y[idx]
                 return train_step(model, tx, train_state, x, y, split.axis, spec.backward_stats)
 
+            def landscape(idx):
+                """The loss along the gradient of the epoch's first batch, before its step is taken."""
+                idx = split.local(idx)
+                x, y = data.train_x[idx], data.train_y[idx]
+                batch_loss = lambda p: loss_fn(model, p, state.train.batch_stats, x, y, split.axis)[0]  # noqa: E731
+                sizes = jnp.asarray(config.train.landscape_steps, x.dtype) * values["learning_rate"]
+                return probe(jax.value_and_grad(batch_loss), state.train.params, sizes)
+
+            order = batches(key, steps)
+            surveyed = landscape(order[0]) if config.train.landscape_steps else unmeasured(data.train_x.dtype)
             if first_steps == steps:
-                train_state, losses = jax.lax.scan(step, state.train, batches(key, steps))
+                train_state, losses = jax.lax.scan(step, state.train, order)
                 taken = jnp.ones(steps, bool)
             else:  # the first epoch stops after first_steps; the index is unbatched, so skipped steps cost nothing
                 taken = (index > 0) | (jnp.arange(steps) < first_steps)
@@ -426,7 +451,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
                     skip = lambda s, _: (s, jnp.zeros((), data.train_x.dtype))  # noqa: E731
                     return jax.lax.cond(take, step, skip, train_state, idx)
 
-                train_state, losses = jax.lax.scan(maybe_step, state.train, (batches(key, steps), taken))
+                train_state, losses = jax.lax.scan(maybe_step, state.train, (order, taken))
             nonfinite = ~jnp.all(jnp.isfinite(losses))
             first = (index + 1).astype(state.diverged_epoch.dtype)
             diverged_epoch = jnp.where((state.diverged_epoch == 0) & nonfinite, first, state.diverged_epoch)
@@ -447,7 +472,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
                     due, held_out, lambda: nans(jax.eval_shape(held_out))
                 )
             loss = jnp.sum(jnp.where(taken, losses, 0.0)) / jnp.sum(taken)
-            measured = EpochMetrics(loss, train_acc, test_acc, test_loss, val_acc, val_loss)
+            measured = EpochMetrics(loss, train_acc, test_acc, test_loss, val_acc, val_loss, *surveyed)
             if on_metrics is not None:
                 tell_metrics(index, seed, measured)
             return RunState(train_state, diverged_epoch), measured

@@ -17,7 +17,7 @@ from normbench.norms import NORMS, check_norm
 from normbench.protocols import PROTOCOLS
 from normbench.reports.plots import FIGURES
 from normbench.results.claims import check_claim
-from normbench.results.store import METRIC_COLUMNS
+from normbench.results.store import metric_columns
 
 
 def validate(config: Config) -> None:
@@ -43,7 +43,7 @@ def validate(config: Config) -> None:
     for protocol in sweep.protocols:
         PROTOCOLS[protocol].check(config)
     for claim in config.report.claims:
-        check_claim(claim, METRIC_COLUMNS, run_columns(config))
+        check_claim(claim, metric_columns(config), run_columns(config))
     for axis in config.report.tune:
         if axis not in run_columns(config) or axis == "seed":
             raise ConfigError(f"report.tune names {axis!r}; valid: the value axes {', '.join(run_columns(config))}")
@@ -71,9 +71,14 @@ def validate(config: Config) -> None:
         if without:
             recording = ", ".join(name for name, spec in MODELS.items() if spec.records_layers)
             raise ConfigError(f"model {without[0]!r} records no layer diagnostics; models that do: {recording}")
+    if any(not step > 0 for step in config.train.landscape_steps):
+        raise ConfigError(f"train.landscape_steps are multiples of the learning rate, each > 0; got "
+                          f"{', '.join(map(str, config.train.landscape_steps))}")  # fmt: skip
     for figure in config.figures:
         if figure not in FIGURES:
             raise ConfigError(f"unknown figure {figure!r}; valid figures: {', '.join(FIGURES)}")
+    if "landscape" in config.figures and not config.train.landscape_steps:
+        raise ConfigError("the landscape figure draws the loss-landscape probes; set train.landscape_steps")
 
 
 def ignored_options(config: Config, set_keys: list[str]) -> list[str]:

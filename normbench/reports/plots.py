@@ -19,6 +19,7 @@ from normbench.config import Config
 from normbench.core.axes import swept_columns
 from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
 from normbench.reports.labels import norm_label, seeds_text
+from normbench.reports.landscape_figure import landscape_figure
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.reports.summary import write_summary
 from normbench.results.claims import tune
@@ -301,6 +302,7 @@ FIGURES = {
     "error_vs_batch": error_vs_batch_figure,
     "bn_eval_modes": bn_eval_modes_figure,
     "sync_bn": sync_bn_figure,
+    "landscape": landscape_figure,
 }
 
 

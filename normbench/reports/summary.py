@@ -11,7 +11,7 @@ from normbench.core.axes import swept_columns
 from normbench.data import load
 from normbench.errors import UserError
 from normbench.models import norm_positions
-from normbench.results.claims import ClaimError, evaluate, parse_claim, tune
+from normbench.results.claims import EXPECTED_SIGN, ClaimError, evaluate, parse_claim, tune
 from normbench.results.stats import final_epoch, mean_ci, norm_batch
 from normbench.results.store import atomic_write, read_meta
 
@@ -109,6 +109,10 @@ def claims_section(columns, config: Config) -> list[str]:
         "is not significant.",
         "",
     ]
+    if any(EXPECTED_SIGN.search(text) for text in config.report.claims):
+        lines[-2] += (" A claim ending in `< 0` or `> 0` carries the sign that its reference (the paper the study "
+                      "follows) reports, and says whether these runs agree with it, do not show it, or show the "
+                      "opposite.")  # fmt: skip
     return lines + [f"- {_claim_line(text, columns)}" for text in config.report.claims] + [""]
 
 

@@ -47,6 +47,11 @@ TAGS = {
     "val_acc": "val/acc",
     "test_acc_batch_stats": "test/acc_batch_stats",
     "test_acc_precise": "test/acc_precise",
+    "landscape_loss_min": "landscape/loss_min",
+    "landscape_loss_range": "landscape/loss_range",
+    "landscape_grad_change_min": "landscape/grad_change_min",
+    "landscape_grad_change_max": "landscape/grad_change_max",
+    "landscape_beta": "landscape/beta",
 }
 
 
@@ -83,7 +88,7 @@ def write_scalars(logdir: Path, columns: dict[str, np.ndarray]) -> list[str]:
                 writer.file_writer.add_summary(summary)
             for i in rows:
                 for column, tag in TAGS.items():
-                    value = columns[column][i]
+                    value = columns[column][i] if column in columns else np.nan  # landscape_*: only when probed
                     if not np.isnan(value):  # the extra evaluations exist at the last epoch only
                         writer.add_scalar(tag, float(value), int(columns["epoch"][i]))
     return list(runs)

@@ -4,7 +4,9 @@ mean, its 95% interval over seeds and whether that interval excludes 0 (`ReportC
     "test_acc, model=cnn: norm=batch batch_size=128 - norm=batch batch_size=2 - norm=group batch_size=128
      + norm=group batch_size=2"
 
-is BN's drop from batch 128 to 2 minus GN's, per seed. Runs pair by seed: every term must select exactly one run
+is BN's drop from batch 128 to 2 minus GN's, per seed. A claim may end with `< 0` or `> 0`, the sign that the
+study's reference (a paper) reports: the finding then says whether these runs agree, show no difference, or show
+the opposite. Runs pair by seed: every term must select exactly one run
 per seed once the claim's shared `column=value` pairs are applied (the last epoch unless one is given). A seed
 with a diverged run in any term is left out of the contrast and counted.
 
@@ -23,6 +25,8 @@ from normbench.core.axes import EPOCH, key_columns
 from normbench.results.stats import mean_ci
 
 _TERM = re.compile(r"\s*([+-])\s*")
+# A claim's trailing "< 0" or "> 0": the sign its reference reports.
+EXPECTED_SIGN = re.compile(r"\s*([<>])\s*0\s*$")
 
 
 class ClaimError(ConfigError):
@@ -39,6 +43,7 @@ class Claim:
     metric: str
     where: tuple[tuple[str, str], ...]
     terms: tuple[tuple[int, tuple[tuple[str, str], ...]], ...]  # (sign, column=value pairs)
+    expected: int = 0  # the reference's sign of the contrast (`< 0`: -1, `> 0`: +1), 0 where the claim states none
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,16 @@ class Finding:
             low, high = (self.mean + s * self.half_width for s in (-1, 1))
             value += f", 95% CI [{low * self.scale:+.2f}, {high * self.scale:+.2f}]"
         dropped = f", {self.dropped} seed(s) left out: a run diverged" if self.dropped else ""
-        return f"`{self.claim.text}`: {value} over {self.seeds} seeds{dropped}: **{self.verdict()}**"
+        return f"`{self.claim.text}`: {value} over {self.seeds} seeds{dropped}: **{self.verdict()}**{self.agreement()}"
+
+    def agreement(self) -> str:
+        """What the runs say of the reference's sign, when the claim states one."""
+        if not self.claim.expected:
+            return ""
+        if self.verdict() != "significant":
+            return "; the reference's sign is not shown here"
+        agrees = (self.mean > 0) == (self.claim.expected > 0)
+        return "; agrees with the reference" if agrees else "; **the opposite of the reference**"
 
 
 def _pairs(text: str, claim: str) -> tuple[tuple[str, str], ...]:
@@ -79,13 +93,16 @@ def _pairs(text: str, claim: str) -> tuple[tuple[str, str], ...]:
 def parse_claim(text: str) -> Claim:
     head, sep, contrast = text.partition(":")
     if not sep:
-        raise ClaimError(text, "expected '<metric>[, column=value ...]: <term> - <term> ...'")
+        raise ClaimError(text, "expected '<metric>[, column=value ...]: <term> - <term> ...[ < 0 | > 0]'")
+    sign = EXPECTED_SIGN.search(contrast)
+    expected = 0 if sign is None else (-1 if sign.group(1) == "<" else 1)
+    contrast = contrast[: sign.start()] if sign else contrast
     metric, _, where = head.partition(",")
     parts = _TERM.split(" + " + contrast.strip())[1:]
     terms = tuple((1 if sign == "+" else -1, _pairs(term, text)) for sign, term in zip(parts[::2], parts[1::2]))
     if len(terms) < 2 or any(not pairs for _, pairs in terms):
         raise ClaimError(text, "a contrast needs at least two terms of column=value pairs")
-    return Claim(text, metric.strip(), _pairs(where, text), terms)
+    return Claim(text, metric.strip(), _pairs(where, text), terms, expected)
 
 
 def check_claim(text: str, metric_columns: tuple[str, ...], run_columns: tuple[str, ...]) -> None:

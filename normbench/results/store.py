@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from normbench.config import Config, from_dict, to_dict
+from normbench.core import landscape
 from normbench.errors import UserError
 from normbench.results.swap import clear, settle, swap
 from normbench.results.table import number, parse_table, read_table, table_csv
@@ -37,11 +38,19 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def metric_columns(config: Config) -> tuple[str, ...]:
+    """metrics.csv's columns after the key columns: `METRIC_COLUMNS`, then the landscape probes' when the config
+    takes them (`train.landscape_steps`), so a study without them keeps its table as it was."""
+    return METRIC_COLUMNS + (landscape.COLUMNS if config.train.landscape_steps else ())
+
+
 def metrics_csv(config: Config, results) -> str:
     """One row per run and epoch (`normbench.results.table`)."""
+    probes = landscape.COLUMNS if config.train.landscape_steps else ()
 
     def rows(result, s, k):
         m = result.metrics
+        probed = [getattr(m, column) for column in probes]
         diverged_epoch = int(m.diverged_epoch[s, k])
         epochs = m.train_loss.shape[-1]
         # The extra evaluation modes are measured once, after the last epoch.
@@ -53,9 +62,10 @@ def metrics_csv(config: Config, results) -> str:
                 *(number(metric[s, k, epoch - 1]) for metric in during),
                 *(after_training if epoch == epochs else ("nan", "nan")),
                 int(0 < diverged_epoch <= epoch),
+                *(number(metric[s, k, epoch - 1]) for metric in probed),
             ]
 
-    return table_csv(config, results, METRIC_COLUMNS, rows)
+    return table_csv(config, results, metric_columns(config), rows)
 
 
 # The suffix of atomic_write's temporary files: a killed write's orphans are told from a user's own `.*.tmp`.
