@@ -151,8 +151,8 @@ class TrainConfig:
     # of its seeds' runs), with the same results. None vmaps every seed together.
     chunk_size: int | None = None
     # Save each cell's training state every this many epochs (orbax, under the results dir's `unfinished/`), so
-    # an interrupted sweep resumes mid-cell. None saves nothing within a cell: one program trains all epochs, the
-    # fastest, and an interrupted sweep resumes from its last finished cell.
+    # an interrupted sweep resumes mid-cell, computing the same bits. None saves nothing within a cell: an
+    # interrupted sweep resumes from its last finished cell.
     checkpoint_every: int | None = None
     # Epochs after which per-layer diagnostics are recorded (0: at init), written to diagnostics.csv and drawn
     # (`normbench.core.diagnostics`); `normbench run --diagnostics` picks 0, 1 and the last epoch.
