@@ -155,7 +155,8 @@ class TrainConfig:
     # fastest, and an interrupted sweep resumes from its last finished cell.
     checkpoint_every: int | None = None
     # Epochs after which per-layer diagnostics are recorded (0: at init), written to diagnostics.csv and drawn
-    # (`normbench.core.diagnostics`); `normbench run --diagnostics` picks 0, 1 and the last epoch.
+    # (`normbench.core.diagnostics`), BN's batch-statistic fluctuation among them; `normbench run --diagnostics`
+    # picks 0, 1 and the last epoch.
     diagnostics_at: tuple[int, ...] = ()
     # Devices the `per_device` and `sync` protocols split each SGD batch over: 8, the GN paper's GPUs per
     # machine. A CPU simulates them with XLA_FLAGS=--xla_force_host_platform_device_count=8.
@@ -199,7 +200,8 @@ class ReportConfig:
     # Headline comparisons that summary.md states with their paired difference over seeds and its 95% interval,
     # saying "not significant" where the interval holds 0 (`normbench.results.claims`). Each is
     # "<metric>[, <column>=<value> ...]: <term> - <term> [+ <term> ...]", a term being column=value pairs, e.g.
-    # "train_acc, epoch=2, init_scale=0.0074: norm=batch - norm=none". Without an epoch, the last one.
+    # "train_acc, epoch=2, init_scale=0.0074: norm=batch - norm=none". Without an epoch, the last one. What the
+    # paper says may follow a `#` ("...: norm=layer - norm=batch # LN beats BN."): summary.md puts it first.
     claims: tuple[str, ...] = ()
 
 
@@ -212,7 +214,9 @@ class Config:
     norm: NormConfig = field(default_factory=NormConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
-    # Names from `normbench.reports.plots.FIGURES`, drawn after the run and by `normbench plot`.
+    # Names from `normbench.reports.plots.FIGURES`, drawn after the run and by `normbench plot`, and from
+    # `normbench.reports.layer_figures.FIGURES`, which draw train.diagnostics_at's layers (naming none of those,
+    # a study with diagnostics draws `activations` and `layer_stats`).
     figures: tuple[str, ...] = ()
     report: ReportConfig = field(default_factory=ReportConfig)
 

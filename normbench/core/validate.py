@@ -15,6 +15,7 @@ from normbench.core.train import OPTIMIZERS, PRECISIONS
 from normbench.models import MODELS, check_model
 from normbench.norms import NORMS, check_norm
 from normbench.protocols import PROTOCOLS
+from normbench.reports.layer_figures import FIGURES as LAYER_FIGURES
 from normbench.reports.plots import FIGURES
 from normbench.results.claims import check_claim
 from normbench.results.store import METRIC_COLUMNS
@@ -72,8 +73,10 @@ def validate(config: Config) -> None:
             recording = ", ".join(name for name, spec in MODELS.items() if spec.records_layers)
             raise ConfigError(f"model {without[0]!r} records no layer diagnostics; models that do: {recording}")
     for figure in config.figures:
-        if figure not in FIGURES:
-            raise ConfigError(f"unknown figure {figure!r}; valid figures: {', '.join(FIGURES)}")
+        if figure not in {**FIGURES, **LAYER_FIGURES}:
+            raise ConfigError(f"unknown figure {figure!r}; valid figures: {', '.join({**FIGURES, **LAYER_FIGURES})}")
+        if figure in LAYER_FIGURES and not config.train.diagnostics_at:
+            raise ConfigError(f"figure {figure!r} draws layer diagnostics: set train.diagnostics_at")
 
 
 def ignored_options(config: Config, set_keys: list[str]) -> list[str]:
