@@ -158,3 +158,23 @@ def test_the_cli_writes_the_table_and_its_figures(study, tmp_path):
     assert set(columns["epoch"]) == {0, 1, 2} and columns["output_hist"].shape[1] == len(LOG10_EDGES) - 1
     for figure in ("activations.png", "layer_stats.png"):
         assert (out / figure).stat().st_size > 20_000
+
+
+def test_summary_states_each_layers_fluctuation_over_training_and_at_the_end():
+    from normbench.reports.summary import fluctuation_section
+
+    rows = [(norm, seed, epoch) for norm in ("batch", "layer") for seed in (0, 1) for epoch in (0, 2, 4)]
+    layers = {
+        "norm": np.array([r[0] for r in rows]),
+        "seed": np.array([r[1] for r in rows]),
+        "epoch": np.array([r[2] for r in rows]),
+        "layer": np.ones(len(rows), int),
+        # batch: seed 0 at 1, 2, 3 and seed 1 at 3, 4, 5 over epochs 0, 2, 4; LN has none
+        "mean_fluctuation": np.array([r[1] * 2 + r[2] / 2 + 1 if r[0] == "batch" else np.nan for r in rows]),
+    }
+    layers["var_fluctuation"] = 10 * layers["mean_fluctuation"]
+    table = fluctuation_section(layers, tiny_config())
+    assert "| configuration | layer | μ, epochs 2-4 | σ², epochs 2-4 | μ, epoch 4 | σ², epoch 4 |" in table
+    (row,) = [line for line in table if line.startswith("| BatchNorm")]
+    # per seed over epochs 2 and 4: 2.5 and 4.5; at epoch 4: 3 and 5 (95% CI with one degree of freedom)
+    assert row.startswith("| BatchNorm | 1 | 3.5 ± 13 | 35 ± 1.3e+02 | 4 ± 13 | 40 ± 1.3e+02 |")

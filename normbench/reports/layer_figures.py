@@ -158,7 +158,7 @@ def fluctuation_figure(columns: dict[str, np.ndarray], config: Config):
     fig.legend(handles, labels, loc="lower center", ncol=len(layers), fontsize=8, frameon=False)
     seeds = seeds_text(len(np.unique(columns["seed"])))
     fig.suptitle(f"{config.name}: distance of the batch statistics from the running ones, per layer (Shen et al., "
-                 f"2020, Fig. 2); mean over {seeds}; PowerNorm: its quadratic mean ψ², no mean", fontsize=10,
+                 f"2020, Fig. 2); mean over {seeds}; PowerNorm keeps ψ², no μ", fontsize=10,
                  wrap=True)  # fmt: skip
     fig.tight_layout(rect=(0, 0.5 / fig.get_size_inches()[1], 1, 1))
     return fig

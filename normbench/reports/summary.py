@@ -154,17 +154,18 @@ def fluctuation_section(layers, config: Config) -> list[str]:
     keys, settings = fluctuation_settings(layers, config.report.tune)
     if not settings or np.isnan(layers["var_fluctuation"]).all():
         return []
-    last = int(layers[EPOCH].max())
-    header = ["configuration", "layer", "μ, epochs 1-" + str(last), "σ², epochs 1-" + str(last), f"μ, epoch {last}",
-              f"σ², epoch {last}"]  # fmt: skip
+    trained = np.unique(layers[EPOCH][layers[EPOCH] >= 1])
+    first, last = int(trained.min()), int(trained.max())
+    header = ["configuration", "layer", f"μ, epochs {first}-{last}", f"σ², epochs {first}-{last}",
+              f"μ, epoch {last}", f"σ², epoch {last}"]  # fmt: skip
     lines = [
         "## Batch-statistic fluctuation per layer (Shen et al., 2020, Figure 2)",
         "",
         f"(1/d) ||μ_B - μ|| and (1/d) ||σ²_B - σ²|| between a batch's statistics and the running ones over the d "
         f"channels of each layer, averaged over {config.train.precise_bn_examples} training examples' batches at "
-        "each recorded epoch, the weights frozen; then over the recorded epochs from 1 on, or at the last; mean ± "
+        "each recorded epoch, the weights frozen; then over the recorded epochs after init, or at the last; mean ± "
         "95% CI over seeds. PowerNorm's σ² is its quadratic mean ψ², and it keeps no μ (-). Layers count from the "
-        "input. `batch_fluctuation.png` draws every recorded epoch.",
+        "input. `batch_fluctuation.png` draws every recorded epoch, at init too.",
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
@@ -176,7 +177,6 @@ def fluctuation_section(layers, config: Config) -> list[str]:
             cells = [setting_label(keys, setting), str(layer)]
             for epochs in (at & (layers[EPOCH] >= 1), at & (layers[EPOCH] == last)):
                 cells += [_distance(layers, epochs, field) for field in ("mean_fluctuation", "var_fluctuation")]
-            cells = cells[:2] + cells[2::2] + cells[3::2]  # both μ columns, then both σ²
             lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
