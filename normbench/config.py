@@ -155,7 +155,8 @@ class TrainConfig:
     # interrupted sweep resumes from its last finished cell.
     checkpoint_every: int | None = None
     # Epochs after which per-layer diagnostics are recorded (0: at init), written to diagnostics.csv and drawn
-    # (`normbench.core.diagnostics`); `normbench run --diagnostics` picks 0, 1 and the last epoch.
+    # (`normbench.core.diagnostics`), BN's batch-statistic fluctuation among them; `normbench run --diagnostics`
+    # picks 0, 1 and the last epoch.
     diagnostics_at: tuple[int, ...] = ()
     # Loss-landscape probes (Santurkar et al., 2018, Fig. 4; `normbench.core.landscape`): at the first step of
     # every epoch, the loss and gradient of that step's batch at θ - η g for η = each of these multiples of the
@@ -205,7 +206,8 @@ class ReportConfig:
     # saying "not significant" where the interval holds 0 (`normbench.results.claims`). Each is
     # "<metric>[, <column>=<value> ...]: <term> - <term> [+ <term> ...]", a term being column=value pairs, e.g.
     # "train_acc, epoch=2, init_scale=0.0074: norm=batch - norm=none". Without an epoch, the last one. A trailing
-    # "< 0" or "> 0" is the sign a paper reports, and summary.md says whether the runs agree with it.
+    # "< 0" or "> 0" is the sign a paper reports, and summary.md says whether the runs agree with it. What the
+    # paper says may follow a `#` ("...: norm=layer - norm=batch # LN beats BN."): summary.md puts it first.
     claims: tuple[str, ...] = ()
 
 
@@ -218,7 +220,9 @@ class Config:
     norm: NormConfig = field(default_factory=NormConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
-    # Names from `normbench.reports.plots.FIGURES`, drawn after the run and by `normbench plot`.
+    # Names from `normbench.reports.plots.FIGURES`, drawn after the run and by `normbench plot`, and from
+    # `normbench.reports.layer_figures.FIGURES`, which draw train.diagnostics_at's layers (naming none of those,
+    # a study with diagnostics draws `activations` and `layer_stats`).
     figures: tuple[str, ...] = ()
     report: ReportConfig = field(default_factory=ReportConfig)
 

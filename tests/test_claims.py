@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from normbench.config import ConfigError
-from normbench.results.claims import evaluate, parse_claim, tune
+from normbench.results.claims import at_choices, evaluate, parse_claim, tune
 
 SEEDS = np.arange(5)
 
@@ -142,3 +142,23 @@ def test_a_claim_about_runs_the_sweep_lacks_says_so():
     columns = drops((np.ones(5), np.ones(5)), (np.ones(5), np.ones(5)))
     with pytest.raises(ConfigError, match="no run has norm=layer batch_size=2"):
         evaluate(parse_claim("test_acc: norm=batch batch_size=2 - norm=layer batch_size=2"), columns)
+
+
+def test_what_the_paper_says_follows_a_hash_and_summary_states_it_before_the_finding():
+    from normbench.reports.summary import _claim_line
+
+    columns = drops((np.full(5, 0.9), np.full(5, 0.5)), (np.full(5, 0.9), np.full(5, 0.9)))
+    text = "test_acc: norm=batch batch_size=2 - norm=group batch_size=2 # GN beats BN at batch 2 (Wu & He)."
+    assert parse_claim(text) == parse_claim("test_acc: norm=batch batch_size=2 - norm=group batch_size=2")
+    line = _claim_line(text, columns)
+    assert line.startswith("The paper: GN beats BN at batch 2 (Wu & He). Here: `test_acc: norm=batch batch_size=2")
+    assert "-40.00 points" in line
+
+
+def test_another_table_of_the_same_runs_keeps_the_rows_at_the_tuned_values():
+    rows = [dict(norm=norm, learning_rate=lr, seed=seed, epoch=1, val_acc=0.9 if lr == 0.1 else 0.8)
+            for norm in ("batch", "power") for lr in (0.1, 0.4) for seed in SEEDS]  # fmt: skip
+    _, choices = tune(table(rows), ("learning_rate",))
+    layers = {**table(rows * 2), "layer": np.repeat([1, 2], len(rows))}
+    kept = at_choices(layers, choices)
+    assert set(kept["learning_rate"]) == {0.1} and len(kept["layer"]) == 2 * 2 * len(SEEDS)

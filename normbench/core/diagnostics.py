@@ -9,6 +9,11 @@ At each chosen epoch (0: at init) every run passes its first training batch thro
 - `zero_frac`, `nonfinite_frac`: the fractions of outputs that are exactly 0 (ReLU units that are off) and that
   are NaN or infinite (a run that diverged);
 - `grad_norm`: the L2 norm of the loss's gradient with respect to the layer's output, over the batch;
+- `mean_fluctuation`, `var_fluctuation`: how far the batch statistics stray from the running ones (Shen et al.,
+  2020, PowerNorm, Figure 2), (1/d) ||mu_B - mu|| and (1/d) ||sigma_B^2 - sigma^2|| over the layer's d channels,
+  averaged over the batches PreciseBN reads (`train.precise_bn_examples`), the weights frozen. sigma^2 stands for
+  the norm's second-moment statistic: PowerNorm's quadratic mean psi^2 (it keeps no mean: `mean_fluctuation` NaN),
+  batch renorm's sigma^2. A norm without running statistics (LayerNorm, none) has neither: NaN;
 - `pre_hist`, `output_hist`: histograms of log10 |value| over `LOG10_EDGES`, as fractions of all values (the
   zeros and non-finite values are in no bin; values beyond the edges are counted in the end bins). A log scale shows
   an activation that collapses towards 0 or explodes as plainly as one that stays put.
@@ -33,7 +38,8 @@ from normbench.results.table import read_table, table_csv
 LOG10_EDGES = np.arange(-12.0, 6.01, 0.5)
 # What diagnostics.csv records of a run at each recorded epoch and layer, after its key columns.
 COLUMNS = (
-    "epoch", "layer", "pre_std", "output_std", "zero_frac", "nonfinite_frac", "grad_norm", "pre_hist", "output_hist",
+    "epoch", "layer", "pre_std", "output_std", "zero_frac", "nonfinite_frac", "grad_norm", "mean_fluctuation",
+    "var_fluctuation", "pre_hist", "output_hist",
 )  # fmt: skip
 DIAGNOSTICS = "diagnostics.csv"
 
@@ -46,11 +52,16 @@ class Diagnostics(NamedTuple):
     zero_frac: jax.Array
     nonfinite_frac: jax.Array
     grad_norm: jax.Array
+    mean_fluctuation: jax.Array
+    var_fluctuation: jax.Array
     pre_hist: jax.Array  # (layers, len(LOG10_EDGES) - 1)
     output_hist: jax.Array
 
 
-def layer_diagnostics(model, params, batch_stats, x, y) -> Diagnostics:
+def layer_diagnostics(model, params, batch_stats, x, y, probe, batches) -> Diagnostics:
+    """The diagnostics of the batch `x`, `y`, and the fluctuation of the batch statistics over `batches` (a stack
+    of input batches), which `probe`, the model with its norms' momentum at 0, reads (`batch_fluctuation`)."""
+
     def forward(variables):
         return model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
 
@@ -65,15 +76,63 @@ def layer_diagnostics(model, params, batch_stats, x, y) -> Diagnostics:
     grads, sown = jax.grad(loss, has_aux=True)(perturbations)
     pre, out = sown["pre_norm"], sown["output"]
     grad = [grads[f"layer{i}"] for i in range(len(out))]
+    mean_fluctuation, var_fluctuation = batch_fluctuation(probe, plain, batches, len(out))
     return Diagnostics(
         pre_std=jnp.stack([v.std() for v in pre]),
         output_std=jnp.stack([v.std() for v in out]),
         zero_frac=jnp.stack([jnp.mean(v == 0) for v in out]),
         nonfinite_frac=jnp.stack([jnp.mean(~jnp.isfinite(v)) for v in out]),
         grad_norm=jnp.stack([jnp.sqrt(jnp.sum(g**2)) for g in grad]),
+        mean_fluctuation=mean_fluctuation,
+        var_fluctuation=var_fluctuation,
         pre_hist=jnp.stack([log_histogram(v) for v in pre]),
         output_hist=jnp.stack([log_histogram(v) for v in out]),
     )
+
+
+def batch_fluctuation(probe, variables, batches, layers: int) -> tuple[jax.Array, jax.Array]:
+    """Per layer, (1/d) ||mu_B - mu|| and (1/d) ||sigma_B^2 - sigma^2|| averaged over `batches`: each batch's
+    statistics against the running ones in `variables`, nothing updated. `probe` has its norms' momentum at 0, so
+    the "running" statistics a train-mode pass returns are the batch's, as PreciseBN reads them
+    (`normbench.core.train.precise_batch_stats`); its forward pass is the model's, so a later layer sees what it
+    sees in training. NaN where a layer keeps no such statistic."""
+    running = in_layer_order(variables["batch_stats"])
+    if not running:
+        nan = jnp.full(layers, jnp.nan, jnp.float32)
+        return nan, nan
+    if len(running) != layers:
+        raise ValueError(f"{len(running)} norms keep running statistics, but the model records {layers} layers")
+
+    def one(_, x):
+        _, updates = probe.apply(variables, x, train=True, mutable=["batch_stats"])
+        batch = in_layer_order(updates["batch_stats"])
+        return None, jnp.stack([jnp.stack(_distances(b, r)) for b, r in zip(batch, running)])
+
+    _, per_batch = jax.lax.scan(one, None, batches)
+    distance = per_batch.mean(0)  # (layers, 2)
+    return distance[:, 0], distance[:, 1]
+
+
+def in_layer_order(stats: dict) -> list[dict]:
+    """Each norm's statistics in the order of the layers. A model that records its layers holds its norms as
+    direct children, which Flax names `<Class>_<n>` in the order they are created; a tree's dicts come back
+    sorted by name, `BatchNorm_10` before `BatchNorm_2`."""
+    return [stats[name] for name in sorted(stats, key=lambda name: int(name.rsplit("_", 1)[1]))]
+
+
+def _distances(batch: dict, running: dict) -> tuple[jax.Array, jax.Array]:
+    """(1/d) ||batch - running|| of the mean and of the second moment (the variance, PowerNorm's psi^2, batch
+    renorm's sigma^2); NaN for one the norm does not keep. PowerNorm's nu moves in the backward pass: left out."""
+
+    def distance(b, r):
+        return jnp.linalg.norm(b - r) / b.size
+
+    nan = jnp.float32(jnp.nan)
+    mean = distance(batch["mean"], running["mean"]) if "mean" in running else nan
+    if "sigma" in running:
+        return mean, distance(jnp.square(batch["sigma"]), jnp.square(running["sigma"]))
+    second = next((key for key in ("var", "psi2") if key in running), None)
+    return mean, nan if second is None else distance(batch[second], running[second])
 
 
 def log_histogram(values: jax.Array) -> jax.Array:
@@ -93,8 +152,8 @@ def diagnostics_csv(config: Config, results) -> str:
     def rows(result, s, k):
         for epoch, d in sorted(result.diagnostics.items()):
             for layer in range(d.pre_std.shape[-1]):
-                scalars = [f"{float(getattr(d, f)[s, k, layer]):.7g}" for f in Diagnostics._fields[:5]]
-                hists = [" ".join(f"{v:.5g}" for v in getattr(d, f)[s, k, layer]) for f in Diagnostics._fields[5:]]
+                scalars = [f"{float(getattr(d, f)[s, k, layer]):.7g}" for f in Diagnostics._fields[:-2]]
+                hists = [" ".join(f"{v:.5g}" for v in getattr(d, f)[s, k, layer]) for f in Diagnostics._fields[-2:]]
                 yield [epoch, layer + 1, *scalars, *hists]
 
     return table_csv(config, results, COLUMNS, rows)

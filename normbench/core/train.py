@@ -485,6 +485,12 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
             train=state.train._replace(batch_stats=split.averaged(state.train.batch_stats))
         ), per_epoch
 
+    def precise_inputs(seed, data: Data):
+        """The training batches that PreciseBN and the fluctuation diagnostics read, `statistics_batch` examples
+        each (per_device: each device's share of the batches)."""
+        x = data.train_x[batches(keys(seed)[2], precise_steps)]
+        return x.reshape((-1, statistics_batch) + x.shape[2:])
+
     def finish(seed, values: RunValues, data: Data, state: RunState):
         data = run_data(seed, data)
         if not spec.running_stats:
@@ -493,10 +499,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
         variables = {"params": state.train.params, "batch_stats": state.train.batch_stats}
         batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, statistics_batch)
         probe = model_for(values, momentum=0.0)
-        # per_device: the statistics of each device's share of the batches
-        precise_x = data.train_x[batches(keys(seed)[2], precise_steps)]
-        precise_x = precise_x.reshape((-1, statistics_batch) + precise_x.shape[2:])
-        precise = precise_batch_stats(probe, variables, precise_x, config.train.precise_bn_variance)
+        precise = precise_batch_stats(probe, variables, precise_inputs(seed, data), config.train.precise_bn_variance)
         _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch)
         return batch_stats_acc, precise_acc
 
@@ -504,6 +507,8 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
         data = run_data(seed, data)
         train = state.train
         x, y = data.train_x[:batch], data.train_y[:batch]
-        return layer_diagnostics(model_for(values), train.params, train.batch_stats, x, y)
+        probe = model_for(values, momentum=0.0)
+        return layer_diagnostics(model_for(values), train.params, train.batch_stats, x, y, probe,
+                                 precise_inputs(seed, data))  # fmt: skip
 
     return Training(start, epochs, finish, diagnose, num_epochs)

@@ -15,6 +15,7 @@ from normbench.core.train import OPTIMIZERS, PRECISIONS
 from normbench.models import MODELS, check_model
 from normbench.norms import NORMS, check_norm
 from normbench.protocols import PROTOCOLS
+from normbench.reports.layer_figures import FIGURES as LAYER_FIGURES
 from normbench.reports.plots import FIGURES
 from normbench.results.claims import check_claim
 from normbench.results.store import metric_columns
@@ -75,8 +76,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"train.landscape_steps are multiples of the learning rate, each > 0; got "
                           f"{', '.join(map(str, config.train.landscape_steps))}")  # fmt: skip
     for figure in config.figures:
-        if figure not in FIGURES:
-            raise ConfigError(f"unknown figure {figure!r}; valid figures: {', '.join(FIGURES)}")
+        if figure not in {**FIGURES, **LAYER_FIGURES}:
+            raise ConfigError(f"unknown figure {figure!r}; valid figures: {', '.join({**FIGURES, **LAYER_FIGURES})}")
+        if figure in LAYER_FIGURES and not config.train.diagnostics_at:
+            raise ConfigError(f"figure {figure!r} draws layer diagnostics: set train.diagnostics_at")
     if "landscape" in config.figures and not config.train.landscape_steps:
         raise ConfigError("the landscape figure draws the loss-landscape probes; set train.landscape_steps")
 

@@ -8,6 +8,7 @@ NORM_LABELS = {
     "group": "GroupNorm",
     "instance": "InstanceNorm",
     "rms": "RMSNorm",
+    "power": "PowerNorm",
     "ghost_batch": "Ghost BatchNorm",
     "batch_renorm": "Batch Renorm",
     "frn": "FRN + TLU",

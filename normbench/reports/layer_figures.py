@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from normbench.config import Config
+from normbench.core.axes import EPOCH, key_columns
 from normbench.core.diagnostics import LOG10_EDGES
-from normbench.reports.labels import norm_label
+from normbench.reports.labels import norm_label, seeds_text
 
 
 def _spread(values, count: int) -> list:
@@ -90,4 +91,83 @@ def layer_stats_figure(columns: dict[str, np.ndarray], config: Config):
     return fig
 
 
-FIGURES = {"activations": activations_figure, "layer_stats": layer_stats_figure}
+FLUCTUATIONS = {
+    "mean_fluctuation": "mean: (1/d) ||μ_B - μ||",
+    "var_fluctuation": "variance: (1/d) ||σ²_B - σ²||",
+}
+
+
+def setting_label(keys, values) -> str:
+    """A configuration as a reader names it: "BatchNorm, post-norm, warmup fraction 0.2"."""
+    return ", ".join(_value_label(k, v) for k, v in zip(keys, values))
+
+
+def _value_label(column: str, value) -> str:
+    if column == "norm":
+        return norm_label(value)
+    if column == "model.norm_placement":
+        return f"{value}-norm"
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{column.split('.')[-1].replace('_', ' ')} {text}"
+
+
+def fluctuation_settings(columns, tuned: tuple[str, ...]) -> tuple[list[str], list[tuple]]:
+    """The columns that tell the configurations with batch statistics apart (not the seed, nor the tuned axes,
+    whose chosen value each configuration has one of), and those configurations."""
+    has = ~np.isnan(columns["var_fluctuation"])
+    keys = [k for k in key_columns(columns) if k not in ("seed", *tuned) and len(np.unique(columns[k][has])) > 1]
+    keys = keys or ["norm"]
+    return keys, list(dict.fromkeys(zip(*(columns[k][has] for k in keys))))
+
+
+def fluctuation_figure(columns: dict[str, np.ndarray], config: Config):
+    """Shen et al.'s (2020) Figure 2 per layer: how far each batch's statistics stray from the running ones over
+    training, the mean's and the variance's (PowerNorm: its quadratic mean's), one curve per layer, mean over
+    seeds; one panel per statistic and configuration of a norm with batch statistics. Logarithmic: the layers
+    differ by orders of magnitude."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    keys, settings = fluctuation_settings(columns, config.report.tune)
+    panels = [
+        (setting, field)
+        for setting in settings
+        for field in FLUCTUATIONS
+        if not np.isnan(columns[field][np.all([columns[k] == v for k, v in zip(keys, setting)], 0)]).all()
+    ]
+    ncols = min(len(panels), 3)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 2.6 * nrows + 0.9), squeeze=False)
+    layers = np.unique(columns["layer"])
+    for ax, (setting, field) in zip(axes.flat, panels):
+        rows = np.all([columns[k] == v for k, v in zip(keys, setting)], axis=0)
+        for layer in layers:
+            at = rows & (columns["layer"] == layer)
+            epochs = np.unique(columns[EPOCH][at])
+            means = [np.nanmean(columns[field][at & (columns[EPOCH] == e)]) for e in epochs]
+            ax.plot(epochs, means, "o-", markersize=2.5, color=plt.cm.viridis(layer / len(layers)),
+                    label=f"layer {layer}")  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_title(f"{setting_label(keys, setting)}\n{FLUCTUATIONS[field]}", fontsize=8.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(layers), fontsize=8, frameon=False)
+    seeds = seeds_text(len(np.unique(columns["seed"])))
+    fig.suptitle(f"{config.name}: distance of the batch statistics from the running ones, per layer (Shen et al., "
+                 f"2020, Fig. 2); mean over {seeds}; PowerNorm keeps ψ², no μ", fontsize=10,
+                 wrap=True)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.5 / fig.get_size_inches()[1], 1, 1))
+    return fig
+
+
+FIGURES = {
+    "activations": activations_figure,
+    "layer_stats": layer_stats_figure,
+    "batch_fluctuation": fluctuation_figure,
+}
+# What a config with layer diagnostics that names none of FIGURES gets: the textbook's pictures of its layers.
+DEFAULT = ("activations", "layer_stats")

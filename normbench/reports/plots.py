@@ -20,9 +20,11 @@ from normbench.core.axes import swept_columns
 from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
 from normbench.reports.labels import norm_label, seeds_text
 from normbench.reports.landscape_figure import landscape_figure
+from normbench.reports.layer_figures import DEFAULT as LAYER_DEFAULT
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
+from normbench.reports.layer_figures import setting_label
 from normbench.reports.summary import write_summary
-from normbench.results.claims import tune
+from normbench.results.claims import at_choices, tune
 from normbench.results.stats import final_epoch, mean_ci, norm_batch, per_run
 from normbench.results.store import atomic_write, read_config, read_metrics
 
@@ -297,7 +299,46 @@ def sync_bn_figure(columns: dict[str, np.ndarray], config: Config):
     return fig
 
 
+def final_accuracy_figure(columns: dict[str, np.ndarray], config: Config):
+    """Final test accuracy of each norm (x), one marker per setting of the swept fields (the ViT's placement and
+    warmup), mean and 95% CI over the seeds that did not diverge, at the values tuned on the validation set
+    (summary.md lists them)."""
+    import matplotlib.pyplot as plt
+
+    final = final_epoch(columns)
+    norms = list(dict.fromkeys(final["norm"]))
+    fields = [k for k in swept_columns(final) if len(np.unique(final[k])) > 1]
+    settings = list(dict.fromkeys(zip(*(final[k] for k in fields)))) if fields else [()]
+    fig, ax = plt.subplots(figsize=(1.6 * len(norms) * max(1, len(settings)) ** 0.5 + 2.0, 3.6))
+    width = 0.7 / len(settings)
+    for i, setting in enumerate(settings):
+        rows = np.all([final[k] == v for k, v in zip(fields, setting)], axis=0) & (final["diverged"] == 0)
+        xs, means, cis = [], [], []
+        for x, norm in enumerate(norms):
+            values = final["test_acc"][rows & (final["norm"] == norm)]
+            if len(values):
+                mean, ci = mean_ci(values)
+                xs.append(x + (i - (len(settings) - 1) / 2) * width)
+                means.append(mean)
+                cis.append(np.nan_to_num(ci))
+        means, cis = np.array(means), np.array(cis)
+        clipped = [np.minimum(cis, means), np.minimum(cis, 1 - means)]  # an accuracy stays in [0, 1]
+        label = setting_label(fields, setting) or "all runs"
+        ax.errorbar(xs, means, yerr=clipped, fmt="o", color=f"C{i}", capsize=3, markersize=4, label=label)
+    ax.set_xticks(range(len(norms)), [norm_label(n) for n in norms])
+    ax.set_ylabel("test accuracy")
+    ax.grid(axis="y", alpha=0.3)
+    legend_rows = _legend_below(fig, [ax])
+    width_in, height = fig.get_size_inches()
+    seeds = seeds_text(len(np.unique(final["seed"])))
+    tuned = f", {', '.join(config.report.tune)} tuned on validation" if config.report.tune else ""
+    ax.set_title(f"{config.name}: final test accuracy, mean and 95% CI over {seeds}{tuned}", fontsize=10, wrap=True)
+    fig.tight_layout(rect=(0, (0.25 * legend_rows + 0.15) / height, 1, 1))
+    return fig
+
+
 FIGURES = {
+    "final_accuracy": final_accuracy_figure,
     "init_scale": init_scale_figure,
     "error_vs_batch": error_vs_batch_figure,
     "bn_eval_modes": bn_eval_modes_figure,
@@ -324,14 +365,17 @@ def figure_bytes(draw, data, config: Config, format: str = "png", dpi: int = 110
 
 
 def drawings(out: Path, config: Config, columns, names: tuple[str, ...] | None = None) -> list[tuple]:
-    """(name, figure function, its data) for the figures a results directory's config names (or `names`), then
-    its layer diagnostics' figures if it has any. The figures show the runs that summary.md reports: with
-    `report.tune`, those at the values chosen on the validation set."""
-    tuned, _ = tune(columns, config.report.tune)
-    found = [(name, FIGURES[name], tuned) for name in names or config.figures]
-    if names is None and config.train.diagnostics_at:
-        layers = read_diagnostics(Path(out) / DIAGNOSTICS)
-        found += [(name, draw, layers) for name, draw in DIAGNOSTICS_FIGURES.items()]
+    """(name, figure function, its data) for the figures a results directory's config names (or `names`), those
+    of its layer diagnostics among them; with diagnostics and none of theirs named, `LAYER_DEFAULT`'s. The
+    figures show the runs that summary.md reports: with `report.tune`, those at the values chosen on the
+    validation set."""
+    tuned, choices = tune(columns, config.report.tune)
+    wanted = names or config.figures
+    found = [(name, FIGURES[name], tuned) for name in wanted if name in FIGURES]
+    layer_figures = [name for name in wanted if name in DIAGNOSTICS_FIGURES]
+    if config.train.diagnostics_at and (layer_figures or names is None):
+        layers = at_choices(read_diagnostics(Path(out) / DIAGNOSTICS), choices)
+        found += [(name, DIAGNOSTICS_FIGURES[name], layers) for name in layer_figures or LAYER_DEFAULT]
     return found
 
 

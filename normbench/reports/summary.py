@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from normbench.config import Config
-from normbench.core.axes import swept_columns
+from normbench.core.axes import EPOCH, swept_columns
+from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
 from normbench.data import load
 from normbench.errors import UserError
 from normbench.models import norm_positions
-from normbench.results.claims import EXPECTED_SIGN, ClaimError, evaluate, parse_claim, tune
+from normbench.reports.layer_figures import fluctuation_settings, setting_label
+from normbench.results.claims import EXPECTED_SIGN, ClaimError, at_choices, evaluate, paper_note, parse_claim, tune
 from normbench.results.stats import final_epoch, mean_ci, norm_batch
 from normbench.results.store import atomic_write, read_meta
 
@@ -109,7 +111,7 @@ def claims_section(columns, config: Config) -> list[str]:
         "is not significant.",
         "",
     ]
-    if any(EXPECTED_SIGN.search(text) for text in config.report.claims):
+    if any(EXPECTED_SIGN.search(paper_note(text)[0]) for text in config.report.claims):
         lines[-2] += (" A claim ending in `< 0` or `> 0` carries the sign that its reference (the paper the study "
                       "follows) reports, and says whether these runs agree with it, do not show it, or show the "
                       "opposite.")  # fmt: skip
@@ -118,11 +120,13 @@ def claims_section(columns, config: Config) -> list[str]:
 
 def _claim_line(text: str, columns) -> str:
     """A claim's finding, or why these runs cannot decide it (a sweep narrowed with --set may lack its runs):
-    the summary of a finished sweep never fails on a claim."""
+    the summary of a finished sweep never fails on a claim. After what the paper says, when the claim gives it."""
+    claim, paper = paper_note(text)
     try:
-        return evaluate(parse_claim(text), columns).line()
+        found = evaluate(parse_claim(claim), columns).line()
     except ClaimError as e:
-        return f"`{text}`: not evaluated: {e.reason}"
+        found = f"`{claim}`: not evaluated: {e.reason}"
+    return f"The paper: {paper} Here: {found}" if paper else found
 
 
 def tuning_section(choices) -> list[str]:
@@ -147,7 +151,51 @@ def tuning_section(choices) -> list[str]:
     return lines + [""]
 
 
-def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape=None) -> str:
+def fluctuation_section(layers, config: Config) -> list[str]:
+    """Per configuration of a norm with batch statistics and per layer: the distance of the batch statistics
+    from the running ones (`normbench.core.diagnostics.batch_fluctuation`), averaged over the recorded epochs
+    after training began and at the last, mean ± 95% CI over seeds."""
+    keys, settings = fluctuation_settings(layers, config.report.tune)
+    if not settings or np.isnan(layers["var_fluctuation"]).all():
+        return []
+    trained = np.unique(layers[EPOCH][layers[EPOCH] >= 1])
+    first, last = int(trained.min()), int(trained.max())
+    header = ["configuration", "layer", f"μ, epochs {first}-{last}", f"σ², epochs {first}-{last}",
+              f"μ, epoch {last}", f"σ², epoch {last}"]  # fmt: skip
+    lines = [
+        "## Batch-statistic fluctuation per layer (Shen et al., 2020, Figure 2)",
+        "",
+        f"(1/d) ||μ_B - μ|| and (1/d) ||σ²_B - σ²|| between a batch's statistics and the running ones over the d "
+        f"channels of each layer, averaged over {config.train.precise_bn_examples} training examples' batches at "
+        "each recorded epoch, the weights frozen; then over the recorded epochs after init, or at the last; mean ± "
+        "95% CI over seeds. PowerNorm's σ² is its quadratic mean ψ², and it keeps no μ (-). Layers count from the "
+        "input. `batch_fluctuation.png` draws every recorded epoch, at init too.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
+    for setting in settings:
+        rows = np.all([layers[k] == v for k, v in zip(keys, setting)], axis=0)
+        for layer in np.unique(layers["layer"][rows]):
+            at = rows & (layers["layer"] == layer)
+            cells = [setting_label(keys, setting), str(layer)]
+            for epochs in (at & (layers[EPOCH] >= 1), at & (layers[EPOCH] == last)):
+                cells += [_distance(layers, epochs, field) for field in ("mean_fluctuation", "var_fluctuation")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _distance(layers, rows, field) -> str:
+    """Mean ± 95% CI over seeds of a field's per-seed mean over `rows`' epochs."""
+    per_seed = [np.mean(layers[field][rows & (layers["seed"] == s)]) for s in np.unique(layers["seed"][rows])]
+    if np.isnan(per_seed).all():
+        return "-"
+    mean, ci = mean_ci(np.asarray(per_seed))
+    return f"{mean:.3g}" if np.isnan(ci) else f"{mean:.3g} ± {ci:.2g}"
+
+
+def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape=None, layers=None) -> str:
+    """The summary of a sweep's metrics; `layers`, its layer diagnostics when it recorded them."""
     columns, choices = tune(columns, config.report.tune)
     final = final_epoch(columns)
     final["norm_batch"] = norm_batch(final)
@@ -165,6 +213,8 @@ def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape
         "",
     ]
     lines += claims_section(columns, config) + tuning_section(choices)
+    if layers is not None:
+        lines += fluctuation_section(at_choices(layers, choices), config)
     drop = batch_drop_table(final, config, input_shape)
     if drop:
         lines += ["## Accuracy lost between the largest and the smallest batch", "", *drop, ""]
@@ -177,7 +227,8 @@ def write_summary(out: Path, columns: dict[str, np.ndarray], config: Config,
     """summary.md in `out`; one example's `input_shape` (else `input_shape_of(out, config)`) sizes the batch
     statistics."""
     path = Path(out) / "summary.md"
-    atomic_write(path, summary_markdown(columns, config, input_shape or input_shape_of(out, config)))
+    layers = read_diagnostics(Path(out) / DIAGNOSTICS) if config.train.diagnostics_at else None
+    atomic_write(path, summary_markdown(columns, config, input_shape or input_shape_of(out, config), layers))
     return path
 
 

@@ -6,7 +6,8 @@ mean, its 95% interval over seeds and whether that interval excludes 0 (`ReportC
 
 is BN's drop from batch 128 to 2 minus GN's, per seed. A claim may end with `< 0` or `> 0`, the sign that the
 study's reference (a paper) reports: the finding then says whether these runs agree, show no difference, or show
-the opposite. Runs pair by seed: every term must select exactly one run
+the opposite. What a paper says of it may follow a `#`; summary.md states it beside the finding. Runs pair by
+seed: every term must select exactly one run
 per seed once the claim's shared `column=value` pairs are applied (the last epoch unless one is given). A seed
 with a diverged run in any term is left out of the contrast and counted.
 
@@ -91,6 +92,7 @@ def _pairs(text: str, claim: str) -> tuple[tuple[str, str], ...]:
 
 
 def parse_claim(text: str) -> Claim:
+    text = paper_note(text)[0]
     head, sep, contrast = text.partition(":")
     if not sep:
         raise ClaimError(text, "expected '<metric>[, column=value ...]: <term> - <term> ...[ < 0 | > 0]'")
@@ -103,6 +105,12 @@ def parse_claim(text: str) -> Claim:
     if len(terms) < 2 or any(not pairs for _, pairs in terms):
         raise ClaimError(text, "a contrast needs at least two terms of column=value pairs")
     return Claim(text, metric.strip(), _pairs(where, text), terms, expected)
+
+
+def paper_note(text: str) -> tuple[str, str]:
+    """A claim's contrast and what the paper says, which may follow it after a `#` ("" if nothing does)."""
+    claim, _, note = text.partition("#")
+    return claim.strip(), note.strip()
 
 
 def check_claim(text: str, metric_columns: tuple[str, ...], run_columns: tuple[str, ...]) -> None:
@@ -190,6 +198,17 @@ def tune(columns: dict, axes: tuple[str, ...]) -> tuple[dict, list[Choice]]:
         group, chosen = tuple((k, columns[k][row]) for k in others), tuple((a, columns[a][row]) for a in axes)
         choices.append(Choice(group, chosen, float(scores[best]), bool(at_edge)))
     return {k: v[keep] for k, v in columns.items()}, choices
+
+
+def at_choices(columns: dict, choices: list[Choice]) -> dict:
+    """The rows of another table of the same runs (`diagnostics.csv`) at the values `tune` chose: tables write
+    their key columns alike, so the values compare exactly."""
+    if not choices:
+        return columns
+    keep = np.zeros(len(columns[EPOCH]), bool)
+    for choice in choices:
+        keep |= np.all([columns[k] == v for k, v in choice.group + choice.chosen], axis=0)
+    return {k: v[keep] for k, v in columns.items()}
 
 
 def _ids(columns: dict, names: list[str]) -> np.ndarray:
