@@ -52,7 +52,9 @@ def compile_phases(training, vmap_grid: Callable, config: Config, seeds, values,
         grids["diagnose"] = (vmap_grid(training.diagnose, per_run=(True,)), ("state",))
     state = jax.eval_shape(grids["start"][0], seeds, values, data)
     rest = {"state": state, 0: np.int32(0)}
-    lowered = {name: ExportedGrid(grid, key and f"{key}-{name}", (seeds, values, data, *(rest[r] for r in extra)))
+    # The epoch program writes the runs' new state over the old one, which the host never reads again.
+    lowered = {name: ExportedGrid(grid, key and f"{key}-{name}", (seeds, values, data, *(rest[r] for r in extra)),
+                                  donate=(3,) if name == "epoch" else ())
                for name, (grid, extra) in grids.items()}  # fmt: skip
     traced = time.perf_counter()
     compiled = {name: program.compile() for name, program in lowered.items()}

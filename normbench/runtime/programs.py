@@ -76,15 +76,21 @@ def program_key(config, cell, specs: tuple, args) -> str | None:
 
 class ExportedGrid:
     """`grid(*args)` traced once through `jax.export` (or loaded from the cache under `key`) and lowered with
-    `jax.jit`. Like a `jax.stages.Lowered`, its `compile()` returns the program, called like `grid`."""
+    `jax.jit`. Like a `jax.stages.Lowered`, its `compile()` returns the program, called like `grid`. The
+    arguments numbered in `donate` are donated: the program may write its outputs over their buffers, so the
+    caller must not use them again."""
 
-    def __init__(self, grid, key: str | None, args: tuple):
+    def __init__(self, grid, key: str | None, args: tuple, donate: tuple[int, ...] = ()):
         leaves, in_tree = jax.tree.flatten(args)
+        counts = [len(jax.tree.leaves(arg)) for arg in args]
+        starts = np.cumsum([0, *counts])
+        donated = tuple(i for a in donate for i in range(starts[a], starts[a] + counts[a]))
+        call = functools.partial(jax.jit, donate_argnums=donated)
         path = None if key is None else cache_dir() / "programs" / f"{key}.pkl"
         loaded = _load(path)
         if loaded is not None:
             try:
-                self.lowered, self.out_tree = jax.jit(loaded[0].call).lower(*leaves), loaded[1]
+                self.lowered, self.out_tree = call(loaded[0].call).lower(*leaves), loaded[1]
                 return
             except Exception as e:  # noqa: BLE001 -- a sound file holding a broken program is a bad entry too
                 _discard(path, e)
@@ -97,7 +103,7 @@ class ExportedGrid:
 
         exported = jax.export.export(jax.jit(flat))(*leaves)
         _save(path, (exported, out_tree[0]))
-        self.lowered, self.out_tree = jax.jit(exported.call).lower(*leaves), out_tree[0]
+        self.lowered, self.out_tree = call(exported.call).lower(*leaves), out_tree[0]
 
     def compile(self) -> CompiledGrid:
         return CompiledGrid(self.lowered.compile(), self.out_tree)
