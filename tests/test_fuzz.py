@@ -73,7 +73,7 @@ def check(config_file, sets):
 
 
 SETS = st.lists(st.tuples(st.sampled_from(KEYS), VALUES), min_size=1, max_size=3)
-QUICK = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+QUICK = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @QUICK

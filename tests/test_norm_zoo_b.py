@@ -173,7 +173,7 @@ def scale_norm_fed_kernels(params, seed):
     return jax.tree_util.tree_map_with_path(scale, params)
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn", "resnet20"])
+@pytest.mark.parametrize("model", ["mlp", "cnn", pytest.param("resnet20", marks=pytest.mark.slow)])
 def test_weight_standardized_models_ignore_the_scale_of_their_kernels(model):
     config = ModelConfig(hidden=(6, 6), channels=(4, 8))
     x = jnp.asarray(rand(3, 8, 8, 2), jnp.float32)

@@ -66,7 +66,8 @@ def test_another_config_cell_data_shape_or_class_count_is_another_program(cache)
     assert len(list(cache.glob("*.pkl"))) == 5 * PHASES
 
 
-@pytest.mark.parametrize("field", [pytest.param("make", marks=pytest.mark.slow), "check"])
+@pytest.mark.slow
+@pytest.mark.parametrize("field", ["make", "check"])
 def test_a_norm_with_any_function_from_outside_normbench_is_traced_every_time(cache, monkeypatch, field):
     def outside(*args):
         return getattr(NORMS["batch"], field)(*args)

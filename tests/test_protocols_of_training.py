@@ -59,6 +59,7 @@ def test_warmup_cosine_rises_linearly_then_decays_to_zero():
     np.testing.assert_allclose([rate(0), rate(5), rate(10), rate(60), rate(110)], [0, 0.2, 0.4, 0.2, 0], atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_cosine_schedule_with_warmup_takes_no_step_at_step_zero():
     """The first step's rate is 0 (warmup starts from 0), so the first epoch of one step leaves the model as it
     was initialized: the same train accuracy as an untrained run."""

@@ -80,7 +80,7 @@ def test_init_scale_multiplies_the_same_unit_draw():
     np.testing.assert_allclose(np.std(big["Dense_1"]["kernel"]), 1.0, rtol=0.3)
 
 
-@pytest.mark.parametrize("sampling", ["permutation", "replacement"])
+@pytest.mark.parametrize("sampling", ["permutation", pytest.param("replacement", marks=pytest.mark.slow)])
 def test_each_epoch_takes_the_configured_number_of_steps(sampling):
     config = tiny_config(norms=("batch_renorm",), init_scales=(1.0,), seeds=(0,))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, sampling=sampling, steps_per_epoch=3))
