@@ -91,20 +91,20 @@ def get_config() -> Config:
         report=ReportConfig(
             tune=("learning_rate",),
             claims=(
-                f"test_acc, {WARM}, {POST}: norm=layer - norm=batch # {SHEN} LN beats BN, whose batch statistics"
+                f"test_acc, {WARM}, {POST}: norm=layer - norm=batch > 0 # {SHEN} LN beats BN, whose batch statistics"
                 " fluctuate (their Figure 2).",
-                f"test_acc, {WARM}, {PRE}: norm=layer - norm=batch # {SHEN_PRE} LN beats BN.",
-                f"test_acc, {WARM}, {POST}: norm=power - norm=batch # {SHEN} PowerNorm closes BN's gap.",
-                f"test_acc, {WARM}, {PRE}: norm=power - norm=batch # {SHEN_PRE} PowerNorm closes BN's gap.",
-                f"test_acc, {WARM}, {POST}: norm=power - norm=layer # {SHEN} PowerNorm beats LN (+0.4/0.6 BLEU on "
+                f"test_acc, {WARM}, {PRE}: norm=layer - norm=batch > 0 # {SHEN_PRE} LN beats BN.",
+                f"test_acc, {WARM}, {POST}: norm=power - norm=batch > 0 # {SHEN} PowerNorm closes BN's gap.",
+                f"test_acc, {WARM}, {PRE}: norm=power - norm=batch > 0 # {SHEN_PRE} PowerNorm closes BN's gap.",
+                f"test_acc, {WARM}, {POST}: norm=power - norm=layer > 0 # {SHEN} PowerNorm beats LN (+0.4/0.6 BLEU on "
                 "IWSLT14/WMT14, 5.6/3.0 lower PPL on PTB/WikiText-103).",
-                f"test_acc, {WARM}, {PRE}: norm=power - norm=layer # {SHEN_PRE} PowerNorm beats LN.",
-                f"test_acc, norm=layer, {POST}: {WARM} - {COLD} # {XIONG} post-LN needs warmup: without it, it"
+                f"test_acc, {WARM}, {PRE}: norm=power - norm=layer > 0 # {SHEN_PRE} PowerNorm beats LN.",
+                f"test_acc, norm=layer, {POST}: {WARM} - {COLD} > 0 # {XIONG} post-LN needs warmup: without it, it"
                 " trains far worse.",
                 f"test_acc, norm=layer, {PRE}: {WARM} - {COLD} # {XIONG} pre-LN does not need warmup.",
-                f"test_acc, norm=layer: {POST} {WARM} - {POST} {COLD} - {PRE} {WARM} + {PRE} {COLD} # {XIONG}"
+                f"test_acc, norm=layer: {POST} {WARM} - {POST} {COLD} - {PRE} {WARM} + {PRE} {COLD} > 0 # {XIONG}"
                 " warmup helps post-LN more than pre-LN.",
-                f"test_acc, norm=layer, {COLD}: {PRE} - {POST} # {XIONG} without warmup, pre-LN beats post-LN.",
+                f"test_acc, norm=layer, {COLD}: {PRE} - {POST} > 0 # {XIONG} without warmup, pre-LN beats post-LN.",
             ),
         ),
     )
