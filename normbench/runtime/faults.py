@@ -6,9 +6,8 @@ time. Points: `write:<file name>` (an atomic write's data is on disk under its t
 `checkpoint` (a cell's state has just been saved), and the steps of swapping in a results directory's replacement
 (`normbench.results.swap`): `swap:built` (complete beside it), `swap:exchanged` (swapped, the old one not yet
 removed), or where the exchange is not available `swap:moved-old` (between the two renames) and `swap:moved-new`.
-`NORMBENCH_KILL_WITH=SIGINT` (or SIGTERM) sends that signal instead, so a test interrupts a run at a point as a
-user's Ctrl-C would. `NORMBENCH_POINTS=<file>` appends each point reached to `<file>`, one a line: the list of places
-to kill a run at. Unset, each point costs two dictionary lookups.
+`NORMBENCH_POINTS=<file>` appends each point reached to `<file>`, one a line: the list of places to kill a run at.
+Unset, each point costs two dictionary lookups.
 """
 
 from __future__ import annotations
@@ -32,4 +31,4 @@ def reached(point: str) -> None:
     if name == point:
         _reached[point] += 1
         if _reached[point] == int(count or 1):
-            os.kill(os.getpid(), signal.Signals[os.environ.get("NORMBENCH_KILL_WITH", "SIGKILL")])
+            os.kill(os.getpid(), signal.SIGKILL)
