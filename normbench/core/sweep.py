@@ -90,8 +90,9 @@ def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, on_ep
     started = time.perf_counter()
     seeds, values = grid_arrays(config, cell)
     grid = functools.partial(vmap_grid, chunk_size=config.train.chunk_size)
-    key = program_key(config, cell, (NORMS[cell.norm], MODELS[cell.model]), (dataset.num_classes, seeds, values, data))
     if trains_in_phases(config, cell):
+        specs = (NORMS[cell.norm], MODELS[cell.model])
+        key = program_key(config, cell, specs, (dataset.num_classes, seeds, values, data))
         training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
         phases = compile_phases(training, grid, config, seeds, values, data, key)
         return CellProgram(None, phases, phases.trace_s, phases.compile_s)
@@ -209,10 +210,11 @@ def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, work
         with reporting:
             progress.training(i)
 
+        seeds = grid_arrays(config, todo[i])[0]
+
         def epoch_done(epoch, measured):
             with reporting:
                 if progress.epoch_metrics_wanted:
-                    seeds = grid_arrays(config, todo[i])[0]
                     progress.epoch_metrics(i, epoch, seeds, jax.tree.map(np.asarray, measured))
                 progress.epochs_done(i, epoch)
 
