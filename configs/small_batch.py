@@ -43,6 +43,7 @@ def get_config() -> Config:
         norm=NormConfig(momentum=0.9, num_groups=4),
         train=TrainConfig(
             epochs=15,
+            min_steps=1380,
             momentum=0.9,
             weight_decay=1e-4,
             schedule="cosine",
@@ -58,7 +59,7 @@ def get_config() -> Config:
             batch_sizes=(2, 8, 32, 128),
             init_scales=(1.0,),
             seeds=(0, 1, 2, 3, 4),
-            learning_rates=(0.8, 1.6, 3.2),
+            learning_rates=(0.8, 1.6, 3.2, 6.4),
         ),
         report=ReportConfig(
             tune=("learning_rate",),

@@ -25,6 +25,8 @@ def get_config():
             "name": "small_batch_equal_steps",
             "sweep.protocols": ("sgd",),
             "train.steps_per_epoch": 23,
+            "train.min_steps": None,
+            "sweep.learning_rates": (0.8, 1.6, 3.2),
             "report.claims": tuple(c for c in equal_epochs.report.claims if "protocol=sgd" in c),
         },
     )

@@ -110,6 +110,11 @@ class TrainConfig:
     epochs: int = 20
     # None: as many full batches as the training set holds (10 for 1,000 images in batches of 100).
     steps_per_epoch: int | None = None
+    # None: an epoch is one pass (or steps_per_epoch steps). Set: a cell whose epochs would come to fewer SGD steps
+    # lengthens every epoch to as many whole passes as reach this (3,000 images in batches of 128 make 23 steps a
+    # pass; min_steps=1380 over 15 epochs makes each epoch 4 passes, 92 steps), so large batches train to
+    # convergence with the same epoch count as small ones. Each pass is a fresh permutation.
+    min_steps: int | None = None
     # `permutation`: each epoch visits a fresh random order of the training set, without repeats.
     # `replacement`: each batch is drawn with replacement, as the textbook's np.random.choice does.
     sampling: str = "permutation"

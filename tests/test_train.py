@@ -8,9 +8,10 @@ import pytest
 from conftest import tiny_config, tiny_dataset
 
 from normbench.config import ConfigError
-from normbench.core.grid import Cell, grid_arrays
+from normbench.core.grid import Cell, grid_arrays, steps_per_epoch
 from normbench.core.sweep import check_fits, device_data, run_sweep, train_cell
 from normbench.core.train import make_train
+from normbench.core.validate import validate
 
 TOL = dict(rtol=2e-4, atol=2e-5)
 
@@ -90,6 +91,21 @@ def test_each_epoch_takes_the_configured_number_of_steps(sampling):
     assert np.isfinite(metrics.train_loss).all()
     # BatchRenorm counts its train steps in batch_stats
     assert {int(layer["steps"]) for layer in state.batch_stats.values()} == {2 * 3}
+
+
+def test_min_steps_lengthens_a_large_batchs_epochs_to_whole_passes():
+    config = tiny_config(norms=("batch_renorm",), init_scales=(1.0,), seeds=(0,))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, min_steps=20))
+    dataset, cell = tiny_dataset(), Cell("mlp", "batch_renorm", "sgd", 8)
+    # 48 examples make 6 steps a pass; 2 epochs of one pass (12 steps) fall short of 20, so each epoch takes 2.
+    assert steps_per_epoch(config, cell, 48) == 12
+    assert steps_per_epoch(config, Cell("mlp", "batch_renorm", "sgd", 2), 48) == 24
+    state, metrics = solo(config, cell, dataset, 0, 1.0, 0.1)
+    assert metrics.train_loss.shape == (2,)
+    assert {int(layer["steps"]) for layer in state.batch_stats.values()} == {2 * 12}
+    both = dataclasses.replace(config, train=dataclasses.replace(config.train, steps_per_epoch=3))
+    with pytest.raises(ConfigError, match="set one of them"):
+        validate(both)
 
 
 def test_batch_larger_than_the_data_is_rejected_before_compiling():

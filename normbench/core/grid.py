@@ -72,8 +72,19 @@ def sgd_batch(config: Config, cell: Cell) -> int:
     return cell.batch_size * PROTOCOLS[cell.protocol].split(cell_config(config, cell)).devices
 
 
+def steps_per_pass(config: Config, cell: Cell, n_train: int) -> int:
+    """The whole SGD batches that one pass over the training set holds."""
+    return n_train // sgd_batch(config, cell)
+
+
 def steps_per_epoch(config: Config, cell: Cell, n_train: int) -> int:
-    return cell_config(config, cell).train.steps_per_epoch or n_train // sgd_batch(config, cell)
+    train = cell_config(config, cell).train
+    if train.steps_per_epoch:
+        return train.steps_per_epoch
+    per_pass = steps_per_pass(config, cell, n_train)
+    if train.min_steps is None:
+        return per_pass
+    return per_pass * max(1, -(-train.min_steps // (train.epochs * per_pass)))
 
 
 def run_steps(config: Config, cell: Cell, n_train: int) -> int:

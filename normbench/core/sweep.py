@@ -266,7 +266,7 @@ def check_fits(config: Config, dataset: Dataset) -> None:
                 f"at batch {cell.batch_size}"
             )
         needed = steps * batch
-        if config.train.sampling == "permutation" and needed > n:
+        if config.train.sampling == "permutation" and config.train.steps_per_epoch and needed > n:
             raise ConfigError(
                 f"train.steps_per_epoch={config.train.steps_per_epoch} at batch {cell.batch_size} needs "
                 f"{needed} examples per epoch without repeats, but there are {n}; lower it or use "

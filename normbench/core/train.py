@@ -52,7 +52,16 @@ import optax
 
 from normbench.config import Config, TrainConfig
 from normbench.core.diagnostics import Diagnostics, layer_diagnostics
-from normbench.core.grid import Cell, cell_config, run_steps, sgd_batch, stat_sizes, steps_per_epoch, with_values
+from normbench.core.grid import (
+    Cell,
+    cell_config,
+    run_steps,
+    sgd_batch,
+    stat_sizes,
+    steps_per_epoch,
+    steps_per_pass,
+    with_values,
+)
 from normbench.core.landscape import probe, unmeasured
 from normbench.models import build_model, scale_kernels
 from normbench.norms import NORMS
@@ -346,6 +355,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
     split = protocol.split(config)
     steps = steps_per_epoch(config, cell, n_train)
     batch = sgd_batch(config, cell)
+    per_pass = steps_per_pass(config, cell, n_train)
     num_epochs = config.train.epochs
     first_steps = config.train.first_epoch_steps or steps
     total_steps = run_steps(config, cell, n_train)
@@ -381,11 +391,12 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
         )
 
     def batches(key, count):
-        """(count, batch) training indices: fresh permutations back to back, or draws with replacement."""
+        """(count, batch) training indices: passes back to back, each the whole batches of a fresh permutation
+        (so no batch straddles two passes), or draws with replacement."""
         if config.train.sampling == "replacement":
             return jax.random.randint(key, (count, batch), 0, n_train)
-        keys = jax.random.split(key, -(-count * batch // n_train))
-        order = jnp.concatenate([jax.random.permutation(k, n_train) for k in keys])
+        keys = jax.random.split(key, -(-count // per_pass))
+        order = jnp.concatenate([jax.random.permutation(k, n_train)[: per_pass * batch] for k in keys])
         return order[: count * batch].reshape(count, batch)
 
     def keys(seed):

@@ -111,6 +111,7 @@ def _check_values(config: Config) -> None:
     sweep, train = config.sweep, config.train
     optional = {  # None means "not set"; a number must be positive
         "train.steps_per_epoch": train.steps_per_epoch,
+        "train.min_steps": train.min_steps,
         "train.lr_reference_batch": train.lr_reference_batch,
         "train.chunk_size": train.chunk_size,
         "train.checkpoint_every": train.checkpoint_every,
@@ -166,6 +167,11 @@ def _check_values(config: Config) -> None:
     for key, value in _each(config, "train.warmup_fraction").items():
         if not 0 <= value < 1:
             raise ConfigError(f"{key} must be in [0, 1), got {value}")
+    if train.min_steps is not None and train.steps_per_epoch is not None:
+        raise ConfigError(
+            "train.min_steps lengthens epochs of whole passes and train.steps_per_epoch fixes an epoch's steps: "
+            "set one of them"
+        )
     if config.data.n_val < 0:
         raise ConfigError(f"data.n_val must be at least 0, got {config.data.n_val}")
     if config.data.resample and not config.data.n_val:
