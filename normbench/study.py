@@ -46,6 +46,7 @@ from normbench.results.swap import start as start_replacement
 from normbench.results.table import join_tables
 from normbench.runtime.cache import enable_compilation_cache
 from normbench.runtime.calibration import device_kind, last_rate, record
+from normbench.runtime.faults import reached
 from normbench.runtime.parallel import from_writer, is_writer, on_writer
 from normbench.version import __version__
 
@@ -108,6 +109,7 @@ def run_study(
                         f"cannot keep a finished cell in {str(unfinished.root)!r}: {e.strerror or e}; make room and "
                         "rerun the same command, which trains only the cells not kept"
                     ) from e
+                reached(f"kept:{i}")
 
         loaded = time.perf_counter()
         if is_writer():
