@@ -2,9 +2,11 @@
 
     normbench run configs/small_batch_equal_steps.py   # writes runs/small_batch_equal_steps/; ~6 min, 2 cores
 
-Everything as in `small_batch.py` (its `sgd` protocol), except that every batch size takes the 345 SGD steps that
-batch 128 takes in 15 epochs of 3,000 images (23 steps per epoch): smaller batches then see fewer examples
-(batch 2: 690, a quarter of one pass) where under equal epochs they take more steps. A norm whose accuracy holds
+Everything as in `small_batch.py` (its `sgd` protocol), except that every batch size takes the 345 SGD steps of
+15 passes at batch 128 over 3,000 images (23 steps a pass): smaller batches then see fewer examples (batch 2: 690,
+a quarter of one pass) where under equal epochs they take more steps. It keeps the rate grid {0.8, 1.6, 3.2} and
+no step floor (`train.min_steps`), as its committed results ran, where `small_batch.py` now has {0.8, ..., 6.4}
+and a 1,380-step floor. A norm whose accuracy holds
 under both budgets owes nothing to either; BN's drop under each bounds how much of it the budget explains.
 
 Expected (results/small_batch_equal_steps/summary.md, paired over 5 seeds): every norm loses 46-50 points of test
