@@ -142,7 +142,7 @@ def _bench(args) -> int:
         import jax
 
         out = default_out("bench") / jax.devices()[0].device_kind.lower().replace(" ", "-")
-    run_bench(Path(out), tuple(args.cases) if args.cases else None)
+    run_bench(Path(out), tuple(args.cases) if args.cases else None, rounds=args.rounds)
     print(f"\ntables in {out}/")
     return 0
 
@@ -238,6 +238,9 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time the studies against this machine's matmul peak, print the tables")
     bench.add_argument("--out", help="where the tables go (default: runs/bench/<device kind>, git-ignored)")
     bench.add_argument("--cases", nargs="+", help="some of: peak study peers small_batch models loop (default: all)")
+    bench.add_argument(
+        "--rounds", type=int, default=1, help="peers: alternate its processes this many times; ratios end with medians"
+    )
     bench.set_defaults(func=_bench)
     return p
 

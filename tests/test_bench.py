@@ -19,3 +19,21 @@ def test_the_peer_ratios_pair_normbench_with_the_peer_of_its_protocol_round_by_r
     assert numpy_row["cold_over_peer"] == 1.25 and numpy_row["warm_fixed_over_train"] == 0.33
     # A peer that was skipped (absent) leaves no ratio.
     assert [row["peer"] for row in peer_ratios(rows[3:])] == ["textbook NumPy"]
+
+
+def test_several_rounds_end_with_the_median_of_each_ratio():
+    flax = " ".join(FLAX_PROTOCOL)
+    rows = [
+        row
+        for round_, (cold, warm, peer) in enumerate([(16.0, 8.0, 20.0), (30.0, 9.0, 20.0), (12.0, 7.0, 24.0)])
+        for row in (
+            {"round": round_, "what": "normbench, caches cold", "protocol": flax, "wall_s": cold, "train_s": 6.0},
+            {"round": round_, "what": "normbench, caches warm", "protocol": flax, "wall_s": warm, "train_s": 6.0},
+            {"round": round_, "what": "naive Flax loop", "protocol": "its own", "wall_s": peer},
+        )
+    ]
+    *per_round, median = peer_ratios(rows)
+    assert [row["round"] for row in per_round] == [0, 1, 2]
+    assert median["round"] == "median of 3" and median["peer_wall_s"] == 20.0
+    # the median of each ratio (0.8, 1.5, 0.5 cold), not the ratio of the medians
+    assert median["cold_over_peer"] == 0.8 and median["warm_over_peer"] == 0.4
