@@ -27,12 +27,6 @@ import numpy as np
 from normbench.config import Config
 from normbench.runtime.programs import ExportedGrid
 
-# XLA's options for the programs that run once per cell (all but `epoch`): LLVM's O1 compiles the init-scale
-# study's `start` in 1.3 s where the default O2 takes 2.8 (the CNN's: 1.3 against 6), runs them as fast, and gave
-# the same bits in every study checked (float64 and float32; MLP, CNN and ViT). The epoch program keeps O2: it
-# is the loop, and O1 changes its bits.
-RUN_ONCE = {"xla_backend_optimization_level": 1}
-
 
 @dataclass
 class Phases:
@@ -63,7 +57,7 @@ def compile_phases(training, vmap_grid: Callable, config: Config, seeds, values,
                                   donate=(3,) if name == "epoch" else ())
                for name, (grid, extra) in grids.items()}  # fmt: skip
     traced = time.perf_counter()
-    compiled = {name: program.compile(None if name == "epoch" else RUN_ONCE) for name, program in lowered.items()}
+    compiled = {name: program.compile() for name, program in lowered.items()}
     shape = jax.eval_shape(grids["diagnose"][0], seeds, values, data, state) if "diagnose" in grids else None
     done = time.perf_counter()
     return Phases(compiled["start"], compiled["epoch"], compiled["finish"], compiled.get("diagnose"), shape,

@@ -105,9 +105,8 @@ class ExportedGrid:
         _save(path, (exported, out_tree[0]))
         self.lowered, self.out_tree = call(exported.call).lower(*leaves), out_tree[0]
 
-    def compile(self, options: dict | None = None) -> CompiledGrid:
-        """The compiled program; `options` are XLA's (`jax.stages.Lowered.compile`'s `compiler_options`)."""
-        return CompiledGrid(self.lowered.compile(options), self.out_tree)
+    def compile(self) -> CompiledGrid:
+        return CompiledGrid(self.lowered.compile(), self.out_tree)
 
 
 class CompiledGrid:
