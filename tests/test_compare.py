@@ -42,7 +42,7 @@ def sweeps(tmp_path_factory):
 
 def test_compare_pairs_three_sweeps_by_seed(sweeps):
     table = compare(sweeps)
-    assert len(table) == 48  # 1 model x (4 sgd + 4 ghost batch, 4 layer, 4 group) x 3 learning rates
+    assert len(table) == 64  # 1 model x (4 sgd + 4 ghost batch, 4 layer, 4 group) x 4 learning rates
     norms = table.index.get_level_values("norm")
     b, c = table["b - small_batch"], table["c - small_batch"]
     np.testing.assert_allclose(b["diff"][norms == "batch"], -0.1, atol=1e-6)
