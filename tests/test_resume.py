@@ -22,13 +22,21 @@ TINY = study_text(
 )
 
 
+# A run as from a terminal, where Ctrl-C raises KeyboardInterrupt: a test session started in the background (a CI
+# job) ignores SIGINT, and a child inherits that, so the run would not hear the signal test's SIGINT at all.
+AS_FROM_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'normbench'; runpy.run_module('normbench', run_name='__main__')"
+)
+
+
 def normbench(config, out, kill_at=None, workers=None, force=False, env=None):
     # The session's NORMBENCH_CACHE (conftest) is inherited, so every run after the first loads its programs.
     env = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1", **(env or {})}
     env.pop("NORMBENCH_KILL_AT", None)
     if kill_at:
         env["NORMBENCH_KILL_AT"] = kill_at
-    command = [sys.executable, "-m", "normbench", "run", str(config), "--out", str(out)]
+    command = [sys.executable, "-c", AS_FROM_A_TERMINAL, "run", str(config), "--out", str(out)]
     command += ["--workers", str(workers)] if workers else []
     command += ["--force"] if force else []
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
