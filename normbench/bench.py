@@ -119,7 +119,6 @@ def study_case(peak: float, log) -> list[dict]:
                 "wall_s": round(wall, 2),
                 "imports_s": round(wall - sum(t.values()), 2),
                 "data_s": round(t["data_s"], 2),
-                "estimate_s": round(t["estimate_s"], 2),
                 "trace_s": round(saved["compilation"]["trace_s"], 2),
                 "xla_compile_s": round(saved["compilation"]["xla_compile_s"], 2),
                 "compile_wait_s": round(t["compile_s"], 2),

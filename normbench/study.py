@@ -23,8 +23,7 @@ from normbench.config import Config
 from normbench.core.budget import check_memory, estimate
 from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
 from normbench.core.grid import cells
-from normbench.core.sweep import check_fits, compile_ahead, resolve_workers, run_sweep, training_time
-from normbench.core.train import precision_scope
+from normbench.core.sweep import check_fits, resolve_workers, run_sweep, training_time
 from normbench.data import load
 from normbench.errors import MachineError
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
@@ -74,15 +73,10 @@ def run_study(
     dataset = load(config.data)
     check_fits(config, dataset)  # a bad batch shape says so before any question about the output directory
     workers = resolve_workers(workers)
+    cost = estimate(config, dataset, workers, last_rate(device_kind()))
+    if size_check:
+        check_memory(cost)
     with contextlib.ExitStack() as claimed:
-        # One precision switch for the whole run: the first cells compile on threads while the estimate traces
-        # (not on a resume, whose first cells may be finished).
-        claimed.enter_context(precision_scope(config.train.precision))
-        ahead = {} if Unfinished(out).holds(config) else compile_ahead(config, dataset, workers)
-        read = time.perf_counter()
-        cost = estimate(config, dataset, workers, last_rate(device_kind()))
-        if size_check:
-            check_memory(cost)
         unfinished, finished, lock = None, {}, None
 
         def claim():
@@ -130,18 +124,12 @@ def run_study(
             on_result=keep,
             checkpoints_for=lambda cell: unfinished.checkpoints(index[cell]),
             workers=workers,
-            compiled=ahead,
         )
         trained = time.perf_counter()
         # Wall-clock phases, which add up: "train" while any cell trained, "compile" the rest of the sweep, when
         # every trainer waited for compilation (the rest of compiling overlapped training).
         busy = training_time(results)
-        timings = {
-            "data_s": read - start,
-            "estimate_s": loaded - read,
-            "compile_s": trained - loaded - busy,
-            "train_s": busy,
-        }
+        timings = {"data_s": loaded - start, "compile_s": trained - loaded - busy, "train_s": busy}
         work = {"trace_s": sum(r.trace_s for r in results), "xla_compile_s": sum(r.compile_s for r in results)}
         if is_writer():
             try:

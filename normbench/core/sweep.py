@@ -15,7 +15,6 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import jax
@@ -151,11 +150,9 @@ def run_sweep(
     on_result: Callable[[CellResult], None] | None = None,
     checkpoints_for: Callable[[Cell], object] | None = None,
     workers: int | None = None,
-    compiled: dict[Cell, Future] | None = None,
 ) -> list[CellResult]:
     """Train the cells in `todo` (default: all of the config's); `on_result` receives each as soon as it is
-    finished, and `checkpoints_for(cell)` gives the checkpoints of a cell that saves between epochs. `compiled`:
-    cells already compiling (`compile_ahead`), taken from there rather than compiled again.
+    finished, and `checkpoints_for(cell)` gives the checkpoints of a cell that saves between epochs.
 
     `workers` cells train at once, each on its own thread. The default is 2 on a single CPU device, 1 elsewhere:
     the CPU runs a cell's many small matrix products with its cores partly idle, and a second cell at the same
@@ -163,11 +160,10 @@ def run_sweep(
     numbers however many run beside it. `progress` (default: log lines) hears as each cell starts compiling,
     starts training, goes through its epochs and is done."""
     with precision_scope(config.train.precision):
-        return _run_cells(config, dataset, progress or LogProgress(), todo, on_result, checkpoints_for, workers,
-                          compiled or {})  # fmt: skip
+        return _run_cells(config, dataset, progress or LogProgress(), todo, on_result, checkpoints_for, workers)
 
 
-def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, workers, compiled) -> list[CellResult]:
+def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, workers) -> list[CellResult]:
     check_fits(config, dataset)
     data = device_data(dataset, config.train.precision)
     todo = cells(config) if todo is None else todo
@@ -180,8 +176,6 @@ def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, work
     def compile(i):
         with reporting:
             progress.compiling(i)
-        if todo[i] in compiled:
-            return compiled[todo[i]].result()
         return compile_cell(config, todo[i], dataset, data, epoch_reporter(i) if progress.per_epoch else None,
                             metrics_reporter(i) if progress.epoch_metrics_wanted else None)  # fmt: skip
 
@@ -232,26 +226,6 @@ def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, work
         return result
 
     return pipeline(len(todo), compile, train, workers)
-
-
-def compile_ahead(config: Config, dataset: Dataset, count: int) -> dict[Cell, Future]:
-    """The first `count` cells that train in phases, compiling on threads of their own, for `run_sweep`'s
-    `compiled`: started before a run's estimate (`normbench.core.budget`), whose tracing holds one core with cold
-    caches while XLA compiles these on the others. The threads are daemons: a run that then stops (a refused
-    estimate or output directory) does not wait for them. Call under the run's `precision_scope`."""
-    data = device_data(dataset, config.train.precision)
-    ahead = {}
-    for cell in [cell for cell in cells(config) if trains_in_phases(config, cell)][:count]:
-        ahead[cell] = future = Future()
-
-        def compile_one(cell=cell, future=future):
-            try:
-                future.set_result(compile_cell(config, cell, dataset, data))
-            except BaseException as e:  # noqa: BLE001 -- handed to the trainer that takes this cell
-                future.set_exception(e)
-
-        threading.Thread(target=compile_one, name="compile-ahead", daemon=True).start()
-    return ahead
 
 
 def training_time(results: list[CellResult]) -> float:
