@@ -1,7 +1,5 @@
-"""Compiling overlapped with training: cells compile in order on `workers` threads while `workers` threads train
-the compiled ones, so a cell waits only for the compile time that the training before it did not cover. With cold
-caches the first cells' compiles are most of a short sweep, and XLA compiles a program on one core: two threads
-compile the first two cells side by side on two cores."""
+"""Compiling overlapped with training: cells compile in order on one thread while `workers` threads train the
+compiled ones, so a cell waits only for the compile time that the training before it did not cover."""
 
 from __future__ import annotations
 
@@ -13,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 
 def pipeline(count: int, compile: Callable, train: Callable, workers: int, ahead: int = 2) -> list:
-    """`train(i, compile(i), waited_s)` for i in 0..count-1, returned in order. `workers` threads call
-    `compile(i)`, started in order, at most `ahead` programs past the last one a trainer took (each is held in
-    memory until trained); `workers` threads train them, taking cells in order. On a failure or Ctrl-C, no further
-    cell starts, and the ones under way finish before the error is raised."""
-    with ThreadPoolExecutor(workers, "compile") as compiler, ThreadPoolExecutor(workers, "train") as trainers:
+    """`train(i, compile(i), waited_s)` for i in 0..count-1, returned in order. One thread calls `compile(i)`
+    in order, at most `ahead` programs past the last one a trainer took (each is held in memory until trained);
+    `workers` threads train them, taking cells in order. On a failure or Ctrl-C, no further cell starts, and the
+    ones under way finish before the error is raised."""
+    with ThreadPoolExecutor(1, "compile") as compiler, ThreadPoolExecutor(workers, "train") as trainers:
         compiled = []
         handing_on = threading.Lock()
 
