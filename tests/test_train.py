@@ -115,6 +115,13 @@ def test_batch_larger_than_the_data_is_rejected_before_compiling():
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps_per_epoch=7))
     with pytest.raises(ConfigError, match="needs 56 examples per epoch"):
         check_fits(config, tiny_dataset())
+    swept = dataclasses.replace(
+        config, sweep=dataclasses.replace(config.sweep, fields={"train.steps_per_epoch": (3, 7)})
+    )
+    with pytest.raises(ConfigError, match="steps_per_epoch=7 at batch 8 needs 56 examples per epoch"):
+        check_fits(
+            dataclasses.replace(swept, train=dataclasses.replace(config.train, steps_per_epoch=None)), tiny_dataset()
+        )
 
 
 @pytest.mark.parametrize("init, gain", [("std", None), ("he", 2.0), ("xavier", 1.0)])

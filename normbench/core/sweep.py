@@ -22,7 +22,7 @@ import numpy as np
 
 from normbench.config import Config, ConfigError
 from normbench.core.diagnostics import Diagnostics
-from normbench.core.grid import Cell, cells, grid_arrays, sgd_batch, stat_sizes, steps_per_epoch
+from normbench.core.grid import Cell, cell_config, cells, grid_arrays, sgd_batch, stat_sizes, steps_per_epoch
 from normbench.core.train import PRECISIONS, Data, Metrics, make_training, metrics, precision_scope
 from normbench.data import Dataset
 from normbench.models import MODELS
@@ -259,16 +259,17 @@ def check_fits(config: Config, dataset: Dataset) -> None:
                 f"batch size {statistics} is larger than the {n_test} test examples of {dataset.name}, "
                 f"which {cell.norm} norm's batch-statistics evaluation needs"
             )
-        steps = steps_per_epoch(config, cell, n)
-        if (config.train.first_epoch_steps or 0) > steps:
+        steps, train = steps_per_epoch(config, cell, n), cell_config(config, cell).train  # a swept field's own value
+        if (train.first_epoch_steps or 0) > steps:
             raise ConfigError(
-                f"train.first_epoch_steps={config.train.first_epoch_steps} exceeds the {steps} steps of an epoch "
+                f"train.first_epoch_steps={train.first_epoch_steps} exceeds the {steps} steps of an epoch "
                 f"at batch {cell.batch_size}"
             )
         needed = steps * batch
-        if config.train.sampling == "permutation" and config.train.steps_per_epoch and needed > n:
+        # Epochs that train.min_steps lengthens are whole passes, each without repeats.
+        if train.sampling == "permutation" and train.steps_per_epoch and needed > n:
             raise ConfigError(
-                f"train.steps_per_epoch={config.train.steps_per_epoch} at batch {cell.batch_size} needs "
+                f"train.steps_per_epoch={train.steps_per_epoch} at batch {cell.batch_size} needs "
                 f"{needed} examples per epoch without repeats, but there are {n}; lower it or use "
                 f"train.sampling=replacement"
             )
