@@ -38,12 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from normbench.config import Config, load_config
+from normbench.core.budget import estimate
 from normbench.core.grid import Cell, cells, grid_arrays, steps_per_epoch
-from normbench.core.sweep import compile_cell, device_data, run_sweep, train_program, training_time, vmap_grid
+from normbench.core.sweep import compile_cell, device_data, run_sweep, train_program, training_time
 from normbench.core.train import make_train
 from normbench.data import load
 from normbench.errors import UserError
-from normbench.flops import matmul_flops
 from normbench.reports.progress import Progress
 from normbench.results.store import atomic_write
 from normbench.runtime.cache import cache_dir
@@ -303,16 +303,9 @@ CASE_FUNCTIONS = {
 
 
 def _cell_flops(config: Config, cell: Cell) -> int:
-    """What one cell computes. The one `lax.cond` in training is the test-set evaluation: with every branch
-    counted it runs each epoch, with none never, so the epochs that do test interpolate between the two."""
-    dataset = load(config.data)
-    data = device_data(dataset)
-    seeds, values = grid_arrays(config, cell)
-    grid = vmap_grid(make_train(config, cell, dataset.num_classes, len(dataset.train_x)), config.train.chunk_size)
-    most, least = (matmul_flops(grid, seeds, values, data, branch=pick) for pick in (max, min))
-    epochs, every = config.train.epochs, config.train.test_every
-    tested = len({*range(every, epochs + 1, every), epochs}) if every > 1 else epochs
-    return least + (most - least) * tested // epochs
+    """What one cell computes, as the run's estimate counts it (`normbench.core.budget`): steps, evaluations
+    and the held-out ones each counted as often as they run."""
+    return estimate(config, load(config.data), workers=1).cell_flops[cells(config).index(cell)]
 
 
 def _cell_row(config: Config, cell: Cell, peak: float, **extra) -> dict:
