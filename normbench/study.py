@@ -23,7 +23,7 @@ from normbench.config import Config
 from normbench.core.budget import check_memory, estimate
 from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
 from normbench.core.grid import cells
-from normbench.core.sweep import check_fits, resolve_workers, run_sweep, training_time
+from normbench.core.sweep import check_fits, resolve_workers, run_sweep, training_time, trains_in_phases
 from normbench.data import load
 from normbench.errors import MachineError
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
@@ -68,7 +68,8 @@ def run_study(
     (`normbench.results.resume`): after an interruption, the same call trains only the cells still missing.
     """
     out = Path(out)
-    enable_compilation_cache()
+    if not all(trains_in_phases(config, cell) for cell in cells(config)):
+        enable_compilation_cache()  # for the whole-grid programs: cells in phases keep theirs compiled themselves
     start = time.perf_counter()
     dataset = load(config.data)
     check_fits(config, dataset)  # a bad batch shape says so before any question about the output directory

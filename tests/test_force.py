@@ -62,7 +62,7 @@ def replaced(tmp_path_factory):
     assert set(USERS) <= set(expected_new[0]), "a user's own files stay"
     points, seen = [], {}
     for point in log.read_text().split():
-        if point.endswith((".pkl", ".npz")) or CACHE_JSON.fullmatch(point):  # the caches' entries, not the results'
+        if point.endswith((".exe", ".npz")) or CACHE_JSON.fullmatch(point):  # the caches' entries, not the results'
             continue
         seen[point] = seen.get(point, 0) + 1
         points.append(f"{point}#{seen[point]}")

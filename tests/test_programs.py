@@ -1,17 +1,22 @@
-"""A cell's traced programs (its phases) are kept across runs (normbench.runtime.programs): loaded, they compute the
-same bits as a fresh trace and as one plain `jax.jit` program for all epochs, and they are keyed so that a change of
-code or config never reuses a stale one."""
+"""A cell's compiled programs (its phases) are kept across runs (normbench.runtime.programs): loaded, they compute
+the same bits as a fresh compile and as one plain `jax.jit` program for all epochs, and they are keyed so that a
+change of code or config never reuses a stale one."""
 
 import dataclasses
 import hashlib
 import logging
+import os
 import pickle
+import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config, tiny_dataset
+from conftest import TINY_STUDY, tiny_config, tiny_dataset
 
+from normbench.core import sweep
 from normbench.core.grid import Cell, grid_arrays
 from normbench.core.sweep import compile_cell, device_data, make_training, train_program, vmap_grid
 from normbench.norms import NORMS
@@ -42,12 +47,15 @@ def assert_same_bits(a, b):
 def test_a_kept_program_is_loaded_without_tracing_and_computes_the_same_bits(cache, monkeypatch):
     config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     first = run(config, cell, dataset)
-    assert len(list(cache.glob("*.pkl"))) == PHASES
+    assert len(list(cache.glob("*.exe"))) == PHASES
 
-    def no_tracing(*args, **kwargs):
-        raise AssertionError("traced again")
+    def untraceable(*args, **kwargs):
+        def traced(*args, **kwargs):
+            raise AssertionError("traced again")
 
-    monkeypatch.setattr(jax.export, "export", no_tracing)
+        return make_training(*args, **kwargs)._replace(start=traced, epochs=traced, finish=traced)
+
+    monkeypatch.setattr(sweep, "make_training", untraceable)
     assert_same_bits(run(config, cell, dataset), first)
 
     seeds, values = grid_arrays(config, cell)
@@ -63,7 +71,7 @@ def test_another_config_cell_data_shape_or_class_count_is_another_program(cache)
     run(config, Cell("mlp", "none", "sgd", 8), dataset)
     run(config, cell, tiny_dataset(n_train=40))
     run(config, cell, tiny_dataset(num_classes=4))  # same shapes, a wider output layer
-    assert len(list(cache.glob("*.pkl"))) == 5 * PHASES
+    assert len(list(cache.glob("*.exe"))) == 5 * PHASES
 
 
 @pytest.mark.slow
@@ -74,7 +82,7 @@ def test_a_norm_with_any_function_from_outside_normbench_is_traced_every_time(ca
 
     monkeypatch.setitem(NORMS, "outside", dataclasses.replace(NORMS["batch"], name="outside", **{field: outside}))
     run(tiny_config(norms=("outside",)), Cell("mlp", "outside", "sgd", 8), tiny_dataset())
-    assert not list(cache.glob("*.pkl"))
+    assert not list(cache.glob("*.exe"))
 
 
 def test_nothing_is_kept_with_the_compilation_cache_off(cache, monkeypatch):
@@ -91,7 +99,7 @@ def flip_a_bit(entry):
 
 def foreign_but_checksummed(entry):
     """An entry that passes its checksum and unpickles, but holds no program."""
-    payload = pickle.dumps((b"not a serialized program", None))
+    payload = pickle.dumps((b"not a serialized program", None, None, None))
     entry.write_bytes(hashlib.sha256(payload).digest() + payload)
 
 
@@ -108,7 +116,7 @@ DAMAGES = {
 def test_a_bad_entry_is_discarded_with_a_warning_and_rewritten(cache, caplog, damage):
     config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     first = run(config, cell, dataset)
-    entry = next(cache.glob("*-epoch.pkl"))
+    entry = next(cache.glob("*-epoch.exe"))
     DAMAGES[damage](entry)
     with caplog.at_level(logging.WARNING, logger="normbench"):
         assert_same_bits(run(config, cell, dataset), first)
@@ -137,3 +145,29 @@ def test_an_unwritable_cache_only_means_tracing_again(tmp_path, monkeypatch):
     monkeypatch.setenv("NORMBENCH_CACHE", str(blocker / "cache"))
     config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
     assert_same_bits(run(config, cell, dataset), run(config, cell, dataset))
+
+
+@pytest.mark.slow
+def test_a_program_that_xlas_cache_loaded_is_not_kept(tmp_path):
+    """An executable that XLA's cache loaded serializes without its code: kept, it would fail every later run
+    ("Function ... not found"). normbench uses XLA's cache only for whole-grid programs, but a user may turn it on
+    for everything: with the kept programs gone and XLA's cache full, a run compiles nothing and keeps nothing, and
+    the next computes the same bits."""
+    config = tmp_path / "tiny.py"
+    config.write_text(TINY_STUDY)
+    env = {**os.environ, "NORMBENCH_CACHE": str(tmp_path / "cache"), "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # fmt: skip
+
+    def run_cli(out):
+        command = [sys.executable, "-m", "normbench", "run", str(config), "--out", str(tmp_path / out), "--quiet"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return (tmp_path / out / "metrics.csv").read_bytes()
+
+    first = run_cli("first")
+    kept = tmp_path / "cache" / "programs"
+    assert len(list(kept.glob("*.exe"))) == 2 * PHASES
+    shutil.rmtree(kept)
+    assert run_cli("from_xla") == first
+    assert not list(kept.glob("*.exe"))
+    assert run_cli("again") == first

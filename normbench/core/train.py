@@ -348,7 +348,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
     `index` (0-based) starts: once per epoch for the whole grid, since no vmap batches the index (a chunked grid
     calls it once per chunk, a data-parallel protocol once per device). `on_metrics(index, seeds, metrics)` is
     called as the epoch ends, with its `EpochMetrics` of the whole grid (`grid_callback`). A program with either
-    cannot go through `jax.export`."""
+    calls back to the host, so neither program cache keeps it."""
     config = cell_config(config, cell)
     spec = NORMS[cell.norm]
     protocol = PROTOCOLS[cell.protocol]

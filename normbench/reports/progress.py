@@ -9,7 +9,7 @@ the grid, with no callback inside the program: a warm run's programs come from t
 Over several devices a cell is one program for all epochs: a listener whose `per_epoch` is true makes it call back
 to the host as each epoch starts (a `jax.debug.callback` on the epoch index, one call for all runs), and
 `epoch_metrics_wanted` as each ends (`normbench.core.train.grid_callback`). Such a program is kept by neither
-cache (`jax.export` cannot serialize it, XLA's cache keys it by the callback's address), so that run compiles it
+cache (XLA's cache keys it by the callback's address), so that run compiles it
 again however warm the caches.
 
 - `Progress` ignores every event: subclass it for another listener (`normbench.reports.tensorboard` is one).

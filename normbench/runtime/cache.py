@@ -21,7 +21,9 @@ def keep(path: Path, data: bytes) -> None:
 
 
 def enable_compilation_cache() -> None:
-    """Keep XLA's compiled programs across processes, so a repeated study skips compilation.
+    """Keep XLA's compiled programs across processes, so a repeated study skips compilation: a sweep's whole-grid
+    programs (`normbench.core.sweep.compile_cell`; the phases of a cell on one device are kept compiled by
+    `normbench.runtime.programs`, which keeps nothing that XLA's cache loaded).
 
     Off when `NORMBENCH_COMPILATION_CACHE=0`; an explicit `JAX_COMPILATION_CACHE_DIR` is left as the user set it.
     """

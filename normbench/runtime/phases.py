@@ -8,7 +8,7 @@ for what the host can do between epochs without a callback inside the program:
 - save a checkpoint (`train.checkpoint_every`) and record layer diagnostics (`train.diagnostics_at`);
 - resume from a save and compute exactly the bits an uninterrupted run computes: the same programs run in both.
 
-Each program goes through `jax.export` (`normbench.runtime.programs`), so a warm run neither traces nor compiles.
+Each program is kept compiled (`normbench.runtime.programs`), so a warm run neither traces nor compiles.
 The epoch loop on the host costs one dispatch per epoch: within the noise of the machine against one program for
 all epochs (`benchmarks/progress_overhead.py`).
 """
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from normbench.config import Config
-from normbench.runtime.programs import ExportedGrid
+from normbench.runtime.programs import KeptGrid
 
 
 @dataclass
@@ -50,16 +50,17 @@ def compile_phases(training, vmap_grid: Callable, config: Config, seeds, values,
     }
     if config.train.diagnostics_at:
         grids["diagnose"] = (vmap_grid(training.diagnose, per_run=(True,)), ("state",))
-    state = jax.eval_shape(grids["start"][0], seeds, values, data)
-    rest = {"state": state, 0: np.int32(0)}
-    # The epoch program writes the runs' new state over the old one, which the host never reads again.
-    lowered = {name: ExportedGrid(grid, key and f"{key}-{name}", (seeds, values, data, *(rest[r] for r in extra)),
-                                  donate=(3,) if name == "epoch" else ())
-               for name, (grid, extra) in grids.items()}  # fmt: skip
+    programs = {name: KeptGrid(key and f"{key}-{name}") for name in grids}
+    if not all(program.kept for program in programs.values()):  # a warm run traces nothing, not even for shapes
+        rest = {"state": jax.eval_shape(grids["start"][0], seeds, values, data), 0: np.int32(0)}
+        for name, (grid, extra) in grids.items():
+            # The epoch program writes the runs' new state over the old one, which the host never reads again.
+            programs[name].lower(grid, (seeds, values, data, *(rest[r] for r in extra)),
+                                 donate=(3,) if name == "epoch" else ())  # fmt: skip
     traced = time.perf_counter()
-    compiled = {name: program.compile() for name, program in lowered.items()}
-    shape = jax.eval_shape(grids["diagnose"][0], seeds, values, data, state) if "diagnose" in grids else None
+    compiled = {name: program.compile() for name, program in programs.items()}
     done = time.perf_counter()
+    shape = compiled["diagnose"].output_shapes() if "diagnose" in compiled else None
     return Phases(compiled["start"], compiled["epoch"], compiled["finish"], compiled.get("diagnose"), shape,
                   traced - started, done - traced)  # fmt: skip
 

@@ -1,21 +1,25 @@
-"""A cell's single-device programs (its phases, `normbench.runtime.phases`) through `jax.export`, so that a
-repeated run skips tracing them.
+"""A cell's single-device programs (its phases, `normbench.runtime.phases`) kept compiled, so that a repeated
+run neither traces nor compiles them.
 
-XLA's compilation cache (`normbench.runtime.cache`) is keyed by the traced program, so a hit still pays for the trace:
-about a second for a BatchNorm cell of the init-scale study, most of a warm run's wait before training. Here the
-traced program itself (its StableHLO, serialized by `jax.export`) is kept under `cache_dir()/programs`, keyed by
-what the trace depends on: normbench's sources, the versions of jax, jaxlib, flax, optax and numpy, JAX's
-settings and XLA's flags, the devices, the config and cell, the class count and the arguments' shapes. That is
-complete only for code normbench owns, so a cell whose norm or model is registered from elsewhere is traced every
-time. Every single-device program goes through the exported form, cached or not, so that a loaded program and a
-freshly traced one compile the same StableHLO and compute the same bits.
+XLA's compilation cache (`normbench.runtime.cache`) is keyed by the traced program, so a hit still pays for tracing
+and lowering: 0.8 s for the BatchNorm cell of the init-scale study, most of a warm run's wait before training. Here
+the compiled program itself (its executable, serialized by `jax.experimental.serialize_executable`) is kept under
+`cache_dir()/programs`, keyed by what it depends on: normbench's sources, the versions of jax, jaxlib, flax, optax
+and numpy, JAX's settings and XLA's flags, the devices, the backend's version and the host CPU's instruction set
+(the program is machine code), the config and cell, the class count and the arguments' shapes. That is complete
+only for code normbench owns, so a cell whose norm or model is registered from elsewhere is traced and compiled
+(XLA's cache permitting) every time. A loaded program is the executable that the first run compiled, so it
+computes the same bits.
 
-An entry is its payload's sha256 followed by the payload: one that does not match its checksum, load or lower (a
-flipped bit, a torn or foreign file) is discarded with a warning and traced again, never used.
+An executable that XLA's own cache loaded serializes without its code (running the copy fails with "Function ...
+not found"), so a program is kept only when this process compiled it. An entry is its payload's sha256 followed by
+the payload: one that does not match its checksum or does not load (a flipped bit, a torn or foreign file) is
+discarded with a warning and compiled again, never used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -23,10 +27,13 @@ import json
 import logging
 import os
 import pickle
+import platform
+import threading
 from pathlib import Path
 
 import jax
 import numpy as np
+from jax.experimental import serialize_executable
 
 from normbench.runtime.cache import cache_dir, caching, keep
 
@@ -40,6 +47,15 @@ def _source_digest() -> str:
     for path in sorted(package.rglob("*.py")):
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+@functools.cache
+def _host_cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
+    except OSError:  # not Linux
+        return platform.processor()
 
 
 def program_key(config, cell, specs: tuple, args) -> str | None:
@@ -65,6 +81,8 @@ def program_key(config, cell, specs: tuple, args) -> str | None:
         },
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "devices": [d.device_kind for d in jax.devices()],
+        # A kept program is machine code: for the backend's version and, on a CPU, the host's instruction set.
+        "platform": [jax.devices()[0].client.platform_version, _host_cpu()],
         "config": dataclasses.asdict(config),
         "cell": repr(cell),
         "tree": str(jax.tree.structure(args)),
@@ -74,43 +92,44 @@ def program_key(config, cell, specs: tuple, args) -> str | None:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
 
 
-class ExportedGrid:
-    """`grid(*args)` traced once through `jax.export` (or loaded from the cache under `key`) and lowered with
-    `jax.jit`. Like a `jax.stages.Lowered`, its `compile()` returns the program, called like `grid`. The
-    arguments numbered in `donate` are donated: the program may write its outputs over their buffers, so the
-    caller must not use them again."""
+class KeptGrid:
+    """A program kept under `key` (None: not kept): `kept` is the compiled program where one was kept, else
+    `lower(grid, args)` lowers `grid(*args)` with `jax.jit`. Like a `jax.stages.Lowered`, its `compile()`
+    returns the program, called like `grid`, and keeps it."""
 
-    def __init__(self, grid, key: str | None, args: tuple, donate: tuple[int, ...] = ()):
+    def __init__(self, key: str | None):
+        self.path = None if key is None else cache_dir() / "programs" / f"{key}.exe"
+        self.kept = _load(self.path)
+
+    def lower(self, grid, args: tuple, donate: tuple[int, ...] = ()) -> None:
+        """The arguments numbered in `donate` are donated: the program may write its outputs over their buffers,
+        so the caller must not use them again."""
         leaves, in_tree = jax.tree.flatten(args)
         counts = [len(jax.tree.leaves(arg)) for arg in args]
         starts = np.cumsum([0, *counts])
         donated = tuple(i for a in donate for i in range(starts[a], starts[a] + counts[a]))
-        call = functools.partial(jax.jit, donate_argnums=donated)
-        path = None if key is None else cache_dir() / "programs" / f"{key}.pkl"
-        loaded = _load(path)
-        if loaded is not None:
-            try:
-                self.lowered, self.out_tree = call(loaded[0].call).lower(*leaves), loaded[1]
-                return
-            except Exception as e:  # noqa: BLE001 -- a sound file holding a broken program is a bad entry too
-                _discard(path, e)
         out_tree = []
 
-        def flat(*leaves):  # jax.export serializes flat signatures: no pytree nodes to register
+        def flat(*leaves):  # a kept program takes and returns flat lists: its pytrees are pickled beside it
             flat_out, tree = jax.tree.flatten(grid(*jax.tree.unflatten(in_tree, leaves)))
             out_tree.append(tree)
             return flat_out
 
-        exported = jax.export.export(jax.jit(flat))(*leaves)
-        _save(path, (exported, out_tree[0]))
-        self.lowered, self.out_tree = call(exported.call).lower(*leaves), out_tree[0]
+        self.lowered = jax.jit(flat, donate_argnums=donated).lower(*leaves)
+        self.out_tree = out_tree[0]
 
     def compile(self) -> CompiledGrid:
-        return CompiledGrid(self.lowered.compile(), self.out_tree)
+        if self.kept is not None:
+            return self.kept
+        with _counting_cache_hits() as hits:
+            compiled = self.lowered.compile()
+        if not hits:  # an executable that XLA's own cache loaded serializes without its code
+            _save(self.path, compiled, self.out_tree)
+        return CompiledGrid(compiled, self.out_tree)
 
 
 class CompiledGrid:
-    """A compiled `ExportedGrid`, called like its grid; anything else (`memory_analysis()`, `as_text()`) is the
+    """A compiled `KeptGrid`, called like its grid; anything else (`memory_analysis()`, `as_text()`) is the
     `jax.stages.Compiled`'s."""
 
     def __init__(self, compiled, out_tree):
@@ -119,11 +138,34 @@ class CompiledGrid:
     def __call__(self, *args):
         return jax.tree.unflatten(self.out_tree, self.compiled(*jax.tree.leaves(args)))
 
+    def output_shapes(self):
+        """What a call returns, as `jax.eval_shape` would give it."""
+        return jax.tree.unflatten(self.out_tree, [jax.ShapeDtypeStruct(o.shape, o.dtype) for o in self.out_info])
+
     def __getattr__(self, name):
         return getattr(self.compiled, name)
 
 
-def _load(path: Path | None):
+_hits = threading.local()
+
+
+def _count_hit(event: str, **_) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _hits.count = getattr(_hits, "count", 0) + 1
+
+
+jax.monitoring.register_event_listener(_count_hit)
+
+
+@contextlib.contextmanager
+def _counting_cache_hits():
+    """A list that holds, once the block ends, one entry per program this thread loaded from XLA's cache."""
+    before, hits = getattr(_hits, "count", 0), []
+    yield hits
+    hits.extend(range(getattr(_hits, "count", 0) - before))
+
+
+def _load(path: Path | None) -> CompiledGrid | None:
     if path is None or not path.exists():
         return None
     try:
@@ -131,9 +173,9 @@ def _load(path: Path | None):
         digest, payload = entry[:32], entry[32:]
         if hashlib.sha256(payload).digest() != digest:
             raise ValueError("its checksum does not match")
-        serialized, out_tree = pickle.loads(payload)
-        return jax.export.deserialize(serialized), out_tree
-    except Exception as e:  # noqa: BLE001 -- whatever is wrong with an entry, tracing again is right
+        executable, in_tree, flat_out_tree, out_tree = pickle.loads(payload)
+        return CompiledGrid(serialize_executable.deserialize_and_load(executable, in_tree, flat_out_tree), out_tree)
+    except Exception as e:  # noqa: BLE001 -- whatever is wrong with an entry, compiling again is right
         _discard(path, e)
         return None
 
@@ -144,8 +186,7 @@ def _discard(path: Path, error: Exception) -> None:
     path.unlink(missing_ok=True)
 
 
-def _save(path: Path | None, loaded) -> None:
+def _save(path: Path | None, compiled, out_tree) -> None:
     if path is not None:
-        exported, out_tree = loaded
-        payload = pickle.dumps((exported.serialize(), out_tree))
+        payload = pickle.dumps((*serialize_executable.serialize(compiled), out_tree))
         keep(path, hashlib.sha256(payload).digest() + payload)
