@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +74,11 @@ def batch_drop_table(final, config: Config, input_shape=None) -> list[str]:
     header = [*keys, "test acc, largest batch", "test acc, smallest batch", "drop (points)",
               "values per statistic by layer, largest -> smallest batch", "seeds (left out: diverged)"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    positions = {  # one trace of each model's shapes
-        model: None if input_shape is None else norm_positions(model, config.model, tuple(input_shape))
-        for model in np.unique(final["model"])
-    }
+
+    @functools.cache  # one trace of a model's shapes, and none for a study with one batch size
+    def positions(model):
+        return None if input_shape is None else norm_positions(model, config.model, tuple(input_shape))
+
     for group in _groups(final, keys):
         rows = np.all([final[k] == v for k, v in zip(keys, group)], axis=0)
         sizes = np.unique(final["norm_batch"][rows])
@@ -91,7 +93,7 @@ def batch_drop_table(final, config: Config, input_shape=None) -> list[str]:
         acc_large, acc_small = final["test_acc"][large][order_large], final["test_acc"][small][order_small]
         named = " | ".join(_text(v) for v in group)
         model = group[keys.index("model")]
-        values = [statistic_values(positions[model], int(b)) for b in (sizes.max(), sizes.min())]
+        values = [statistic_values(positions(model), int(b)) for b in (sizes.max(), sizes.min())]
         dropped = len(np.unique(final["seed"][rows])) - len(seeds)
         lines.append(
             f"| {named} | {_pm(acc_large)} ({sizes.max()}) | {_pm(acc_small)} ({sizes.min()}) | "
