@@ -356,16 +356,20 @@ def replace_field(config, key: str, value):
 
 def _parse(raw: str, hint, key: str):
     """Turn the text of an override into a value of the field's type, or say why it cannot be one."""
+    if raw.strip().lower() == "none":  # None where the field takes it, else a word: `sweep.norms=none` is a norm
+        return _coerce(None if _takes_none(hint) else raw.strip(), hint, key)
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        # Bare words are strings; `batch,layer` is a tuple of them.
-        value = tuple(s.strip() for s in raw.split(",")) if "," in raw else raw
+        # Bare words are strings; `batch,layer` is a tuple of them, and `batch,` one of them, as `0,` is.
+        value = tuple(s.strip() for s in raw.split(",") if s.strip()) if "," in raw else raw
     if raw.lower() in ("true", "false"):
         value = raw.lower() == "true"
-    if raw.lower() == "none":
-        value = None
     return _coerce(value, hint, key)
+
+
+def _takes_none(hint) -> bool:
+    return typing.get_origin(hint) in (types.UnionType, typing.Union) and type(None) in typing.get_args(hint)
 
 
 def _coerce(value, hint, key: str):

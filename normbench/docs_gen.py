@@ -24,7 +24,8 @@ Set a field in a config file's `get_config()`, or for one run with `--set KEY=VA
 
 - a number, a word or `true`/`false` as written: `--set train.epochs=5`, `--set train.sampling=replacement`;
 - a tuple as comma-separated values: `--set sweep.norms=batch,layer,group`, `--set sweep.seeds=0` for one;
-- `none` for a field that may be unset: `--set train.steps_per_epoch=none`.
+- `none` for a field that may be unset: `--set train.steps_per_epoch=none`; elsewhere it is the word (the norm
+  `--set sweep.norms=none`).
 
 `--sweep KEY=V1,V2` makes any scalar field a sweep axis instead (an entry of `sweep.fields`): a static axis, or
 a value axis vmapped in one program for the fields in `normbench.core.axes.VALUE_FIELDS`

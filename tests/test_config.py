@@ -57,6 +57,13 @@ def test_bad_overrides_say_what_is_wrong(pair, message):
     assert "\n" not in str(e.value)
 
 
+def test_none_is_a_word_where_the_field_takes_no_none_and_a_trailing_comma_makes_one_item():
+    config = apply_overrides(Config(), ["sweep.norms=none", "norm.num_groups=none", "data.n_train=None"])
+    assert config.sweep.norms == ("none",) and config.norm.num_groups is None and config.data.n_train is None
+    assert apply_overrides(Config(), ["sweep.norms=batch,"]).sweep.norms == ("batch",)
+    assert apply_overrides(Config(), ["sweep.norms=none,batch"]).sweep.norms == ("none", "batch")
+
+
 def test_an_empty_tuple_is_a_valid_value_where_the_config_allows_it():
     config = apply_overrides(Config(), ["figures=()"])
     assert config.figures == ()
