@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import functools
+import gc
 import os
 import signal
 import sys
@@ -49,6 +50,9 @@ def _run(args) -> int:
     from normbench.reports.progress import Fanout, console_progress
     from normbench.study import run_study
 
+    # The imports leave ~160,000 long-lived objects that every full garbage collection walks again: a cold run of
+    # the one-seed init-scale study spent 0.77 s in them, 0.3 s with those objects frozen (a warm one 0.18 s, 0.11).
+    gc.freeze()
     listeners = []
     if args.tensorboard:
         from normbench.reports.tensorboard import TensorBoardWriter
