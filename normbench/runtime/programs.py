@@ -19,7 +19,6 @@ discarded with a warning and compiled again, never used.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -121,9 +120,9 @@ class KeptGrid:
     def compile(self) -> CompiledGrid:
         if self.kept is not None:
             return self.kept
-        with _counting_cache_hits() as hits:
-            compiled = self.lowered.compile()
-        if not hits:  # an executable that XLA's own cache loaded serializes without its code
+        hits = _xla_cache_hits()
+        compiled = self.lowered.compile()
+        if _xla_cache_hits() == hits:  # an executable that XLA's own cache loaded serializes without its code
             _save(self.path, compiled, self.out_tree)
         return CompiledGrid(compiled, self.out_tree)
 
@@ -157,12 +156,9 @@ def _count_hit(event: str, **_) -> None:
 jax.monitoring.register_event_listener(_count_hit)
 
 
-@contextlib.contextmanager
-def _counting_cache_hits():
-    """A list that holds, once the block ends, one entry per program this thread loaded from XLA's cache."""
-    before, hits = getattr(_hits, "count", 0), []
-    yield hits
-    hits.extend(range(getattr(_hits, "count", 0) - before))
+def _xla_cache_hits() -> int:
+    """How many programs this thread has loaded from XLA's cache."""
+    return getattr(_hits, "count", 0)
 
 
 def _load(path: Path | None) -> CompiledGrid | None:
@@ -182,11 +178,16 @@ def _load(path: Path | None) -> CompiledGrid | None:
 
 def _discard(path: Path, error: Exception) -> None:
     reason = " ".join(str(error).split())[:200] or type(error).__name__  # one line, however long the error
-    logger.warning(f"discarding the bad program cache entry {path} ({reason}); tracing the program again")
+    logger.warning(f"discarding the bad program cache entry {path} ({reason}); compiling the program again")
     path.unlink(missing_ok=True)
 
 
 def _save(path: Path | None, compiled, out_tree) -> None:
-    if path is not None:
+    if path is None:
+        return
+    try:
         payload = pickle.dumps((*serialize_executable.serialize(compiled), out_tree))
-        keep(path, hashlib.sha256(payload).digest() + payload)
+    except (ValueError, NotImplementedError) as e:  # a backend or program that JAX cannot serialize: not kept
+        logger.debug(f"not keeping {path.name}: {e}")
+        return
+    keep(path, hashlib.sha256(payload).digest() + payload)
