@@ -65,7 +65,7 @@ class CellProgram:
 
     whole: Callable | None
     phases: object = None  # normbench.runtime.phases.Phases
-    trace_s: float = 0.0  # tracing and lowering it to XLA
+    trace_s: float = 0.0  # tracing and lowering it to XLA (a kept program: loading it)
     compile_s: float = 0.0  # XLA's compilation of it
 
     def memory_analysis(self):

@@ -35,7 +35,7 @@ class Phases:
     finish: Callable
     diagnose: Callable | None
     diagnostics_shape: object
-    trace_s: float  # tracing and lowering every phase
+    trace_s: float  # tracing and lowering every phase, or loading the kept executables (`KeptGrid`)
     compile_s: float  # XLA's compilation of them
 
 
