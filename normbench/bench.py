@@ -107,7 +107,7 @@ def study_case(peak: float, log) -> list[dict]:
     """`normbench run configs/init_scale.py`, one seed, in fresh processes: compilation cache cold, then warm."""
     config = load_config(ROOT / "configs" / "init_scale.py")
     config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, seeds=(0,)))
-    flops = sum(_cell_flops(config, cell) for cell in cells(config))
+    flops = sum(estimate(config, load(config.data), workers=1).cell_flops)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = _cache_with_data(Path(tmp), config)

@@ -68,7 +68,8 @@ def run_study(
     (`normbench.results.resume`): after an interruption, the same call trains only the cells still missing.
     """
     out = Path(out)
-    if not all(trains_in_phases(config, cell) for cell in cells(config)):
+    all_cells = cells(config)
+    if not all(trains_in_phases(config, cell) for cell in all_cells):
         enable_compilation_cache()  # for the whole-grid programs: cells in phases keep theirs compiled themselves
     start = time.perf_counter()
     dataset = load(config.data)
@@ -92,7 +93,6 @@ def run_study(
 
         on_writer(claim)
         logger.info(f"estimate: {cost.text()}")  # after every refusal, which each stays one line
-        all_cells = cells(config)
         # Only process 0 reads what is finished; every process must train the same cells.
         done = from_writer(np.array([i in finished for i in range(len(all_cells))]))
         if finished:
