@@ -20,7 +20,7 @@ from normbench.core import sweep
 from normbench.core.grid import Cell, grid_arrays
 from normbench.core.sweep import compile_cell, device_data, make_training, train_program, vmap_grid
 from normbench.norms import NORMS
-from normbench.runtime import programs
+from normbench.runtime import phases, programs
 
 
 @pytest.fixture
@@ -61,6 +61,24 @@ def test_a_kept_program_is_loaded_without_tracing_and_computes_the_same_bits(cac
     seeds, values = grid_arrays(config, cell)
     grid = vmap_grid(make_training(config, cell, dataset.num_classes, len(dataset.train_x)).train)
     assert_same_bits(jax.device_get(jax.jit(grid)(seeds, values, device_data(dataset))), first)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_the_start_program_compiled_with_less_optimization_computes_the_same_bits(model):
+    """`start` is compiled at a lower LLVM level than XLA's default (`phases.QUICK_START`) only because that
+    computes the same initial states; checked at XLA's own defaults, not at the tests' lowered optimization."""
+    config = dataclasses.replace(tiny_config(), model=dataclasses.replace(tiny_config().model, hidden=(64, 64)))
+    dataset, cell = tiny_dataset(shape=(12, 12, 1), num_classes=10), Cell(model, "batch", "sgd", 8)
+    seeds, values = grid_arrays(config, cell)
+    start = vmap_grid(make_training(config, cell, dataset.num_classes, len(dataset.train_x)).start)
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        assert phases.compiler_options("start") == phases.QUICK_START
+        lowered = jax.jit(start).lower(seeds, values, device_data(dataset))
+        default, quick = (lowered.compile(options) for options in (None, phases.QUICK_START))
+        assert_same_bits(quick(seeds, values, device_data(dataset)), default(seeds, values, device_data(dataset)))
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)
 
 
 @pytest.mark.slow

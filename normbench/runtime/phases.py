@@ -9,6 +9,7 @@ for what the host can do between epochs without a callback inside the program:
 - resume from a save and compute exactly the bits an uninterrupted run computes: the same programs run in both.
 
 Each program is kept compiled (`normbench.runtime.programs`), so a warm run neither traces nor compiles.
+On a CPU, `start` is compiled with less of LLVM's optimization (`QUICK_START`).
 The epoch loop on the host costs one dispatch per epoch: within the noise of the machine against one program for
 all epochs (`benchmarks/progress_overhead.py`).
 """
@@ -26,6 +27,21 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.runtime.programs import KeptGrid
+
+# `start` runs once, and is mostly the PRNG's integer rounds, on which LLVM's full optimization (level 3) spends
+# seconds of a cold run to save milliseconds: at level 1 the init-scale study's MLP start compiles in 0.65-0.95 s
+# instead of 1.4-2.1, small_batch's CNN in 0.8-1.2 s instead of 4.0-4.8, the ViT in 2.1-2.4 s instead of 3.7-4.2,
+# and each computes the same bits (`tests/test_programs.py` checks it). The epoch program stays at XLA's default:
+# below it, its reductions compute different bits.
+QUICK_START = {"xla_backend_optimization_level": 1}
+
+
+def compiler_options(phase: str) -> dict | None:
+    """XLA's options for compiling `phase` (None: its defaults). Only measured on a CPU; a process that turned
+    most optimizations off (as the tests do) compiles every phase lower still."""
+    if phase == "start" and jax.default_backend() == "cpu" and not jax.config.read("jax_disable_most_optimizations"):
+        return QUICK_START
+    return None
 
 
 @dataclass
@@ -56,7 +72,7 @@ def compile_phases(training, vmap_grid: Callable, config: Config, seeds, values,
         for name, (grid, extra) in grids.items():
             # The epoch program writes the runs' new state over the old one, which the host never reads again.
             programs[name].lower(grid, (seeds, values, data, *(rest[r] for r in extra)),
-                                 donate=(3,) if name == "epoch" else ())  # fmt: skip
+                                 donate=(3,) if name == "epoch" else (), options=compiler_options(name))  # fmt: skip
     traced = time.perf_counter()
     compiled = {name: program.compile() for name, program in programs.items()}
     done = time.perf_counter()

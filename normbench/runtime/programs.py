@@ -100,9 +100,9 @@ class KeptGrid:
         self.path = None if key is None else cache_dir() / "programs" / f"{key}.exe"
         self.kept = _load(self.path)
 
-    def lower(self, grid, args: tuple, donate: tuple[int, ...] = ()) -> None:
+    def lower(self, grid, args: tuple, donate: tuple[int, ...] = (), options: dict | None = None) -> None:
         """The arguments numbered in `donate` are donated: the program may write its outputs over their buffers,
-        so the caller must not use them again."""
+        so the caller must not use them again. `options`: XLA's compiler options for it (None: its defaults)."""
         leaves, in_tree = jax.tree.flatten(args)
         counts = [len(jax.tree.leaves(arg)) for arg in args]
         starts = np.cumsum([0, *counts])
@@ -116,12 +116,13 @@ class KeptGrid:
 
         self.lowered = jax.jit(flat, donate_argnums=donated).lower(*leaves)
         self.out_tree = out_tree[0]
+        self.options = options
 
     def compile(self) -> CompiledGrid:
         if self.kept is not None:
             return self.kept
         hits = _xla_cache_hits()
-        compiled = self.lowered.compile()
+        compiled = self.lowered.compile(self.options)
         if _xla_cache_hits() == hits:  # an executable that XLA's own cache loaded serializes without its code
             _save(self.path, compiled, self.out_tree)
         return CompiledGrid(compiled, self.out_tree)
