@@ -189,8 +189,9 @@ def _arrays(dataset: Dataset) -> tuple[np.ndarray, ...]:
 
 
 def _trace(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[int, int, Work]:
-    """(bytes per run, bytes shared by the runs, FLOPs of one run) of `cell`: a grid traced at one run and at two,
-    since an operation on the shared data alone (the evaluation's padding of a split) is not repeated per run."""
+    """(bytes per run, bytes shared by the runs, FLOPs of one run) of `cell`, from a grid of one run traced once:
+    an operation on the shared data alone (the evaluation's padding of a split) is not repeated per run, so its
+    values are counted once however many runs there are (`_peak_bytes`)."""
     if PROTOCOLS[cell.protocol].split(config).axis is not None:
         # Each device holds every run with its share of the batch, the memory of a one-device cell at that batch;
         # their steps together are the whole batch's, which `run_flops` scales to.
@@ -199,17 +200,16 @@ def _trace(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[in
     training = make_training(config, cell, dataset.num_classes, n_train)
     _, values = grid_arrays(config, cell)
     seeds = jax.ShapeDtypeStruct((1,), np.uint32)
-    totals = []
-    for runs in (1, 2):
-        grid = {key: jax.ShapeDtypeStruct((runs,), v.dtype) for key, v in values.items()}
-        state = jax.eval_shape(vmap_grid(training.start), seeds, grid, data)
-        epoch = vmap_grid(lambda s, v, d, st: training.epochs(s, v, d, st, 0, count=1), per_run=(True,))
-        totals.append(jax.make_jaxpr(epoch)(seeds, grid, data, state).jaxpr)
-        if runs == 1:
-            finish = jax.make_jaxpr(vmap_grid(training.finish, per_run=(True,)))(seeds, grid, data, state).jaxpr
-            work = _work(totals[0], finish, config, cell, n_train)
-    one, two = map(_peak_bytes, totals)
-    return two - one, 2 * one - two, work
+    grid = {key: jax.ShapeDtypeStruct((1,), v.dtype) for key, v in values.items()}
+    state = jax.eval_shape(vmap_grid(training.start), seeds, grid, data)
+    args = (seeds, grid, data, state)
+    epoch = vmap_grid(lambda s, v, d, st: training.epochs(s, v, d, st, 0, count=1), per_run=(True,))
+    epoch = jax.make_jaxpr(epoch)(*args).jaxpr
+    finish = jax.make_jaxpr(vmap_grid(training.finish, per_run=(True,)))(*args).jaxpr
+    # A run's own inputs: its values and its state; the seed (one for the grid) and the data are shared.
+    per_run = [own for arg, own in zip(args, (False, True, False, True)) for _ in jax.tree.leaves(arg)]
+    one, two = (_peak_bytes(epoch, runs, per_run) for runs in (1, 2))
+    return two - one, 2 * one - two, _work(epoch, finish, config, cell, n_train)
 
 
 def _work(epoch, finish, config: Config, cell: Cell, n_train: int) -> Work:
@@ -236,9 +236,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds:,.0f} s" if seconds >= 2 else f"{seconds:.1f} s"
 
 
-def _peak_bytes(jaxpr) -> int:
+def _peak_bytes(jaxpr, runs: int = 1, per_run: list[bool] | None = None) -> int:
     """The most bytes live at once while `jaxpr` runs in order, each value freed after its last use; a call or
-    loop adds its body's own peak at that point (a loop's body once: its iterations reuse the memory)."""
+    loop adds its body's own peak at that point (a loop's body once: its iterations reuse the memory).
+
+    `jaxpr` is a grid of one run, `per_run` flags its inputs that are the run's own; a value computed from any
+    of those is the run's too (as vmap batches it), and counts `runs` times: the grid of `runs` runs."""
+    own = {v for v, flag in zip(jaxpr.invars, per_run or ()) if flag}
+
+    def size(v) -> int:
+        return _var_bytes(v) * (runs if v in own else 1)
+
     last_use = {}
     for i, eqn in enumerate(jaxpr.eqns):
         for v in eqn.invars:
@@ -247,16 +255,19 @@ def _peak_bytes(jaxpr) -> int:
     for v in jaxpr.outvars:
         if isinstance(v, jax.extend.core.Var):
             last_use[v] = len(jaxpr.eqns)
-    live = sum(_var_bytes(v) for v in (*jaxpr.invars, *jaxpr.constvars))
+    live = sum(map(size, (*jaxpr.invars, *jaxpr.constvars)))
     peak = live
     for i, eqn in enumerate(jaxpr.eqns):
-        inner = max((_peak_bytes(sub) for sub in _sub_jaxprs(eqn)), default=0)
-        live += sum(_var_bytes(v) for v in eqn.outvars)
+        flags = [isinstance(v, jax.extend.core.Var) and v in own for v in eqn.invars]
+        if any(flags):
+            own.update(eqn.outvars)
+        inner = max((_peak_bytes(sub, runs, inputs) for sub, inputs in _sub_jaxprs(eqn, flags)), default=0)
+        live += sum(map(size, eqn.outvars))
         peak = max(peak, live + inner)
         dying = {
             v for v in (*eqn.invars, *eqn.outvars) if isinstance(v, jax.extend.core.Var) and last_use.get(v, i) <= i
         }
-        live -= sum(map(_var_bytes, dying))
+        live -= sum(map(size, dying))
     return peak
 
 
@@ -265,9 +276,18 @@ def _var_bytes(v) -> int:
     return math.prod(aval.shape) * aval.dtype.itemsize if hasattr(aval, "shape") else 0
 
 
-def _sub_jaxprs(eqn):
+def _sub_jaxprs(eqn, flags: list[bool]):
+    """Each jaxpr that `eqn` calls, with its inputs' `per_run` flags from `flags`, those of `eqn`'s inputs."""
+    if eqn.primitive.name == "while":  # inputs: the condition's constants, the body's, then the loop's carry
+        conds, bodies = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
+        carry = flags[conds + bodies :]
+        yield eqn.params["cond_jaxpr"].jaxpr, flags[:conds] + carry
+        yield eqn.params["body_jaxpr"].jaxpr, flags[conds : conds + bodies] + carry
+        return
     for param in eqn.params.values():
         for sub in param if isinstance(param, tuple) else (param,):
             inner = getattr(sub, "jaxpr", sub)
             if isinstance(inner, jax.extend.core.Jaxpr):
-                yield inner
+                # A scan's body or a call takes every input, a cond's branches all but the branch index.
+                n = len(inner.invars)
+                yield inner, flags[len(flags) - n :] if n <= len(flags) else [any(flags)] * n
