@@ -63,7 +63,7 @@ def test_a_kept_program_is_loaded_without_tracing_and_computes_the_same_bits(cac
     assert_same_bits(jax.device_get(jax.jit(grid)(seeds, values, device_data(dataset))), first)
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("model", ["mlp", pytest.param("cnn", marks=pytest.mark.slow)])
 def test_the_start_program_compiled_with_less_optimization_computes_the_same_bits(model):
     """`start` is compiled at a lower LLVM level than XLA's default (`phases.QUICK_START`) only because that
     computes the same initial states; checked at XLA's own defaults, not at the tests' lowered optimization."""
