@@ -41,7 +41,7 @@ from normbench.config import Config, load_config
 from normbench.core.budget import estimate
 from normbench.core.grid import Cell, cells, grid_arrays, steps_per_epoch
 from normbench.core.sweep import compile_cell, device_data, run_sweep, train_program, training_time
-from normbench.core.train import make_train
+from normbench.core.train import make_train, precision_scope
 from normbench.data import load
 from normbench.errors import UserError
 from normbench.reports.progress import Progress
@@ -245,6 +245,11 @@ def small_batch_case(peak: float, log) -> list[dict]:
     return [_cell_row(config, Cell("mlp", "batch", "sgd", batch), peak) for batch in (2, 128)]
 
 
+# The models and loop cases ask how vmapping scales on this device, in float32 (the peers' precision and the
+# default); the init-scale study's own float64 would only halve every row's rate.
+FLOAT32 = {"precision": "float32"}
+
+
 def models_case(peak: float, log, counts=(1, 4, 16, 64, 256)) -> list[dict]:
     base = load_config(ROOT / "configs" / "init_scale.py")
     rows = []
@@ -252,7 +257,7 @@ def models_case(peak: float, log, counts=(1, 4, 16, 64, 256)) -> list[dict]:
         sweep = dataclasses.replace(
             base.sweep, seeds=(0,), init_scales=tuple(float(s) for s in np.logspace(0, -4, count))
         )
-        config = dataclasses.replace(base, sweep=sweep, train=dataclasses.replace(base.train, epochs=2))
+        config = dataclasses.replace(base, sweep=sweep, train=dataclasses.replace(base.train, epochs=2, **FLOAT32))
         rows.append(_cell_row(config, Cell("mlp", "batch", "sgd", 100), peak, models=count))
     return rows
 
@@ -261,9 +266,11 @@ def loop_case(peak: float, log) -> list[dict]:
     """The 32 runs (16 scales x batch/none, one seed): one vmapped program per norm, or a loop of single runs,
     cell after cell; and the vmapped cells as `normbench run` trains them on a CPU, two at a time."""
     config = load_config(ROOT / "configs" / "init_scale.py")
-    config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, seeds=(0,)))
+    config = dataclasses.replace(
+        config, sweep=dataclasses.replace(config.sweep, seeds=(0,)), train=dataclasses.replace(config.train, **FLOAT32)
+    )
     dataset = load(config.data)
-    data = device_data(dataset)
+    data = device_data(dataset, config.train.precision)
     rows = []
     for how in ("vmapped", "loop"):
         compile_s = train_s = 0.0
@@ -310,8 +317,13 @@ def _cell_flops(config: Config, cell: Cell) -> int:
 
 def _cell_row(config: Config, cell: Cell, peak: float, **extra) -> dict:
     """Compile one cell, train it twice, and time the second (the first also pays for warming up)."""
+    with precision_scope(config.train.precision):
+        return _timed_cell(config, cell, peak, **extra)
+
+
+def _timed_cell(config: Config, cell: Cell, peak: float, **extra) -> dict:
     dataset = load(config.data)
-    data = device_data(dataset)
+    data = device_data(dataset, config.train.precision)
     seeds, values = grid_arrays(config, cell)
     start = time.perf_counter()
     program = compile_cell(config, cell, dataset, data)

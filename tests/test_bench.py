@@ -1,6 +1,13 @@
-"""`normbench bench`'s arithmetic: the ratios issue 16 accepts on, from the rows of its `peers` case."""
+"""`normbench bench`'s arithmetic: the ratios issue 16 accepts on, from the rows of its `peers` case; and its
+timed cells compute what their config says."""
 
+import dataclasses
+
+from conftest import tiny_config
+
+from normbench import bench
 from normbench.bench import FLAX_PROTOCOL, NUMPY_PROTOCOL, peer_ratios
+from normbench.core.grid import Cell
 
 
 def test_the_peer_ratios_pair_normbench_with_the_peer_of_its_protocol_round_by_round():
@@ -37,3 +44,13 @@ def test_several_rounds_end_with_the_median_of_each_ratio():
     assert median["round"] == "median of 3" and median["peer_wall_s"] == 20.0
     # the median of each ratio (0.8, 1.5, 0.5 cold), not the ratio of the medians
     assert median["cold_over_peer"] == 0.8 and median["warm_over_peer"] == 0.4
+
+
+def test_a_timed_cell_trains_in_its_configs_precision(recwarn):
+    """Without the precision's scope JAX would truncate a float64 cell to float32 with a warning, and the row
+    would time another computation than the one it names."""
+    config = tiny_config()
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision="float64"))
+    row = bench._cell_row(config, Cell("mlp", "batch", "sgd", 8), peak=1e11)
+    assert row["models"] == 4 and row["train_s"] > 0
+    assert not [w for w in recwarn if "float64" in str(w.message)]
