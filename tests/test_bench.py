@@ -2,12 +2,14 @@
 timed cells compute what their config says."""
 
 import dataclasses
+import os
 
 from conftest import tiny_config
 
 from normbench import bench
 from normbench.bench import FLAX_PROTOCOL, NUMPY_PROTOCOL, peer_ratios
 from normbench.core.grid import Cell
+from normbench.runtime.cache import caching
 
 
 def test_the_peer_ratios_pair_normbench_with_the_peer_of_its_protocol_round_by_round():
@@ -54,3 +56,14 @@ def test_a_timed_cell_trains_in_its_configs_precision(recwarn):
     row = bench._cell_row(config, Cell("mlp", "batch", "sgd", 8), peak=1e11)
     assert row["models"] == 4 and row["train_s"] > 0
     assert not [w for w in recwarn if "float64" in str(w.message)]
+
+
+def test_the_in_process_cases_compile_with_the_program_cache_off_then_restore_it(monkeypatch):
+    monkeypatch.setenv("NORMBENCH_COMPILATION_CACHE", "1")
+    with bench._compiling_afresh():
+        assert not caching()
+    assert caching()
+    monkeypatch.delenv("NORMBENCH_COMPILATION_CACHE")
+    with bench._compiling_afresh():
+        assert not caching()
+    assert "NORMBENCH_COMPILATION_CACHE" not in os.environ
