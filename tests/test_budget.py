@@ -4,7 +4,6 @@ and this machine's recorded rate, and `run` refuses one that cannot fit before a
 import dataclasses
 
 import jax
-import numpy as np
 import pytest
 from conftest import TINY_STUDY, tiny_config, tiny_dataset
 
@@ -12,7 +11,6 @@ from normbench.cli import main
 from normbench.config import load_config
 from normbench.core import budget
 from normbench.core.grid import Cell, grid_arrays
-from normbench.core.sweep import vmap_grid
 from normbench.core.train import Data, make_training
 from normbench.data import load
 from normbench.runtime import calibration
@@ -127,12 +125,7 @@ def test_a_grid_of_one_run_traced_once_counts_the_memory_of_more_runs(norm):
     values = grid_arrays(config, cell)[1]
 
     def epoch(runs):
-        grid = {key: jax.ShapeDtypeStruct((runs,), v.dtype) for key, v in values.items()}
-        args = (jax.ShapeDtypeStruct((1,), np.uint32), grid, data)
-        args += (jax.eval_shape(vmap_grid(training.start), *args),)
-        program = vmap_grid(lambda s, v, d, st: training.epochs(s, v, d, st, 0, count=1), per_run=(True,))
-        per_run = [own for arg, own in zip(args, (False, True, False, True)) for _ in jax.tree.leaves(arg)]
-        return jax.make_jaxpr(program)(*args).jaxpr, per_run
+        return budget.epoch_jaxpr(training, budget.grid_args(training, values, data, runs))
 
     one, per_run = epoch(1)
     for runs in (2, 5):

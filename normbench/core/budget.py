@@ -198,18 +198,27 @@ def _trace(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[in
         cell = dataclasses.replace(cell, protocol=SINGLE_DEVICE)
     n_train = len(dataset.train_x)
     training = make_training(config, cell, dataset.num_classes, n_train)
-    _, values = grid_arrays(config, cell)
-    seeds = jax.ShapeDtypeStruct((1,), np.uint32)
-    grid = {key: jax.ShapeDtypeStruct((1,), v.dtype) for key, v in values.items()}
-    state = jax.eval_shape(vmap_grid(training.start), seeds, grid, data)
-    args = (seeds, grid, data, state)
-    epoch = vmap_grid(lambda s, v, d, st: training.epochs(s, v, d, st, 0, count=1), per_run=(True,))
-    epoch = jax.make_jaxpr(epoch)(*args).jaxpr
+    args = grid_args(training, grid_arrays(config, cell)[1], data)
+    epoch, per_run = epoch_jaxpr(training, args)
     finish = jax.make_jaxpr(vmap_grid(training.finish, per_run=(True,)))(*args).jaxpr
-    # A run's own inputs: its values and its state; the seed (one for the grid) and the data are shared.
-    per_run = [own for arg, own in zip(args, (False, True, False, True)) for _ in jax.tree.leaves(arg)]
     one, two = (_peak_bytes(epoch, runs, per_run) for runs in (1, 2))
     return two - one, 2 * one - two, _work(epoch, finish, config, cell, n_train)
+
+
+def grid_args(training, values: dict, data: Data, runs: int = 1) -> tuple:
+    """The abstract arguments (seeds, values, data, state) of a grid of `runs` runs of one seed, `values` giving
+    each value axis's dtype."""
+    seeds = jax.ShapeDtypeStruct((1,), np.uint32)
+    grid = {key: jax.ShapeDtypeStruct((runs,), v.dtype) for key, v in values.items()}
+    return seeds, grid, data, jax.eval_shape(vmap_grid(training.start), seeds, grid, data)
+
+
+def epoch_jaxpr(training, args: tuple):
+    """(The jaxpr of one epoch of the grid of `args`, its inputs' `per_run` flags for `_peak_bytes`)."""
+    epoch = vmap_grid(lambda s, v, d, st: training.epochs(s, v, d, st, 0, count=1), per_run=(True,))
+    # A run's own inputs: its values and its state; the seed (one for the grid) and the data are shared.
+    per_run = [own for arg, own in zip(args, (False, True, False, True)) for _ in jax.tree.leaves(arg)]
+    return jax.make_jaxpr(epoch)(*args).jaxpr, per_run
 
 
 def _work(epoch, finish, config: Config, cell: Cell, n_train: int) -> Work:
