@@ -337,19 +337,15 @@ def _cell_flops(config: Config, cell: Cell) -> int:
 
 def _cell_row(config: Config, cell: Cell, peak: float, **extra) -> dict:
     """Compile one cell, train it twice, and time the second (the first also pays for warming up)."""
-    with precision_scope(config.train.precision):
-        return _timed_cell(config, cell, peak, **extra)
-
-
-def _timed_cell(config: Config, cell: Cell, peak: float, **extra) -> dict:
     dataset = load(config.data)
-    data = device_data(dataset, config.train.precision)
     seeds, values = grid_arrays(config, cell)
-    start = time.perf_counter()
-    program = compile_cell(config, cell, dataset, data)
-    compile_s = time.perf_counter() - start
-    jax.block_until_ready(train_program(program, config, cell, data)[0])
-    train_s = _timed(train_program, program, config, cell, data)
+    with precision_scope(config.train.precision):
+        data = device_data(dataset, config.train.precision)
+        start = time.perf_counter()
+        program = compile_cell(config, cell, dataset, data)
+        compile_s = time.perf_counter() - start
+        jax.block_until_ready(train_program(program, config, cell, data)[0])
+        train_s = _timed(train_program, program, config, cell, data)
     flops = _cell_flops(config, cell)
     models = len(seeds) * len(values["init_scale"])
     model_steps = models * config.train.epochs * steps_per_epoch(config, cell, len(dataset.train_x))
