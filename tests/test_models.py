@@ -58,7 +58,8 @@ def test_parameter_counts():
 
 
 @pytest.mark.parametrize(
-    "kernel, strides, use_bias", [((3, 3), 1, True), ((3, 3), (2, 2), True), ((1, 1), 2, False), ((3, 3), 2, False)]
+    "kernel, strides, use_bias",
+    [((3, 3), 1, True), ((3, 3), (2, 2), True), ((1, 1), 2, False), ((3, 3), 2, False), ((2, 3), (1, 2), True)],
 )
 def test_patch_conv_is_flax_conv(kernel, strides, use_bias):
     """The models' im2col `Conv` computes what `nn.Conv` does, from a parameter tree of the same names and shapes."""
@@ -72,6 +73,9 @@ def test_patch_conv_is_flax_conv(kernel, strides, use_bias):
     params = flax.init(jax.random.PRNGKey(1), x)
     assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
     assert jnp.allclose(ours.apply(params, x), flax.apply(params, x), rtol=1e-5, atol=1e-5)
+    # The backward pass too: the patches' transpose (pads of the slices) must route each gradient to its pixel.
+    grads = [jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))(params, x) for m in (ours, flax)]
+    assert all(jnp.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(*map(jax.tree.leaves, grads)))
 
 
 def test_norm_positions_are_the_values_per_example_each_statistic_reduces_over():

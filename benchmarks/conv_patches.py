@@ -1,0 +1,67 @@
+"""How should `normbench.models.conv.Conv` form its patches: strided slices of the padded input (what it does), or
+`lax.conv_general_dilated_patches` (what it did)?
+
+    python benchmarks/conv_patches.py [--runs 24] [--repeats 20]
+
+Times one vmapped forward and backward pass (the gradient with respect to the input and the kernel, as a training
+step needs) of each block of the small-batch CNN (3x3 stride-2 convs of 8, 16 and 32 channels on 28x28 digits) at
+batch 128 and 2, for `--runs` runs with kernels of their own, both ways, side by side in one process, and prints the
+largest difference between their outputs (the two sum a patch's products in another order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+
+from normbench.models.conv import patches
+
+# (batch, side, in channels, out channels) of the CNN's three blocks, at the study's largest and smallest batch
+BLOCKS = [(128, 28, 1, 8), (128, 14, 8, 16), (128, 7, 16, 32), (2, 28, 1, 8), (2, 14, 8, 16), (2, 7, 16, 32)]
+STRIDES = (2, 2)
+
+
+def by_slices(x, kernel):
+    return patches(x, kernel.shape[:2], STRIDES, "SAME") @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def by_patch_convolution(x, kernel):
+    dilated = jax.lax.conv_general_dilated_patches(
+        x, kernel.shape[:2], STRIDES, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    # conv_general_dilated_patches lists a patch channel-major, (in, kh, kw)
+    return dilated @ jnp.transpose(kernel, (2, 0, 1, 3)).reshape(-1, kernel.shape[-1])
+
+
+def seconds(conv, x, kernel, repeats: int) -> float:
+    step = jax.jit(jax.vmap(jax.grad(lambda x, k: jnp.sum(conv(x, k) ** 2), argnums=(0, 1))))
+    jax.block_until_ready(step(x, kernel))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = step(x, kernel)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    print("| batch | input | channels | slices (ms) | patch convolution (ms) | ratio | max output difference |")
+    print("|---|---|---|---|---|---|---|")
+    for batch, side, cin, cout in BLOCKS:
+        kx, kk = jax.random.split(jax.random.PRNGKey(0))
+        x = jax.random.normal(kx, (args.runs, batch, side, side, cin))
+        kernel = jax.random.normal(kk, (args.runs, 3, 3, cin, cout))
+        new, old = (seconds(conv, x, kernel, args.repeats) for conv in (by_slices, by_patch_convolution))
+        difference = jnp.abs(jax.vmap(by_slices)(x, kernel) - jax.vmap(by_patch_convolution)(x, kernel)).max()
+        print(f"| {batch} | {side}x{side}x{cin} | {cout} | {new * 1e3:.2f} | {old * 1e3:.2f} | {new / old:.2f} | "
+              f"{float(difference):.1e} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
