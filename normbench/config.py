@@ -181,7 +181,8 @@ class SweepConfig:
     norms: tuple[str, ...] = ("batch", "none")
     # Static axis: how a run's batch is formed and split, from `normbench list protocols` (`normbench.protocols`):
     # `sgd` (BN's batch is the SGD batch), `ghost` (BN statistics over groups of each of batch_sizes within SGD
-    # batches of the largest), `per_device` and `sync` (data parallel over train.data_parallel devices).
+    # batches of the largest; a norm without batch statistics trains once, at the largest), `per_device` and `sync`
+    # (data parallel over train.data_parallel devices).
     protocols: tuple[str, ...] = ("sgd",)
     # Static axis under `sgd`, one program per size (the batch per device under the data-parallel protocols);
     # under `ghost` the group sizes, vmapped in one program.
@@ -208,9 +209,12 @@ class ReportConfig:
     # norm and batch size.
     tune: tuple[str, ...] = ()
     # Headline comparisons that summary.md states with their paired difference over seeds and its 95% interval,
-    # saying "not significant" where the interval holds 0 (`normbench.results.claims`). Each is
+    # judged as one family: "significant" where the paired t test's p, Holm-adjusted over the study's claims, is
+    # below 0.05 (`normbench.results.claims`). Each is
     # "<metric>[, <column>=<value> ...]: <term> - <term> [+ <term> ...]", a term being column=value pairs, e.g.
-    # "train_acc, epoch=2, init_scale=0.0074: norm=batch - norm=none". Without an epoch, the last one. A trailing
+    # "train_acc, epoch=2, init_scale=0.0074: norm=batch - norm=none". Without an epoch, the last one. A term may
+    # name its own metric, metric=<name>, to contrast two evaluations of the same runs ("test_acc, norm=batch:
+    # metric=test_acc_batch_stats - metric=test_acc"); a claim's metrics are all accuracies or none is. A trailing
     # "< 0" or "> 0" is the sign a paper reports, and summary.md says whether the runs agree with it. What the
     # paper says may follow a `#` ("...: norm=layer - norm=batch # LN beats BN."): summary.md puts it first.
     claims: tuple[str, ...] = ()

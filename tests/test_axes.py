@@ -12,7 +12,7 @@ from normbench.cli import main
 from normbench.config import ConfigError, add_sweeps, set_fields
 from normbench.core import axes, grid
 from normbench.core.axes import STATIC, VALUE
-from normbench.core.grid import cells, run_keys, run_values
+from normbench.core.grid import cells, run_keys, run_values, stat_sizes
 from normbench.core.sweep import run_sweep
 from normbench.core.validate import validate
 from normbench.results.store import metrics_csv, parse_metrics
@@ -140,10 +140,13 @@ def test_the_cli_writes_a_swept_column_and_the_summary_and_figure_group_by_it(tm
     assert "norm.epsilon" in (out / "report.html").read_text()
 
 
-def test_a_norm_in_a_protocol_it_cannot_use_gets_no_cell():
+def test_a_norm_in_a_protocol_it_cannot_use_gets_no_cell_and_one_without_batch_statistics_one_size():
     config = tiny_config(norms=("batch", "layer"), batch_sizes=(4, 8))
-    config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, protocols=("sgd", "ghost")))
+    config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, protocols=("sgd", "ghost", "sync")))
     assert [(c.norm, c.protocol, c.batch_size) for c in cells(config)] == [
-        ("batch", "sgd", 4), ("batch", "sgd", 8), ("batch", "ghost", 8), ("layer", "sgd", 4), ("layer", "sgd", 8)
+        ("batch", "sgd", 4), ("batch", "sgd", 8), ("batch", "ghost", 8), ("batch", "sync", 4), ("batch", "sync", 8),
+        ("layer", "sgd", 4), ("layer", "sgd", 8), ("layer", "ghost", 8),
     ]  # fmt: skip
+    # LayerNorm reads no batch statistic, so under ghost it trains once, at the SGD batch, not once per group size
+    assert [stat_sizes(config, c) for c in cells(config) if c.protocol == "ghost"] == [(4, 8), (8,)]
     assert axes.kind("norm.num_groups") == STATIC and axes.kind("norm.epsilon") == VALUE

@@ -158,8 +158,8 @@ CASES = {
     "config calling sys.exit": (config_file("import sys\n\nsys.exit(0)\n"), "failed to run: SystemExit"),
     "zero workers": (option("--workers", "0"), "workers must be at least 1, got 0"),
     "a sweep of zero cells": (
-        settings("sweep.protocols=ghost", "sweep.norms=layer"),
-        "the sweep has no cells: protocols ghost run none of norms layer",
+        settings("sweep.protocols=sync", "sweep.norms=layer"),
+        "the sweep has no cells: protocols sync run none of norms layer",
     ),
     "train and test images of different shapes": (
         images_of_another_shape,

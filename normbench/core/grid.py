@@ -95,8 +95,11 @@ def run_steps(config: Config, cell: Cell, n_train: int) -> int:
 
 
 def stat_sizes(config: Config, cell: Cell) -> tuple[int, ...]:
-    """The examples that one batch statistic sees, per value of the protocol's axis (`ghost_size`)."""
-    return tuple(PROTOCOLS[cell.protocol].stat_sizes(cell_config(config, cell), cell.batch_size))
+    """The examples that one batch statistic sees, per value of the protocol's axis (`ghost_size`). A norm without
+    batch statistics reads none of them, so it runs once, at the largest (under `ghost`, the SGD batch): runs at
+    the others would repeat it bit for bit."""
+    sizes = tuple(PROTOCOLS[cell.protocol].stat_sizes(cell_config(config, cell), cell.batch_size))
+    return sizes if NORMS[cell.norm].batch_dependent else (max(sizes),)
 
 
 def run_values(config: Config, cell: Cell) -> dict[str, list]:

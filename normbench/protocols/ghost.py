@@ -1,6 +1,7 @@
 """`ghost`: every run's SGD batch is the largest of `sweep.batch_sizes`, while batch-dependent norms compute
 their statistics over ghost groups of each of the sizes (Hoffer et al., 2017; Wu & Johnson, 2021). The group
-size is a traced value, so all sizes train in one program."""
+size is a traced value, so all sizes train in one program. A batch-independent norm (LayerNorm, GroupNorm) trains
+once, at the SGD batch: the reference the batch-dependent norms' sizes are read against."""
 
 from normbench.config import Config, ConfigError
 from normbench.norms.registry import BatchStats
@@ -21,7 +22,6 @@ PROTOCOL = Protocol(
     summary="SGD batch = the largest size; batch statistics over ghost groups of each size, vmapped",
     stat_sizes=lambda config, batch: config.sweep.batch_sizes,
     cell_batches=lambda sizes: (max(sizes),),
-    batch_dependent_only=True,
     batch_stats=lambda size: BatchStats(group_size=size),
     check=check,
 )
