@@ -1,19 +1,34 @@
-"""Claims stated from the data: paired contrasts over seeds with their intervals, and tuning on the validation set
-alone."""
+"""Claims stated from the data: paired contrasts over seeds with their intervals, judged as a family by Holm's
+procedure, and tuning on the validation set alone."""
+
+import dataclasses
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 from scipy import stats
 
-from normbench.config import ConfigError
-from normbench.results.claims import at_choices, evaluate, parse_claim, tune
+from normbench.config import Config, ConfigError, ReportConfig
+from normbench.core.axes import run_columns
+from normbench.results.claims import (
+    ClaimError,
+    at_choices,
+    check_claim,
+    evaluate,
+    evaluate_all,
+    holm,
+    parse_claim,
+    tune,
+)
+from normbench.results.store import metric_columns
 
 SEEDS = np.arange(5)
 
 
 def table(rows):
     """Columns from dicts of run keys and metrics, one epoch each."""
-    keys = ["model", "norm", "batch_size", "learning_rate", "seed", "epoch", "train_acc", "val_acc", "test_acc"]
+    keys = ["model", "norm", "batch_size", "learning_rate", "seed", "epoch", "train_acc", "val_acc", "test_acc",
+            "test_acc_batch_stats", "test_loss"]  # fmt: skip
     columns = {k: np.array([r.get(k, 0) for r in rows]) for k in keys}
     columns["diverged"] = np.array([r.get("diverged", 0) for r in rows])
     columns["model"] = columns["model"].astype(str)
@@ -31,7 +46,7 @@ def drops(bn, gn):
     return table(rows)
 
 
-def test_a_contrast_is_the_mean_of_per_seed_differences_with_a_student_t_interval():
+def test_a_contrast_is_the_mean_of_per_seed_differences_with_a_student_t_interval_and_test():
     rng = np.random.default_rng(0)
     bn = (0.95 + 0.01 * rng.random(5), 0.60 + 0.05 * rng.random(5))
     gn = (0.94 + 0.01 * rng.random(5), 0.93 + 0.01 * rng.random(5))
@@ -44,15 +59,26 @@ def test_a_contrast_is_the_mean_of_per_seed_differences_with_a_student_t_interva
     half = stats.t.ppf(0.975, 4) * per_seed.std(ddof=1) / np.sqrt(5)
     assert finding.mean == pytest.approx(per_seed.mean())
     assert finding.half_width == pytest.approx(half)
-    assert finding.verdict() == "significant" and "points" in finding.line()
+    assert finding.p == pytest.approx(stats.ttest_1samp(per_seed, 0.0).pvalue, rel=1e-9)
+    assert finding.adjusted_p == finding.p and finding.family == 1  # judged alone, Holm changes nothing
+    assert finding.verdict() == "significant (Holm)" and "points" in finding.line()
+
+
+@pytest.mark.parametrize("spread", [0.005, 0.02, 0.2])
+def test_the_p_value_is_scipys_one_sample_t_test_on_the_per_seed_contrasts(spread):
+    rng = np.random.default_rng(1)
+    bn = (0.9 + spread * rng.standard_normal(5), 0.89 + spread * rng.standard_normal(5))
+    gn = (0.9 + spread * rng.standard_normal(5), 0.9 + spread * rng.standard_normal(5))
+    finding = evaluate(parse_claim("test_acc: norm=batch batch_size=2 - norm=group batch_size=2"), drops(bn, gn))
+    assert finding.p == pytest.approx(stats.ttest_1samp(bn[1] - gn[1], 0.0).pvalue, rel=1e-9)
 
 
 def test_a_contrast_whose_interval_holds_zero_is_not_significant():
     noise = np.array([0.02, -0.03, 0.01, -0.01, 0.015])
     finding = evaluate(parse_claim("test_acc: norm=batch batch_size=2 - norm=group batch_size=2"),
                        drops((noise, 0.9 + noise), (noise, 0.9 - noise)))  # fmt: skip
-    assert finding.verdict() == "not significant"
-    assert "**not significant**" in finding.line()
+    assert finding.verdict() == "not significant (Holm)"
+    assert "**not significant (Holm)**" in finding.line() and "excludes 0" not in finding.line()
 
 
 def test_seeds_with_a_diverged_run_are_left_out_and_counted():
@@ -150,7 +176,7 @@ def test_what_the_paper_says_follows_a_hash_and_summary_states_it_before_the_fin
     columns = drops((np.full(5, 0.9), np.full(5, 0.5)), (np.full(5, 0.9), np.full(5, 0.9)))
     text = "test_acc: norm=batch batch_size=2 - norm=group batch_size=2 # GN beats BN at batch 2 (Wu & He)."
     assert parse_claim(text) == parse_claim("test_acc: norm=batch batch_size=2 - norm=group batch_size=2")
-    line = _claim_line(text, columns)
+    line = _claim_line(text, evaluate_all([text], columns)[0])
     assert line.startswith("The paper: GN beats BN at batch 2 (Wu & He). Here: `test_acc: norm=batch batch_size=2")
     assert "-40.00 points" in line
 
@@ -162,3 +188,126 @@ def test_another_table_of_the_same_runs_keeps_the_rows_at_the_tuned_values():
     layers = {**table(rows * 2), "layer": np.repeat([1, 2], len(rows))}
     kept = at_choices(layers, choices)
     assert set(kept["learning_rate"]) == {0.1} and len(kept["layer"]) == 2 * 2 * len(SEEDS)
+
+
+def test_holms_adjusted_p_values_on_hand_computed_examples():
+    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04; running max 0.02, 0.03, 0.06, 0.06.
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    # 0.6 * 2 = 1.2 is capped at 1, and the larger p-value after it cannot fall below it.
+    np.testing.assert_allclose(holm([0.7, 0.6]), [1.0, 1.0])
+    np.testing.assert_allclose(holm([0.2]), [0.2])
+
+
+def step_down(p, alpha):
+    """Holm's procedure as stated: test the sorted p-values in turn, the k-th (from 1) at alpha / (m - k + 1),
+    rejecting until the first that passes."""
+    rejected = set()
+    for k, i in enumerate(np.argsort(p), start=1):
+        if p[i] > alpha / (len(p) - k + 1):
+            break
+        rejected.add(i)
+    return rejected
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_holm_rejects_exactly_what_the_step_down_procedure_rejects_and_its_p_is_the_smallest_level_that_does(seed):
+    rng = np.random.default_rng(seed)
+    p = rng.random(rng.integers(1, 13)) ** 3  # many small p-values, so that some levels reject some
+    adjusted = holm(p)
+    for alpha in (0.001, 0.01, 0.05, 0.1, 0.5):
+        assert {i for i in range(len(p)) if adjusted[i] <= alpha} == step_down(p, alpha)
+    # Each adjusted p-value is the smallest level at which the procedure rejects its hypothesis (1 if none does):
+    # levels change what it rejects only at (m - k + 1) * p_(k).
+    levels = sorted({min(1.0, (len(p) - k) * q) for k, q in enumerate(np.sort(p))})
+    for i in range(len(p)):
+        smallest = next((alpha for alpha in levels if i in step_down(p, alpha * (1 + 1e-12))), 1.0)
+        assert adjusted[i] == pytest.approx(smallest, rel=1e-9)
+
+
+NOISE = np.array([0.02, -0.03, 0.01, -0.01, 0.015])
+# Mean 0.03 and p = 0.040 over 5 seeds: its interval excludes 0, but not once tested among three claims.
+SHIFT = np.array([0.02, 0.06, 0.0, 0.04, 0.03])
+
+
+def family_table():
+    """Per seed, a base norm's test accuracy and three others': the base plus SHIFT, plus NOISE, plus NOISE reversed."""
+    base = 0.8 + 0.01 * np.arange(5)
+    accuracies = {"base": base, "shifted": base + SHIFT, "noisy": base + NOISE, "reversed": base + NOISE[::-1]}
+    rows = [
+        dict(norm=norm, seed=seed, epoch=1, test_acc=acc[seed]) for norm, acc in accuracies.items() for seed in SEEDS
+    ]
+    return table(rows)
+
+
+FAMILY = (
+    "test_acc: norm=shifted - norm=base > 0",
+    "test_acc: norm=noisy - norm=base",
+    "test_acc: norm=reversed - norm=base",
+)
+
+
+def test_a_claim_whose_interval_excludes_zero_is_not_significant_after_holms_correction_for_its_family():
+    columns = family_table()
+    alone = evaluate(parse_claim(FAMILY[0]), columns)
+    assert alone.interval_excludes_zero() and 0.0167 < alone.p < 0.05  # significant alone, not at 0.05 / 3
+    assert alone.verdict() == "significant (Holm)" and "agrees with the reference" in alone.line()
+    shifted, noisy, reversed_ = evaluate_all(FAMILY, columns)
+    assert shifted.family == 3 and shifted.adjusted_p == pytest.approx(3 * alone.p)
+    assert noisy.adjusted_p == reversed_.adjusted_p == pytest.approx(min(1.0, 2 * noisy.p))
+    line = shifted.line()
+    half = stats.t.ppf(0.975, 4) * SHIFT.std(ddof=1) / np.sqrt(5)
+    unadjusted = f"95% CI [{100 * (SHIFT.mean() - half):+.2f}, {100 * (SHIFT.mean() + half):+.2f}]"
+    assert unadjusted in line, "the interval printed stays the unadjusted one"
+    assert f"Holm-adjusted p = {3 * alone.p:.2f}" in line
+    assert "**not significant after Holm's correction for 3 claims**; unadjusted interval excludes 0" in line
+    assert "the reference's sign is not shown here" in line, "the reference's sign is judged by Holm's verdict"
+    assert "Holm-adjusted p = 1.00: **not significant (Holm)**" in noisy.line()
+
+
+def test_summary_states_the_correction_and_every_claims_holm_verdict():
+    from normbench.reports.summary import claims_section
+
+    config = dataclasses.replace(Config(), report=ReportConfig(claims=(*FAMILY, "test_acc: norm=batch - norm=base")))
+    text = "\n".join(claims_section(family_table(), config))
+    assert "Holm-Bonferroni over the 3 claims of this study that these runs decide (of 4)" in text
+    assert "family-wise error 5%" in text
+    assert "not significant after Holm's correction for 3 claims" in text
+    assert "`test_acc: norm=batch - norm=base`: not evaluated: no run has norm=batch" in text
+    assert "**significant" not in text
+
+
+def test_a_term_may_name_its_own_metric_and_the_contrast_is_the_difference_of_the_two_columns():
+    rng = np.random.default_rng(2)
+    running, own = 0.9 + 0.01 * rng.random(5), 0.7 + 0.05 * rng.random(5)
+    group = 0.85 + 0.01 * rng.random(5)
+    rows = [dict(norm="batch", seed=s, epoch=2, test_acc=running[s], test_acc_batch_stats=own[s]) for s in SEEDS]
+    rows += [dict(norm="group", seed=s, epoch=2, test_acc=group[s], test_acc_batch_stats=0.0) for s in SEEDS]
+    rows += [dict(norm="batch", seed=s, epoch=1, test_acc=0.0, test_acc_batch_stats=0.0) for s in SEEDS]
+    columns = table(rows)
+    claim = parse_claim("test_acc, norm=batch: metric=test_acc_batch_stats - metric=test_acc")
+    assert claim.metrics == ("test_acc", "test_acc_batch_stats") and claim.terms[1].pairs == ()
+    finding = evaluate(claim, columns)
+    assert finding.mean == pytest.approx(np.mean(own - running)) and finding.seeds == 5
+    assert finding.p == pytest.approx(stats.ttest_1samp(own - running, 0.0).pvalue, rel=1e-9)
+    assert "points" in finding.line()
+    # A term without one reads the head's metric.
+    mixed = evaluate(parse_claim("test_acc: norm=batch metric=test_acc_batch_stats - norm=group"), columns)
+    assert mixed.mean == pytest.approx(np.mean(own - group))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("test_acc: norm=batch metric=test_acc_wrong - norm=none", "unknown metric 'test_acc_wrong'; valid: epoch, "),
+        ("test_accc: norm=batch - norm=none", "unknown metric 'test_accc'; valid: epoch, "),
+        ("test_acc: metric=test_loss - metric=test_acc", "mixes accuracies (test_acc), in points, with metrics of"),
+        ("test_loss: metric=train_acc norm=batch - norm=none", "all accuracies or none is"),
+        ("test_acc, metric=test_loss: norm=batch - norm=none", "the claim's metric comes first"),
+        ("test_acc: metric=test_loss metric=test_acc norm=batch - norm=none", "names metric= 2 times"),
+    ],
+)
+def test_a_bad_metric_is_refused_in_one_line_before_anything_trains(text, message):
+    config = tiny_config(norms=("batch", "none"))
+    with pytest.raises(ClaimError) as error:
+        check_claim(text, metric_columns(config), run_columns(config))
+    assert message in str(error.value) and "\n" not in str(error.value)

@@ -14,7 +14,7 @@ from normbench.data import load
 from normbench.errors import UserError
 from normbench.models import norm_positions
 from normbench.reports.layer_figures import fluctuation_settings, setting_label
-from normbench.results.claims import EXPECTED_SIGN, ClaimError, at_choices, evaluate, paper_note, parse_claim, tune
+from normbench.results.claims import EXPECTED_SIGN, FAMILY_ERROR, Finding, at_choices, evaluate_all, paper_note, tune
 from normbench.results.stats import final_epoch, mean_ci, norm_batch
 from normbench.results.store import atomic_write, read_meta
 
@@ -105,29 +105,34 @@ def batch_drop_table(final, config: Config, input_shape=None) -> list[str]:
 def claims_section(columns, config: Config) -> list[str]:
     if not config.report.claims:
         return []
+    results = evaluate_all(config.report.claims, columns)
+    family = max((r.family for r in results if isinstance(r, Finding)), default=0)
+    stated = len(config.report.claims)
+    claims = f"{family} claim{'s' * (family != 1)} of this study"
+    claims += "" if family == stated else f" that these runs decide (of {stated})"
     lines = [
         "## Headline comparisons",
         "",
         "Each contrast is computed per seed (runs that share a seed share their initial weights and minibatch "
-        "order), then averaged; its 95% interval is Student t over seeds, and a comparison whose interval holds 0 "
-        "is not significant.",
+        "order), then averaged; its 95% interval is Student t over seeds. The claims are judged as one family: "
+        "each one's two-sided paired t test (the t statistic its interval inverts) gives a p-value, adjusted by "
+        f"Holm-Bonferroni over the {claims}, and a claim is significant where its adjusted p is below "
+        f"{FAMILY_ERROR:g} (family-wise error {FAMILY_ERROR:.0%}). The interval is not adjusted: one that excludes 0 "
+        "can belong to a claim that is not significant after the correction, and its line says so.",
         "",
     ]
     if any(EXPECTED_SIGN.search(paper_note(text)[0]) for text in config.report.claims):
         lines[-2] += (" A claim ending in `< 0` or `> 0` carries the sign that its reference (the paper the study "
                       "follows) reports, and says whether these runs agree with it, do not show it, or show the "
                       "opposite.")  # fmt: skip
-    return lines + [f"- {_claim_line(text, columns)}" for text in config.report.claims] + [""]
+    return lines + [f"- {_claim_line(text, r)}" for text, r in zip(config.report.claims, results)] + [""]
 
 
-def _claim_line(text: str, columns) -> str:
+def _claim_line(text: str, result) -> str:
     """A claim's finding, or why these runs cannot decide it (a sweep narrowed with --set may lack its runs):
     the summary of a finished sweep never fails on a claim. After what the paper says, when the claim gives it."""
     claim, paper = paper_note(text)
-    try:
-        found = evaluate(parse_claim(claim), columns).line()
-    except ClaimError as e:
-        found = f"`{claim}`: not evaluated: {e.reason}"
+    found = result.line() if isinstance(result, Finding) else f"`{claim}`: not evaluated: {result.reason}"
     return f"The paper: {paper} Here: {found}" if paper else found
 
 
