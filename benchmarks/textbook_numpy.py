@@ -8,6 +8,9 @@ with np.random.choice, 20 epochs of 10 iterations on the first 1,000 mnist5k tra
 stds in logspace(0, -4, 16), with and without BN (momentum 0.9, eps 10e-7), training accuracy after each
 epoch on running averages. It prints the whole process's wall time and the final accuracies, so the
 comparison with `normbench run configs/init_scale.py --set sweep.seeds=0` is made on one machine.
+
+`Net` takes its initial weight matrices and `Net.step` the minibatch, so a test can feed it normbench's draws
+(tests/test_textbook_reference.py).
 """
 
 import time
@@ -22,11 +25,15 @@ from normbench.config import DataConfig  # noqa: E402
 from normbench.data import load  # noqa: E402
 
 
+def draw_weights(sizes, init_std, rng):
+    return [init_std * rng.standard_normal((a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+
+
 class Net:
-    def __init__(self, sizes, init_std, use_bn, rng):
-        self.W = [init_std * rng.standard_normal((a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
-        self.b = [np.zeros(b) for b in sizes[1:]]
-        hidden = sizes[1:-1]
+    def __init__(self, weights, use_bn):
+        self.W = [np.array(w, np.float64) for w in weights]
+        self.b = [np.zeros(w.shape[1]) for w in self.W]
+        hidden = [w.shape[1] for w in self.W[:-1]]
         self.use_bn = use_bn
         self.gamma = [np.ones(h) for h in hidden]
         self.beta = [np.zeros(h) for h in hidden]
@@ -57,9 +64,15 @@ class Net:
         return x @ self.W[-1] + self.b[-1], cache
 
     def step(self, x, t, lr):
+        """One SGD step on the minibatch (x, t); returns its mean cross-entropy before the step. The book's
+        SoftmaxWithLoss adds 1e-7 inside the log of the loss it reports; that term never reaches the gradient,
+        and the loss here leaves it out, so that it is the exact cross-entropy normbench (optax) reports."""
         logits, cache = self.forward(x, train=True)
-        y = np.exp(logits - logits.max(1, keepdims=True))
-        y /= y.sum(1, keepdims=True)
+        shifted = logits - logits.max(1, keepdims=True)
+        y = np.exp(shifted)
+        total = y.sum(1, keepdims=True)
+        y /= total
+        loss = float(np.mean(np.log(total[:, 0]) - shifted[np.arange(len(t)), t]))
         dout = y.copy()
         dout[np.arange(len(t)), t] -= 1
         dout /= len(t)
@@ -83,6 +96,7 @@ class Net:
             dout = dout @ self.W[i].T
             self.W[i] -= lr * dW
             self.b[i] -= lr * db
+        return loss
 
     def accuracy(self, x, t):
         return float((self.forward(x, train=False)[0].argmax(1) == t).mean())
@@ -100,7 +114,7 @@ def main():
         for std in np.logspace(0, -4, 16):
             for use_bn in (True, False):
                 rng = np.random.default_rng(seed)
-                net = Net(sizes, std, use_bn, rng)
+                net = Net(draw_weights(sizes, std, rng), use_bn)
                 with np.errstate(all="ignore"):
                     for _ in range(20):
                         for _ in range(10):
