@@ -39,7 +39,7 @@ def test_layer_diagnostics_match_a_hand_written_forward_pass(norm):
     x, y = jnp.asarray(rng.random((8, 4), np.float32)), jnp.asarray(rng.integers(0, 3, 8))
     variables = model.init(jax.random.PRNGKey(1), x, train=False)
     params, stats = variables["params"], variables.get("batch_stats", {})
-    d = layer_diagnostics(model, params, stats, x, y, model, x[None])
+    d = layer_diagnostics(model, params, stats, x, y, model, x[None], 8)
 
     def normalize(h, name):
         if norm == "none":
@@ -83,7 +83,7 @@ def test_diagnostics_at_chosen_epochs_come_from_the_states_training_reaches():
     model = build_model("mlp", config.model, NORMS["batch"].make(config.norm, WHOLE_BATCH), dataset.num_classes)
     final = jax.tree.map(lambda a: a[0, 1], (states.params, states.batch_stats))
     x = dataset.train_x[:8]
-    expected = layer_diagnostics(model, *final, x, dataset.train_y[:8], model, x[None])
+    expected = layer_diagnostics(model, *final, x, dataset.train_y[:8], model, x[None], 8)
     np.testing.assert_allclose(with_diagnostics.diagnostics[3].grad_norm[0, 1], expected.grad_norm, rtol=1e-4)
 
 
@@ -120,7 +120,7 @@ def test_batch_fluctuation_is_the_distance_of_each_batch_statistic_from_the_runn
             p = params[f"{type(model.norm(True)).__name__}_{i}"]
             h = np.maximum(normed * np.asarray(p["scale"]) + np.asarray(p["bias"]), 0)
     x, y = jnp.asarray(batches[0]), jnp.zeros(8, jnp.int32)
-    d = layer_diagnostics(model, params, stats, x, y, probe, jnp.asarray(batches))
+    d = layer_diagnostics(model, params, stats, x, y, probe, jnp.asarray(batches), 8)
     np.testing.assert_allclose(d.var_fluctuation, seconds.mean(0), rtol=1e-4)
     if norm == "batch":
         np.testing.assert_allclose(d.mean_fluctuation, means.mean(0), rtol=1e-4)
@@ -133,7 +133,7 @@ def test_a_norm_without_batch_statistics_has_no_fluctuation(norm):
     model = build_model("mlp", ModelConfig(hidden=(6, 5)), NORMS[norm].make(tiny_config().norm, WHOLE_BATCH), 3)
     x = jnp.asarray(np.random.default_rng(0).random((8, 4), np.float32))
     variables = model.init(jax.random.PRNGKey(1), x, train=False)
-    d = layer_diagnostics(model, variables["params"], {}, x, jnp.zeros(8, jnp.int32), model, x[None])
+    d = layer_diagnostics(model, variables["params"], {}, x, jnp.zeros(8, jnp.int32), model, x[None], 8)
     assert d.mean_fluctuation.shape == d.var_fluctuation.shape == (2,)
     assert np.isnan(d.mean_fluctuation).all() and np.isnan(d.var_fluctuation).all()
     assert np.isfinite(d.grad_norm).all()

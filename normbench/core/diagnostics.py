@@ -14,13 +14,29 @@ At each chosen epoch (0: at init) every run passes its first training batch thro
   averaged over the batches PreciseBN reads (`train.precise_bn_examples`), the weights frozen. sigma^2 stands for
   the norm's second-moment statistic: PowerNorm's quadratic mean psi^2 (it keeps no mean: `mean_fluctuation` NaN),
   batch renorm's sigma^2. A norm without running statistics (LayerNorm, none) has neither: NaN;
+- `mean_noise`, `var_noise`, `positions`: how noisy a batch statistic of the run's own size g is (`ghost_size`:
+  its ghost group, or its whole batch): what BatchNorm sees there, or would see under any other norm. PreciseBN's
+  batches (`statistics_batch` examples each, a multiple of g) are cut into groups of g consecutive examples; over
+  all the groups, per channel, Var(mu_B) / sigma^2 and Var(sigma^2_B) / sigma^4, mu_B and sigma^2_B (biased) a
+  group's mean and variance of the layer's pre-norm values, mu and sigma^2 those of all the values of all the
+  batches (the population); then the mean over the channels that vary. `positions` is the values per example
+  and channel (1 for the MLP, the pixels of a conv layer's output, a ViT's tokens), so a statistic holds
+  n = g x positions values.
+  Why these: for n values drawn iid from a Gaussian, Var(mu_B) / sigma^2 = 1/n and Var(sigma^2_B) / sigma^4 =
+  2(n - 1)/n^2 ~ 2/n (for other iid values (kurtosis - 1)/n). So against g the noise falls as 1/g if an image's
+  positions move as one value, and as 1/(g x positions) if they are independent: where a layer lies between the
+  two says how many independent values its statistic really holds, the question of whether BN's batch is
+  counted in images or in values. The variance over groups is the unbiased one (their own mean is the reference);
+  with a single group, or no channel that varies (an MLP's layers after a BatchNorm over one example, which
+  outputs its bias), there is none: NaN;
 - `pre_hist`, `output_hist`: histograms of log10 |value| over `LOG10_EDGES`, as fractions of all values (the
   zeros and non-finite values are in no bin; values beyond the edges are counted in the end bins). A log scale shows
   an activation that collapses towards 0 or explodes as plainly as one that stays put.
 
 All of it is computed inside the compiled program (`Training.diagnose`, from the sown and perturbed values of
 `normbench.models.probes`) and written as `diagnostics.csv`, one row per run, epoch and layer; its figures are
-`normbench.reports.layer_figures`.
+`normbench.reports.layer_figures`. Tables written before the noise was measured lack its columns: they read back
+as NaN (`read_diagnostics`).
 """
 
 from __future__ import annotations
@@ -33,14 +49,17 @@ import numpy as np
 import optax
 
 from normbench.config import Config
+from normbench.norms.moments import batch_moments
 from normbench.results.table import read_table, table_csv
 
 LOG10_EDGES = np.arange(-12.0, 6.01, 0.5)
 # What diagnostics.csv records of a run at each recorded epoch and layer, after its key columns.
 COLUMNS = (
     "epoch", "layer", "pre_std", "output_std", "zero_frac", "nonfinite_frac", "grad_norm", "mean_fluctuation",
-    "var_fluctuation", "pre_hist", "output_hist",
+    "var_fluctuation", "mean_noise", "var_noise", "positions", "pre_hist", "output_hist",
 )  # fmt: skip
+# Columns of COLUMNS that tables written before them lack; they read back as NaN.
+LATER_COLUMNS = ("mean_noise", "var_noise", "positions")
 DIAGNOSTICS = "diagnostics.csv"
 
 
@@ -54,13 +73,17 @@ class Diagnostics(NamedTuple):
     grad_norm: jax.Array
     mean_fluctuation: jax.Array
     var_fluctuation: jax.Array
+    mean_noise: jax.Array
+    var_noise: jax.Array
+    positions: jax.Array
     pre_hist: jax.Array  # (layers, len(LOG10_EDGES) - 1)
     output_hist: jax.Array
 
 
-def layer_diagnostics(model, params, batch_stats, x, y, probe, batches) -> Diagnostics:
-    """The diagnostics of the batch `x`, `y`, and the fluctuation of the batch statistics over `batches` (a stack
-    of input batches), which `probe`, the model with its norms' momentum at 0, reads (`batch_fluctuation`)."""
+def layer_diagnostics(model, params, batch_stats, x, y, probe, batches, group_size) -> Diagnostics:
+    """The diagnostics of the batch `x`, `y`, and the fluctuation and noise of the batch statistics over `batches`
+    (a stack of input batches), which `probe`, the model with its norms' momentum at 0, reads (`batch_fluctuation`,
+    `statistic_noise` of statistics over `group_size` examples, which may be traced)."""
 
     def forward(variables):
         return model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
@@ -77,6 +100,7 @@ def layer_diagnostics(model, params, batch_stats, x, y, probe, batches) -> Diagn
     pre, out = sown["pre_norm"], sown["output"]
     grad = [grads[f"layer{i}"] for i in range(len(out))]
     mean_fluctuation, var_fluctuation = batch_fluctuation(probe, plain, batches, len(out))
+    mean_noise, var_noise = statistic_noise(probe, plain, batches, group_size)
     return Diagnostics(
         pre_std=jnp.stack([v.std() for v in pre]),
         output_std=jnp.stack([v.std() for v in out]),
@@ -85,6 +109,9 @@ def layer_diagnostics(model, params, batch_stats, x, y, probe, batches) -> Diagn
         grad_norm=jnp.stack([jnp.sqrt(jnp.sum(g**2)) for g in grad]),
         mean_fluctuation=mean_fluctuation,
         var_fluctuation=var_fluctuation,
+        mean_noise=mean_noise,
+        var_noise=var_noise,
+        positions=jnp.asarray([v.size // (v.shape[0] * v.shape[-1]) for v in pre], jnp.float32),
         pre_hist=jnp.stack([log_histogram(v) for v in pre]),
         output_hist=jnp.stack([log_histogram(v) for v in out]),
     )
@@ -111,6 +138,46 @@ def batch_fluctuation(probe, variables, batches, layers: int) -> tuple[jax.Array
     _, per_batch = jax.lax.scan(one, None, batches)
     distance = per_batch.mean(0)  # (layers, 2)
     return distance[:, 0], distance[:, 1]
+
+
+def statistic_noise(probe, variables, batches, group_size) -> tuple[jax.Array, jax.Array]:
+    """Per layer, Var(mu_B) / sigma^2 and Var(sigma^2_B) / sigma^4 over the groups of `group_size` consecutive
+    examples of `batches` (see the module docstring). The groups' statistics are the norms' own
+    (`normbench.norms.moments.batch_moments`), so a traced size needs no shape of its own; the forward pass is
+    `probe`'s, nothing updated, so a later layer sees what it sees in training."""
+
+    def one(_, x):
+        _, state = probe.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
+        return None, [_batch_moments(pre, group_size) for pre in state["intermediates"]["pre_norm"]]
+
+    _, per_batch = jax.lax.scan(one, None, batches)
+    groups = batches.shape[0] * batches.shape[1] / group_size
+    noise = jnp.stack([jnp.stack(_noise(*moments, groups)) for moments in per_batch])  # (layers, 2)
+    return noise[:, 0], noise[:, 1]
+
+
+def _batch_moments(pre, group_size):
+    """One batch's (per example: its group's mean and variance, (B, C)), and the batch's mean and variance."""
+    grouped, whole = batch_moments(pre, group_size), batch_moments(pre)
+    channels = pre.shape[-1]
+    return grouped.mean.reshape(-1, channels), grouped.var.reshape(-1, channels), whole.mean, whole.var
+
+
+def _noise(group_mean, group_var, batch_mean, batch_var, groups):
+    """The two noises, mean over the channels that vary, from per-batch moments (leading axis: batch). Every group
+    holds as many examples, so a mean over examples of their group's statistic is the mean over groups, and the
+    batches' moments give the population's by the law of total variance."""
+    mean, var = batch_mean.mean(0), batch_var.mean(0) + batch_mean.var(0)
+    unbiased = jnp.where(groups > 1, groups / jnp.maximum(groups - 1, 1), jnp.nan)
+    mean_var = jnp.square(group_mean - mean).mean((0, 1)) * unbiased
+    var_var = jnp.square(group_var - group_var.mean((0, 1))).mean((0, 1)) * unbiased
+    varies = var > 0
+    safe = jnp.where(varies, var, 1.0)
+
+    def over_channels(per_channel):
+        return jnp.sum(jnp.where(varies, per_channel, 0.0)) / jnp.sum(varies)
+
+    return over_channels(mean_var / safe), over_channels(var_var / jnp.square(safe))
 
 
 def in_layer_order(stats: dict) -> list[dict]:
@@ -160,5 +227,8 @@ def diagnostics_csv(config: Config, results) -> str:
 
 
 def read_diagnostics(path) -> dict[str, np.ndarray]:
-    """`diagnostics.csv` as columns; the histograms as (rows, bins) float arrays."""
-    return read_table(path, COLUMNS)
+    """`diagnostics.csv` as columns; the histograms as (rows, bins) float arrays; `LATER_COLUMNS` that an older
+    table lacks as NaN."""
+    columns = read_table(path, [c for c in COLUMNS if c not in LATER_COLUMNS])
+    rows = len(columns["epoch"])
+    return {**columns, **{c: np.full(rows, np.nan) for c in LATER_COLUMNS if c not in columns}}

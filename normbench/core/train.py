@@ -520,6 +520,6 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
         x, y = data.train_x[:batch], data.train_y[:batch]
         probe = model_for(values, momentum=0.0)
         return layer_diagnostics(model_for(values), train.params, train.batch_stats, x, y, probe,
-                                 precise_inputs(seed, data))  # fmt: skip
+                                 precise_inputs(seed, data), values["ghost_size"])  # fmt: skip
 
     return Training(start, epochs, finish, diagnose, num_epochs)

@@ -7,7 +7,9 @@ import numpy as np
 from normbench.config import Config
 from normbench.core.axes import EPOCH, key_columns
 from normbench.core.diagnostics import LOG10_EDGES
+from normbench.errors import UserError
 from normbench.reports.labels import norm_label, seeds_text
+from normbench.results.stats import mean_ci
 
 
 def _spread(values, count: int) -> list:
@@ -164,10 +166,109 @@ def fluctuation_figure(columns: dict[str, np.ndarray], config: Config):
     return fig
 
 
+# The statistic_noise figure's rows: (column, axis label, Gaussian reference for a statistic of n values, its label).
+NOISES = (
+    ("mean_noise", "Var(μ_B) / σ²", lambda n: 1.0 / n, "1/n"),
+    ("var_noise", "Var(σ²_B) / σ⁴", lambda n: 2.0 * (n - 1) / n**2, "2(n-1)/n² ≈ 2/n"),
+)
+
+
+def noise_settings(columns, tuned: tuple[str, ...]) -> tuple[list[str], list[tuple]]:
+    """The columns that tell the statistic_noise figure's panels apart, and its panels' configurations: those
+    measured at several statistic sizes (the batch-dependent norms), else every measured one. Neither the seed nor
+    the size (`ghost_size`, and the `batch_size` that is it under `sgd`) nor a tuned axis splits a panel."""
+    has = np.isfinite(columns["mean_noise"])
+    if not has.any():
+        raise UserError("diagnostics.csv has no statistic noise (mean_noise): it was written before normbench "
+                        "measured it; rerun the study to draw statistic_noise")  # fmt: skip
+    apart = ("seed", "ghost_size", "batch_size", *tuned)
+    keys = [k for k in key_columns(columns) if k not in apart and len(np.unique(columns[k][has])) > 1] or ["norm"]
+    settings = list(dict.fromkeys(zip(*(columns[k][has] for k in keys))))
+
+    def sizes(setting):
+        return len(np.unique(columns["ghost_size"][has & np.all([columns[k] == v for k, v in zip(keys, setting)], 0)]))
+
+    return keys, [s for s in settings if sizes(s) > 1] or settings
+
+
+def _positive(values):
+    """Values for a log axis: 0 (the variance of a one-value statistic) and below left out."""
+    values = np.asarray(values, dtype=float)
+    return np.where(values > 0, values, np.nan)
+
+
+def statistic_noise_figure(columns: dict[str, np.ndarray], config: Config):
+    """The noise of a batch statistic against the images it is taken over, g (`normbench.core.diagnostics`,
+    `mean_noise` and `var_noise`), at the last recorded epoch: one column per model (and norm), Var(μ_B)/σ² in
+    the first row, Var(σ²_B)/σ⁴ in the second, one line per layer, mean over seeds with its 95% interval (Student
+    t). The references are a Gaussian statistic of n iid values: dashed with n = g, an image's positions moving as
+    one; dotted in the layer's colour with n = g x positions, every value independent (drawn only where a layer
+    has several positions). Where a layer's points fall between the two says whether its noise follows images or
+    values."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import NullLocator
+
+    epoch = int(columns[EPOCH].max())
+    columns = {k: v[columns[EPOCH] == epoch] for k, v in columns.items()}
+    keys, settings = noise_settings(columns, config.report.tune)
+    fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings) + 0.4, 7.4), squeeze=False)
+    sizes = np.unique(columns["ghost_size"][np.isfinite(columns["mean_noise"])])
+    for col, setting in enumerate(settings):
+        rows = np.isfinite(columns["mean_noise"]) & np.all([columns[k] == v for k, v in zip(keys, setting)], axis=0)
+        layers = np.unique(columns["layer"][rows])
+        for ax, (field, label, reference, formula) in zip(axes[:, col], NOISES):
+            g = np.unique(columns["ghost_size"][rows]).astype(float)
+            ax.plot(g, _positive(reference(g)), "--", color="0.3", linewidth=1)
+            for i, layer in enumerate(layers):
+                color = plt.cm.viridis(i / max(len(layers) - 1, 1) * 0.85)
+                at = rows & (columns["layer"] == layer)
+                positions = int(np.nanmax(columns["positions"][at]))
+                stats = [_over_seeds(columns[field][at & (columns["ghost_size"] == size)]) for size in g]
+                mean, half = (np.array(v) for v in zip(*stats))
+                ax.plot(g, _positive(mean), "o-", markersize=3.5, color=color,
+                        label=f"layer {layer}: {positions} position{'s' * (positions > 1)}")  # fmt: skip
+                ax.fill_between(g, _positive(mean - half), _positive(mean + half), color=color, alpha=0.2,
+                                linewidth=0)  # fmt: skip
+                if positions > 1:
+                    ax.plot(g, _positive(reference(g * positions)), ":", color=color, linewidth=1.3)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xticks(sizes, [str(int(s)) for s in sizes])
+            ax.xaxis.set_minor_locator(NullLocator())  # log2 minor ticks would fall between the sizes
+            ax.grid(alpha=0.3, which="both")
+            ax.set_xlabel("images per statistic, g", fontsize=8.5)
+            ax.set_ylabel(f"{label}  (Gaussian: {formula})", fontsize=8.5)
+        axes[0, col].set_title(setting_label(keys, setting), fontsize=9.5)
+        axes[0, col].legend(fontsize=7)
+    styles = [
+        Line2D([], [], color="0.3", marker="o", markersize=3.5, label="measured: mean over seeds, 95% CI"),
+        Line2D([], [], color="0.3", linestyle="--", label="Gaussian, n = g: positions move as one"),
+        Line2D([], [], color="0.3", linestyle=":", label="Gaussian, n = g × positions: independent"),
+    ]
+    wide = len(settings) > 1
+    fig.legend(handles=styles, loc="lower center", ncol=3 if wide else 1, fontsize=8, frameon=False)
+    seeds = seeds_text(len(np.unique(columns["seed"])))
+    tuned = f", at the tuned {' and '.join(config.report.tune)}" if config.report.tune else ""
+    fig.suptitle(f"{config.name}: does a batch statistic's noise follow its g images (dashed) or its g × positions "
+                 f"values (dotted)?\nPer layer at epoch {epoch}, mean over {seeds}{tuned}", fontsize=10.5,
+                 wrap=True)  # fmt: skip
+    fig.tight_layout(rect=(0, (0.45 if wide else 0.75) / fig.get_size_inches()[1], 1, 1))
+    return fig
+
+
+def _over_seeds(values) -> tuple[float, float]:
+    """`mean_ci` of the finite values (a diverged run's are not); NaN for none."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    return mean_ci(values) if len(values) else (np.nan, np.nan)
+
+
 FIGURES = {
     "activations": activations_figure,
     "layer_stats": layer_stats_figure,
     "batch_fluctuation": fluctuation_figure,
+    "statistic_noise": statistic_noise_figure,
 }
 # What a config with layer diagnostics that names none of FIGURES gets: the textbook's pictures of its layers.
 DEFAULT = ("activations", "layer_stats")
