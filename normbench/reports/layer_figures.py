@@ -97,6 +97,18 @@ FLUCTUATIONS = {
     "mean_fluctuation": "mean: (1/d) ||μ_B - μ||",
     "var_fluctuation": "variance: (1/d) ||σ²_B - σ²||",
 }
+# Each fluctuation over its layer's scale: the mean's distance over the standard deviation of the layer's pre-norm
+# values (`pre_std`), the variance's over its square. In a residual stream that scale grows with depth, and the
+# distances grow with it: relative to it, a deeper layer's statistics may stray no more than the first's.
+RELATIVE = {
+    "mean_fluctuation": ("(1/d) ||μ_B - μ|| / std", 1),
+    "var_fluctuation": ("(1/d) ||σ²_B - σ²|| / std²", 2),
+}
+
+
+def relative_fluctuation(columns, field: str) -> np.ndarray:
+    """`field` (one of FLUCTUATIONS) over its layer's scale, row by row: over `pre_std` to the statistic's order."""
+    return columns[field] / columns["pre_std"] ** RELATIVE[field][1]
 
 
 def setting_label(keys, values) -> str:
@@ -123,46 +135,52 @@ def fluctuation_settings(columns, tuned: tuple[str, ...]) -> tuple[list[str], li
 
 
 def fluctuation_figure(columns: dict[str, np.ndarray], config: Config):
-    """Shen et al.'s (2020) Figure 2 per layer: how far each batch's statistics stray from the running ones over
-    training, the mean's and the variance's (PowerNorm: its quadratic mean's), one curve per layer, mean over
-    seeds; one panel per statistic and configuration of a norm with batch statistics. Logarithmic: the layers
-    differ by orders of magnitude."""
+    """Shen et al.'s (2020) Figure 2 per layer: how far each batch's statistics stray from the running ones, the
+    mean's and the variance's (PowerNorm: its quadratic mean's), against the layer, as measured and over the
+    layer's scale (`RELATIVE`), one line per configuration of a norm with batch statistics, mean over seeds; one
+    column per recorded epoch after init (at most 3). At init (epoch 0) the running statistics are still their
+    initial values (mean 0, variance 1), so the distance there is not a fluctuation: it is not drawn.
+    Logarithmic: the layers differ by orders of magnitude."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    trained = np.unique(columns[EPOCH][columns[EPOCH] >= 1])
+    if not len(trained):
+        raise UserError("batch_fluctuation draws the epochs after init, and diagnostics.csv records none: add one "
+                        "to train.diagnostics_at")  # fmt: skip
+    epochs = sorted(_spread(trained, 3))
     keys, settings = fluctuation_settings(columns, config.report.tune)
-    panels = [
-        (setting, field)
-        for setting in settings
-        for field in FLUCTUATIONS
-        if not np.isnan(columns[field][np.all([columns[k] == v for k, v in zip(keys, setting)], 0)]).all()
-    ]
-    ncols = min(len(panels), 3)
-    nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 2.6 * nrows + 0.9), squeeze=False)
-    layers = np.unique(columns["layer"])
-    for ax, (setting, field) in zip(axes.flat, panels):
-        rows = np.all([columns[k] == v for k, v in zip(keys, setting)], axis=0)
-        for layer in layers:
-            at = rows & (columns["layer"] == layer)
-            epochs = np.unique(columns[EPOCH][at])
-            means = [np.nanmean(columns[field][at & (columns[EPOCH] == e)]) for e in epochs]
-            ax.plot(epochs, means, "o-", markersize=2.5, color=plt.cm.viridis(layer / len(layers)),
-                    label=f"layer {layer}")  # fmt: skip
-        ax.set_yscale("log")
-        ax.set_title(f"{setting_label(keys, setting)}\n{FLUCTUATIONS[field]}", fontsize=8.5)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(panels) :]:
-        ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(layers), fontsize=8, frameon=False)
+    rows = [(field, relative) for field in FLUCTUATIONS for relative in (False, True)
+            if not np.isnan(columns[field]).all()]  # fmt: skip
+    fig, axes = plt.subplots(len(rows), len(epochs), figsize=(4.0 * len(epochs), 2.5 * len(rows) + 1.4),
+                             sharey="row", squeeze=False)  # fmt: skip
+    for (field, relative), row in zip(rows, axes):
+        values = relative_fluctuation(columns, field) if relative else columns[field]
+        for ax, epoch in zip(row, epochs):
+            for i, setting in enumerate(settings):
+                at = np.all([columns[k] == v for k, v in zip(keys, setting)], axis=0) & (columns[EPOCH] == epoch)
+                if np.isnan(values[at]).all():  # PowerNorm keeps no mean
+                    continue
+                layers = np.unique(columns["layer"][at])
+                means = [np.nanmean(values[at & (columns["layer"] == layer)]) for layer in layers]
+                ax.plot(layers, means, "o-", markersize=3, color=f"C{i}", label=setting_label(keys, setting))
+            ax.set_yscale("log")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are counted, never 1.5
+            ax.grid(alpha=0.3, which="both")
+        row[0].set_ylabel(RELATIVE[field][0] if relative else FLUCTUATIONS[field].split(": ")[1], fontsize=8.5)
+    for ax, epoch in zip(axes[0], epochs):
+        ax.set_title(f"epoch {epoch}", fontsize=9.5)
+    for ax in axes[-1]:
+        ax.set_xlabel("layer", fontsize=8.5)
+    # Every configuration draws a variance row, not every one a mean row (PowerNorm keeps none).
+    handles, labels = axes[-1, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     seeds = seeds_text(len(np.unique(columns["seed"])))
-    fig.suptitle(f"{config.name}: distance of the batch statistics from the running ones, per layer (Shen et al., "
-                 f"2020, Fig. 2); mean over {seeds}; PowerNorm keeps ψ², no μ", fontsize=10,
-                 wrap=True)  # fmt: skip
-    fig.tight_layout(rect=(0, 0.5 / fig.get_size_inches()[1], 1, 1))
+    fig.suptitle(f"{config.name}: distance of the batch statistics from the running ones per layer (Shen et al., "
+                 f"2020, Fig. 2), as measured and over the layer's scale (std: of its pre-norm values); mean over "
+                 f"{seeds}; PowerNorm's σ² is its ψ², and it keeps no μ", fontsize=10, wrap=True)  # fmt: skip
+    legend_rows = -(-len(labels) // min(len(labels), 4))
+    fig.tight_layout(rect=(0, (0.25 * legend_rows + 0.15) / fig.get_size_inches()[1], 1, 1))
     return fig
 
 

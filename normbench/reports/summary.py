@@ -13,8 +13,20 @@ from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
 from normbench.data import load
 from normbench.errors import UserError
 from normbench.models import norm_positions
-from normbench.reports.layer_figures import fluctuation_settings, setting_label
-from normbench.results.claims import EXPECTED_SIGN, FAMILY_ERROR, Finding, at_choices, evaluate_all, paper_note, tune
+from normbench.reports.labels import norm_label
+from normbench.reports.layer_figures import RELATIVE, fluctuation_settings, relative_fluctuation, setting_label
+from normbench.results.claims import (
+    EXPECTED_SIGN,
+    FAMILY_ERROR,
+    Finding,
+    at_choices,
+    evaluate_all,
+    holm,
+    p_text,
+    paper_note,
+    tune,
+)
+from normbench.results.matched_loss import LOSS_MATCH, REFERENCE, matched_contrasts
 from normbench.results.stats import final_epoch, mean_ci, norm_batch
 from normbench.results.store import atomic_write, read_meta
 
@@ -176,7 +188,9 @@ def fluctuation_section(layers, config: Config) -> list[str]:
         f"channels of each layer, averaged over {config.train.precise_bn_examples} training examples' batches at "
         "each recorded epoch, the weights frozen; then over the recorded epochs after init, or at the last; mean ± "
         "95% CI over seeds. PowerNorm's σ² is its quadratic mean ψ², and it keeps no μ (-). Layers count from the "
-        "input. `batch_fluctuation.png` draws every recorded epoch, at init too.",
+        "input. `batch_fluctuation.png` draws them per layer at the recorded epochs after init: at init the "
+        "running statistics are still their initial values (mean 0, variance 1), and the distance from those is "
+        "not a fluctuation.",
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
@@ -201,6 +215,85 @@ def _distance(layers, rows, field) -> str:
     return f"{mean:.3g}" if np.isnan(ci) else f"{mean:.3g} ± {ci:.2g}"
 
 
+def relative_fluctuation_section(layers, config: Config) -> list[str]:
+    """The fluctuation table's distances over their layer's scale (`layer_figures.RELATIVE`), beside that scale,
+    averaged over the recorded epochs after init: whether a deeper layer's statistics stray more than its values'
+    scale grows."""
+    keys, settings = fluctuation_settings(layers, config.report.tune)
+    trained = layers[EPOCH] >= 1
+    if not settings or not trained.any() or np.isnan(layers["var_fluctuation"]).all():
+        return []
+    epochs = np.unique(layers[EPOCH][trained])
+    span = f"epochs {epochs.min()}-{epochs.max()}"
+    relative = {**layers, **{field: relative_fluctuation(layers, field) for field in RELATIVE}}
+    header = ["configuration", "layer", f"std, {span}", f"μ / std, {span}", f"σ² / std², {span}"]
+    lines = [
+        "## Batch-statistic fluctuation over the layer's scale",
+        "",
+        "The distances above are in the units of each layer's pre-norm values, whose scale grows with depth where "
+        "blocks add to a residual stream. Here each is divided by that scale at its epoch: (1/d) ||μ_B - μ|| by the "
+        "standard deviation of the layer's pre-norm values over the first training batch (std, `pre_std` in "
+        "diagnostics.csv), (1/d) ||σ²_B - σ²|| (PowerNorm: of ψ²) by its square; then averaged per seed over the "
+        "recorded epochs after init; mean ± 95% CI over seeds.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
+    for setting in settings:
+        rows = np.all([layers[k] == v for k, v in zip(keys, setting)], axis=0) & trained
+        for layer in np.unique(layers["layer"][rows]):
+            at = rows & (layers["layer"] == layer)
+            cells = [_distance(relative, at, field) for field in ("pre_std", *RELATIVE)]
+            lines.append("| " + " | ".join([setting_label(keys, setting), str(layer), *cells]) + " |")
+    return lines + [""]
+
+
+def matched_loss_section(columns) -> list[str]:
+    """The loss-landscape probes of each norm against the plain network's at matched training loss
+    (`normbench.results.matched_loss`), where the claims compare them at one epoch."""
+    found = matched_contrasts(columns)
+    if not found:
+        return []
+    plain = norm_label(REFERENCE)
+    keys = [k for k, _ in found[0].setting]
+    header = [*keys, "norm", "probe", f"ratio to {plain}, 95% CI", "log ratio, 95% CI", "p, Holm over the rows",
+              "epochs matched per seed", f"{plain}'s epoch - the norm's (median)"]  # fmt: skip
+    lines = [
+        "## Landscape probes at matched training loss",
+        "",
+        "At one epoch the networks' training losses differ, and the probes shrink with the loss: a contrast at one "
+        "epoch mixes the norm's effect with the loss level. Here each epoch of a norm's run is paired with the "
+        f"epoch of the plain network's run ({plain}) of the same seed whose training loss (`train_loss`, the mean "
+        "over the epoch whose first step is probed) is closest, where the two are within a factor "
+        f"{LOSS_MATCH:g}; per seed, the mean over its pairs of log(probe) - log(the plain network's probe); then "
+        "the mean over seeds with its Student-t 95% interval, and their exp: the ratio of the norm's probe to the "
+        "plain network's at the same training loss. The intervals are not adjusted for the number of rows; each "
+        "row's p-value (its two-sided paired t test of a zero log ratio) is, Holm-adjusted over the table's rows.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
+    tested = [i for i, contrast in enumerate(found) if np.isfinite(contrast.p)]
+    adjusted = dict(zip(tested, holm([found[i].p for i in tested])))
+    for i, contrast in enumerate(found):
+        ratio, low, high = contrast.ratio()
+        interval = not np.isnan(contrast.half_width)
+        log_low, log_high = (contrast.log_ratio + s * contrast.half_width for s in (-1, 1))
+        fewest, most = min(contrast.pairs, default=0), max(contrast.pairs, default=0)
+        pairs = str(most) if fewest == most else f"{fewest}-{most}"
+        pairs += f", {contrast.dropped} seed(s) left out" if contrast.dropped else ""
+        cells = [_text(v) for _, v in contrast.setting] + [norm_label(contrast.norm), f"`{contrast.metric}`"]
+        cells += [
+            f"{ratio:.2f}" + (f" [{low:.2f}, {high:.2f}]" if interval else ""),
+            f"{contrast.log_ratio:+.2f}" + (f" [{log_low:+.2f}, {log_high:+.2f}]" if interval else ""),
+            p_text(adjusted[i]) if i in adjusted else "-",
+            pairs,
+            f"{contrast.lag:+g}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape=None, layers=None) -> str:
     """The summary of a sweep's metrics; `layers`, its layer diagnostics when it recorded them."""
     columns, choices = tune(columns, config.report.tune)
@@ -219,9 +312,10 @@ def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape
         "Runs whose loss went non-finite are counted under `diverged` and left out of every mean.",
         "",
     ]
-    lines += claims_section(columns, config) + tuning_section(choices)
+    lines += claims_section(columns, config) + matched_loss_section(columns) + tuning_section(choices)
     if layers is not None:
-        lines += fluctuation_section(at_choices(layers, choices), config)
+        layers = at_choices(layers, choices)
+        lines += fluctuation_section(layers, config) + relative_fluctuation_section(layers, config)
     drop = batch_drop_table(final, config, input_shape)
     if drop:
         lines += ["## Accuracy lost between the largest and the smallest batch", "", *drop, ""]
