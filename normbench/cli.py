@@ -81,17 +81,23 @@ def _show(args) -> int:
     from normbench.core.budget import estimate
     from normbench.core.sweep import check_fits, resolve_workers
     from normbench.data import DataError, load
+    from normbench.results.tuning import extension_text
     from normbench.runtime.calibration import device_kind, last_rate
 
     config = _resolve(args)
     print(config_text(config))
+    cost = None
     try:
         dataset = load(config.data)
     except DataError as e:  # the config is still worth reading; only its cost needs the data's shapes
         print(f"# memory and time not estimated: {e}")
     else:
         check_fits(config, dataset)
-        print(f"# {estimate(config, dataset, resolve_workers(args.workers), last_rate(device_kind())).text()}")
+        cost = estimate(config, dataset, resolve_workers(args.workers), last_rate(device_kind()))
+        print(f"# {cost.text()}")
+    extensions = extension_text(config, cost)
+    if extensions:
+        print(f"# {extensions}")
     _warn_ignored(args, config)
     return 0
 

@@ -208,6 +208,11 @@ class ReportConfig:
     # summary.md then reports those runs and lists the chosen values; ("learning_rate",) tunes the rate per
     # norm and batch size.
     tune: tuple[str, ...] = ()
+    # A value chosen at the first or last of its grid says only that the optimum may lie beyond: the run then trains
+    # the next value that way (learning rates x2 above, /2 below; another value axis by the ratio of its two
+    # outermost values) in the cells that chose it, and chooses again, up to this many steps each way
+    # (`normbench.results.tuning`). 2 lets a rate grid grow 4x past either end; 0 trains nothing beyond the grid.
+    tune_extensions: int = 2
     # Headline comparisons that summary.md states with their paired difference over seeds and its 95% interval,
     # judged as one family: "significant" where the paired t test's p, Holm-adjusted over the study's claims, is
     # below 0.05 (`normbench.results.claims`). Each is

@@ -22,8 +22,8 @@ import optax
 from normbench.config import Config
 from normbench.core.budget import check_memory, estimate
 from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
-from normbench.core.grid import cells
-from normbench.core.sweep import check_fits, resolve_workers, run_sweep, training_time, trains_in_phases
+from normbench.core.grid import Cell, cells
+from normbench.core.sweep import CellResult, check_fits, resolve_workers, run_sweep, training_time, trains_in_phases
 from normbench.data import load
 from normbench.errors import MachineError
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
@@ -44,6 +44,7 @@ from normbench.results.store import (
 )
 from normbench.results.swap import start as start_replacement
 from normbench.results.table import join_tables
+from normbench.results.tuning import DIRECTIONS, Extension, cell_tables, edges, next_round, searched_grids
 from normbench.runtime.cache import enable_compilation_cache
 from normbench.runtime.calibration import device_kind, last_rate, record
 from normbench.runtime.faults import reached
@@ -66,6 +67,7 @@ def run_study(
     Everything that can fail on bad input (data, batch shapes, the output directory) fails before the first
     file is replaced, so earlier results survive a bad run. Each cell's rows are kept as soon as it finishes
     (`normbench.results.resume`): after an interruption, the same call trains only the cells still missing.
+    With `report.tune`, a choice at an edge of its grid extends the grid first (`extend_tuned_grids`).
     """
     out = Path(out)
     all_cells = cells(config)
@@ -93,58 +95,69 @@ def run_study(
 
         on_writer(claim)
         logger.info(f"estimate: {cost.text()}")  # after every refusal, which each stays one line
-        # Only process 0 reads what is finished; every process must train the same cells.
-        done = from_writer(np.array([i in finished for i in range(len(all_cells))]))
-        if finished:
-            logger.info(f"resuming: {len(finished)} of {len(all_cells)} cells already finished in {unfinished.root}")
-        index = {cell: i for i, cell in enumerate(all_cells)}
 
-        def keep(result):
-            if unfinished is not None:
-                i = index[result.cell]
-                finished[i] = metrics_csv(config, [result])
-                try:
-                    unfinished.record(i, finished[i], diagnostics_csv(config, [result]) if result.diagnostics else None)
-                except OSError as e:  # a full disk mid-sweep: the cells kept so far survive for a rerun
-                    raise MachineError(
-                        f"cannot keep a finished cell in {str(unfinished.root)!r}: {e.strerror or e}; make room and "
-                        "rerun the same command, which trains only the cells not kept"
-                    ) from e
-                reached(f"kept:{i}")
+        def train(part: Config, numbered: dict[int, Cell]) -> list[CellResult]:
+            """Train the cells of `part` not yet kept, each kept under its number: the study's cells, numbered in
+            order, or an extension's, after them (`normbench.results.tuning`)."""
+            # Only process 0 reads what is finished; every process must train the same cells.
+            done = from_writer(np.array([i in finished for i in numbered]))
+            if done.any() and unfinished is not None:
+                logger.info(f"resuming: {done.sum()} of {len(numbered)} cells already finished in {unfinished.root}")
+            index = {cell: i for i, cell in numbered.items()}
+
+            def keep(result):
+                if unfinished is not None:
+                    i = index[result.cell]
+                    finished[i] = metrics_csv(part, [result])
+                    layers = diagnostics_csv(part, [result]) if result.diagnostics else None
+                    try:
+                        unfinished.record(i, finished[i], layers)
+                    except OSError as e:  # a full disk mid-sweep: the cells kept so far survive for a rerun
+                        raise MachineError(
+                            f"cannot keep a finished cell in {str(unfinished.root)!r}: {e.strerror or e}; make room "
+                            "and rerun the same command, which trains only the cells not kept"
+                        ) from e
+                    reached(f"kept:{i}")
+
+            return run_sweep(
+                part,
+                dataset,
+                progress if is_writer() else Progress(),  # one process tells
+                todo=[cell for cell, kept in zip(numbered.values(), done) if not kept],
+                on_result=keep,
+                checkpoints_for=lambda cell: unfinished.checkpoints(index[cell]),
+                workers=workers,
+            )
 
         loaded = time.perf_counter()
         if is_writer():
             # Importing matplotlib is most of the write phase: done on a thread while the cells compile and train
             # (XLA releases the GIL), it is over by the time the figures are drawn.
             threading.Thread(target=_import_matplotlib, name="import-matplotlib", daemon=True).start()
-        results = run_sweep(
-            config,
-            dataset,
-            progress if is_writer() else Progress(),  # one process tells
-            todo=[cell for i, cell in enumerate(all_cells) if not done[i]],
-            on_result=keep,
-            checkpoints_for=lambda cell: unfinished.checkpoints(index[cell]),
-            workers=workers,
-        )
+        results = train(config, dict(enumerate(all_cells)))
+        extensions, extended = extend_tuned_grids(config, all_cells, finished, train)
         trained = time.perf_counter()
         # Wall-clock phases, which add up: "train" while any cell trained, "compile" the rest of the sweep, when
         # every trainer waited for compilation (the rest of compiling overlapped training).
-        busy = training_time(results)
+        every = results + extended
+        busy = training_time(every)
         timings = {"data_s": loaded - start, "compile_s": trained - loaded - busy, "train_s": busy}
-        work = {"trace_s": sum(r.trace_s for r in results), "xla_compile_s": sum(r.compile_s for r in results)}
+        work = {"trace_s": sum(r.trace_s for r in every), "xla_compile_s": sum(r.compile_s for r in every)}
         if is_writer():
+            searched = searched_grids(config, all_cells, extensions) if config.report.tune else None
             try:
-                write_results(config, out, lock, unfinished, finished, len(all_cells), timings, trained, work,
-                              dataset.train_x.shape[1:])  # fmt: skip
+                write_results(config, out, lock, unfinished, finished, len(all_cells) + len(extensions), timings,
+                              trained, work, dataset.train_x.shape[1:], searched)  # fmt: skip
             except OSError as e:  # a full disk, a read-only file: the finished cells are kept, a rerun writes them
                 raise MachineError(
                     f"cannot write the results to {str(out)!r}: {e.strerror or e}; the finished cells are kept in "
                     f"{str(unfinished.root)!r}: make room and rerun the same command"
                 ) from e
-            # This machine's rate, for the next estimate: what the cells trained now computed, and in what time.
-            trained_now = [index[r.cell] for r in results]
+            # This machine's rate, for the next estimate: what the study's own cells trained now computed (the
+            # estimate has no extensions), and in what time.
+            trained_now = [all_cells.index(r.cell) for r in results]
             record(device_kind(), config.name, sum(cost.cell_flops[i] for i in trained_now),
-                   sum(cost.cell_steps[i] for i in trained_now), busy)  # fmt: skip
+                   sum(cost.cell_steps[i] for i in trained_now), training_time(results))  # fmt: skip
         else:
             timings["write_s"] = time.perf_counter() - trained
     return timings
@@ -157,10 +170,44 @@ def _import_matplotlib() -> None:
     import matplotlib.pyplot  # noqa: F401
 
 
-def write_results(config, out, lock, unfinished, finished, n_cells, timings, trained, work, input_shape) -> None:
+def extend_tuned_grids(
+    config: Config, study_cells: list[Cell], finished: dict[int, str], train
+) -> tuple[list[Extension], list[CellResult]]:
+    """Extend the grids of `report.tune` where a choice sits at an edge (`normbench.results.tuning`): round after
+    round, process 0 finds the edges in the kept rows (`finished`, by cell number), and every process trains the
+    extensions they call for, with `train(config, {number: cell})`, until no choice sits at an edge with steps
+    left. Returns the extensions, in the order of their numbers after the study's cells, and their results."""
+    extensions, results = [], []
+    if not (config.report.tune and config.report.tune_extensions):
+        return extensions, results
+    while True:
+        found = np.zeros((len(study_cells), len(config.report.tune), len(DIRECTIONS)), bool)
+        if is_writer():
+            found = edges(config, cell_tables(finished, len(study_cells), extensions))
+        new = next_round(config, from_writer(found), extensions)
+        if not new:
+            return extensions, results
+        # One program per cell and new value: the cells stepping the same way train that value side by side.
+        parts: dict[tuple, dict[int, Extension]] = {}
+        for number, extension in enumerate(new, start=len(study_cells) + len(extensions)):
+            parts.setdefault((extension.axis, extension.direction, extension.step), {})[number] = extension
+        extensions += new
+        for numbered in parts.values():
+            first = next(iter(numbered.values()))
+            value, side = first.value(config), "largest" if first.direction > 0 else "smallest"
+            logger.info(
+                f"{first.axis} chosen at its grid's {side} value in {len(numbered)} cell(s): training "
+                f"{first.axis}={value:g} there, step {first.step} of {config.report.tune_extensions}"
+            )
+            results += train(first.config(config), {n: study_cells[e.cell] for n, e in numbered.items()})
+
+
+def write_results(config, out, lock, unfinished, finished, n_cells, timings, trained, work, input_shape,
+                  searched=None) -> None:  # fmt: skip
     """Write the complete results into a new directory beside `out` and swap it in (`replace`): killed at any
     point, `out` holds the old results or the new ones. The old directory goes with this run's `unfinished/`.
-    `input_shape` (one example's) sizes the batch statistics in summary.md."""
+    `input_shape` (one example's) sizes the batch statistics in summary.md; `searched`, each cell's grids of the
+    tuned axes as searched (`normbench.results.tuning.searched_grids`), goes into config.json."""
     new = start_replacement(out)
     atomic_write(new / METRICS, join_tables([finished[i] for i in range(n_cells)]))
     if config.train.diagnostics_at:
@@ -170,6 +217,8 @@ def write_results(config, out, lock, unfinished, finished, n_cells, timings, tra
     timings["write_s"] = time.perf_counter() - trained
     # Last, so that it can hold every timing.
     meta = {"input_shape": list(input_shape), "environment": environment(), "timings": timings, "compilation": work}
+    if searched:
+        meta["searched_grids"] = searched
     write_config(new, config, meta)
     replace(out, new, OWNED, lock)
 

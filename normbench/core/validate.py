@@ -19,6 +19,7 @@ from normbench.reports.layer_figures import FIGURES as LAYER_FIGURES
 from normbench.reports.plots import FIGURES
 from normbench.results.claims import check_claim
 from normbench.results.store import metric_columns
+from normbench.results.tuning import check_extensions
 
 
 def validate(config: Config) -> None:
@@ -50,6 +51,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"report.tune names {axis!r}; valid: the value axes {', '.join(run_columns(config))}")
     if config.report.tune and not config.data.n_val:
         raise ConfigError("report.tune chooses on a validation set; hold one out with data.n_val")
+    check_extensions(config, _check_values)  # the values report.tune_extensions may add, checked as the grid's
     if not cells(config):  # e.g. only batch-dependent protocols (ghost, sync) over norms that use no batch
         raise ConfigError(
             f"the sweep has no cells: protocols {', '.join(sweep.protocols)} run none of norms {', '.join(sweep.norms)}"

@@ -29,6 +29,7 @@ from normbench.results.claims import (
 from normbench.results.matched_loss import LOSS_MATCH, REFERENCE, matched_contrasts
 from normbench.results.stats import final_epoch, mean_ci, norm_batch
 from normbench.results.store import atomic_write, read_meta
+from normbench.results.tuning import beyond, edge_steps, own_grids, step_rule
 
 ACCURACIES = {
     "train_acc": "train acc",
@@ -148,26 +149,58 @@ def _claim_line(text: str, result) -> str:
     return f"The paper: {paper} Here: {found}" if paper else found
 
 
-def tuning_section(choices) -> list[str]:
+# How summary.md marks a chosen value still at an edge of its grid (`tuning_section`).
+LIMIT_REACHED, NOT_EXTENDED = "(edge: extension limit reached)", "(edge: not extended)"
+
+
+def tuning_section(choices, config: Config) -> list[str]:
+    """Per configuration: each tuned axis's grid as searched and its chosen value, which says when it still sits at
+    an edge of that grid, and whether the run extended the grid there as far as it may
+    (`normbench.results.tuning`)."""
     if not choices:
         return []
     group = [k for k, _ in choices[0].group]
     tuned = [k for k, _ in choices[0].chosen]
+    own, limit = own_grids(config), config.report.tune_extensions
+    rows = []
+    for choice in choices:
+        added, steps = beyond(choice, own), edge_steps(choice, own)
+        searched = [", ".join(f"_{_text(v)}_" if v in added[axis] else _text(v) for v in tried)
+                    for axis, tried in choice.tried]  # fmt: skip
+        chosen = [_text(v) + _edge_mark([n for (a, _), n in steps.items() if a == axis], limit)
+                  for axis, v in choice.chosen]  # fmt: skip
+        rows.append([_text(v) for _, v in choice.group] + searched + chosen + [f"{100 * choice.val_acc:.1f}"])
+    rules = "; ".join(f"{axis} {step_rule(axis)}" for axis in tuned)
+    intro = (
+        f"{', '.join(tuned)} chosen per configuration by the final validation accuracy averaged over seeds (a "
+        "diverged run counting as 0), never by the test set; every other table reports the runs at these values. "
+        "Where a configuration chose the smallest or largest value of its grid, the run trained the next value "
+        f"beyond it ({rules}) in that configuration's cell and chose again, at most report.tune_extensions = {limit} "
+        "step(s) each way; `searched` lists every value tried, those beyond the config's own grid in italics. "
+        f"A value marked {LIMIT_REACHED} is still the smallest or largest tried after the last step allowed: a wider "
+        "grid might choose another."
+    )
+    if any(NOT_EXTENDED in cell for row in rows for cell in row):
+        intro += (f" {NOT_EXTENDED} marks an edge that these runs did not extend as far as report.tune_extensions "
+                  "allows (results written before extensions, or a report revised without retraining): rerun the "
+                  "study to extend it.")  # fmt: skip
+    header = group + [f"searched {t}" for t in tuned] + [f"chosen {t}" for t in tuned] + ["val acc"]
     lines = [
         "## Chosen on the validation set",
         "",
-        f"{', '.join(tuned)} chosen per configuration by the final validation accuracy averaged over seeds (a "
-        "diverged run counting as 0), never by the test set; every other table reports the runs at these values. "
-        "A value marked (edge) is the smallest or largest tried: a wider grid might choose another.",
+        intro,
         "",
-        "| " + " | ".join(group + [f"chosen {t}" for t in tuned] + ["val acc"]) + " |",
-        "|---" * (len(group) + len(tuned) + 1) + "|",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
     ]
-    for choice in choices:
-        chosen = [_text(v) + (" (edge)" if choice.at_edge else "") for _, v in choice.chosen]
-        cells = [_text(v) for _, v in choice.group] + chosen + [f"{100 * choice.val_acc:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows] + [""]
+
+
+def _edge_mark(steps: list[int], limit: int) -> str:
+    """A chosen value's mark, from the steps taken beyond each edge of its axis's grid that it sits at."""
+    if not steps:
+        return ""
+    return f" {LIMIT_REACHED}" if min(steps) >= limit else f" {NOT_EXTENDED}"
 
 
 def fluctuation_section(layers, config: Config) -> list[str]:
@@ -312,7 +345,7 @@ def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape
         "Runs whose loss went non-finite are counted under `diverged` and left out of every mean.",
         "",
     ]
-    lines += claims_section(columns, config) + matched_loss_section(columns) + tuning_section(choices)
+    lines += claims_section(columns, config) + matched_loss_section(columns) + tuning_section(choices, config)
     if layers is not None:
         layers = at_choices(layers, choices)
         lines += fluctuation_section(layers, config) + relative_fluctuation_section(layers, config)

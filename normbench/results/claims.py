@@ -296,7 +296,22 @@ class Choice:
     group: tuple[tuple[str, object], ...]  # the other axes' values
     chosen: tuple[tuple[str, object], ...]  # the tuned axes' chosen values
     val_acc: float  # its final val_acc, mean over seeds
-    at_edge: bool  # the chosen value is the smallest or largest tried: the optimum may lie outside the grid
+    tried: tuple[tuple[str, tuple], ...]  # each tuned axis's values tried in this group, ascending: its grid
+
+    def edges(self) -> tuple[tuple[str, int], ...]:
+        """(axis, -1) where the chosen value is the smallest tried, (axis, +1) where it is the largest: the optimum
+        may lie outside the grid. A grid of one value is at both."""
+        chosen = dict(self.chosen)
+        return tuple(
+            (axis, direction)
+            for axis, values in self.tried
+            for direction, end in ((-1, values[0]), (1, values[-1]))
+            if chosen[axis] == end
+        )
+
+    @property
+    def at_edge(self) -> bool:
+        return bool(self.edges())
 
 
 def tune(columns: dict, axes: tuple[str, ...]) -> tuple[dict, list[Choice]]:
@@ -322,13 +337,9 @@ def tune(columns: dict, axes: tuple[str, ...]) -> tuple[dict, list[Choice]]:
         best = max(scores, key=scores.get)
         keep |= (group_ids == g) & (tuned_ids == best)
         row = np.flatnonzero(in_group & (tuned_ids == best))[0]
-        tried = [columns[a][in_group] for a in axes]
-        at_edge = any(
-            len(np.unique(values)) > 1 and columns[a][row] in (values.min(), values.max())
-            for a, values in zip(axes, tried)
-        )
+        tried = tuple((a, tuple(np.unique(columns[a][in_group]))) for a in axes)
         group, chosen = tuple((k, columns[k][row]) for k in others), tuple((a, columns[a][row]) for a in axes)
-        choices.append(Choice(group, chosen, float(scores[best]), bool(at_edge)))
+        choices.append(Choice(group, chosen, float(scores[best]), tried))
     return {k: v[keep] for k, v in columns.items()}, choices
 
 
