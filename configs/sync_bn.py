@@ -23,7 +23,7 @@ from normbench.config import Config, DataConfig, ModelConfig, NormConfig, Report
 def get_config() -> Config:
     return Config(
         name="sync_bn",
-        data=DataConfig(source="mnist5k", n_train=1000),
+        data=DataConfig(source="mnist5k", n_train=1000, n_val=1000),
         model=ModelConfig(hidden=(100, 100, 100), init="he"),
         norm=NormConfig(momentum=0.9, num_groups=4),
         train=TrainConfig(epochs=8, momentum=0.9, lr_reference_batch=256, precise_bn_examples=1000, data_parallel=8),
@@ -34,9 +34,10 @@ def get_config() -> Config:
             batch_sizes=(2, 4, 8),
             init_scales=(1.0,),
             seeds=(0, 1, 2, 3, 4),
-            learning_rates=(0.1,),
+            learning_rates=(0.05, 0.1, 0.2),
         ),
         report=ReportConfig(
+            tune=("learning_rate",),
             claims=(
                 "test_acc, batch_size=2: norm=batch protocol=sync - norm=batch protocol=per_device",
                 "test_acc, batch_size=2: norm=group protocol=per_device - norm=batch protocol=per_device",
