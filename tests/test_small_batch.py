@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_config
 
 from normbench.config import ModelConfig, NormConfig
-from normbench.core.grid import Cell, cells, run_values
+from normbench.core.grid import Cell, cells, run_values, stat_sizes
 from normbench.core.train import batch_stats_accuracy, precise_batch_stats
 from normbench.models import build_model
 from normbench.norms import NORMS, WHOLE_BATCH, BatchStats
@@ -91,13 +91,13 @@ def test_learning_rate_scales_linearly_with_the_sgd_batch():
     assert list(zip(ghost["learning_rate"], ghost["ghost_size"])) == [(0.1, 4), (0.1, 16)]
 
 
-def test_ghost_cells_exist_only_for_batch_dependent_norms():
+def test_a_ghost_cell_vmaps_every_size_for_a_batch_dependent_norm_and_one_for_the_others():
     config = tiny_config(norms=("batch", "layer"), batch_sizes=(4, 8), models=("mlp", "cnn"))
     config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, protocols=("sgd", "ghost")))
     got = cells(config)
     assert Cell("cnn", "batch", "ghost", 8) in got and Cell("mlp", "batch", "ghost", 8) in got
-    assert not [c for c in got if c.norm == "layer" and c.protocol == "ghost"]
-    assert len(got) == 2 * (2 * 2 + 1)
+    assert [stat_sizes(config, c) for c in got if c.model == "mlp" and c.protocol == "ghost"] == [(4, 8), (8,)]
+    assert len(got) == 2 * (2 * 2 + 2)
 
 
 @pytest.mark.parametrize("norm", ["batch", "batch_renorm"])
