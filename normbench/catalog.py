@@ -146,7 +146,7 @@ def config_text(config: Config) -> str:
         lines.append(line if value == defaults[key] else f"{line}  # default: {setting(defaults[key])}")
     lines.append("# sweep axes (static: one compiled program per value; value: vmapped inside it)")
     lines += [f"#   {axis.column:<{width - 2}} {axis.kind:<6}  {axis.source}" for axis in axes(config)]
-    lines.append("# effective values per cell (cells differing only in model or norm share a line)")
+    lines.append("# effective values per cell (cells differing only in model or norm share a line where values agree)")
     lines += [f"#   {where}: {values}" for where, values in effective_values(config).items()]
     todo = cells(config)
     runs = sum(run_count(config, cell) for cell in todo)
@@ -163,9 +163,15 @@ def effective_values(config: Config) -> dict[str, str]:
     def numbers(values) -> str:
         return ",".join(f"{v:.6g}" for v in dict.fromkeys(values))
 
-    out = {}
+    by_values = {}
     for cell in cells(config):
         where = " ".join([cell.protocol, f"batch={cell.batch_size}", *(f"{k}={v}" for k, v in cell.fields)])
         values = run_values(config, cell)
-        out[where] = f"learning_rate={numbers(values['learning_rate'])} ghost_size={numbers(values['ghost_size'])}"
-    return out
+        text = f"learning_rate={numbers(values['learning_rate'])} ghost_size={numbers(values['ghost_size'])}"
+        by_values.setdefault(where, {}).setdefault(text, []).append(cell.norm)
+    # Under `ghost` a norm without batch statistics runs at one size: its cells get a line of their own.
+    return {
+        where if len(texts) == 1 else f"{where} ({','.join(dict.fromkeys(norms))})": text
+        for where, texts in by_values.items()
+        for text, norms in texts.items()
+    }
