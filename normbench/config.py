@@ -74,6 +74,13 @@ class NormConfig:
     # The train steps the renorm fractions are of. None: each run's own, train.epochs x steps per epoch, which
     # the trainer fills in; set it to keep one schedule in steps across runs of different lengths.
     renorm_train_steps: int | None = None
+    # Inference example weighting (Summers & Dinneen, 2020, "Four Things Everyone Should Know to Improve Batch
+    # Normalization", ICLR): eval mode normalizes each example with mu_i = a m_i + (1 - a) mu and sigma_i^2 =
+    # a E_i[x^2] + (1 - a)(var + mu^2) - mu_i^2, its own moments over its positions mixed with the running ones,
+    # a in [0, 1]; training gave an example the share a = 1/B of the batch statistic it saw. 0 is plain running
+    # averages, BatchNorm's eval mode. Read by the norms that list it among their options (batch, ghost_batch,
+    # batch_renorm); metrics.csv's test_acc_example_weighted evaluates a = 1/ghost_size whatever this is.
+    inference_example_weight: float = 0.0
 
 
 @dataclass(frozen=True)

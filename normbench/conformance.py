@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from normbench.config import NormConfig
-from normbench.norms.registry import WHOLE_BATCH, BatchStats, NormSpec
+from normbench.norms.registry import EXAMPLE_WEIGHT, WHOLE_BATCH, BatchStats, NormSpec
 
 # Options every norm accepts: 2 groups divide the 4 channels of the test inputs.
 # 100 train steps: batch_renorm's schedule needs the run's length, which the trainer otherwise gives it.
@@ -211,6 +211,41 @@ def traced_epsilon_and_momentum(spec: NormSpec):
                     _close(a[i], b, f"{what}: vmapped epsilon and momentum differ from value {i} alone")
 
 
+def example_weighting_as_declared(spec: NormSpec):
+    """Inference example weighting (Summers & Dinneen, 2020), which a norm declares by listing
+    `norm.inference_example_weight` among its options (`NormSpec.weights_examples`). A norm that declares it keeps
+    running statistics; at a weight of 0 given as an array (so not skipped as a config's 0 is) its eval mode is
+    the plain one up to float rounding (XLA turns a division by per-channel statistics into a product with their
+    reciprocal, which per-example ones do not get, so the bits may differ); and with the weight 1/B (an example's
+    share of its batch statistic in training) and running statistics taken, momentum 0, from the other B - 1
+    examples of a batch, it normalizes each example as train mode does on the whole batch, the weight traced
+    under jit as the trainer passes it. A norm that does not declare it leaves its eval mode alone."""
+
+    def evaluate(weight, variables, x):
+        config = dataclasses.replace(CONFIG, inference_example_weight=weight)
+        return spec.make(config, WHOLE_BATCH)(False).apply(variables, x, mutable=["batch_stats"])[0]
+
+    for shape in SHAPES:
+        x, variables = _inputs(shape), _moved_variables(spec, shape)
+        y = evaluate(0.0, variables, x)
+        if not spec.weights_examples:
+            what = f"{spec.name}: its eval mode reads {EXAMPLE_WEIGHT}, which its options do not list"
+            _close(evaluate(0.5, variables, x), y, what)
+            continue
+        assert spec.running_stats, f"{spec.name} lists {EXAMPLE_WEIGHT} among its options but keeps no running stats"
+        what = f"{spec.name} on {shape}: eval mode with {EXAMPLE_WEIGHT} = 0 differs from its plain eval mode"
+        _close(evaluate(jnp.float32(0.0), variables, x), y, what, rtol=1e-6, atol=1e-6)
+        y_train, fresh, _ = _apply(spec, x, True)
+        b = shape[0]
+        for i in range(b):
+            rest = jnp.concatenate([x[:i], x[i + 1 :]])
+            _, _, others = _apply(spec, rest, True, fresh, config=dataclasses.replace(CONFIG, momentum=0.0))
+            y_eval = jax.jit(evaluate)(jnp.float32(1 / b), {**fresh, **others}, x)
+            _close(y_eval[i], y_train[i], f"{spec.name} on {shape}: with {EXAMPLE_WEIGHT} = 1/B and running "
+                   f"statistics of the rest of the batch, eval mode does not normalize example {i} as train mode "
+                   "does on the whole batch")  # fmt: skip
+
+
 def finite_in_hard_cases(spec: NormSpec):
     """Finite outputs and gradients for bfloat16 inputs, constant inputs (zero variance) and a batch of one."""
     cases = {
@@ -241,5 +276,6 @@ CHECKS = (
     ghost_groups_are_separate_batches,
     synced_devices_are_one_batch,
     traced_epsilon_and_momentum,
+    example_weighting_as_declared,
     finite_in_hard_cases,
 )

@@ -182,8 +182,8 @@ def test_show_prints_the_resolved_config_in_a_form_that_set_reads_back(capsys):
     overrides = ["train.epochs=3", "sweep.norms=batch,group"]
     assert main(["show", config_file, *(a for o in overrides for a in ("--set", o))]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "train.epochs                = 3  # default: 20" in lines
-    assert "sweep.norms                 = batch,group  # default: batch,none" in lines
+    assert "train.epochs                  = 3  # default: 20" in lines
+    assert "sweep.norms                   = batch,group  # default: batch,none" in lines
     # batch at 4 SGD batches + 1 ghost cell of 4 group sizes, group at 4; 5 seeds x 4 learning rates each
     assert lines[-2] == "# 9 cells (one compiled program each), 240 runs of 3 epochs"
     assert lines[-1].startswith("# about ") and " run-steps, " in lines[-1] and " of training at " in lines[-1]

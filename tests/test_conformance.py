@@ -8,11 +8,13 @@ import pytest
 from normbench.conformance import (
     CHECKS,
     batch_dependence_as_declared,
+    example_weighting_as_declared,
     finite_in_hard_cases,
     ghost_groups_are_separate_batches,
     synced_devices_are_one_batch,
 )
 from normbench.norms import NORMS, WHOLE_BATCH
+from normbench.norms.ghost_batch import RUNNING_OPTIONS
 
 # bfloat16, zero variance and batch 1 with gradients cost a second per norm: the full suite runs them.
 SLOW_CHECKS = {finite_in_hard_cases}
@@ -59,3 +61,19 @@ def test_a_norm_ignoring_the_group_size_fails(name):
 def test_a_norm_ignoring_the_device_axis_fails(name):
     with pytest.raises(AssertionError, match="output is not the whole batch's"):
         synced_devices_are_one_batch(ignoring_its_batch_stats(name))
+
+
+@pytest.mark.parametrize("name", ["batch", "batch_renorm"])
+def test_a_norm_declaring_example_weighting_but_ignoring_it_fails(name):
+    unweighted = dataclasses.replace(
+        NORMS[name],
+        make=lambda config, stats: NORMS[name].make(dataclasses.replace(config, inference_example_weight=0.0), stats),
+    )
+    with pytest.raises(AssertionError, match="eval mode does not normalize example 0 as train mode does"):
+        example_weighting_as_declared(unweighted)
+
+
+def test_a_norm_weighting_examples_without_declaring_it_fails():
+    undeclared = dataclasses.replace(NORMS["batch"], options=RUNNING_OPTIONS)
+    with pytest.raises(AssertionError, match="which its options do not list"):
+        example_weighting_as_declared(undeclared)

@@ -5,7 +5,8 @@ x_hat = (x - mu_B) / sqrt(sigma_B^2 + eps), y = gamma x_hat + beta (gamma = 1, b
 running = momentum * running + (1 - momentum) * batch statistic in `batch_stats`, from mean 0 and variance
 `norm.running_var_init` (1, Flax's; the textbook starts at 0). The running variance moves toward sigma_B^2 (Flax,
 the textbook) or, with `norm.unbiased_running_var`, toward n / (n - 1) sigma_B^2 (PyTorch), n the values per
-statistic. Eval mode uses the running statistics. The variance is the two-pass mean of squared deviations: the
+statistic. Eval mode uses the running statistics (with `norm.inference_example_weight`, mixed with each example's
+own: `normbench.norms.ghost_batch.example_weighted`). The variance is the two-pass mean of squared deviations: the
 one-pass E[x^2] - E[x]^2 loses the tiny variances of small-init layers to cancellation.
 
 With the defaults it is Flax's `nn.BatchNorm(use_fast_variance=False)` up to float rounding (the committed
@@ -17,7 +18,7 @@ protocol) it is Ghost BatchNorm over groups of that size.
 """
 
 from normbench.norms import ghost_batch
-from normbench.norms.registry import NormSpec
+from normbench.norms.registry import EXAMPLE_WEIGHT, NormSpec
 
 
 class BatchNorm(ghost_batch.GhostBatchNorm):
@@ -36,6 +37,7 @@ SPEC = NormSpec(
     running_stats=True,
     summary="BatchNorm over the batch (and spatial axes); running averages for eval",
     reduces_over="batch, spatial",
-    options=ghost_batch.RUNNING_OPTIONS,
+    options=(*ghost_batch.RUNNING_OPTIONS, EXAMPLE_WEIGHT),
     scale_invariant=True,
+    check=ghost_batch.check_example_weight,
 )

@@ -10,9 +10,10 @@ variance):
 
 then mu and sigma move toward mu_B and sigma_B (running = momentum * running + (1 - momentum) * batch; sigma from
 sqrt(`norm.running_var_init` + eps), and toward sqrt(n / (n - 1) var_B + eps) with `norm.unbiased_running_var`).
-Eval mode is y = gamma (x - mu) / sigma + beta. r and d correct the batch statistics toward the running ones, so
-training sees the normalization that eval will apply; while r_max = 1 and d_max = 0 they are exactly 1 and 0 and
-this is BatchNorm (its running sigma aside).
+Eval mode is y = gamma (x - mu) / sigma + beta, BatchNorm's, so it takes `norm.inference_example_weight` as
+BatchNorm does (`normbench.norms.ghost_batch.example_weighted`, the running variance being sigma^2 - eps). r and
+d correct the batch statistics toward the running ones, so training sees the normalization that eval will apply;
+while r_max = 1 and d_max = 0 they are exactly 1 and 0 and this is BatchNorm (its running sigma aside).
 
 The schedule is in fractions of the run's T train steps (`norm.renorm_train_steps`, which the trainer sets to
 train.epochs x steps per epoch of each cell unless the config fixes it): both limits hold at (1, 0) for the first
@@ -34,9 +35,15 @@ import jax
 import jax.numpy as jnp
 
 from normbench.config import ConfigError, NormConfig
-from normbench.norms.ghost_batch import RUNNING_OPTIONS, check_running_var_init
+from normbench.norms.ghost_batch import (
+    RUNNING_OPTIONS,
+    check_example_weight,
+    check_running_var_init,
+    example_weighted,
+    unweighted,
+)
 from normbench.norms.moments import batch_moments
-from normbench.norms.registry import WHOLE_BATCH, BatchStats, NormSpec
+from normbench.norms.registry import EXAMPLE_WEIGHT, WHOLE_BATCH, BatchStats, NormSpec
 
 
 def _ramp(step, start, length):
@@ -79,7 +86,11 @@ class BatchRenorm(nn.Module):
         # leaves. Counting stays exact up to 2^24 steps, far past any schedule.
         steps = self.variable("batch_stats", "steps", jnp.zeros, (), jnp.float32)
         if self.use_running_average:
-            y = (x - ra_mean.value) / ra_sigma.value
+            mean, sigma = ra_mean.value, ra_sigma.value
+            weight = self.config.inference_example_weight
+            if not unweighted(weight):
+                mean, sigma = example_weighted(x, mean, sigma, eps, weight)
+            y = (x - mean) / sigma
             return (y * scale + bias).astype(x.dtype)
 
         moments = batch_moments(x, self.stats.group_size, self.stats.axis_name)
@@ -118,6 +129,7 @@ def check(config, channels):
         raise ConfigError(
             f"batch_renorm: norm.renorm_train_steps must be >= 1 (or none), got {config.renorm_train_steps}"
         )
+    check_example_weight(config, channels)
 
 
 def make(config, stats):
@@ -139,6 +151,7 @@ SPEC = NormSpec(
         "renorm_r_ramp_fraction",
         "renorm_d_ramp_fraction",
         "renorm_train_steps",
+        EXAMPLE_WEIGHT,
     ),
     fuses_activation=False,
     scale_invariant=True,

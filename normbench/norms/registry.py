@@ -35,6 +35,11 @@ class BatchStats:
 
 WHOLE_BATCH = BatchStats()
 
+# The NormConfig option of inference example weighting (Summers & Dinneen, 2020): a norm whose eval mode normalizes
+# with a running mean and variance can mix each example's own moments into them (`normbench.norms.ghost_batch.
+# example_weighted`); listing it in `NormSpec.options` declares that its eval mode does.
+EXAMPLE_WEIGHT = "inference_example_weight"
+
 
 @dataclass(frozen=True)
 class NormSpec:
@@ -64,3 +69,9 @@ class NormSpec:
     backward_stats: bool = False
     # Raises ConfigError when the options cannot apply to a layer of this many channels.
     check: Callable[[NormConfig, int], None] = lambda config, channels: None
+
+    @property
+    def weights_examples(self) -> bool:
+        """Whether its eval mode honours `norm.inference_example_weight`, as its options declare; the conformance
+        checks hold a norm that declares it to the paper's formula, and one that does not to ignoring it."""
+        return EXAMPLE_WEIGHT in self.options

@@ -1,0 +1,143 @@
+"""Inference example weighting (Summers & Dinneen, 2020) against the paper's formula in float64 NumPy."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from normbench.config import ConfigError, NormConfig
+from normbench.norms import NORMS, WHOLE_BATCH, BatchStats, check_norm
+from normbench.norms.ghost_batch import example_weighted
+
+EPS = 1e-3
+# The two eval modes that weight examples: BatchNorm's (batch, ghost_batch, batch+ws) and Batch Renorm's. The
+# conformance checks hold every norm that declares the option to the same invariance.
+WEIGHTED = ("batch", "batch_renorm")
+
+
+def papers_formula(x, mean, var, alpha, scale, bias):
+    """Summers & Dinneen's inference example weighting, as the paper writes it, in float64: the example's own
+    moments over its positions (axes between the first and the last) mixed with the population's."""
+    x = np.asarray(x, np.float64)
+    positions = tuple(range(1, x.ndim - 1))
+    own_mean = x.mean(positions, keepdims=True) if positions else x
+    own_square = (x**2).mean(positions, keepdims=True) if positions else x**2
+    mu = alpha * own_mean + (1 - alpha) * mean
+    sigma2 = alpha * own_square + (1 - alpha) * (var + mean**2) - mu**2
+    return scale * (x - mu) / np.sqrt(sigma2 + EPS) + bias
+
+
+def evaluate(name, x, mean, var, alpha, scale, bias):
+    """The norm's eval mode on x, with running statistics set to (mean, var) and the affine to (scale, bias)."""
+    config = NormConfig(epsilon=EPS, inference_example_weight=alpha, renorm_train_steps=10)
+    module = NORMS[name].make(config, WHOLE_BATCH)(False)
+    variables = module.init(jax.random.PRNGKey(0), x)
+    stats = dict(variables["batch_stats"], mean=jnp.asarray(mean, jnp.float32))
+    if "sigma" in stats:  # batch_renorm keeps sigma = sqrt(var + eps)
+        stats["sigma"] = jnp.sqrt(jnp.asarray(var, jnp.float32) + EPS)
+    else:
+        stats["var"] = jnp.asarray(var, jnp.float32)
+    params = {
+        "scale": jnp.asarray(scale, jnp.float32),
+        "bias": jnp.asarray(bias, jnp.float32),
+    }
+    return np.asarray(module.apply({"params": params, "batch_stats": stats}, x))
+
+
+def test_the_norms_that_weight_examples_are_those_with_a_running_mean_and_variance():
+    """EvoNorm-B0 keeps a running variance alone and PowerNorm a running quadratic mean: the paper's mu_i has no
+    population mean to mix with, so they do not declare the option."""
+    declared = {name for name, spec in NORMS.items() if spec.weights_examples}
+    assert declared == {"batch", "ghost_batch", "batch_renorm", "batch+ws"}
+    assert {"evonorm_b0", "power"} <= {name for name, spec in NORMS.items() if spec.running_stats} - declared
+
+
+def test_one_value_by_hand():
+    """An (N, C) example has no positions, so its own variance is 0: x = 3 against mu = 1, var = 4 at alpha = 1/2
+    gives mu_i = 2 and sigma_i^2 = (9 + (4 + 1)) / 2 - 4 = 3, so y = (3 - 2) / sqrt(3 + eps)."""
+    x = jnp.asarray([[3.0]])
+    for name in WEIGHTED:
+        y = evaluate(name, x, [1.0], [4.0], 0.5, [1.0], [0.0])
+        np.testing.assert_allclose(y, [[1 / np.sqrt(3 + EPS)]], rtol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (4, 3, 2, 3)], ids=["mlp", "conv"])
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_eval_mode_is_the_papers_formula(name, shape):
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.normal(0.5, 2.0, shape), jnp.float32)
+    mean, var = np.array([0.3, -1.0, 2.0]), np.array([0.5, 4.0, 1.5])
+    scale, bias = np.array([1.5, 0.7, -2.0]), np.array([0.1, -0.2, 0.3])
+    for alpha in (0.3, 1 / shape[0], 1.0):
+        expected = papers_formula(x, mean, var, alpha, scale, bias)
+        got = evaluate(name, x, mean, var, alpha, scale, bias)
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5, err_msg=f"{name}, alpha={alpha}")
+
+
+@pytest.mark.parametrize("shape", [(5, 32), (4, 3, 2, 32)], ids=["mlp", "conv"])
+def test_a_weight_of_zero_normalizes_with_the_running_statistics_to_the_bit(shape):
+    """Traced (so not skipped as a config's 0 is), the weighting at 0 is mu and sigma exactly; the norms' eval mode
+    then is the plain one up to the rounding of XLA's rewrites, and at a config's 0 it is the plain program."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(1.0, 3.0, shape), jnp.float32)
+    mean, var = (
+        rng.normal(0.0, 1.0, 32).astype(np.float32),
+        rng.uniform(0.01, 9.0, 32).astype(np.float32),
+    )
+    sigma = jnp.sqrt(var + EPS)
+    mixed_mean, mixed_sigma = jax.jit(example_weighted)(x, mean, sigma, EPS, jnp.float32(0.0))
+    np.testing.assert_array_equal(mixed_mean, np.broadcast_to(mean, mixed_mean.shape))
+    np.testing.assert_array_equal(mixed_sigma, np.broadcast_to(sigma, mixed_sigma.shape))
+    affine = (np.ones(32), np.zeros(32))
+    for name in WEIGHTED:
+        plain = evaluate(name, x, mean, var, 0.0, *affine)
+        np.testing.assert_allclose(plain, papers_formula(x, mean, var, 0.0, *affine), rtol=1e-5, atol=1e-5)
+        traced = evaluate(name, x, mean, var, jnp.float32(0.0), *affine)
+        np.testing.assert_allclose(traced, plain, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("shape", [(8, 3), (8, 2, 2, 3)], ids=["mlp", "conv"])
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_weight_one_over_g_with_the_rest_of_a_ghost_group_as_population_is_train_mode(name, shape):
+    """What the weight 1/g stands for under the ghost protocol: an example saw its ghost group's statistics, its own
+    share of them 1/g. With running statistics that are the other g - 1 examples' of its group, eval mode with the
+    weight 1/g (traced, as the trainer passes it) normalizes it as train mode did."""
+    g = 4
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.normal(1.0, 2.0, shape), jnp.float32)
+    config = NormConfig(epsilon=EPS, renorm_train_steps=10)
+    train = NORMS[name].make(config, BatchStats(group_size=g))(True)
+    variables = train.init(jax.random.PRNGKey(0), x)
+    y_train, _ = train.apply(variables, x, mutable=["batch_stats"])
+    alone = NORMS[name].make(dataclasses.replace(config, momentum=0.0), WHOLE_BATCH)(True)
+
+    @jax.jit
+    def eval_mode(weight, variables, x):
+        return (
+            NORMS[name]
+            .make(
+                dataclasses.replace(config, inference_example_weight=weight),
+                WHOLE_BATCH,
+            )(False)
+            .apply(variables, x)
+        )
+
+    for i in (1, 6):  # one example of each group
+        group = range(i // g * g, i // g * g + g)
+        rest = jnp.stack([x[j] for j in group if j != i])
+        _, others = alone.apply(variables, rest, mutable=["batch_stats"])
+        y_eval = eval_mode(jnp.float32(1 / g), {**variables, **others}, x)
+        np.testing.assert_allclose(y_eval[i], y_train[i], rtol=1e-4, atol=1e-5)
+
+
+def test_a_weight_outside_0_1_is_refused():
+    for name in WEIGHTED:
+        with pytest.raises(ConfigError, match=r"inference_example_weight must be in \[0, 1\], got 1.5"):
+            check_norm(
+                name,
+                NormConfig(inference_example_weight=1.5, renorm_train_steps=10),
+                (8,),
+            )
+        check_norm(name, NormConfig(inference_example_weight=1.0, renorm_train_steps=10), (8,))
