@@ -64,16 +64,21 @@ def run(
 
 def load(results_dir: str | Path) -> pd.DataFrame:
     """A results directory's `metrics.csv` (one row per run and epoch, docs/results.md) as a pandas DataFrame, with
-    the config that produced it in `df.attrs["config"]`."""
+    the config that produced it in `df.attrs["config"]`. A table written before a column existed
+    (`normbench.results.store.LATER_COLUMNS`) gets it as NaN."""
+    import numpy as np
     import pandas as pd
 
-    from normbench.results.store import METRICS, read_config
+    from normbench.results.store import LATER_COLUMNS, METRICS, read_config
 
     config = read_config(results_dir)
     path = Path(results_dir) / METRICS
     if not path.is_file():
         raise UserError(f"{str(path)!r} not found: is {str(results_dir)!r} a finished results directory?")
     df = pd.read_csv(path)
+    for column in LATER_COLUMNS:
+        if column not in df:
+            df[column] = np.nan
     df.attrs["config"] = config
     return df
 

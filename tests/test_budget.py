@@ -37,8 +37,9 @@ def test_show_prints_the_estimate(capsys):
     assert "MiB for the largest 2 cells training at once" in last
     # 96 runs x the textbook's 191 steps (1 + 19 epochs x 10). Its MLP 784-100x5-10 takes 559,600 FLOPs per
     # example and step, 238,800 per example evaluated: 20 evaluations of 1,000 training examples, one of the
-    # test set, and for BN three more after the last epoch.
-    assert "18,336 run-steps, 1.54 TFLOP: about 15 s to 77 s of training at an assumed 20-100 GFLOP/s; " in last
+    # test set, and for BN five more after the last epoch (PreciseBN's 1,000 training examples, the test set on
+    # them, on its own batch statistics and example-weighted, the training set on its batch statistics).
+    assert "18,336 run-steps, 1.56 TFLOP: about 16 s to 78 s of training at an assumed 20-100 GFLOP/s; " in last
     assert last.endswith("run once to calibrate")
 
 

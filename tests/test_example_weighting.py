@@ -1,15 +1,38 @@
-"""Inference example weighting (Summers & Dinneen, 2020) against the paper's formula in float64 NumPy."""
+"""Inference example weighting (Summers & Dinneen, 2020) against the paper's formula in float64 NumPy, and the two
+evaluations after training that measure the train/test mismatch: `train_acc_batch_stats` and
+`test_acc_example_weighted`, recomputed by hand from a tiny trained run's final states, and read as not measured
+from tables written before them."""
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_config, tiny_dataset
 
+import normbench
 from normbench.config import ConfigError, NormConfig
+from normbench.core.axes import run_columns
+from normbench.core.grid import Cell, run_values
+from normbench.core.sweep import device_data, train_cell
+from normbench.models import build_model
 from normbench.norms import NORMS, WHOLE_BATCH, BatchStats, check_norm
 from normbench.norms.ghost_batch import example_weighted
+from normbench.reports.compare import compare
+from normbench.reports.summary import final_table
+from normbench.results.resume import Unfinished
+from normbench.results.store import (
+    LATER_COLUMNS,
+    METRICS,
+    in_current_columns,
+    metric_columns,
+    parse_metrics,
+    read_config,
+    read_metrics,
+)
 
 EPS = 1e-3
 # The two eval modes that weight examples: BatchNorm's (batch, ghost_batch, batch+ws) and Batch Renorm's. The
@@ -39,10 +62,7 @@ def evaluate(name, x, mean, var, alpha, scale, bias):
         stats["sigma"] = jnp.sqrt(jnp.asarray(var, jnp.float32) + EPS)
     else:
         stats["var"] = jnp.asarray(var, jnp.float32)
-    params = {
-        "scale": jnp.asarray(scale, jnp.float32),
-        "bias": jnp.asarray(bias, jnp.float32),
-    }
+    params = {"scale": jnp.asarray(scale, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
     return np.asarray(module.apply({"params": params, "batch_stats": stats}, x))
 
 
@@ -82,10 +102,7 @@ def test_a_weight_of_zero_normalizes_with_the_running_statistics_to_the_bit(shap
     then is the plain one up to the rounding of XLA's rewrites, and at a config's 0 it is the plain program."""
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.normal(1.0, 3.0, shape), jnp.float32)
-    mean, var = (
-        rng.normal(0.0, 1.0, 32).astype(np.float32),
-        rng.uniform(0.01, 9.0, 32).astype(np.float32),
-    )
+    mean, var = rng.normal(0.0, 1.0, 32).astype(np.float32), rng.uniform(0.01, 9.0, 32).astype(np.float32)
     sigma = jnp.sqrt(var + EPS)
     mixed_mean, mixed_sigma = jax.jit(example_weighted)(x, mean, sigma, EPS, jnp.float32(0.0))
     np.testing.assert_array_equal(mixed_mean, np.broadcast_to(mean, mixed_mean.shape))
@@ -117,10 +134,7 @@ def test_weight_one_over_g_with_the_rest_of_a_ghost_group_as_population_is_train
     def eval_mode(weight, variables, x):
         return (
             NORMS[name]
-            .make(
-                dataclasses.replace(config, inference_example_weight=weight),
-                WHOLE_BATCH,
-            )(False)
+            .make(dataclasses.replace(config, inference_example_weight=weight), WHOLE_BATCH)(False)
             .apply(variables, x)
         )
 
@@ -135,9 +149,78 @@ def test_weight_one_over_g_with_the_rest_of_a_ghost_group_as_population_is_train
 def test_a_weight_outside_0_1_is_refused():
     for name in WEIGHTED:
         with pytest.raises(ConfigError, match=r"inference_example_weight must be in \[0, 1\], got 1.5"):
-            check_norm(
-                name,
-                NormConfig(inference_example_weight=1.5, renorm_train_steps=10),
-                (8,),
-            )
+            check_norm(name, NormConfig(inference_example_weight=1.5, renorm_train_steps=10), (8,))
         check_norm(name, NormConfig(inference_example_weight=1.0, renorm_train_steps=10), (8,))
+
+
+def correct(model, variables, x, y, train: bool, batch: int) -> int:
+    """Correctly classified examples, in batches of consecutive examples (vmapped); in train mode each batch is
+    normalized by its own statistics (ghost groups as the model forms them) and the updates are dropped."""
+
+    def logits(chunk):
+        if train:
+            return model.apply(variables, chunk, train=True, mutable=["batch_stats"])[0]
+        return model.apply(variables, chunk, train=False)
+
+    chunks = jnp.asarray(x).reshape((-1, batch) + x.shape[1:])
+    return int(jnp.sum(jnp.argmax(jax.vmap(logits)(chunks), -1) == jnp.asarray(y).reshape(-1, batch)))
+
+
+@pytest.mark.slow
+def test_the_evaluations_after_training_recomputed_by_hand():
+    """A ghost cell (SGD batch 8, ghost groups of 2 and 8): for each run, `train_acc_batch_stats` is the training
+    set in train mode, in consecutive batches of 8 with ghost groups of the run's g, and `test_acc_example_weighted`
+    the test set in eval mode with the weight 1/g. Recomputed from the final states one run at a time."""
+    config = tiny_config(batch_sizes=(2, 8), seeds=(0,), protocols=("ghost",))
+    dataset, cell = tiny_dataset(), Cell("mlp", "batch", "ghost", 8)
+    states, result = train_cell(config, cell, dataset, device_data(dataset))
+    ghost_sizes = run_values(config, cell)["ghost_size"]
+    assert sorted(set(ghost_sizes)) == [2, 8]
+    m = result.metrics
+    for k, g in enumerate(ghost_sizes):
+        variables = jax.tree.map(lambda a, k=k: a[0, k], {"params": states.params, "batch_stats": states.batch_stats})
+        grouped = build_model("mlp", config.model, NORMS["batch"].make(config.norm, BatchStats(group_size=g)), 3)
+        train_mode = correct(grouped, variables, dataset.train_x, dataset.train_y, True, 8)
+        assert m.train_acc_batch_stats[0, k] == pytest.approx(train_mode / 48, abs=1e-6)
+        weighting = dataclasses.replace(config.norm, inference_example_weight=1 / g)
+        weighted = build_model("mlp", config.model, NORMS["batch"].make(weighting, BatchStats(group_size=g)), 3)
+        example_weighted = correct(weighted, variables, dataset.test_x, dataset.test_y, False, 8)
+        assert m.test_acc_example_weighted[0, k] == pytest.approx(example_weighted / 24, abs=1e-6)
+        # Else this test could not tell the train-mode pass from the eval-mode one it sits beside.
+        running = correct(grouped, variables, dataset.train_x, dataset.train_y, False, 8)
+        assert m.train_acc[0, k, -1] == pytest.approx(running / 48, abs=1e-6)
+    assert (m.train_acc_batch_stats[0] != m.train_acc[0, :, -1]).any()
+    assert (m.test_acc_example_weighted[0] != m.test_acc[0, :, -1]).any()
+
+
+OLD = Path(__file__).resolve().parent.parent / "results" / "init_scale"  # written before the two columns existed
+
+
+def test_a_table_written_before_the_two_columns_reads_them_as_not_measured(tmp_path):
+    """Committed results lack train_acc_batch_stats and test_acc_example_weighted: every reader takes them as NaN
+    (summary.md as `-`), and an interrupted run's cell kept without them joins a new cell's table."""
+    old_text = (OLD / METRICS).read_text()
+    assert not set(LATER_COLUMNS) & set(old_text.splitlines()[0].split(","))
+    out = tmp_path / "init_scale"
+    shutil.copytree(OLD, out)
+    columns = read_metrics(out)
+    for column in LATER_COLUMNS:
+        assert np.isnan(columns[column]).all() and np.isnan(normbench.load(out)[column]).all()
+    last = columns["epoch"] == columns["epoch"].max()
+    final = {**{k: v[last] for k, v in columns.items()}, "norm_batch": columns["ghost_size"][last]}
+    header, _, first = final_table(final)[:3]
+    cells = dict(zip(header.strip("| ").split(" | "), first.strip("| ").split(" | ")))
+    assert cells["train acc, batch stats"] == cells["test acc, example-weighted"] == "-" != cells["train acc"]
+    assert compare([out, out], "test_acc_example_weighted")[("mean", str(out))].isna().all()
+    # A kept cell's rows in the columns of a cell trained today: the old values in place, "nan" in the new ones.
+    upgraded = in_current_columns(old_text)
+    config = read_config(out)
+    assert upgraded.splitlines()[0].split(",") == [*run_columns(config), *metric_columns(config)]
+    again = parse_metrics(upgraded)
+    for column, values in parse_metrics(old_text).items():
+        np.testing.assert_array_equal(again[column], values, err_msg=column)
+    assert in_current_columns(upgraded) == upgraded
+    unfinished = Unfinished(tmp_path / "resumed")
+    unfinished.begin(config, force=False)
+    (unfinished.root / "cells" / "0000.csv").write_text(old_text)
+    assert unfinished.finished() == {0: upgraded}

@@ -40,7 +40,8 @@ def fake_result(config, cell, test_acc):
     test_acc = np.asarray(test_acc, np.float32)
     per_epoch = np.stack([test_acc / 2, test_acc], axis=-1)
     scalar = np.zeros(test_acc.shape, np.float32)
-    metrics = Metrics(*(per_epoch,) * len(EpochMetrics._fields), scalar, scalar, scalar.astype(np.int32))
+    after_training = len(Metrics._fields) - len(EpochMetrics._fields) - 1  # test_acc_batch_stats, ...
+    metrics = Metrics(*(per_epoch,) * len(EpochMetrics._fields), *(scalar,) * after_training, scalar.astype(np.int32))
     return CellResult(cell, metrics, trace_s=0.5, compile_s=1.0, wait_s=0.5, train_s=2.0)
 
 

@@ -30,7 +30,8 @@ def table(rng=None):
         "batch_size": np.full(n, 8), "ghost_size": np.full(n, 8), "init_scale": np.full(n, 1.0),
         "learning_rate": np.full(n, 0.1), "seed": seed, "epoch": epoch, "train_loss": np.ones(n),
         "train_acc": train_acc, "test_acc": test_acc, "test_loss": np.ones(n), "test_acc_batch_stats": np.ones(n),
-        "test_acc_precise": np.ones(n), "diverged": diverged,
+        "test_acc_precise": np.ones(n), "train_acc_batch_stats": np.ones(n), "test_acc_example_weighted": np.ones(n),
+        "diverged": diverged,
     }  # fmt: skip
 
 
@@ -55,7 +56,7 @@ def test_summary_leaves_diverged_runs_out_of_the_mean_and_counts_them():
     last = columns["epoch"] == 2
     row = final_table({**{k: v[last] for k, v in columns.items()}, "norm_batch": columns["batch_size"][last]})[-1]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[6] == "80.0" and cells[7] == "70.0"  # seed 0 alone, not (80 + 10) / 2
+    assert cells[6] == "80.0" and cells[8] == "70.0"  # seed 0 alone, not (80 + 10) / 2
     assert cells[-1] == "1/2"
 
 

@@ -23,10 +23,15 @@ the parameters to float64 (the sweep switches on jax_enable_x64 around it, `prec
 Evaluation after each epoch, in eval mode: accuracy on the training set, and loss and accuracy on the test set
 and on the validation set held out of the training data (after every `train.test_every`-th epoch and the last;
 NaN after the others). With `data.resample` each seed first draws its own training and validation sets.
-After the last epoch, norms with running statistics are also evaluated two more ways (Wu & Johnson, 2021):
+After the last epoch, norms with running statistics are also evaluated more ways (Wu & Johnson, 2021):
 with each test batch's own statistics (test batches as large as the training batches, so their statistics are
 as noisy), and with PreciseBN statistics, the mean of per-batch statistics over `train.precise_bn_examples`
 training examples, the weights frozen (`train.precise_bn_variance="population"`: the variance over all of them).
+The training set is evaluated in train mode too, its batches as large and their statistics formed as in training
+(ghost groups of the run's size), nothing updated: beside `train_acc` on the running averages, the train/test
+mismatch. And the test set with inference example weighting (Summers & Dinneen, 2020), each example's own
+moments given the weight 1/g it had in the statistics of its ghost group of g (`ghost_size`), for the norms that
+honour `norm.inference_example_weight` (`NormSpec.weights_examples`; NaN for the others).
 
 Data parallel (the `per_device` and `sync` protocols): each phase runs inside a shard_map, each device stepping
 on its share of every batch, the loss and so the gradients those of the whole batch;
@@ -154,6 +159,8 @@ class Metrics(NamedTuple):
     landscape_beta: jax.Array
     test_acc_batch_stats: jax.Array  # scalar, after the last epoch; NaN for norms without running statistics
     test_acc_precise: jax.Array  # likewise
+    train_acc_batch_stats: jax.Array  # likewise: the training set in train mode, statistics as training forms them
+    test_acc_example_weighted: jax.Array  # likewise, and NaN for norms that do not weight examples
     diverged_epoch: jax.Array  # scalar: first epoch (1-based) with a non-finite loss, 0 if none
 
 
@@ -290,8 +297,8 @@ class Training(NamedTuple):
     - `start(seed, values, data) -> RunState`;
     - `epochs(seed, values, data, state, first_epoch, *, count) -> (RunState, EpochMetrics)` runs epochs
       `first_epoch .. first_epoch + count - 1` (0-based; `count` is static, `first_epoch` may be traced);
-    - `finish(seed, values, data, state) -> (test_acc_batch_stats, test_acc_precise)`, the evaluations after
-      the last epoch;
+    - `finish(seed, values, data, state) -> (test_acc_batch_stats, test_acc_precise, train_acc_batch_stats,
+      test_acc_example_weighted)`, the evaluations after the last epoch;
     - `diagnose(seed, values, data, state) -> Diagnostics` of the layers (`normbench.core.diagnostics`).
 
     The data key is rederived from the seed in each phase rather than carried in the state: a vmapped state is
@@ -311,7 +318,7 @@ class Training(NamedTuple):
         return state.train, metrics(per_epoch, self.finish(seed, values, data, state), state)
 
 
-def metrics(per_epoch: EpochMetrics, final: tuple[jax.Array, jax.Array], state: RunState) -> Metrics:
+def metrics(per_epoch: EpochMetrics, final: tuple[jax.Array, ...], state: RunState) -> Metrics:
     return Metrics(*per_epoch, *final, state.diverged_epoch)
 
 
@@ -504,15 +511,21 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
 
     def finish(seed, values: RunValues, data: Data, state: RunState):
         data = run_data(seed, data)
+        unmeasured = jnp.float32(jnp.nan)
         if not spec.running_stats:
-            return jnp.float32(jnp.nan), jnp.float32(jnp.nan)
+            return unmeasured, unmeasured, unmeasured, unmeasured
         model = model_for(values)
         variables = {"params": state.train.params, "batch_stats": state.train.batch_stats}
         batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, statistics_batch)
         probe = model_for(values, momentum=0.0)
         precise = precise_batch_stats(probe, variables, precise_inputs(seed, data), config.train.precise_bn_variance)
         _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch)
-        return batch_stats_acc, precise_acc
+        train_batch_stats_acc = batch_stats_accuracy(model, variables, data.train_x, data.train_y, statistics_batch)
+        weighted_acc = unmeasured
+        if spec.weights_examples:
+            weighted = model_for(values, inference_example_weight=1.0 / values["ghost_size"])
+            _, weighted_acc = evaluate(weighted, variables, data.test_x, data.test_y, eval_batch)
+        return batch_stats_acc, precise_acc, train_batch_stats_acc, weighted_acc
 
     def diagnose(seed, values: RunValues, data: Data, state: RunState) -> Diagnostics:
         data = run_data(seed, data)

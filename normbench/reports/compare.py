@@ -22,7 +22,8 @@ from normbench.results.stats import mean_ci
 from normbench.results.swap import settle
 
 KEYS = ["model", "norm", "protocol", "norm_batch", "init_scale", "learning_rate"]
-METRICS = ("test_acc", "train_acc", "test_loss", "train_loss", "test_acc_batch_stats", "test_acc_precise")
+METRICS = ("test_acc", "train_acc", "test_loss", "train_loss", "test_acc_batch_stats", "test_acc_precise",
+           "train_acc_batch_stats", "test_acc_example_weighted")  # fmt: skip
 # A paired difference whose interval holds 0 is labelled so: the seeds cannot tell it from no difference.
 NOT_SIGNIFICANT = "not significant"
 

@@ -226,13 +226,17 @@ BN_EVAL_MODES = {
     "test_acc_batch_stats": "test batch's own statistics",
     "test_acc_precise": "PreciseBN statistics",
     "train_acc": "train error (running averages)",
+    "train_acc_batch_stats": "train error (batch statistics, as trained)",
+    "test_acc_example_weighted": "example-weighted (1/g)",
 }
 
 
 def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
-    """For each norm with running statistics: test error under its three evaluation modes and the train error,
-    against the norm's batch, one row per model and norm, one column per protocol. The gap between the curves
-    is the train/test inconsistency of small batches."""
+    """For each norm with running statistics: test error under each evaluation mode and the train error on the
+    running averages and on batch statistics formed as in training, against the norm's batch, one row per model
+    and norm, one column per protocol. The gap between the curves is the train/test inconsistency of small
+    batches. A mode these runs did not measure (example weighting for a norm without it, a table written before
+    the mode existed) has no curve."""
     final = _fields_in_norm(final_epoch(columns))
     with_stats = ~np.isnan(final["test_acc_batch_stats"])
     norms = list(dict.fromkeys(final["norm"][with_stats]))
@@ -248,8 +252,11 @@ def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
         ax = axes[r, c]
         used.add(ax)
         for i, (metric, label) in enumerate(BN_EVAL_MODES.items()):
+            if np.isnan(final[metric][rows]).all():
+                continue
             xs, mean, ci = _curve(final, rows, metric)
-            ax.plot(xs, mean, "o:" if metric == "train_acc" else "o-", color=f"C{i}", label=label, markersize=4)
+            style = "o:" if metric.startswith("train_") else "o-"
+            ax.plot(xs, mean, style, color=f"C{i}", label=label, markersize=4)
             _band(ax, xs, mean - ci, mean + ci, f"C{i}")
         _batch_axes(ax, f"{norm}: {model}, {protocol} protocol", batches)
         ax.set_ylabel("error")

@@ -33,9 +33,11 @@ from normbench.results.tuning import beyond, edge_steps, own_grids, step_rule
 
 ACCURACIES = {
     "train_acc": "train acc",
+    "train_acc_batch_stats": "train acc, batch stats",
     "test_acc": "test acc",
     "test_acc_batch_stats": "test acc, batch stats",
     "test_acc_precise": "test acc, PreciseBN",
+    "test_acc_example_weighted": "test acc, example-weighted",
 }
 
 
@@ -339,9 +341,13 @@ def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape
         f"Final epoch ({int(columns['epoch'].max())}); accuracies in percent, mean ± 95% CI (Student t) over "
         f"{n_seeds} seeds. `norm_batch` is the number of examples each batch statistic sees: the SGD batch, "
         "the ghost group under the ghost protocol, one device's examples under per_device and all devices' "
-        "under sync. `test acc` evaluates norms with running statistics on "
-        "those running averages; `batch stats` normalizes each test batch (as large as the training batches) "
-        "by its own statistics; `PreciseBN` uses statistics recomputed over training batches after training. "
+        "under sync. `train acc` and `test acc` evaluate norms with running statistics on "
+        "those running averages; `batch stats` normalizes each batch (as large as the training batches, in "
+        "ghost groups as in training) by its own statistics, so `train acc, batch stats` is the training set "
+        "as training normalized it and its gap to `train acc` the train/test mismatch; `PreciseBN` uses "
+        "statistics recomputed over training batches after training; `example-weighted` mixes each test "
+        "example's own moments, with the weight 1/`norm_batch` it had in training, into the running ones "
+        "(Summers & Dinneen, 2020). `-`: a mode the norm does not have, or that the runs predate. "
         "Runs whose loss went non-finite are counted under `diverged` and left out of every mean.",
         "",
     ]

@@ -35,7 +35,7 @@ from normbench.core.grid import run_keys
 from normbench.core.train import EpochMetrics
 from normbench.errors import UserError
 from normbench.reports.progress import Progress
-from normbench.results.store import prepare_output_dir
+from normbench.results.store import AFTER_TRAINING, prepare_output_dir
 from normbench.results.table import number
 
 TAGS = {
@@ -47,6 +47,8 @@ TAGS = {
     "val_acc": "val/acc",
     "test_acc_batch_stats": "test/acc_batch_stats",
     "test_acc_precise": "test/acc_precise",
+    "train_acc_batch_stats": "train/acc_batch_stats",
+    "test_acc_example_weighted": "test/acc_example_weighted",
     "landscape_loss_min": "landscape/loss_min",
     "landscape_loss_range": "landscape/loss_range",
     "landscape_grad_change_min": "landscape/grad_change_min",
@@ -200,7 +202,7 @@ class TensorBoardWriter(Progress):
                 writer = self._writer(index, name, key)
                 for epoch in set(range(1, epochs + 1)) - self.written.get(name, set()):  # not heard while training
                     self._epoch(writer, name, epoch, m, s, k, last=epoch - 1)
-                for column in ("test_acc_batch_stats", "test_acc_precise"):
+                for column in AFTER_TRAINING:
                     value = getattr(m, column)[s, k]
                     if not np.isnan(value):
                         writer.scalar(TAGS[column], float(number(value)), epochs)

@@ -24,7 +24,7 @@ import numpy as np
 from normbench.config import Config, to_dict
 from normbench.core.train import EpochMetrics
 from normbench.errors import UserError
-from normbench.results.store import CONFIG, UNFINISHED, atomic_write, config_differences
+from normbench.results.store import CONFIG, UNFINISHED, atomic_write, config_differences, in_current_columns
 from normbench.runtime.faults import reached
 
 
@@ -58,8 +58,10 @@ class Unfinished:
         (self.root / "cells").mkdir(exist_ok=True)
 
     def finished(self) -> dict[int, str]:
-        """Cell index -> that cell's rows (with the header line) for every cell finished so far."""
-        return {int(path.stem): path.read_text() for path in sorted((self.root / "cells").glob("*.csv"))}
+        """Cell index -> that cell's rows (with the header line) for every cell finished so far; a cell kept before
+        metrics.csv gained a column has it as NaN (`in_current_columns`), so that every cell's table joins."""
+        cells = sorted((self.root / "cells").glob("*.csv"))
+        return {int(path.stem): in_current_columns(path.read_text()) for path in cells}
 
     def finished_diagnostics(self) -> dict[int, str]:
         return {int(path.stem): path.read_text() for path in sorted((self.root / "diagnostics").glob("*.csv"))}

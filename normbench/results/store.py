@@ -8,7 +8,9 @@ then swapped for the old one (`replace`, `normbench.results.swap`).
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -19,6 +21,7 @@ import numpy as np
 
 from normbench.config import Config, from_dict, to_dict
 from normbench.core import landscape
+from normbench.core.axes import key_columns
 from normbench.errors import UserError
 from normbench.results.swap import clear, settle, swap
 from normbench.results.table import number, parse_table, read_table, table_csv
@@ -32,8 +35,13 @@ LOCK = ".lock"  # held by the run writing the directory (`exclusive`)
 # What metrics.csv records of a run at each epoch, after its key columns (`normbench.core.axes`).
 METRIC_COLUMNS = (
     "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc", "test_acc_batch_stats",
-    "test_acc_precise", "diverged",
+    "test_acc_precise", "train_acc_batch_stats", "test_acc_example_weighted", "diverged",
 )  # fmt: skip
+# The evaluations after the last epoch, in `normbench.core.train.Metrics` order.
+AFTER_TRAINING = ("test_acc_batch_stats", "test_acc_precise", "train_acc_batch_stats", "test_acc_example_weighted")
+# Columns of METRIC_COLUMNS that tables written before them lack: they read back as NaN (not measured).
+LATER_COLUMNS = ("train_acc_batch_stats", "test_acc_example_weighted")
+_REQUIRED = tuple(column for column in METRIC_COLUMNS if column not in LATER_COLUMNS)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -54,13 +62,13 @@ def metrics_csv(config: Config, results) -> str:
         diverged_epoch = int(m.diverged_epoch[s, k])
         epochs = m.train_loss.shape[-1]
         # The extra evaluation modes are measured once, after the last epoch.
-        after_training = (number(m.test_acc_batch_stats[s, k]), number(m.test_acc_precise[s, k]))
+        after_training = [number(getattr(m, column)[s, k]) for column in AFTER_TRAINING]
         during = (m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.val_loss, m.val_acc)
         for epoch in range(1, epochs + 1):
             yield [
                 epoch,
                 *(number(metric[s, k, epoch - 1]) for metric in during),
-                *(after_training if epoch == epochs else ("nan", "nan")),
+                *(after_training if epoch == epochs else ["nan"] * len(AFTER_TRAINING)),
                 int(0 < diverged_epoch <= epoch),
                 *(number(metric[s, k, epoch - 1]) for metric in probed),
             ]
@@ -265,11 +273,35 @@ def _read_config_file(path: Path) -> Config:
 
 
 def read_metrics(out: Path) -> dict[str, np.ndarray]:
-    """The metrics table as columns (`normbench.results.table.parse_table`)."""
+    """The metrics table as columns (`normbench.results.table.parse_table`); `LATER_COLUMNS` that an older table
+    lacks as NaN."""
     settle(out)
-    return read_table(Path(out) / METRICS, METRIC_COLUMNS)
+    return _with_later_columns(read_table(Path(out) / METRICS, _REQUIRED))
 
 
 def parse_metrics(text: str, path: Path | str = METRICS) -> dict[str, np.ndarray]:
     """`read_metrics` of the text of a metrics table, e.g. `metrics_csv`'s output; `path` names it in errors."""
-    return parse_table(text, path, METRIC_COLUMNS)
+    return _with_later_columns(parse_table(text, path, _REQUIRED))
+
+
+def _with_later_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    rows = len(columns["epoch"])
+    return {**columns, **{c: np.full(rows, np.nan) for c in LATER_COLUMNS if c not in columns}}
+
+
+def in_current_columns(text: str) -> str:
+    """A metrics table's text with the `LATER_COLUMNS` that it lacks put in their places, "nan" in every row: a
+    cell that an interrupted run kept before they existed (`normbench.results.resume`) joins the others' table."""
+    rows = list(csv.reader(text.splitlines()))
+    header = rows[0]
+    missing = [c for c in LATER_COLUMNS if c not in header]
+    if not missing:
+        return text
+    keys = key_columns(header)
+    order = [*keys, *METRIC_COLUMNS, *(c for c in header[len(keys) :] if c not in METRIC_COLUMNS)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for row in rows:
+        values = dict(zip(header, row))
+        writer.writerow([c if row is header else values.get(c, "nan") for c in order])
+    return out.getvalue()
