@@ -18,6 +18,10 @@ import numpy as np
 from normbench.config import Config
 from normbench.core.axes import swept_columns
 from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
+from normbench.data import load
+from normbench.errors import UserError
+from normbench.models import norm_positions
+from normbench.norms import NORMS
 from normbench.reports.labels import norm_label, seeds_text
 from normbench.reports.landscape_figure import landscape_figure
 from normbench.reports.layer_figures import DEFAULT as LAYER_DEFAULT
@@ -221,6 +225,70 @@ def error_vs_batch_figure(columns: dict[str, np.ndarray], config: Config):
     return fig
 
 
+def _positions(model: str, config: Config) -> tuple[int, ...] | None:
+    """The values per example that each of the model's batch statistics holds (1 for a Dense layer, the positions of
+    a conv's output), from its shapes on one example of the config's data; None where that data is not at hand,
+    and the figure then marks nothing."""
+    try:
+        shape = load(config.data).train_x.shape[1:]
+    except UserError:
+        return None
+    return norm_positions(model, config.model, tuple(shape))
+
+
+DEGENERATE = {1: "undefined: 1 value", 2: "degenerate: 2 values, BN outputs +-1"}
+
+
+def images_per_statistic_figure(columns: dict[str, np.ndarray], config: Config):
+    """Test error against the images each batch statistic sees, one panel per model: every batch-dependent norm as
+    a curve over its statistic sizes, every batch-independent norm (one size, the SGD batch) as a flat line and band
+    across the panel, mean over seeds with a 95% interval, the runs at the rates chosen on the validation set. A
+    point whose smallest statistic holds 1 or 2 values (an MLP's BN at 1 or 2 images) is drawn hollow and named:
+    there BN is degenerate, not merely noisy."""
+    final = _fields_in_norm(final_epoch(columns))
+    batch_dependent = np.array([NORMS[name].batch_dependent for name in final_epoch(columns)["norm"]])
+    models = list(dict.fromkeys(final["model"]))
+    fig, axes = _grid([0], models, 4.6, 3.6)
+    norms = list(dict.fromkeys(final["norm"]))
+    sizes = np.unique(norm_batch(final))
+    used = set()
+    for c, model in enumerate(models):
+        ax = axes[0, c]
+        used.add(ax)
+        here = final["model"] == model
+        positions = _positions(model, config)
+        per_example = None if positions is None else min(positions)
+        for i, norm in enumerate(norms):
+            rows = here & (final["norm"] == norm)
+            if not rows.any():
+                continue
+            xs, mean, ci = _curve(final, rows, "test_acc")
+            lost = int(final["diverged"][rows].sum())
+            label = norm_label(norm) + (f" ({lost} diverged runs left out)" if lost else "")
+            if not batch_dependent[rows].any():  # trained once: it is the same at every size
+                ax.plot(sizes, np.full(len(sizes), mean[0]), "--", color=f"C{i}", label=f"{label} (no batch statistic)")
+                _band(ax, sizes, mean[0] - ci[0], np.full(len(sizes), mean[0] + ci[0]), f"C{i}", alpha=0.12)
+                continue
+            degenerate = np.array([per_example is not None and x * per_example <= 2 for x in xs])
+            ax.plot(xs, mean, "-", color=f"C{i}", label=label)
+            ax.plot(xs[~degenerate], mean[~degenerate], "o", color=f"C{i}", markersize=4)
+            ax.plot(xs[degenerate], mean[degenerate], "o", color=f"C{i}", markersize=6, markerfacecolor="white")
+            _band(ax, xs, mean - ci, mean + ci, f"C{i}")
+        if per_example is not None:
+            for x in sizes[sizes * per_example <= 2]:
+                ax.axvspan(x / 1.3, x * 1.3, color="0.85", zorder=0)
+                ax.annotate(DEGENERATE[int(x * per_example)], (x * 1.35, 0.97), xycoords=("data", "axes fraction"),
+                            rotation=90, va="top", ha="left", fontsize=7, color="0.3")  # fmt: skip
+        values = "?" if positions is None else " / ".join(f"g x {p}" if p > 1 else "g" for p in positions)
+        _batch_axes(ax, f"{model}: values per statistic by layer: {values}", sizes)
+        ax.set_xlabel("images per batch statistic g (ghost group of the SGD batch)")
+        ax.set_ylabel("test error")
+    seeds = seeds_text(len(np.unique(final["seed"])))
+    title = f"{config.name}: final test error against images per BN statistic, mean and 95% CI over {seeds}"
+    _finish(fig, axes, title, used)
+    return fig
+
+
 BN_EVAL_MODES = {
     "test_acc": "running averages (EMA)",
     "test_acc_batch_stats": "test batch's own statistics",
@@ -350,6 +418,7 @@ FIGURES = {
     "error_vs_batch": error_vs_batch_figure,
     "bn_eval_modes": bn_eval_modes_figure,
     "sync_bn": sync_bn_figure,
+    "images_per_statistic": images_per_statistic_figure,
     "landscape": landscape_figure,
 }
 
