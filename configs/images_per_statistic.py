@@ -79,7 +79,8 @@ def get_config() -> Config:
             precise_bn_examples=2048,
             test_every=4,
             diagnostics_at=(4,),
-            chunk_size=5,
+            # 210 CNN runs evaluating 1,000 images each at once would hold ~7 GiB of activations; 250 hold 1/4.
+            eval_batch_size=250,
         ),
         sweep=SweepConfig(
             models=ARMS,
