@@ -179,17 +179,21 @@ def test_show_prints_the_resolved_config_in_a_form_that_set_reads_back(capsys):
     from normbench.config import Config, apply_overrides, load_config
 
     config_file = str(ROOT / "configs" / "small_batch.py")
-    overrides = ["train.epochs=3", "sweep.norms=batch,group"]
+    overrides = ["train.epochs=3", "sweep.norms=batch,group", "sweep.protocols=sgd,ghost"]
     assert main(["show", config_file, *(a for o in overrides for a in ("--set", o))]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "train.epochs                  = 3  # default: 20" in lines
     assert "sweep.norms                   = batch,group  # default: batch,none" in lines
-    # batch at 4 SGD batches + 1 ghost cell of 4 group sizes, group at 4; 5 seeds x 4 learning rates each
-    assert lines[-2] == "# 9 cells (one compiled program each), 240 runs of 3 epochs"
-    assert lines[-1].startswith("# about ") and " run-steps, " in lines[-1] and " of training at " in lines[-1]
+    # sgd: batch and group at 4 batches; ghost: batch's 4 group sizes vmapped in one cell, group's one size in
+    # another; 5 seeds x 4 learning rates each
+    assert "# 10 cells (one compiled program each), 260 runs of 3 epochs" in lines
+    cost = lines[lines.index("# 10 cells (one compiled program each), 260 runs of 3 epochs") + 1]
+    assert cost.startswith("# about ") and " run-steps, " in cost and " of training at " in cost
+    assert lines[-1].startswith("# report.tune_extensions=2: ") and "at worst 260 more runs" in lines[-1]
     # the learning rates as the runs use them: r x SGD batch / 256 (the config's learning_rates = 0.8,...,6.4)
     assert "#   sgd batch=2: learning_rate=0.00625,0.0125,0.025,0.05 ghost_size=2" in lines
-    assert "#   ghost batch=128: learning_rate=0.4,0.8,1.6,3.2 ghost_size=2,8,32,128" in lines
+    assert "#   ghost batch=128 (batch): learning_rate=0.4,0.8,1.6,3.2 ghost_size=2,8,32,128" in lines
+    assert "#   ghost batch=128 (group): learning_rate=0.4,0.8,1.6,3.2 ghost_size=128" in lines
     settings = [line.split("  # ")[0] for line in lines if not line.startswith("#")]
     assert apply_overrides(Config(), settings) == apply_overrides(load_config(config_file), overrides)
     axes = [line.split()[1:3] for line in lines if line.startswith("#   ")]
