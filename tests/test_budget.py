@@ -43,6 +43,14 @@ def test_show_prints_the_estimate(capsys):
     assert last.endswith("run once to calibrate")
 
 
+def test_the_estimate_counts_tested_epochs_without_listing_them(capsys):
+    """369,346,492 epochs, each tested: counting them as a set of epoch numbers took 20-25 GiB (a fuzz example
+    that OOM-killed a CI worker); the count is a closed form, so show answers at once."""
+    args = ["show", "configs/init_scale.py", "--set", "train.epochs=369346492", "--set", "train.test_every=1"]
+    assert main(args) == 0
+    assert "354,572,631,456 run-steps" in capsys.readouterr().out.splitlines()[-1]
+
+
 def test_a_tiny_cells_flops_are_the_hand_count():
     # 48 examples of 4x4, an MLP 16-8-8-3: 432 FLOPs forward per example, 1,040 per example of a training step
     # (twice forward, and the input gradients of every layer but the first: 2 x (8x8 + 8x3)).
