@@ -168,3 +168,21 @@ def test_testing_every_few_epochs_skips_only_the_test_columns_of_the_others():
         assert np.isnan(getattr(some.metrics, name)[..., ~tested]).all()
     for name in ("train_loss", "train_acc", "test_acc_batch_stats", "test_acc_precise"):
         np.testing.assert_allclose(getattr(some.metrics, name), getattr(every.metrics, name), **TOL, err_msg=name)
+
+
+@pytest.mark.parametrize("count", [1, 5, 6, 13])
+def test_minibatches_are_whole_batches_of_a_fresh_permutation_per_pass(count):
+    from normbench.core.train import minibatches
+
+    key = jax.random.PRNGKey(7)
+    got = np.asarray(minibatches(key, count, 50, 8, 6, "permutation"))
+    passes = [np.asarray(jax.random.permutation(k, 50))[:48] for k in jax.random.split(key, -(-count // 6))]
+    np.testing.assert_array_equal(got, np.concatenate(passes)[: count * 8].reshape(count, 8))
+
+
+def test_minibatches_of_many_passes_trace_as_one_permutation():
+    """One permutation per pass, traced in a Python loop, made `show` of train.min_steps=1176740 take 503 s."""
+    from normbench.core.train import minibatches
+
+    jaxpr = jax.make_jaxpr(lambda key: minibatches(key, 200 * 23, 3000, 128, 23, "permutation"))(jax.random.PRNGKey(0))
+    assert len(jaxpr.eqns) < 50

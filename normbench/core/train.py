@@ -265,6 +265,18 @@ def _population(precise, per_batch):
     return out
 
 
+def minibatches(key, count: int, n_train: int, batch: int, per_pass: int, sampling: str) -> jax.Array:
+    """(count, batch) training indices: passes back to back, each the first `per_pass` whole batches of a fresh
+    permutation (so no batch straddles two passes), or, with `sampling="replacement"`, draws with replacement."""
+    if sampling == "replacement":
+        return jax.random.randint(key, (count, batch), 0, n_train)
+    # One vmapped permutation for all the passes (the same bits as one per pass), so tracing a run of many passes
+    # costs one op, not one per pass.
+    keys = jax.random.split(key, -(-count // per_pass))
+    order = jax.vmap(lambda k: jax.random.permutation(k, n_train)[: per_pass * batch])(keys).reshape(-1)
+    return order[: count * batch].reshape(count, batch)
+
+
 def nans(like):
     """NaN arrays of the shapes and dtypes of `like`'s: the metrics of an evaluation that was not done."""
     return tuple(jnp.full(a.shape, jnp.nan, a.dtype) for a in like)
@@ -398,13 +410,7 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
         )
 
     def batches(key, count):
-        """(count, batch) training indices: passes back to back, each the whole batches of a fresh permutation
-        (so no batch straddles two passes), or draws with replacement."""
-        if config.train.sampling == "replacement":
-            return jax.random.randint(key, (count, batch), 0, n_train)
-        keys = jax.random.split(key, -(-count // per_pass))
-        order = jnp.concatenate([jax.random.permutation(k, n_train)[: per_pass * batch] for k in keys])
-        return order[: count * batch].reshape(count, batch)
+        return minibatches(key, count, n_train, batch, per_pass, config.train.sampling)
 
     def keys(seed):
         return jax.random.split(jax.random.PRNGKey(seed), 3)  # init, data, precise
