@@ -38,11 +38,12 @@ def get_config() -> Config:
         ),
         report=ReportConfig(
             tune=("learning_rate",),
-            claims=(
-                "test_acc, batch_size=2: norm=batch protocol=sync - norm=batch protocol=per_device",
-                "test_acc, batch_size=2: norm=group protocol=per_device - norm=batch protocol=per_device",
-                "test_acc, norm=batch, protocol=sync: batch_size=8 - batch_size=2",
-            ),
+            claims=tuple(
+                f"test_acc, batch_size={b}: {term} - norm=batch protocol=per_device"
+                for b in (2, 4, 8)
+                for term in ("norm=batch protocol=sync", "norm=group protocol=per_device")
+            )
+            + ("test_acc, norm=batch, protocol=sync: batch_size=2 - batch_size=8",),
         ),
         figures=("sync_bn",),
     )
