@@ -251,6 +251,7 @@ def images_per_statistic_figure(columns: dict[str, np.ndarray], config: Config):
     fig, axes = _grid([0], models, 4.6, 3.6)
     norms = list(dict.fromkeys(final["norm"]))
     sizes = np.unique(norm_batch(final))
+    # A log scale, since errors of 5% and of 90% share a panel and the norms differ by a point at the low end.
     used = set()
     for c, model in enumerate(models):
         ax = axes[0, c]
@@ -280,8 +281,11 @@ def images_per_statistic_figure(columns: dict[str, np.ndarray], config: Config):
                 ax.annotate(DEGENERATE[int(x * per_example)], (x * 1.35, 0.97), xycoords=("data", "axes fraction"),
                             rotation=90, va="top", ha="left", fontsize=7, color="0.3")  # fmt: skip
         values = "?" if positions is None else " / ".join(f"g x {p}" if p > 1 else "g" for p in positions)
+        if positions is not None and max(positions) == 1:
+            values = "g in every layer"
         _batch_axes(ax, f"{model}: values per statistic by layer: {values}", sizes)
-        ax.set_xlabel("images per batch statistic g (ghost group of the SGD batch)")
+        ax.set_yscale("log")
+        ax.set_xlabel("images per BN statistic, g (a ghost group of the SGD batch)")
         ax.set_ylabel("test error")
     seeds = seeds_text(len(np.unique(final["seed"])))
     title = f"{config.name}: final test error against images per BN statistic, mean and 95% CI over {seeds}"
@@ -301,19 +305,21 @@ BN_EVAL_MODES = {
 
 def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
     """For each norm with running statistics: test error under each evaluation mode and the train error on the
-    running averages and on batch statistics formed as in training, against the norm's batch, one row per model
-    and norm, one column per protocol. The gap between the curves is the train/test inconsistency of small
-    batches. A mode these runs did not measure (example weighting for a norm without it, a table written before
-    the mode existed) has no curve."""
+    running averages and on batch statistics formed as in training, against the norm's batch, one row per model,
+    one column per norm and protocol. The train errors' gap (the same images, running averages against batch
+    statistics as in training) is the train/test mismatch of small batches. A mode these runs did not measure
+    (example weighting for a norm without it, a table written before the mode existed) has no curve."""
     final = _fields_in_norm(final_epoch(columns))
     with_stats = ~np.isnan(final["test_acc_batch_stats"])
     norms = list(dict.fromkeys(final["norm"][with_stats]))
-    rows_of = [(m, n) for m in dict.fromkeys(final["model"]) for n in norms]
+    models = list(dict.fromkeys(final["model"]))
     protocols = sorted(set(final["protocol"][with_stats]), key=lambda p: p != "sgd") or ["sgd"]
-    fig, axes = _grid(rows_of or [None], protocols, 4.2, 3.3)
+    # A row per model, a column per norm and protocol: a one-protocol study's norms sit side by side, not stacked.
+    columns_of = [(n, p) for n in norms for p in protocols]
+    fig, axes = _grid(models, columns_of or [None], 4.2, 3.3)
     batches = np.unique(norm_batch(final))
     used = set()
-    for (r, (model, norm)), (c, protocol) in itertools.product(enumerate(rows_of), enumerate(protocols)):
+    for (r, model), (c, (norm, protocol)) in itertools.product(enumerate(models), enumerate(columns_of)):
         rows = (final["model"] == model) & (final["protocol"] == protocol) & (final["norm"] == norm) & with_stats
         if not rows.any():
             continue
