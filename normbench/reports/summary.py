@@ -87,7 +87,8 @@ def batch_drop_table(final, config: Config, input_shape=None) -> list[str]:
     values a batch statistic then holds."""
     keys = ["model", "protocol", "norm", "init_scale", *swept_columns(final)]
     header = [*keys, "test acc, largest batch", "test acc, smallest batch", "drop (points)",
-              "values per statistic by layer, largest -> smallest batch", "seeds (left out: diverged)"]  # fmt: skip
+              "values per statistic by layer (images x positions, not independent), largest -> smallest batch",
+              "seeds (left out: diverged)"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
 
     @functools.cache  # one trace of a model's shapes, and none for a study with one batch size
