@@ -38,7 +38,8 @@ BN's statistics over ghost groups of one SGD batch of 128, where the paper's ima
 of a batch of 32 x 8; 690 steps at batch 128 for every g, where the paper's batch size changes the SGD batch too; the
 rate tuned per g on a validation split, where the paper scales one rate linearly.
 
-Cost on 2 cores: 54 minutes (3,108 s training), 8 cells of 30 or 210 runs, then 6 rounds of tuning extensions.
+Cost on 2 cores: 54 minutes (3,108 s training), 8 cells of 30 or 210 runs (31 min), then 4 rounds of tuning
+extensions (13 cells, 610 runs, 23 min).
 
 Expected (results/images_per_statistic/summary.md: test accuracy, paired over the 10 seeds, 95% intervals, verdicts
 Holm-adjusted over the 66 claims):
