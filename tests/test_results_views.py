@@ -91,9 +91,15 @@ def two_models(columns):
     return {k: np.concatenate([named if k == "model" else v, v]) for k, v in columns.items()}
 
 
+def two_protocols(columns):
+    """The committed `sgd` runs, and the same runs again under `ghost`: a sweep of two protocols."""
+    named = np.full(len(columns["protocol"]), "ghost")
+    return {k: np.concatenate([v, named if k == "protocol" else v]) for k, v in columns.items()}
+
+
 def test_the_error_figure_wraps_its_panels_shares_y_per_model_and_names_norms_for_readers(small_batch):
     columns, config = small_batch
-    fig = error_vs_batch_figure(two_models(columns), config)
+    fig = error_vs_batch_figure(two_models(two_protocols(columns)), config)
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert len(panels) == 4 and fig.get_size_inches()[0] < 10  # two models x two protocols, not one strip
     mlp_sgd, mlp_ghost, cnn_sgd, _ = panels
