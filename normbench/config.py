@@ -415,7 +415,9 @@ def _coerce(value, hint, key: str):
 
 
 def _raw_text(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else repr(value)
+    # A newline or other control character in the value would break the error's one line: escaped, it shows.
+    text = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else repr(value)
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def _type_name(hint, plural: bool = False) -> str:

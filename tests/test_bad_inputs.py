@@ -183,3 +183,12 @@ def test_bad_input_is_one_line_exit_2_and_leaves_results_alone(study, tmp_path, 
     assert err.startswith("normbench: error: ") and err.count("\n") == 1, err
     assert message in err
     assert snapshot(out) == before
+
+
+def test_a_value_with_a_newline_is_refused_on_one_line(capsys):
+    """A fuzz example: `--set model.channels=',0\\n0'` echoed the newline into its error, making it two lines."""
+    from normbench.cli import main
+
+    assert main(["show", "configs/init_scale.py", "--set", "model.channels=,0\n0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "got 0\\n0" in err
