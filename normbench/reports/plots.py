@@ -18,8 +18,6 @@ import numpy as np
 from normbench.config import Config
 from normbench.core.axes import swept_columns
 from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
-from normbench.data import load
-from normbench.errors import UserError
 from normbench.models import norm_positions
 from normbench.norms import NORMS
 from normbench.reports.labels import norm_label, seeds_text
@@ -27,7 +25,7 @@ from normbench.reports.landscape_figure import landscape_figure
 from normbench.reports.layer_figures import DEFAULT as LAYER_DEFAULT
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.reports.layer_figures import setting_label
-from normbench.reports.summary import write_summary
+from normbench.reports.summary import data_input_shape, write_summary
 from normbench.results.claims import at_choices, tune
 from normbench.results.stats import final_epoch, mean_ci, norm_batch, per_run
 from normbench.results.store import atomic_write, read_config, read_metrics
@@ -225,15 +223,10 @@ def error_vs_batch_figure(columns: dict[str, np.ndarray], config: Config):
     return fig
 
 
-def _positions(model: str, config: Config) -> tuple[int, ...] | None:
+def _positions(model: str, config: Config, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
     """The values per example that each of the model's batch statistics holds (1 for a Dense layer, the positions of
-    a conv's output), from its shapes on one example of the config's data; None where that data is not at hand,
-    and the figure then marks nothing."""
-    try:
-        shape = load(config.data).train_x.shape[1:]
-    except UserError:
-        return None
-    return norm_positions(model, config.model, tuple(shape))
+    a conv's output) on examples of `shape`; None where the shape is not known, and the figure then marks nothing."""
+    return None if shape is None else norm_positions(model, config.model, tuple(shape))
 
 
 DEGENERATE = {1: "undefined: 1 value", 2: "degenerate: 2 values, BN outputs +-1"}
@@ -253,11 +246,12 @@ def images_per_statistic_figure(columns: dict[str, np.ndarray], config: Config):
     sizes = np.unique(norm_batch(final))
     # A log scale, since errors of 5% and of 90% share a panel and the norms differ by a point at the low end.
     used = set()
+    shape = data_input_shape(config)  # loaded once for every panel
     for c, model in enumerate(models):
         ax = axes[0, c]
         used.add(ax)
         here = final["model"] == model
-        positions = _positions(model, config)
+        positions = _positions(model, config, shape)
         per_example = None if positions is None else min(positions)
         for i, norm in enumerate(norms):
             rows = here & (final["norm"] == norm)

@@ -377,8 +377,11 @@ def input_shape_of(out: Path, config: Config) -> tuple[int, ...] | None:
     """One example's shape: as config.json records it, else as the config's data source gives it (results written
     before config.json recorded it), else None where that data is not at hand."""
     recorded = read_meta(out).get("input_shape")
-    if recorded:
-        return tuple(recorded)
+    return tuple(recorded) if recorded else data_input_shape(config)
+
+
+def data_input_shape(config: Config) -> tuple[int, ...] | None:
+    """One example's shape as the config's data source gives it, or None where that data is not at hand."""
     try:
         return load(config.data).train_x.shape[1:]
     except UserError:
