@@ -238,8 +238,9 @@ def images_per_statistic_figure(columns: dict[str, np.ndarray], config: Config):
     across the panel, mean over seeds with a 95% interval, the runs at the rates chosen on the validation set. A
     point whose smallest statistic holds 1 or 2 values (an MLP's BN at 1 or 2 images) is drawn hollow and named:
     there BN is degenerate, not merely noisy."""
-    final = _fields_in_norm(final_epoch(columns))
-    batch_dependent = np.array([NORMS[name].batch_dependent for name in final_epoch(columns)["norm"]])
+    last = final_epoch(columns)
+    final = _fields_in_norm(last)
+    batch_dependent = np.array([NORMS[name].batch_dependent for name in last["norm"]])
     models = list(dict.fromkeys(final["model"]))
     fig, axes = _grid([0], models, 4.6, 3.6)
     norms = list(dict.fromkeys(final["norm"]))
