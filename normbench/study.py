@@ -44,7 +44,15 @@ from normbench.results.store import (
 )
 from normbench.results.swap import start as start_replacement
 from normbench.results.table import join_tables
-from normbench.results.tuning import DIRECTIONS, Extension, cell_tables, edges, next_round, searched_grids
+from normbench.results.tuning import (
+    DIRECTIONS,
+    Extension,
+    cell_tables,
+    configurations,
+    edges,
+    next_round,
+    searched_grids,
+)
 from normbench.runtime.cache import enable_compilation_cache
 from normbench.runtime.calibration import device_kind, last_rate, record
 from normbench.runtime.faults import reached
@@ -181,7 +189,8 @@ def extend_tuned_grids(
     if not (config.report.tune and config.report.tune_extensions):
         return extensions, results
     while True:
-        found = np.zeros((len(study_cells), len(config.report.tune), len(DIRECTIONS)), bool)
+        most = max(len(configurations(config, cell)) for cell in study_cells)
+        found = np.zeros((len(study_cells), len(config.report.tune), len(DIRECTIONS), most), bool)
         if is_writer():
             found = edges(config, cell_tables(finished, len(study_cells), extensions))
         new = next_round(config, from_writer(found), extensions)
@@ -199,7 +208,7 @@ def extend_tuned_grids(
                 f"{first.axis} chosen at its grid's {side} value in {len(numbered)} cell(s): training "
                 f"{first.axis}={value:g} there, step {first.step} of {config.report.tune_extensions}"
             )
-            results += train(first.config(config), {n: study_cells[e.cell] for n, e in numbered.items()})
+            results += train(first.config(config), {n: e.restrict(study_cells[e.cell]) for n, e in numbered.items()})
 
 
 def write_results(config, out, lock, unfinished, finished, n_cells, timings, trained, work, input_shape,

@@ -20,7 +20,7 @@ from normbench.core.validate import validate
 from normbench.reports.summary import LIMIT_REACHED, NOT_EXTENDED, tuning_section
 from normbench.results.claims import tune
 from normbench.results.store import read_metrics
-from normbench.results.tuning import Extension, edges, extension_text, next_round, step_value
+from normbench.results.tuning import Extension, configurations, edges, extension_text, next_round, step_value
 
 # 128 training images, 2 epochs of 8 steps: validation accuracy rises from rate 0.05 to 0.1 and on to 0.2 (0.27,
 # 0.37, 0.47 over the two seeds on 128 validation images), so the grid's largest rate is chosen and the first
@@ -53,10 +53,37 @@ def table(config, extensions=(), score=lambda run: run["learning_rate"]):
     """The rows of the last epoch of every run of `config`'s cells and of `extensions` (their columns as metrics.csv
     orders them), with val_acc = `score(run key)`."""
     runs = [run for cell in cells(config) for run in run_keys(config, cell)]
-    runs += [run for e in extensions for run in run_keys(e.config(config), cells(config)[e.cell])]
+    runs += [run for e in extensions for run in run_keys(e.config(config), e.restrict(cells(config)[e.cell]))]
     columns = {c: np.array([run[c] for run in runs]) for c in run_columns(config)}
     return {**columns, "epoch": np.ones(len(runs), int), "val_acc": np.array([score(run) for run in runs]),
             "diverged": np.zeros(len(runs), int)}  # fmt: skip
+
+
+def everywhere(config, cell: int) -> tuple:
+    """Every configuration of the config's cell number `cell`."""
+    return tuple(configurations(config, cells(config)[cell]))
+
+
+def up(config, cell: int, step: int) -> Extension:
+    """The learning rate `step` steps above the grid for every configuration of cell number `cell`."""
+    return Extension(cell, "learning_rate", 1, step, everywhere(config, cell))
+
+
+def test_only_the_configurations_at_an_edge_train_its_extension():
+    """Two init scales share a cell: the rate rises with accuracy at 1.0 and falls at 0.5, so only 1.0 chooses the
+    largest rate and trains the next one, and only 0.5 the smallest. The extension's cell holds those runs alone."""
+    config = tuned(init_scales=(0.5, 1.0))
+    score = lambda run: run["learning_rate"] * (1 if run["init_scale"] == 1.0 else -1)  # noqa: E731
+    new = next_round(config, edges(config, [table(config, score=score)]), [])
+    assert [(e.direction, e.points) for e in new] == [
+        (-1, ((("init_scale", 0.5), ("ghost_size", 8)),)),
+        (1, ((("init_scale", 1.0), ("ghost_size", 8)),)),
+    ]
+    cell = cells(config)[0]
+    for extension in new:
+        runs = run_keys(extension.config(config), extension.restrict(cell))
+        assert {run["init_scale"] for run in runs} == {dict(extension.points[0])["init_scale"]}
+        assert len(runs) == run_count(config, cell) // 4, "one of 2 scales at one of 2 rates"
 
 
 def test_learning_rates_step_by_2_and_other_axes_by_their_outer_ratio():
@@ -103,7 +130,7 @@ def test_an_edge_calls_for_one_step_that_way_in_its_cell_until_the_limit():
     history = []
     for step in (1, 2):
         new = next_round(config, edges(config, per_cell(history)), history)
-        assert new == [Extension(0, "learning_rate", 1, step), Extension(1, "learning_rate", -1, step)]
+        assert new == [up(config, 0, step), Extension(1, "learning_rate", -1, step, everywhere(config, 1))]
         history += new
     assert [e.value(config) for e in history] == [0.2, 0.025, 0.4, 0.0125]
     assert {type(e.value(config)) for e in history} == {float}, "metrics.csv writes a float's repr as the rate"
@@ -119,7 +146,7 @@ def test_a_grid_of_one_value_is_at_both_edges():
 
 def test_summary_lists_the_searched_grid_and_says_whether_the_limit_stopped_the_search():
     config = tuned(limit=1)
-    extended = [Extension(0, "learning_rate", 1, 1)]
+    extended = [up(config, 0, 1)]
     (line,) = [s for s in tuning_section(tune(table(config, extended), ("learning_rate",))[1], config) if "| mlp" in s]
     assert "| 0.05, 0.1, _0.2_ | 0.2 (edge: extension limit reached) |" in line
     # With a limit of 2, these runs stopped a step short: said so, never silently.
@@ -138,7 +165,7 @@ def test_the_searched_grid_of_each_configuration_is_its_own_cell_s_rates_as_scal
     only the extension's 0.1 lies beyond it, while 0.1 is batch 16's own (whose cell these runs did not extend)."""
     config = tuned(limit=1, batch_sizes=(8, 16))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, lr_reference_batch=16))
-    columns = table(config, [Extension(0, "learning_rate", 1, 1)])
+    columns = table(config, [up(config, 0, 1)])
     lines = [s for s in tuning_section(tune(columns, ("learning_rate",))[1], config) if s.startswith("| mlp")]
     assert [line.split(" | ")[-3:-1] for line in lines] == [
         ["0.05, 0.1", f"0.1 {NOT_EXTENDED}"],

@@ -29,6 +29,9 @@ class Cell:
     protocol: str
     batch_size: int  # the SGD batch; the batch per device under the data-parallel protocols
     fields: tuple[tuple[str, Any], ...] = ()  # the static `sweep.fields` at this cell: (dotted name, value)
+    # None: every point of the value axes. Else the points to train, each as (column, value) pairs of the axes it
+    # fixes: a tuning extension (`normbench.results.tuning`) trains a new value only where a choice called for it.
+    only: tuple[tuple[tuple[str, Any], ...], ...] | None = None
 
     def label(self) -> str:
         return " ".join([self.model, self.norm, self.protocol, f"batch={self.batch_size}",
@@ -116,6 +119,9 @@ def run_values(config: Config, cell: Cell) -> dict[str, list]:
         **swept(config, VALUE),
     }
     points = list(itertools.product(*axes.values()))
+    if cell.only is not None:
+        index = {column: i for i, column in enumerate(axes)}
+        points = [p for p in points if any(all(p[index[c]] == v for c, v in entry) for entry in cell.only)]
     return {column: [point[i] for point in points] for i, column in enumerate(axes)}
 
 

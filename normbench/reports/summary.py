@@ -178,7 +178,7 @@ def tuning_section(choices, config: Config) -> list[str]:
         f"{', '.join(tuned)} chosen per configuration by the final validation accuracy averaged over seeds (a "
         "diverged run counting as 0), never by the test set; every other table reports the runs at these values. "
         "Where a configuration chose the smallest or largest value of its grid, the run trained the next value "
-        f"beyond it ({rules}) in that configuration's cell and chose again, at most report.tune_extensions = {limit} "
+        f"beyond it ({rules}) for that configuration and chose again, at most report.tune_extensions = {limit} "
         "step(s) each way; `searched` lists every value tried, those beyond the config's own grid in italics. "
         f"A value marked {LIMIT_REACHED} is still the smallest or largest tried after the last step allowed: a wider "
         "grid might choose another."

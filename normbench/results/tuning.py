@@ -9,10 +9,11 @@ that side, as a geometric grid would continue.
 
 An `Extension` is one more value of one tuned axis for one of the study's cells: that cell of the config whose
 grid of the axis is the new value alone, a program of its own, trained and kept (`unfinished/`) like any cell,
-numbered after the study's own cells. Only the cells that hold a configuration at that edge train it, and only the
-new value: the runs already trained are not repeated (every configuration of such a cell gains the value, since
-its value axes share the program). Its rows follow the study's in metrics.csv, so the table keeps every run tried;
-config.json records each cell's searched grid (`searched_grids`) and summary.md each configuration's.
+numbered after the study's own cells. Only the configurations at that edge train it (the points of the cell's
+other value axes whose choice sat there: `Cell.only`), and only the new value: the runs already trained are not
+repeated, and a configuration whose choice lies inside its grid gains nothing. Its rows follow the study's in
+metrics.csv, so the table keeps every run tried; config.json records each cell's values searched by any of its
+configurations (`searched_grids`) and summary.md each configuration's own.
 
 Which cells extend is decided from the kept rows alone, which an interrupted and resumed run reproduces byte for
 byte: the rerun takes the same decisions, numbers the extensions alike and trains only those not kept.
@@ -22,7 +23,7 @@ over a vmapped grid of another size in another order, so losses may differ in th
 any other run.
 
 Cost, at worst (`extension_text`): each round trains a cell at most one value each way per tuned axis, a program
-of 1/n of the cell's runs (n: the axis's values in the config), compiled once; the rounds end within
+of at most 1/n of the cell's runs (n: the axis's values in the config), compiled once; the rounds end within
 `tune_extensions` steps each way, so a cell trains at most 2 x tune_extensions / n more of its runs, in at most
 2 x tune_extensions more programs per tuned axis.
 """
@@ -37,7 +38,7 @@ import numpy as np
 
 from normbench.config import Config, ConfigError
 from normbench.core.axes import VALUE, kind, run_columns
-from normbench.core.grid import Cell, cells, run_count, run_keys
+from normbench.core.grid import Cell, cells, run_count, run_keys, run_values
 from normbench.results.claims import Choice, tune
 from normbench.results.store import parse_metrics
 from normbench.results.table import join_tables
@@ -130,6 +131,7 @@ class Extension:
     axis: str
     direction: int  # -1: below the grid, +1: above
     step: int  # 1 for the value next to the grid, up to report.tune_extensions
+    points: tuple[tuple[tuple[str, object], ...], ...]  # the cell's configurations at that edge (`configurations`)
 
     def value(self, config: Config) -> float:
         return step_value(config, self.axis, self.direction, self.step)
@@ -137,6 +139,24 @@ class Extension:
     def config(self, config: Config) -> Config:
         """The config whose cell trains this value alone."""
         return with_grid(config, self.axis, (self.value(config),))
+
+    def restrict(self, cell: Cell) -> Cell:
+        """The study's cell as this extension trains it: its configurations at the edge alone."""
+        return dataclasses.replace(cell, only=self.points)
+
+
+def configurations(config: Config, cell: Cell) -> list[tuple[tuple[str, object], ...]]:
+    """The cell's points of its untuned value axes, in row order, each as (column, value) pairs: what a tuning
+    choice fixes within the cell besides the seed."""
+    values = run_values(config, cell)
+    names = [column for column in values if column not in config.report.tune]
+    points = (tuple((c, values[c][i]) for c in names) for i in range(len(values[names[0]])))
+    return list(dict.fromkeys(points))
+
+
+def _matches(point: tuple[tuple[str, object], ...], group: dict) -> bool:
+    # A table's numbers read back as NumPy scalars, the config's are Python's: compared as numbers.
+    return all(float(group[column]) == float(value) for column, value in point)
 
 
 def cell_tables(finished: dict[int, str], n_cells: int, extensions: list[Extension]) -> list[dict]:
@@ -149,33 +169,39 @@ def cell_tables(finished: dict[int, str], n_cells: int, extensions: list[Extensi
 
 
 def edges(config: Config, tables: list[dict]) -> np.ndarray:
-    """[cell, tuned axis, direction (below, above)]: where some configuration of the cell chose that end of the
-    axis's grid as it stands. `tables`: each cell's rows (`cell_tables`)."""
-    axes = config.report.tune
-    found = np.zeros((len(tables), len(axes), len(DIRECTIONS)), bool)
+    """[cell, tuned axis, direction (below, above), configuration]: where a configuration of the cell (by its
+    index in `configurations`) chose that end of the axis's grid as it stands. `tables`: each cell's rows
+    (`cell_tables`). An array, so that every process of a multi-process run can receive it."""
+    axes, study_cells = config.report.tune, cells(config)
+    points = [configurations(config, cell) for cell in study_cells]
+    found = np.zeros((len(tables), len(axes), len(DIRECTIONS), max(map(len, points))), bool)
     for i, columns in enumerate(tables):
         for choice in tune(columns, axes)[1]:
+            group = dict(choice.group)
+            at = [j for j, point in enumerate(points[i]) if _matches(point, group)]
             for axis, direction in choice.edges():
-                found[i, axes.index(axis), DIRECTIONS.index(direction)] = True
+                found[i, axes.index(axis), DIRECTIONS.index(direction), at] = True
     return found
 
 
 def next_round(config: Config, found: np.ndarray, extensions: list[Extension]) -> list[Extension]:
-    """The extensions that the `edges` found call for, after `extensions`: each one step further that way, where
-    report.tune_extensions leaves one."""
-    axes, limit = config.report.tune, config.report.tune_extensions
+    """The extensions that the `edges` found call for, after `extensions`: each one step further that way, for
+    the configurations found there, where report.tune_extensions leaves one."""
+    axes, limit, study_cells = config.report.tune, config.report.tune_extensions, cells(config)
     new = []
-    for i, a, d in np.argwhere(found).tolist():  # Python ints: a NumPy step would make its value np.float64(...)
+    for i, a, d in np.argwhere(found.any(-1)).tolist():  # Python ints: a NumPy step would make values np.float64
         axis, direction = axes[a], DIRECTIONS[d]
         step = 1 + sum((e.cell, e.axis, e.direction) == (i, axis, direction) for e in extensions)
         if step <= limit:
-            new.append(Extension(i, axis, direction, step))
+            points = configurations(config, study_cells[i])
+            new.append(Extension(i, axis, direction, step, tuple(points[j] for j in np.flatnonzero(found[i, a, d]))))
     return new
 
 
 def searched_grids(config: Config, study_cells: list[Cell], extensions: list[Extension]) -> dict:
     """Each cell's grid of each tuned axis as searched, in the config's units (learning rates before batch
-    scaling): the config's own values and those its extensions added. config.json records it."""
+    scaling): the config's own values and those its extensions added for some of its configurations (summary.md
+    lists each configuration's). config.json records it."""
     return {
         cell.label(): {
             axis: sorted([*grid(config, axis), *(e.value(config) for e in extensions if (e.cell, e.axis) == (i, axis))])
