@@ -50,8 +50,8 @@ def _run(args) -> int:
     from normbench.reports.progress import Fanout, console_progress
     from normbench.study import run_study
 
-    # The imports leave ~160,000 long-lived objects that every full garbage collection walks again: a cold run of
-    # the one-seed init-scale study spent 0.77 s in them, 0.3 s with those objects frozen (a warm one 0.18 s, 0.11).
+    # The imports leave many long-lived objects that every full garbage collection would walk again, for nothing:
+    # frozen, the collector skips them.
     gc.freeze()
     listeners = []
     if args.tensorboard:
@@ -275,9 +275,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def command() -> None:
-    """The `normbench` executable: `main`, then a quick exit. After a run, Python's teardown of JAX, XLA and
-    every imported module takes another 0.3-0.7 s; by then every result is written and closed and no other
-    thread is left, so the exit handlers (JAX's, logging's) run and the process ends without the teardown."""
+    """The `normbench` executable: `main`, then a quick exit. After a run, Python's slow teardown of JAX, XLA
+    and every imported module does nothing a user needs: every result is written and closed and no other thread
+    is left, so the exit handlers (JAX's, logging's) run and the process ends without the teardown."""
     status = main()
     atexit._run_exitfuncs()
     sys.stdout.flush()

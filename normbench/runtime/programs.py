@@ -2,7 +2,7 @@
 run neither traces nor compiles them.
 
 XLA's compilation cache (`normbench.runtime.cache`) is keyed by the traced program, so a hit still pays for tracing
-and lowering: 0.8 s for the BatchNorm cell of the init-scale study, most of a warm run's wait before training. Here
+and lowering, most of a warm run's wait before training. Here
 the compiled program itself (its executable, serialized by `jax.experimental.serialize_executable`) is kept under
 `cache_dir()/programs`, keyed by what it depends on: normbench's sources, the versions of jax, jaxlib, flax, optax
 and numpy, JAX's settings and XLA's flags, the devices, the backend's version and the host CPU's instruction set
