@@ -29,10 +29,9 @@ from normbench.config import Config
 from normbench.runtime.programs import KeptGrid
 
 # `start` runs once, and is mostly the PRNG's integer rounds, on which LLVM's full optimization (level 3) spends
-# seconds of a cold run to save milliseconds: at level 1 the init-scale study's MLP start compiles in 0.65-0.95 s
-# instead of 1.4-2.1, small_batch's CNN in 0.8-1.2 s instead of 4.0-4.8, the ViT in 2.1-2.4 s instead of 3.7-4.2,
-# and each computes the same bits (`tests/test_programs.py` checks it). The epoch program stays at XLA's default:
-# below it, its reductions compute different bits.
+# more of a cold run compiling than it saves running; at level 1 each model's `start` computes the same bits
+# (`tests/test_programs.py` checks it). The epoch program stays at XLA's default: below it, its reductions compute
+# different bits.
 QUICK_START = {"xla_backend_optimization_level": 1}
 
 
