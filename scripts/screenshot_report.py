@@ -4,8 +4,8 @@
 
 Needs a Chromium or Chrome binary (`apt-get install chromium` on Debian/Ubuntu; found as `chromium`,
 `chromium-browser`, `google-chrome` or `$CHROMIUM`). Chromium's `--screenshot` captures a fixed window, so the
-window is made tall and the blank rows below the page are cropped off. `tests/test_report.py` runs this on a
-report and skips when no browser is installed.
+window is made tall and the blank rows below the page are cropped off. `tests/test_report.py` reads the text
+the same browser shows of a report.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ import base64
 import html
 import inspect
 import json
-import re
 from pathlib import Path
 
 import numpy as np
+from markdown_it import MarkdownIt
 
 from normbench.catalog import flat_fields, setting
 from normbench.config import Config
@@ -25,6 +25,9 @@ from normbench.reports.summary import input_shape_of, summary_markdown
 from normbench.results.store import CONFIG, atomic_write, read_config, read_metrics
 
 REPORT = "report.html"
+# CommonMark with GitHub's pipe tables; raw HTML in the text is escaped rather than passed through, so nothing a
+# config names (a claim, a norm) becomes markup in the page.
+MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1d1d1f;
@@ -136,26 +139,11 @@ def _environment(saved: dict) -> str:
     return f"<table>{rows}</table>"
 
 
-def _inline(text: str) -> str:
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
-
-
 def markdown_html(markdown: str, first_heading: int = 1) -> str:
-    """The Markdown that `normbench.reports.summary` writes (headings, paragraphs, pipe tables, `code`) as HTML;
-    `#` becomes `<h{first_heading}>`."""
-    parts = []
-    for block in re.split(r"\n\s*\n", markdown.strip()):
-        lines = block.splitlines()
-        heading = re.match(r"(#+) (.*)", lines[0])
-        if heading:
-            level = min(len(heading.group(1)) + first_heading - 1, 6)
-            parts.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
-        elif lines[0].startswith("|"):
-            rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
-            header, body = rows[0], [r for r in rows[1:] if not all(set(cell) <= {"-", ":"} for cell in r)]
-            head = "".join(f"<th>{_inline(cell)}</th>" for cell in header)
-            trs = "\n".join("<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in row) + "</tr>" for row in body)
-            parts.append(f"<table><tr>{head}</tr>\n{trs}</table>")
-        else:
-            parts.append(f"<p>{_inline(' '.join(lines))}</p>")
-    return "\n".join(parts)
+    """Markdown (what `normbench.reports.summary` writes: headings, paragraphs, lists, bold, pipe tables, `code`)
+    as HTML, rendered as GitHub renders summary.md; `#` becomes `<h{first_heading}>`."""
+    tokens = MARKDOWN.parse(markdown)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1:]) + first_heading - 1, 6)}"
+    return MARKDOWN.renderer.render(tokens, MARKDOWN.options, {})
