@@ -3,7 +3,7 @@
     import normbench
 
     out = normbench.run("configs/init_scale.py", train__epochs=2, sweep__seeds=(0,))  # Path("runs/init_scale")
-    df = normbench.load(out)  # metrics.csv as a pandas DataFrame; df.attrs["config"] is the resolved Config
+    df = normbench.load(out)  # metrics.csv as a pandas DataFrame; df.attrs["config"] the resolved config as JSON
 
 These are re-exported by `normbench/__init__.py`, which must stay light: JAX and pandas are imported inside the
 functions, so that `import normbench` (and `normbench --help`) take no time.
@@ -64,11 +64,15 @@ def run(
 
 def load(results_dir: str | Path) -> pd.DataFrame:
     """A results directory's `metrics.csv` (one row per run and epoch, docs/results.md) as a pandas DataFrame, with
-    the config that produced it in `df.attrs["config"]`. A table written before a column existed
-    (`normbench.results.store.LATER_COLUMNS`) gets it as NaN."""
+    the config that produced it in `df.attrs["config"]`, as config.json holds it (`df.attrs["config"]["train"]
+    ["epochs"]`; `normbench.config.from_dict(Config, ...)` makes it a `Config`). A table written before a column
+    existed (`normbench.results.store.LATER_COLUMNS`) gets it as NaN."""
+    import json
+
     import numpy as np
     import pandas as pd
 
+    from normbench.config import to_dict
     from normbench.results.store import LATER_COLUMNS, METRICS, read_config
 
     config = read_config(results_dir)
@@ -79,7 +83,9 @@ def load(results_dir: str | Path) -> pd.DataFrame:
     for column in LATER_COLUMNS:
         if column not in df:
             df[column] = np.nan
-    df.attrs["config"] = config
+    # JSON, not a Config: pandas writes attrs into a parquet file as JSON (to_parquet raised on a Config), and
+    # read_parquet gives back the same dict, lists where the Config has tuples
+    df.attrs["config"] = json.loads(json.dumps(to_dict(config)))
     return df
 
 

@@ -31,14 +31,14 @@ def test_run_a_config_file_with_overrides_into_runs_then_load_it(my_layer, tmp_p
     df = normbench.load(out)
     assert df.shape[0] == 2  # 2 seeds x 1 init scale x 1 epoch
     assert set(df.norm) == {"my_layer"} and {"test_acc", "seed", "init_scale"} <= set(df.columns)
-    assert df.attrs["config"].train.epochs == 1 and df.attrs["config"].sweep.init_scales == (1.0,)
+    assert df.attrs["config"]["train"]["epochs"] == 1 and df.attrs["config"]["sweep"]["init_scales"] == [1.0]
 
 
 def test_load_is_the_table_with_its_config(study):
     _, out = study
     df = normbench.load(out)
     assert df.shape == (16, len(df.columns))  # norms x init scales x seeds x epochs, as test_cli reads it
-    assert df.attrs["config"].name == "tiny" and list(df.columns[:2]) == ["model", "norm"]
+    assert df.attrs["config"]["name"] == "tiny" and list(df.columns[:2]) == ["model", "norm"]
 
 
 def test_overrides_are_checked_like_set_before_anything_runs(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from normbench.api import load
-from normbench.config import get_field
+from normbench.config import Config, from_dict, get_field
 from normbench.core.axes import swept_columns
 from normbench.errors import UserError
 from normbench.results.stats import mean_ci
@@ -54,7 +54,7 @@ def _tables(dirs) -> tuple[dict[str, pd.DataFrame], list[str]]:
     for df in tables.values():  # a field one sweep did not vary is its config's value in every run
         for key in keys:
             if key not in df:
-                df[key] = get_field(df.attrs["config"], key)
+                df[key] = get_field(from_dict(Config, df.attrs["config"]), key)
     return tables, keys
 
 
