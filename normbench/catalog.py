@@ -69,12 +69,24 @@ def models_table() -> str:
     return _table(("name", "summary"), rows)
 
 
+def first_sentence(doc: str) -> str:
+    """The first sentence of a docstring, whole: its first paragraph's lines joined, through the first '.', '?'
+    or '!' that ends a word outside parentheses ("(..., ch. 6)" does not end one)."""
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    depth = 0
+    for i, char in enumerate(paragraph):
+        depth += (char == "(") - (char == ")")
+        if char in ".?!" and depth == 0 and paragraph[i + 1 : i + 2] in ("", " "):
+            return paragraph[: i + 1]
+    return paragraph
+
+
 def configs_table(directory: Path = CONFIGS_DIR) -> str:
-    """Each study config under `directory` with the first line of its docstring, read without running it."""
+    """Each study config under `directory` with the first sentence of its docstring, read without running it."""
     rows = []
     for path in sorted(directory.glob("*.py")):
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-        rows.append((str(path), doc.splitlines()[0] if doc else "-"))
+        rows.append((str(path), first_sentence(doc) or "-"))
     if not rows:
         return f"no study configs in {directory}/ (run normbench from the repository root)"
     return _table(("config", "summary"), rows)
