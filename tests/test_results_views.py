@@ -121,10 +121,13 @@ def test_the_evaluation_modes_title_names_the_norm_it_draws(small_batch):
     assert "evaluation modes of Batch Renorm " in title and "BatchNorm" not in title
 
 
-def test_the_init_scale_figure_names_the_init_std_and_counts_one_seed_in_the_singular():
+def test_the_init_scale_figure_names_the_init_std_and_says_one_seed_is_one_seed():
     columns = table()
     one_seed = {k: v[columns["seed"] == 0] for k, v in columns.items()}
     fig = init_scale_figure(one_seed, Config(name="t"))
     (ax,) = [a for a in fig.axes if a.get_visible()]
     assert ax.get_title() == "init std σ = 1"
-    assert "mean of 1 seed," in fig._suptitle.get_text() and ax.get_legend() is None
+    assert fig._suptitle.get_text().endswith(": train accuracy, seed 0 alone (no mean, no min..max band)")
+    assert ax.get_legend() is None
+    two = init_scale_figure(columns, Config(name="t"))._suptitle.get_text()
+    assert two.endswith(": train accuracy, mean and min..max band over 2 seeds")

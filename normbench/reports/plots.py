@@ -58,6 +58,15 @@ def _legend_below(fig, axes, fontsize=8):
     return math.ceil(len(handles) / ncol)  # legend rows, for the caller's bottom margin
 
 
+def over_seeds(columns, spread: str) -> str:
+    """What a title says a figure shows of the seeds: their mean with its `spread`, or a single seed's own numbers,
+    which have neither."""
+    seeds = np.unique(columns["seed"])
+    if len(seeds) == 1:
+        return f"seed {seeds[0]} alone (no mean, no {spread})"
+    return f"mean and {spread} over {seeds_text(len(seeds))}"
+
+
 def _series_keys(columns) -> tuple[list[str], list[tuple]]:
     """One curve per norm, split further by batch size and learning rate only where those vary."""
     varying = ("model", "protocol", "batch_size", "learning_rate", *swept_columns(columns))
@@ -120,7 +129,6 @@ def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
         lowest.tick_params(labelbottom=True)
     for ax in axes[:, 0]:
         ax.set_ylabel("train accuracy")
-    n_seeds = len(np.unique(columns["seed"]))
     width, height = fig.get_size_inches()
     # Under the panels, where no curve runs; the figure grows by the legend's height instead of covering data.
     crosses = legend.pop("diverged (loss non-finite)", None)
@@ -131,7 +139,7 @@ def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
     fig.set_size_inches(width, height + legend_height)
     height += legend_height
     fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=ncol, fontsize=8, frameon=False)
-    fig.suptitle(f"{config.name}: train accuracy, mean of {seeds_text(n_seeds)}, band = min..max over seeds",
+    fig.suptitle(f"{config.name}: train accuracy, {over_seeds(columns, 'min..max band')}",
                  fontsize=11, y=1 - 0.1 / height)  # fmt: skip
     # Margins fixed in inches, which the shared axes make possible: tight_layout would measure the labels of
     # every panel, a third of this figure's drawing time and part of every run's wall time.
@@ -218,8 +226,7 @@ def error_vs_batch_figure(columns: dict[str, np.ndarray], config: Config):
                     _band(ax, xs, mean - np.nan_to_num(ci), mean + np.nan_to_num(ci), f"C{i}", alpha=0.15)
         _batch_axes(ax, f"{model}, {protocol} protocol", batches)
         ax.set_ylabel("test error")
-    seeds = seeds_text(len(np.unique(final["seed"])))
-    _finish(fig, axes, f"{config.name}: final-epoch test error, mean and 95% CI over {seeds}", used)
+    _finish(fig, axes, f"{config.name}: final-epoch test error, {over_seeds(final, '95% CI')}", used)
     return fig
 
 
@@ -282,8 +289,7 @@ def images_per_statistic_figure(columns: dict[str, np.ndarray], config: Config):
         ax.set_yscale("log")
         ax.set_xlabel("images per BN statistic, g (a ghost group of the SGD batch)")
         ax.set_ylabel("test error")
-    seeds = seeds_text(len(np.unique(final["seed"])))
-    title = f"{config.name}: final test error against images per BN statistic, mean and 95% CI over {seeds}"
+    title = f"{config.name}: final test error against images per BN statistic, {over_seeds(final, '95% CI')}"
     _finish(fig, axes, title, used)
     return fig
 
@@ -331,7 +337,7 @@ def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
         ax.set_ylabel("error")
     # The title names the norms drawn: a config may sweep a batch-statistics norm other than BatchNorm.
     named = " and ".join(filter(None, [", ".join(norms[:-1]), *norms[-1:]])) or "no norm with running statistics"
-    title = f"{config.name}: evaluation modes of {named} (final epoch, 95% CI over seeds)"
+    title = f"{config.name}: evaluation modes of {named} (final epoch, {over_seeds(final, '95% CI')})"
     _finish(fig, axes, title, used)
     return fig
 
@@ -370,8 +376,7 @@ def sync_bn_figure(columns: dict[str, np.ndarray], config: Config):
         ax.set_ylabel("test error")
         ax.set_title(model, fontsize=10)
         ax.grid(alpha=0.3)
-    seeds = seeds_text(len(np.unique(final["seed"])))
-    _finish(fig, axes, f"{config.name}: final-epoch test error, mean and 95% CI over {seeds}", used)
+    _finish(fig, axes, f"{config.name}: final-epoch test error, {over_seeds(final, '95% CI')}", used)
     return fig
 
 
@@ -406,9 +411,9 @@ def final_accuracy_figure(columns: dict[str, np.ndarray], config: Config):
     ax.grid(axis="y", alpha=0.3)
     legend_rows = _legend_below(fig, [ax])
     width_in, height = fig.get_size_inches()
-    seeds = seeds_text(len(np.unique(final["seed"])))
     tuned = f", {', '.join(config.report.tune)} tuned on validation" if config.report.tune else ""
-    ax.set_title(f"{config.name}: final test accuracy, mean and 95% CI over {seeds}{tuned}", fontsize=10, wrap=True)
+    title = f"{config.name}: final test accuracy, {over_seeds(final, '95% CI')}{tuned}"
+    ax.set_title(title, fontsize=10, wrap=True)
     fig.tight_layout(rect=(0, (0.25 * legend_rows + 0.15) / height, 1, 1))
     return fig
 
