@@ -13,6 +13,11 @@ that does not go through normbench (`cat`, pandas) gets the exchange's guarantee
 
 The two names are normbench's: a run that holds `<out>`'s lock removes what a killed run left there (`clear`).
 `NORMBENCH_SWAP=rename` takes the two-rename path even where the exchange exists, so tests can kill it midway.
+
+A normbench command that reads `<out>` and writes what it draws from it (`plot`, `report`, and `compare`,
+`normbench.load`, which only read) holds `<out>` shared while it does (`held`): a flock on the directory itself,
+which the swap takes exclusively (waiting for the readers to finish) before it moves `<out>`. So a reader's
+files all come from one directory, and what it writes goes into that one, never into the replacement.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
+import logging
 import os
 import shutil
 import sys
 from pathlib import Path
 
+from normbench.errors import UserError
 from normbench.runtime.faults import reached
 
 _AT_FDCWD = -100
@@ -47,20 +55,71 @@ def start(out: Path) -> Path:
 
 
 def swap(out: Path, new: Path) -> None:
-    """Make the complete directory `new` (from `start`) be `out`, and remove the old one."""
+    """Make the complete directory `new` (from `start`) be `out`, and remove the old one; first waits for the
+    commands reading `out` (`held`) to finish."""
     out = Path(os.path.realpath(out))
-    if exchange(out, new):
-        reached("swap:exchanged")
-        shutil.rmtree(new)  # the old directory now
-        return
-    old = siblings(out)[1]
-    shutil.rmtree(old, ignore_errors=True)
-    os.rename(out, old)
-    reached("swap:moved-old")
-    with contextlib.suppress(FileNotFoundError):  # a reader's `settle` may have made the second move
-        os.rename(new, out)
-    reached("swap:moved-new")
+    with _exclusively(out):
+        if exchange(out, new):
+            reached("swap:exchanged")
+            old = new  # where the exchange put the old directory
+        else:
+            old = siblings(out)[1]
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(out, old)
+            reached("swap:moved-old")
+            with contextlib.suppress(FileNotFoundError):  # a reader's `settle` may have made the second move
+                os.rename(new, out)
+            reached("swap:moved-new")
     shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def _exclusively(out: Path):
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger("normbench").info(f"waiting for the normbench commands reading {out} to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def held(out: Path):
+    """Hold the results directory `out` against a swap (`swap`) for as long as the block reads it and writes into
+    it; waits while a swap is moving it. Finishes a halfway swap first (`settle`)."""
+    while True:
+        settle(out)
+        try:
+            fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            raise UserError(f"{str(out)!r} does not exist") from None
+        except NotADirectoryError:
+            raise UserError(f"{str(out)!r} is not a directory: name a results directory") from None
+        except OSError as e:
+            raise UserError(f"cannot read {str(out)!r}: {e.strerror or e}") from None
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        # Opened just before a swap moved it, the directory held may no longer be `out`: hold the one that is.
+        if opened_at(out, fd):
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def opened_at(path: Path, fd: int) -> bool:
+    """Whether the file open as `fd` is the one at `path` (not one moved or removed since it was opened)."""
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
 
 
 def settle(out: Path) -> None:
