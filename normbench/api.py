@@ -14,8 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from normbench.errors import UserError
-
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -62,30 +60,33 @@ def run(
     return out
 
 
-def load(results_dir: str | Path) -> pd.DataFrame:
+def load(results_dir: str | Path, *, trust_edits: bool = False) -> pd.DataFrame:
     """A results directory's `metrics.csv` (one row per run and epoch, docs/results.md) as a pandas DataFrame, with
     the config that produced it in `df.attrs["config"]`, as config.json holds it (`df.attrs["config"]["train"]
     ["epochs"]`; `normbench.config.from_dict(Config, ...)` makes it a `Config`). A table written before a column
-    existed (`normbench.results.store.LATER_COLUMNS`) gets it as NaN."""
+    existed (`normbench.results.store.LATER_COLUMNS`) gets it as NaN.
+
+    Read as `normbench plot` reads it (`normbench.results.reader`): a damaged table is refused in one line, and so
+    is a metrics.csv or config.json that changed since its run wrote it (the directory's manifest.json tells),
+    unless `trust_edits`; a changed figure or summary.md is a warning (`normbench.results.reader.ResultsWarning`)."""
+    import io
     import json
 
     import numpy as np
     import pandas as pd
 
     from normbench.config import to_dict
-    from normbench.results.store import LATER_COLUMNS, METRICS, read_config
+    from normbench.results.reader import read_results
+    from normbench.results.store import LATER_COLUMNS
 
-    config = read_config(results_dir)
-    path = Path(results_dir) / METRICS
-    if not path.is_file():
-        raise UserError(f"{str(path)!r} not found: is {str(results_dir)!r} a finished results directory?")
-    df = pd.read_csv(path)
+    results = read_results(results_dir, trust_edits)
+    df = pd.read_csv(io.StringIO(results.metrics_text))
     for column in LATER_COLUMNS:
         if column not in df:
             df[column] = np.nan
     # JSON, not a Config: pandas writes attrs into a parquet file as JSON (to_parquet raised on a Config), and
     # read_parquet gives back the same dict, lists where the Config has tuples
-    df.attrs["config"] = json.loads(json.dumps(to_dict(config)))
+    df.attrs["config"] = json.loads(json.dumps(to_dict(results.config)))
     return df
 
 

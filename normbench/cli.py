@@ -102,38 +102,65 @@ def _show(args) -> int:
     return 0
 
 
-def _plot(args) -> int:
-    from normbench.reports.plots import draw_figures
+def _reading(command):
+    """A command that reads results directories: what their reader says without refusing
+    (`normbench.results.reader.ResultsWarning`) is said once the command has succeeded, one line each, as
+    `_warn_ignored` does."""
 
+    @functools.wraps(command)
+    def read(args) -> int:
+        import warnings
+
+        from normbench.results.reader import ResultsWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResultsWarning)
+            status = command(args)
+        for warning in caught:
+            if issubclass(warning.category, ResultsWarning):
+                print(f"normbench: warning: {warning.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+        return status
+
+    return read
+
+
+@_reading
+def _plot(args) -> int:
+    from normbench.reports.plots import redraw
+
+    revised = None
     if args.config:
         from normbench.config import load_config
         from normbench.core.validate import validate
-        from normbench.results.store import revise_reporting
 
-        config = load_config(args.config)
-        validate(config)
-        draw = functools.partial(draw_figures, Path(args.results_dir), format=args.format, dpi=args.dpi)
-        written = revise_reporting(Path(args.results_dir), config, lambda config: draw(config=config))
-    else:
-        written = draw_figures(Path(args.results_dir), format=args.format, dpi=args.dpi)
-    for path in written:
+        revised = load_config(args.config)
+        validate(revised)
+    for path in redraw(Path(args.results_dir), args.format, args.dpi, args.trust_edits, revised):
         print(path)
     return 0
 
 
+@_reading
 def _report(args) -> int:
     from normbench.reports.report import write_report
 
-    print(write_report(Path(args.results_dir), args.output and Path(args.output)))
+    print(write_report(Path(args.results_dir), args.output and Path(args.output), args.trust_edits))
     return 0
 
 
+@_reading
 def _compare(args) -> int:
-    from normbench.reports.compare import compare, compare_text, plot
+    from normbench.reports.compare import compare, compare_text, plot, read_sweeps, write_csv
 
-    print(compare_text(compare(args.results_dirs, args.metric)))
+    sweeps = read_sweeps(args.results_dirs, args.trust_edits)
+    comparison = compare(sweeps, args.metric, every=args.all)
+    print(compare_text(comparison))
+    if args.csv:
+        print(write_csv(comparison, args.csv))
     if args.plot:
-        print(plot(args.results_dirs, args.metric, args.plot))
+        print(plot(sweeps, args.metric, args.plot))
     return 0
 
 
@@ -231,15 +258,28 @@ def parser() -> argparse.ArgumentParser:
     report.set_defaults(func=_report)
     comparing = sub.add_parser(
         "compare",
-        help="line up the configurations of two or more results directories: each one's mean final metric, and "
-        "the paired difference from the first with its 95%% interval over the seeds both ran",
+        help="line up the configurations of two or more results directories: each one's final metric as "
+        "summary.md gives it (mean and 95%% interval over the runs that did not diverge, the diverged counted), "
+        "and the paired difference from the first directory over the seeds both ran",
     )
     comparing.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR")
     comparing.add_argument(
         "--metric", default="test_acc", help="a metrics.csv column measured after the last epoch (default: test_acc)"
     )
+    comparing.add_argument(
+        "--all", action="store_true", help="every configuration any directory ran, not only those that all ran"
+    )
+    comparing.add_argument("--csv", type=Path, metavar="FILE", help="also write the table, one row per configuration "
+                           "and directory, to FILE")  # fmt: skip
     comparing.add_argument("--plot", type=Path, metavar="FILE", help="also draw the comparison into FILE")
     comparing.set_defaults(func=_compare)
+    for command in (plot, report, comparing):
+        command.add_argument(
+            "--trust-edits",
+            action="store_true",
+            help="read a config.json or metrics.csv that changed since its run wrote it (its manifest.json says "
+            "so), instead of refusing it",
+        )
     listing = sub.add_parser(
         "list", help="list the registered norms (with metadata), models, protocols, data sources or configs"
     )

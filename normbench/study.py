@@ -27,9 +27,10 @@ from normbench.core.sweep import CellResult, check_fits, resolve_workers, run_sw
 from normbench.data import load
 from normbench.errors import MachineError
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
-from normbench.reports.plots import FIGURES, draw_figures
+from normbench.reports.plots import FIGURES, FORMATS, draw_figures
 from normbench.reports.progress import Progress, logger
 from normbench.reports.report import REPORT
+from normbench.results.manifest import MANIFEST, sign
 from normbench.results.resume import Unfinished
 from normbench.results.store import (
     CONFIG,
@@ -222,19 +223,22 @@ def write_results(config, out, lock, unfinished, finished, n_cells, timings, tra
     if config.train.diagnostics_at:
         layers = unfinished.finished_diagnostics()
         atomic_write(new / DIAGNOSTICS, join_tables([layers[i] for i in range(n_cells)]))
-    draw_figures(new, config=config, input_shape=input_shape)
+    drawn = draw_figures(new, config=config, input_shape=input_shape)
     timings["write_s"] = time.perf_counter() - trained
-    # Last, so that it can hold every timing.
+    # After the figures, so that it can hold every timing; the manifest, of every file, after it.
     meta = {"input_shape": list(input_shape), "environment": environment(), "timings": timings, "compilation": work}
     if searched:
         meta["searched_grids"] = searched
     write_config(new, config, meta)
+    tables = [METRICS, DIAGNOSTICS] if config.train.diagnostics_at else [METRICS]
+    sign(new, [*tables, *(path.name for path in drawn), CONFIG])
     replace(out, new, OWNED, lock)
 
 
-# The files of a results directory that normbench writes, which a replacing run does not carry over.
-FIGURE_FILES = {f"{name}.png" for name in {*FIGURES, *DIAGNOSTICS_FIGURES}}
-OWNED = {CONFIG, METRICS, DIAGNOSTICS, "summary.md", REPORT} | FIGURE_FILES
+# The files of a results directory that normbench writes, which a replacing run does not carry over: its figures
+# in every format that `normbench plot` draws.
+FIGURE_FILES = {f"{name}.{format}" for name in {*FIGURES, *DIAGNOSTICS_FIGURES} for format in FORMATS}
+OWNED = {CONFIG, METRICS, DIAGNOSTICS, "summary.md", REPORT, MANIFEST} | FIGURE_FILES
 
 
 def environment() -> dict:

@@ -8,6 +8,7 @@ panels into rows rather than one wide strip, keep legends off the data and clip 
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import math
@@ -27,8 +28,10 @@ from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.reports.layer_figures import setting_label
 from normbench.reports.summary import data_input_shape, write_summary
 from normbench.results.claims import at_choices, tune
+from normbench.results.manifest import DATA, resign
+from normbench.results.reader import reading
 from normbench.results.stats import final_epoch, mean_ci, norm_batch, per_run
-from normbench.results.store import atomic_write, read_config, read_metrics
+from normbench.results.store import atomic_write, read_config, read_metrics, revise_reporting
 
 LINESTYLES = {"batch": "-", "none": "--"}
 
@@ -463,16 +466,33 @@ def drawings(out: Path, config: Config, columns, names: tuple[str, ...] | None =
 
 def draw_figures(out: Path, names: tuple[str, ...] | None = None, config: Config | None = None,
                  format: str = "png", dpi: int = 110, input_shape: tuple[int, ...] | None = None,
-                 ) -> list[Path]:  # fmt: skip
+                 columns: dict[str, np.ndarray] | None = None) -> list[Path]:  # fmt: skip
     """Draw the figures of `drawings` (as `format` files, `dpi` for PNG), and the summary, into a results
     directory. `config` and `input_shape` (one example's) stand in for its config.json, for a run that writes
-    that last."""
+    that last; `columns`, for its metrics.csv."""
     config = config or read_config(out)
-    columns = read_metrics(out)
+    columns = read_metrics(out, config) if columns is None else columns
     written = []
     for name, draw, data in drawings(out, config, columns, names):
         path = Path(out) / f"{name}.{format}"
         atomic_write(path, figure_bytes(draw, data, config, format, dpi))
         written.append(path)
     written.append(write_summary(Path(out), columns, config, input_shape))
+    return written
+
+
+def redraw(out: Path, format: str = "png", dpi: int = 110, trust_edits: bool = False,
+           revised: Config | None = None) -> list[Path]:  # fmt: skip
+    """`normbench plot`: draw a results directory's figures and summary again from its data, read and written
+    with the directory held against a swap (`normbench.results.reader`), and sign what was drawn in its manifest.
+    `revised`: first take its reporting sections (`revise_reporting`). Returns the files written."""
+    with reading(out, trust_edits) as results:
+        draw = functools.partial(draw_figures, results.path, format=format, dpi=dpi,
+                                 input_shape=results.input_shape, columns=results.columns)  # fmt: skip
+        if revised is None:
+            written = draw(config=results.config)
+        else:
+            written = revise_reporting(out, results.config, results.meta, revised, lambda c: draw(config=c))
+        # An edited config.json stays flagged: rewriting it does not make it the run's.
+        resign(out, [path.name for path in written if path.name not in set(results.edited) & set(DATA)])
     return written

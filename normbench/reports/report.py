@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import inspect
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,8 @@ from markdown_it import MarkdownIt
 from normbench.catalog import flat_fields, setting
 from normbench.config import Config
 from normbench.reports.summary import input_shape_of, summary_markdown
-from normbench.results.store import CONFIG, atomic_write, read_config, read_metrics
+from normbench.results.reader import Results, reading
+from normbench.results.store import atomic_write
 
 REPORT = "report.html"
 # CommonMark with GitHub's pipe tables; raw HTML in the text is escaped rather than passed through, so nothing a
@@ -45,12 +45,9 @@ table.config td:first-child, table.config td:last-child { white-space: nowrap; }
 """
 
 
-def report_html(out: Path) -> str:
-    """The report of results directory `out` as one HTML document."""
-    out = Path(out)
-    config = read_config(out)
-    columns = read_metrics(out)
-    saved = json.loads((out / CONFIG).read_text())
+def report_html(results: Results) -> str:
+    """The report of a results directory (`normbench.results.reader`) as one HTML document."""
+    out, config, columns, saved = results.path, results.config, results.columns, results.meta
     summary = summary_markdown(columns, config, input_shape_of(out, config))
     summary = summary.removeprefix(f"# {config.name}\n")  # the page has the title
     sections = [
@@ -86,11 +83,12 @@ def report_html(out: Path) -> str:
 """
 
 
-def write_report(out: Path, path: Path | None = None) -> Path:
-    """Write the report of `out` to `path` (default `out/report.html`) and return where it went."""
-    text = report_html(out)
-    path = Path(path) if path else Path(out) / REPORT
-    atomic_write(path, text)
+def write_report(out: Path, path: Path | None = None, trust_edits: bool = False) -> Path:
+    """Write the report of `out` to `path` (default `out/report.html`) and return where it went; `out` is held
+    against a swap until it is written (`normbench.results.reader`). `trust_edits`: as `reading`'s."""
+    with reading(out, trust_edits) as results:
+        path = Path(path) if path else Path(out) / REPORT
+        atomic_write(path, report_html(results))
     return path
 
 

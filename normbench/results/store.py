@@ -21,10 +21,11 @@ import numpy as np
 
 from normbench.config import Config, from_dict, to_dict
 from normbench.core import landscape
-from normbench.core.axes import key_columns
+from normbench.core.axes import EPOCH, key_columns, run_columns
+from normbench.core.grid import cells, run_keys
 from normbench.errors import UserError
-from normbench.results.swap import clear, settle, swap
-from normbench.results.table import number, parse_table, read_table, table_csv
+from normbench.results.swap import clear, opened_at, settle, swap
+from normbench.results.table import _key_text, number, parse_table, table_csv
 from normbench.runtime.faults import reached
 
 METRICS = "metrics.csv"
@@ -122,8 +123,12 @@ def config_differences(path: Path, config: Config) -> list[str]:
     """The dotted keys in which the config saved at `path` differs from `config`; none if nothing is saved."""
     if not Path(path).exists():
         return []
-    old = _flatten(to_dict(_read_config_file(Path(path))))
-    new = _flatten(to_dict(config))
+    return differences(_config_file(Path(path)), config)
+
+
+def differences(a: Config, b: Config) -> list[str]:
+    """The dotted keys in which two configs differ."""
+    old, new = _flatten(to_dict(a)), _flatten(to_dict(b))
     return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
@@ -131,24 +136,20 @@ def config_differences(path: Path, config: Config) -> list[str]:
 REPORTING = ("report", "figures")
 
 
-def revise_reporting(out: Path, config: Config, draw) -> list[Path]:
-    """Give the results in `out` the claims, tuning and figures of `config`, which must train exactly the runs
-    they hold (anything else is another study: rerun it). `draw(config)` redraws them first, so a claim that
-    cannot be evaluated leaves config.json as it was; returns what it drew."""
-    path = Path(out) / CONFIG
-    if not path.exists():
-        raise UserError(f"{str(path)!r} not found: is {str(out)!r} a results directory?")
-    training = [k for k in config_differences(path, config) if k.split(".")[0] not in REPORTING]
+def revise_reporting(out: Path, saved: Config, meta: dict, config: Config, draw) -> list[Path]:
+    """Give the results in `out`, of the config `saved` (with config.json's `meta`), the claims, tuning and figures
+    of `config`, which must train exactly the runs they hold (anything else is another study: rerun it).
+    `draw(config)` redraws them first, so a claim that cannot be evaluated leaves config.json as it was; returns
+    what it drew and config.json."""
+    training = [k for k in differences(saved, config) if k.split(".")[0] not in REPORTING]
     if training:
         raise UserError(
             f"{str(out)!r} holds runs of a different config (differs in {', '.join(training)}); only "
             f"{' and '.join(REPORTING)} can change without retraining"
         )
     drawn = draw(config)
-    saved = json.loads(path.read_text())
-    saved["config"] = to_dict(config)
-    atomic_write(path, json.dumps(saved, indent=2) + "\n")
-    return drawn
+    write_config(Path(out), config, meta)
+    return [*drawn, Path(out) / CONFIG]
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -193,7 +194,7 @@ def exclusive(out: Path):
         except BlockingIOError:
             handle.close()
             raise UserError(f"another normbench run is writing to {str(out)!r}; wait for it to finish") from None
-        if _same_file(path, handle):
+        if opened_at(path, handle.fileno()):
             break
         handle.close()
     lock = Lock(handle)
@@ -206,15 +207,6 @@ def exclusive(out: Path):
         path.unlink(missing_ok=True)  # before the lock is released, so no run can lock a file about to go
         for handle in lock.handles:
             handle.close()
-
-
-def _same_file(path: Path, handle) -> bool:
-    try:
-        at_path = os.stat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(handle.fileno())
-    return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
 
 
 def replace(out: Path, new: Path, owned: set[str], lock: Lock) -> None:
@@ -258,29 +250,139 @@ def read_meta(out: Path) -> dict:
 
 
 def read_config(out: Path) -> Config:
-    settle(out)  # every reader of a results directory starts here
+    """config.json's config (`decode_config`). Commands read a results directory through
+    `normbench.results.reader`, which also holds it against a swap and checks its manifest."""
+    settle(out)
     path = Path(out) / CONFIG
-    if not path.exists():
-        raise UserError(f"{str(path)!r} not found: is {str(out)!r} a results directory?")
-    return _read_config_file(path)
+    return decode_config(read_file(path), path)[0]
 
 
-def _read_config_file(path: Path) -> Config:
+def read_metrics(out: Path, config: Config | None = None) -> dict[str, np.ndarray]:
+    """metrics.csv as columns (`decode_metrics`), checked against `config` (by default the directory's)."""
+    config = config or read_config(out)
+    path = Path(out) / METRICS
+    return decode_metrics(read_file(path), path, config)
+
+
+def read_file(path: Path) -> bytes:
+    """A results file's bytes, or one line saying why not."""
+    path = Path(path)
     try:
-        return from_dict(Config, json.loads(path.read_text())["config"])
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{str(path)!r} not found: is {str(path.parent)!r} a results directory?") from None
+    except IsADirectoryError:
+        raise UserError(f"{str(path)!r} is a directory, not the file normbench writes there: it is damaged") from None
+    except OSError as e:
+        raise UserError(f"cannot read {str(path)!r}: {e.strerror or e}") from None
+
+
+def decode_config(raw: bytes, path: Path | str = CONFIG) -> tuple[Config, dict]:
+    """config.json's bytes as the config and what the file records besides it (`read_meta`); `path` names the
+    file in errors."""
+    saved = _json(raw, path)
+    try:
+        return from_dict(Config, saved["config"]), {k: v for k, v in saved.items() if k != "config"}
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{str(path)!r} is not a normbench config: {e}") from None
 
 
-def read_metrics(out: Path) -> dict[str, np.ndarray]:
-    """The metrics table as columns (`normbench.results.table.parse_table`); `LATER_COLUMNS` that an older table
-    lacks as NaN."""
-    settle(out)
-    return _with_later_columns(read_table(Path(out) / METRICS, _REQUIRED))
+def _json(raw: bytes, path: Path | str):
+    text = _utf8(raw, path)
+    if not text.strip():
+        raise UserError(f"{str(path)!r} is empty: the file is truncated or damaged")
+    try:
+        saved = json.loads(text)
+    except ValueError as e:
+        raise UserError(f"{str(path)!r} is not JSON ({e}): the file is truncated or damaged") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{str(path)!r} holds a JSON {type(saved).__name__}, not an object: it is not normbench's")
+    return saved
+
+
+def _utf8(raw: bytes, path: Path | str) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{str(path)!r} is not UTF-8 text (byte {e.start} is not): it is damaged") from None
+
+
+def _config_file(path: Path) -> Config:
+    return decode_config(read_file(path), path)[0]
+
+
+_REWRITE = "the file is truncated or damaged; rerun the study to rewrite it"
+
+
+def decode_metrics(raw: bytes, path: Path | str, config: Config) -> dict[str, np.ndarray]:
+    """metrics.csv's bytes as columns (`parse_metrics`), refused in one line unless they are a whole table of
+    `config`'s runs: its columns, every row whole, every run that the config trains with each of its epochs once
+    (and any tuning extension's run likewise)."""
+    text = _utf8(raw, path)
+    if not text.strip():
+        raise UserError(f"{str(path)!r} is empty: {_REWRITE}")
+    lines = text.split("\n")
+    if lines[-1]:  # normbench ends every line, the last too
+        raise UserError(f"{str(path)!r} ends mid-line (line {len(lines)} has no line end): {_REWRITE}")
+    rows = list(csv.reader(lines[:-1]))
+    header = rows[0]
+    _check_header(header, path, config)
+    if len(rows) == 1:
+        raise UserError(f"{str(path)!r} holds its header but no rows: {_REWRITE}")
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise UserError(f"{str(path)!r} line {line} has {len(row)} fields where its header has {len(header)}: "
+                            f"{_REWRITE}")  # fmt: skip
+    columns = parse_metrics(text, path)
+    _check_runs(rows, path, config)
+    return columns
+
+
+def _check_header(header: list[str], path: Path | str, config: Config) -> None:
+    expected = [*run_columns(config), *metric_columns(config)]
+    missing = [c for c in expected if c not in header and c not in LATER_COLUMNS]
+    unknown = [c for c in header if c not in expected]
+    twice = sorted({c for c in header if header.count(c) > 1})
+    problems = {
+        "lacks the columns": missing,
+        "has columns twice": twice,
+        "has columns its config does not write": unknown,
+    }
+    for problem, names in problems.items():
+        if names:
+            raise UserError(f"{str(path)!r} {problem}: {', '.join(names)}; it is damaged or not this config's table")
+
+
+def _check_runs(rows: list[list[str]], path: Path | str, config: Config) -> None:
+    """Every run of the config present, and every run (extensions' too) with epochs 1 ... train.epochs once each:
+    a table cut at a line boundary lacks the last runs' last epochs, or whole runs."""
+    keys = run_columns(config)
+    epoch = rows[0].index(EPOCH)
+    epochs: dict[tuple, list[str]] = {}
+    for row in rows[1:]:
+        epochs.setdefault(tuple(row[: len(keys)]), []).append(row[epoch])
+    whole = [str(e) for e in range(1, config.train.epochs + 1)]
+    for run, seen in epochs.items():
+        if seen != whole:
+            rows = f"{len(seen)} row{'' if len(seen) == 1 else 's'}"
+            raise UserError(f"{str(path)!r} holds {rows} of the run {_run_text(keys, run)} (epochs {seen[0]} to "
+                            f"{seen[-1]}), not one per epoch 1 to {config.train.epochs}: {_REWRITE}")  # fmt: skip
+    expected = [
+        tuple(_key_text(identity[c]) for c in keys) for cell in cells(config) for identity in run_keys(config, cell)
+    ]
+    missing = [run for run in expected if run not in epochs]
+    if missing:
+        raise UserError(f"{str(path)!r} lacks {len(missing)} of the config's {len(expected)} runs (the first: "
+                        f"{_run_text(keys, missing[0])}): {_REWRITE}")  # fmt: skip
+
+
+def _run_text(keys, run) -> str:
+    return " ".join(f"{k}={v}" for k, v in zip(keys, run))
 
 
 def parse_metrics(text: str, path: Path | str = METRICS) -> dict[str, np.ndarray]:
-    """`read_metrics` of the text of a metrics table, e.g. `metrics_csv`'s output; `path` names it in errors."""
+    """The text of a metrics table as columns (`normbench.results.table.parse_table`), e.g. `metrics_csv`'s
+    output; `LATER_COLUMNS` that an older table lacks as NaN. `path` names it in errors."""
     return _with_later_columns(parse_table(text, path, _REQUIRED))
 
 
