@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from normbench.errors import UserError
+from normbench.errors import UserError, suggestion
 
 
 class ConfigError(UserError):
     """A config that cannot be run."""
+
+
+# The study configs, relative to the repository root the CLI runs from (`normbench list configs` lists them).
+CONFIGS = Path("configs")
 
 
 @dataclass(frozen=True)
@@ -274,13 +279,14 @@ def load_config(path: str | Path) -> Config:
     """Run a config file and return its `get_config()`."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"config file {str(path)!r} does not exist{suggestion(_nearest_configs(path))}")
     spec = importlib.util.spec_from_file_location(f"normbench_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except SyntaxError as e:
-        raise ConfigError(f"config file {str(path)!r} has a syntax error at line {e.lineno}: {e.msg}") from e
+    except SyntaxError as e:  # a file Python cannot even tokenize (null bytes) has no line to point at
+        where = f" at line {e.lineno}" if e.lineno else ""
+        raise ConfigError(f"config file {str(path)!r} has a syntax error{where}: {e.msg}") from e
     except (Exception, SystemExit) as e:  # a config's sys.exit() is no verdict on the run: it is a broken config
         raise ConfigError(f"config file {str(path)!r} failed to run: {type(e).__name__}: {e}") from e
     get_config = getattr(module, "get_config", None)
@@ -293,6 +299,15 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(config, Config):
         raise ConfigError(f"get_config() in {str(path)!r} returned {type(config).__name__}, not a Config")
     return from_dict(Config, to_dict(config))  # a field of the wrong type fails here, not deep in training
+
+
+def _nearest_configs(path: Path) -> list[str]:
+    """The config files a mistyped `path` may have meant: those beside it, or in `configs/` (where `normbench run
+    init_scale` meant `configs/init_scale.py`), whose names are close to its name."""
+    found = {
+        p.stem: str(p) for folder in (CONFIGS, path.parent) if folder.is_dir() for p in sorted(folder.glob("*.py"))
+    }
+    return [found[stem] for stem in difflib.get_close_matches(path.stem, found, n=3)]
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
@@ -342,7 +357,8 @@ def field_hint(key: str, cls=Config):
     for i, name in enumerate(path):
         names = [f.name for f in dataclasses.fields(cls)]
         if name not in names:
-            raise ConfigError(f"unknown config key {key!r}: {cls.__name__} has {', '.join(names)}")
+            close = suggestion(_nearest_keys(key))
+            raise ConfigError(f"unknown config key {key!r}: {cls.__name__} has {', '.join(names)}{close}")
         hint = typing.get_type_hints(cls)[name]
         last = i == len(path) - 1
         if dataclasses.is_dataclass(hint):
@@ -353,6 +369,34 @@ def field_hint(key: str, cls=Config):
         elif not last:
             raise ConfigError(f"unknown config key {key!r}: {name!r} has no fields")
     return hint
+
+
+def config_keys(cls=Config, prefix: str = ""):
+    """Every settable dotted key, e.g. `train.epochs`: the fields that are not sections."""
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from config_keys(hint, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
+
+
+# Names a user may reach for that are no field's and too short for a close match: the field that holds each.
+ALIASES = {"lr": "sweep.learning_rates"}
+
+
+def _nearest_keys(key: str) -> list[str]:
+    """The keys a mistyped `key` may have meant: those whose own name is close to its last part, in its section
+    first (`train.epochz` is `train.epochs`, `train.learning_rate` is `sweep.learning_rates`), its alias, else
+    those close to it whole."""
+    keys = list(config_keys())
+    section, _, name = key.rpartition(".")
+    if name in ALIASES:
+        return [ALIASES[name]]
+    names = difflib.get_close_matches(name, {k.rpartition(".")[2] for k in keys}, n=3)
+    in_section_first = sorted(keys, key=lambda k: not k.startswith(f"{section}."))
+    near = [k for n in names for k in in_section_first if k.rpartition(".")[2] == n]
+    return near[:3] or difflib.get_close_matches(key, keys, n=3)
 
 
 def get_field(config, key: str):
@@ -377,11 +421,24 @@ def _parse(raw: str, hint, key: str):
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        # Bare words are strings; `batch,layer` is a tuple of them, and `batch,` one of them, as `0,` is.
-        value = tuple(s.strip() for s in raw.split(",") if s.strip()) if "," in raw else raw
-    if raw.lower() in ("true", "false"):
-        value = raw.lower() == "true"
+        # `batch,layer` is a tuple of words, and `batch,` one of them, as `0,` is.
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
+        value = tuple(_word(s, item) for s in raw.split(",") if s.strip()) if "," in raw else _word(raw, hint)
     return _coerce(value, hint, key)
+
+
+def _word(text: str, hint):
+    """One value of an override that is not a Python literal as a whole: `true`/`false` and `none` in any case
+    (`--sweep norm.unbiased_running_var=true,false` as `True,False`), a literal (`none,2`), else a string."""
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() == "none" and _takes_none(hint):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def _takes_none(hint) -> bool:

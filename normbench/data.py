@@ -153,9 +153,19 @@ def _take_prefix(arrays: dict, config: DataConfig, source: str) -> dict:
     }
 
 
+def _check_not_empty(arrays: dict, source: str) -> None:
+    """A split without examples has nothing to train or test on, and no labels to count the classes by: said
+    before anything else is checked against it."""
+    for split in ("train", "test"):
+        if not len(arrays[f"{split}_x"]) or not len(arrays[f"{split}_y"]):
+            raise DataError(f"{source}: the {split} split holds no examples")
+
+
 def _finish(source: str, arrays: dict, num_classes: int) -> Dataset:
     """Convert images (uint8, or floats already in [0, 1]) and integer labels to the Dataset's dtypes, checking
     what training relies on."""
+    if not 0 < num_classes < 2**31:  # labels are int32 in training: a larger one would wrap to a negative class
+        raise DataError(f"{source}: {num_classes} classes; normbench's int32 labels hold 1 to 2**31 - 1 classes")
     out = {}
     for split in ("train", "test"):
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
@@ -252,6 +262,7 @@ def _idx(directory: Path, source: str) -> dict:
         n_x, n_y = len(arrays[f"{split}_x"]), len(arrays[f"{split}_y"])
         if n_x != n_y:
             raise DataError(f"{source}: {prefix}-images holds {n_x} images but {prefix}-labels holds {n_y} labels")
+    _check_not_empty(arrays, source)
     return arrays
 
 
@@ -308,7 +319,10 @@ def _npz(path: Path, source: str) -> tuple[dict, int]:
     for key in ("train_y", "test_y"):
         if not np.issubdtype(arrays[key].dtype, np.integer):
             raise DataError(f"{source}: {key} must hold integer labels, got {arrays[key].dtype}")
-    num_classes = int(given) if given is not None else int(max(arrays["train_y"].max(initial=0), 0)) + 1
+    _check_not_empty(arrays, source)  # before its labels count the classes
+    if given is not None and (given.shape or not np.issubdtype(given.dtype, np.integer)):
+        raise DataError(f"{source}: num_classes must be one integer, got {given.dtype} {given.shape}")
+    num_classes = int(given) if given is not None else int(max(arrays["train_y"].max(), 0)) + 1
     return arrays, num_classes
 
 

@@ -1,5 +1,7 @@
 """The error types the CLI turns into a single line: exit status 2 for the user's, 1 for the machine's."""
 
+import difflib
+
 
 class UserError(ValueError):
     """Bad input from the user (config, override, data); the message is one line that says what is valid."""
@@ -7,3 +9,14 @@ class UserError(ValueError):
 
 class MachineError(RuntimeError):
     """The machine, not the input, stopped the command (a full disk, a read-only file); the message is one line."""
+
+
+def did_you_mean(word: str, choices) -> str:
+    """'; did you mean X?' naming the `choices` closest to a mistyped `word` (difflib's ratio, at least 0.6), or ''
+    where none is close: appended to an error that lists what is valid, so a typo is answered at once."""
+    return suggestion(difflib.get_close_matches(word, list(choices), n=3))
+
+
+def suggestion(names) -> str:
+    """'; did you mean X or Y?' for the names a mistyped word may have meant, '' for none."""
+    return f"; did you mean {' or '.join(map(repr, names))}?" if names else ""

@@ -78,6 +78,21 @@ def images_of_another_shape(tmp):
     return args
 
 
+def npz_replacing(**replaced):
+    """The data set of `npz_file` with some of its arrays replaced whole."""
+
+    def make(tmp):
+        args = npz_file()(tmp)
+        np.savez(tmp / "data.npz", **{**np.load(tmp / "data.npz"), **replaced})
+        return args
+
+    return make
+
+
+def missing_config(path):
+    return lambda tmp: ["--config", path]
+
+
 def output_under_a_file(tmp):
     (tmp / "file").write_text("not a directory")
     return ["--out", str(tmp / "file" / "results")]
@@ -166,6 +181,22 @@ CASES = {
         "train images have shape (6, 6, 1) but test images (5, 5, 1); they must agree",
     ),
     "IDX header overflowing": (idx_dir(huge_header), "is truncated: its header promises 79228162458924105385300197375"),
+    "norm name with a typo": (settings("sweep.norms=batch,layr"), "layer+ws; did you mean 'layer' or 'layer+ws'?"),
+    "--set train.lr": (settings("train.lr=0.1"), "data_parallel; did you mean 'sweep.learning_rates'?"),
+    "--sweep key with a typo": (option("--sweep", "norm.num_group=1,2"), "did you mean 'norm.num_groups'?"),
+    "config named without configs/": (
+        missing_config("init_scale"),
+        "config file 'init_scale' does not exist; did you mean 'configs/init_scale.py'?",
+    ),
+    "config with null bytes": (config_file("x = 1\x00\n"), "has a syntax error: source code string cannot contain"),
+    "npz without training examples": (
+        npz_replacing(train_x=np.zeros((0, 6, 6), np.float32), train_y=np.zeros(0, np.int64)),
+        "the train split holds no examples",
+    ),
+    "npz labels beyond int32": (
+        npz_replacing(train_y=np.full(40, 2**31)),
+        "2147483649 classes; normbench's int32 labels hold 1 to 2**31 - 1 classes",
+    ),
 }
 
 
@@ -192,3 +223,14 @@ def test_a_value_with_a_newline_is_refused_on_one_line(capsys):
     assert main(["show", "configs/init_scale.py", "--set", "model.channels=,0\n0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "got 0\\n0" in err
+
+
+def test_a_sweep_of_true_and_false_in_lower_case_is_accepted():
+    """`--sweep norm.unbiased_running_var=true,false` was refused ("expects ... true/false values, got true,false")
+    while `True,False` worked: each listed word is read as `--set` reads one value."""
+    from normbench.config import Config, add_sweeps
+
+    for raw in ("true,false", "True,False", "TRUE, false"):
+        swept = add_sweeps(Config(), [f"norm.unbiased_running_var={raw}"]).sweep.fields
+        assert swept == {"norm.unbiased_running_var": (True, False)}, raw
+    assert add_sweeps(Config(), ["norm.num_groups=none,2"]).sweep.fields == {"norm.num_groups": (None, 2)}

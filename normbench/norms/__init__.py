@@ -1,6 +1,7 @@
 """The norm registry. To add a variant: write one file with a `SPEC`, then add it to `NORMS` below."""
 
 from normbench.config import ConfigError, NormConfig
+from normbench.errors import did_you_mean
 from normbench.norms import batch, batch_renorm, evonorm, frn, ghost_batch, group, identity, instance, layer, power, rms
 from normbench.norms.registry import WHOLE_BATCH, BatchStats, NormFactory, NormSpec
 from normbench.norms.weight_std import with_weight_standardization
@@ -31,7 +32,7 @@ NORMS: dict[str, NormSpec] = {
 def check_norm(name: str, config: NormConfig, channels: tuple[int, ...]) -> None:
     """Reject a norm name or options when the config is resolved, before anything is traced."""
     if name not in NORMS:
-        raise ConfigError(f"unknown norm {name!r}; valid norms: {', '.join(NORMS)}")
+        raise ConfigError(f"unknown norm {name!r}; valid norms: {', '.join(NORMS)}{did_you_mean(name, NORMS)}")
     for c in sorted(set(channels)):
         NORMS[name].check(config, c)
 
