@@ -1,12 +1,17 @@
 """Failures that are not bad input: the machine's (exit 1) and damaged results (exit 2), each one line."""
 
+import contextlib
 import errno
+import io
 import shutil
 
+import pytest
 from conftest import snapshot
 
+import normbench
 from normbench import study as study_module
 from normbench.cli import main
+from normbench.errors import UserError
 
 
 def test_a_write_failing_after_training_is_one_line_exit_1_and_keeps_the_results(study, tmp_path, capsys, monkeypatch):
@@ -31,13 +36,14 @@ def test_plot_of_a_truncated_metrics_table_is_one_line_exit_2(study, tmp_path, c
     _, out = study
     damaged = tmp_path / "damaged"
     shutil.copytree(out, damaged)
+    (damaged / "manifest.json").unlink()  # as results written before normbench signed them
     text = (damaged / "metrics.csv").read_text()
     (damaged / "metrics.csv").write_text(text[: len(text) - 20])
     capsys.readouterr()
     assert main(["plot", str(damaged)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("normbench: error: ") and err.count("\n") == 1, err
-    assert "fields: the file is truncated or damaged" in err
+    assert "ends mid-line (line 17 has no line end): the file is truncated or damaged" in err
 
 
 def test_a_cell_that_cannot_be_kept_mid_sweep_is_one_line_exit_1(study, tmp_path, capsys, monkeypatch):
@@ -59,3 +65,87 @@ def test_a_cell_that_cannot_be_kept_mid_sweep_is_one_line_exit_1(study, tmp_path
     assert "Traceback" not in err
     assert err.splitlines()[-1].startswith("normbench: error: cannot keep a finished cell in"), err
     assert "No space left on device" in err.splitlines()[-1]
+
+
+def cut_mid_row(d):
+    text = (d / "metrics.csv").read_text()
+    last = text.rindex("\n", 0, len(text) - 1) + 1  # where the last row starts
+    (d / "metrics.csv").write_text(text[: last + (len(text) - last) // 2])
+
+
+def cut_at_a_line_boundary(d):
+    lines = (d / "metrics.csv").read_text().splitlines(keepends=True)
+    (d / "metrics.csv").write_text("".join(lines[:-3]))
+
+
+def a_directory(name):
+    def damage(d):
+        (d / name).unlink()
+        (d / name).mkdir()
+
+    return damage
+
+
+def write(name, data: bytes):
+    return lambda d: (d / name).write_bytes(data)
+
+
+# Damaged results, as every reader meets them: what is done to a copy of the tiny study's results (without its
+# manifest.json, as results written before normbench signed them) and what the one error line says.
+DAMAGED = {
+    "metrics.csv cut mid-row": (cut_mid_row, "metrics.csv' ends mid-line (line 17 has no line end): the file is"),
+    "metrics.csv cut at a line boundary": (
+        cut_at_a_line_boundary,
+        "metrics.csv' holds 1 row of the run model=mlp norm=none",
+    ),
+    "metrics.csv header only": (
+        lambda d: write("metrics.csv", (d / "metrics.csv").read_bytes().split(b"\n")[0] + b"\n")(d),
+        "metrics.csv' holds its header but no rows",
+    ),
+    "metrics.csv empty": (write("metrics.csv", b""), "metrics.csv' is empty: the file is truncated or damaged"),
+    "metrics.csv not UTF-8": (write("metrics.csv", b"model,\xff\xfe\n"), "metrics.csv' is not UTF-8 text (byte 6"),
+    "metrics.csv a directory": (a_directory("metrics.csv"), "metrics.csv' is a directory, not the file normbench"),
+    "config.json a directory": (a_directory("config.json"), "config.json' is a directory, not the file normbench"),
+    "config.json empty": (write("config.json", b""), "config.json' is empty: the file is truncated or damaged"),
+    "config.json not UTF-8": (write("config.json", b'{"config": "\xe9"}'), "config.json' is not UTF-8 text"),
+    "config.json cut": (
+        lambda d: write("config.json", (d / "config.json").read_bytes()[:100])(d),
+        "config.json' is not JSON (",
+    ),
+}
+READERS = ("plot", "report", "compare", "load")
+
+
+@pytest.fixture(scope="module")
+def unsigned(study, tmp_path_factory):
+    """The tiny study's results without their manifest, as results written before normbench signed them."""
+    out = shutil.copytree(study[1], tmp_path_factory.mktemp("unsigned") / "results")
+    (out / "manifest.json").unlink()
+    return out
+
+
+def read_with(reader, directory, other) -> tuple[int, str]:
+    """Exit status and stderr of `reader` on `directory` (compare: against `other`); `load` as the CLI would."""
+    if reader == "load":
+        try:
+            normbench.load(directory)
+        except UserError as e:
+            return 2, f"normbench: error: {e}\n"
+        return 0, ""
+    args = [reader, str(directory)] + ([str(other)] if reader == "compare" else [])
+    with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()):
+        code = main(args)
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("case", DAMAGED)
+def test_damaged_results_are_one_line_exit_2_for_every_reader_and_stay_as_they_were(unsigned, tmp_path, case, reader):
+    damage, message = DAMAGED[case]
+    damaged = shutil.copytree(unsigned, tmp_path / "damaged")
+    damage(damaged)
+    before = snapshot(damaged), snapshot(unsigned)
+    code, err = read_with(reader, damaged, unsigned)
+    assert code == 2 and err.startswith("normbench: error: ") and err.count("\n") == 1, (code, err)
+    assert message in err and str(damaged) in err, err
+    assert (snapshot(damaged), snapshot(unsigned)) == before

@@ -32,9 +32,11 @@ def without_run_state(files):
 
 
 def tables(files):
-    """What must match between two runs of one config: every file but config.json's timings, and its config."""
-    same = {name: data for name, data in files.items() if name != "config.json"}
-    return same, json.loads(files["config.json"])["config"]
+    """What must match between two runs of one config: every file but config.json's timings (and so its sha256 in
+    manifest.json), and its config."""
+    same = {name: data for name, data in files.items() if name not in ("config.json", "manifest.json")}
+    signed = {name: sha for name, sha in json.loads(files["manifest.json"])["sha256"].items() if name != "config.json"}
+    return same, json.loads(files["config.json"])["config"], signed
 
 
 @pytest.fixture(scope="module")
