@@ -2,6 +2,7 @@
 norm, a user's own included, with no change to normbench."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,32 @@ def test_a_users_norms_run_through_the_study_unchanged(users_norms, tmp_path):
     )
     for figure in ("images_per_statistic", "bn_eval_modes", "statistic_noise"):
         assert (out / f"{figure}.png").stat().st_size > 10_000
+
+
+def _claim_cells(summary: str) -> dict[str, str]:
+    """Each claim of a summary.md as docs/studies.md's tables write it: difference [interval], p: verdict."""
+    line = re.compile(r"^- `(?P<claim>[^`]+)`: (?P<d>\S+) points, 95% CI \[(?P<lo>[^,]+), (?P<hi>[^\]]+)\] over \d+ "
+                      r"seeds, Holm-adjusted p (?P<p>[^:]+): \*\*(?P<verdict>[^*]+)\*\*", re.M)  # fmt: skip
+    cells = {}
+    for m in line.finditer(summary):
+        verdict = m["verdict"]
+        if verdict.startswith("significant"):
+            verdict = "**significant**"
+        elif "after Holm" in verdict:
+            verdict = "not significant after Holm (the interval excludes 0)"
+        else:
+            verdict = "not significant"
+        cells[m["claim"]] = f"{m['d']} [{m['lo']}, {m['hi']}], p {m['p']}: {verdict}"
+    return cells
+
+
+def test_docs_quote_every_claim_as_the_committed_summary_prints_it():
+    """docs/studies.md's tables of this study hold each claim of results/images_per_statistic/summary.md, every one
+    of them, as printed there: a rerun that changes a number fails here until the docs follow."""
+    root = CONFIG.parents[1]
+    cells = _claim_cells((root / "results" / "images_per_statistic" / "summary.md").read_text())
+    assert len(cells) == len(load_config(CONFIG).report.claims)
+    section = (root / "docs" / "studies.md").read_text().split("## images_per_statistic")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if re.match(r"\| (MLP|CNN) \| \d+ \|", line)]
+    quoted = [cell.strip() for row in rows for cell in row.strip("|").split("|")[2:]]
+    assert sorted(quoted) == sorted(cells.values())
