@@ -263,9 +263,7 @@ def extension_text(config: Config, cost: Estimate | None = None) -> str:
         return ""
     study_cells = cells(config)
     runs = sum(run_count(config, cell) for cell in study_cells)
-    # Each step each way adds 1/n of a cell's runs (n: the axis's values), all its steps, in one more program.
-    share = sum(2 * limit / len(grid(config, axis)) for axis in axes)
-    programs = 2 * limit * len(axes)
+    share, programs = _worst_share(config)
     stepping = []
     for axis in axes:
         below, above = ([step_value(config, axis, d, s) for s in range(1, limit + 1)] for d in DIRECTIONS)
@@ -278,9 +276,21 @@ def extension_text(config: Config, cost: Estimate | None = None) -> str:
     )
     if cost is None:
         return text
-    extra = dataclasses.replace(
+    return f"{text}, {worst_extensions(config, cost).time_text()}"
+
+
+def _worst_share(config: Config) -> tuple[float, int]:
+    """(The share of each cell's runs, the programs per cell) that `report.tune_extensions` may add, at worst: each
+    step each way adds 1/n of a cell's runs (n: the axis's values), all its steps, in one more program."""
+    limit, axes = config.report.tune_extensions, config.report.tune
+    return sum(2 * limit / len(grid(config, axis)) for axis in axes), 2 * limit * len(axes)
+
+
+def worst_extensions(config: Config, cost: Estimate) -> Estimate:
+    """The estimate of what `report.tune_extensions` may add to a run of `config` whose own cells' is `cost`."""
+    share, programs = _worst_share(config)
+    return dataclasses.replace(
         cost,
         cell_flops=tuple(round(flops * share) for flops in cost.cell_flops),
         cell_steps=tuple(steps * programs for steps in cost.cell_steps),
     )
-    return f"{text}, {extra.time_text()}"
