@@ -36,7 +36,7 @@ def test_plot_of_a_truncated_metrics_table_is_one_line_exit_2(study, tmp_path, c
     _, out = study
     damaged = tmp_path / "damaged"
     shutil.copytree(out, damaged)
-    (damaged / "manifest.json").unlink()  # as results written before normbench signed them
+    (damaged / "manifest.json").unlink(missing_ok=True)  # as results written before normbench signed them
     text = (damaged / "metrics.csv").read_text()
     (damaged / "metrics.csv").write_text(text[: len(text) - 20])
     capsys.readouterr()
@@ -120,7 +120,7 @@ READERS = ("plot", "report", "compare", "load")
 def unsigned(study, tmp_path_factory):
     """The tiny study's results without their manifest, as results written before normbench signed them."""
     out = shutil.copytree(study[1], tmp_path_factory.mktemp("unsigned") / "results")
-    (out / "manifest.json").unlink()
+    (out / "manifest.json").unlink(missing_ok=True)
     return out
 
 

@@ -2,6 +2,7 @@
 the run, a plot that a `--force` swap cannot mix, and `--force` removing every figure normbench drew."""
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -179,3 +180,28 @@ def swap_in(out, files, both, delay):
         both.wait()
         time.sleep(delay)
         replace(out, replacement, OWNED, lock)
+
+
+@pytest.mark.parametrize("dpi", ["0", "-5", "1", "100000"])
+def test_plot_at_a_resolution_out_of_range_is_one_line(study, capsys, dpi):
+    _, out = study
+    before = snapshot(out)
+    assert read("plot", out, capsys, "--dpi", dpi) == (2, [f"normbench: error: --dpi {dpi}: figures are drawn at 30 "
+                                                          "to 600 dots per inch"])  # fmt: skip
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("reader", ["plot", "report"])
+def test_a_results_directory_the_machine_will_not_write_into_is_one_line(study, tmp_path, capsys, monkeypatch, reader):
+    from normbench.reports import plots, report
+
+    out = signed_copy(study, tmp_path)
+    before = snapshot(out)
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(plots, "atomic_write", read_only)
+    monkeypatch.setattr(report, "atomic_write", read_only)
+    assert read(reader, out, capsys) == (2, [f"normbench: error: cannot write into '{out}': Read-only file system"])
+    assert snapshot(out) == before

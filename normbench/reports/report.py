@@ -20,6 +20,7 @@ from markdown_it import MarkdownIt
 
 from normbench.catalog import flat_fields, setting
 from normbench.config import Config
+from normbench.reports.plots import writing_into
 from normbench.reports.summary import input_shape_of, summary_markdown
 from normbench.results.reader import Results, reading
 from normbench.results.store import atomic_write
@@ -86,8 +87,8 @@ def report_html(results: Results) -> str:
 def write_report(out: Path, path: Path | None = None, trust_edits: bool = False) -> Path:
     """Write the report of `out` to `path` (default `out/report.html`) and return where it went; `out` is held
     against a swap until it is written (`normbench.results.reader`). `trust_edits`: as `reading`'s."""
-    with reading(out, trust_edits) as results:
-        path = Path(path) if path else Path(out) / REPORT
+    path = Path(path) if path else Path(out) / REPORT
+    with reading(out, trust_edits) as results, writing_into(path.parent):
         atomic_write(path, report_html(results))
     return path
 
