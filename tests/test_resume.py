@@ -30,7 +30,7 @@ AS_FROM_A_TERMINAL = (
 )
 
 
-def normbench(config, out, kill_at=None, workers=None, force=False, env=None):
+def normbench(config, out, kill_at=None, workers=None, force=False, env=None, args=()):
     # The session's NORMBENCH_CACHE (conftest) is inherited, so every run after the first loads its programs.
     env = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1", **(env or {})}
     env.pop("NORMBENCH_KILL_AT", None)
@@ -39,11 +39,12 @@ def normbench(config, out, kill_at=None, workers=None, force=False, env=None):
     command = [sys.executable, "-c", AS_FROM_A_TERMINAL, "run", str(config), "--out", str(out)]
     command += ["--workers", str(workers)] if workers else []
     command += ["--force"] if force else []
+    command += list(args)
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(process):
-    stdout, stderr = process.communicate(timeout=300)
+def finish(process, timeout=300):
+    stdout, stderr = process.communicate(timeout=timeout)
     return process.returncode, stdout + stderr
 
 

@@ -28,11 +28,12 @@ from normbench.data import Dataset
 from normbench.models import MODELS
 from normbench.norms import NORMS
 from normbench.protocols import PROTOCOLS
-from normbench.reports.progress import LogProgress, Progress
+from normbench.reports.progress import LogProgress, Progress, logger
 from normbench.runtime.parallel import check_devices, lower_grid, replicate
 from normbench.runtime.phases import compile_phases, run_phases
 from normbench.runtime.pipeline import pipeline
 from normbench.runtime.programs import program_key
+from normbench.runtime.stopping import Stopped, StopRequest, stop_on_signals
 
 
 def vmap_grid(fn, chunk_size: int | None = None, per_run: tuple[bool, ...] = ()):
@@ -118,16 +119,17 @@ class CellResult:
 
 
 def train_program(program: CellProgram, config: Config, cell: Cell, data: Data, wait_s: float = 0.0,
-                  checkpoints=None, on_epoch=None):  # fmt: skip
-    """Train a compiled cell to the end: (final states, `CellResult`). A cell in phases saves `checkpoints` and
-    tells `on_epoch(n, metrics)` as each epoch ends (`normbench.runtime.phases.run_phases`)."""
+                  checkpoints=None, on_epoch=None, stop: StopRequest | None = None):  # fmt: skip
+    """Train a compiled cell to the end: (final states, `CellResult`). A cell in phases saves `checkpoints`,
+    tells `on_epoch(n, metrics)` as each epoch ends and, once `stop` is asked, raises `Stopped` as its epoch ends
+    (`normbench.runtime.phases.run_phases`)."""
     seeds, values = grid_arrays(config, cell)
     start = time.perf_counter()
     if program.whole is not None:
         states, cell_metrics, diagnostics = *program.whole(seeds, values, data), {}
     else:
         state, per_epoch, final, diagnostics = run_phases(program.phases, config, seeds, values, data,
-                                                          checkpoints, on_epoch)  # fmt: skip
+                                                          checkpoints, on_epoch, stop)  # fmt: skip
         states, cell_metrics = state.train, metrics(per_epoch, final, state)
     states, cell_metrics, diagnostics = jax.block_until_ready((states, cell_metrics, diagnostics))
     end = time.perf_counter()
@@ -158,7 +160,10 @@ def run_sweep(
     the CPU runs a cell's many small matrix products with its cores partly idle, and a second cell at the same
     time fills them (see `normbench bench`); a GPU runs one program at a time anyway. Each cell computes the same
     numbers however many run beside it. `progress` (default: log lines) hears as each cell starts compiling,
-    starts training, goes through its epochs and is done."""
+    starts training, goes through its epochs and is done.
+
+    Called from the main thread, the first Ctrl-C or SIGTERM stops every cell in training as its epoch ends
+    (`normbench.runtime.stopping`); the cells finished by then have gone to `on_result`, and `Stopped` is raised."""
     with precision_scope(config.train.precision):
         return _run_cells(config, dataset, progress or LogProgress(), todo, on_result, checkpoints_for, workers)
 
@@ -172,6 +177,7 @@ def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, work
         return []
     progress.sweep_started(config, todo, len(dataset.train_x))
     reporting = threading.Lock()  # one event or result handler at a time, whichever thread it comes from
+    stop = StopRequest()
 
     def compile(i):
         with reporting:
@@ -218,14 +224,18 @@ def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, work
                     progress.epoch_metrics(i, epoch, seeds, jax.tree.map(np.asarray, measured))
                 progress.epochs_done(i, epoch)
 
-        _, result = train_program(program, config, todo[i], data, waited, checkpoints, epoch_done)
+        _, result = train_program(program, config, todo[i], data, waited, checkpoints, epoch_done, stop)
         with reporting:
             if on_result is not None:
                 on_result(result)
             progress.cell_done(i, result)
         return result
 
-    return pipeline(len(todo), compile, train, workers)
+    with stop_on_signals(stop, logger.warning):
+        results = pipeline(len(todo), compile, train, workers, stop=stop)
+    if stop.asked:  # every cell in training finished its last epoch: still a stop, before anything that follows
+        raise Stopped
+    return results
 
 
 def training_time(results: list[CellResult]) -> float:

@@ -6,7 +6,8 @@ for what the host can do between epochs without a callback inside the program:
 - tell progress listeners each epoch as it ends (a program holding a `jax.debug.callback` is kept by neither
   of the caches below, so a warm run at a terminal would compile again);
 - save a checkpoint (`train.checkpoint_every`) and record layer diagnostics (`train.diagnostics_at`);
-- resume from a save and compute exactly the bits an uninterrupted run computes: the same programs run in both.
+- resume from a save and compute exactly the bits an uninterrupted run computes: the same programs run in both;
+- stop at the end of an epoch when asked (`normbench.runtime.stopping`), its state saved for the resume.
 
 Each program is kept compiled (`normbench.runtime.programs`), so a warm run neither traces nor compiles.
 On a CPU, `start` is compiled with less of LLVM's optimization (`QUICK_START`).
@@ -27,6 +28,7 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.runtime.programs import KeptGrid
+from normbench.runtime.stopping import Stopped, StopRequest
 
 # `start` runs once, and is mostly the PRNG's integer rounds, on which LLVM's full optimization (level 3) spends
 # more of a cold run compiling than it saves running; at level 1 each model's `start` computes the same bits
@@ -80,11 +82,13 @@ def compile_phases(training, vmap_grid: Callable, config: Config, seeds, values,
                   traced - started, done - traced)  # fmt: skip
 
 
-def run_phases(phases: Phases, config: Config, seeds, values, data, checkpoints=None, on_epoch=None):
+def run_phases(phases: Phases, config: Config, seeds, values, data, checkpoints=None, on_epoch=None,
+               stop: StopRequest | None = None):  # fmt: skip
     """(final run states, per-epoch metrics, after-training metrics, {epoch: diagnostics}). With `checkpoints`
     (a `normbench.results.resume.CellCheckpoints`), resume from its latest save and save every
     `train.checkpoint_every` epochs. `on_epoch(n, metrics)` hears as each epoch ends that n epochs are trained,
-    with epoch n's `EpochMetrics` of the grid, once they are computed."""
+    with epoch n's `EpochMetrics` of the grid, once they are computed. Once `stop` is asked, the epoch under way
+    is the last: its state is saved (with `checkpoints`) and `Stopped` raised, unless it was the cell's last."""
     train = config.train
     state = phases.start(seeds, values, data)
     trained, done, diagnosed = 0, [], {}
@@ -98,10 +102,14 @@ def run_phases(phases: Phases, config: Config, seeds, values, data, checkpoints=
         done.append(per_epoch)
         if epoch in train.diagnostics_at:
             diagnosed[epoch] = phases.diagnose(seeds, values, data, state)
-        if checkpoints is not None and train.checkpoint_every and epoch % train.checkpoint_every == 0:
-            if epoch < train.epochs:
-                checkpoints.save(epoch, state, done, diagnosed)
+        saved = checkpoints is not None and train.checkpoint_every and epoch % train.checkpoint_every == 0
+        if saved and epoch < train.epochs:
+            checkpoints.save(epoch, state, done, diagnosed)
         if on_epoch is not None:
             on_epoch(epoch, jax.tree.map(lambda m: m[..., 0], jax.block_until_ready(per_epoch)))
+        if stop is not None and stop.asked and epoch < train.epochs:
+            if checkpoints is not None and not saved:
+                checkpoints.save(epoch, state, done, diagnosed)
+            raise Stopped
     per_epoch = jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=-1), *done)
     return state, per_epoch, phases.finish(seeds, values, data, state), diagnosed
