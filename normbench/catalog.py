@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 import sys
 import textwrap
 from pathlib import Path
@@ -164,7 +165,27 @@ def config_text(config: Config) -> str:
     runs = sum(run_count(config, cell) for cell in todo)
     plural = "" if len(todo) == 1 else "s"
     lines.append(f"# {len(todo)} cell{plural} (one compiled program each), {runs} runs of {config.train.epochs} epochs")
+    lines += unread_lines(config)
     return "\n".join(lines)
+
+
+def unread_lines(config: Config) -> list[str]:
+    """A line for each norm that reads some swept value field not (`normbench.core.grid.unread_fields`): the one
+    value its runs train at, and how many runs that saves."""
+    from normbench.core.grid import cells, run_count, unread_fields
+
+    saved: dict[str, int] = {}
+    for cell in cells(config):
+        every = math.prod(len(config.sweep.fields[key]) for key in unread_fields(config, cell.norm))
+        saved[cell.norm] = saved.get(cell.norm, 0) + run_count(config, cell) * (every - 1)
+    lines = []
+    for norm, runs in saved.items():
+        unread = unread_fields(config, norm)
+        if unread:
+            at = ", ".join(f"{key}={setting(value)}" for key, value in unread.items())
+            lines.append(f"# {norm} reads no {' or '.join(unread)}: its runs train once, at {at}, which stands for "
+                         f"every value ({runs} runs saved)")  # fmt: skip
+    return lines
 
 
 def effective_values(config: Config) -> dict[str, str]:

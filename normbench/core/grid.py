@@ -105,18 +105,29 @@ def stat_sizes(config: Config, cell: Cell) -> tuple[int, ...]:
     return sizes if NORMS[cell.norm].batch_dependent else (max(sizes),)
 
 
+def unread_fields(config: Config, norm: str) -> dict[str, Any]:
+    """The swept value fields that `norm` never reads (a `norm.` option that its `NormSpec.options` lacks, as
+    `normbench list norms` shows), each with its first value: its cells run each of them at that value alone, which
+    their column holds, since runs at the others would repeat it bit for bit (as `stat_sizes` does for `ghost_size`)."""
+    options = NORMS[norm].options
+    return {key: values[0] for key, values in swept(config, VALUE).items()
+            if key.startswith("norm.") and key.removeprefix("norm.") not in options}  # fmt: skip
+
+
 def run_values(config: Config, cell: Cell) -> dict[str, list]:
     """Each value axis's value at every run of one seed of `cell`, in row order: column -> list.
 
     The learning rate is the one the run uses, after linear scaling with the SGD batch; `ghost_size` the number
-    of examples its norms' batch statistics see."""
+    of examples its norms' batch statistics see; a swept field that the cell's norm never reads, its first value
+    alone (`unread_fields`)."""
     reference = cell_config(config, cell).train.lr_reference_batch
     lr_scale = sgd_batch(config, cell) / reference if reference else 1.0
+    unread = unread_fields(config, cell.norm)
     axes = {
         "init_scale": config.sweep.init_scales,
         "learning_rate": [lr * lr_scale for lr in config.sweep.learning_rates],
         "ghost_size": stat_sizes(config, cell),
-        **swept(config, VALUE),
+        **{key: (unread[key],) if key in unread else values for key, values in swept(config, VALUE).items()},
     }
     points = list(itertools.product(*axes.values()))
     if cell.only is not None:

@@ -10,6 +10,7 @@ import numpy as np
 from normbench.config import Config
 from normbench.core.axes import EPOCH, swept_columns
 from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
+from normbench.core.grid import unread_fields
 from normbench.data import load
 from normbench.errors import UserError
 from normbench.models import norm_positions
@@ -359,8 +360,23 @@ def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape
     drop = batch_drop_table(final, config, input_shape)
     if drop:
         lines += ["## Accuracy lost between the largest and the smallest batch", "", *drop, ""]
-    lines += ["## Every configuration", "", *final_table(final), ""]
+    lines += ["## Every configuration", "", *unread_note(final, config), *final_table(final), ""]
     return "\n".join(lines)
+
+
+def unread_note(final, config: Config) -> list[str]:
+    """A sentence for each norm whose runs trained a swept field it never reads at one value (`unread_fields`):
+    each of its rows stands for every value. Results trained before that rule hold every value and need none."""
+    notes = []
+    for norm in dict.fromkeys(config.sweep.norms):
+        rows = final["norm"] == norm
+        unread = {key: value for key, value in unread_fields(config, norm).items()
+                  if rows.any() and len(np.unique(final[key][rows])) == 1}  # fmt: skip
+        if unread:
+            at = ", ".join(f"{key} = {_text(value)}" for key, value in unread.items())
+            notes.append(f"`{norm}` reads no {' or '.join(unread)}: its runs trained once, at {at}, and each row of "
+                         "them stands for every value (a run at another would repeat it bit for bit).")  # fmt: skip
+    return [" ".join(notes), ""] if notes else []
 
 
 def write_summary(out: Path, columns: dict[str, np.ndarray], config: Config,
