@@ -66,6 +66,9 @@ def _run(args) -> int:
         print(f"normbench: interrupted; finished cells are kept in {out}/unfinished: run the same command to resume",
               file=sys.stderr)  # fmt: skip
         return 130
+    if timings is None:
+        print(f"{out}/ already holds the finished results of this config: nothing to train (--force trains it again)")
+        return 0
     total = time.perf_counter() - _STARTED
     _warn_ignored(args, config)
     print(f"results in {out}/")
@@ -206,7 +209,11 @@ def parser() -> argparse.ArgumentParser:
             "vmapped where the field can be a traced value, one program per value elsewhere: see `normbench show`)",
         )
     run.add_argument("--out", help="results directory (default: runs/<config name>, git-ignored)")
-    run.add_argument("--force", action="store_true", help="replace results that a different config produced")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="train and replace results already there: another config's, or this config's finished ones",
+    )
     run.add_argument(
         "--no-size-check",
         action="store_true",

@@ -35,8 +35,10 @@ from normbench.results.resume import Unfinished
 from normbench.results.store import (
     CONFIG,
     METRICS,
+    UNFINISHED,
     atomic_write,
     check_same_config,
+    config_differences,
     exclusive,
     metrics_csv,
     prepare_output_dir,
@@ -68,8 +70,9 @@ def run_study(
     force: bool = False,
     workers: int | None = None,
     size_check: bool = True,
-) -> dict[str, float]:
-    """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds. `workers`:
+) -> dict[str, float] | None:
+    """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds, or None where
+    `out` already held this config's finished results (`is_finished`) and `force` is not set. `workers`:
     how many cells train at once (`run_sweep`). `size_check`: refuse a sweep whose estimated memory exceeds the
     memory available (`normbench.core.budget`), before the output directory is touched.
 
@@ -79,6 +82,8 @@ def run_study(
     With `report.tune`, a choice at an edge of its grid extends the grid first (`extend_tuned_grids`).
     """
     out = Path(out)
+    if not force and from_writer(np.array(is_writer() and is_finished(out, config))):
+        return None
     all_cells = cells(config)
     if not all(trains_in_phases(config, cell) for cell in all_cells):
         enable_compilation_cache()  # for the whole-grid programs: cells in phases keep theirs compiled themselves
@@ -170,6 +175,14 @@ def run_study(
         else:
             timings["write_s"] = time.perf_counter() - trained
     return timings
+
+
+def is_finished(out: Path, config: Config) -> bool:
+    """Whether `out` holds the complete results of `config`: a metrics.csv beside the same config, and no run of it
+    under way or interrupted (`unfinished/`)."""
+    out = Path(out)
+    complete = (out / METRICS).is_file() and (out / CONFIG).is_file() and not (out / UNFINISHED).exists()
+    return complete and not config_differences(out / CONFIG, config)
 
 
 def _import_matplotlib() -> None:
