@@ -147,7 +147,7 @@ def test_the_compare_command_draws_the_figure(sweeps, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["{tmp}/missing"], "'{tmp}/missing' does not exist"),
+        (["{tmp}/missing"], "'{tmp}/missing' not found: is it a results directory?"),
         (["{tmp}/not_results"], "'{tmp}/not_results/config.json' not found: is '{tmp}/not_results' a results"),
         (["{init}", "--plot", "{tmp}/figure.xyz"], "--plot '{tmp}/figure.xyz': the file name must end in .png, .pdf"),
         (["{init}", "--csv", "{tmp}/no/such/dir/table.csv"], "cannot write '{tmp}/no/such/dir/table.csv'"),

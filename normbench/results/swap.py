@@ -96,7 +96,7 @@ def held(out: Path):
         try:
             fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
-            raise UserError(f"{str(out)!r} does not exist") from None
+            raise UserError(f"{str(out)!r} not found: is it a results directory?") from None
         except NotADirectoryError:
             raise UserError(f"{str(out)!r} is not a directory: name a results directory") from None
         except OSError as e:
