@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import flax
@@ -25,12 +26,13 @@ from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
 from normbench.core.grid import Cell, cells
 from normbench.core.sweep import CellResult, check_fits, resolve_workers, run_sweep, training_time, trains_in_phases
 from normbench.data import load
-from normbench.errors import MachineError
+from normbench.errors import MachineError, UserError
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.reports.plots import FIGURES, FORMATS, draw_figures
 from normbench.reports.progress import Progress, logger
 from normbench.reports.report import REPORT
 from normbench.results.manifest import MANIFEST, sign
+from normbench.results.reader import ResultsWarning, read_results
 from normbench.results.resume import Unfinished
 from normbench.results.store import (
     CONFIG,
@@ -38,7 +40,7 @@ from normbench.results.store import (
     UNFINISHED,
     atomic_write,
     check_same_config,
-    config_differences,
+    differences,
     exclusive,
     metrics_csv,
     prepare_output_dir,
@@ -178,11 +180,19 @@ def run_study(
 
 
 def is_finished(out: Path, config: Config) -> bool:
-    """Whether `out` holds the complete results of `config`: a metrics.csv beside the same config, and no run of it
-    under way or interrupted (`unfinished/`)."""
+    """Whether `out` holds the complete results of `config`, as every reader takes them (`normbench.results.reader`:
+    a whole table, its data unedited since its run), and no run of it under way or interrupted (`unfinished/`).
+    Damaged or edited results are not finished: a run replaces them."""
     out = Path(out)
-    complete = (out / METRICS).is_file() and (out / CONFIG).is_file() and not (out / UNFINISHED).exists()
-    return complete and not config_differences(out / CONFIG, config)
+    if not ((out / METRICS).is_file() and (out / CONFIG).is_file()) or (out / UNFINISHED).exists():
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResultsWarning)  # a redrawn figure does not make the runs unfinished
+            results = read_results(out)
+    except UserError:
+        return False
+    return not differences(results.config, config)
 
 
 def _import_matplotlib() -> None:

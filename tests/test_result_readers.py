@@ -205,3 +205,18 @@ def test_a_results_directory_the_machine_will_not_write_into_is_one_line(study, 
     monkeypatch.setattr(report, "atomic_write", read_only)
     assert read(reader, out, capsys) == (2, [f"normbench: error: cannot write into '{out}': Read-only file system"])
     assert snapshot(out) == before
+
+
+def test_a_rerun_finds_results_finished_only_where_every_reader_would_read_them(study, tmp_path):
+    from normbench.config import load_config
+    from normbench.study import is_finished
+
+    config = load_config(study[0])
+    out = signed_copy(study, tmp_path)
+    (out / "summary.md").write_text("my own summary\n")
+    assert is_finished(out, config), "a drawing redrawn or edited leaves the runs as they were"
+    change_a_value(out)
+    assert not is_finished(out, config), "an edited table is not the run's: the rerun replaces it"
+    (out / "manifest.json").unlink()
+    (out / "metrics.csv").write_bytes((out / "metrics.csv").read_bytes()[:-30])
+    assert not is_finished(out, config), "nor is a damaged one"
