@@ -78,10 +78,10 @@ def _exclusively(out: Path):
     fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             logging.getLogger("normbench").info(f"waiting for the normbench commands reading {out} to finish")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -101,7 +101,7 @@ def held(out: Path):
             raise UserError(f"{str(out)!r} is not a directory: name a results directory") from None
         except OSError as e:
             raise UserError(f"cannot read {str(out)!r}: {e.strerror or e}") from None
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        _flock(fd, fcntl.LOCK_SH)
         # Opened just before a swap moved it, the directory held may no longer be `out`: hold the one that is.
         if opened_at(out, fd):
             break
@@ -110,6 +110,16 @@ def held(out: Path):
         yield
     finally:
         os.close(fd)
+
+
+def _flock(fd: int, operation: int) -> None:
+    """flock, where the filesystem has it: without (some network filesystems), readers and the swap go unguarded,
+    as they did before they took it."""
+    try:
+        fcntl.flock(fd, operation)
+    except OSError as e:
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
 
 
 def opened_at(path: Path, fd: int) -> bool:
