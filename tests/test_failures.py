@@ -24,7 +24,7 @@ def test_a_write_failing_after_training_is_one_line_exit_1_and_keeps_the_results
 
     monkeypatch.setattr(study_module, "draw_figures", disk_full)
     capsys.readouterr()
-    assert main(["run", str(config), "--out", str(out)]) == 1
+    assert main(["run", str(config), "--out", str(out), "--force"]) == 1  # --force: the results are finished
     err = capsys.readouterr().err  # after the progress lines of training
     assert [line for line in err.splitlines() if not line[:2].isdigit()] == [err.splitlines()[-1]], err
     assert err.splitlines()[-1].startswith("normbench: error: cannot write the results to"), err
