@@ -84,7 +84,7 @@ def run_study(
     With `report.tune`, a choice at an edge of its grid extends the grid first (`extend_tuned_grids`).
     """
     out = Path(out)
-    if not force and from_writer(np.array(is_writer() and is_finished(out, config))):
+    if not force and _finished(out, config):
         return None
     all_cells = cells(config)
     if not all(trains_in_phases(config, cell) for cell in all_cells):
@@ -182,17 +182,28 @@ def run_study(
 def is_finished(out: Path, config: Config) -> bool:
     """Whether `out` holds the complete results of `config`, as every reader takes them (`normbench.results.reader`:
     a whole table, its data unedited since its run), and no run of it under way or interrupted (`unfinished/`).
-    Damaged or edited results are not finished: a run replaces them."""
+    Damaged or edited results are not finished: a run replaces them. Asked holding the directory (`exclusive`): a
+    run writing it is refused as ever, not taken for finished."""
     out = Path(out)
-    if not ((out / METRICS).is_file() and (out / CONFIG).is_file()) or (out / UNFINISHED).exists():
+    if not ((out / METRICS).is_file() and (out / CONFIG).is_file()):
         return False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResultsWarning)  # a redrawn figure does not make the runs unfinished
-            results = read_results(out)
-    except UserError:
-        return False
+    with exclusive(out):
+        if (out / UNFINISHED).exists():
+            return False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResultsWarning)  # a redrawn figure does not make the runs unfinished
+                results = read_results(out)
+        except UserError:
+            return False
     return not differences(results.config, config)
+
+
+def _finished(out: Path, config: Config) -> bool:
+    """`is_finished` as process 0 finds it, on every process: they all train the same cells, or none."""
+    found = []
+    on_writer(lambda: found.append(is_finished(out, config)))
+    return bool(from_writer(np.array(bool(found) and found[0])))
 
 
 def _import_matplotlib() -> None:
