@@ -84,6 +84,7 @@ def run_study(
     With `report.tune`, a choice at an edge of its grid extends the grid first (`extend_tuned_grids`).
     """
     out = Path(out)
+    workers = resolve_workers(workers)  # a bad argument is refused whatever `out` holds
     if not force and _finished(out, config):
         return None
     all_cells = cells(config)
@@ -92,7 +93,6 @@ def run_study(
     start = time.perf_counter()
     dataset = load(config.data)
     check_fits(config, dataset)  # a bad batch shape says so before any question about the output directory
-    workers = resolve_workers(workers)
     cost = estimate(config, dataset, workers, last_rate(device_kind()))
     if size_check:
         check_memory(cost)
