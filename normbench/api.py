@@ -11,6 +11,7 @@ functions, so that `import normbench` (and `normbench --help`) take no time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,3 +101,21 @@ def register_norm(spec: NormSpec, replace: bool = False) -> NormSpec:
         raise ValueError(f"a norm named {spec.name!r} is already registered; pass replace=True to replace it")
     NORMS[spec.name] = spec
     return spec
+
+
+def scorecard(
+    norms: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    *,
+    quick: bool = False,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Put `norms` (default: every registered norm, one registered with `register_norm` included) through the
+    scorecard's battery as `normbench scorecard` does, BatchNorm and LayerNorm always among them, and return its
+    directory: `out`, by default `runs/scorecard`, which then holds scorecard.md, scorecard.csv and scorecard.png
+    over every norm finished there. Runs already there are not trained again. `quick`: the tiny battery, a test of
+    the machinery (`normbench.scoring.battery`)."""
+    from normbench.scoring.run import run_scorecard
+
+    return run_scorecard(norms, Path(out) if out is not None else default_out("scorecard"), quick, progress, workers)

@@ -187,6 +187,26 @@ def _bench(args) -> int:
     return 0
 
 
+def _scorecard(args) -> int:
+    from normbench.reports.progress import console_progress
+    from normbench.scoring.run import estimate_text, plan, run_scorecard
+
+    out, norms = Path(args.out or default_out("scorecard")), args.norms or None
+    if args.show:
+        print(estimate_text(plan(norms, out, args.quick), args.workers))
+        return 0
+    gc.freeze()  # as `run` does
+    try:
+        with console_progress(args.quiet) as progress:
+            run_scorecard(norms, out, args.quick, progress, args.workers)
+    except KeyboardInterrupt:
+        print(f"normbench: interrupted; finished runs are kept in {out}: run the same command to resume",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    print(f"scorecard in {out}/scorecard.md")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="normbench", description="Compare normalization schemes with vectorized JAX sweeps."
@@ -299,6 +319,18 @@ def parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=1, help="peers: alternate its processes this many times; ratios end with medians"
     )
     bench.set_defaults(func=_bench)
+    card = sub.add_parser(
+        "scorecard",
+        help="put norms through one battery of small tests (init scale, small batch, CNN, ViT, cost) and write "
+        "scorecard.md/.csv/.png: each mean with its 95%% interval, paired against BatchNorm and LayerNorm",
+    )
+    card.add_argument("norms", nargs="*", metavar="NORM", help="norms to score (default: every registered one)")
+    card.add_argument("--out", help="its directory (default: runs/scorecard); runs already there are not repeated")
+    card.add_argument("--quick", action="store_true", help="the tiny battery: tests the machinery in seconds")
+    card.add_argument("--show", action="store_true", help="print what it would train and its time, and stop")
+    card.add_argument("--workers", type=int, metavar="N", help="cells trained at once, as for `run`")
+    card.add_argument("--quiet", action="store_true", help="plain log lines instead of the live progress bar")
+    card.set_defaults(func=_scorecard)
     return p
 
 

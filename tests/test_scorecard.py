@@ -1,0 +1,224 @@
+"""normbench scorecard on the tiny battery (`--quick`): a user's own norm, registered from their module as
+docs/adding_a_norm.md shows, gets its line beside BatchNorm and LayerNorm without retraining them; the scorecard's
+numbers follow from the per-test metrics.csv by independent formulas; bad input is one line, exit 2, and nothing of
+an earlier scorecard changes. The statistics are checked against scipy on hand-made seeds."""
+
+import csv
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from conftest import snapshot
+from scipy import stats
+
+import normbench
+from normbench.cli import main
+from normbench.config import ConfigError
+from normbench.norms import NORMS
+from normbench.norms.registry import NormSpec
+from normbench.scoring.battery import identity
+from normbench.scoring.layout import BATTERY, RUNS
+from normbench.scoring.scores import MEASURES, Score, compare, reached_scales
+
+# docs/adding_a_norm.md, section 1, as a user's own module
+SCALE_NORM = """
+import flax.linen as nn
+import jax.numpy as jnp
+
+from normbench.norms.registry import NormSpec
+
+
+class ScaleNorm(nn.Module):
+    epsilon: float
+
+    @nn.compact
+    def __call__(self, x):
+        axes = tuple(range(1, x.ndim))
+        features = x[0].size
+        g = self.param("g", lambda key: jnp.sqrt(jnp.float32(features)))
+        return g * x / jnp.sqrt(jnp.sum(x * x, axis=axes, keepdims=True) + self.epsilon)
+
+
+SPEC = NormSpec(
+    name="scale",
+    make=lambda config, stats: lambda train: ScaleNorm(config.epsilon),
+    batch_dependent=False,
+    running_stats=False,
+    summary="ScaleNorm: each example scaled to a learned L2 norm",
+    reduces_over="spatial, channels (per example)",
+    options=("epsilon",),
+    scale_invariant=True,
+)
+"""
+
+
+def stamped(directory):
+    """Every file under `directory` with its bytes and its modification time: a file written again changes it."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def scorecard_rows(out):
+    with open(out / "scorecard.csv") as f:
+        return {(row["norm"], row["test"]): row for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def card(tmp_path_factory):
+    """The references' scorecard, then the same directory again with the user's norm added."""
+    root = tmp_path_factory.mktemp("scorecard")
+    (root / "my_norms.py").write_text(SCALE_NORM)
+    spec = importlib.util.spec_from_file_location("my_norms", root / "my_norms.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = normbench.scorecard(["batch", "layer"], root / "card", quick=True)
+    references = stamped(out / RUNS)
+    normbench.register_norm(module.SPEC)
+    try:
+        normbench.scorecard(["scale"], out, quick=True)
+        yield out, references
+    finally:
+        del NORMS["scale"]
+
+
+@pytest.mark.slow
+def test_a_users_norm_gets_its_line_and_the_references_are_not_retrained(card):
+    out, references = card
+    assert {p: stamp for p, stamp in stamped(out / RUNS).items() if p in references} == references
+    assert (out / RUNS / "scale" / "cnn" / "metrics.csv").is_file()
+    rows = scorecard_rows(out)
+    measures = [m.name for m in MEASURES]
+    assert {test for norm, test in rows if norm == "scale"} == set(measures)
+    drop = rows["scale", "small_batch_drop"]
+    assert (drop["mean"], drop["n"], drop["note"]) == ("0", "0", "0 by construction: batch-independent, not trained")
+    assert not (out / RUNS / "scale" / "small_batch").exists()
+    for measure in ("cnn_acc", "vit_acc", "init_scale_early"):
+        row = rows["scale", measure]
+        assert row["n"] == "2" and float(row["ci_low"]) <= float(row["mean"]) <= float(row["ci_high"])
+        assert row["minus_batch_verdict"] and row["minus_layer_verdict"]
+    assert "**ScaleNorm**" not in (out / "scorecard.md").read_text()  # a user's norm keeps its own name
+    assert "**scale**:" in (out / "scorecard.md").read_text()
+    for test in ("init_scale", "small_batch", "cnn", "vit"):
+        config = json.loads((out / test / "config.json").read_text())["config"]
+        trained = ["batch"] if test == "small_batch" else ["batch", "layer", "scale"]  # LN and ScaleNorm: no drop
+        assert config["sweep"]["norms"] == trained
+    assert (out / "scorecard.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_scorecard_number_is_its_test_metrics_recomputed(card):
+    out, _ = card
+    with open(out / "cnn" / "metrics.csv") as f:
+        table = [row for row in csv.DictReader(f)]
+    last = str(max(int(row["epoch"]) for row in table))
+    final = [row for row in table if row["epoch"] == last]
+
+    def at_tuned_rate(norm):
+        mine = [row for row in final if row["norm"] == norm]
+        rates = sorted({row["learning_rate"] for row in mine})
+        val = {r: np.mean([0.0 if row["diverged"] == "1" else float(row["val_acc"]) for row in mine
+                           if row["learning_rate"] == r]) for r in rates}  # fmt: skip
+        best = max(rates, key=lambda r: val[r])
+        return {row["seed"]: float(row["test_acc"]) for row in mine if row["learning_rate"] == best}
+
+    scale, batch = at_tuned_rate("scale"), at_tuned_rate("batch")
+    values = 100 * np.array(list(scale.values()))
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    row = scorecard_rows(out)["scale", "cnn_acc"]
+    assert float(row["mean"]) == pytest.approx(values.mean(), abs=1e-2)
+    assert float(row["ci_low"]) == pytest.approx(values.mean() - half, abs=1e-2)
+    difference = 100 * np.array([scale[s] - batch[s] for s in sorted(scale)])
+    assert float(row["minus_batch"]) == pytest.approx(difference.mean(), abs=1e-2)
+
+
+@pytest.mark.slow
+def test_another_batterys_directory_is_refused_and_kept(card, capsys):
+    out, _ = card
+    before = snapshot(out)
+    assert main(["scorecard", "batch", "--out", str(out)]) == 2  # the full battery into the tiny one's directory
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "another battery's results (differs in cost.cnn.data.n_test" in error
+    assert snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_show_has_nothing_left_to_train(card, capsys):
+    out, _ = card
+    assert main(["scorecard", "batch", "layer", "--quick", "--show", "--out", str(out)]) == 0
+    assert "every norm is finished; nothing to train" in capsys.readouterr().out
+
+
+def needs_ghost_size(config, channels):
+    if config.ghost_size is None:
+        raise ConfigError("needy: set norm.ghost_size")
+
+
+def test_bad_norms_are_one_line_and_touch_nothing(tmp_path, capsys, monkeypatch):
+    needy = NormSpec("needy", NORMS["layer"].make, False, False, "LayerNorm, asking an option", check=needs_ghost_size)
+    monkeypatch.setitem(NORMS, "needy", needy)
+    earlier = tmp_path / "card"
+    earlier.mkdir()
+    (earlier / BATTERY).write_text(json.dumps(identity(quick=True)))
+    (earlier / "notes.txt").write_text("mine")
+    before = snapshot(earlier)
+    cannot = "norm 'needy' cannot run the scorecard's init_scale test: needy: set norm.ghost_size"
+    for norm, expected in (("no_such_norm", "unknown norm 'no_such_norm'"), ("needy", cannot)):
+        assert main(["scorecard", norm, "--quick", "--out", str(earlier)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0 and expected in error
+    assert snapshot(earlier) == before
+
+
+def test_a_directory_of_other_results_is_refused_and_kept(tmp_path, capsys):
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "metrics.csv").write_text("model,norm\n")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / BATTERY).write_text(json.dumps(identity(quick=False)))
+    for out, expected in ((study, "holds no scorecard"), (full, "holds another battery's results")):
+        before = snapshot(out)
+        assert main(["scorecard", "--quick", "--out", str(out)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0 and expected in error
+        assert snapshot(out) == before
+
+
+def holm_by_hand(p):
+    """Holm's adjusted p-values, the textbook's loop."""
+    order, adjusted, running = np.argsort(p), np.empty(len(p)), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def test_paired_differences_are_scipys_and_holm_adjusts_over_the_norms_own_comparisons():
+    rng = np.random.default_rng(0)
+    seeds = range(5)
+    per = {norm: {m.name: Score({s: float(v) for s, v in zip(seeds, rng.normal(0.9, 0.02, 5))})
+                  for m in MEASURES if m.per_seed is not None} for norm in ("batch", "layer", "x")}  # fmt: skip
+    per["x"]["small_batch_drop"] = per["layer"]["small_batch_drop"] = Score(None)  # batch-independent
+    found = compare(per, "x")
+    assert ("small_batch_drop", "layer") not in found  # both 0 by construction: nothing to test
+    drop = found["small_batch_drop", "batch"]
+    bn = np.array(list(per["batch"]["small_batch_drop"].values.values()))
+    assert drop.mean == pytest.approx(-bn.mean()) and drop.p == pytest.approx(stats.ttest_1samp(-bn, 0).pvalue)
+    x, bn = (np.array(list(per[n]["cnn_acc"].values.values())) for n in ("x", "batch"))
+    cnn = found["cnn_acc", "batch"]
+    assert cnn.p == pytest.approx(stats.ttest_rel(x, bn).pvalue)
+    assert cnn.half_width == pytest.approx(stats.t.ppf(0.975, 4) * (x - bn).std(ddof=1) / np.sqrt(5))
+    keys = list(found)
+    np.testing.assert_allclose([found[k].adjusted_p for k in keys], holm_by_hand([found[k].p for k in keys]))
+    assert len(keys) == 2 * 5 - 1
+
+
+def test_reached_scales_counts_the_final_epoch_per_seed_and_a_diverged_run_does_not_reach():
+    columns = {
+        "epoch": np.array([1, 2, 1, 2, 1, 2, 1, 2]),
+        "seed": np.array([0, 0, 0, 0, 1, 1, 1, 1]),
+        "init_scale": np.array([1.0, 1.0, 0.1, 0.1, 1.0, 1.0, 0.1, 0.1]),
+        "train_acc": np.array([0.95, 0.5, 0.1, 0.95, 0.1, 0.92, 0.1, 0.99]),
+        "diverged": np.array([0, 0, 0, 0, 0, 0, 0, 1]),
+    }
+    assert reached_scales(columns, None) == ({0: 1.0, 1: 1.0}, 0)
