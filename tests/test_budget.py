@@ -2,15 +2,17 @@
 and this machine's recorded rate, and `run` refuses one that cannot fit before anything is compiled or written."""
 
 import dataclasses
+import re
 
 import jax
 import pytest
 from conftest import TINY_STUDY, tiny_config, tiny_dataset
+from sandbox import Sandbox
 
 from normbench.cli import main
 from normbench.config import load_config
 from normbench.core import budget
-from normbench.core.grid import Cell, grid_arrays
+from normbench.core.grid import Cell, cell_config, cells, grid_arrays
 from normbench.core.train import Data, make_training
 from normbench.data import load
 from normbench.runtime import calibration
@@ -39,16 +41,17 @@ def test_show_prints_the_estimate(capsys):
     # example and step, 238,800 per example evaluated: 20 evaluations of 1,000 training examples, one of the
     # test set, and for BN five more after the last epoch (PreciseBN's 1,000 training examples, the test set on
     # them, on its own batch statistics and example-weighted, the training set on its batch statistics).
-    assert "18,336 run-steps, 1.56 TFLOP: about 16 s to 78 s of training at an assumed 20-100 GFLOP/s; " in last
-    assert last.endswith("run once to calibrate")
+    assert "18,336 run-steps, 1.56 TFLOP: about 16 s to 78 s of training at an assumed 20-100 GFLOP/s, " in last
+    assert last.endswith("not counting compiling its 2 cells; run once to calibrate")
 
 
 def test_the_estimate_counts_tested_epochs_without_listing_them(capsys):
-    """369,346,492 epochs, each tested: counting them as a set of epoch numbers took 20-25 GiB (a fuzz example
-    that OOM-killed a CI worker); the count is a closed form, so show answers at once."""
-    args = ["show", "configs/init_scale.py", "--set", "train.epochs=369346492", "--set", "train.test_every=1"]
+    """200,000,000 epochs, each tested (as many as a run's int32 step count allows at 10 steps an epoch): counting
+    the epochs as a set of epoch numbers took 20-25 GiB at 369,346,492 (a fuzz example that OOM-killed a CI
+    worker); the count is a closed form, so show answers at once."""
+    args = ["show", "configs/init_scale.py", "--set", "train.epochs=200000000", "--set", "train.test_every=1"]
     assert main(args) == 0
-    assert "354,572,631,456 run-steps" in capsys.readouterr().out.splitlines()[-1]
+    assert f"{96 * (1 + 199_999_999 * 10):,} run-steps" in capsys.readouterr().out.splitlines()[-1]
 
 
 def test_a_tiny_cells_flops_are_the_hand_count():
@@ -63,17 +66,28 @@ def test_a_tiny_cells_flops_are_the_hand_count():
     assert cost.cell_steps == (8,)
 
 
-def test_a_run_calibrates_the_next_estimate(tmp_path, capsys, _calibration):
+def test_a_run_too_short_to_time_leaves_the_estimate_uncalibrated(tmp_path, capsys, _calibration):
+    """The tiny study trains for a fraction of a second, mostly fixed costs: kept as this machine's rate, it read
+    0.14-0.5 GFLOP/s and later estimates read hours where minutes were due."""
     config = tmp_path / "tiny.py"
     config.write_text(TINY_STUDY)
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert calibration.last_rate(calibration.device_kind()) is None
     assert main(["show", str(config)]) == 0
     assert capsys.readouterr().out.splitlines()[-1].endswith("run once to calibrate")
-    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
-    rate = calibration.last_rate(calibration.device_kind())
-    assert rate is not None and rate.flops_per_s > 0 and rate.step_s == 0  # one run: its rate alone
+
+
+def test_a_run_long_enough_to_time_calibrates_the_next_estimate(tmp_path, capsys, _calibration):
+    config = tmp_path / "tiny.py"
+    config.write_text(TINY_STUDY)
+    kind = calibration.device_kind()
+    calibration.record(kind, "short", 1e11, 100, calibration.MIN_SECONDS * 0.99)
+    assert calibration.last_rate(kind) is None
+    calibration.record(kind, "long", 1e11, 100, 10.0)
+    assert calibration.last_rate(kind) == calibration.Rate(1e10, 0.0, 1)  # one run: its rate alone
     assert main(["show", str(config)]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    assert f"of training at this machine's last rate ({rate.flops_per_s / 1e9:.3g} GFLOP/s)" in last, last
+    assert last.endswith("of training at this machine's last rate (10 GFLOP/s), not counting compiling its 2 cells")
 
 
 CORRUPT = [None, "", "{not json", "[]", '{"cpu: cpu": 7}', '{"cpu: cpu": [{"flops": -1}]}', "\xff"]
@@ -154,3 +168,76 @@ def test_the_estimate_is_kept_and_a_repeated_run_does_not_trace(tmp_path, monkey
     assert budget.estimate(config, dataset, workers=1) == dataclasses.replace(first, workers=1)
     with pytest.raises(AssertionError, match="traced again"):  # another config is another entry
         budget.estimate(dataclasses.replace(config, name="other"), dataset, workers=2)
+
+
+def test_the_memory_estimate_counts_the_precise_bn_batches(monkeypatch):
+    """PreciseBN's batches are gathered after the last epoch, outside the epoch the estimate traced: at
+    train.precise_bn_examples=2**31-1 a run passed the guard at a few MiB and would have gathered terabytes."""
+    config = tiny_config(norms=("batch",), seeds=(0,), init_scales=(1.0,))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, precise_bn_examples=2**20))
+    cost = budget.estimate(config, tiny_dataset(), workers=1)
+    assert cost.cell_bytes[0] >= 2**20 * 16 * 4  # the batches: 2**20 examples of 4x4 float32 values
+
+
+def test_the_memory_guard_counts_the_address_space_rlimit_as_leaves(tmp_path):
+    """Under `ulimit -v` a sweep passed the guard (80% of physical memory) and died in a RESOURCE_EXHAUSTED
+    traceback; it is refused in one line, its limit read from what RLIMIT_AS leaves the process."""
+    config = tmp_path / "tiny.py"
+    config.write_text(TINY_STUDY)
+    limited = Sandbox(memory_bytes=3 * 2**30, cpu_seconds=300)
+    seeds = ",".join(map(str, range(16)))  # about 3 GiB of runs in an MLP 784-1024-1024-10
+    sweep = ["--set", "model.hidden=1024,1024", "--set", f"sweep.seeds={seeds}", "--out", str(tmp_path / "out")]
+    try:
+        code, err = limited.cli(["run", str(config), *sweep, "--quiet"])
+    finally:
+        limited.close()
+    assert code == 2 and err.startswith("normbench: error: the sweep needs about ") and err.count("\n") == 1, err
+    available = int(re.search(r"more than the ([\d,]+) MiB available", err)[1].replace(",", ""))
+    assert available < budget.CPU_SHARE * limited.memory_bytes / budget.MIB
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cgroup_memory_limit_is_the_least_along_the_process_path(tmp_path):
+    def limits(files: dict[str, str], membership: str):
+        for path, text in files.items():
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / path).write_text(text)
+        (tmp_path / "cgroup").write_text(membership)
+        return budget.cgroup_limit(tmp_path / "fs", tmp_path / "cgroup")
+
+    # cgroup v2: the container's limit is its parent slice's; "max" is none
+    v2 = {"fs/memory.max": "max", "fs/box/memory.max": "4294967296\n", "fs/box/app/memory.max": "max\n"}
+    assert limits(v2, "0::/box/app\n") == 4 * 2**30
+    # cgroup v1, among other controllers: "no limit" is a page-rounded 2**63 - 1
+    v1 = {"fs/memory/docker/memory.limit_in_bytes": "1073741824", "fs/memory/docker/abc/memory.limit_in_bytes":
+          "9223372036854771712"}  # fmt: skip
+    assert limits(v1, "5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n") == 2**30
+
+
+def test_no_cgroup_file_system_is_no_limit(tmp_path):
+    assert budget.cgroup_limit(tmp_path / "none", tmp_path / "missing") is None
+
+
+def test_a_deep_vit_is_traced_at_two_depths_and_extended_exactly():
+    """`show` traced every ViT block (a fraction of a second each), so its time grew with model.depth; the blocks
+    are alike, so the costs at 2 and 3 blocks extend to any depth: the same bytes and FLOPs as tracing all 6."""
+    config = tiny_config(models=("vit",), norms=("batch",))
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, patch_size=2, width=8, heads=2, depth=6)
+    )
+    dataset = tiny_dataset()
+    data = Data(*(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in budget._arrays(dataset)))
+    (cell,) = cells(config)
+    programs, work = budget._trace_any_depth(config, cell, dataset, data)
+    traced_programs, traced_work = budget._trace(config, cell, dataset, data)
+    assert programs == traced_programs
+    assert dataclasses.astuple(work) == pytest.approx(dataclasses.astuple(traced_work), rel=1e-12)
+    # a depth swept as a static axis is replaced in the cell too, where cell_config would restore it
+    swept = Cell("vit", "batch", "sgd", 8, (("model.depth", 6),))
+    assert cell_config(*budget._at_depth(config, swept, 2)).model.depth == 2
+
+
+def test_a_model_without_blocks_is_traced_once_whatever_the_depth():
+    config = tiny_config()
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, depth=10**6))
+    assert not budget._reads_depth(config, cells(config)[0])

@@ -1,33 +1,23 @@
 """Properties over `--set` values, config files and IDX headers: whatever the input, `normbench show` (which
 resolves and validates the config and reads the data without training) ends with exit status 0, 1 or 2 and never
 a traceback; where it refuses, `normbench run` refuses in one line too and leaves its output directory as it was.
+
+Every command runs in a sandbox (`sandbox.Sandbox`): within 2 GiB of address space and 60 CPU seconds, or its
+example fails, named, instead of the machine's memory running out under the whole pytest worker.
 """
 
-import contextlib
-import dataclasses
-import io
 import shutil
 import struct
-import typing
 
 import pytest
 from conftest import TINY_STUDY, snapshot, study_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sandbox import Sandbox
 from test_data import write_idx_set
 
-from normbench.cli import main
-from normbench.config import Config
+from normbench.config import config_keys
 from normbench.norms import NORMS
-
-
-def config_keys(cls=Config, prefix=""):
-    for name, hint in typing.get_type_hints(cls).items():
-        if dataclasses.is_dataclass(hint):
-            yield from config_keys(hint, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}"
-
 
 KEYS = sorted(config_keys())
 # What a user (or a typo) might write: numbers at the edges of every range, words the registries know, junk.
@@ -44,28 +34,32 @@ VALUES = st.one_of(ATOMS, st.lists(ATOMS, min_size=0, max_size=3).map(",".join))
 
 
 @pytest.fixture(scope="module")
+def sandbox():
+    limits = Sandbox(memory_bytes=2 * 2**30, cpu_seconds=60)
+    yield limits
+    limits.close()
+    print(f"fuzz sandbox: {limits.summary()}")  # the worst any example took, shown by pytest -s or -rP
+
+
+@pytest.fixture(scope="module")
+def cli(sandbox):
+    """`normbench ARGS` -> (exit status, stderr), in the module's sandbox."""
+    return sandbox.cli
+
+
+@pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("fuzz") / "tiny.py"
     path.write_text(study_text())
     return path
 
 
-def show(config_file, sets):
+def show(cli, config_file, sets):
     return cli(["show", str(config_file)] + [arg for key, value in sets for arg in ("--set", f"{key}={value}")])
 
 
-def cli(args):
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        try:
-            code = main(args)
-        except SystemExit as e:  # argparse's own refusals
-            code = e.code
-    return code, err.getvalue()
-
-
-def check(config_file, sets):
-    code, err = show(config_file, sets)
+def check(cli, config_file, sets):
+    code, err = show(cli, config_file, sets)
     assert code in (0, 1, 2), (sets, code, err)
     assert "Traceback" not in err, (sets, err)
     if code:
@@ -78,15 +72,15 @@ QUICK = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCh
 
 @QUICK
 @given(sets=SETS)
-def test_any_set_value_is_shown_or_refused_in_one_line(config_file, sets):
-    check(config_file, sets)
+def test_any_set_value_is_shown_or_refused_in_one_line(cli, config_file, sets):
+    check(cli, config_file, sets)
 
 
 @pytest.mark.slow
 @settings(QUICK, max_examples=600)
 @given(sets=SETS)
-def test_any_set_value_is_shown_or_refused_in_one_line_many_examples(config_file, sets):
-    check(config_file, sets)
+def test_any_set_value_is_shown_or_refused_in_one_line_many_examples(cli, config_file, sets):
+    check(cli, config_file, sets)
 
 
 # A config file's get_config, as a user might break it: odd return values, odd field values, exceptions, exits.
@@ -135,10 +129,10 @@ def earlier_results(tmp_path_factory):
     return out
 
 
-def refused_alike(config_file, sets, out):
+def refused_alike(cli, config_file, sets, out):
     """Where `show` refuses, `run` refuses in one line and leaves `out` as it was; `show` stands in for `run`
     where it accepts, since `run` would then train."""
-    code, err = show(config_file, sets)
+    code, err = show(cli, config_file, sets)
     assert code in (0, 1, 2), (code, err)
     assert "Traceback" not in err, err
     if code:
@@ -154,24 +148,24 @@ def refused_alike(config_file, sets, out):
 CONFIG_FILES = st.tuples(BODIES, st.sampled_from(["", "x", "*args", "x=1"]))
 
 
-def check_config_file(tmp_path_factory, earlier_results, case):
+def check_config_file(cli, tmp_path_factory, earlier_results, case):
     body, arguments = case
     path = tmp_path_factory.mktemp("config") / "fuzzed.py"
     path.write_text(config_source(body, arguments))
-    refused_alike(path, [], earlier_results)
+    refused_alike(cli, path, [], earlier_results)
 
 
 @QUICK
 @given(case=CONFIG_FILES)
-def test_any_config_file_is_shown_or_refused_in_one_line(tmp_path_factory, earlier_results, case):
-    check_config_file(tmp_path_factory, earlier_results, case)
+def test_any_config_file_is_shown_or_refused_in_one_line(cli, tmp_path_factory, earlier_results, case):
+    check_config_file(cli, tmp_path_factory, earlier_results, case)
 
 
 @pytest.mark.slow
 @settings(QUICK, max_examples=500)
 @given(case=CONFIG_FILES)
-def test_any_config_file_is_shown_or_refused_in_one_line_many_examples(tmp_path_factory, earlier_results, case):
-    check_config_file(tmp_path_factory, earlier_results, case)
+def test_any_config_file_is_shown_or_refused_in_one_line_many_examples(cli, tmp_path_factory, earlier_results, case):
+    check_config_file(cli, tmp_path_factory, earlier_results, case)
 
 
 # An IDX file's header as a damaged or hostile file might have it: any magic, any dimension count and sizes, and
@@ -195,7 +189,7 @@ def idx_study(tmp_path_factory):
     return config, root / "data"
 
 
-def check_idx_header(idx_study, earlier_results, header, tmp_path_factory):
+def check_idx_header(cli, idx_study, earlier_results, header, tmp_path_factory):
     config, data = idx_study
     name, magic, dims, body = header
     damaged = tmp_path_factory.mktemp("damaged") / "data"
@@ -212,14 +206,14 @@ def check_idx_header(idx_study, earlier_results, header, tmp_path_factory):
 
 @QUICK
 @given(header=HEADERS)
-def test_any_idx_header_is_read_or_refused_in_one_line(idx_study, earlier_results, header, tmp_path_factory):
-    check_idx_header(idx_study, earlier_results, header, tmp_path_factory)
+def test_any_idx_header_is_read_or_refused_in_one_line(cli, idx_study, earlier_results, header, tmp_path_factory):
+    check_idx_header(cli, idx_study, earlier_results, header, tmp_path_factory)
 
 
 @pytest.mark.slow
 @settings(QUICK, max_examples=500)
 @given(header=HEADERS)
 def test_any_idx_header_is_read_or_refused_in_one_line_many_examples(
-    idx_study, earlier_results, header, tmp_path_factory
+    cli, idx_study, earlier_results, header, tmp_path_factory
 ):
-    check_idx_header(idx_study, earlier_results, header, tmp_path_factory)
+    check_idx_header(cli, idx_study, earlier_results, header, tmp_path_factory)

@@ -21,12 +21,14 @@ import dataclasses
 import json
 import math
 import os
+import resource
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import numpy as np
 
-from normbench.config import Config, ConfigError
+from normbench.config import Config, ConfigError, replace_field
 from normbench.core.grid import (
     Cell,
     cell_config,
@@ -54,6 +56,8 @@ CPU_SHARE = 0.8
 SINGLE_DEVICE = "sgd"  # the protocol whose one-device cell a data-parallel cell's devices each resemble
 # The rates an uncalibrated estimate assumes, FLOP/s: a laptop CPU's few cores on small matrices to a workstation's.
 ASSUMED_RATES = (20e9, 100e9)
+# The depths a deeper cell is traced at, its costs extended along the line through them (`_trace_any_depth`).
+LINE_DEPTHS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,18 @@ class Estimate:
         )
 
     def time_text(self) -> str:
+        # Compiling is left out, and said to be: a cell's compile time follows neither its FLOPs nor its steps (a
+        # tiny MLP cell compiles for seconds and trains for a fraction of one), and the program cache skips it.
+        cells = "1 cell" if len(self.cell_bytes) == 1 else f"{len(self.cell_bytes)} cells"
+        uncounted = f"not counting compiling its {cells}"
         if self.rate is not None:
-            return f"about {_duration(self.rate.seconds(self.flops, self.steps))} of training at {self.rate.text()}"
+            seconds = self.rate.seconds(self.flops, self.steps)
+            return f"about {_duration(seconds)} of training at {self.rate.text()}, {uncounted}"
         fast, slow = (_duration(self.flops / rate) for rate in reversed(ASSUMED_RATES))
         low, high = (f"{rate / 1e9:.0f}" for rate in ASSUMED_RATES)
-        return f"about {fast} to {slow} of training at an assumed {low}-{high} GFLOP/s; run once to calibrate"
+        return (
+            f"about {fast} to {slow} of training at an assumed {low}-{high} GFLOP/s, {uncounted}; run once to calibrate"
+        )
 
 
 # What the program cache keeps of an estimate: all but the workers and the rate, which each run gives.
@@ -140,12 +151,12 @@ def _estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
         group = (cell.model, cell.norm, cell.protocol, cell.fields)
         if group not in largest or cell.batch_size > largest[group].batch_size:
             largest[group] = cell
-    per_run = {group: _trace(config, cell, dataset, data) for group, cell in largest.items()}
+    traced = {group: _trace_any_depth(config, cell, dataset, data) for group, cell in largest.items()}
     cell_bytes, cell_flops, cell_steps = [], [], []
     for cell in all_cells:
         runs = run_count(config, cell)
-        each, shared, work = per_run[cell.model, cell.norm, cell.protocol, cell.fields]
-        cell_bytes.append(runs * each + shared)
+        programs, work = traced[cell.model, cell.norm, cell.protocol, cell.fields]
+        cell_bytes.append(max(runs * each + shared for each, shared in programs))
         cell_flops.append(runs * run_flops(config, cell, n_train, work))
         cell_steps.append(run_steps(config, cell, n_train))
     data_bytes = sum(a.nbytes for a in _arrays(dataset))
@@ -175,13 +186,68 @@ def check_memory(estimate: Estimate, available: int | None = None) -> None:
 
 
 def available_bytes() -> int | None:
-    """The device's memory limit where it reports one, else (a CPU) a share of physical memory; None if neither."""
+    """The device's memory limit where it reports one; else (a CPU) a share of the least of the limits this process
+    lives under: physical memory, its cgroup's (a container's) memory limit, and the address space RLIMIT_AS
+    (`ulimit -v`) leaves it. None if none can be read."""
     stats = jax.devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
         return int(stats["bytes_limit"])
+    limits = [limit for limit in (_physical_bytes(), cgroup_limit(), _address_space_left()) if limit is not None]
+    return int(CPU_SHARE * min(limits)) if limits else None
+
+
+def _physical_bytes() -> int | None:
     try:
-        return int(CPU_SHARE * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
+        return None
+
+
+def _address_space_left() -> int | None:
+    """What RLIMIT_AS lets this process still map: its soft limit less what it maps already (the imports, XLA's
+    thread stacks), None when unlimited."""
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit == resource.RLIM_INFINITY:
+        return None
+    try:
+        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # not Linux: the limit alone
+        mapped = 0
+    return max(limit - mapped, 0)
+
+
+def cgroup_limit(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> int | None:
+    """The memory limit of this process's cgroup, the least along its path up to `root` (a container's limit is
+    often set on a parent): cgroup v2's memory.max, or v1's memory.limit_in_bytes, whose "no limit" is a number
+    near 2**63. None without a limit or a cgroup file system."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        lines = []
+    places = []
+    for line in lines:  # "0::/path" (v2), "4:memory:/path" (v1, controllers comma-separated)
+        _, controllers, path = line.split(":", 2)
+        if not controllers:
+            places.append((root, path, "memory.max"))
+        elif "memory" in controllers.split(","):
+            places.append((root / "memory", path, "memory.limit_in_bytes"))
+    # In a container with its own cgroup namespace the path reads "/", and the mount's top is the container's.
+    places += [(root, "/", "memory.max"), (root / "memory", "/", "memory.limit_in_bytes")]
+    limits = []
+    for mount, path, name in places:
+        folder = mount / path.strip("/")
+        for parent in (folder, *folder.parents):
+            limits.append(_limit_in(parent / name))
+            if parent == mount:
+                break
+    limits = [limit for limit in limits if limit is not None and limit < 2**62]
+    return min(limits) if limits else None
+
+
+def _limit_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):  # missing, or v2's "max"
         return None
 
 
@@ -189,10 +255,40 @@ def _arrays(dataset: Dataset) -> tuple[np.ndarray, ...]:
     return dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y, *dataset.validation()
 
 
-def _trace(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[int, int, Work]:
-    """(bytes per run, bytes shared by the runs, FLOPs of one run) of `cell`, from a grid of one run traced once:
-    an operation on the shared data alone (the evaluation's padding of a split) is not repeated per run, so its
-    values are counted once however many runs there are (`_peak_bytes`)."""
+def _trace_any_depth(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[list[tuple[int, int]], Work]:
+    """`_trace` of `cell` at its `model.depth`, traced at no more than `LINE_DEPTHS[1]` blocks: the blocks a depth
+    counts are alike, so every value's bytes and every product's FLOPs grow by the same amount with each, and the
+    costs at any depth lie on the line through two (exactly: tested). Tracing every block made `show` take as
+    long as the depth is deep."""
+    depth = cell_config(config, cell).model.depth
+    if depth <= LINE_DEPTHS[1] or not _reads_depth(config, cell):
+        return _trace(config, cell, dataset, data)
+    low, high = (_trace(*_at_depth(config, cell, d), dataset, data) for d in LINE_DEPTHS)
+    blocks = (depth - LINE_DEPTHS[0]) // (LINE_DEPTHS[1] - LINE_DEPTHS[0])
+    programs = [tuple(a + blocks * (b - a) for a, b in zip(*pair)) for pair in zip(low[0], high[0])]
+    work = Work(*(a + blocks * (b - a) for a, b in zip(dataclasses.astuple(low[1]), dataclasses.astuple(high[1]))))
+    return programs, work
+
+
+def _reads_depth(config: Config, cell: Cell) -> bool:
+    """Whether `cell`'s model is built from `model.depth`: its norms' widths or its options change with it."""
+    spec, batch_dependent = MODELS[cell.model], NORMS[cell.norm].batch_dependent
+    models = [dataclasses.replace(cell_config(config, cell).model, depth=d) for d in LINE_DEPTHS]
+    built = [(spec.widths(model), spec.options(model, batch_dependent)) for model in models]
+    return built[0] != built[1]
+
+
+def _at_depth(config: Config, cell: Cell, depth: int) -> tuple[Config, Cell]:
+    """`config` and `cell` with `model.depth` at `depth`, where the config sets it or a static sweep axis does."""
+    fields = tuple((key, depth if key == "model.depth" else value) for key, value in cell.fields)
+    return replace_field(config, "model.depth", depth), dataclasses.replace(cell, fields=fields)
+
+
+def _trace(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[list[tuple[int, int]], Work]:
+    """((bytes per run, bytes shared by the runs) of each program that holds the runs' states: an epoch and the
+    evaluations after the last, whose PreciseBN batches grow with train.precise_bn_examples; FLOPs of one run) of
+    `cell`, from a grid of one run traced once: an operation on the shared data alone (the evaluation's padding of
+    a split) is not repeated per run, so its values are counted once however many runs there are (`_peak_bytes`)."""
     if PROTOCOLS[cell.protocol].split(config).axis is not None:
         # Each device holds every run with its share of the batch, the memory of a one-device cell at that batch;
         # their steps together are the whole batch's, which `run_flops` scales to.
@@ -202,8 +298,11 @@ def _trace(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[in
     args = grid_args(training, grid_arrays(config, cell)[1], data)
     epoch, per_run = epoch_jaxpr(training, args)
     finish = jax.make_jaxpr(vmap_grid(training.finish, per_run=(True,)))(*args).jaxpr
-    one, two = (_peak_bytes(epoch, runs, per_run) for runs in (1, 2))
-    return two - one, 2 * one - two, _work(epoch, finish, config, cell, n_train)
+    programs = []
+    for program in (epoch, finish):
+        one, two = (_peak_bytes(program, runs, per_run) for runs in (1, 2))
+        programs.append((two - one, 2 * one - two))
+    return programs, _work(epoch, finish, config, cell, n_train)
 
 
 def grid_args(training, values: dict, data: Data, runs: int = 1) -> tuple:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
-from normbench.config import Config, ConfigError
+from normbench.config import Config, ConfigError, get_field
 from normbench.core.diagnostics import Diagnostics
-from normbench.core.grid import Cell, cell_config, cells, grid_arrays, sgd_batch, stat_sizes, steps_per_epoch
+from normbench.core.grid import Cell, cell_config, cells, grid_arrays, run_steps, sgd_batch, stat_sizes, steps_per_epoch
 from normbench.core.train import PRECISIONS, Data, Metrics, make_training, metrics, precision_scope
 from normbench.data import Dataset
 from normbench.models import MODELS
@@ -275,6 +275,7 @@ def check_fits(config: Config, dataset: Dataset) -> None:
                 f"train.first_epoch_steps={train.first_epoch_steps} exceeds the {steps} steps of an epoch "
                 f"at batch {cell.batch_size}"
             )
+        check_run_steps(config, cell, n)
         needed = steps * batch
         # Epochs that train.min_steps lengthens are whole passes, each without repeats.
         if train.sampling == "permutation" and train.steps_per_epoch and needed > n:
@@ -283,6 +284,21 @@ def check_fits(config: Config, dataset: Dataset) -> None:
                 f"{needed} examples per epoch without repeats, but there are {n}; lower it or use "
                 f"train.sampling=replacement"
             )
+
+
+def check_run_steps(config: Config, cell: Cell, n_train: int) -> None:
+    """A run counts its steps in int32 (the optimizer's count, the schedules, batch_renorm's fractions of the run):
+    past 2**31 - 1 they would wrap, or fail to trace, so the fields that make them are refused by name."""
+    total, run = run_steps(config, cell, n_train), cell_config(config, cell)
+    if total < 2**31:
+        return
+    per_epoch, train = steps_per_epoch(config, cell, n_train), run.train
+    fields = ["train.epochs"] + [f"train.{f}" for f in ("steps_per_epoch", "min_steps") if getattr(train, f)]
+    raise ConfigError(
+        f"{', '.join(f'{f}={get_field(run, f)}' for f in fields)} make {total:,} steps a run "
+        f"({train.epochs:,} epochs of {per_epoch:,} at batch {sgd_batch(config, cell)}); a run counts its steps in "
+        f"int32, so they must stay below 2**31: lower {' or '.join(fields)}"
+    )
 
 
 def device_data(dataset: Dataset, precision: str = "float32") -> Data:

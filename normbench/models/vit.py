@@ -82,6 +82,11 @@ class ViT(nn.Module):
 PLACEMENTS = ("pre", "post")
 
 
+# A run traces its blocks one by one in Python and lists two norm widths per block when it checks them: a depth is a
+# loop, bounded where the deepest Transformers trained end (DeepNet, Wang et al. 2022: 1,000 layers), not at int32.
+MAX_DEPTH = 1000
+
+
 def norm_count(config) -> int:
     """Norms in the path: two per block, and the final one of pre-norm."""
     return 2 * config.depth + (config.norm_placement == "pre")
@@ -93,5 +98,9 @@ def check(config) -> None:
     for key in ("patch_size", "width", "depth", "heads", "mlp_ratio"):
         if getattr(config, key) < 1:
             raise ConfigError(f"model.{key} must be at least 1, got {getattr(config, key)}")
+        if getattr(config, key) >= 2**31:  # as every count of a run: a size past int64 failed in a reshape
+            raise ConfigError(f"model.{key} must be below 2**31, got {getattr(config, key)}")
+    if config.depth > MAX_DEPTH:
+        raise ConfigError(f"model.depth must be at most {MAX_DEPTH:,} blocks, got {config.depth}")
     if config.width % config.heads:
         raise ConfigError(f"vit: model.heads {config.heads} does not divide model.width {config.width}")

@@ -22,6 +22,10 @@ from normbench.runtime.cache import cache_dir, keep
 
 FILE = "calibration.json"
 KEPT = 8  # runs kept per device kind, each config's latest
+# Training shorter than this measures fixed costs (each cell's first dispatch, the host callbacks of every epoch,
+# the transfers of its results) more than a rate: a tiny study's few steps, kept, put the rate at a tenth of a
+# study's or less and made every later estimate hours too long.
+MIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,11 @@ class Sample:
     measured: str  # when, local time
 
     def valid(self) -> bool:
+        """Whether it measures a rate: numbers, all positive, of a run long enough to time (`MIN_SECONDS`)."""
         numbers = (self.flops, self.steps, self.seconds)
-        return all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in numbers)
+        if not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in numbers):
+            return False
+        return self.seconds >= MIN_SECONDS
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ def fit(samples: list[Sample]) -> Rate:
 
 def record(kind: str, config: str, flops: float, steps: int, seconds: float) -> None:
     """Keep one run's training as `kind`'s latest sample (atomically; other kinds', other configs' kept). A run
-    with nothing to measure (every cell resumed) records nothing."""
+    with nothing to measure (every cell resumed) or too short to time (`MIN_SECONDS`) records nothing."""
     sample = Sample(config, flops, steps, seconds, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     if not sample.valid():
         return
