@@ -32,6 +32,26 @@ def test_a_write_failing_after_training_is_one_line_exit_1_and_keeps_the_results
     assert {k: v for k, v in snapshot(out).items() if not k.startswith("unfinished/")} == before
 
 
+def test_a_full_disk_as_a_run_claims_its_directory_is_one_line_exit_1(study, tmp_path, capsys, monkeypatch):
+    """The run's first write, `unfinished/config.json`, on a full disk was an OSError traceback."""
+    from normbench.results import resume
+
+    config, _ = study
+    write = resume.atomic_write
+
+    def disk_full_for_the_claim(path, *args, **kwargs):
+        if path.name == "config.json" and path.parent.name == "unfinished":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(path, *args, **kwargs)
+
+    monkeypatch.setattr(resume, "atomic_write", disk_full_for_the_claim)
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("normbench: error: cannot start the run in ") and err.count("\n") == 1, err
+    assert "No space left on device; make room and run it again" in err
+
+
 def test_plot_of_a_truncated_metrics_table_is_one_line_exit_2(study, tmp_path, capsys):
     _, out = study
     damaged = tmp_path / "damaged"

@@ -23,7 +23,7 @@ import numpy as np
 
 from normbench.config import Config, to_dict
 from normbench.core.train import EpochMetrics
-from normbench.errors import UserError
+from normbench.errors import MachineError, UserError
 from normbench.results.store import CONFIG, UNFINISHED, atomic_write, config_differences, in_current_columns
 from normbench.runtime.faults import reached
 
@@ -41,21 +41,26 @@ class Unfinished:
     def begin(self, config: Config, force: bool) -> None:
         """Start a run of `config`, or continue the interrupted one if it ran the same config. `force` discards
         an interrupted run of another config instead of refusing."""
-        if self.root.exists() and not (self.root / CONFIG).exists():
-            shutil.rmtree(self.root)  # killed before its config was written, so before any cell: nothing to keep
-        if self.root.exists():
-            differing = config_differences(self.root / CONFIG, config)
-            if differing and not force:
-                raise UserError(
-                    f"{str(self.root)!r} holds an interrupted run of a different config (differs in "
-                    f"{', '.join(differing)}); pass --force to discard it, or --out for another directory"
-                )
-            if differing:
-                shutil.rmtree(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        if not (self.root / CONFIG).exists():
-            atomic_write(self.root / CONFIG, json.dumps({"config": to_dict(config)}, indent=2) + "\n")
-        (self.root / "cells").mkdir(exist_ok=True)
+        try:
+            if self.root.exists() and not (self.root / CONFIG).exists():
+                shutil.rmtree(self.root)  # killed before its config was written, so before any cell: nothing to keep
+            if self.root.exists():
+                differing = config_differences(self.root / CONFIG, config)
+                if differing and not force:
+                    raise UserError(
+                        f"{str(self.root)!r} holds an interrupted run of a different config (differs in "
+                        f"{', '.join(differing)}); pass --force to discard it, or --out for another directory"
+                    )
+                if differing:
+                    shutil.rmtree(self.root)
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not (self.root / CONFIG).exists():
+                atomic_write(self.root / CONFIG, json.dumps({"config": to_dict(config)}, indent=2) + "\n")
+            (self.root / "cells").mkdir(exist_ok=True)
+        except OSError as e:  # a full disk, a read-only file system: nothing is trained yet, nothing lost
+            raise MachineError(
+                f"cannot start the run in {str(self.root)!r}: {e.strerror or e}; make room and run it again"
+            ) from e
 
     def finished(self) -> dict[int, str]:
         """Cell index -> that cell's rows (with the header line) for every cell finished so far; a cell kept before
