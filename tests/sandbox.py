@@ -9,8 +9,9 @@ example with train.epochs=369346492 once allocated 25 GiB and was OOM-killed wit
   (a second of CPU took over a minute at nice 19 beside a study) but not its CPU seconds. A wall-clock limit,
   `wall_seconds`, catches a command that waits forever, which takes no CPU.
 
-One child serves every command of a `Sandbox` (its imports paid once); a child that a limit ended is replaced for
-the next command. `worst` holds the most CPU seconds, wall seconds and resident memory any command took.
+One child serves every command of a `Sandbox` (its imports paid once); a child that a limit ended, or whose
+command raised, is replaced for the next command. `worst` holds the most CPU seconds, wall seconds and resident
+memory any command took.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class Sandbox:
             child.join()
             self.close()
             raise AssertionError(f"normbench {args!r} ended its process: {_death(child.exitcode, self)}") from None
-        if "raised" in outcome:
+        if "raised" in outcome:  # a MemoryError can leave the child half-built: the next command gets a new one
+            self.close()
             raise AssertionError(f"normbench {args!r} raised:\n{outcome['raised']}")
         self.worst["commands"] += 1
         for key in ("cpu_s", "wall_s", "rss_bytes"):

@@ -207,7 +207,7 @@ def test_the_cgroup_memory_limit_is_the_least_along_the_process_path(tmp_path):
 
     # cgroup v2: the container's limit is its parent slice's; "max" is none
     v2 = {"fs/memory.max": "max", "fs/box/memory.max": "4294967296\n", "fs/box/app/memory.max": "max\n"}
-    assert limits(v2, "0::/box/app\n") == 4 * 2**30
+    assert limits(v2, "a line of no form\n0::/box/app\n") == 4 * 2**30
     # cgroup v1, among other controllers: "no limit" is a page-rounded 2**63 - 1
     v1 = {"fs/memory/docker/memory.limit_in_bytes": "1073741824", "fs/memory/docker/abc/memory.limit_in_bytes":
           "9223372036854771712"}  # fmt: skip

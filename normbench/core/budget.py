@@ -3,16 +3,20 @@
 
 Per run: the bytes of its `RunState` (`jax.eval_shape` of `Training.start`) plus every intermediate value of
 one training epoch's program (the outputs of each operation in its jaxpr, a loop's body once): activations,
-gradients, optimizer updates, the gathered minibatch. XLA reuses buffers, so the sum is an upper bound on what
-one run holds at once. A cell holds all its runs; the data is shared. Cells that differ only in batch size are
-traced once, at their largest batch, whose intermediates bound the others'.
+gradients, optimizer updates, the gathered minibatch; or of the evaluations after the last epoch, where those
+hold more (PreciseBN's batches). XLA reuses buffers, so the sum is an upper bound on what one run holds at once.
+A cell holds all its runs; the data is shared. Cells that differ only in batch size are traced once, at their
+largest batch, whose intermediates bound the others'; a deep ViT at two depths, extended to its own. `run`
+refuses a sweep above the memory available: the device's, or on a CPU a share of the least of physical memory,
+the cgroup's limit and what `ulimit -v` leaves.
 
 Time: the same trace of one run's epoch gives the FLOPs (`normbench.flops`: matrix products and convolutions) of
 its training steps, split from its evaluations by the step's named scope, and one trace of `Training.finish`
 those of the evaluations after the last epoch. A step's FLOPs scale with its batch, so the group's one trace
 serves every batch size; the evaluations' do not. Each `normbench run` records what it trained and how long it
 took (`normbench.runtime.calibration`); the estimate is the sweep's FLOPs over this device kind's rate plus a
-cost per program step fitted to its last runs, and without any run a range from an assumed rate.
+cost per program step fitted to its last runs, and without any run a range from an assumed rate. Compiling is
+not in it, and the estimate says so.
 """
 
 from __future__ import annotations
@@ -226,7 +230,7 @@ def cgroup_limit(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/
         lines = []
     places = []
     for line in lines:  # "0::/path" (v2), "4:memory:/path" (v1, controllers comma-separated)
-        _, controllers, path = line.split(":", 2)
+        controllers, _, path = line.partition(":")[2].partition(":")
         if not controllers:
             places.append((root, path, "memory.max"))
         elif "memory" in controllers.split(","):
