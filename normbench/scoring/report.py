@@ -169,8 +169,8 @@ def markdown(table: list[dict], norms: list[str], quick: bool) -> str:
         lines.append(f"| {norm_label(norm)} | " + " | ".join(cells) + " |")
     lines += ["", "## Against BatchNorm and LayerNorm", ""]
     for norm in norms:
-        lines.append(f"- **{norm_label(norm)}**: " + "; ".join(_against(by, norm, r, measures) for r in REFERENCES
-                                                                 if r != norm) + ".")  # fmt: skip
+        against = [_against(by, norm, r, measures) for r in REFERENCES if r != norm]
+        lines.append(f"- **{norm_label(norm)}**: " + " ".join(f"{part[0].upper()}{part[1:]}." for part in against))
     lines += ["", "## Paired differences", "",
               "| norm | test | " + " | ".join(f"minus {norm_label(r)} [95% CI] (n), Holm p" for r in REFERENCES) + " |",
               "| --- | --- |" + " --- |" * len(REFERENCES)]  # fmt: skip
@@ -191,18 +191,21 @@ def _cell(row: dict | None) -> str:
     return f"{row['mean']} [{row['ci_low']}, {row['ci_high']}] ({row['n']})"
 
 
+VERDICT_WORDS = {"better": "better than", "worse": "worse than", "not significantly different": "not significantly "
+                 "different from", "too few seeds": "too few seeds to compare with"}  # fmt: skip
+
+
 def _against(by: dict, norm: str, reference: str, measures: list[Measure]) -> str:
-    """Its verdicts against `reference` as words: "better than LayerNorm on X, not significantly different on Y"."""
-    grouped: dict[str, list[str]] = {}
+    """Its verdicts against `reference` as words: "better than LayerNorm on X; not significantly different from
+    LayerNorm on Y, Z", the verdicts in a fixed order."""
+    grouped: dict[str, list[str]] = {verdict: [] for verdict in VERDICT_WORDS}
     for m in measures:
         row = by.get((norm, m.name))
         if row is not None and row[f"minus_{reference}"] != "":
-            grouped.setdefault(row[f"minus_{reference}_verdict"], []).append(m.name)
-    if not grouped:
-        return f"no paired comparison with {norm_label(reference)}"
-    words = {"better": "better than", "worse": "worse than", "not significantly different": "not significantly "
-             "different from", "too few seeds": "too few seeds to compare with"}  # fmt: skip
-    return ", ".join(f"{words[v]} {norm_label(reference)} on {', '.join(names)}" for v, names in grouped.items())
+            grouped[row[f"minus_{reference}_verdict"]].append(m.name)
+    label = norm_label(reference)
+    parts = [f"{VERDICT_WORDS[v]} {label} on {', '.join(names)}" for v, names in grouped.items() if names]
+    return "; ".join(parts) or f"no paired comparison with {label}"
 
 
 def figure(data, _config=None):
