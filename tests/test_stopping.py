@@ -176,7 +176,16 @@ def test_a_failure_lets_the_cells_in_training_finish_and_starts_no_other():
     assert trained == [0]
 
 
-def test_the_first_signal_asks_the_stop_and_says_so_and_the_second_interrupts():
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler, as `normbench run` has it: a pytest-xdist worker ignores SIGINT, and the stop
+    leaves an ignored signal alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_the_first_signal_asks_the_stop_and_says_so_and_the_second_interrupts(python_sigint):
     stop, said = StopRequest(), []
     with stop_on_signals(stop, said.append):
         signal.raise_signal(signal.SIGINT)
