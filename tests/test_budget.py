@@ -218,6 +218,7 @@ def test_no_cgroup_file_system_is_no_limit(tmp_path):
     assert budget.cgroup_limit(tmp_path / "none", tmp_path / "missing") is None
 
 
+@pytest.mark.slow  # traces 11 ViT blocks: about 6 s
 def test_a_deep_vit_is_traced_at_two_depths_and_extended_exactly():
     """`show` traced every ViT block (a fraction of a second each), so its time grew with model.depth; the blocks
     are alike, so the costs at 2 and 3 blocks extend to any depth: the same bytes and FLOPs as tracing all 6."""
