@@ -234,8 +234,10 @@ def figure(data, _config=None):
         ax.grid(axis="x", alpha=0.3)
     for ax in axes.flat[len(measures) :]:
         ax.set_visible(False)
-    axes[0, 0].set_yticks(list(ys.values()), [norm_label(n) for n in ys], fontsize=8)
+    axes[0, 0].set_yticks(list(ys.values()), [norm_label(n) for n in ys])
     axes[0, 0].set_ylim(-0.6, len(norms) - 0.4)
+    for ax in axes[:, 0]:
+        ax.tick_params(axis="y", labelsize=8)
     handles = {}
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
