@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from normbench.errors import UserError, suggestion
+from normbench.errors import UserError, close_matches, suggestion
 
 
 class ConfigError(UserError):
@@ -307,7 +306,7 @@ def _nearest_configs(path: Path) -> list[str]:
     found = {
         p.stem: str(p) for folder in (CONFIGS, path.parent) if folder.is_dir() for p in sorted(folder.glob("*.py"))
     }
-    return [found[stem] for stem in difflib.get_close_matches(path.stem, found, n=3)]
+    return [found[stem] for stem in close_matches(path.stem, found)]
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
@@ -393,10 +392,10 @@ def _nearest_keys(key: str) -> list[str]:
     section, _, name = key.rpartition(".")
     if name in ALIASES:
         return [ALIASES[name]]
-    names = difflib.get_close_matches(name, {k.rpartition(".")[2] for k in keys}, n=3)
+    names = close_matches(name, {k.rpartition(".")[2] for k in keys})
     in_section_first = sorted(keys, key=lambda k: not k.startswith(f"{section}."))
     near = [k for n in names for k in in_section_first if k.rpartition(".")[2] == n]
-    return near[:3] or difflib.get_close_matches(key, keys, n=3)
+    return near[:3] or close_matches(key, keys)
 
 
 def get_field(config, key: str):

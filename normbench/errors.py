@@ -12,11 +12,16 @@ class MachineError(RuntimeError):
 
 
 def did_you_mean(word: str, choices) -> str:
-    """'; did you mean X?' naming the `choices` closest to a mistyped `word` (difflib's ratio, at least 0.65), or ''
-    where none is close: appended to an error that lists what is valid, so a typo is answered at once. At difflib's
-    default of 0.6 a word sharing three letters with a name is offered it ('weird': 'power'); 0.65 still answers a
-    swapped pair in a three-letter name ('rsm': 'rms')."""
-    return suggestion(difflib.get_close_matches(word, list(choices), n=3, cutoff=0.65))
+    """'; did you mean X?' naming the `choices` closest to a mistyped `word` (`close_matches`), or '' where none is
+    close: appended to an error that lists what is valid, so a typo is answered at once."""
+    return suggestion(close_matches(word, choices))
+
+
+def close_matches(word: str, choices) -> list[str]:
+    """The up to three `choices` closest to `word`, difflib's ratio at least 0.65: at its default of 0.6 a word
+    sharing three letters with a name is offered it ('weird': 'power'); 0.65 still answers a swapped pair in a
+    three-letter name ('rsm': 'rms')."""
+    return difflib.get_close_matches(word, list(choices), n=3, cutoff=0.65)
 
 
 def suggestion(names) -> str:
