@@ -1,12 +1,15 @@
 """Failures that are not bad input: the machine's (exit 1) and damaged results (exit 2), each one line."""
 
 import contextlib
+import csv
 import errno
 import io
 import shutil
+from pathlib import Path
 
 import pytest
-from conftest import snapshot
+from conftest import snapshot, study_text
+from sandbox import Sandbox
 
 import normbench
 from normbench import study as study_module
@@ -169,3 +172,79 @@ def test_damaged_results_are_one_line_exit_2_for_every_reader_and_stay_as_they_w
     assert code == 2 and err.startswith("normbench: error: ") and err.count("\n") == 1, (code, err)
     assert message in err and str(damaged) in err, err
     assert (snapshot(damaged), snapshot(unsigned)) == before
+
+
+# The committed side study's results, which hold layer diagnostics (and no manifest): plot and report read its
+# diagnostics.csv, which the checked reader does not (normbench.results.table.read_table does).
+WITH_DIAGNOSTICS = Path(__file__).resolve().parents[1] / "results" / "transformer_norms"
+
+
+def diagnostics_row_cut(d):
+    """The second row cut short and the rest of the table after it, as a copy that lost a block might leave it."""
+    lines = (d / "diagnostics.csv").read_text().splitlines(keepends=True)
+    (d / "diagnostics.csv").write_text("".join([*lines[:2], lines[2][:200] + "\n", *lines[3:]]))
+
+
+def diagnostics_without(column):
+    def damage(d):
+        rows = list(csv.reader((d / "diagnostics.csv").read_text().splitlines()))
+        at = rows[0].index(column)
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(row[:at] + row[at + 1 :] for row in rows)
+        (d / "diagnostics.csv").write_text(out.getvalue())
+
+    return damage
+
+
+# What plot and report said before (c7b44a6): "line 3 has 21 of 21 fields", "is empty or lacks the columns epoch,
+# epoch, layer, pre_std, ...", and tracebacks for the last three.
+DAMAGED_DIAGNOSTICS = {
+    "a row cut short": (diagnostics_row_cut, "diagnostics.csv' line 3 has 20 fields where its header has 21: the"),
+    "a column missing": (diagnostics_without("grad_norm"), "diagnostics.csv' lacks the column grad_norm: it is"),
+    "cut mid-line": (
+        lambda d: write("diagnostics.csv", (d / "diagnostics.csv").read_bytes()[:-7])(d),
+        "diagnostics.csv' ends mid-line (line ",
+    ),
+    "not UTF-8": (write("diagnostics.csv", b"epoch,\xff\n"), "diagnostics.csv' is not UTF-8 text (byte 6 is not)"),
+    "a directory": (a_directory("diagnostics.csv"), "diagnostics.csv' is a directory, not the file normbench"),
+}
+
+
+@pytest.fixture(scope="module")
+def with_diagnostics(tmp_path_factory):
+    return shutil.copytree(WITH_DIAGNOSTICS, tmp_path_factory.mktemp("diagnostics") / "results")
+
+
+@pytest.mark.parametrize("reader", ("plot", "report"))
+@pytest.mark.parametrize("case", DAMAGED_DIAGNOSTICS)
+def test_damaged_diagnostics_are_one_line_exit_2_and_stay_as_they_were(with_diagnostics, tmp_path, case, reader):
+    damage, message = DAMAGED_DIAGNOSTICS[case]
+    damaged = shutil.copytree(with_diagnostics, tmp_path / "damaged")
+    damage(damaged)
+    before = snapshot(damaged)
+    code, err = read_with(reader, damaged, None)
+    assert code == 2 and err.startswith("normbench: error: ") and err.count("\n") == 1, (code, err)
+    assert message in err and str(damaged) in err, err
+    assert snapshot(damaged) == before
+
+
+# Issue 29's first finding, each cause as it was found: a set of one int per tested epoch (25 GiB in half a minute,
+# OOM-killing CI's fuzz worker), and one traced permutation per pass (503 s at 2.2 GB). Both are valid runs of
+# fewer than 2**31 steps, which show must describe at the cost of any other.
+COSTLY_TO_DESCRIBE = {
+    "a tested epoch in each of 369,346,492": ["train.epochs=369346492", "train.test_every=1"],
+    "1,176,740 steps of whole passes": ["train.min_steps=1176740"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", COSTLY_TO_DESCRIBE)
+def test_show_describes_a_run_of_any_length_within_1_gib_and_10_cpu_seconds(tmp_path, case):
+    config = tmp_path / "tiny.py"
+    config.write_text(study_text())
+    limited = Sandbox(memory_bytes=2**30, cpu_seconds=10)
+    try:
+        code, err = limited.cli(["show", str(config), *[a for s in COSTLY_TO_DESCRIBE[case] for a in ("--set", s)]])
+    finally:
+        limited.close()
+    assert (code, err) == (0, "")

@@ -25,7 +25,7 @@ from normbench.core.axes import EPOCH, key_columns, run_columns
 from normbench.core.grid import cells, run_keys
 from normbench.errors import UserError
 from normbench.results.swap import clear, opened_at, settle, swap
-from normbench.results.table import _key_text, number, parse_table, table_csv
+from normbench.results.table import REWRITE, _key_text, number, parse_table, read_file, table_csv, utf8_text
 from normbench.runtime.faults import reached
 
 METRICS = "metrics.csv"
@@ -264,19 +264,6 @@ def read_metrics(out: Path, config: Config | None = None) -> dict[str, np.ndarra
     return decode_metrics(read_file(path), path, config)
 
 
-def read_file(path: Path) -> bytes:
-    """A results file's bytes, or one line saying why not."""
-    path = Path(path)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{str(path)!r} not found: is {str(path.parent)!r} a results directory?") from None
-    except IsADirectoryError:
-        raise UserError(f"{str(path)!r} is a directory, not the file normbench writes there: it is damaged") from None
-    except OSError as e:
-        raise UserError(f"cannot read {str(path)!r}: {e.strerror or e}") from None
-
-
 def decode_config(raw: bytes, path: Path | str = CONFIG) -> tuple[Config, dict]:
     """config.json's bytes as the config and what the file records besides it (`read_meta`); `path` names the
     file in errors."""
@@ -288,7 +275,7 @@ def decode_config(raw: bytes, path: Path | str = CONFIG) -> tuple[Config, dict]:
 
 
 def _json(raw: bytes, path: Path | str):
-    text = _utf8(raw, path)
+    text = utf8_text(raw, path)
     if not text.strip():
         raise UserError(f"{str(path)!r} is empty: the file is truncated or damaged")
     try:
@@ -300,39 +287,29 @@ def _json(raw: bytes, path: Path | str):
     return saved
 
 
-def _utf8(raw: bytes, path: Path | str) -> str:
-    try:
-        return raw.decode()
-    except UnicodeDecodeError as e:
-        raise UserError(f"{str(path)!r} is not UTF-8 text (byte {e.start} is not): it is damaged") from None
-
-
 def _config_file(path: Path) -> Config:
     return decode_config(read_file(path), path)[0]
-
-
-_REWRITE = "the file is truncated or damaged; rerun the study to rewrite it"
 
 
 def decode_metrics(raw: bytes, path: Path | str, config: Config) -> dict[str, np.ndarray]:
     """metrics.csv's bytes as columns (`parse_metrics`), refused in one line unless they are a whole table of
     `config`'s runs: its columns, every row whole, every run that the config trains with each of its epochs once
     (and any tuning extension's run likewise)."""
-    text = _utf8(raw, path)
+    text = utf8_text(raw, path)
     if not text.strip():
-        raise UserError(f"{str(path)!r} is empty: {_REWRITE}")
+        raise UserError(f"{str(path)!r} is empty: {REWRITE}")
     lines = text.split("\n")
     if lines[-1]:  # normbench ends every line, the last too
-        raise UserError(f"{str(path)!r} ends mid-line (line {len(lines)} has no line end): {_REWRITE}")
+        raise UserError(f"{str(path)!r} ends mid-line (line {len(lines)} has no line end): {REWRITE}")
     rows = list(csv.reader(lines[:-1]))
     header = rows[0]
     _check_header(header, path, config)
     if len(rows) == 1:
-        raise UserError(f"{str(path)!r} holds its header but no rows: {_REWRITE}")
+        raise UserError(f"{str(path)!r} holds its header but no rows: {REWRITE}")
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise UserError(f"{str(path)!r} line {line} has {len(row)} fields where its header has {len(header)}: "
-                            f"{_REWRITE}")  # fmt: skip
+                            f"{REWRITE}")  # fmt: skip
     columns = parse_metrics(text, path)
     _check_runs(rows, path, config)
     return columns
@@ -366,14 +343,14 @@ def _check_runs(rows: list[list[str]], path: Path | str, config: Config) -> None
         if seen != whole:
             rows = f"{len(seen)} row{'' if len(seen) == 1 else 's'}"
             raise UserError(f"{str(path)!r} holds {rows} of the run {_run_text(keys, run)} (epochs {seen[0]} to "
-                            f"{seen[-1]}), not one per epoch 1 to {config.train.epochs}: {_REWRITE}")  # fmt: skip
+                            f"{seen[-1]}), not one per epoch 1 to {config.train.epochs}: {REWRITE}")  # fmt: skip
     expected = [
         tuple(_key_text(identity[c]) for c in keys) for cell in cells(config) for identity in run_keys(config, cell)
     ]
     missing = [run for run in expected if run not in epochs]
     if missing:
         raise UserError(f"{str(path)!r} lacks {len(missing)} of the config's {len(expected)} runs (the first: "
-                        f"{_run_text(keys, missing[0])}): {_REWRITE}")  # fmt: skip
+                        f"{_run_text(keys, missing[0])}): {REWRITE}")  # fmt: skip
 
 
 def _run_text(keys, run) -> str:

@@ -60,31 +60,71 @@ def join_tables(tables: list[str]) -> str:
     return tables[0] + "".join(table.split("\n", 1)[1] for table in tables[1:])
 
 
-def read_table(path: Path, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
+def read_file(path: Path | str) -> bytes:
+    """A results file's bytes, or one line saying why not."""
     path = Path(path)
     try:
-        text = path.read_text()
+        return path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{str(path)!r} not found: is {str(path.parent)!r} a results directory?") from None
+    except IsADirectoryError:
+        raise UserError(f"{str(path)!r} is a directory, not the file normbench writes there: it is damaged") from None
+    except OSError as e:
+        raise UserError(f"cannot read {str(path)!r}: {e.strerror or e}") from None
+
+
+def utf8_text(raw: bytes, path: Path | str) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{str(path)!r} is not UTF-8 text (byte {e.start} is not): it is damaged") from None
+
+
+REWRITE = "the file is truncated or damaged; rerun the study to rewrite it"
+
+
+def read_table(path: Path | str, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """The table in the file `path` (`parse_table`), refused in one line where the file ends mid-line: normbench
+    ends every line, the last too, so a file without its last line end was cut while written or copied."""
+    text = utf8_text(read_file(path), path)
+    if text and not text.endswith("\n"):
+        last = text.count("\n") + 1
+        raise UserError(f"{str(path)!r} ends mid-line (line {last} has no line end): {REWRITE}")
     return parse_table(text, path, required)
 
 
 def parse_table(text: str, path: Path | str, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """A table's text as columns: strings for names, ints for counts, (rows, bins) floats for histograms
-    (`*_hist`, space-separated), floats for the rest; a swept field's key column as its values read."""
-    rows = list(csv.DictReader(text.splitlines()))
-    required = [EPOCH, *required]
-    if not rows or set(required) - set(rows[0]):
-        raise UserError(f"{str(path)!r} is empty or lacks the columns {', '.join(required)}")
-    for line, row in enumerate(rows, start=2):
-        if None in row or None in row.values():
-            raise UserError(f"{str(path)!r} line {line} has {len(row) - (None in row)} of {len(rows[0])} fields: "
-                            "the file is truncated or damaged; rerun the study to rewrite it")  # fmt: skip
-    keys = set(key_columns(rows[0]))
+    (`*_hist`, space-separated), floats for the rest; a swept field's key column as its values read. Refused in
+    one line unless it has `epoch` and the `required` columns, each once, and rows of as many fields as its
+    header."""
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        raise UserError(f"{str(path)!r} is empty: {REWRITE}")
+    header = rows[0]
+    _check_columns(header, [EPOCH, *required], path)
+    if len(rows) == 1:
+        raise UserError(f"{str(path)!r} holds its header but no rows: {REWRITE}")
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise UserError(f"{str(path)!r} line {line} has {len(row)} fields where its header has {len(header)}: "
+                            f"{REWRITE}")  # fmt: skip
+    keys = set(key_columns(header))
     try:
-        return {name: _column(name, [r[name] for r in rows], keys) for name in rows[0]}
+        return {name: _column(name, list(raw), keys) for name, raw in zip(header, zip(*rows[1:]))}
     except ValueError as e:
         raise UserError(f"{str(path)!r} holds a value that is not of its column's type ({e}): it is damaged") from None
+
+
+def _check_columns(header: list[str], required: list[str], path: Path | str) -> None:
+    missing = [c for c in dict.fromkeys(required) if c not in header]
+    if missing:
+        columns = "column" if len(missing) == 1 else "columns"
+        raise UserError(f"{str(path)!r} lacks the {columns} {', '.join(missing)}: it is damaged or not the table "
+                        "normbench writes there")  # fmt: skip
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise UserError(f"{str(path)!r} has columns twice: {', '.join(twice)}; it is damaged")
 
 
 def _column(name: str, raw: list[str], keys: set[str]) -> np.ndarray:
