@@ -36,10 +36,13 @@ def test_a_write_failing_after_training_is_one_line_exit_1_and_keeps_the_results
 
 
 def test_a_full_disk_as_a_run_claims_its_directory_is_one_line_exit_1(study, tmp_path, capsys, monkeypatch):
-    """The run's first write, `unfinished/config.json`, on a full disk was an OSError traceback."""
+    """The run's first write, `unfinished/config.json`, on a full disk was an OSError traceback. The run replaces
+    earlier results (--force), which stay as they were."""
     from normbench.results import resume
 
-    config, _ = study
+    config, out = study
+    out = shutil.copytree(out, tmp_path / "results")
+    before = snapshot(out)
     write = resume.atomic_write
 
     def disk_full_for_the_claim(path, *args, **kwargs):
@@ -49,10 +52,11 @@ def test_a_full_disk_as_a_run_claims_its_directory_is_one_line_exit_1(study, tmp
 
     monkeypatch.setattr(resume, "atomic_write", disk_full_for_the_claim)
     capsys.readouterr()
-    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    assert main(["run", str(config), "--out", str(out), "--quiet", "--force"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("normbench: error: cannot start the run in ") and err.count("\n") == 1, err
     assert "No space left on device; make room and run it again" in err
+    assert snapshot(out) == before
 
 
 def test_plot_of_a_truncated_metrics_table_is_one_line_exit_2(study, tmp_path, capsys):
@@ -62,17 +66,22 @@ def test_plot_of_a_truncated_metrics_table_is_one_line_exit_2(study, tmp_path, c
     (damaged / "manifest.json").unlink(missing_ok=True)  # as results written before normbench signed them
     text = (damaged / "metrics.csv").read_text()
     (damaged / "metrics.csv").write_text(text[: len(text) - 20])
+    before = snapshot(damaged)
     capsys.readouterr()
     assert main(["plot", str(damaged)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("normbench: error: ") and err.count("\n") == 1, err
     assert "ends mid-line (line 17 has no line end): the file is truncated or damaged" in err
+    assert snapshot(damaged) == before
 
 
 def test_a_cell_that_cannot_be_kept_mid_sweep_is_one_line_exit_1(study, tmp_path, capsys, monkeypatch):
+    """The run replaces earlier results (--force), which stay as they were beside its unfinished/."""
     from normbench.results import resume
 
-    config, _ = study
+    config, out = study
+    out = shutil.copytree(out, tmp_path / "results")
+    before = snapshot(out)
 
     write = resume.atomic_write
 
@@ -83,11 +92,12 @@ def test_a_cell_that_cannot_be_kept_mid_sweep_is_one_line_exit_1(study, tmp_path
 
     monkeypatch.setattr(resume, "atomic_write", disk_full_for_cells)
     capsys.readouterr()
-    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    assert main(["run", str(config), "--out", str(out), "--quiet", "--force"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.splitlines()[-1].startswith("normbench: error: cannot keep a finished cell in"), err
     assert "No space left on device" in err.splitlines()[-1]
+    assert {k: v for k, v in snapshot(out).items() if not k.startswith("unfinished/")} == before
 
 
 def cut_mid_row(d):
