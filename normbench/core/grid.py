@@ -70,39 +70,69 @@ def with_values(config: Config, values: dict) -> Config:
     return config
 
 
-def sgd_batch(config: Config, cell: Cell) -> int:
-    """The examples of one SGD step: the data-parallel protocols' batch is on every device."""
-    return cell.batch_size * PROTOCOLS[cell.protocol].split(cell_config(config, cell)).devices
+@dataclass(frozen=True)
+class CellPlan:
+    """One cell resolved once, for every consumer that reads it: its config and its batch and step counts."""
+
+    cell: Cell
+    config: Config  # as the cell runs it: its static swept fields set (`cell_config`)
+    sgd_batch: int  # the examples of one SGD step: the data-parallel protocols' batch is on every device
+    steps_per_pass: int  # the whole SGD batches that one pass over the training set holds
+    steps_per_epoch: int
+    run_steps: int  # the SGD steps of one run, over all its epochs
+    stat_sizes: tuple[int, ...]  # the examples one batch statistic sees, per `ghost_size` (`stat_sizes`)
 
 
-def steps_per_pass(config: Config, cell: Cell, n_train: int) -> int:
-    """The whole SGD batches that one pass over the training set holds."""
-    return n_train // sgd_batch(config, cell)
+def plan(config: Config, cell: Cell, n_train: int) -> CellPlan:
+    run = cell_config(config, cell)
+    batch = _sgd_batch(run, cell)
+    per_pass = n_train // batch
+    steps = _steps_per_epoch(run.train, per_pass)
+    total = (run.train.first_epoch_steps or steps) + (run.train.epochs - 1) * steps
+    return CellPlan(cell, run, batch, per_pass, steps, total, _stat_sizes(run, cell))
 
 
-def steps_per_epoch(config: Config, cell: Cell, n_train: int) -> int:
-    train = cell_config(config, cell).train
+def _sgd_batch(run: Config, cell: Cell) -> int:
+    return cell.batch_size * PROTOCOLS[cell.protocol].split(run).devices
+
+
+def _steps_per_epoch(train, per_pass: int) -> int:
     if train.steps_per_epoch:
         return train.steps_per_epoch
-    per_pass = steps_per_pass(config, cell, n_train)
     if train.min_steps is None:
         return per_pass
     return per_pass * max(1, -(-train.min_steps // (train.epochs * per_pass)))
 
 
+def _stat_sizes(run: Config, cell: Cell) -> tuple[int, ...]:
+    sizes = tuple(PROTOCOLS[cell.protocol].stat_sizes(run, cell.batch_size))
+    return sizes if NORMS[cell.norm].batch_dependent else (max(sizes),)
+
+
+def sgd_batch(config: Config, cell: Cell) -> int:
+    """The examples of one SGD step: the data-parallel protocols' batch is on every device."""
+    return _sgd_batch(cell_config(config, cell), cell)
+
+
+def steps_per_pass(config: Config, cell: Cell, n_train: int) -> int:
+    """The whole SGD batches that one pass over the training set holds."""
+    return plan(config, cell, n_train).steps_per_pass
+
+
+def steps_per_epoch(config: Config, cell: Cell, n_train: int) -> int:
+    return plan(config, cell, n_train).steps_per_epoch
+
+
 def run_steps(config: Config, cell: Cell, n_train: int) -> int:
     """The SGD steps of one run of `cell`, over all its epochs."""
-    steps = steps_per_epoch(config, cell, n_train)
-    train = cell_config(config, cell).train
-    return (train.first_epoch_steps or steps) + (train.epochs - 1) * steps
+    return plan(config, cell, n_train).run_steps
 
 
 def stat_sizes(config: Config, cell: Cell) -> tuple[int, ...]:
     """The examples that one batch statistic sees, per value of the protocol's axis (`ghost_size`). A norm without
     batch statistics reads none of them, so it runs once, at the largest (under `ghost`, the SGD batch): runs at
     the others would repeat it bit for bit."""
-    sizes = tuple(PROTOCOLS[cell.protocol].stat_sizes(cell_config(config, cell), cell.batch_size))
-    return sizes if NORMS[cell.norm].batch_dependent else (max(sizes),)
+    return _stat_sizes(cell_config(config, cell), cell)
 
 
 def unread_fields(config: Config, norm: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """A sweep: one compiled program per `Cell` (static axes), every value-axis run of that cell vmapped inside it.
 
-The core, in one screen (`compile_cell` and `run_sweep`): for each cell, `make_training` gives the pure
-training of one run, `vmap_grid` maps it over the cell's runs (the value axes, inner) and seeds (outer), and
-`jit` compiles that grid; the cells then train one after another, or a few side by side. Beneath it,
+The core, in one line (`train_grid`): for each cell, `make_train` gives the pure training of one run,
+`vmap_grid` maps it over the cell's runs (the value axes, inner) and seeds (outer), and `jit` compiles that grid;
+the cells then train one after another, or a few side by side (`run_sweep`). Beneath it,
 `normbench.runtime`: on one device a cell's phases (initialise, one epoch, evaluate), kept traced and compiled
 across runs and trained epoch by epoch from the host (`phases`); over several devices all epochs in one program
 spread over them (`lower_grid`); and compiling the next cells while the current ones train (`pipeline`).
@@ -23,7 +23,7 @@ import numpy as np
 from normbench.config import Config, ConfigError, get_field
 from normbench.core.diagnostics import Diagnostics
 from normbench.core.grid import Cell, cell_config, cells, grid_arrays, run_steps, sgd_batch, stat_sizes, steps_per_epoch
-from normbench.core.train import PRECISIONS, Data, Metrics, make_training, metrics, precision_scope
+from normbench.core.train import PRECISIONS, Data, Metrics, make_train, make_training, metrics, precision_scope
 from normbench.data import Dataset
 from normbench.models import MODELS
 from normbench.norms import NORMS
@@ -56,6 +56,18 @@ def vmap_grid(fn, chunk_size: int | None = None, per_run: tuple[bool, ...] = ())
         return jax.lax.map(one, (seeds, runs), batch_size=chunk_size)
 
     return sliced
+
+
+def train_grid(config: Config, cell: Cell, num_classes: int, n_train: int) -> Callable:
+    """The whole idea: every run of `cell` (seeds x value axes) trained as one compiled program,
+    `jit(vmap(vmap(train)))`, where `train` (`normbench.core.train.make_train`) is a `lax.scan` over epochs
+    (`run_epochs`) of a `lax.scan` over steps (`epoch_steps`) of `batch_step`. Called as `(seeds, values, data)
+    -> (final states, Metrics)`, with `grid_arrays` and `device_data`.
+
+    `normbench run` computes these same bits, only arranged for the machine (`compile_cell`): on one device the
+    phases of `train` compiled apart and stepped epoch by epoch from the host (`normbench.runtime.phases`), over
+    several devices this program spread over them (`normbench.runtime.parallel.lower_grid`)."""
+    return jax.jit(vmap_grid(make_train(config, cell, num_classes, n_train), config.train.chunk_size))
 
 
 @dataclass

@@ -48,7 +48,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
@@ -57,20 +59,11 @@ import optax
 
 from normbench.config import Config, TrainConfig
 from normbench.core.diagnostics import Diagnostics, layer_diagnostics
-from normbench.core.grid import (
-    Cell,
-    cell_config,
-    run_steps,
-    sgd_batch,
-    stat_sizes,
-    steps_per_epoch,
-    steps_per_pass,
-    with_values,
-)
+from normbench.core.grid import Cell, CellPlan, plan, with_values
 from normbench.core.landscape import probe, unmeasured
 from normbench.models import build_model, scale_kernels
-from normbench.norms import NORMS
-from normbench.protocols import PROTOCOLS
+from normbench.norms import NORMS, NormSpec
+from normbench.protocols import PROTOCOLS, BatchSplit, Protocol
 
 # A run's value axes other than the seed, by column (`normbench.core.grid.run_values`): `init_scale`,
 # `learning_rate` (after any batch-size scaling), `ghost_size` (examples per batch statistic) and each swept
@@ -360,6 +353,221 @@ def grid_callback(callback: Callable) -> Callable:
     return tell
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What one cell's runs share, fixed before tracing: its plan, registry entries and the sizes derived from them.
+    Every phase below is a pure function of a `Setup` and one run's seed, values and data."""
+
+    plan: CellPlan
+    spec: NormSpec
+    protocol: Protocol
+    split: BatchSplit
+    num_classes: int
+    n_train: int
+    precise_steps: int  # batches of PreciseBN's statistics
+    statistics_batch: int  # test batches normalized by their own statistics: the largest a training step's see
+
+    @property
+    def config(self) -> Config:
+        return self.plan.config
+
+
+def setup(config: Config, cell: Cell, num_classes: int, n_train: int) -> Setup:
+    cell_plan = plan(config, cell, n_train)
+    run = cell_plan.config
+    precise_steps = max(1, run.train.precise_bn_examples // cell_plan.sgd_batch)
+    split = PROTOCOLS[cell.protocol].split(run)
+    return Setup(cell_plan, NORMS[cell.norm], PROTOCOLS[cell.protocol], split, num_classes, n_train, precise_steps,
+                 max(cell_plan.stat_sizes))  # fmt: skip
+
+
+def optimizer(s: Setup, values: RunValues):
+    run, total_steps = with_values(s.config, values), s.plan.run_steps
+    rate = values["learning_rate"]
+    if run.train.schedule == "cosine":
+        warmup = run.train.warmup_fraction * total_steps  # traced when swept as a value axis
+        warmup = round(warmup) if isinstance(warmup, float) else jnp.round(warmup)
+        rate = warmup_cosine(rate, warmup, total_steps)
+    return OPTIMIZERS[run.train.optimizer](run.train, rate)
+
+
+def model_for(s: Setup, values: RunValues, **norm_options):
+    norm_config = dataclasses.replace(with_values(s.config, values).norm, **norm_options)
+    if norm_config.renorm_train_steps is None:  # batch_renorm's schedule is in fractions of this run's steps
+        norm_config = dataclasses.replace(norm_config, renorm_train_steps=s.plan.run_steps)
+    return build_model(
+        s.plan.cell.model,
+        s.config.model,
+        s.spec.make(norm_config, s.protocol.batch_stats(values["ghost_size"])),
+        s.num_classes,
+        fuses_activation=s.spec.fuses_activation,
+        standardize_weights=s.spec.standardizes_weights,
+        batch_dependent=s.spec.batch_dependent,
+    )
+
+
+def batches(s: Setup, key, count: int) -> jax.Array:
+    return minibatches(key, count, s.n_train, s.plan.sgd_batch, s.plan.steps_per_pass, s.config.train.sampling)
+
+
+def seed_keys(seed) -> jax.Array:
+    return jax.random.split(jax.random.PRNGKey(seed), 3)  # init, data, precise
+
+
+def run_data(s: Setup, seed, data: Data) -> Data:
+    """The data of the run: under `data.resample`, the seed's own draw of training and validation examples from
+    the two sets together."""
+    if not s.config.data.resample:
+        return data
+    pool_x = jnp.concatenate([data.train_x, data.val_x])
+    pool_y = jnp.concatenate([data.train_y, data.val_y])
+    # A key of its own (not one of `seed_keys`), so resampling leaves the runs' init and minibatch order alone.
+    order = jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(seed), 3), len(pool_x))
+    train, val = order[: s.n_train], order[s.n_train :]
+    return data._replace(train_x=pool_x[train], train_y=pool_y[train], val_x=pool_x[val], val_y=pool_y[val])
+
+
+def start_run(s: Setup, seed: jax.Array, values: RunValues, data: Data) -> RunState:
+    model, tx = model_for(s, values), optimizer(s, values)
+    variables = model.init(seed_keys(seed)[0], data.train_x[: s.plan.sgd_batch], train=False)
+    # Flax draws float32 parameters whatever the input; float64 training casts them once, here.
+    variables = jax.tree.map(lambda v: v.astype(PRECISIONS[s.config.train.precision]), variables)
+    params = scale_kernels(variables["params"], values["init_scale"])
+    return RunState(TrainState(params, variables.get("batch_stats", {}), tx.init(params)), jnp.int32(0))
+
+
+@jax.named_scope(STEP_SCOPE)  # which FLOPs are the steps' (`normbench.core.budget`)
+def batch_step(s: Setup, model, tx, data: Data, train_state: TrainState, idx):
+    """One optimizer step on the training examples `idx` (under a data-parallel protocol, this device's share)."""
+    idx = s.split.local(idx)
+    x, y = data.train_x[idx], data.train_y[idx]
+    return train_step(model, tx, train_state, x, y, s.split.axis, s.spec.backward_stats)
+
+
+def landscape(s: Setup, model, data: Data, train_state: TrainState, values: RunValues, idx):
+    """The loss along the gradient of the batch `idx` (an epoch's first), before its step is taken."""
+    idx = s.split.local(idx)
+    x, y = data.train_x[idx], data.train_y[idx]
+    batch_loss = lambda p: loss_fn(model, p, train_state.batch_stats, x, y, s.split.axis)[0]  # noqa: E731
+    sizes = jnp.asarray(s.config.train.landscape_steps, x.dtype) * values["learning_rate"]
+    return probe(jax.value_and_grad(batch_loss), train_state.params, sizes)
+
+
+def epoch_steps(s: Setup, model, tx, data: Data, train_state: TrainState, index, order):
+    """The epoch's steps over the batches `order` as one `lax.scan`: (train state, losses, which steps were taken).
+    The first epoch stops after `train.first_epoch_steps`; the index is unbatched, so skipped steps cost nothing."""
+    steps = s.plan.steps_per_epoch
+    step = functools.partial(batch_step, s, model, tx, data)
+    if (s.config.train.first_epoch_steps or steps) == steps:
+        train_state, losses = jax.lax.scan(step, train_state, order)
+        return train_state, losses, jnp.ones(steps, bool)
+    taken = (index > 0) | (jnp.arange(steps) < s.config.train.first_epoch_steps)
+
+    def maybe_step(train_state, inputs):
+        idx, take = inputs
+        skip = lambda state, _: (state, jnp.zeros((), data.train_x.dtype))  # noqa: E731
+        return jax.lax.cond(take, step, skip, train_state, idx)
+
+    train_state, losses = jax.lax.scan(maybe_step, train_state, (order, taken))
+    return train_state, losses, taken
+
+
+def held_out(s: Setup, model, variables, data: Data, index):
+    """(test loss, test accuracy, validation loss, validation accuracy) after epoch `index`: NaN where the epoch is
+    not one that `train.test_every` evaluates, and for the validation set where none is held out."""
+    eval_batch, test_every = s.config.train.eval_batch_size, s.config.train.test_every
+
+    def measure():
+        test = evaluate(model, variables, data.test_x, data.test_y, eval_batch)
+        if not data.val_x.shape[0]:
+            return *test, *nans(test)
+        return *test, *evaluate(model, variables, data.val_x, data.val_y, eval_batch)
+
+    if test_every == 1:
+        return measure()
+    # the epoch index is the same for every vmapped run, so this stays a branch: skipped work
+    due = ((index + 1) % test_every == 0) | (index + 1 == s.config.train.epochs)
+    return jax.lax.cond(due, measure, lambda: nans(jax.eval_shape(measure)))
+
+
+def train_epoch(s: Setup, model, tx, seed, values: RunValues, data: Data, on_epoch, tell, state: RunState, inputs):
+    """One epoch of one run, the scan body of `run_epochs`: its steps, then its evaluations in eval mode."""
+    index, key = inputs
+    if on_epoch is not None:
+        # Given a batched value the callback would run once per run; the index alone keeps it one call.
+        jax.debug.callback(on_epoch, index, ordered=False)
+    order = batches(s, key, s.plan.steps_per_epoch)
+    if s.config.train.landscape_steps:
+        surveyed = landscape(s, model, data, state.train, values, order[0])
+    else:
+        surveyed = unmeasured(data.train_x.dtype)
+    train_state, losses, taken = epoch_steps(s, model, tx, data, state.train, index, order)
+    nonfinite = ~jnp.all(jnp.isfinite(losses))
+    first = (index + 1).astype(state.diverged_epoch.dtype)
+    diverged_epoch = jnp.where((state.diverged_epoch == 0) & nonfinite, first, state.diverged_epoch)
+    variables = {"params": train_state.params, "batch_stats": s.split.averaged(train_state.batch_stats)}
+    _, train_acc = evaluate(model, variables, data.train_x, data.train_y, s.config.train.eval_batch_size)
+    test_loss, test_acc, val_loss, val_acc = held_out(s, model, variables, data, index)
+    loss = jnp.sum(jnp.where(taken, losses, 0.0)) / jnp.sum(taken)
+    measured = EpochMetrics(loss, train_acc, test_acc, test_loss, val_acc, val_loss, *surveyed)
+    if tell is not None:
+        tell(index, seed, measured)
+    return RunState(train_state, diverged_epoch), measured
+
+
+def run_epochs(s: Setup, seed, values: RunValues, data: Data, state: RunState, first_epoch, *, count: int,
+               on_epoch=None, tell=None):  # fmt: skip
+    """Epochs `first_epoch .. first_epoch + count - 1` of one run as one `lax.scan` of `train_epoch`."""
+    data = run_data(s, seed, data)
+    epoch = functools.partial(train_epoch, s, model_for(s, values), optimizer(s, values), seed, values, data,
+                              on_epoch, tell)  # fmt: skip
+    epoch_keys = jax.random.split(seed_keys(seed)[1], s.config.train.epochs)
+    epoch_keys = jax.lax.dynamic_slice_in_dim(epoch_keys, first_epoch, count)
+    # Each device's running statistics move apart during the epochs and are averaged at their end: the same
+    # means that averaging after every step gives, an exponential average being linear.
+    state = state._replace(train=state.train._replace(batch_stats=s.split.per_device(state.train.batch_stats)))
+    state, per_epoch = jax.lax.scan(epoch, state, (first_epoch + jnp.arange(count), epoch_keys))
+    return state._replace(train=state.train._replace(batch_stats=s.split.averaged(state.train.batch_stats))), per_epoch
+
+
+def precise_inputs(s: Setup, seed, data: Data):
+    """The training batches that PreciseBN and the fluctuation diagnostics read, `statistics_batch` examples each
+    (per_device: each device's share of the batches)."""
+    x = data.train_x[batches(s, seed_keys(seed)[2], s.precise_steps)]
+    return x.reshape((-1, s.statistics_batch) + x.shape[2:])
+
+
+def finish_run(s: Setup, seed, values: RunValues, data: Data, state: RunState):
+    """The evaluations after the last epoch, of norms with running statistics (NaN for the others)."""
+    data = run_data(s, seed, data)
+    missing = jnp.float32(jnp.nan)
+    if not s.spec.running_stats:
+        return missing, missing, missing, missing
+    eval_batch = s.config.train.eval_batch_size
+    model = model_for(s, values)
+    variables = {"params": state.train.params, "batch_stats": state.train.batch_stats}
+    batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, s.statistics_batch)
+    frozen = model_for(s, values, momentum=0.0)
+    inputs = precise_inputs(s, seed, data)
+    precise = precise_batch_stats(frozen, variables, inputs, s.config.train.precise_bn_variance)
+    _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch)
+    train_batch_stats_acc = batch_stats_accuracy(model, variables, data.train_x, data.train_y, s.statistics_batch)
+    weighted_acc = missing
+    if s.spec.weights_examples:
+        weighted = model_for(s, values, inference_example_weight=1.0 / values["ghost_size"])
+        _, weighted_acc = evaluate(weighted, variables, data.test_x, data.test_y, eval_batch)
+    return batch_stats_acc, precise_acc, train_batch_stats_acc, weighted_acc
+
+
+def diagnose_run(s: Setup, seed, values: RunValues, data: Data, state: RunState) -> Diagnostics:
+    data = run_data(s, seed, data)
+    train = state.train
+    x, y = data.train_x[: s.plan.sgd_batch], data.train_y[: s.plan.sgd_batch]
+    frozen = model_for(s, values, momentum=0.0)
+    return layer_diagnostics(model_for(s, values), train.params, train.batch_stats, x, y, frozen,
+                             precise_inputs(s, seed, data), values["ghost_size"])  # fmt: skip
+
+
 def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
                   on_epoch: Callable[[jax.Array], None] | None = None,
                   on_metrics: Callable | None = None) -> Training:  # fmt: skip
@@ -368,177 +576,8 @@ def make_training(config: Config, cell: Cell, num_classes: int, n_train: int,
     calls it once per chunk, a data-parallel protocol once per device). `on_metrics(index, seeds, metrics)` is
     called as the epoch ends, with its `EpochMetrics` of the whole grid (`grid_callback`). A program with either
     calls back to the host, so neither program cache keeps it."""
-    config = cell_config(config, cell)
-    spec = NORMS[cell.norm]
-    protocol = PROTOCOLS[cell.protocol]
-    split = protocol.split(config)
-    steps = steps_per_epoch(config, cell, n_train)
-    batch = sgd_batch(config, cell)
-    per_pass = steps_per_pass(config, cell, n_train)
-    num_epochs = config.train.epochs
-    first_steps = config.train.first_epoch_steps or steps
-    total_steps = run_steps(config, cell, n_train)
-    precision = PRECISIONS[config.train.precision]
-    eval_batch = config.train.eval_batch_size
-    test_every = config.train.test_every
-    precise_steps = max(1, config.train.precise_bn_examples // batch)
-    # Test batches normalized by their own statistics are as large as the largest a training step's see.
-    statistics_batch = max(stat_sizes(config, cell))
-    tell_metrics = grid_callback(on_metrics) if on_metrics is not None else None
-
-    def optimizer(values: RunValues):
-        run = with_values(config, values)
-        rate = values["learning_rate"]
-        if run.train.schedule == "cosine":
-            warmup = run.train.warmup_fraction * total_steps  # traced when swept as a value axis
-            warmup = round(warmup) if isinstance(warmup, float) else jnp.round(warmup)
-            rate = warmup_cosine(rate, warmup, total_steps)
-        return OPTIMIZERS[run.train.optimizer](run.train, rate)
-
-    def model_for(values: RunValues, **norm_options):
-        norm_config = dataclasses.replace(with_values(config, values).norm, **norm_options)
-        if norm_config.renorm_train_steps is None:  # batch_renorm's schedule is in fractions of this run's steps
-            norm_config = dataclasses.replace(norm_config, renorm_train_steps=total_steps)
-        return build_model(
-            cell.model,
-            config.model,
-            spec.make(norm_config, protocol.batch_stats(values["ghost_size"])),
-            num_classes,
-            fuses_activation=spec.fuses_activation,
-            standardize_weights=spec.standardizes_weights,
-            batch_dependent=spec.batch_dependent,
-        )
-
-    def batches(key, count):
-        return minibatches(key, count, n_train, batch, per_pass, config.train.sampling)
-
-    def keys(seed):
-        return jax.random.split(jax.random.PRNGKey(seed), 3)  # init, data, precise
-
-    def run_data(seed, data: Data) -> Data:
-        """The data of the run: under `data.resample`, the seed's own draw of training and validation examples
-        from the two sets together."""
-        if not config.data.resample:
-            return data
-        pool_x = jnp.concatenate([data.train_x, data.val_x])
-        pool_y = jnp.concatenate([data.train_y, data.val_y])
-        # A key of its own (not one of `keys`), so resampling leaves the runs' init and minibatch order alone.
-        order = jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(seed), 3), len(pool_x))
-        train, val = order[:n_train], order[n_train:]
-        return data._replace(train_x=pool_x[train], train_y=pool_y[train], val_x=pool_x[val], val_y=pool_y[val])
-
-    def start(seed: jax.Array, values: RunValues, data: Data) -> RunState:
-        model = model_for(values)
-        tx = optimizer(values)
-        variables = model.init(keys(seed)[0], data.train_x[:batch], train=False)
-        # Flax draws float32 parameters whatever the input; float64 training casts them once, here.
-        variables = jax.tree.map(lambda v: v.astype(precision), variables)
-        params = scale_kernels(variables["params"], values["init_scale"])
-        return RunState(TrainState(params, variables.get("batch_stats", {}), tx.init(params)), jnp.int32(0))
-
-    def epochs(seed, values: RunValues, data: Data, state: RunState, first_epoch, *, count: int):
-        data = run_data(seed, data)
-        model = model_for(values)
-        tx = optimizer(values)
-        epoch_keys = jax.lax.dynamic_slice_in_dim(jax.random.split(keys(seed)[1], num_epochs), first_epoch, count)
-
-        def epoch(state: RunState, inputs):
-            index, key = inputs
-            if on_epoch is not None:
-                # Given a batched value the callback would run once per run; the index alone keeps it one call.
-                jax.debug.callback(on_epoch, index, ordered=False)
-
-            @jax.named_scope(STEP_SCOPE)  # which FLOPs are the steps' (`normbench.core.budget`)
-            def step(train_state, idx):
-                idx = split.local(idx)
-                x, y = data.train_x[idx], data.train_y[idx]
-                return train_step(model, tx, train_state, x, y, split.axis, spec.backward_stats)
-
-            def landscape(idx):
-                """The loss along the gradient of the epoch's first batch, before its step is taken."""
-                idx = split.local(idx)
-                x, y = data.train_x[idx], data.train_y[idx]
-                batch_loss = lambda p: loss_fn(model, p, state.train.batch_stats, x, y, split.axis)[0]  # noqa: E731
-                sizes = jnp.asarray(config.train.landscape_steps, x.dtype) * values["learning_rate"]
-                return probe(jax.value_and_grad(batch_loss), state.train.params, sizes)
-
-            order = batches(key, steps)
-            surveyed = landscape(order[0]) if config.train.landscape_steps else unmeasured(data.train_x.dtype)
-            if first_steps == steps:
-                train_state, losses = jax.lax.scan(step, state.train, order)
-                taken = jnp.ones(steps, bool)
-            else:  # the first epoch stops after first_steps; the index is unbatched, so skipped steps cost nothing
-                taken = (index > 0) | (jnp.arange(steps) < first_steps)
-
-                def maybe_step(train_state, inputs):
-                    idx, take = inputs
-                    skip = lambda s, _: (s, jnp.zeros((), data.train_x.dtype))  # noqa: E731
-                    return jax.lax.cond(take, step, skip, train_state, idx)
-
-                train_state, losses = jax.lax.scan(maybe_step, state.train, (order, taken))
-            nonfinite = ~jnp.all(jnp.isfinite(losses))
-            first = (index + 1).astype(state.diverged_epoch.dtype)
-            diverged_epoch = jnp.where((state.diverged_epoch == 0) & nonfinite, first, state.diverged_epoch)
-            variables = {"params": train_state.params, "batch_stats": split.averaged(train_state.batch_stats)}
-            _, train_acc = evaluate(model, variables, data.train_x, data.train_y, eval_batch)
-
-            def held_out():
-                test = evaluate(model, variables, data.test_x, data.test_y, eval_batch)
-                if not data.val_x.shape[0]:
-                    return *test, *nans(test)
-                return *test, *evaluate(model, variables, data.val_x, data.val_y, eval_batch)
-
-            if test_every == 1:
-                test_loss, test_acc, val_loss, val_acc = held_out()
-            else:  # the epoch index is the same for every vmapped run, so this stays a branch: skipped work
-                due = ((index + 1) % test_every == 0) | (index + 1 == num_epochs)
-                test_loss, test_acc, val_loss, val_acc = jax.lax.cond(
-                    due, held_out, lambda: nans(jax.eval_shape(held_out))
-                )
-            loss = jnp.sum(jnp.where(taken, losses, 0.0)) / jnp.sum(taken)
-            measured = EpochMetrics(loss, train_acc, test_acc, test_loss, val_acc, val_loss, *surveyed)
-            if on_metrics is not None:
-                tell_metrics(index, seed, measured)
-            return RunState(train_state, diverged_epoch), measured
-
-        # Each device's running statistics move apart during the epochs and are averaged at their end: the same
-        # means that averaging after every step gives, an exponential average being linear.
-        state = state._replace(train=state.train._replace(batch_stats=split.per_device(state.train.batch_stats)))
-        state, per_epoch = jax.lax.scan(epoch, state, (first_epoch + jnp.arange(count), epoch_keys))
-        return state._replace(
-            train=state.train._replace(batch_stats=split.averaged(state.train.batch_stats))
-        ), per_epoch
-
-    def precise_inputs(seed, data: Data):
-        """The training batches that PreciseBN and the fluctuation diagnostics read, `statistics_batch` examples
-        each (per_device: each device's share of the batches)."""
-        x = data.train_x[batches(keys(seed)[2], precise_steps)]
-        return x.reshape((-1, statistics_batch) + x.shape[2:])
-
-    def finish(seed, values: RunValues, data: Data, state: RunState):
-        data = run_data(seed, data)
-        unmeasured = jnp.float32(jnp.nan)
-        if not spec.running_stats:
-            return unmeasured, unmeasured, unmeasured, unmeasured
-        model = model_for(values)
-        variables = {"params": state.train.params, "batch_stats": state.train.batch_stats}
-        batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, statistics_batch)
-        probe = model_for(values, momentum=0.0)
-        precise = precise_batch_stats(probe, variables, precise_inputs(seed, data), config.train.precise_bn_variance)
-        _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch)
-        train_batch_stats_acc = batch_stats_accuracy(model, variables, data.train_x, data.train_y, statistics_batch)
-        weighted_acc = unmeasured
-        if spec.weights_examples:
-            weighted = model_for(values, inference_example_weight=1.0 / values["ghost_size"])
-            _, weighted_acc = evaluate(weighted, variables, data.test_x, data.test_y, eval_batch)
-        return batch_stats_acc, precise_acc, train_batch_stats_acc, weighted_acc
-
-    def diagnose(seed, values: RunValues, data: Data, state: RunState) -> Diagnostics:
-        data = run_data(seed, data)
-        train = state.train
-        x, y = data.train_x[:batch], data.train_y[:batch]
-        probe = model_for(values, momentum=0.0)
-        return layer_diagnostics(model_for(values), train.params, train.batch_stats, x, y, probe,
-                                 precise_inputs(seed, data), values["ghost_size"])  # fmt: skip
-
-    return Training(start, epochs, finish, diagnose, num_epochs)
+    s = setup(config, cell, num_classes, n_train)
+    tell = grid_callback(on_metrics) if on_metrics is not None else None
+    epochs = functools.partial(run_epochs, s, on_epoch=on_epoch, tell=tell)
+    return Training(functools.partial(start_run, s), epochs, functools.partial(finish_run, s),
+                    functools.partial(diagnose_run, s), s.config.train.epochs)  # fmt: skip
