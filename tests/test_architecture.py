@@ -1,5 +1,5 @@
-"""The package's import structure, read from the sources: no import cycle among normbench's modules (imports
-inside functions included), and the config a leaf."""
+"""The package's structure, read from the sources: no import cycle among normbench's modules (imports inside
+functions included), the config a leaf, and no function in the core longer than a screen."""
 
 import ast
 from pathlib import Path
@@ -83,3 +83,37 @@ def test_no_import_cycle_among_normbench_modules():
 
 def test_the_config_is_a_leaf():
     assert imports_graph()["normbench.config"] <= {"normbench.errors"}
+
+
+# A function of the core that a reader must scroll through holds more than one idea.
+LONGEST_CORE_FUNCTION = 80
+
+
+def function_lengths(path: Path) -> dict[str, int]:
+    """Every function and method in `path` (nested ones too), by qualified name: its lines, decorators excluded."""
+    lengths = {}
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                name = f"{prefix}{child.name}"
+                if not isinstance(child, ast.ClassDef):
+                    lengths[name] = child.end_lineno - child.lineno + 1
+                visit(child, f"{name}.")
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(path.read_text()), "")
+    return lengths
+
+
+def test_function_lengths_count_nested_functions_and_methods(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("class A:\n    def f(self):\n        def g():\n            return 1\n\n        return g\n")
+    assert function_lengths(source) == {"A.f": 5, "A.f.g": 2}
+
+
+def test_no_function_in_the_core_is_longer_than_a_screen():
+    long = {f"{path.name}:{name}": lines for path in sorted((PACKAGE / "core").glob("*.py"))
+            for name, lines in function_lengths(path).items() if lines > LONGEST_CORE_FUNCTION}  # fmt: skip
+    assert long == {}
