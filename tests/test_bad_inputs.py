@@ -234,3 +234,31 @@ def test_a_sweep_of_true_and_false_in_lower_case_is_accepted():
         swept = add_sweeps(Config(), [f"norm.unbiased_running_var={raw}"]).sweep.fields
         assert swept == {"norm.unbiased_running_var": (True, False)}, raw
     assert add_sweeps(Config(), ["norm.num_groups=none,2"]).sweep.fields == {"norm.num_groups": (None, 2)}
+
+
+# Bad input to the commands that read results, each after `normbench <command>` on the tiny study's results (A):
+# exit status, the one line on stderr, and the results byte for byte as they were. Before (c7b44a6) --dpi 0 and
+# --plot x.xyz were tracebacks, and A compared with A printed a comparison of nothing without a word.
+READER_CASES = {
+    "plot at 0 dots per inch": (["plot", "{A}", "--dpi", "0"], 2, "--dpi 0: figures are drawn at 30 to 600 dots"),
+    "plot at 100,000 dots per inch": (["plot", "{A}", "--dpi", "100000"], 2, "--dpi 100000: figures are drawn at"),
+    "compare --plot to no known format": (
+        ["compare", "{A}", "{A}", "--plot", "{tmp}/figure.xyz"],
+        2,
+        "--plot '{tmp}/figure.xyz': the file name must end in .png, .pdf",
+    ),
+    "compare A A": (["compare", "{A}", "{A}"], 0, "warning: A and B are the same directory, '{A}': their difference"),
+}
+
+
+@pytest.mark.parametrize("case", READER_CASES)
+def test_bad_input_to_a_reader_is_one_line_and_leaves_results_alone(study, tmp_path, capsys, case):
+    _, out = study
+    args, code, message = READER_CASES[case]
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main([arg.format(A=out, tmp=tmp_path) for arg in args]) == code
+    err = capsys.readouterr().err
+    assert err.startswith("normbench: ") and err.count("\n") == 1, err
+    assert message.format(A=out, tmp=tmp_path) in err
+    assert snapshot(out) == before
