@@ -348,12 +348,57 @@ def test_the_tutorials_timings_of_the_init_scale_study_are_its_committed_runs():
     )
 
 
+def findings(results: Path) -> list:
+    """A results directory's claims judged as its summary.md judges them (at the values tuned on validation), those
+    its runs decide."""
+    from normbench.results.claims import Finding, evaluate_all, tune
+    from normbench.results.store import read_config, read_metrics
+
+    config = read_config(results)
+    columns, _ = tune(read_metrics(results), config.report.tune)
+    judged = evaluate_all(config.report.claims, columns)
+    return [f for f in judged if isinstance(f, Finding)]
+
+
+def claim(results: Path, contrast: str, signs: str = "+.1f") -> list[str]:
+    """A claim's mean and 95% interval in points, as the docs round them."""
+    (found,) = [f for f in findings(results) if f.claim.text.endswith(f": {contrast}")]
+    mean, half = found.mean * found.scale, found.half_width * found.scale
+    return [f"{v:{signs}}" for v in (mean, mean - half, mean + half)]
+
+
+def steps(results: Path) -> dict[int, int]:
+    """The train steps of each batch size's runs in a results directory."""
+    from normbench.core.grid import cells, run_steps
+    from normbench.data import load
+    from normbench.results.store import read_config
+
+    config = read_config(results)
+    n_train = len(load(config.data).train_x)
+    return {cell.batch_size: run_steps(config, cell, n_train) for cell in cells(config)}
+
+
+def test_the_tutorials_small_batch_study_states_its_committed_run():
+    """Section 2's time and claims are those of results/small_batch, as its config.json and summary.md have them."""
+    study = ROOT / "results" / "small_batch"
+    saved = json.loads((study / "config.json").read_text())
+    counts = steps(study)
+    text = section(TUTORIAL, "## 2. The small-batch study")
+    bn = claim(study, "norm=batch batch_size=2 - norm=batch batch_size=128", "+.2f")  # summary.md's digits
+    ln = claim(study, "norm=layer batch_size=2 - norm=layer batch_size=128", "+.2f")
+    for stated in (
+        f"without the study's {counts[128]:,}-step floor for batch 128",
+        f"({round(seconds(saved) / 60)} min for the run that made `results/small_batch`",
+        f"mean and 95% confidence band over {len(saved['config']['sweep']['seeds'])} seeds",
+        f"gains {ln[0]} points [{ln[1]}, {ln[2]}] at batch 2, where its equal epochs are "
+        f"{counts[2] // counts[128]} times the steps; BN's {bn[0]} [{bn[1]}, {bn[2]}] is not significant",
+    ):
+        assert stated in text
+
+
 def test_the_tutorials_new_norms_sweep_states_what_its_run_measured():
     """Section 3's numbers against its run's files: the run is the section's command, and every number the
     section states of it is computed here from its metrics.csv and config.json, claims as summary.md judges them."""
-    from normbench.core.grid import cells, run_steps
-    from normbench.data import load
-    from normbench.results.claims import Finding, evaluate_all
     from normbench.results.store import read_config, read_metrics
 
     saved = json.loads((NEW_NORMS / "config.json").read_text())
@@ -373,28 +418,67 @@ def test_the_tutorials_new_norms_sweep_states_what_its_run_measured():
                  for n in config.sweep.norms]  # fmt: skip
         return f"{min(means):.1f}-{max(means):.1f}%"
 
-    n_train = len(load(config.data).train_x)
-    steps = {cell.batch_size: run_steps(config, cell, n_train) for cell in cells(config)}
+    counts = steps(NEW_NORMS)
     (rate,) = set(columns["learning_rate"][columns["batch_size"] == 2])
-    findings = [f for f in evaluate_all(config.report.claims, columns) if isinstance(f, Finding)]
-
-    def claim(contrast):  # its mean and 95% interval in points, as the section rounds them
-        (found,) = [f for f in findings if f.claim.text.endswith(f": {contrast}")]
-        mean, half = found.mean * found.scale, found.half_width * found.scale
-        return [f"{v:+.1f}" for v in (mean, mean - half, mean + half)]
-
-    bn = claim("norm=batch batch_size=2 - norm=batch batch_size=128")
-    gn_bn = claim("norm=group batch_size=2 - norm=batch batch_size=2")
-    claims = max(f.family for f in findings)
+    bn = claim(NEW_NORMS, "norm=batch batch_size=2 - norm=batch batch_size=128")
+    gn_bn = claim(NEW_NORMS, "norm=group batch_size=2 - norm=batch batch_size=2")
+    claims = max(f.family for f in findings(NEW_NORMS))
     text = section(TUTORIAL, "## 3. Sweep a new norm")
     for stated in (
         f"five epochs ({round(seconds(saved))} s on 2 cores here",
-        f"every norm trains {steps[128]:,} steps (the study's `train.min_steps`)",
+        f"every norm trains {counts[128]:,} steps (the study's `train.min_steps`)",
         f"to {span('train_acc', 128).replace('100.0-100.0%', '100%')} train accuracy and {span('test_acc', 128)} test",
-        f"at batch 2, {steps[2]:,} steps at the scaled rate {rate:g}",
+        f"at batch 2, {counts[2]:,} steps at the scaled rate {rate:g}",
         f"({span('train_acc', 2)} train accuracy, {span('test_acc', 2)} test)",
         f"BN at batch 2 against 128 is {bn[0]} points, 95% CI [{bn[1]}, {bn[2]}], not significant after Holm's "
         f"correction over the sweep's {claims} claims",
         f"GN - BN at batch 2 is {gn_bn[0]} [{gn_bn[1]}, {gn_bn[2]}], not significant",
     ):
         assert stated in text
+
+
+def test_what_the_tutorial_quotes_of_compare_is_what_compare_prints(tmp_path, monkeypatch, capsys):
+    """Section 3's compare, run where its first path is the committed study and its second the sweep's run: the
+    block below the command is its output (the warning last: the CLI says it once the table is out), and the
+    sentences after it state that output's differences, the runs' steps and which rows the study's tuning chose."""
+    from normbench.reports.compare import compare, read_sweeps
+    from normbench.results.claims import tune
+    from normbench.results.reader import ResultsWarning
+    from normbench.results.store import read_config, read_metrics
+
+    text = TUTORIAL.read_text()
+    command, quoted = re.search(r"^    (normbench compare .*)\n\n((?:(?:    .*)?\n)+)", text, re.M).groups()
+    argv = shlex.split(command)[1:]
+    study, sweep = argv[1:]
+    assert study == "results/small_batch"
+    (tmp_path / study).parent.mkdir()
+    (tmp_path / study).symlink_to(ROOT / study)
+    (tmp_path / sweep).parent.mkdir()
+    (tmp_path / sweep).symlink_to(NEW_NORMS)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert [line[4:] for line in quoted.rstrip("\n").splitlines()] == [
+        line.rstrip() for line in (printed.out + printed.err).splitlines()
+    ]
+
+    with pytest.warns(ResultsWarning, match=r"train\.epochs \(A: 15, B: 5\)"):
+        table = compare(read_sweeps([ROOT / study, NEW_NORMS])).table
+    lost = [-table["diff"][(table.norm == n) & (table.norm_batch == 2) & (table.directory == "B")].item()
+            for n in ("batch", "group")]  # fmt: skip
+    ours, theirs = steps(NEW_NORMS), steps(ROOT / study)
+    assert ours[128] == theirs[128]
+    stated = (
+        f"since both train {ours[128]:,} steps (`train.min_steps`), and the two agree within their intervals; at "
+        f"batch 2 the sweep's {ours[2]:,} steps against the study's {theirs[2]:,} cost BN and GN {lost[0]:.1f} and "
+        f"{lost[1]:.1f} points, paired by seed"
+    )
+    described = section(TUTORIAL, "## 3. Sweep a new norm")
+    assert stated in described
+    paired = table[table.directory == "B"]
+    assert list(paired.significant[paired.norm_batch == 128]) == [False, False]  # "agree within their intervals"
+
+    chosen, _ = tune(read_metrics(ROOT / study), read_config(ROOT / study).report.tune)
+    at_choice = set(zip(chosen["norm"], chosen["batch_size"], chosen["learning_rate"]))
+    others = sum((n, b, r) not in at_choice for n, b, r in zip(paired.norm, paired.norm_batch, paired.learning_rate))
+    assert f"chose another on validation for {others} of the {len(paired)}, so those rows" in described
