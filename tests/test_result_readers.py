@@ -118,9 +118,11 @@ def test_results_without_a_manifest_are_read_unchecked_and_stay_unsigned(study, 
     out = signed_copy(study, tmp_path)
     (out / "manifest.json").unlink()
     change_a_value(out)
+    data = {name: (out / name).read_bytes() for name in ("config.json", "metrics.csv")}
     for reader in READERS:
         assert read(reader, out, capsys, other=study[1]) == (0, []), reader
     assert not (out / "manifest.json").exists()
+    assert {name: (out / name).read_bytes() for name in data} == data  # plot and report redraw only their drawings
 
 
 def test_force_removes_every_figure_normbench_drew_in_every_format(tmp_path):
