@@ -207,7 +207,8 @@ def diagnostics_without(column):
 
 
 # What plot and report said before (c7b44a6): "line 3 has 21 of 21 fields", "is empty or lacks the columns epoch,
-# epoch, layer, pre_std, ...", and tracebacks for the last three.
+# epoch, layer, pre_std, ...", "holds a value that is not of its column's type (setting an array element with a
+# sequence...)" for the cut line, and tracebacks for the last two.
 DAMAGED_DIAGNOSTICS = {
     "a row cut short": (diagnostics_row_cut, "diagnostics.csv' line 3 has 20 fields where its header has 21: the"),
     "a column missing": (diagnostics_without("grad_norm"), "diagnostics.csv' lacks the column grad_norm: it is"),
