@@ -111,6 +111,23 @@ def cut_at_a_line_boundary(d):
     (d / "metrics.csv").write_text("".join(lines[:-3]))
 
 
+def a_row_cut_short(d):
+    """The second row of metrics.csv cut after 5 fields, the rows after it whole."""
+    lines = (d / "metrics.csv").read_text().splitlines(keepends=True)
+    (d / "metrics.csv").write_text("".join([*lines[:2], ",".join(lines[2].split(",")[:5]) + "\n", *lines[3:]]))
+
+
+def without_column(name, column):
+    def damage(d):
+        rows = list(csv.reader((d / name).read_text().splitlines()))
+        at = rows[0].index(column)
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(row[:at] + row[at + 1 :] for row in rows)
+        (d / name).write_text(out.getvalue())
+
+    return damage
+
+
 def a_directory(name):
     def damage(d):
         (d / name).unlink()
@@ -130,6 +147,11 @@ DAMAGED = {
     "metrics.csv cut at a line boundary": (
         cut_at_a_line_boundary,
         "metrics.csv' holds 1 row of the run model=mlp norm=none",
+    ),
+    "metrics.csv a row cut short": (a_row_cut_short, "metrics.csv' line 3 has 5 fields where its header has "),
+    "metrics.csv lacking a column": (
+        without_column("metrics.csv", "test_acc"),
+        "metrics.csv' lacks the columns: test_acc; it is damaged",
     ),
     "metrics.csv header only": (
         lambda d: write("metrics.csv", (d / "metrics.csv").read_bytes().split(b"\n")[0] + b"\n")(d),
@@ -195,23 +217,15 @@ def diagnostics_row_cut(d):
     (d / "diagnostics.csv").write_text("".join([*lines[:2], lines[2][:200] + "\n", *lines[3:]]))
 
 
-def diagnostics_without(column):
-    def damage(d):
-        rows = list(csv.reader((d / "diagnostics.csv").read_text().splitlines()))
-        at = rows[0].index(column)
-        out = io.StringIO()
-        csv.writer(out, lineterminator="\n").writerows(row[:at] + row[at + 1 :] for row in rows)
-        (d / "diagnostics.csv").write_text(out.getvalue())
-
-    return damage
-
-
 # What plot and report said before (c7b44a6): "line 3 has 21 of 21 fields", "is empty or lacks the columns epoch,
 # epoch, layer, pre_std, ...", "holds a value that is not of its column's type (setting an array element with a
 # sequence...)" for the cut line, and tracebacks for the last two.
 DAMAGED_DIAGNOSTICS = {
     "a row cut short": (diagnostics_row_cut, "diagnostics.csv' line 3 has 20 fields where its header has 21: the"),
-    "a column missing": (diagnostics_without("grad_norm"), "diagnostics.csv' lacks the column grad_norm: it is"),
+    "a column missing": (
+        without_column("diagnostics.csv", "grad_norm"),
+        "diagnostics.csv' lacks the column grad_norm: it is",
+    ),
     "cut mid-line": (
         lambda d: write("diagnostics.csv", (d / "diagnostics.csv").read_bytes()[:-7])(d),
         "diagnostics.csv' ends mid-line (line ",
