@@ -6,6 +6,7 @@ an earlier scorecard changes. The statistics are checked against scipy on hand-m
 import csv
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,36 +22,15 @@ from normbench.scoring.battery import identity
 from normbench.scoring.layout import BATTERY, RUNS
 from normbench.scoring.scores import MEASURES, Score, compare, reached_scales
 
-# docs/adding_a_norm.md, section 1, as a user's own module
-SCALE_NORM = """
-import flax.linen as nn
-import jax.numpy as jnp
-
-from normbench.norms.registry import NormSpec
+# docs/adding_a_norm.md's section 1 (ScaleNorm), as the page has it, to be saved as a user's own module
+EXAMPLE = Path(__file__).resolve().parent.parent / "experiments" / "scorecard_of_the_example_norm.py"
 
 
-class ScaleNorm(nn.Module):
-    epsilon: float
-
-    @nn.compact
-    def __call__(self, x):
-        axes = tuple(range(1, x.ndim))
-        features = x[0].size
-        g = self.param("g", lambda key: jnp.sqrt(jnp.float32(features)))
-        return g * x / jnp.sqrt(jnp.sum(x * x, axis=axes, keepdims=True) + self.epsilon)
-
-
-SPEC = NormSpec(
-    name="scale",
-    make=lambda config, stats: lambda train: ScaleNorm(config.epsilon),
-    batch_dependent=False,
-    running_stats=False,
-    summary="ScaleNorm: each example scaled to a learned L2 norm",
-    reduces_over="spatial, channels (per example)",
-    options=("epsilon",),
-    scale_invariant=True,
-)
-"""
+def example_source():
+    spec = importlib.util.spec_from_file_location("scorecard_of_the_example_norm", EXAMPLE)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script.example_source()
 
 
 def stamped(directory):
@@ -67,7 +47,7 @@ def scorecard_rows(out):
 def card(tmp_path_factory):
     """The references' scorecard, then the same directory again with the user's norm added."""
     root = tmp_path_factory.mktemp("scorecard")
-    (root / "my_norms.py").write_text(SCALE_NORM)
+    (root / "my_norms.py").write_text(example_source())
     spec = importlib.util.spec_from_file_location("my_norms", root / "my_norms.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
