@@ -7,12 +7,14 @@ directory.
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 import subprocess
 import sys
 import threading
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import flax
@@ -22,15 +24,16 @@ import optax
 
 from normbench.config import Config
 from normbench.core.budget import check_memory, estimate
-from normbench.core.diagnostics import DIAGNOSTICS, diagnostics_csv
+from normbench.core.diagnostics import DIAGNOSTICS
 from normbench.core.grid import Cell, cells
 from normbench.core.sweep import CellResult, check_fits, resolve_workers, run_sweep, training_time, trains_in_phases
 from normbench.data import load
 from normbench.errors import MachineError, UserError
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.reports.plots import FIGURES, FORMATS, draw_figures
-from normbench.reports.progress import Progress, logger
+from normbench.reports.progress import LogProgress, Progress, logger
 from normbench.reports.report import REPORT
+from normbench.results.diagnostics import diagnostics_csv
 from normbench.results.manifest import MANIFEST, sign
 from normbench.results.reader import ResultsWarning, read_results
 from normbench.results.resume import Unfinished
@@ -76,12 +79,14 @@ def run_study(
     """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds, or None where
     `out` already held this config's finished results (`is_finished`) and `force` is not set. `workers`:
     how many cells train at once (`run_sweep`). `size_check`: refuse a sweep whose estimated memory exceeds the
-    memory available (`normbench.core.budget`), before the output directory is touched.
+    memory available (`normbench.core.budget`), before the output directory is touched. `progress` hears of each
+    cell (default: log lines).
 
-    Everything that can fail on bad input (data, batch shapes, the output directory) fails before the first
-    file is replaced, so earlier results survive a bad run. Each cell's rows are kept as soon as it finishes
-    (`normbench.results.resume`): after an interruption, the same call trains only the cells still missing.
-    With `report.tune`, a choice at an edge of its grid extends the grid first (`extend_tuned_grids`).
+    Three steps: `claim` the directory, `train_study`, `write_study`. Everything that can fail on bad input (data,
+    batch shapes, the output directory) fails before the first file is replaced, so earlier results survive a bad
+    run. Each cell's rows are kept as soon as it finishes (`normbench.results.resume`): after an interruption, the
+    same call trains only the cells still missing. With `report.tune`, a choice at an edge of its grid extends the
+    grid first (`extend_tuned_grids`).
     """
     out = Path(out)
     workers = resolve_workers(workers)  # a bad argument is refused whatever `out` holds
@@ -97,61 +102,14 @@ def run_study(
     if size_check:
         check_memory(cost)
     with contextlib.ExitStack() as claimed:
-        unfinished, finished, lock = None, {}, None
-
-        def claim():
-            nonlocal unfinished, finished, lock
-            prepare_output_dir(out)
-            lock = claimed.enter_context(exclusive(out))
-            unfinished = Unfinished(out)
-            if not (force or unfinished.holds(config)):  # resuming a run that --force once let in is no question
-                check_same_config(out, config)
-            unfinished.begin(config, force)
-            finished = unfinished.finished()
-
-        on_writer(claim)
+        held = claim(out, config, force, claimed)
         logger.info(f"estimate: {cost.text()}")  # after every refusal, which each stays one line
-
-        def train(part: Config, numbered: dict[int, Cell]) -> list[CellResult]:
-            """Train the cells of `part` not yet kept, each kept under its number: the study's cells, numbered in
-            order, or an extension's, after them (`normbench.results.tuning`)."""
-            # Only process 0 reads what is finished; every process must train the same cells.
-            done = from_writer(np.array([i in finished for i in numbered]))
-            if done.any() and unfinished is not None:
-                logger.info(f"resuming: {done.sum()} of {len(numbered)} cells already finished in {unfinished.root}")
-            index = {cell: i for i, cell in numbered.items()}
-
-            def keep(result):
-                if unfinished is not None:
-                    i = index[result.cell]
-                    finished[i] = metrics_csv(part, [result])
-                    layers = diagnostics_csv(part, [result]) if result.diagnostics else None
-                    try:
-                        unfinished.record(i, finished[i], layers)
-                    except OSError as e:  # a full disk mid-sweep: the cells kept so far survive for a rerun
-                        raise MachineError(
-                            f"cannot keep a finished cell in {str(unfinished.root)!r}: {e.strerror or e}; make room "
-                            "and rerun the same command, which trains only the cells not kept"
-                        ) from e
-                    reached(f"kept:{i}")
-
-            return run_sweep(
-                part,
-                dataset,
-                progress if is_writer() else Progress(),  # one process tells
-                todo=[cell for cell, kept in zip(numbered.values(), done) if not kept],
-                on_result=keep,
-                checkpoints_for=lambda cell: unfinished.checkpoints(index[cell]),
-                workers=workers,
-            )
-
         loaded = time.perf_counter()
         if is_writer():
             # Importing matplotlib is most of the write phase: done on a thread while the cells compile and train
             # (XLA releases the GIL), it is over by the time the figures are drawn.
             threading.Thread(target=_import_matplotlib, name="import-matplotlib", daemon=True).start()
-        results = train(config, dict(enumerate(all_cells)))
-        extensions, extended = extend_tuned_grids(config, all_cells, finished, train)
+        results, extensions, extended = train_study(config, all_cells, dataset, held, progress, workers)
         trained = time.perf_counter()
         # Wall-clock phases, which add up: "train" while any cell trained, "compile" the rest of the sweep, when
         # every trainer waited for compilation (the rest of compiling overlapped training).
@@ -159,24 +117,107 @@ def run_study(
         busy = training_time(every)
         timings = {"data_s": loaded - start, "compile_s": trained - loaded - busy, "train_s": busy}
         work = {"trace_s": sum(r.trace_s for r in every), "xla_compile_s": sum(r.compile_s for r in every)}
+        write_study(config, out, held, all_cells, extensions, timings, trained, work, dataset.train_x.shape[1:])
         if is_writer():
-            searched = searched_grids(config, all_cells, extensions) if config.report.tune else None
-            try:
-                write_results(config, out, lock, unfinished, finished, len(all_cells) + len(extensions), timings,
-                              trained, work, dataset.train_x.shape[1:], searched)  # fmt: skip
-            except OSError as e:  # a full disk, a read-only file: the finished cells are kept, a rerun writes them
-                raise MachineError(
-                    f"cannot write the results to {str(out)!r}: {e.strerror or e}; the finished cells are kept in "
-                    f"{str(unfinished.root)!r}: make room and rerun the same command"
-                ) from e
             # This machine's rate, for the next estimate: what the study's own cells trained now computed (the
             # estimate has no extensions), and in what time.
             trained_now = [all_cells.index(r.cell) for r in results]
             record(device_kind(), config.name, sum(cost.cell_flops[i] for i in trained_now),
                    sum(cost.cell_steps[i] for i in trained_now), training_time(results))  # fmt: skip
-        else:
-            timings["write_s"] = time.perf_counter() - trained
     return timings
+
+
+@dataclass
+class Claim:
+    """What process 0 holds of the output directory while its study runs (nothing on the other processes): the
+    lock, the run's `unfinished/` and the cells kept there so far, by number (`normbench.results.resume`)."""
+
+    lock: object = None
+    unfinished: Unfinished | None = None
+    finished: dict[int, str] = field(default_factory=dict)
+
+
+def claim(out: Path, config: Config, force: bool, claimed: contextlib.ExitStack) -> Claim:
+    """Step 1: take the output directory for this run, holding it until `claimed` closes; a directory of another
+    config is refused unless `force`, and an interrupted run of this one is resumed."""
+    held = Claim()
+
+    def on_process_0():
+        prepare_output_dir(out)
+        held.lock = claimed.enter_context(exclusive(out))
+        held.unfinished = Unfinished(out)
+        if not (force or held.unfinished.holds(config)):  # resuming a run that --force once let in is no question
+            check_same_config(out, config)
+        held.unfinished.begin(config, force)
+        held.finished = held.unfinished.finished()
+
+    on_writer(on_process_0)
+    return held
+
+
+def train_study(config: Config, all_cells: list[Cell], dataset, held: Claim, progress: Progress | None,
+                workers: int) -> tuple[list[CellResult], list[Extension], list[CellResult]]:  # fmt: skip
+    """Step 2: train the study's cells not yet kept, then the extensions of its tuned grids
+    (`extend_tuned_grids`): (the study's results, the extensions, their results)."""
+    listener = (progress or LogProgress()) if is_writer() else Progress()  # one process tells
+    train = functools.partial(_train_part, dataset=dataset, held=held, listener=listener, workers=workers)
+    results = train(config, dict(enumerate(all_cells)))
+    extensions, extended = extend_tuned_grids(config, all_cells, held.finished, train)
+    return results, extensions, extended
+
+
+def _train_part(part: Config, numbered: dict[int, Cell], dataset, held: Claim, listener: Progress,
+                workers: int) -> list[CellResult]:  # fmt: skip
+    """Train the cells of `part` not yet kept, each kept under its number: the study's cells, numbered in order, or
+    an extension's, after them (`normbench.results.tuning`)."""
+    # Only process 0 reads what is finished; every process must train the same cells.
+    done = from_writer(np.array([i in held.finished for i in numbered]))
+    if done.any() and held.unfinished is not None:
+        logger.info(f"resuming: {done.sum()} of {len(numbered)} cells already finished in {held.unfinished.root}")
+    index = {cell: i for i, cell in numbered.items()}
+    return run_sweep(
+        part,
+        dataset,
+        listener,
+        todo=[cell for cell, kept in zip(numbered.values(), done) if not kept],
+        on_result=functools.partial(_keep, part, held, index),
+        checkpoints_for=lambda cell: held.unfinished.checkpoints(index[cell]),
+        workers=workers,
+    )
+
+
+def _keep(part: Config, held: Claim, index: dict[Cell, int], result: CellResult) -> None:
+    """Keep a finished cell's rows in the run's `unfinished/`, so that a rerun after an interruption skips it."""
+    if held.unfinished is None:
+        return
+    i = index[result.cell]
+    held.finished[i] = metrics_csv(part, [result])
+    layers = diagnostics_csv(part, [result]) if result.diagnostics else None
+    try:
+        held.unfinished.record(i, held.finished[i], layers)
+    except OSError as e:  # a full disk mid-sweep: the cells kept so far survive for a rerun
+        raise MachineError(
+            f"cannot keep a finished cell in {str(held.unfinished.root)!r}: {e.strerror or e}; make room "
+            "and rerun the same command, which trains only the cells not kept"
+        ) from e
+    reached(f"kept:{i}")
+
+
+def write_study(config: Config, out: Path, held: Claim, all_cells: list[Cell], extensions: list[Extension],
+                timings: dict, trained: float, work: dict, input_shape) -> None:  # fmt: skip
+    """Step 3: on process 0, write the results of every cell kept (`write_results`); `timings` gains the write's."""
+    if not is_writer():
+        timings["write_s"] = time.perf_counter() - trained
+        return
+    searched = searched_grids(config, all_cells, extensions) if config.report.tune else None
+    try:
+        write_results(config, out, held.lock, held.unfinished, held.finished, len(all_cells) + len(extensions),
+                      timings, trained, work, input_shape, searched)  # fmt: skip
+    except OSError as e:  # a full disk, a read-only file: the finished cells are kept, a rerun writes them
+        raise MachineError(
+            f"cannot write the results to {str(out)!r}: {e.strerror or e}; the finished cells are kept in "
+            f"{str(held.unfinished.root)!r}: make room and rerun the same command"
+        ) from e
 
 
 def is_finished(out: Path, config: Config) -> bool:

@@ -1,5 +1,6 @@
 """The package's structure, read from the sources: no import cycle among normbench's modules (imports inside
-functions included), the config a leaf, and no function in the core longer than a screen."""
+functions included), the config a leaf, imports only down the layers, and no function in the core longer than a
+screen."""
 
 import ast
 from pathlib import Path
@@ -83,6 +84,51 @@ def test_no_import_cycle_among_normbench_modules():
 
 def test_the_config_is_a_leaf():
     assert imports_graph()["normbench.config"] <= {"normbench.errors"}
+
+
+# The package's layers, lowest first: a module imports from its own layer or those below it, never above, so each
+# layer reads (and is tested) without the ones above. Named by the first part of the module's name in the package.
+LAYERS = (
+    {"errors", "version", "config"},
+    {"norms", "models", "protocols", "flops", "conformance", "data", "runtime"},  # the parts: no training loop
+    {"core", "catalog"},  # training a grid, and what it can train
+    {"results"},  # tables on disk, claims and tuning read from them
+    {"reports"},  # figures, summaries, progress shown
+    {"study", "bench"},  # a study or a benchmark run end to end
+    {"scoring"},  # batteries of studies
+    {"api", "cli", "docs_gen", "__main__", ""},  # the entry points, and the package's own __init__
+)
+# Imports that still run up the layers (issue 28); none may join them.
+UPWARD = {
+    ("normbench.core.validate", "normbench.reports.plots"),
+    ("normbench.core.validate", "normbench.reports.layer_figures"),
+    ("normbench.core.validate", "normbench.results.claims"),
+    ("normbench.core.validate", "normbench.results.store"),
+    ("normbench.core.validate", "normbench.results.tuning"),
+}
+
+
+def layer(module: str) -> int:
+    part = module.split(".")[1] if "." in module else ""
+    return next(i for i, names in enumerate(LAYERS) if part in names)
+
+
+def upward(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    return {(a, b) for a, imported in graph.items() for b in imported if layer(b) > layer(a)}
+
+
+def test_every_module_has_a_layer():
+    for module in imports_graph():
+        layer(module)
+
+
+def test_a_planted_upward_import_is_found():
+    graph = {"normbench.core.sweep": {"normbench.config", "normbench.reports.progress"}, "normbench.cli": {"normbench"}}
+    assert upward(graph) == {("normbench.core.sweep", "normbench.reports.progress")}
+
+
+def test_imports_only_point_down_the_layers():
+    assert upward(imports_graph()) <= UPWARD
 
 
 # A function of the core that a reader must scroll through holds more than one idea.

@@ -13,12 +13,13 @@ from conftest import tiny_config, tiny_dataset
 from normbench.cli import main
 from normbench.config import ConfigError, ModelConfig
 from normbench.core.axes import run_columns
-from normbench.core.diagnostics import COLUMNS, LOG10_EDGES, layer_diagnostics, log_histogram, read_diagnostics
+from normbench.core.diagnostics import COLUMNS, LOG10_EDGES, layer_diagnostics, log_histogram
 from normbench.core.grid import Cell
 from normbench.core.sweep import device_data, train_cell
 from normbench.core.validate import validate
 from normbench.models import build_model
 from normbench.norms import NORMS, WHOLE_BATCH
+from normbench.results.diagnostics import read_diagnostics
 from normbench.results.store import read_config
 
 

@@ -9,11 +9,11 @@ import numpy as np
 from conftest import tiny_config
 from scipy import stats
 
-from normbench.core.diagnostics import read_diagnostics
 from normbench.reports.landscape_figure import PANELS, landscape_figure
 from normbench.reports.layer_figures import fluctuation_figure
 from normbench.reports.summary import matched_loss_section, relative_fluctuation_section
 from normbench.results.claims import p_text
+from normbench.results.diagnostics import read_diagnostics
 from normbench.results.matched_loss import PROBES, matched_contrasts
 
 COMMITTED = Path(__file__).resolve().parent.parent / "results" / "transformer_norms"

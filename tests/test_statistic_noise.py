@@ -18,12 +18,13 @@ from conftest import study_text, tiny_config
 
 from normbench.cli import main
 from normbench.config import ModelConfig
-from normbench.core.diagnostics import LATER_COLUMNS, layer_diagnostics, read_diagnostics, statistic_noise
+from normbench.core.diagnostics import LATER_COLUMNS, layer_diagnostics, statistic_noise
 from normbench.errors import UserError
 from normbench.models import build_model
 from normbench.models.probes import record
 from normbench.norms import NORMS, BatchStats
 from normbench.reports.layer_figures import statistic_noise_figure
+from normbench.results.diagnostics import read_diagnostics
 from normbench.results.stats import mean_ci
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "transformer_norms"  # written without the noise

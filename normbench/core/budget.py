@@ -33,23 +33,14 @@ import jax
 import numpy as np
 
 from normbench.config import Config, ConfigError, replace_field
-from normbench.core.grid import (
-    Cell,
-    cell_config,
-    cells,
-    grid_arrays,
-    run_count,
-    run_steps,
-    sgd_batch,
-    steps_per_epoch,
-)
+from normbench.core.grid import Cell, cell_config, cells, grid_arrays, plan, run_count, run_steps
 from normbench.core.sweep import vmap_grid
 from normbench.core.train import PRECISIONS, STEP_SCOPE, Data, make_training, precision_scope
 from normbench.data import Dataset
 from normbench.flops import jaxpr_flops
 from normbench.models import MODELS
 from normbench.norms import NORMS
-from normbench.protocols import PROTOCOLS
+from normbench.protocols import BASELINE, PROTOCOLS
 from normbench.runtime.cache import cache_dir, keep
 from normbench.runtime.calibration import Rate
 from normbench.runtime.programs import program_key
@@ -57,7 +48,6 @@ from normbench.runtime.programs import program_key
 MIB = 2**20
 # The share of physical memory a sweep may plan for on a CPU: the rest is the OS's, Python's and XLA's own.
 CPU_SHARE = 0.8
-SINGLE_DEVICE = "sgd"  # the protocol whose one-device cell a data-parallel cell's devices each resemble
 # The rates an uncalibrated estimate assumes, FLOP/s: a laptop CPU's few cores on small matrices to a workstation's.
 ASSUMED_RATES = (20e9, 100e9)
 # The depths a deeper cell is traced at, its costs extended along the line through them (`_trace_any_depth`).
@@ -170,11 +160,11 @@ def _estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
 
 def run_flops(config: Config, cell: Cell, n_train: int, work: Work) -> int:
     """The matmul FLOPs of one run of `cell`, from the `Work` of its group's trace."""
-    train = cell_config(config, cell).train
-    every, epochs = train.test_every, train.epochs
+    cell_plan = plan(config, cell, n_train)
+    every, epochs = cell_plan.config.train.test_every, cell_plan.config.train.epochs
     # every `every`-th epoch and the last, counted without listing them: epochs may be in the billions
     tested = epochs // every + (epochs % every != 0)
-    steps = run_steps(config, cell, n_train) * sgd_batch(config, cell) * work.step
+    steps = cell_plan.run_steps * cell_plan.sgd_batch * work.step
     return round(steps + epochs * work.epoch + tested * work.test + work.finish)
 
 
@@ -296,7 +286,7 @@ def _trace(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[li
     if PROTOCOLS[cell.protocol].split(config).axis is not None:
         # Each device holds every run with its share of the batch, the memory of a one-device cell at that batch;
         # their steps together are the whole batch's, which `run_flops` scales to.
-        cell = dataclasses.replace(cell, protocol=SINGLE_DEVICE)
+        cell = dataclasses.replace(cell, protocol=BASELINE)
     n_train = len(dataset.train_x)
     training = make_training(config, cell, dataset.num_classes, n_train)
     args = grid_args(training, grid_arrays(config, cell)[1], data)
@@ -331,7 +321,8 @@ def _work(epoch, finish, config: Config, cell: Cell, n_train: int) -> Work:
     steps = jaxpr_flops(epoch, max, STEP_SCOPE)
     every_epoch = jaxpr_flops(epoch, min) - jaxpr_flops(epoch, min, STEP_SCOPE)
     tests = jaxpr_flops(epoch, max) - steps - every_epoch
-    per_example = steps / (steps_per_epoch(config, cell, n_train) * sgd_batch(config, cell))
+    cell_plan = plan(config, cell, n_train)
+    per_example = steps / (cell_plan.steps_per_epoch * cell_plan.sgd_batch)
     return Work(per_example, every_epoch, tests, jaxpr_flops(finish, max))
 
 

@@ -36,7 +36,7 @@ At each chosen epoch (0: at init) every run passes its first training batch thro
 All of it is computed inside the compiled program (`Training.diagnose`, from the sown and perturbed values of
 `normbench.models.probes`) and written as `diagnostics.csv`, one row per run, epoch and layer; its figures are
 `normbench.reports.layer_figures`. Tables written before the noise was measured lack its columns: they read back
-as NaN (`read_diagnostics`).
+as NaN (`normbench.results.diagnostics.read_diagnostics`).
 """
 
 from __future__ import annotations
@@ -48,9 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from normbench.config import Config
 from normbench.norms.moments import batch_moments
-from normbench.results.table import read_table, table_csv
 
 LOG10_EDGES = np.arange(-12.0, 6.01, 0.5)
 # What diagnostics.csv records of a run at each recorded epoch and layer, after its key columns.
@@ -211,24 +209,3 @@ def log_histogram(values: jax.Array) -> jax.Array:
                     0, len(LOG10_EDGES) - 2)  # fmt: skip
     counts = jnp.zeros(len(LOG10_EDGES) - 1, values.dtype).at[bins].add(nonzero.astype(values.dtype))
     return counts / values.size
-
-
-def diagnostics_csv(config: Config, results) -> str:
-    """One row per run, recorded epoch and layer; the histograms as space-separated fractions."""
-
-    def rows(result, s, k):
-        for epoch, d in sorted(result.diagnostics.items()):
-            for layer in range(d.pre_std.shape[-1]):
-                scalars = [f"{float(getattr(d, f)[s, k, layer]):.7g}" for f in Diagnostics._fields[:-2]]
-                hists = [" ".join(f"{v:.5g}" for v in getattr(d, f)[s, k, layer]) for f in Diagnostics._fields[-2:]]
-                yield [epoch, layer + 1, *scalars, *hists]
-
-    return table_csv(config, results, COLUMNS, rows)
-
-
-def read_diagnostics(path) -> dict[str, np.ndarray]:
-    """`diagnostics.csv` as columns; the histograms as (rows, bins) float arrays; `LATER_COLUMNS` that an older
-    table lacks as NaN."""
-    columns = read_table(path, [c for c in COLUMNS if c not in LATER_COLUMNS])
-    rows = len(columns["epoch"])
-    return {**columns, **{c: np.full(rows, np.nan) for c in LATER_COLUMNS if c not in columns}}

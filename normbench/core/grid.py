@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from normbench.config import Config, replace_field
-from normbench.core.axes import STATIC, VALUE, kind
+from normbench.core.axes import STATIC, VALUE, kind, run_columns
 from normbench.norms import NORMS
 from normbench.protocols import PROTOCOLS
 
@@ -99,7 +99,7 @@ def _sgd_batch(run: Config, cell: Cell) -> int:
 def _steps_per_epoch(train, per_pass: int) -> int:
     if train.steps_per_epoch:
         return train.steps_per_epoch
-    if train.min_steps is None:
+    if train.min_steps is None or not per_pass:  # no pass fits: `check_fits` refuses the batch
         return per_pass
     return per_pass * max(1, -(-train.min_steps // (train.epochs * per_pass)))
 
@@ -150,13 +150,14 @@ def run_values(config: Config, cell: Cell) -> dict[str, list]:
     The learning rate is the one the run uses, after linear scaling with the SGD batch; `ghost_size` the number
     of examples its norms' batch statistics see; a swept field that the cell's norm never reads, its first value
     alone (`unread_fields`)."""
-    reference = cell_config(config, cell).train.lr_reference_batch
-    lr_scale = sgd_batch(config, cell) / reference if reference else 1.0
+    run = cell_config(config, cell)
+    reference = run.train.lr_reference_batch
+    lr_scale = _sgd_batch(run, cell) / reference if reference else 1.0
     unread = unread_fields(config, cell.norm)
     axes = {
         "init_scale": config.sweep.init_scales,
         "learning_rate": [lr * lr_scale for lr in config.sweep.learning_rates],
-        "ghost_size": stat_sizes(config, cell),
+        "ghost_size": _stat_sizes(run, cell),
         **{key: (unread[key],) if key in unread else values for key, values in swept(config, VALUE).items()},
     }
     points = list(itertools.product(*axes.values()))
@@ -181,17 +182,12 @@ def grid_arrays(config: Config, cell: Cell) -> tuple[np.ndarray, dict[str, np.nd
 
 
 def run_keys(config: Config, cell: Cell) -> list[dict[str, Any]]:
-    """Every run of `cell` as its run-column values, seed-major as the grid: the rows' identities."""
-    static = dict(cell.fields)
+    """Every run of `cell` as its run-column values (`normbench.core.axes.run_columns`, in their order), seed-major
+    as the grid: the rows' identities."""
+    static = {"model": cell.model, "norm": cell.norm, "protocol": cell.protocol, "batch_size": cell.batch_size,
+              **dict(cell.fields)}  # fmt: skip
     values = run_values(config, cell)
     points = [dict(zip(values, point)) for point in zip(*values.values())]
-    keys = []
-    for seed in config.sweep.seeds:
-        for point in points:
-            keys.append({
-                "model": cell.model, "norm": cell.norm, "protocol": cell.protocol, "batch_size": cell.batch_size,
-                "ghost_size": point["ghost_size"], "init_scale": point["init_scale"], "seed": seed,
-                "learning_rate": point["learning_rate"],
-                **{key: static[key] if key in static else point[key] for key in config.sweep.fields},
-            })  # fmt: skip
-    return keys
+    columns = run_columns(config)
+    return [{column: {**static, **point, "seed": seed}[column] for column in columns}
+            for seed in config.sweep.seeds for point in points]  # fmt: skip

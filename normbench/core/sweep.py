@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,13 +23,13 @@ import numpy as np
 
 from normbench.config import Config, ConfigError, get_field
 from normbench.core.diagnostics import Diagnostics
-from normbench.core.grid import Cell, cell_config, cells, grid_arrays, run_steps, sgd_batch, stat_sizes, steps_per_epoch
+from normbench.core.grid import Cell, CellPlan, cells, grid_arrays, plan
+from normbench.core.listener import Progress
 from normbench.core.train import PRECISIONS, Data, Metrics, make_train, make_training, metrics, precision_scope
 from normbench.data import Dataset
 from normbench.models import MODELS
 from normbench.norms import NORMS
 from normbench.protocols import PROTOCOLS
-from normbench.reports.progress import LogProgress, Progress, logger
 from normbench.runtime.parallel import check_devices, lower_grid, replicate
 from normbench.runtime.phases import compile_phases, run_phases
 from normbench.runtime.pipeline import pipeline
@@ -171,45 +172,89 @@ def run_sweep(
     `workers` cells train at once, each on its own thread. The default is 2 on a single CPU device, 1 elsewhere:
     the CPU runs a cell's many small matrix products with its cores partly idle, and a second cell at the same
     time fills them (see `normbench bench`); a GPU runs one program at a time anyway. Each cell computes the same
-    numbers however many run beside it. `progress` (default: log lines) hears as each cell starts compiling,
+    numbers however many run beside it. `progress` (default: no one) hears as each cell starts compiling,
     starts training, goes through its epochs and is done.
 
     Called from the main thread, the first Ctrl-C or SIGTERM stops every cell in training as its epoch ends
     (`normbench.runtime.stopping`); the cells finished by then have gone to `on_result`, and `Stopped` is raised."""
-    with precision_scope(config.train.precision):
-        return _run_cells(config, dataset, progress or LogProgress(), todo, on_result, checkpoints_for, workers)
-
-
-def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, workers) -> list[CellResult]:
-    check_fits(config, dataset)
-    data = device_data(dataset, config.train.precision)
     todo = cells(config) if todo is None else todo
     workers = resolve_workers(workers)
     if not todo:
         return []
+    progress = progress or Progress()
     progress.sweep_started(config, todo, len(dataset.train_x))
-    reporting = threading.Lock()  # one event or result handler at a time, whichever thread it comes from
-    stop = StopRequest()
+    events, stop = Events(progress, config, todo), StopRequest()
+    with precision_scope(config.train.precision):
+        data = device_data(dataset, config.train.precision)
 
-    def compile(i):
-        with reporting:
-            progress.compiling(i)
-        return compile_cell(config, todo[i], dataset, data, epoch_reporter(i) if progress.per_epoch else None,
-                            metrics_reporter(i) if progress.epoch_metrics_wanted else None)  # fmt: skip
+        def compile(i):
+            events.tell("compiling", i)
+            return compile_cell(config, todo[i], dataset, data, *events.in_program(i))
 
-    def epoch_reporter(i):
+        def train(i, program, waited):
+            checkpoints = checkpoints_for(todo[i]) if checkpoints_for and config.train.checkpoint_every else None
+            events.tell("training", i)
+            _, result = train_program(program, config, todo[i], data, waited, checkpoints, events.epoch_done(i), stop)
+            events.cell_done(i, result, on_result)
+            return result
+
+        with stop_on_signals(stop, logging.getLogger("normbench").warning):
+            results = pipeline(len(todo), compile, train, workers, stop=stop)
+    if stop.asked:  # every cell in training finished its last epoch: still a stop, before anything that follows
+        raise Stopped
+    return results
+
+
+class Events:
+    """A sweep's events, told to its `progress` listener one at a time, whichever thread they come from: from the
+    host between a phased cell's epochs (`epoch_done`), or from inside a program over several devices
+    (`in_program`)."""
+
+    def __init__(self, progress: Progress, config: Config, todo: list[Cell]):
+        self.progress, self.config, self.todo = progress, config, todo
+        self.lock = threading.Lock()
+
+    def tell(self, event: str, *args) -> None:
+        with self.lock:
+            getattr(self.progress, event)(*args)
+
+    def cell_done(self, i: int, result: CellResult, on_result) -> None:
+        with self.lock:
+            if on_result is not None:
+                on_result(result)
+            self.progress.cell_done(i, result)
+
+    def epoch_done(self, i: int) -> Callable:
+        """`on_epoch(n, metrics)` of cell `i` trained in phases (`train_program`)."""
+        seeds = grid_arrays(self.config, self.todo[i])[0]
+
+        def on_epoch(epoch, measured):
+            with self.lock:
+                if self.progress.epoch_metrics_wanted:
+                    self.progress.epoch_metrics(i, epoch, seeds, jax.tree.map(np.asarray, measured))
+                self.progress.epochs_done(i, epoch)
+
+        return on_epoch
+
+    def in_program(self, i: int) -> tuple[Callable | None, Callable | None]:
+        """The callbacks of cell `i`'s program over several devices as each epoch starts and ends, each only where
+        the listener asks for it (`compile_cell`)."""
+        return (self._epoch_started(i) if self.progress.per_epoch else None,
+                self._epoch_metrics(i) if self.progress.epoch_metrics_wanted else None)  # fmt: skip
+
+    def _epoch_started(self, i: int) -> Callable:
         # A chunked grid runs every epoch once per chunk of seeds, the epoch index starting over each time.
-        chunks = -(-len(config.sweep.seeds) // (config.train.chunk_size or len(config.sweep.seeds)))
+        seeds = self.config.sweep.seeds
+        chunks = -(-len(seeds) // (self.config.train.chunk_size or len(seeds)))
         calls = itertools.count()
 
         def on_epoch(index):
             begun = next(calls)
-            with reporting:
-                progress.epochs_done(i, int(index) if chunks == 1 else begun / chunks)
+            self.tell("epochs_done", i, int(index) if chunks == 1 else begun / chunks)
 
         return on_epoch
 
-    def metrics_reporter(i):
+    def _epoch_metrics(self, i: int) -> Callable:
         heard = set()  # a data-parallel protocol's devices each report the same epoch
 
         def on_metrics(index, seeds, metrics):
@@ -218,36 +263,9 @@ def _run_cells(config, dataset, progress, todo, on_result, checkpoints_for, work
                 return
             heard.add((int(index), *seeds.tolist()))
             metrics = jax.tree.map(lambda m: np.asarray(m).reshape(len(seeds), -1), metrics)
-            with reporting:
-                progress.epoch_metrics(i, int(index) + 1, seeds, metrics)
+            self.tell("epoch_metrics", i, int(index) + 1, seeds, metrics)
 
         return on_metrics
-
-    def train(i, program, waited):
-        checkpoints = checkpoints_for(todo[i]) if checkpoints_for and config.train.checkpoint_every else None
-        with reporting:
-            progress.training(i)
-
-        seeds = grid_arrays(config, todo[i])[0]
-
-        def epoch_done(epoch, measured):
-            with reporting:
-                if progress.epoch_metrics_wanted:
-                    progress.epoch_metrics(i, epoch, seeds, jax.tree.map(np.asarray, measured))
-                progress.epochs_done(i, epoch)
-
-        _, result = train_program(program, config, todo[i], data, waited, checkpoints, epoch_done, stop)
-        with reporting:
-            if on_result is not None:
-                on_result(result)
-            progress.cell_done(i, result)
-        return result
-
-    with stop_on_signals(stop, logger.warning):
-        results = pipeline(len(todo), compile, train, workers, stop=stop)
-    if stop.asked:  # every cell in training finished its last epoch: still a stop, before anything that follows
-        raise Stopped
-    return results
 
 
 def training_time(results: list[CellResult]) -> float:
@@ -269,11 +287,14 @@ def resolve_workers(workers: int | None) -> int:
 
 
 def check_fits(config: Config, dataset: Dataset) -> None:
-    """Reject batch shapes the data cannot fill, before anything is compiled."""
+    """Reject batch shapes the data cannot fill, before anything is compiled: once per study (`run_study`), before
+    its output directory is touched; `run_sweep` trains what this accepted."""
     n, n_test = len(dataset.train_x), len(dataset.test_x)
     check_devices(config, [PROTOCOLS[cell.protocol].split(config) for cell in cells(config)])
     for cell in cells(config):
-        batch, statistics = sgd_batch(config, cell), max(stat_sizes(config, cell))
+        cell_plan = plan(config, cell, n)
+        # the cell's own config: a swept field at its value there
+        batch, statistics, train = cell_plan.sgd_batch, max(cell_plan.stat_sizes), cell_plan.config.train
         if batch > n:
             raise ConfigError(f"batch size {batch} is larger than the {n} training examples of {dataset.name}")
         if NORMS[cell.norm].running_stats and statistics > n_test:
@@ -281,13 +302,13 @@ def check_fits(config: Config, dataset: Dataset) -> None:
                 f"batch size {statistics} is larger than the {n_test} test examples of {dataset.name}, "
                 f"which {cell.norm} norm's batch-statistics evaluation needs"
             )
-        steps, train = steps_per_epoch(config, cell, n), cell_config(config, cell).train  # a swept field's own value
+        steps = cell_plan.steps_per_epoch
         if (train.first_epoch_steps or 0) > steps:
             raise ConfigError(
                 f"train.first_epoch_steps={train.first_epoch_steps} exceeds the {steps} steps of an epoch "
                 f"at batch {cell.batch_size}"
             )
-        check_run_steps(config, cell, n)
+        check_run_steps(cell_plan)
         needed = steps * batch
         # Epochs that train.min_steps lengthens are whole passes, each without repeats.
         if train.sampling == "permutation" and train.steps_per_epoch and needed > n:
@@ -298,17 +319,17 @@ def check_fits(config: Config, dataset: Dataset) -> None:
             )
 
 
-def check_run_steps(config: Config, cell: Cell, n_train: int) -> None:
+def check_run_steps(cell_plan: CellPlan) -> None:
     """A run counts its steps in int32 (the optimizer's count, the schedules, batch_renorm's fractions of the run):
     past 2**31 - 1 they would wrap, or fail to trace, so the fields that make them are refused by name."""
-    total, run = run_steps(config, cell, n_train), cell_config(config, cell)
+    total, run = cell_plan.run_steps, cell_plan.config
     if total < 2**31:
         return
-    per_epoch, train = steps_per_epoch(config, cell, n_train), run.train
+    per_epoch, train = cell_plan.steps_per_epoch, run.train
     fields = ["train.epochs"] + [f"train.{f}" for f in ("steps_per_epoch", "min_steps") if getattr(train, f)]
     raise ConfigError(
         f"{', '.join(f'{f}={get_field(run, f)}' for f in fields)} make {total:,} steps a run "
-        f"({train.epochs:,} epochs of {per_epoch:,} at batch {sgd_batch(config, cell)}); a run counts its steps in "
+        f"({train.epochs:,} epochs of {per_epoch:,} at batch {cell_plan.sgd_batch}); a run counts its steps in "
         f"int32, so they must stay below 2**31: lower {' or '.join(fields)}"
     )
 

@@ -65,10 +65,7 @@ def validate(config: Config) -> None:
             check_model(cell.model, run.model)
             check_norm(cell.norm, run.norm, MODELS[cell.model].widths(run.model))
             _check_values(run)
-        # the norm name, since no registry hook sees the batch: ghost groups must tile each batch exactly
-        ghost = run.norm.ghost_size
-        if cell.norm == "ghost_batch" and ghost is not None and cell.batch_size % ghost:
-            raise ConfigError(f"norm.ghost_size {ghost} does not divide sweep.batch_sizes ({cell.batch_size})")
+        NORMS[cell.norm].check_batch(run.norm, cell.batch_size)
     if config.train.diagnostics_at:
         without = [m for m in sweep.models if not MODELS[m].records_layers]
         if without:

@@ -114,6 +114,12 @@ def check(config, channels):
     check_example_weight(config, channels)
 
 
+def check_batch(config, batch):
+    """Ghost groups must tile each batch exactly."""
+    if config.ghost_size is not None and batch % config.ghost_size:
+        raise ConfigError(f"norm.ghost_size {config.ghost_size} does not divide sweep.batch_sizes ({batch})")
+
+
 def module(cls, group_size, train, config, stats):
     """`cls` (GhostBatchNorm or a subclass) with the config's options."""
     return cls(
@@ -147,4 +153,5 @@ SPEC = NormSpec(
     fuses_activation=False,
     scale_invariant=True,
     check=check,
+    check_batch=check_batch,
 )

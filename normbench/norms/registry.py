@@ -69,6 +69,8 @@ class NormSpec:
     backward_stats: bool = False
     # Raises ConfigError when the options cannot apply to a layer of this many channels.
     check: Callable[[NormConfig, int], None] = lambda config, channels: None
+    # Raises ConfigError when it cannot form its statistics over a training batch of this many examples.
+    check_batch: Callable[[NormConfig, int], None] = lambda config, batch: None
 
     @property
     def weights_examples(self) -> bool:

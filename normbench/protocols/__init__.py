@@ -4,5 +4,8 @@ from normbench.protocols import ghost, per_device, sgd, sync
 from normbench.protocols.registry import DATA, BatchSplit, Protocol
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (sgd.PROTOCOL, ghost.PROTOCOL, per_device.PROTOCOL, sync.PROTOCOL)}
+# The one-device protocol that the others vary: figures draw it first, and a data-parallel cell's devices each
+# cost what its cell costs (`normbench.core.budget`).
+BASELINE = sgd.PROTOCOL.name
 
-__all__ = ["DATA", "PROTOCOLS", "BatchSplit", "Protocol"]
+__all__ = ["BASELINE", "DATA", "PROTOCOLS", "BatchSplit", "Protocol"]

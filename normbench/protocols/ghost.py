@@ -24,4 +24,6 @@ PROTOCOL = Protocol(
     cell_batches=lambda sizes: (max(sizes),),
     batch_stats=lambda size: BatchStats(group_size=size),
     check=check,
+    statistic_axis=True,
+    statistics="ghost groups",
 )

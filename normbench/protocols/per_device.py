@@ -9,4 +9,5 @@ PROTOCOL = Protocol(
     summary="data parallel over train.data_parallel devices; batch statistics per device",
     stat_sizes=lambda config, batch: (batch,),
     split=lambda config: BatchSplit(DATA, config.train.data_parallel),
+    statistics="per device",
 )

@@ -70,3 +70,7 @@ class Protocol:
     batch_stats: Callable[[Any], BatchStats] = lambda size: WHOLE_BATCH
     # Raises ConfigError when the sweep cannot run under this protocol.
     check: Callable[[Config], None] = _unchecked
+    # True when a cell's runs differ in the examples per statistic: its `ghost_size` column is an axis of its own.
+    statistic_axis: bool = False
+    # Where a batch statistic is formed, in words for a figure's legend.
+    statistics: str = "whole batch"

@@ -11,4 +11,5 @@ PROTOCOL = Protocol(
     batch_dependent_only=True,
     split=lambda config: BatchSplit(DATA, config.train.data_parallel, sync=True),
     batch_stats=lambda size: BatchStats(axis_name=DATA),
+    statistics="synchronized",
 )

@@ -19,10 +19,11 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.core.axes import swept_columns
-from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
+from normbench.core.diagnostics import DIAGNOSTICS
 from normbench.errors import UserError
 from normbench.models import norm_positions
 from normbench.norms import NORMS
+from normbench.protocols import BASELINE, PROTOCOLS
 from normbench.reports.labels import norm_label, seeds_text
 from normbench.reports.landscape_figure import landscape_figure
 from normbench.reports.layer_figures import DEFAULT as LAYER_DEFAULT
@@ -30,6 +31,7 @@ from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.reports.layer_figures import setting_label
 from normbench.reports.summary import data_input_shape, write_summary
 from normbench.results.claims import at_choices, tune
+from normbench.results.diagnostics import read_diagnostics
 from normbench.results.manifest import DATA, resign
 from normbench.results.reader import reading
 from normbench.results.stats import final_epoch, mean_ci, norm_batch, per_run
@@ -205,7 +207,7 @@ def error_vs_batch_figure(columns: dict[str, np.ndarray], config: Config):
     flat instead."""
     final = _fields_in_norm(final_epoch(columns))
     models = list(dict.fromkeys(final["model"]))
-    protocols = sorted(set(final["protocol"]), key=lambda p: p != "sgd")
+    protocols = sorted(set(final["protocol"]), key=lambda p: p != BASELINE)
     fig, axes = _grid(models, protocols, 4.2, 3.3)
     norms = list(dict.fromkeys(final["norm"]))
     batches = np.unique(norm_batch(final))
@@ -224,8 +226,8 @@ def error_vs_batch_figure(columns: dict[str, np.ndarray], config: Config):
                 label = f"{norm} ({lost} diverged runs left out)" if lost else norm
                 ax.plot(xs, mean, "o-", color=f"C{i}", label=label, markersize=4)
                 _band(ax, xs, mean - ci, mean + ci, f"C{i}")
-            elif protocol == "ghost":
-                sgd = (final["model"] == model) & (final["protocol"] == "sgd") & (final["norm"] == norm)
+            elif PROTOCOLS[protocol].statistic_axis:
+                sgd = (final["model"] == model) & (final["protocol"] == BASELINE) & (final["norm"] == norm)
                 sgd &= final["batch_size"] == final["batch_size"][here].max()
                 if sgd.any():
                     mean, ci = mean_ci(1 - final["test_acc"][sgd])
@@ -322,7 +324,7 @@ def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
     with_stats = ~np.isnan(final["test_acc_batch_stats"])
     norms = list(dict.fromkeys(final["norm"][with_stats]))
     models = list(dict.fromkeys(final["model"]))
-    protocols = sorted(set(final["protocol"][with_stats]), key=lambda p: p != "sgd") or ["sgd"]
+    protocols = sorted(set(final["protocol"][with_stats]), key=lambda p: p != BASELINE) or [BASELINE]
     # A row per model, a column per norm and protocol: a one-protocol study's norms sit side by side, not stacked.
     columns_of = [(n, p) for n in norms for p in protocols]
     fig, axes = _grid(models, columns_of or [None], 4.2, 3.3)
@@ -373,8 +375,7 @@ def sync_bn_figure(columns: dict[str, np.ndarray], config: Config):
                 np.array(v)
                 for v in zip(*(mean_ci(1 - final["test_acc"][rows & (final["batch_size"] == x)]) for x in xs))
             )
-            statistics = "synchronized" if protocol == "sync" else "per device"
-            label = f"{norm}, {statistics}" + (f" ({lost} diverged runs left out)" if lost else "")
+            label = f"{norm}, {PROTOCOLS[protocol].statistics}" + (f" ({lost} diverged runs left out)" if lost else "")
             ax.plot(xs, mean, "o-", color=f"C{i}", label=label, markersize=4)
             _band(ax, xs, mean - np.nan_to_num(ci), mean + np.nan_to_num(ci), f"C{i}")
         ax.set_xscale("log", base=2)

@@ -9,7 +9,7 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.core.axes import EPOCH, swept_columns
-from normbench.core.diagnostics import DIAGNOSTICS, read_diagnostics
+from normbench.core.diagnostics import DIAGNOSTICS
 from normbench.core.grid import unread_fields
 from normbench.data import load
 from normbench.errors import UserError
@@ -27,6 +27,7 @@ from normbench.results.claims import (
     paper_note,
     tune,
 )
+from normbench.results.diagnostics import read_diagnostics
 from normbench.results.matched_loss import LOSS_MATCH, REFERENCE, matched_contrasts
 from normbench.results.stats import final_epoch, mean_ci, norm_batch
 from normbench.results.store import atomic_write, read_meta

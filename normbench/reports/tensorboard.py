@@ -34,6 +34,7 @@ from normbench.core.axes import EPOCH, STATIC, VALUE, key_columns, kind, run_col
 from normbench.core.grid import run_keys
 from normbench.core.train import EpochMetrics
 from normbench.errors import UserError
+from normbench.protocols import PROTOCOLS
 from normbench.reports.progress import Progress
 from normbench.results.store import AFTER_TRAINING, prepare_output_dir
 from normbench.results.table import number
@@ -63,7 +64,7 @@ def run_name(key: dict, fields: list[str]) -> str:
     [_<value field>=<v>]`, then `seed<seed>`."""
     static = [f"{c}={key[c]}" for c in fields if kind(c) == STATIC]
     values = [f"{c}={key[c]:.6g}" for c in fields if kind(c) == VALUE]
-    ghost = [f"ghost{key['ghost_size']}"] if key["protocol"] == "ghost" else []
+    ghost = [f"ghost{key['ghost_size']}"] if PROTOCOLS[key["protocol"]].statistic_axis else []
     cell = "_".join([key["model"], key["norm"], key["protocol"], f"b{key['batch_size']}", *static])
     run = "_".join([f"init{key['init_scale']:.6g}", f"lr{key['learning_rate']:.6g}", *ghost, *values])
     return f"{cell}/{run}/seed{key['seed']}"

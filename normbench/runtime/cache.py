@@ -3,6 +3,7 @@
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -12,12 +13,18 @@ def cache_dir() -> Path:
 
 def keep(path: Path, data: bytes) -> None:
     """Write a cache entry atomically, so a concurrent or interrupted run never reads half of one. A failure
-    (a read-only home, a full disk) only means the entry is not kept: later runs redo its work."""
-    from normbench.results.store import atomic_write
-
+    (a read-only home, a full disk) only means the entry is not kept: later runs redo its work, and an orphaned
+    temporary file is only a cache's litter."""
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, data)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
 
 def enable_compilation_cache() -> None:
