@@ -9,7 +9,13 @@ Every case prints a table and is saved as `<case>.csv`, all of them together as 
 - `study`: the init-scale study with one seed, as a user runs it (`normbench run` in a fresh process), with an
   empty and then a warm compilation cache: the whole wall time and its phases, the training phase's matmul
   GFLOP/s and its ratio to the floor (FLOPs / peak), peak memory;
-- `small_batch`: one cell of the small-batch study (MLP, BatchNorm, 5 seeds, 8 epochs) at batch 2 and 128;
+- `cnn`: the small-batch study's CNN cell (`configs/small_batch.py`, sgd; BN and GN at batch 128, BN at batch 2,
+  one epoch of the peers' steps) beside a Python loop over its runs and steps in Flax and in PyTorch
+  (`cnn_flax_loop.py`, `cnn_torch_loop.py --threads 1` beside `flax_loop.py`; each skipped when absent), whole
+  processes alternated: the ratios issue 31 accepts on (`cnn_ratios`), and in this process each step's time alone,
+  an evaluation's per image and run and the cell's time over its FLOP floor;
+- `small_batch`: BatchNorm's cells of the small-batch study at batch 2 and 128 as the study trains them (the CNN,
+  5 seeds x 4 rates, 15 epochs);
 - `models`: one BatchNorm cell of the init-scale study with 1 ... 256 vmapped models (2 epochs): time per
   model-step and the program's memory, to show where vmapping stops paying;
 - `loop`: the 32 runs of the init-scale study (one seed) vmapped, against a Python loop over single-run jitted
@@ -24,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import importlib.util
 import io
 import json
 import os
@@ -38,9 +45,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normbench.config import Config, load_config
+from normbench.config import Config, apply_overrides, load_config
 from normbench.core.budget import estimate
-from normbench.core.grid import Cell, cells, grid_arrays, steps_per_epoch
+from normbench.core.grid import Cell, cells, grid_arrays, run_count, run_steps, steps_per_epoch
 from normbench.core.sweep import compile_cell, device_data, run_sweep, train_program, training_time
 from normbench.core.train import make_train, precision_scope
 from normbench.data import load
@@ -50,13 +57,16 @@ from normbench.results.store import atomic_write
 from normbench.runtime.cache import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = ("peak", "study", "peers", "small_batch", "models", "loop")
+INIT_SCALE = ROOT / "configs" / "init_scale.py"
+SMALL_BATCH = ROOT / "configs" / "small_batch.py"
+CASES = ("peak", "study", "peers", "cnn", "small_batch", "models", "loop")
 IN_PROCESS = ("small_batch", "models", "loop")  # the cases that compile cells in this process
 
 
 def run_bench(out: Path, cases: tuple[str, ...] | None = None, log=print, rounds: int = 1) -> dict:
     """Run `cases` (default: all), print a table for each, and write them under `out`. `rounds`: how many times
-    the `peers` case alternates its processes; its ratios then end with their median over the rounds."""
+    the `peers` and `cnn` cases alternate their processes; their ratios then end with their median over the
+    rounds."""
     if rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {rounds}")
     cases = cases or CASES
@@ -76,17 +86,15 @@ def run_bench(out: Path, cases: tuple[str, ...] | None = None, log=print, rounds
             with _compiling_afresh():
                 rows = CASE_FUNCTIONS[case](peak, log)
         else:
-            rows = CASE_FUNCTIONS[case](peak, log, **({"rounds": rounds} if case == "peers" else {}))
+            rows = CASE_FUNCTIONS[case](peak, log, **({"rounds": rounds} if case in ALTERNATED else {}))
         report["cases"][case] = rows
         log(f"\n{case}\n{format_table(rows)}")
         atomic_write(out / f"{case}.csv", _csv(rows))
-        if case == "peers" and rows:
-            ratios = report["cases"]["peer_ratios"] = peer_ratios(rows)
-            log(
-                f"\npeer ratios (issue 16 accepts cold <= 0.8 and warm <= 0.35 of the naive Flax loop, warm fixed "
-                f"costs <= 0.3 of training)\n{format_table(ratios)}"
-            )
-            atomic_write(out / "peer_ratios.csv", _csv(ratios))
+        if case in RATIOS and rows:
+            name, ratios_of, accepts = RATIOS[case]
+            ratios = report["cases"][name] = ratios_of(rows)
+            log(f"\n{name.replace('_', ' ')} ({accepts})\n{format_table(ratios)}")
+            atomic_write(out / f"{name}.csv", _csv(ratios))
     report["peak_gflops"] = peak
     atomic_write(out / "bench.json", json.dumps(report, indent=2) + "\n")
     return report
@@ -125,7 +133,7 @@ def _timed(fn, *args) -> float:
 
 def study_case(peak: float, log) -> list[dict]:
     """`normbench run configs/init_scale.py`, one seed, in fresh processes: compilation cache cold, then warm."""
-    config = load_config(ROOT / "configs" / "init_scale.py")
+    config = load_config(INIT_SCALE)
     config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, seeds=(0,)))
     flops = sum(estimate(config, load(config.data), workers=1).cell_flops)
     rows = []
@@ -170,7 +178,7 @@ def peers_case(peak: float, log, rounds: int = 1) -> list[dict]:
     The acceptance ratios of issue 16 come from these rows (`peer_ratios`)."""
     peers = Path(os.environ.get("NORMBENCH_PEERS") or PEERS)
     flax_loop = peers / "flax_loop.py"
-    config = load_config(ROOT / "configs" / "init_scale.py")
+    config = load_config(INIT_SCALE)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(rounds):
@@ -225,6 +233,181 @@ def peer_ratios(rows: list[dict]) -> list[dict]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class CnnCell:
+    """One cell of `configs/small_batch.py` (sgd) as the CNN peers train it: `runs` runs, run k with seed k // 4
+    and the study's k % 4-th rate, each `steps` steps of `batch` images in one epoch; `peers` are the loops
+    it is timed against."""
+
+    norm: str
+    batch: int
+    runs: int
+    steps: int
+    peers: tuple[str, ...] = ("Flax loop", "PyTorch loop")
+
+    @property
+    def label(self) -> str:
+        return f"{self.norm} norm, batch {self.batch}, {self.runs} runs x {self.steps} steps"
+
+    def overrides(self, n_train: int, steps: int | None = None) -> list[str]:
+        """normbench's `--set`s for the peers' grid (4 rates a seed, so runs / 4 seeds) and `steps` (default: the
+        cell's) in one epoch of `n_train` training images: within one pass as a step count, beyond it as whole
+        passes (`train.min_steps`, rounded up to them)."""
+        steps = steps or self.steps
+        seeds = ",".join(str(seed) for seed in range(self.runs // len(PEER_RATES)))
+        within = steps <= n_train // self.batch
+        epoch = [f"train.steps_per_epoch={steps}", "train.min_steps=none"] if within else [f"train.min_steps={steps}"]
+        return [f"sweep.norms={self.norm},", "sweep.protocols=sgd,", f"sweep.batch_sizes={self.batch},",
+                f"sweep.seeds={seeds},", "train.epochs=1", *epoch]  # fmt: skip
+
+    def peer_arguments(self) -> list[str]:
+        return ["--norm", self.norm, "--batch", str(self.batch), "--runs", str(self.runs), "--steps", str(self.steps)]
+
+
+# The peers' rates (r x batch / 256), the study's, which they cycle through run by run.
+PEER_RATES = (0.8, 1.6, 3.2, 6.4)
+# Issue 31's cells: BN and GN at batch 128 (506 steps: 22 passes of 23 batches, what min_steps=500 makes of the
+# study's 4 passes an epoch), BN at batch 2 for one pass (1,500 steps), at 8 runs and at 40; at 40 the
+# acceptance asks only about the Flax loop, and eager PyTorch would take longer than the rest of the round.
+CNN_CELLS = (
+    CnnCell("batch", 128, 8, 506),
+    CnnCell("group", 128, 8, 506),
+    CnnCell("batch", 2, 8, 1500),
+    CnnCell("batch", 2, 40, 1500, peers=("Flax loop",)),
+)
+CNN_PEERS = {"Flax loop": ("cnn_flax_loop.py", "us_per_step_after_first", []),
+             "PyTorch loop": ("cnn_torch_loop.py", "us_per_step", ["--threads", "1"])}  # fmt: skip
+
+
+def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
+    """Each of `CNN_CELLS`, round after round: `normbench run configs/small_batch.py` to the cell's grid in fresh
+    processes, caches cold then warm, the cell's phases timed in this process (`cnn_phase_row`), then each peer
+    as a whole process (its compiles are cold every time: it keeps no cache). The peers' data is decoded once
+    beforehand, as normbench's is (`_cache_with_data`)."""
+    peers = _present_peers(Path(os.environ.get("NORMBENCH_PEERS") or PEERS), log)
+    study = load_config(SMALL_BATCH)
+    n_train = len(load(study.data).train_x)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        peer_data = Path(tmp) / "peer_data.npz"
+        if peers:
+            untimed = [*next(iter(peers.values())), "--runs", "1", "--steps", "2", "--data-cache", str(peer_data)]
+            _process(untimed, _peer_env())
+        for round_ in range(rounds):
+            for cell in CNN_CELLS:
+                here = Path(tmp) / f"{round_}-{cell.norm}-{cell.batch}-{cell.runs}"
+                cache = _cache_with_data(here, study)
+                for cache_state in ("cold", "warm"):
+                    overrides = cell.overrides(n_train)
+                    wall, _, saved = _normbench_process(here, cache, overrides, SMALL_BATCH)
+                    train_s = round(saved["timings"]["train_s"], 2)
+                    rows.append({"round": round_, "cell": cell.label, "what": f"normbench, caches {cache_state}",
+                                 "wall_s": round(wall, 2), "train_s": train_s})  # fmt: skip
+                with _compiling_afresh():
+                    phases = cnn_phase_row(study, cell, peak)
+                rows.append({"round": round_, "cell": cell.label, "what": "normbench, in process", **phases})
+                for peer in (name for name in cell.peers if name in peers):
+                    result = Path(tmp) / "peer" / f"{round_}-{peer}"
+                    command = [*peers[peer], *cell.peer_arguments(), "--out", str(result)]
+                    wall, _ = _process([*command, "--data-cache", str(peer_data)], _peer_env())
+                    timing = json.loads((result / "result.json").read_text())["timing"]
+                    rows.append({"round": round_, "cell": cell.label, "what": peer, "wall_s": round(wall, 2),
+                                 "us_per_model_step": round(timing[CNN_PEERS[peer][1]], 1)})  # fmt: skip
+    return rows
+
+
+def _present_peers(folder: Path, log) -> dict[str, list[str]]:
+    """{peer: the command that runs it} for the CNN peers this machine can run; a line for each it cannot."""
+    present = {}
+    for peer, (script, _, options) in CNN_PEERS.items():
+        if not (folder / script).exists():
+            log(f"cnn: skipping the {peer}: {folder / script} is absent (set NORMBENCH_PEERS)")
+        elif peer == "PyTorch loop" and importlib.util.find_spec("torch") is None:
+            log("cnn: skipping the PyTorch loop: torch is not installed")
+        else:
+            present[peer] = [sys.executable, str(folder / script), *options]
+    return present
+
+
+def _peer_env() -> dict:
+    """The peers keep no compiled programs between processes, unless the user's environment names a cache."""
+    env = dict(os.environ)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    return env
+
+
+def cnn_phase_row(study: Config, cnn_cell: CnnCell, peak: float) -> dict:
+    """`cnn_cell` of `study` timed phase by phase, each program compiled afresh and run once: the epoch at the
+    cell's steps and at about a quarter of them, whose difference is the steps' own time (the epoch's evaluations,
+    the same in both, cancel); what remains of the epoch is its evaluations, of the training, test and validation
+    sets once each (the one epoch is the last, so held-out sets are due). An evaluation per image and run is set
+    beside a training example's step (a step over its batch), and the whole cell's time beside its FLOP floor."""
+    dataset = load(study.data)
+    n_train = len(dataset.train_x)
+    config = apply_overrides(study, cnn_cell.overrides(n_train))
+    fewer = apply_overrides(study, cnn_cell.overrides(n_train, steps=max(1, cnn_cell.steps // 4)))
+    (cell,) = cells(config)
+    whole, epoch = _phase_seconds(config, cell)
+    _, fewer_epoch = _phase_seconds(fewer, cell)
+    runs, steps = run_count(config, cell), run_steps(config, cell, n_train)
+    step_s = (epoch - fewer_epoch) / ((steps - run_steps(fewer, cell, n_train)) * runs)
+    evaluated = n_train + len(dataset.test_x) + len(dataset.validation()[0])
+    eval_s = (epoch - steps * runs * step_s) / (evaluated * runs)
+    return {
+        "us_per_model_step": round(step_s * 1e6, 1),
+        "eval_us_per_image_run": round(eval_s * 1e6, 2),
+        "eval_over_train_example": round(eval_s / (step_s / cell.batch_size), 2),
+        "train_over_floor": round(whole / (_cell_flops(config, cell) / peak / 1e9), 2),
+    }
+
+
+def _phase_seconds(config: Config, cell: Cell) -> tuple[float, float]:
+    """(start + epoch + finish, the epoch alone) in seconds: one epoch of `cell`, compiled here."""
+    dataset = load(config.data)
+    seeds, values = grid_arrays(config, cell)
+    with precision_scope(config.train.precision):
+        data = device_data(dataset, config.train.precision)
+        phases = compile_cell(config, cell, dataset, data).phases
+        start = time.perf_counter()
+        state = jax.block_until_ready(phases.start(seeds, values, data))
+        began = time.perf_counter()
+        state = jax.block_until_ready(phases.epoch(seeds, values, data, state, np.int32(0)))[0]
+        ended = time.perf_counter()
+        jax.block_until_ready(phases.finish(seeds, values, data, state))
+    return time.perf_counter() - start, ended - began
+
+
+def cnn_ratios(rows: list[dict]) -> list[dict]:
+    """The ratios issue 31 accepts on, per round, cell and peer: normbench's whole process over the peer's
+    (caches cold, warm) and its step over the peer's; and, per cell, an evaluation per image and run over a
+    training example's step and the cell's time over its FLOP floor. Several rounds end with each one's median."""
+    out = []
+    for (round_, cell), these in _grouped(rows, ("round", "cell")).items():
+        mine = {row["what"]: row for row in these}
+        phases = mine["normbench, in process"]
+        for peer in (row for row in these if row["what"] in CNN_PEERS):
+            out.append({"round": round_, "cell": cell, "peer": peer["what"], "peer_wall_s": peer["wall_s"],
+                        "cold_over_peer": round(mine["normbench, caches cold"]["wall_s"] / peer["wall_s"], 2),
+                        "warm_over_peer": round(mine["normbench, caches warm"]["wall_s"] / peer["wall_s"], 2),
+                        "step_over_peer": round(phases["us_per_model_step"] / peer["us_per_model_step"], 2),
+                        "eval_over_train_example": phases["eval_over_train_example"],
+                        "train_over_floor": phases["train_over_floor"]})  # fmt: skip
+    if len({row["round"] for row in out}) > 1:
+        ratios = [key for key in out[0] if key not in ("round", "cell", "peer")]
+        for (cell, peer), these in _grouped(out, ("cell", "peer")).items():
+            out.append({"round": f"median of {len(these)}", "cell": cell, "peer": peer,
+                        **{k: round(float(np.median([row[k] for row in these])), 2) for k in ratios}})  # fmt: skip
+    return out
+
+
+def _grouped(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    """The rows by their values of `keys`, in the order each combination first appears."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(tuple(row[key] for key in keys), []).append(row)
+    return groups
+
+
 def _cache_with_data(tmp: Path, config: Config) -> Path:
     """An empty cache but for the decoded data, which is cached once per machine (`normbench.data`)."""
     cache = tmp / "cache"
@@ -235,13 +418,15 @@ def _cache_with_data(tmp: Path, config: Config) -> Path:
     return cache
 
 
-def _normbench_process(tmp: Path, cache: Path, overrides: list[str]) -> tuple[float, float, dict]:
-    """`normbench run configs/init_scale.py --set ...` in a fresh process with its caches in `cache`: (wall
-    seconds, peak memory in MiB, the config.json it wrote)."""
-    command = [sys.executable, "-m", "normbench", "run", str(ROOT / "configs" / "init_scale.py"),
-               *(f"--set={o}" for o in overrides), "--out", str(tmp / "out"), "--force"]  # fmt: skip
+def _normbench_process(tmp: Path, cache: Path, overrides: list[str], study: Path = INIT_SCALE):
+    """`normbench run <study> --set ...` in a fresh process with its caches in `cache`: (wall seconds, peak
+    memory in MiB, the config.json it wrote)."""
+    command = [sys.executable, "-m", "normbench", "run", str(study), *(f"--set={o}" for o in overrides),
+               "--out", str(tmp / "out"), "--force"]  # fmt: skip
+    # Caches cold, then warm, only as `cache` is: none that the user's environment names, none turned off.
     env = {**os.environ, "NORMBENCH_CACHE": str(cache)}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    env.pop("NORMBENCH_COMPILATION_CACHE", None)
     wall, memory = _process(command, env)
     return wall, memory, json.loads((tmp / "out" / "config.json").read_text())
 
@@ -260,9 +445,15 @@ def _process(command: list[str], env: dict) -> tuple[float, float]:
 
 
 def small_batch_case(peak: float, log) -> list[dict]:
-    config = load_config(ROOT / "configs" / "small_batch.py")
-    config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, models=("mlp",), norms=("batch",)))
-    return [_cell_row(config, Cell("mlp", "batch", "sgd", batch), peak) for batch in (2, 128)]
+    config = small_batch_config()
+    return [_cell_row(config, cell, peak) for cell in cells(config)]
+
+
+def small_batch_config() -> Config:
+    """`configs/small_batch.py`'s BatchNorm cells at its smallest and largest batch, each as the study trains it."""
+    config = load_config(SMALL_BATCH)
+    sizes = (min(config.sweep.batch_sizes), max(config.sweep.batch_sizes))
+    return dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, norms=("batch",), batch_sizes=sizes))
 
 
 # The models and loop cases ask how vmapping scales on this device, in float32 (the peers' precision and the
@@ -271,7 +462,7 @@ FLOAT32 = {"precision": "float32"}
 
 
 def models_case(peak: float, log, counts=(1, 4, 16, 64, 256)) -> list[dict]:
-    base = load_config(ROOT / "configs" / "init_scale.py")
+    base = load_config(INIT_SCALE)
     rows = []
     for count in counts:
         sweep = dataclasses.replace(
@@ -285,7 +476,7 @@ def models_case(peak: float, log, counts=(1, 4, 16, 64, 256)) -> list[dict]:
 def loop_case(peak: float, log) -> list[dict]:
     """The 32 runs (16 scales x batch/none, one seed): one vmapped program per norm, or a loop of single runs,
     cell after cell; and the vmapped cells as `normbench run` trains them on a CPU, two at a time."""
-    config = load_config(ROOT / "configs" / "init_scale.py")
+    config = load_config(INIT_SCALE)
     config = dataclasses.replace(
         config, sweep=dataclasses.replace(config.sweep, seeds=(0,)), train=dataclasses.replace(config.train, **FLOAT32)
     )
@@ -323,10 +514,21 @@ def loop_case(peak: float, log) -> list[dict]:
 CASE_FUNCTIONS = {
     "study": study_case,
     "peers": peers_case,
+    "cnn": cnn_case,
     "small_batch": small_batch_case,
     "models": models_case,
     "loop": loop_case,
 }
+ALTERNATED = ("peers", "cnn")  # the cases whose processes alternate `rounds` times
+# case: (its ratios' table, how they are computed from its rows, what the issue behind them accepts)
+RATIOS = {
+    "peers": ("peer_ratios", peer_ratios, "issue 16 accepts cold <= 0.8 and warm <= 0.35 of the naive Flax loop, "
+              "warm fixed costs <= 0.3 of training"),
+    "cnn": ("cnn_ratios", cnn_ratios, "issue 31 accepts, at batch 128: step <= 0.9 of the faster loop's, cold <= 1.0, "
+            "warm <= 0.9, train over floor <= 4.5; at batch 2, of the Flax loop: cold <= 1.0, warm <= 0.6, step "
+            "<= 0.5 at 8 runs and <= 0.4 at 40; everywhere an evaluation per image and run <= 1/3 of a training "
+            "example's step"),
+}  # fmt: skip
 
 
 def _cell_flops(config: Config, cell: Cell) -> int:

@@ -314,9 +314,9 @@ def parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_list)
     bench = sub.add_parser("bench", help="time the studies against this machine's matmul peak, print the tables")
     bench.add_argument("--out", help="where the tables go (default: runs/bench/<device kind>, git-ignored)")
-    bench.add_argument("--cases", nargs="+", help="some of: peak study peers small_batch models loop (default: all)")
+    bench.add_argument("--cases", nargs="+", help="some of: peak study peers cnn small_batch models loop (all)")
     bench.add_argument(
-        "--rounds", type=int, default=1, help="peers: alternate its processes this many times; ratios end with medians"
+        "--rounds", type=int, default=1, help="peers, cnn: alternate processes this many times; ratios end in medians"
     )
     bench.set_defaults(func=_bench)
     card = sub.add_parser(

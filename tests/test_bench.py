@@ -2,13 +2,17 @@
 timed cells compute what their config says."""
 
 import dataclasses
+import math
 import os
 
+import pytest
 from conftest import tiny_config
 
 from normbench import bench
 from normbench.bench import FLAX_PROTOCOL, NUMPY_PROTOCOL, peer_ratios
-from normbench.core.grid import Cell
+from normbench.config import apply_overrides, load_config
+from normbench.core.grid import Cell, cells, run_count, run_keys, run_steps
+from normbench.core.validate import validate
 from normbench.runtime.cache import caching
 
 
@@ -67,3 +71,88 @@ def test_the_in_process_cases_compile_with_the_program_cache_off_then_restore_it
     with bench._compiling_afresh():
         assert not caching()
     assert "NORMBENCH_COMPILATION_CACHE" not in os.environ
+
+
+def test_the_small_batch_case_times_the_studys_cnn_cells_as_the_study_trains_them():
+    study = load_config(bench.SMALL_BATCH)
+    config = bench.small_batch_config()
+    assert cells(config) == [Cell("cnn", "batch", "sgd", 2), Cell("cnn", "batch", "sgd", 128)]
+    assert config.train == study.train and config.train.epochs == 15
+    assert all(run_count(config, cell) == 20 for cell in cells(config))  # 5 seeds x 4 rates
+
+
+@pytest.mark.parametrize("cell", bench.CNN_CELLS, ids=lambda cell: cell.label)
+def test_a_cnn_cell_trains_the_grid_its_peers_train(cell):
+    """The peers' run k has seed k // 4 and rate PEER_RATES[k % 4] x batch / 256, `steps` steps of `batch` in one
+    pass after another; normbench's overrides must give that grid, in that order (seed-major, as its rows)."""
+    config = apply_overrides(load_config(bench.SMALL_BATCH), cell.overrides(3000))
+    validate(config)
+    (only,) = cells(config)
+    assert only == Cell("cnn", cell.norm, "sgd", cell.batch)
+    assert config.sweep.learning_rates == bench.PEER_RATES
+    runs = run_keys(config, only)
+    assert [run["seed"] for run in runs] == [k // 4 for k in range(cell.runs)]
+    expected = [bench.PEER_RATES[k % 4] * cell.batch / 256 for k in range(cell.runs)]
+    assert [run["learning_rate"] for run in runs] == pytest.approx(expected)
+    assert run_steps(config, only, 3000) == cell.steps and config.train.epochs == 1
+
+
+def _cnn_rows(round_, cold, warm, step, flax, torch):
+    label = "batch norm, batch 128, 8 runs x 506 steps"
+    return [
+        {"round": round_, "cell": label, "what": "normbench, caches cold", "wall_s": cold, "train_s": 1.0},
+        {"round": round_, "cell": label, "what": "normbench, caches warm", "wall_s": warm, "train_s": 1.0},
+        {"round": round_, "cell": label, "what": "normbench, in process", "us_per_model_step": step,
+         "eval_us_per_image_run": 2.0, "eval_over_train_example": 0.5, "train_over_floor": 6.0},
+        {"round": round_, "cell": label, "what": "Flax loop", "wall_s": flax, "us_per_model_step": 5000.0},
+        {"round": round_, "cell": label, "what": "PyTorch loop", "wall_s": torch, "us_per_model_step": 4000.0},
+    ]  # fmt: skip
+
+
+def test_the_cnn_ratios_set_normbench_beside_each_peer_of_its_cell_and_round_then_take_medians():
+    rows = _cnn_rows(0, 40.0, 30.0, 4500.0, 20.0, 25.0) + _cnn_rows(1, 60.0, 20.0, 3000.0, 30.0, 40.0)
+    rows += _cnn_rows(2, 20.0, 10.0, 5000.0, 25.0, 20.0)
+    *per_round, flax_median, torch_median = bench.cnn_ratios(rows)
+    assert [(row["round"], row["peer"]) for row in per_round] == [
+        (r, peer) for r in range(3) for peer in ("Flax loop", "PyTorch loop")
+    ]
+    assert per_round[0] == {"round": 0, "cell": rows[0]["cell"], "peer": "Flax loop", "peer_wall_s": 20.0,
+                            "cold_over_peer": 2.0, "warm_over_peer": 1.5, "step_over_peer": 0.9,
+                            "eval_over_train_example": 0.5, "train_over_floor": 6.0}  # fmt: skip
+    assert per_round[1]["step_over_peer"] == 1.12 and per_round[1]["cold_over_peer"] == 1.6
+    # the median of each round's ratio (cold over the Flax loop 2.0, 2.0, 0.8; warm 1.5, 0.67, 0.4)
+    assert flax_median["round"] == "median of 3" and flax_median["peer"] == "Flax loop"
+    assert flax_median["cold_over_peer"] == 2.0 and flax_median["warm_over_peer"] == 0.67
+    assert torch_median["step_over_peer"] == 1.12 and torch_median["peer_wall_s"] == 25.0
+    # a cell with no peer (both absent) gives no ratio
+    assert bench.cnn_ratios([row for row in rows[:3]]) == []
+
+
+@pytest.mark.slow
+def test_a_cnn_cell_is_timed_phase_by_phase():
+    """The in-process row of the `cnn` case on a tiny cell: both of its programs compile and run, and every
+    number it reports is finite."""
+    tiny = ["data.n_train=64", "data.n_val=16", "model.channels=4,", "train.eval_batch_size=16",
+            "train.precise_bn_examples=16"]  # fmt: skip
+    row = bench.cnn_phase_row(
+        apply_overrides(load_config(bench.SMALL_BATCH), tiny), bench.CnnCell("batch", 8, 4, 8), 1e11
+    )
+    assert set(row) == {"us_per_model_step", "eval_us_per_image_run", "eval_over_train_example", "train_over_floor"}
+    assert all(math.isfinite(value) for value in row.values()) and row["train_over_floor"] > 0
+
+
+@pytest.mark.slow
+def test_the_cnn_case_times_normbench_and_each_present_peer_and_writes_their_ratios(tmp_path, monkeypatch):
+    """`normbench bench --cases cnn` on one tiny cell: normbench's processes and its phases beside each peer this
+    machine has (`../shared/peers`; each one absent is said and left out), then the ratios of each pair."""
+    cell = bench.CnnCell("batch", 8, 4, 4)
+    monkeypatch.setattr(bench, "CNN_CELLS", (cell,))
+    lines = []
+    report = bench.run_bench(tmp_path, ("cnn",), log=lines.append)
+    peers = [peer for peer in bench.CNN_PEERS if not any(f"skipping the {peer}" in line for line in lines)]
+    rows = report["cases"]["cnn"]
+    assert [row["what"] for row in rows] == ["normbench, caches cold", "normbench, caches warm",
+                                             "normbench, in process", *peers]  # fmt: skip
+    assert all(row["cell"] == cell.label and row["round"] == 0 for row in rows)
+    assert [row["peer"] for row in report["cases"]["cnn_ratios"]] == peers
+    assert (tmp_path / "cnn.csv").exists() and (tmp_path / "cnn_ratios.csv").exists()
