@@ -1,12 +1,15 @@
-"""How should `normbench.models.conv.Conv` form its patches: strided slices of the padded input (what it does), or
-`lax.conv_general_dilated_patches` (what it did)?
+"""How should `normbench.models.conv.Conv` compute a convolution: patches from strided slices of the padded input
+times the kernel (what it does), patches from `lax.conv_general_dilated_patches` (what it did), or no patches,
+`lax.conv_general_dilated` itself, which the vmap over runs turns into a grouped convolution (what `nn.Conv` does)?
+Run it on each backend the choice is made for.
 
     python benchmarks/conv_patches.py [--runs 24] [--repeats 20]
 
 Times one vmapped forward and backward pass (the gradient with respect to the input and the kernel, as a training
 step needs) of each block of the small-batch CNN (3x3 stride-2 convs of 8, 16 and 32 channels on 28x28 digits) at
-batch 128 and 2, for `--runs` runs with kernels of their own, both ways, side by side in one process, and prints the
-largest difference between their outputs (the two sum a patch's products in another order).
+batch 128 and 2, for `--runs` runs with kernels of their own, the three ways in turn in one process, `--repeats`
+calls each, and prints each one's time over the slices' and the largest difference of its output from theirs (each
+sums a patch's products in another order).
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ def by_patch_convolution(x, kernel):
     return dilated @ jnp.transpose(kernel, (2, 0, 1, 3)).reshape(-1, kernel.shape[-1])
 
 
+def by_convolution(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, STRIDES, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 def seconds(conv, x, kernel, repeats: int) -> float:
     step = jax.jit(jax.vmap(jax.grad(lambda x, k: jnp.sum(conv(x, k) ** 2), argnums=(0, 1))))
     jax.block_until_ready(step(x, kernel))
@@ -51,16 +58,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
-    print("| batch | input | channels | slices (ms) | patch convolution (ms) | ratio | max output difference |")
-    print("|---|---|---|---|---|---|---|")
+    ways = {"patch convolution": by_patch_convolution, "lax.conv_general_dilated": by_convolution}
+    print(f"{jax.devices()[0].device_kind}, {args.runs} runs")
+    columns = " | ".join(f"{way} / slices | max difference" for way in ways)
+    print(f"| batch | input | channels | slices (ms) | {columns} |")
+    print("|---|---|---|---|" + "---|---|" * len(ways))
     for batch, side, cin, cout in BLOCKS:
         kx, kk = jax.random.split(jax.random.PRNGKey(0))
         x = jax.random.normal(kx, (args.runs, batch, side, side, cin))
         kernel = jax.random.normal(kk, (args.runs, 3, 3, cin, cout))
-        new, old = (seconds(conv, x, kernel, args.repeats) for conv in (by_slices, by_patch_convolution))
-        difference = jnp.abs(jax.vmap(by_slices)(x, kernel) - jax.vmap(by_patch_convolution)(x, kernel)).max()
-        print(f"| {batch} | {side}x{side}x{cin} | {cout} | {new * 1e3:.2f} | {old * 1e3:.2f} | {new / old:.2f} | "
-              f"{float(difference):.1e} |")  # fmt: skip
+        slices = seconds(by_slices, x, kernel, args.repeats)
+        reference = jax.vmap(by_slices)(x, kernel)
+        cells = []
+        for conv in ways.values():
+            ratio = seconds(conv, x, kernel, args.repeats) / slices
+            cells.append(f"{ratio:.2f} | {float(jnp.abs(jax.vmap(conv)(x, kernel) - reference).max()):.1e}")
+        print(f"| {batch} | {side}x{side}x{cin} | {cout} | {slices * 1e3:.2f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
