@@ -12,7 +12,9 @@ from normbench import bench
 from normbench.bench import FLAX_PROTOCOL, NUMPY_PROTOCOL, peer_ratios
 from normbench.config import apply_overrides, load_config
 from normbench.core.grid import Cell, cells, run_count, run_keys, run_steps
+from normbench.core.sweep import check_fits
 from normbench.core.validate import validate
+from normbench.data import load
 from normbench.runtime.cache import caching
 
 
@@ -87,6 +89,7 @@ def test_a_cnn_cell_trains_the_grid_its_peers_train(cell):
     pass after another; normbench's overrides must give that grid, in that order (seed-major, as its rows)."""
     config = apply_overrides(load_config(bench.SMALL_BATCH), cell.overrides(3000))
     validate(config)
+    check_fits(config, load(config.data))  # what `normbench run` refuses before training
     (only,) = cells(config)
     assert only == Cell("cnn", cell.norm, "sgd", cell.batch)
     assert config.sweep.learning_rates == bench.PEER_RATES
