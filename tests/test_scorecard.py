@@ -6,6 +6,8 @@ an earlier scorecard changes. The statistics are checked against scipy on hand-m
 import csv
 import importlib.util
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +130,33 @@ def test_show_has_nothing_left_to_train(card, capsys):
     assert "every norm is finished; nothing to train" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_a_test_a_norm_cannot_take_is_not_applicable_not_a_value(card, tmp_path):
+    """The ViT takes no +ws norm (its norms see residual sums): group+ws is neither trained nor timed there, and
+    the scorecard says n/a where a 0 or a failed run would mislead."""
+    out = tmp_path / "card"
+    shutil.copytree(card[0], out)
+    normbench.scorecard(["group+ws"], out, quick=True)
+    rows = scorecard_rows(out)
+    for measure in ("vit_acc", "vit_cost"):
+        row = rows["group+ws", measure]
+        assert row["note"].startswith("not applicable: model 'vit' takes no +ws norm") and row["mean"] == "nan"
+        assert row["minus_batch"] == row["minus_layer"] == ""
+    assert rows["group+ws", "cnn_acc"]["n"] == "2" and float(rows["group+ws", "cnn_cost"]["mean"]) > 0
+    assert "group+ws" not in json.loads((out / "vit" / "config.json").read_text())["config"]["sweep"]["norms"]
+    assert not (out / RUNS / "group+ws" / "vit").exists()
+    line = next(
+        line for line in (out / "scorecard.md").read_text().splitlines() if line.startswith("| GroupNorm + WS |")
+    )
+    assert line.count("n/a") == 2
+
+
+def test_a_model_that_takes_no_norm_of_a_kind_is_refused_before_tracing(capsys):
+    assert main(["show", "configs/transformer_norms.py", "--set", "sweep.norms=group+ws"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "model 'vit' takes no +ws norm such as 'group+ws'" in error
+
+
 def needs_ghost_size(config, channels):
     if config.ghost_size is None:
         raise ConfigError("needy: set norm.ghost_size")
@@ -202,3 +231,24 @@ def test_reached_scales_counts_the_final_epoch_per_seed_and_a_diverged_run_does_
         "diverged": np.array([0, 0, 0, 0, 0, 0, 0, 1]),
     }
     assert reached_scales(columns, None) == ({0: 1.0, 1: 1.0}, 0)
+
+
+def test_the_docs_quote_the_committed_scorecard_as_it_prints():
+    """docs/studies.md's scorecard rows are results/scorecard/scorecard.md's own lines, and each cost ratio it states
+    is a cell of that table: a rerun that changes a number fails here until the docs follow."""
+    root = EXAMPLE.parents[1]
+    card = (root / "results" / "scorecard" / "scorecard.md").read_text()
+    section = (root / "docs" / "studies.md").read_text().split("## scorecard")[1].split("\n## ")[0]
+    quoted = [line for line in section.splitlines() if line.startswith("| ") and " | " in line[2:]][2:]
+    assert len(quoted) >= 10 and all(line in card.splitlines() for line in quoted)
+    for ratio in re.findall(r"(\d\.\d+x \[\d\.\d+, \d\.\d+\])", section):
+        mean, interval = ratio.split("x ")
+        assert f"{mean} {interval} (5)" in card
+
+
+def test_adding_a_norm_quotes_its_example_norms_scorecard_as_it_prints():
+    root = EXAMPLE.parents[1]
+    card = (root / "docs" / "scorecard_scale.md").read_text().splitlines()
+    page = (root / "docs" / "adding_a_norm.md").read_text().split("## 10. Its scorecard")[1]
+    quoted = [line for line in page.splitlines() if line.startswith(("| scale |", "- **scale**"))]
+    assert len(quoted) == 2 and all(line in card for line in quoted)

@@ -12,7 +12,7 @@ from normbench.config import Config, ConfigError, field_hint
 from normbench.core.axes import fixed_reason, run_columns
 from normbench.core.grid import cell_config, cells
 from normbench.core.train import OPTIMIZERS, PRECISIONS
-from normbench.models import MODELS, check_model
+from normbench.models import MODELS, check_model, check_pair
 from normbench.norms import NORMS, check_norm
 from normbench.protocols import PROTOCOLS
 from normbench.reports.layer_figures import FIGURES as LAYER_FIGURES
@@ -63,6 +63,7 @@ def validate(config: Config) -> None:
         if (cell.model, cell.norm, cell.fields) not in checked:
             checked.add((cell.model, cell.norm, cell.fields))
             check_model(cell.model, run.model)
+            check_pair(cell.model, NORMS[cell.norm])
             check_norm(cell.norm, run.norm, MODELS[cell.model].widths(run.model))
             _check_values(run)
         NORMS[cell.norm].check_batch(run.norm, cell.batch_size)

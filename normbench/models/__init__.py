@@ -32,6 +32,8 @@ class ModelSpec:
     options: Callable[[ModelConfig, bool], dict] = lambda config, batch_dependent: {}
     # Raises ConfigError on model options it cannot build.
     check: Callable[[ModelConfig], None] = lambda config: None
+    # Why it takes no `<norm>+ws` norm, or "" when it does: that needs each norm's input to be one kernel's output.
+    refuses_standardized: str = ""
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -52,6 +54,7 @@ MODELS: dict[str, ModelSpec] = {
             "batch_dependent_norm": batch_dependent,
         },
         check=vit.check,
+        refuses_standardized=vit.RESIDUAL_INPUTS,
     ),
 }
 
@@ -74,6 +77,14 @@ def check_model(name: str, config: ModelConfig) -> None:
         if value not in table:
             raise ConfigError(f"unknown model.{key} {value!r}; valid: {', '.join(table)}")
     MODELS[name].check(config)
+
+
+def check_pair(model: str, norm) -> None:
+    """Refuse a model that cannot take `norm` (a `NormSpec`) at all, whatever the options."""
+    if norm.standardizes_weights and MODELS[model].refuses_standardized:
+        raise ConfigError(
+            f"model {model!r} takes no +ws norm such as {norm.name!r}: {MODELS[model].refuses_standardized}"
+        )
 
 
 def build_model(

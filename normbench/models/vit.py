@@ -46,7 +46,7 @@ class ViT(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         if self.standardize_weights:
-            raise ConfigError("vit: a norm's input is a residual sum, not one kernel's output, so it takes no +ws norm")
+            raise ConfigError(f"vit takes no +ws norm: {RESIDUAL_INPUTS}")
         width, p = self.widths[0], self.patch_size
         b, h, w, c = x.shape
         if h % p or w % p:
@@ -80,6 +80,7 @@ class ViT(nn.Module):
 
 
 PLACEMENTS = ("pre", "post")
+RESIDUAL_INPUTS = "a norm's input is a residual sum, not one kernel's output, whose weights it could standardize"
 
 
 # A run traces its blocks one by one in Python and lists two norm widths per block when it checks them: a depth is a

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from normbench.config import Config, load_config, set_fields, to_dict
+from normbench.config import Config, ConfigError, load_config, set_fields, to_dict
+from normbench.models import check_pair
 from normbench.norms import NORMS
 
 CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
@@ -43,6 +44,8 @@ REFERENCES = ("batch", "layer")
 NO_NORM = "none"
 # What no sweep reads beyond the per-norm results: the battery's own figures and claims are the scorecard's.
 UNREPORTED = {"report.claims": (), "figures": ()}
+BY_CONSTRUCTION = "0 by construction: batch-independent, not trained"
+NOT_APPLICABLE = "not applicable"
 TINY_DATA = {"data.n_train": 64, "data.n_test": 64}
 TINY_TRAINING = {"sweep.seeds": (0, 1), "train.epochs": 2, "train.test_every": 2, "report.tune_extensions": 0}
 
@@ -64,8 +67,27 @@ class Test:
         # A name of its own: this machine's calibration keeps each name's latest run, which should stay the full one.
         return dataclasses.replace(set_fields(config, self.quick), name=f"scorecard_quick_{self.name}")
 
+    def skips(self, norm: str) -> str:
+        """Why `norm` does not take this test, or "" when it does."""
+        if self.batch_dependent_only and not NORMS[norm].batch_dependent:
+            return BY_CONSTRUCTION
+        return inapplicable(self.study_models(), norm)
+
     def trains(self, norm: str) -> bool:
-        return not (self.batch_dependent_only and not NORMS[norm].batch_dependent)
+        return not self.skips(norm)
+
+    def study_models(self) -> tuple[str, ...]:
+        return self.config().sweep.models
+
+
+def inapplicable(models: tuple[str, ...], norm: str) -> str:
+    """Why a norm cannot run on one of `models` whatever its options (the ViT takes no +ws norm), or ""."""
+    for model in models:
+        try:
+            check_pair(model, NORMS[norm])
+        except ConfigError as e:
+            return f"{NOT_APPLICABLE}: {e}"
+    return ""
 
 
 TESTS = (
@@ -159,8 +181,13 @@ class CostModel:
     steps: int  # steps per timed epoch: long enough that one timing is well above the clock's and dispatch's noise
     quick_steps: int
 
+    def skips(self, norm: str) -> str:
+        """Why `norm` is not timed on this model, or ""."""
+        return inapplicable(BY_NAME[self.test].study_models(), norm)
+
 
 COST_MODELS = (CostModel("cnn", 100, 2), CostModel("vit", 30, 2))
+COST_BY_TEST = {model.test: model for model in COST_MODELS}
 # The cost test's training set, in batches: enough that its steps do not fit one batch over and over, few enough
 # that evaluating it after the epoch's steps is about 1% of their work.
 COST_BATCHES = 4

@@ -29,7 +29,7 @@ from normbench.results.reader import read_results
 from normbench.results.store import CONFIG, METRICS, atomic_write, exclusive, replace, write_config
 from normbench.results.swap import start as start_replacement
 from normbench.results.table import join_tables
-from normbench.scoring.battery import BY_NAME, REFERENCES, TEST_NAMES, for_norms
+from normbench.scoring.battery import BY_CONSTRUCTION, BY_NAME, NOT_APPLICABLE, REFERENCES, TEST_NAMES, for_norms
 from normbench.scoring.cost import ratios
 from normbench.scoring.layout import COST, NORM, RUNS
 from normbench.scoring.scores import MEASURES, Difference, Measure, Score, compare
@@ -57,9 +57,12 @@ def scores(out: Path, norms: list[str]) -> dict[str, dict[str, Score]]:
         mine = found[norm] = {}
         runs = Path(out) / RUNS / norm
         timings = (runs / COST).read_text()
+        skipped = facts(out, norm).get("not_applicable", {})
         for measure in MEASURES:
-            if measure.per_seed is None:
-                mine[measure.name] = Score(ratios(timings, measure.name.removesuffix("_cost")))
+            if measure.name in skipped:
+                mine[measure.name] = Score(None, not_applicable=skipped[measure.name])
+            elif measure.per_seed is None:
+                mine[measure.name] = Score(ratios(timings, measure.cost_model))
             elif (runs / measure.test / METRICS).is_file():
                 results = read_results(runs / measure.test)
                 mine[measure.name] = Score(*measure.per_seed(results.columns, results.config))
@@ -104,8 +107,8 @@ def rows(found: dict[str, dict[str, Score]]) -> list[dict]:
             row = {"norm": norm, "test": measure.name, "mean": _number(mean * measure.scale),
                    "ci_low": _number((mean - half) * measure.scale), "ci_high": _number((mean + half) * measure.scale),
                    "n": n, "unit": measure.unit,
-                   "note": "0 by construction: batch-independent, not trained" if score.values is None else
-                           (f"{score.dropped} seed(s) left out: a run diverged" if score.dropped else "")}  # fmt: skip
+                   "note": score.not_applicable or (BY_CONSTRUCTION if score.values is None else
+                           (f"{score.dropped} seed(s) left out: a run diverged" if score.dropped else ""))}  # fmt: skip
             for reference in REFERENCES:
                 row.update(_difference_columns(differences.get((measure.name, reference)), reference, measure))
             table.append(row)
@@ -186,8 +189,12 @@ def markdown(table: list[dict], norms: list[str], quick: bool) -> str:
 def _cell(row: dict | None) -> str:
     if row is None:
         return "-"
-    if row["note"].startswith("0 by"):
+    if row["note"] == BY_CONSTRUCTION:
         return "0 (by construction)"
+    if row["note"].startswith(NOT_APPLICABLE):
+        return "n/a"
+    if not row["n"]:
+        return f"- ({row['note']})" if row["note"] else "-"
     return f"{row['mean']} [{row['ci_low']}, {row['ci_high']}] ({row['n']})"
 
 
@@ -220,7 +227,9 @@ def figure(data, _config=None):
     fig, axes = plt.subplots(panel_rows, columns, figsize=(3.2 * columns, height), sharey=True, squeeze=False)
     ys = {norm: len(norms) - 1 - i for i, norm in enumerate(norms)}
     for ax, measure in zip(axes.flat, measures):
-        for row in (r for r in table if r["test"] == measure.name):
+        for row in (r for r in table if r["test"] == measure.name and r["note"].startswith(NOT_APPLICABLE)):
+            ax.text(0.02, ys[row["norm"]], "n/a", transform=ax.get_yaxis_transform(), va="center", fontsize=7)
+        for row in (r for r in table if r["test"] == measure.name and not r["note"].startswith(NOT_APPLICABLE)):
             mean, low, high = (float(row[k]) for k in ("mean", "ci_low", "ci_high"))
             free = row["norm"] in independent
             ax.errorbar([mean], [ys[row["norm"]]], xerr=[[mean - low], [high - mean]] if np.isfinite(low) else None,

@@ -35,6 +35,7 @@ from normbench.runtime.calibration import device_kind, last_rate
 from normbench.scoring.battery import (
     COST_MODELS,
     COST_ROUNDS,
+    NOT_APPLICABLE,
     QUICK_COST_ROUNDS,
     REFERENCES,
     TESTS,
@@ -45,6 +46,7 @@ from normbench.scoring.battery import (
 from normbench.scoring.cost import CostTest
 from normbench.scoring.layout import BATTERY, COST, NORM, RUNS
 from normbench.scoring.report import write_scorecard
+from normbench.scoring.scores import MEASURES
 from normbench.study import is_finished, run_study
 
 
@@ -88,7 +90,8 @@ def plan(norms: Sequence[str] | None, out: Path, quick: bool = False) -> Plan:
             if test.trains(name):
                 configs[name, test.name] = _checked(for_norms(test.config(quick), (name,)), name, test.name)
         for model in COST_MODELS:
-            _checked(for_norms(cost_config(model, quick), (name,)), name, "cost")
+            if not model.skips(name):
+                _checked(for_norms(cost_config(model, quick), (name,)), name, "cost")
     check_out(Path(out), identity(quick))
     return Plan(names, Path(out), quick, configs)
 
@@ -208,7 +211,9 @@ def run_scorecard(
                 else:
                     run_study(todo.configs[norm, test], todo.directory(norm, test), progress, workers=workers)
             if not (todo.directory(norm) / NORM).is_file():
-                facts = {"name": norm, "batch_dependent": NORMS[norm].batch_dependent, "summary": NORMS[norm].summary}
+                skipped = {m.name: reason for m in MEASURES if (reason := m.skips(norm)).startswith(NOT_APPLICABLE)}
+                facts = {"name": norm, "batch_dependent": NORMS[norm].batch_dependent, "summary": NORMS[norm].summary,
+                         "not_applicable": skipped}  # fmt: skip
                 atomic_write(todo.directory(norm) / NORM, json.dumps(facts, indent=1) + "\n")
         write_scorecard(todo.out, quick)
     return todo.out

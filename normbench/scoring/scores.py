@@ -24,7 +24,7 @@ from normbench.config import Config
 from normbench.core.axes import EPOCH
 from normbench.results.claims import FAMILY_ERROR, holm, t_test_p, tune
 from normbench.results.stats import final_epoch, mean_ci
-from normbench.scoring.battery import EARLY_EPOCH, EARLY_SCALE, REACHED, REFERENCES
+from normbench.scoring.battery import BY_NAME, COST_BY_TEST, EARLY_EPOCH, EARLY_SCALE, REACHED, REFERENCES
 
 # A measure's values from one norm's results: {seed or round: value}, and how many seeds a diverged run dropped.
 PerSeed = tuple[dict[int, float], int]
@@ -76,6 +76,15 @@ class Measure:
     per_seed: Callable[[dict, Config], PerSeed] | None  # None: the cost test's rounds
     by_construction: bool = False  # 0 for a batch-independent norm (the small-batch drop)
 
+    @property
+    def cost_model(self) -> str:
+        """The battery test whose model a cost measure times."""
+        return self.name.removesuffix("_cost")
+
+    def skips(self, norm: str) -> str:
+        """Why `norm` has no value of this measure, or "" (`battery.Test.skips`)."""
+        return COST_BY_TEST[self.cost_model].skips(norm) if self.per_seed is None else BY_NAME[self.test].skips(norm)
+
 
 MEASURES = (
     Measure("init_scale_reached", "init_scale", "init scales reaching 90% train acc.", "scales", 1, reached_scales),
@@ -102,6 +111,7 @@ class Score:
 
     values: dict[int, float] | None
     dropped: int = 0  # seeds left out: a run diverged
+    not_applicable: str = ""  # why the norm cannot take the test (then `values` is None): no value, not a 0
 
     def at(self, seeds) -> np.ndarray:
         return np.array([self.values[s] for s in seeds]) if self.values is not None else np.zeros(len(seeds))
@@ -109,6 +119,8 @@ class Score:
     @property
     def mean_ci(self) -> tuple[float, float, int]:
         """(mean, half-width of the 95% interval, n); a score by construction is exact: 0, 0, and n 0."""
+        if self.not_applicable:
+            return float("nan"), float("nan"), 0
         if self.values is None:
             return 0.0, 0.0, 0
         if not self.values:
@@ -131,8 +143,9 @@ class Difference:
 
 
 def paired(score: Score, reference: Score) -> Difference | None:
-    """`score` - `reference` over the seeds both have; None where both are 0 by construction (nothing to test)."""
-    if score.values is None and reference.values is None:
+    """`score` - `reference` over the seeds both have; None where both are 0 by construction or either has no
+    value (nothing to test)."""
+    if score.not_applicable or reference.not_applicable or (score.values is None and reference.values is None):
         return None
     mine = score.values if score.values is not None else reference.values
     theirs = reference.values if reference.values is not None else score.values
