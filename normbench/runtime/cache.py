@@ -6,6 +6,10 @@ import os
 import tempfile
 from pathlib import Path
 
+# Read once, at import: os.umask can only be read by setting it, which would race with other threads.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("NORMBENCH_CACHE") or Path.home() / ".cache" / "normbench")
@@ -21,6 +25,7 @@ def keep(path: Path, data: bytes) -> None:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide a shared cache's entries from other users
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
