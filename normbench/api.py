@@ -49,8 +49,8 @@ def run(
     `force`, `workers`: as `normbench run`'s options; `progress` hears of each cell (default: the "normbench"
     logger's lines)."""
     from normbench.config import Config, load_config, set_fields
-    from normbench.core.validate import validate
     from normbench.study import run_study
+    from normbench.validate import validate
 
     if not isinstance(config, Config):
         config = load_config(config)

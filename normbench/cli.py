@@ -23,7 +23,7 @@ _STARTED = time.perf_counter()
 
 def _resolve(args, diagnostics: bool = False):
     from normbench.config import add_sweeps, apply_overrides, load_config
-    from normbench.core.validate import validate
+    from normbench.validate import validate
 
     config = add_sweeps(apply_overrides(load_config(args.config), args.set), args.sweep)
     if diagnostics and not config.train.diagnostics_at:
@@ -34,7 +34,7 @@ def _resolve(args, diagnostics: bool = False):
 
 def _warn_ignored(args, config) -> None:
     """Said once a command has succeeded, so that a failing one still ends in its one error line."""
-    from normbench.core.validate import ignored_options
+    from normbench.validate import ignored_options
 
     for warning in ignored_options(config, [pair.partition("=")[0].strip() for pair in args.set]):
         print(f"normbench: warning: {warning}", file=sys.stderr)
@@ -136,7 +136,7 @@ def _plot(args) -> int:
     revised = None
     if args.config:
         from normbench.config import load_config
-        from normbench.core.validate import validate
+        from normbench.validate import validate
 
         revised = load_config(args.config)
         validate(revised)

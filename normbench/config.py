@@ -4,7 +4,7 @@ A study is a Python file under `configs/` whose `get_config()` returns a `Config
 the dataclasses, loads config files and applies overrides (`--set key=value`, `--sweep key=v1,v2`); it imports
 nothing else of normbench. What the sweep fields mean for the compiled programs (static and value axes, the
 protocols, the grid of cells) is `normbench.core.axes` and `normbench.core.grid`; the checks that need the
-registries are `normbench.core.validate`.
+registries are `normbench.validate`.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from normbench.core import axes, grid
 from normbench.core.axes import STATIC, VALUE
 from normbench.core.grid import cells, run_keys, run_values, stat_sizes
 from normbench.core.sweep import run_sweep
-from normbench.core.validate import validate
 from normbench.results.store import metrics_csv, parse_metrics
+from normbench.validate import validate
 
 SWEEPS = {
     "norm.momentum": (0.5, 0.9),

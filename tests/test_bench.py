@@ -13,9 +13,9 @@ from normbench.bench import FLAX_PROTOCOL, NUMPY_PROTOCOL, peer_ratios
 from normbench.config import apply_overrides, load_config
 from normbench.core.grid import Cell, cells, run_count, run_keys, run_steps
 from normbench.core.sweep import check_fits
-from normbench.core.validate import validate
 from normbench.data import load
 from normbench.runtime.cache import caching
+from normbench.validate import validate
 
 
 def test_the_peer_ratios_pair_normbench_with_the_peer_of_its_protocol_round_by_round():

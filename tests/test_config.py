@@ -7,8 +7,8 @@ import pytest
 from conftest import tiny_config
 
 from normbench.config import Config, ConfigError, apply_overrides, from_dict, load_config, to_dict
-from normbench.core.validate import validate
 from normbench.norms import NORMS
+from normbench.validate import validate
 
 VALID = ", ".join(NORMS)  # the error lists every registered norm
 

@@ -16,11 +16,11 @@ from normbench.core.axes import run_columns
 from normbench.core.diagnostics import COLUMNS, LOG10_EDGES, layer_diagnostics, log_histogram
 from normbench.core.grid import Cell
 from normbench.core.sweep import device_data, train_cell
-from normbench.core.validate import validate
 from normbench.models import build_model
 from normbench.norms import NORMS, WHOLE_BATCH
 from normbench.results.diagnostics import read_diagnostics
 from normbench.results.store import read_config
+from normbench.validate import validate
 
 
 def test_log_histogram_bins_log10_magnitudes_and_leaves_zeros_and_nonfinite_out():

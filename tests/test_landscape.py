@@ -14,10 +14,10 @@ from normbench.core import landscape
 from normbench.core.grid import Cell, grid_arrays
 from normbench.core.sweep import device_data, train_cell
 from normbench.core.train import make_train, precision_scope
-from normbench.core.validate import validate
 from normbench.reports.landscape_figure import landscape_figure
 from normbench.results.claims import evaluate, parse_claim
 from normbench.results.store import METRIC_COLUMNS, metrics_csv, parse_metrics
+from normbench.validate import validate
 
 
 def test_a_quadratics_probe_is_its_closed_form_in_float64():

@@ -365,7 +365,7 @@ def apply_with(factory, x, train=True):
 
 def test_a_negative_running_var_init_is_rejected_by_the_config_and_by_the_module():
     from normbench.config import Config, SweepConfig
-    from normbench.core.validate import validate
+    from normbench.validate import validate
 
     config = Config(norm=NormConfig(running_var_init=-1.0), sweep=SweepConfig(norms=("batch",)))
     with pytest.raises(ConfigError, match="norm.running_var_init must be at least 0, got -1.0"):

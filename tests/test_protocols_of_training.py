@@ -12,8 +12,8 @@ from normbench.config import ConfigError, DataConfig, set_fields
 from normbench.core.grid import Cell, run_steps
 from normbench.core.sweep import device_data, run_sweep
 from normbench.core.train import make_train, warmup_cosine
-from normbench.core.validate import validate
 from normbench.data import DataError, load
+from normbench.validate import validate
 
 CELL = Cell("mlp", "batch", "sgd", 8)
 

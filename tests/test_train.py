@@ -11,7 +11,7 @@ from normbench.config import ConfigError
 from normbench.core.grid import Cell, grid_arrays, steps_per_epoch
 from normbench.core.sweep import check_fits, device_data, run_sweep, train_cell
 from normbench.core.train import make_train
-from normbench.core.validate import validate
+from normbench.validate import validate
 
 TOL = dict(rtol=2e-4, atol=2e-5)
 

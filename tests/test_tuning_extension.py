@@ -16,11 +16,11 @@ from normbench.cli import main
 from normbench.config import ConfigError, ReportConfig
 from normbench.core.axes import run_columns
 from normbench.core.grid import cells, run_count, run_keys
-from normbench.core.validate import validate
 from normbench.reports.summary import LIMIT_REACHED, NOT_EXTENDED, tuning_section
 from normbench.results.claims import tune
 from normbench.results.store import read_metrics
 from normbench.results.tuning import Extension, configurations, edges, extension_text, next_round, step_value
+from normbench.validate import validate
 
 # 128 training images, 2 epochs of 8 steps: validation accuracy rises from rate 0.05 to 0.1 and on to 0.2 (0.27,
 # 0.37, 0.47 over the two seeds on 128 validation images), so the grid's largest rate is chosen and the first

@@ -24,7 +24,6 @@ from pathlib import Path
 from normbench.config import Config, ConfigError
 from normbench.core.budget import Estimate, estimate
 from normbench.core.sweep import resolve_workers
-from normbench.core.validate import validate
 from normbench.data import load
 from normbench.errors import UserError
 from normbench.norms import NORMS, check_norm
@@ -48,6 +47,7 @@ from normbench.scoring.layout import BATTERY, COST, NORM, RUNS
 from normbench.scoring.report import write_scorecard
 from normbench.scoring.scores import MEASURES
 from normbench.study import is_finished, run_study
+from normbench.validate import validate
 
 
 class BatteryError(UserError):
