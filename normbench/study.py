@@ -104,13 +104,13 @@ def run_study(
     with contextlib.ExitStack() as claimed:
         held = claim(out, config, force, claimed)
         logger.info(f"estimate: {cost.text()}")  # after every refusal, which each stays one line
-        loaded = time.perf_counter()
+        loaded, cpu_loaded = time.perf_counter(), time.process_time()
         if is_writer():
             # Importing matplotlib is most of the write phase: done on a thread while the cells compile and train
             # (XLA releases the GIL), it is over by the time the figures are drawn.
             threading.Thread(target=_import_matplotlib, name="import-matplotlib", daemon=True).start()
         results, extensions, extended = train_study(config, all_cells, dataset, held, progress, workers)
-        trained = time.perf_counter()
+        trained, cpu_share = time.perf_counter(), (time.process_time() - cpu_loaded) / (time.perf_counter() - loaded)
         # Wall-clock phases, which add up: "train" while any cell trained, "compile" the rest of the sweep, when
         # every trainer waited for compilation (the rest of compiling overlapped training).
         every = results + extended
@@ -123,7 +123,7 @@ def run_study(
             # estimate has no extensions), and in what time.
             trained_now = [all_cells.index(r.cell) for r in results]
             record(device_kind(), config.name, sum(cost.cell_flops[i] for i in trained_now),
-                   sum(cost.cell_steps[i] for i in trained_now), training_time(results))  # fmt: skip
+                   sum(cost.cell_steps[i] for i in trained_now), training_time(results), cpu_share)  # fmt: skip
     return timings
 
 

@@ -90,6 +90,17 @@ def test_a_run_long_enough_to_time_calibrates_the_next_estimate(tmp_path, capsys
     assert last.endswith("of training at this machine's last rate (10 GFLOP/s), not counting compiling its 2 cells")
 
 
+def test_a_cpu_run_starved_by_other_jobs_leaves_the_estimate_as_it_was(_calibration):
+    """Long enough by the clock but with a fifth of a core (a tiny run beside a study, at nice 19): its rate is the
+    other jobs', not this machine's. A GPU's host waits by design, so there the share does not count."""
+    calibration.record("cpu: cpu", "starved", 1e11, 100, 10.0, cpu_share=0.2)
+    assert calibration.last_rate("cpu: cpu") is None
+    calibration.record("cpu: cpu", "alone", 1e11, 100, 10.0, cpu_share=1.7)
+    assert calibration.last_rate("cpu: cpu") == calibration.Rate(1e10, 0.0, 1)
+    calibration.record("gpu: NVIDIA H200", "waiting host", 1e13, 100, 10.0, cpu_share=0.2)
+    assert calibration.last_rate("gpu: NVIDIA H200") == calibration.Rate(1e12, 0.0, 1)
+
+
 CORRUPT = [None, "", "{not json", "[]", '{"cpu: cpu": 7}', '{"cpu: cpu": [{"flops": -1}]}', "\xff"]
 
 

@@ -26,6 +26,10 @@ KEPT = 8  # runs kept per device kind, each config's latest
 # the transfers of its results) more than a rate: a tiny study's few steps, kept, put the rate at a tenth of a
 # study's or less and made every later estimate hours too long.
 MIN_SECONDS = 5.0
+# On a CPU, a run whose process had less than this share of a core while it trained (its CPU time over its wall
+# time) mostly waited for other jobs: a tiny run starved at nice 19 lasted long enough to pass MIN_SECONDS and put
+# the rate at 0.02 GFLOP/s. On a GPU the host mostly waits by design, so the share says nothing there.
+MIN_CPU_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -98,11 +102,12 @@ def fit(samples: list[Sample]) -> Rate:
     return Rate(1 / a, c, len(samples)) if a > 0 and c > 0 else alone
 
 
-def record(kind: str, config: str, flops: float, steps: int, seconds: float) -> None:
+def record(kind: str, config: str, flops: float, steps: int, seconds: float, cpu_share: float = 1.0) -> None:
     """Keep one run's training as `kind`'s latest sample (atomically; other kinds', other configs' kept). A run
-    with nothing to measure (every cell resumed) or too short to time (`MIN_SECONDS`) records nothing."""
+    with nothing to measure (every cell resumed), too short to time (`MIN_SECONDS`) or, on a CPU, starved by other
+    jobs (`cpu_share`, its CPU time over its wall time, below `MIN_CPU_SHARE`) records nothing."""
     sample = Sample(config, flops, steps, seconds, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    if not sample.valid():
+    if not sample.valid() or (kind.startswith("cpu") and cpu_share < MIN_CPU_SHARE):
         return
     rates = _read()
     kept = [s for s in _samples(rates.get(kind)) if s.config != config][-(KEPT - 1) :]
