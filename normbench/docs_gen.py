@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import re
 import sys
+import typing
 from pathlib import Path
 
 from normbench import config as config_module
@@ -64,6 +65,7 @@ def _section(title: str, cls, prefix: str) -> list[str]:
     lines = [f"## {title}", ""] + ([doc, ""] if doc else [])
     lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
     first_with = {}  # a comment shared by a run of fields is written once, at the first of them
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(f.default_factory):
             continue  # a section: its own table
@@ -72,8 +74,16 @@ def _section(title: str, cls, prefix: str) -> list[str]:
         meaning = f"see `{first_with[comment]}`" if comment in first_with else comment
         if comment:
             first_with.setdefault(comment, key)
-        lines.append(f"| `{key}` | `{_cell(str(f.type))}` | `{_cell(setting(default))}` | {_cell(meaning)} |")
+        kind = _type_text(hints[f.name], f.type)
+        lines.append(f"| `{key}` | `{_cell(kind)}` | `{_cell(setting(default))}` | {_cell(meaning)} |")
     return lines + [""]
+
+
+def _type_text(hint, written: str) -> str:
+    """A closed choice as its values (`'pre' | 'post'`), where its alias's name would tell a reader nothing."""
+    if typing.get_origin(hint) is typing.Literal:
+        return " | ".join(repr(value) for value in typing.get_args(hint))
+    return written
 
 
 def config_reference() -> str:

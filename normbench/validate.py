@@ -8,10 +8,18 @@ import typing
 
 import numpy as np
 
-from normbench.config import Config, ConfigError, field_hint
+from normbench.config import (
+    Config,
+    ConfigError,
+    Optimizer,
+    PreciseVariance,
+    Precision,
+    Sampling,
+    Schedule,
+    field_hint,
+)
 from normbench.core.axes import fixed_reason, run_columns
 from normbench.core.grid import cell_config, cells
-from normbench.core.train import OPTIMIZERS, PRECISIONS
 from normbench.models import MODELS, check_model, check_pair
 from normbench.norms import NORMS, check_norm
 from normbench.protocols import PROTOCOLS
@@ -156,11 +164,11 @@ def _check_values(config: Config) -> None:
     if any(s < 0 or s >= 2**32 for s in sweep.seeds):
         raise ConfigError(f"sweep.seeds must be in [0, 2**32), got {sweep.seeds}")
     for key, value, valid in (
-        ("train.sampling", train.sampling, ("permutation", "replacement")),
-        ("train.optimizer", train.optimizer, tuple(OPTIMIZERS)),
-        ("train.schedule", train.schedule, ("constant", "cosine")),
-        ("train.precision", train.precision, tuple(PRECISIONS)),
-        ("train.precise_bn_variance", train.precise_bn_variance, ("batch_mean", "population")),
+        ("train.sampling", train.sampling, typing.get_args(Sampling)),
+        ("train.optimizer", train.optimizer, typing.get_args(Optimizer)),
+        ("train.schedule", train.schedule, typing.get_args(Schedule)),
+        ("train.precision", train.precision, typing.get_args(Precision)),
+        ("train.precise_bn_variance", train.precise_bn_variance, typing.get_args(PreciseVariance)),
     ):
         if value not in valid:
             raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")

@@ -6,7 +6,7 @@ import re
 import pytest
 from conftest import tiny_config
 
-from normbench.config import Config, ConfigError, apply_overrides, from_dict, load_config, to_dict
+from normbench.config import Config, ConfigError, apply_overrides, from_dict, load_config, set_fields, to_dict
 from normbench.norms import NORMS
 from normbench.validate import validate
 
@@ -152,3 +152,28 @@ def test_optional_counts_may_be_none_but_not_zero(key):
     validate(apply_overrides(tiny_config(), [f"{key}=None"]))
     with pytest.raises(ConfigError, match=f"{key} must be positive, got 0"):
         validate(apply_overrides(tiny_config(), [f"{key}=0"]))
+
+
+def test_a_closed_choice_is_one_literal_that_the_registries_and_the_parser_share():
+    """Each closed string field is a Literal: the code that implements the choices has exactly its values, and a
+    value outside it is refused while the override is parsed, before the config exists."""
+    import typing
+
+    from normbench.config import Optimizer, Placement, Precision
+    from normbench.core.train import OPTIMIZERS, PRECISIONS
+    from normbench.models.vit import PLACEMENTS
+
+    assert tuple(OPTIMIZERS) == typing.get_args(Optimizer)
+    assert tuple(PRECISIONS) == typing.get_args(Precision)
+    assert PLACEMENTS == typing.get_args(Placement)
+    config = tiny_config()
+    for key, value, valid in (
+        ("train.precision", "float16", "float32, float64"),
+        ("model.norm_placement", "sandwich", "pre, post"),
+        ("train.optimizer", 3, "sgd, adam"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(f"unknown {key} {value!r}; valid: {valid}")):
+            set_fields(config, {key: value})
+    with pytest.raises(ConfigError, match=re.escape("unknown train.sampling 'bootstrap'; valid: permutation, repl")):
+        apply_overrides(config, ["train.sampling=bootstrap"])
+    assert apply_overrides(config, ["train.precision=float64"]).train.precision == "float64"

@@ -19,11 +19,12 @@ norm that fuses its activation (FRN, EvoNorm) replaces the MLP's. `<norm>+ws` is
 a residual sum, not one kernel's output.
 """
 
+import typing
 from collections.abc import Callable
 
 import flax.linen as nn
 
-from normbench.config import ConfigError
+from normbench.config import ConfigError, Placement
 from normbench.models.probes import record
 from normbench.norms import NormFactory
 
@@ -79,7 +80,7 @@ class ViT(nn.Module):
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x.mean(axis=1))
 
 
-PLACEMENTS = ("pre", "post")
+PLACEMENTS = typing.get_args(Placement)
 RESIDUAL_INPUTS = "a norm's input is a residual sum, not one kernel's output, whose weights it could standardize"
 
 
