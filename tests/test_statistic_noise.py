@@ -27,7 +27,7 @@ from normbench.reports.layer_figures import statistic_noise_figure
 from normbench.results.diagnostics import read_diagnostics
 from normbench.results.stats import mean_ci
 
-COMMITTED = Path(__file__).resolve().parents[1] / "results" / "transformer_norms"  # written without the noise
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "transformer_norms"
 
 
 class Reveal(nn.Module):
@@ -159,8 +159,20 @@ def test_layer_diagnostics_measure_the_noise_of_each_layers_pre_norm_values_unde
         np.testing.assert_allclose([d.mean_noise[layer], d.var_noise[layer]], expected, rtol=1e-4)
 
 
-def test_a_table_written_before_the_noise_reads_back_with_nan():
-    columns = read_diagnostics(COMMITTED / "diagnostics.csv")
+def written_before_the_noise(out: Path) -> Path:
+    """A copy of the committed study as normbench wrote it before it measured the noise: diagnostics.csv without
+    those columns, and no manifest (such a run wrote none)."""
+    shutil.copytree(COMMITTED, out)
+    rows = [line.split(",") for line in (out / "diagnostics.csv").read_text().splitlines()]
+    keep = [i for i, name in enumerate(rows[0]) if name not in LATER_COLUMNS]
+    assert len(keep) == len(rows[0]) - len(LATER_COLUMNS)
+    (out / "diagnostics.csv").write_text("".join(",".join(row[i] for i in keep) + "\n" for row in rows))
+    (out / "manifest.json").unlink()
+    return out
+
+
+def test_a_table_written_before_the_noise_reads_back_with_nan(tmp_path):
+    columns = read_diagnostics(written_before_the_noise(tmp_path / "study") / "diagnostics.csv")
     assert all(np.isnan(columns[c]).all() for c in LATER_COLUMNS)
     assert np.isfinite(columns["var_fluctuation"]).any()
     with pytest.raises(UserError, match="written before normbench measured it"):
@@ -169,8 +181,7 @@ def test_a_table_written_before_the_noise_reads_back_with_nan():
 
 @pytest.mark.slow
 def test_normbench_plot_still_draws_a_study_written_before_the_noise(tmp_path):
-    out = tmp_path / "transformer_norms"
-    shutil.copytree(COMMITTED, out)
+    out = written_before_the_noise(tmp_path / "transformer_norms")
     assert main(["plot", str(out)]) == 0
     assert (out / "batch_fluctuation.png").stat().st_size > 20_000
 
