@@ -25,7 +25,7 @@ from normbench.core.axes import EPOCH, key_columns, run_columns
 from normbench.core.grid import cells, run_keys
 from normbench.errors import UserError
 from normbench.results.swap import clear, opened_at, settle, swap
-from normbench.results.table import REWRITE, _key_text, number, parse_table, read_file, table_csv, utf8_text
+from normbench.results.table import REWRITE, _key_text, check_rows, number, parse_table, read_file, table_csv, utf8_text
 from normbench.runtime.faults import reached
 
 METRICS = "metrics.csv"
@@ -304,12 +304,7 @@ def decode_metrics(raw: bytes, path: Path | str, config: Config) -> dict[str, np
     rows = list(csv.reader(lines[:-1]))
     header = rows[0]
     _check_header(header, path, config)
-    if len(rows) == 1:
-        raise UserError(f"{str(path)!r} holds its header but no rows: {REWRITE}")
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise UserError(f"{str(path)!r} line {line} has {len(row)} fields where its header has {len(header)}: "
-                            f"{REWRITE}")  # fmt: skip
+    check_rows(rows, path)
     columns = parse_metrics(text, path)
     _check_runs(rows, path, config)
     return columns

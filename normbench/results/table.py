@@ -103,17 +103,23 @@ def parse_table(text: str, path: Path | str, required: Iterable[str] = ()) -> di
         raise UserError(f"{str(path)!r} is empty: {REWRITE}")
     header = rows[0]
     _check_columns(header, [EPOCH, *required], path)
+    check_rows(rows, path)
+    keys = set(key_columns(header))
+    try:
+        return {name: _column(name, list(raw), keys) for name, raw in zip(header, zip(*rows[1:]))}
+    except ValueError as e:
+        raise UserError(f"{str(path)!r} holds a value that is not of its column's type ({e}): it is damaged") from None
+
+
+def check_rows(rows: list[list[str]], path: Path | str) -> None:
+    """Refuse a table (its header first) that has no rows, or a row of other than its header's number of fields."""
+    header = rows[0]
     if len(rows) == 1:
         raise UserError(f"{str(path)!r} holds its header but no rows: {REWRITE}")
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise UserError(f"{str(path)!r} line {line} has {len(row)} fields where its header has {len(header)}: "
                             f"{REWRITE}")  # fmt: skip
-    keys = set(key_columns(header))
-    try:
-        return {name: _column(name, list(raw), keys) for name, raw in zip(header, zip(*rows[1:]))}
-    except ValueError as e:
-        raise UserError(f"{str(path)!r} holds a value that is not of its column's type ({e}): it is damaged") from None
 
 
 def _check_columns(header: list[str], required: list[str], path: Path | str) -> None:
