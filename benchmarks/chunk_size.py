@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from normbench.config import apply_overrides, load_config
-from normbench.core.grid import cells, grid_arrays
+from normbench.core.grid import cells, plan
 from normbench.core.sweep import compile_cell, device_data
 from normbench.core.train import precision_scope
 from normbench.data import load
@@ -29,7 +29,7 @@ from normbench.data import load
 def epoch_seconds(config, cell, dataset, data) -> Callable[[], float]:
     """A function that trains one epoch of `cell` from its start and returns the seconds it took."""
     program = compile_cell(config, cell, dataset, data).phases
-    seeds, values = grid_arrays(config, cell)
+    seeds, values = plan(config, cell).arrays()
 
     def timed() -> float:
         state = jax.block_until_ready(program.start(seeds, values, data))
@@ -66,7 +66,7 @@ def compare(base, model: str, chunks: list, steps: int, rounds: int) -> None:
         ])  # fmt: skip
         dataset = load(config.data)
         (cell,) = cells(config)
-        seeds, values = grid_arrays(config, cell)
+        seeds, values = plan(config, cell).arrays()
         runs = len(seeds) * len(values["init_scale"])
         timers[chunk] = epoch_seconds(config, cell, dataset, device_data(dataset, config.train.precision))
         timers[chunk]()  # warm-up

@@ -30,7 +30,7 @@ import numpy as np
 
 from normbench.bench import measure_peak
 from normbench.config import Config, load_config
-from normbench.core.grid import cells, run_values, sgd_batch, steps_per_epoch
+from normbench.core.grid import cells, plan
 from normbench.data import load
 from normbench.flops import matmul_flops
 
@@ -43,9 +43,10 @@ class Shapes:
     def __init__(self, config: Config, inputs: int, classes: int, n_train: int):
         cell = cells(config)[0]
         self.widths = (inputs, *config.model.hidden, classes)
-        self.runs = len(run_values(config, cell)["init_scale"])
-        self.batch = sgd_batch(config, cell)
-        self.steps = steps_per_epoch(config, cell, n_train)
+        cell_plan = plan(config, cell)
+        self.runs = len(cell_plan.run_values["init_scale"])
+        self.batch = cell_plan.sgd_batch
+        self.steps = cell_plan.steps(n_train).per_epoch
         self.epochs = config.train.epochs
         self.eval_batch = config.train.eval_batch_size
         self.eval_chunks = -(-n_train // self.eval_batch)

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from configs.init_scale import get_config
-from normbench.core.grid import cells, grid_arrays
+from normbench.core.grid import cells, plan
 from normbench.core.sweep import compile_cell, device_data, make_training, train_program, vmap_grid
 from normbench.core.train import precision_scope
 from normbench.data import load
@@ -28,7 +28,7 @@ def main(repeats: int = 7) -> None:
     config = get_config()
     dataset = load(config.data)
     cell = cells(config)[0]
-    seeds, values = grid_arrays(config, cell)
+    seeds, values = plan(config, cell).arrays()
     with precision_scope(config.train.precision):
         data = device_data(dataset, config.train.precision)
         training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))

@@ -47,7 +47,7 @@ import numpy as np
 
 from normbench.config import Config, apply_overrides, load_config
 from normbench.core.budget import estimate
-from normbench.core.grid import Cell, cells, grid_arrays, run_count, run_steps, steps_per_epoch
+from normbench.core.grid import Cell, cells, plan
 from normbench.core.sweep import compile_cell, device_data, run_sweep, train_program, training_time
 from normbench.core.train import make_train, precision_scope
 from normbench.data import load
@@ -349,8 +349,9 @@ def cnn_phase_row(study: Config, cnn_cell: CnnCell, peak: float) -> dict:
     (cell,) = cells(config)
     whole, epoch = _phase_seconds(config, cell)
     _, fewer_epoch = _phase_seconds(fewer, cell)
-    runs, steps = run_count(config, cell), run_steps(config, cell, n_train)
-    step_s = (epoch - fewer_epoch) / ((steps - run_steps(fewer, cell, n_train)) * runs)
+    cell_plan = plan(config, cell)
+    runs, steps = cell_plan.run_count, cell_plan.steps(n_train).per_run
+    step_s = (epoch - fewer_epoch) / ((steps - plan(fewer, cell).steps(n_train).per_run) * runs)
     evaluated = n_train + len(dataset.test_x) + len(dataset.validation()[0])
     eval_s = (epoch - steps * runs * step_s) / (evaluated * runs)
     return {
@@ -364,7 +365,7 @@ def cnn_phase_row(study: Config, cnn_cell: CnnCell, peak: float) -> dict:
 def _phase_seconds(config: Config, cell: Cell) -> tuple[float, float]:
     """(start + epoch + finish, the epoch alone) in seconds: one epoch of `cell`, compiled here."""
     dataset = load(config.data)
-    seeds, values = grid_arrays(config, cell)
+    seeds, values = plan(config, cell).arrays()
     with precision_scope(config.train.precision):
         data = device_data(dataset, config.train.precision)
         phases = compile_cell(config, cell, dataset, data).phases
@@ -486,7 +487,7 @@ def loop_case(peak: float, log) -> list[dict]:
     for how in ("vmapped", "loop"):
         compile_s = train_s = 0.0
         for cell in cells(config):
-            seeds, values = grid_arrays(config, cell)
+            seeds, values = plan(config, cell).arrays()
             start = time.perf_counter()
             if how == "vmapped":
                 program = compile_cell(config, cell, dataset, data)
@@ -540,7 +541,7 @@ def _cell_flops(config: Config, cell: Cell) -> int:
 def _cell_row(config: Config, cell: Cell, peak: float, **extra) -> dict:
     """Compile one cell, train it twice, and time the second (the first also pays for warming up)."""
     dataset = load(config.data)
-    seeds, values = grid_arrays(config, cell)
+    seeds, values = plan(config, cell).arrays()
     with precision_scope(config.train.precision):
         data = device_data(dataset, config.train.precision)
         start = time.perf_counter()
@@ -550,7 +551,7 @@ def _cell_row(config: Config, cell: Cell, peak: float, **extra) -> dict:
         train_s = _timed(train_program, program, config, cell, data)
     flops = _cell_flops(config, cell)
     models = len(seeds) * len(values["init_scale"])
-    model_steps = models * config.train.epochs * steps_per_epoch(config, cell, len(dataset.train_x))
+    model_steps = models * config.train.epochs * plan(config, cell).steps(len(dataset.train_x)).per_epoch
     memory = program.memory_analysis()
     return {
         **extra,

@@ -148,7 +148,7 @@ def config_text(config: Config) -> str:
     """The resolved config, one `key = value` line per field (a value that differs from normbench's default
     says so), then what running it costs in compiled programs and runs."""
     from normbench.core.axes import axes
-    from normbench.core.grid import cells, run_count
+    from normbench.core.grid import cells, plan
 
     defaults = flat_fields(Config())
     fields = flat_fields(config)
@@ -162,7 +162,7 @@ def config_text(config: Config) -> str:
     lines.append("# effective values per cell (cells differing only in model or norm share a line where values agree)")
     lines += [f"#   {where}: {values}" for where, values in effective_values(config).items()]
     todo = cells(config)
-    runs = sum(run_count(config, cell) for cell in todo)
+    runs = sum(plan(config, cell).run_count for cell in todo)
     plural = "" if len(todo) == 1 else "s"
     lines.append(f"# {len(todo)} cell{plural} (one compiled program each), {runs} runs of {config.train.epochs} epochs")
     lines += unread_lines(config)
@@ -172,12 +172,12 @@ def config_text(config: Config) -> str:
 def unread_lines(config: Config) -> list[str]:
     """A line for each norm that reads some swept value field not (`normbench.core.grid.unread_fields`): the one
     value its runs train at, and how many runs that saves."""
-    from normbench.core.grid import cells, run_count, unread_fields
+    from normbench.core.grid import cells, plan, unread_fields
 
     saved: dict[str, int] = {}
     for cell in cells(config):
         every = math.prod(len(config.sweep.fields[key]) for key in unread_fields(config, cell.norm))
-        saved[cell.norm] = saved.get(cell.norm, 0) + run_count(config, cell) * (every - 1)
+        saved[cell.norm] = saved.get(cell.norm, 0) + plan(config, cell).run_count * (every - 1)
     lines = []
     for norm, runs in saved.items():
         unread = unread_fields(config, norm)
@@ -191,7 +191,7 @@ def unread_lines(config: Config) -> list[str]:
 def effective_values(config: Config) -> dict[str, str]:
     """Each cell's learning rates after linear scaling with its SGD batch (`train.lr_reference_batch`) and the
     examples each batch statistic sees (`ghost_size`), which the config's own fields do not show."""
-    from normbench.core.grid import cells, run_values
+    from normbench.core.grid import cells, plan
 
     def numbers(values) -> str:
         return ",".join(f"{v:.6g}" for v in dict.fromkeys(values))
@@ -199,7 +199,7 @@ def effective_values(config: Config) -> dict[str, str]:
     by_values = {}
     for cell in cells(config):
         where = " ".join([cell.protocol, f"batch={cell.batch_size}", *(f"{k}={v}" for k, v in cell.fields)])
-        values = run_values(config, cell)
+        values = plan(config, cell).run_values
         text = f"learning_rate={numbers(values['learning_rate'])} ghost_size={numbers(values['ghost_size'])}"
         by_values.setdefault(where, {}).setdefault(text, []).append(cell.norm)
     # Under `ghost` a norm without batch statistics runs at one size: its cells get a line of their own.

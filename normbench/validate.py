@@ -19,7 +19,7 @@ from normbench.config import (
     field_hint,
 )
 from normbench.core.axes import fixed_reason, run_columns
-from normbench.core.grid import cell_config, cells
+from normbench.core.grid import cells, plan
 from normbench.models import MODELS, check_model, check_pair
 from normbench.norms import NORMS, check_norm
 from normbench.protocols import PROTOCOLS
@@ -67,7 +67,7 @@ def validate(config: Config) -> None:
     # Each cell runs its own config: a swept option (say norm.num_groups) must fit each cell's layers.
     checked = set()
     for cell in cells(config):
-        run = cell_config(config, cell)
+        run = plan(config, cell).config
         if (cell.model, cell.norm, cell.fields) not in checked:
             checked.add((cell.model, cell.norm, cell.fields))
             check_model(cell.model, run.model)

@@ -12,7 +12,7 @@ from normbench.cli import main
 from normbench.config import ConfigError, add_sweeps, set_fields
 from normbench.core import axes, grid
 from normbench.core.axes import STATIC, VALUE
-from normbench.core.grid import cells, run_keys, run_values, stat_sizes
+from normbench.core.grid import cells, plan
 from normbench.core.sweep import run_sweep
 from normbench.results.store import metrics_csv, parse_metrics
 from normbench.validate import validate
@@ -65,13 +65,13 @@ def test_a_static_and_a_value_sweep_of_a_field_give_the_same_numbers(field, monk
 def test_a_static_field_makes_one_cell_per_value_and_a_value_field_none():
     config = add_sweeps(tiny_config(norms=("group",)), ["norm.num_groups=1,2,4", "norm.epsilon=1e-5,1e-3"])
     assert [c.fields for c in cells(config)] == [(("norm.num_groups", g),) for g in (1, 2, 4)]
-    values = run_values(config, cells(config)[0])
-    assert values["norm.epsilon"] == [1e-5, 1e-3] * 2 and values["init_scale"] == [1.0, 1.0, 0.1, 0.1]
-    keys = run_keys(config, cells(config)[1])
+    values = plan(config, cells(config)[0]).run_values
+    assert values["norm.epsilon"] == (1e-5, 1e-3) * 2 and values["init_scale"] == (1.0, 1.0, 0.1, 0.1)
+    keys = plan(config, cells(config)[1]).keys()
     assert [(k["seed"], k["init_scale"], k["norm.num_groups"], k["norm.epsilon"]) for k in keys[:2]] == [
         (0, 1.0, 2, 1e-5), (0, 1.0, 2, 1e-3)
     ]  # fmt: skip
-    assert grid.cell_config(config, cells(config)[2]).norm.num_groups == 4
+    assert grid.plan(config, cells(config)[2]).config.norm.num_groups == 4
     assert axes.run_columns(config)[-2:] == ("norm.num_groups", "norm.epsilon")
 
 
@@ -148,5 +148,5 @@ def test_a_norm_in_a_protocol_it_cannot_use_gets_no_cell_and_one_without_batch_s
         ("layer", "sgd", 4), ("layer", "sgd", 8), ("layer", "ghost", 8),
     ]  # fmt: skip
     # LayerNorm reads no batch statistic, so under ghost it trains once, at the SGD batch, not once per group size
-    assert [stat_sizes(config, c) for c in cells(config) if c.protocol == "ghost"] == [(4, 8), (8,)]
+    assert [plan(config, c).stat_sizes for c in cells(config) if c.protocol == "ghost"] == [(4, 8), (8,)]
     assert axes.kind("norm.num_groups") == STATIC and axes.kind("norm.epsilon") == VALUE

@@ -11,7 +11,7 @@ from conftest import tiny_config
 from normbench import bench
 from normbench.bench import FLAX_PROTOCOL, NUMPY_PROTOCOL, peer_ratios
 from normbench.config import apply_overrides, load_config
-from normbench.core.grid import Cell, cells, run_count, run_keys, run_steps
+from normbench.core.grid import Cell, cells, plan
 from normbench.core.sweep import check_fits
 from normbench.data import load
 from normbench.runtime.cache import caching
@@ -80,7 +80,7 @@ def test_the_small_batch_case_times_the_studys_cnn_cells_as_the_study_trains_the
     config = bench.small_batch_config()
     assert cells(config) == [Cell("cnn", "batch", "sgd", 2), Cell("cnn", "batch", "sgd", 128)]
     assert config.train == study.train and config.train.epochs == 15
-    assert all(run_count(config, cell) == 20 for cell in cells(config))  # 5 seeds x 4 rates
+    assert all(plan(config, cell).run_count == 20 for cell in cells(config))  # 5 seeds x 4 rates
 
 
 @pytest.mark.parametrize("cell", bench.CNN_CELLS, ids=lambda cell: cell.label)
@@ -93,11 +93,11 @@ def test_a_cnn_cell_trains_the_grid_its_peers_train(cell):
     (only,) = cells(config)
     assert only == Cell("cnn", cell.norm, "sgd", cell.batch)
     assert config.sweep.learning_rates == bench.PEER_RATES
-    runs = run_keys(config, only)
+    runs = plan(config, only).keys()
     assert [run["seed"] for run in runs] == [k // 4 for k in range(cell.runs)]
     expected = [bench.PEER_RATES[k % 4] * cell.batch / 256 for k in range(cell.runs)]
     assert [run["learning_rate"] for run in runs] == pytest.approx(expected)
-    assert run_steps(config, only, 3000) == cell.steps and config.train.epochs == 1
+    assert plan(config, only).steps(3000).per_run == cell.steps and config.train.epochs == 1
 
 
 def _cnn_rows(round_, cold, warm, step, flax, torch):

@@ -10,7 +10,7 @@ from conftest import tiny_config, tiny_dataset
 from benchmarks.batch_axis import bench_config, padded_grid
 from benchmarks.matmul_floor import Shapes, program
 from normbench.config import ModelConfig
-from normbench.core.grid import Cell, cells, grid_arrays
+from normbench.core.grid import Cell, cells, plan
 from normbench.core.sweep import device_data, make_training, train_cell, vmap_grid
 from normbench.flops import matmul_flops
 
@@ -38,7 +38,7 @@ def test_the_matmul_floor_program_does_the_products_of_a_cell_without_a_norm():
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, test_every=config.train.epochs))
     dataset = tiny_dataset()
     cell = cells(config)[0]
-    seeds, values = grid_arrays(config, cell)
+    seeds, values = plan(config, cell).arrays()
     training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
     args = (seeds, values, device_data(dataset))
     # Less the forward pass of `model.init`, once per seed before training.

@@ -12,7 +12,7 @@ from sandbox import Sandbox
 from normbench.cli import main
 from normbench.config import load_config
 from normbench.core import budget
-from normbench.core.grid import Cell, cell_config, cells, grid_arrays
+from normbench.core.grid import Cell, cells, plan
 from normbench.core.train import Data, make_training
 from normbench.data import load
 from normbench.runtime import calibration
@@ -156,7 +156,7 @@ def test_a_grid_of_one_run_traced_once_counts_the_memory_of_more_runs(norm):
     config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", norm, "sgd", 8)
     training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
     data = Data(*(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in budget._arrays(dataset)))
-    values = grid_arrays(config, cell)[1]
+    values = plan(config, cell).arrays()[1]
 
     def epoch(runs):
         return budget.epoch_jaxpr(training, budget.grid_args(training, values, data, runs))
@@ -244,9 +244,9 @@ def test_a_deep_vit_is_traced_at_two_depths_and_extended_exactly():
     traced_programs, traced_work = budget._trace(config, cell, dataset, data)
     assert programs == traced_programs
     assert dataclasses.astuple(work) == pytest.approx(dataclasses.astuple(traced_work), rel=1e-12)
-    # a depth swept as a static axis is replaced in the cell too, where cell_config would restore it
+    # a depth swept as a static axis is replaced in the cell too, where the plan would otherwise restore it
     swept = Cell("vit", "batch", "sgd", 8, (("model.depth", 6),))
-    assert cell_config(*budget._at_depth(config, swept, 2)).model.depth == 2
+    assert plan(*budget._at_depth(config, swept, 2)).config.model.depth == 2
 
 
 def test_a_model_without_blocks_is_traced_once_whatever_the_depth():

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from conftest import tiny_config, tiny_dataset
 
-from normbench.core.grid import cells, grid_arrays
+from normbench.core.grid import cells, plan
 from normbench.core.sweep import device_data, run_sweep, train_grid
 from normbench.reports.progress import Progress
 
@@ -20,7 +20,7 @@ def test_the_runtime_trains_the_named_cores_bits():
     dataset = tiny_dataset()
     (cell,) = cells(config)
     (result,) = run_sweep(config, dataset, Progress(), workers=1)
-    seeds, values = grid_arrays(config, cell)
+    seeds, values = plan(config, cell).arrays()
     _, core = train_grid(config, cell, dataset.num_classes, len(dataset.train_x))(seeds, values, device_data(dataset))
     core = jax.device_get(core)
     assert np.isfinite(core.train_loss).all() and np.isfinite(core.landscape_loss_min).all()

@@ -369,13 +369,13 @@ def claim(results: Path, contrast: str, signs: str = "+.1f") -> list[str]:
 
 def steps(results: Path) -> dict[int, int]:
     """The train steps of each batch size's runs in a results directory."""
-    from normbench.core.grid import cells, run_steps
+    from normbench.core.grid import cells, plan
     from normbench.data import load
     from normbench.results.store import read_config
 
     config = read_config(results)
     n_train = len(load(config.data).train_x)
-    return {cell.batch_size: run_steps(config, cell, n_train) for cell in cells(config)}
+    return {cell.batch_size: plan(config, cell).steps(n_train).per_run for cell in cells(config)}
 
 
 def test_the_tutorials_small_batch_study_states_its_committed_run():

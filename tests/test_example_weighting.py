@@ -16,7 +16,7 @@ from conftest import tiny_config, tiny_dataset
 import normbench
 from normbench.config import ConfigError, NormConfig
 from normbench.core.axes import run_columns
-from normbench.core.grid import Cell, run_values
+from normbench.core.grid import Cell, plan
 from normbench.core.sweep import device_data, train_cell
 from normbench.models import build_model
 from normbench.norms import NORMS, WHOLE_BATCH, BatchStats, check_norm
@@ -175,7 +175,7 @@ def test_the_evaluations_after_training_recomputed_by_hand():
     config = tiny_config(batch_sizes=(2, 8), seeds=(0,), protocols=("ghost",))
     dataset, cell = tiny_dataset(), Cell("mlp", "batch", "ghost", 8)
     states, result = train_cell(config, cell, dataset, device_data(dataset))
-    ghost_sizes = run_values(config, cell)["ghost_size"]
+    ghost_sizes = plan(config, cell).run_values["ghost_size"]
     assert sorted(set(ghost_sizes)) == [2, 8]
     m = result.metrics
     for k, g in enumerate(ghost_sizes):

@@ -10,7 +10,7 @@ import pytest
 
 import normbench
 from normbench.config import load_config
-from normbench.core.grid import cells, stat_sizes
+from normbench.core.grid import cells, plan
 from normbench.norms import NORMS
 from normbench.results.claims import parse_claim
 
@@ -29,7 +29,7 @@ def test_every_claim_parses_and_each_g_below_the_batch_is_contrasted_in_both_arm
 
 def test_batch_dependent_norms_get_every_size_and_the_others_one():
     config = load_config(CONFIG)
-    sizes = {cell.norm: stat_sizes(config, cell) for cell in cells(config)}
+    sizes = {cell.norm: plan(config, cell).stat_sizes for cell in cells(config)}
     assert sizes["batch"] == sizes["batch_renorm"] == config.sweep.batch_sizes
     assert sizes["layer"] == sizes["group"] == (max(config.sweep.batch_sizes),)
 

@@ -11,7 +11,7 @@ from conftest import tiny_config, tiny_dataset
 
 from normbench.config import ConfigError
 from normbench.core import landscape
-from normbench.core.grid import Cell, grid_arrays
+from normbench.core.grid import Cell, plan
 from normbench.core.sweep import device_data, train_cell
 from normbench.core.train import make_train, precision_scope
 from normbench.reports.landscape_figure import landscape_figure
@@ -54,7 +54,7 @@ def probing(**sweep):
 def test_the_sweeps_vmapped_probes_are_each_runs_alone():
     config = probing(learning_rates=(0.1, 0.3))
     dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
-    _, values = grid_arrays(config, cell)
+    _, values = plan(config, cell).arrays()
     _, result = train_cell(config, cell, dataset, device_data(dataset))
     train = jax.jit(make_train(config, cell, dataset.num_classes, len(dataset.train_x)))
     for s, seed in enumerate(config.sweep.seeds):

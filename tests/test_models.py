@@ -74,7 +74,8 @@ def test_patch_conv_is_flax_conv(kernel, strides, use_bias):
     assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
     assert jnp.allclose(ours.apply(params, x), flax.apply(params, x), rtol=1e-5, atol=1e-5)
     # The backward pass too: the patches' transpose (pads of the slices) must route each gradient to its pixel.
-    grads = [jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))(params, x) for m in (ours, flax)]
+    grads = [jax.grad(lambda p, x, m=m: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))(params, x)
+             for m in (ours, flax)]  # fmt: skip
     assert all(jnp.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(*map(jax.tree.leaves, grads)))
 
 

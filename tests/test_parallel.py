@@ -21,7 +21,7 @@ from conftest import study_text, tiny_config, tiny_dataset
 
 from normbench.cli import main
 from normbench.config import ConfigError
-from normbench.core.grid import Cell, cells, run_values
+from normbench.core.grid import Cell, cells, plan
 from normbench.core.sweep import check_fits, device_data, train_cell
 from normbench.runtime.parallel import grid_shape
 
@@ -203,7 +203,7 @@ def test_data_parallel_cells_batches_and_learning_rates():
     # (init_scale, learning rate scaled by the SGD batch 8 x 4 = 32, examples per BN statistic)
     expected = {"per_device": 4, "sync": 32}
     for protocol, ghost_size in expected.items():
-        values = run_values(config, Cell("mlp", "batch", protocol, 4))
+        values = plan(config, Cell("mlp", "batch", protocol, 4)).run_values
         assert (values["init_scale"][0], values["learning_rate"][0], values["ghost_size"][0]) == (1.0, 0.2, ghost_size)
 
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import TINY_STUDY, tiny_config, tiny_dataset
 
 from normbench.core import sweep
-from normbench.core.grid import Cell, grid_arrays
+from normbench.core.grid import Cell, plan
 from normbench.core.sweep import compile_cell, device_data, make_training, train_program, vmap_grid
 from normbench.norms import NORMS
 from normbench.runtime import phases, programs
@@ -58,7 +58,7 @@ def test_a_kept_program_is_loaded_without_tracing_and_computes_the_same_bits(cac
     monkeypatch.setattr(sweep, "make_training", untraceable)
     assert_same_bits(run(config, cell, dataset), first)
 
-    seeds, values = grid_arrays(config, cell)
+    seeds, values = plan(config, cell).arrays()
     grid = vmap_grid(make_training(config, cell, dataset.num_classes, len(dataset.train_x)).train)
     assert_same_bits(jax.device_get(jax.jit(grid)(seeds, values, device_data(dataset))), first)
 
@@ -69,7 +69,7 @@ def test_the_start_program_compiled_with_less_optimization_computes_the_same_bit
     computes the same initial states; checked at XLA's own defaults, not at the tests' lowered optimization."""
     config = dataclasses.replace(tiny_config(), model=dataclasses.replace(tiny_config().model, hidden=(64, 64)))
     dataset, cell = tiny_dataset(shape=(12, 12, 1), num_classes=10), Cell(model, "batch", "sgd", 8)
-    seeds, values = grid_arrays(config, cell)
+    seeds, values = plan(config, cell).arrays()
     start = vmap_grid(make_training(config, cell, dataset.num_classes, len(dataset.train_x)).start)
     jax.config.update("jax_disable_most_optimizations", False)
     try:

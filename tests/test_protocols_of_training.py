@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_config, tiny_dataset
 
 from normbench.config import ConfigError, DataConfig, set_fields
-from normbench.core.grid import Cell, run_steps
+from normbench.core.grid import Cell, plan
 from normbench.core.sweep import device_data, run_sweep
 from normbench.core.train import make_train, warmup_cosine
 from normbench.data import DataError, load
@@ -33,13 +33,13 @@ def test_a_short_first_epoch_evaluates_after_its_steps_then_continues():
     _, reference = train_once(one_step, dataset)
     np.testing.assert_allclose(metrics.train_acc[0], reference.train_acc[0], rtol=1e-6)
     np.testing.assert_allclose(metrics.train_loss[0], reference.train_loss[0], rtol=1e-6)
-    assert run_steps(config, CELL, 48) == 1 + 3
+    assert plan(config, CELL).steps(48).per_run == 1 + 3
     assert metrics.train_acc[1] != metrics.train_acc[0]
 
 
 def test_the_textbooks_step_count():
     config = set_fields(tiny_config(), {"train.steps_per_epoch": 10, "train.first_epoch_steps": 1, "train.epochs": 20})
-    assert run_steps(config, CELL, 1000) == 191
+    assert plan(config, CELL).steps(1000).per_run == 191
 
 
 @pytest.mark.slow

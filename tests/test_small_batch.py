@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_config
 
 from normbench.config import ModelConfig, NormConfig
-from normbench.core.grid import Cell, cells, run_values, stat_sizes
+from normbench.core.grid import Cell, cells, plan
 from normbench.core.train import batch_stats_accuracy, precise_batch_stats
 from normbench.models import build_model
 from normbench.norms import NORMS, WHOLE_BATCH, BatchStats
@@ -83,11 +83,11 @@ def test_batch_stats_accuracy_normalizes_each_test_batch_by_itself():
 def test_learning_rate_scales_linearly_with_the_sgd_batch():
     config = tiny_config(learning_rates=(0.1,), batch_sizes=(4, 16), init_scales=(1.0,))
     scaled = dataclasses.replace(config, train=dataclasses.replace(config.train, lr_reference_batch=16))
-    assert run_values(config, Cell("mlp", "batch", "sgd", 4))["learning_rate"] == [0.1]
-    assert run_values(scaled, Cell("mlp", "batch", "sgd", 4))["learning_rate"] == [0.025]
-    assert run_values(scaled, Cell("mlp", "batch", "sgd", 16))["learning_rate"] == [0.1]
+    assert plan(config, Cell("mlp", "batch", "sgd", 4)).run_values["learning_rate"] == (0.1,)
+    assert plan(scaled, Cell("mlp", "batch", "sgd", 4)).run_values["learning_rate"] == (0.025,)
+    assert plan(scaled, Cell("mlp", "batch", "sgd", 16)).run_values["learning_rate"] == (0.1,)
     # The ghost protocol keeps the SGD batch at 16 for every group size, so the rate stays at 0.1.
-    ghost = run_values(scaled, Cell("mlp", "batch", "ghost", 16))
+    ghost = plan(scaled, Cell("mlp", "batch", "ghost", 16)).run_values
     assert list(zip(ghost["learning_rate"], ghost["ghost_size"])) == [(0.1, 4), (0.1, 16)]
 
 
@@ -96,7 +96,7 @@ def test_a_ghost_cell_vmaps_every_size_for_a_batch_dependent_norm_and_one_for_th
     config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, protocols=("sgd", "ghost")))
     got = cells(config)
     assert Cell("cnn", "batch", "ghost", 8) in got and Cell("mlp", "batch", "ghost", 8) in got
-    assert [stat_sizes(config, c) for c in got if c.model == "mlp" and c.protocol == "ghost"] == [(4, 8), (8,)]
+    assert [plan(config, c).stat_sizes for c in got if c.model == "mlp" and c.protocol == "ghost"] == [(4, 8), (8,)]
     assert len(got) == 2 * (2 * 2 + 2)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.textbook_numpy import Net
 from normbench.config import load_config, set_fields
-from normbench.core.grid import Cell, grid_arrays
+from normbench.core.grid import Cell, plan
 from normbench.core.sweep import device_data, make_training, train_cell
 from normbench.core.train import precision_scope
 from normbench.data import load
@@ -86,7 +86,7 @@ def test_float64_init_scale_runs_equal_the_textbooks_numpy(dataset, norm):
     with precision_scope("float64"):
         data = device_data(dataset, "float64")
         states, result = train_cell(config, cell, dataset, data)
-        seeds, values = grid_arrays(config, cell)
+        seeds, values = plan(config, cell).arrays()
         start = make_training(config, cell, dataset.num_classes, n_train).start
         epochs = replacement_batches(config, int(seeds[0]), n_train, cell.batch_size)
         for k in range(len(config.sweep.init_scales)):

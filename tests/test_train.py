@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_config, tiny_dataset
 
 from normbench.config import ConfigError
-from normbench.core.grid import Cell, grid_arrays, steps_per_epoch
+from normbench.core.grid import Cell, plan
 from normbench.core.sweep import check_fits, device_data, run_sweep, train_cell
 from normbench.core.train import make_train
 from normbench.validate import validate
@@ -37,7 +37,7 @@ def solo(config, cell, dataset, seed, init_scale, lr):
 def test_vmapped_grid_equals_runs_one_by_one(norm):
     config = tiny_config(norms=(norm,), learning_rates=(0.1, 0.3))
     dataset, cell = tiny_dataset(), Cell("mlp", norm, "sgd", 8)
-    _, values = grid_arrays(config, cell)
+    _, values = plan(config, cell).arrays()
     states, result = train_cell(config, cell, dataset, device_data(dataset))
     run = solo_runner(config, cell, dataset)
     for s, seed in enumerate(config.sweep.seeds):
@@ -98,8 +98,8 @@ def test_min_steps_lengthens_a_large_batchs_epochs_to_whole_passes():
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, min_steps=20))
     dataset, cell = tiny_dataset(), Cell("mlp", "batch_renorm", "sgd", 8)
     # 48 examples make 6 steps a pass; 2 epochs of one pass (12 steps) fall short of 20, so each epoch takes 2.
-    assert steps_per_epoch(config, cell, 48) == 12
-    assert steps_per_epoch(config, Cell("mlp", "batch_renorm", "sgd", 2), 48) == 24
+    assert plan(config, cell).steps(48).per_epoch == 12
+    assert plan(config, Cell("mlp", "batch_renorm", "sgd", 2)).steps(48).per_epoch == 24
     state, metrics = solo(config, cell, dataset, 0, 1.0, 0.1)
     assert metrics.train_loss.shape == (2,)
     assert {int(layer["steps"]) for layer in state.batch_stats.values()} == {2 * 12}

@@ -15,7 +15,7 @@ from test_resume import finish, normbench
 from normbench.cli import main
 from normbench.config import ConfigError, ReportConfig
 from normbench.core.axes import run_columns
-from normbench.core.grid import cells, run_count, run_keys
+from normbench.core.grid import cells, plan
 from normbench.reports.summary import LIMIT_REACHED, NOT_EXTENDED, tuning_section
 from normbench.results.claims import tune
 from normbench.results.store import read_metrics
@@ -52,8 +52,8 @@ def tuned(limit: int = 2, **sweep):
 def table(config, extensions=(), score=lambda run: run["learning_rate"]):
     """The rows of the last epoch of every run of `config`'s cells and of `extensions` (their columns as metrics.csv
     orders them), with val_acc = `score(run key)`."""
-    runs = [run for cell in cells(config) for run in run_keys(config, cell)]
-    runs += [run for e in extensions for run in run_keys(e.config(config), e.restrict(cells(config)[e.cell]))]
+    runs = [run for cell in cells(config) for run in plan(config, cell).keys()]
+    runs += [run for e in extensions for run in plan(e.config(config), e.restrict(cells(config)[e.cell])).keys()]
     columns = {c: np.array([run[c] for run in runs]) for c in run_columns(config)}
     return {**columns, "epoch": np.ones(len(runs), int), "val_acc": np.array([score(run) for run in runs]),
             "diverged": np.zeros(len(runs), int)}  # fmt: skip
@@ -81,9 +81,9 @@ def test_only_the_configurations_at_an_edge_train_its_extension():
     ]
     cell = cells(config)[0]
     for extension in new:
-        runs = run_keys(extension.config(config), extension.restrict(cell))
+        runs = plan(extension.config(config), extension.restrict(cell)).keys()
         assert {run["init_scale"] for run in runs} == {dict(extension.points[0])["init_scale"]}
-        assert len(runs) == run_count(config, cell) // 4, "one of 2 scales at one of 2 rates"
+        assert len(runs) == plan(config, cell).run_count // 4, "one of 2 scales at one of 2 rates"
 
 
 def test_learning_rates_step_by_2_and_other_axes_by_their_outer_ratio():
@@ -175,7 +175,7 @@ def test_the_searched_grid_of_each_configuration_is_its_own_cell_s_rates_as_scal
 
 def test_show_states_what_extensions_may_add_at_worst():
     config = tuned(limit=2, batch_sizes=(8, 16))
-    runs = sum(run_count(config, cell) for cell in cells(config))
+    runs = sum(plan(config, cell).run_count for cell in cells(config))
     text = extension_text(config)
     assert "0.0125, 0.025 below, 0.2, 0.4 above" in text
     # 2 steps each way on a grid of 2 rates: twice the runs, 4 programs a cell

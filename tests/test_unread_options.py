@@ -14,7 +14,7 @@ from normbench.catalog import config_text
 from normbench.cli import main
 from normbench.config import NormConfig, add_sweeps, load_config, set_fields
 from normbench.core.axes import VALUE_FIELDS
-from normbench.core.grid import cells, run_count, run_values, unread_fields
+from normbench.core.grid import cells, plan, unread_fields
 from normbench.core.sweep import run_sweep
 from normbench.norms import NORMS
 from normbench.norms.registry import WHOLE_BATCH
@@ -54,10 +54,10 @@ def test_the_init_scale_study_swept_over_epsilon_trains_none_once():
     """48 runs without a norm (16 scales x 3 seeds, epsilon unread) and 96 with BN (at both epsilons): 144, not
     192."""
     config = add_sweeps(load_config(INIT_SCALE), ["norm.epsilon=1e-5,1e-3"])
-    runs = {cell.norm: run_count(config, cell) for cell in cells(config)}
+    runs = {cell.norm: plan(config, cell).run_count for cell in cells(config)}
     assert runs == {"batch": 96, "none": 48}
     assert unread_fields(config, "none") == {"norm.epsilon": 1e-5} and unread_fields(config, "batch") == {}
-    assert set(run_values(config, cells(config)[1])["norm.epsilon"]) == {1e-5}
+    assert set(plan(config, cells(config)[1]).run_values["norm.epsilon"]) == {1e-5}
     text = config_text(config)
     assert "144 runs of 20 epochs" in text
     assert "# none reads no norm.epsilon: its runs train once, at norm.epsilon=1e-05, which stands for every value " \
@@ -66,7 +66,7 @@ def test_the_init_scale_study_swept_over_epsilon_trains_none_once():
 
 def test_a_field_every_norm_reads_is_swept_for_every_cell():
     config = add_sweeps(tiny_config(norms=("batch", "none")), ["train.weight_decay=0,0.01"])
-    assert [run_count(config, cell) for cell in cells(config)] == [8, 8]
+    assert [plan(config, cell).run_count for cell in cells(config)] == [8, 8]
     assert "saved" not in config_text(config)
 
 

@@ -31,7 +31,7 @@ TRAIN_ONE_CELL = """
 import dataclasses, json, re, sys
 import jax, numpy as np
 from normbench.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
-from normbench.core.grid import Cell, grid_arrays
+from normbench.core.grid import Cell, plan
 from normbench.data import load
 from normbench.core.sweep import device_data, make_training, vmap_grid
 
@@ -43,7 +43,7 @@ config = Config(
 )
 cell = Cell("mlp", "batch", "sgd", 100)
 dataset = load(config.data)
-seeds, values = grid_arrays(config, cell)
+seeds, values = plan(config, cell).arrays()
 train = jax.jit(vmap_grid(make_training(config, cell, dataset.num_classes, len(dataset.train_x)).train))
 compiled = train.lower(seeds, values, device_data(dataset)).compile()
 text = compiled.as_text()

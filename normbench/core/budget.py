@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from normbench.config import Config, ConfigError, replace_field
-from normbench.core.grid import Cell, cell_config, cells, grid_arrays, plan, run_count, run_steps
+from normbench.core.grid import Cell, cells, plan
 from normbench.core.sweep import vmap_grid
 from normbench.core.train import PRECISIONS, STEP_SCOPE, Data, make_training, precision_scope
 from normbench.data import Dataset
@@ -147,24 +147,24 @@ def _estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
             largest[group] = cell
     traced = {group: _trace_any_depth(config, cell, dataset, data) for group, cell in largest.items()}
     cell_bytes, cell_flops, cell_steps = [], [], []
-    for cell in all_cells:
-        runs = run_count(config, cell)
+    runs = [plan(config, cell).run_count for cell in all_cells]
+    for cell, count in zip(all_cells, runs):
         programs, work = traced[cell.model, cell.norm, cell.protocol, cell.fields]
-        cell_bytes.append(max(runs * each + shared for each, shared in programs))
-        cell_flops.append(runs * run_flops(config, cell, n_train, work))
-        cell_steps.append(run_steps(config, cell, n_train))
+        cell_bytes.append(max(count * each + shared for each, shared in programs))
+        cell_flops.append(count * run_flops(config, cell, n_train, work))
+        cell_steps.append(plan(config, cell).steps(n_train).per_run)
     data_bytes = sum(a.nbytes for a in _arrays(dataset))
-    steps = sum(run_count(config, cell) * n for cell, n in zip(all_cells, cell_steps))
+    steps = sum(count * n for count, n in zip(runs, cell_steps))
     return Estimate(tuple(cell_bytes), data_bytes, workers, steps, tuple(cell_flops), tuple(cell_steps))
 
 
 def run_flops(config: Config, cell: Cell, n_train: int, work: Work) -> int:
     """The matmul FLOPs of one run of `cell`, from the `Work` of its group's trace."""
-    cell_plan = plan(config, cell, n_train)
+    cell_plan = plan(config, cell)
     every, epochs = cell_plan.config.train.test_every, cell_plan.config.train.epochs
     # every `every`-th epoch and the last, counted without listing them: epochs may be in the billions
     tested = epochs // every + (epochs % every != 0)
-    steps = cell_plan.run_steps * cell_plan.sgd_batch * work.step
+    steps = cell_plan.steps(n_train).per_run * cell_plan.sgd_batch * work.step
     return round(steps + epochs * work.epoch + tested * work.test + work.finish)
 
 
@@ -254,7 +254,7 @@ def _trace_any_depth(config: Config, cell: Cell, dataset: Dataset, data: Data) -
     counts are alike, so every value's bytes and every product's FLOPs grow by the same amount with each, and the
     costs at any depth lie on the line through two (exactly: tested). Tracing every block made `show` take as
     long as the depth is deep."""
-    depth = cell_config(config, cell).model.depth
+    depth = plan(config, cell).config.model.depth
     if depth <= LINE_DEPTHS[1] or not _reads_depth(config, cell):
         return _trace(config, cell, dataset, data)
     low, high = (_trace(*_at_depth(config, cell, d), dataset, data) for d in LINE_DEPTHS)
@@ -267,7 +267,7 @@ def _trace_any_depth(config: Config, cell: Cell, dataset: Dataset, data: Data) -
 def _reads_depth(config: Config, cell: Cell) -> bool:
     """Whether `cell`'s model is built from `model.depth`: its norms' widths or its options change with it."""
     spec, batch_dependent = MODELS[cell.model], NORMS[cell.norm].batch_dependent
-    models = [dataclasses.replace(cell_config(config, cell).model, depth=d) for d in LINE_DEPTHS]
+    models = [dataclasses.replace(plan(config, cell).config.model, depth=d) for d in LINE_DEPTHS]
     built = [(spec.widths(model), spec.options(model, batch_dependent)) for model in models]
     return built[0] != built[1]
 
@@ -289,7 +289,7 @@ def _trace(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[li
         cell = dataclasses.replace(cell, protocol=BASELINE)
     n_train = len(dataset.train_x)
     training = make_training(config, cell, dataset.num_classes, n_train)
-    args = grid_args(training, grid_arrays(config, cell)[1], data)
+    args = grid_args(training, plan(config, cell).arrays()[1], data)
     epoch, per_run = epoch_jaxpr(training, args)
     finish = jax.make_jaxpr(vmap_grid(training.finish, per_run=(True,)))(*args).jaxpr
     programs = []
@@ -321,8 +321,8 @@ def _work(epoch, finish, config: Config, cell: Cell, n_train: int) -> Work:
     steps = jaxpr_flops(epoch, max, STEP_SCOPE)
     every_epoch = jaxpr_flops(epoch, min) - jaxpr_flops(epoch, min, STEP_SCOPE)
     tests = jaxpr_flops(epoch, max) - steps - every_epoch
-    cell_plan = plan(config, cell, n_train)
-    per_example = steps / (cell_plan.steps_per_epoch * cell_plan.sgd_batch)
+    cell_plan = plan(config, cell)
+    per_example = steps / (cell_plan.steps(n_train).per_epoch * cell_plan.sgd_batch)
     return Work(per_example, every_epoch, tests, jaxpr_flops(finish, max))
 
 

@@ -2,7 +2,7 @@
 vmapped), from the axes of `normbench.core.axes` and the protocols of `normbench.protocols`.
 
 A cell's runs form a (seed, run) grid: seeds are the outer vmap, since a seed alone decides the minibatches;
-the other value axes' product, in `run_values` order, is the inner one. Rows of every results table follow
+the other value axes' product, in `CellPlan.values` order, is the inner one. Rows of every results table follow
 that order, cell after cell.
 """
 
@@ -56,13 +56,6 @@ def cells(config: Config) -> list[Cell]:
     return out
 
 
-def cell_config(config: Config, cell: Cell) -> Config:
-    """`config` as `cell` runs it: its static swept fields set."""
-    for key, value in cell.fields:
-        config = replace_field(config, key, value)
-    return config
-
-
 def with_values(config: Config, values: dict) -> Config:
     """`config` as one run reads it: its swept value fields set to that run's (traced) values."""
     for key in swept(config, VALUE):
@@ -71,29 +64,71 @@ def with_values(config: Config, values: dict) -> Config:
 
 
 @dataclass(frozen=True)
+class Steps:
+    """A cell's SGD steps over a training set of a given size (`CellPlan.steps`)."""
+
+    per_pass: int  # the whole SGD batches that one pass over the training set holds
+    per_epoch: int
+    per_run: int  # over all the run's epochs
+
+
+@dataclass(frozen=True)
 class CellPlan:
-    """One cell resolved once, for every consumer that reads it: its config and its batch and step counts."""
+    """One cell resolved once, for every consumer that reads it: its config, batch, statistic sizes and runs."""
 
     cell: Cell
-    config: Config  # as the cell runs it: its static swept fields set (`cell_config`)
+    config: Config  # as the cell runs it: its static swept fields set
     sgd_batch: int  # the examples of one SGD step: the data-parallel protocols' batch is on every device
-    steps_per_pass: int  # the whole SGD batches that one pass over the training set holds
-    steps_per_epoch: int
-    run_steps: int  # the SGD steps of one run, over all its epochs
-    stat_sizes: tuple[int, ...]  # the examples one batch statistic sees, per `ghost_size` (`stat_sizes`)
+    # The examples one batch statistic sees, per value of the protocol's axis (`ghost_size`). A norm without batch
+    # statistics reads none of them, so it runs once, at the largest (under `ghost`, the SGD batch): runs at the
+    # others would repeat it bit for bit.
+    stat_sizes: tuple[int, ...]
+    seeds: tuple[int, ...]  # the outer vmap axis
+    # Each value axis's value at every run of one seed, in row order (the inner vmap axis): (column, values) pairs.
+    values: tuple[tuple[str, tuple], ...]
+    columns: tuple[str, ...]  # the columns that identify a run (`normbench.core.axes.run_columns`)
+
+    @property
+    def run_values(self) -> dict[str, tuple]:
+        return dict(self.values)
+
+    @property
+    def run_count(self) -> int:
+        """How many runs the cell trains: its seeds times its points of the other value axes."""
+        return len(self.seeds) * len(self.values[0][1])
+
+    def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The seeds and each value axis over one seed's runs, as the arrays the vmapped grid reads."""
+        values = {column: np.asarray(v, np.int32 if column == "ghost_size" else np.float32)
+                  for column, v in self.values}  # fmt: skip
+        return np.asarray(self.seeds, np.uint32), values
+
+    def keys(self) -> list[dict[str, Any]]:
+        """Every run as its run-column values, seed-major as the grid: the rows' identities."""
+        cell = self.cell
+        static = {"model": cell.model, "norm": cell.norm, "protocol": cell.protocol, "batch_size": cell.batch_size,
+                  **dict(cell.fields)}  # fmt: skip
+        points = [dict(zip(self.run_values, point)) for point in zip(*self.run_values.values())]
+        return [{column: {**static, **point, "seed": seed}[column] for column in self.columns}
+                for seed in self.seeds for point in points]  # fmt: skip
+
+    def steps(self, n_train: int) -> Steps:
+        train = self.config.train
+        per_pass = n_train // self.sgd_batch
+        per_epoch = _steps_per_epoch(train, per_pass)
+        return Steps(per_pass, per_epoch, (train.first_epoch_steps or per_epoch) + (train.epochs - 1) * per_epoch)
 
 
-def plan(config: Config, cell: Cell, n_train: int) -> CellPlan:
-    run = cell_config(config, cell)
-    batch = _sgd_batch(run, cell)
-    per_pass = n_train // batch
-    steps = _steps_per_epoch(run.train, per_pass)
-    total = (run.train.first_epoch_steps or steps) + (run.train.epochs - 1) * steps
-    return CellPlan(cell, run, batch, per_pass, steps, total, _stat_sizes(run, cell))
-
-
-def _sgd_batch(run: Config, cell: Cell) -> int:
-    return cell.batch_size * PROTOCOLS[cell.protocol].split(run).devices
+def plan(config: Config, cell: Cell) -> CellPlan:
+    run = config
+    for key, value in cell.fields:
+        run = replace_field(run, key, value)
+    batch = cell.batch_size * PROTOCOLS[cell.protocol].split(run).devices
+    sizes = tuple(PROTOCOLS[cell.protocol].stat_sizes(run, cell.batch_size))
+    sizes = sizes if NORMS[cell.norm].batch_dependent else (max(sizes),)
+    reference = run.train.lr_reference_batch
+    values = _run_values(config, cell, batch / reference if reference else 1.0, sizes)
+    return CellPlan(cell, run, batch, sizes, tuple(config.sweep.seeds), values, run_columns(config))
 
 
 def _steps_per_epoch(train, per_pass: int) -> int:
@@ -102,37 +137,6 @@ def _steps_per_epoch(train, per_pass: int) -> int:
     if train.min_steps is None or not per_pass:  # no pass fits: `check_fits` refuses the batch
         return per_pass
     return per_pass * max(1, -(-train.min_steps // (train.epochs * per_pass)))
-
-
-def _stat_sizes(run: Config, cell: Cell) -> tuple[int, ...]:
-    sizes = tuple(PROTOCOLS[cell.protocol].stat_sizes(run, cell.batch_size))
-    return sizes if NORMS[cell.norm].batch_dependent else (max(sizes),)
-
-
-def sgd_batch(config: Config, cell: Cell) -> int:
-    """The examples of one SGD step: the data-parallel protocols' batch is on every device."""
-    return _sgd_batch(cell_config(config, cell), cell)
-
-
-def steps_per_pass(config: Config, cell: Cell, n_train: int) -> int:
-    """The whole SGD batches that one pass over the training set holds."""
-    return plan(config, cell, n_train).steps_per_pass
-
-
-def steps_per_epoch(config: Config, cell: Cell, n_train: int) -> int:
-    return plan(config, cell, n_train).steps_per_epoch
-
-
-def run_steps(config: Config, cell: Cell, n_train: int) -> int:
-    """The SGD steps of one run of `cell`, over all its epochs."""
-    return plan(config, cell, n_train).run_steps
-
-
-def stat_sizes(config: Config, cell: Cell) -> tuple[int, ...]:
-    """The examples that one batch statistic sees, per value of the protocol's axis (`ghost_size`). A norm without
-    batch statistics reads none of them, so it runs once, at the largest (under `ghost`, the SGD batch): runs at
-    the others would repeat it bit for bit."""
-    return _stat_sizes(cell_config(config, cell), cell)
 
 
 def unread_fields(config: Config, norm: str) -> dict[str, Any]:
@@ -144,50 +148,19 @@ def unread_fields(config: Config, norm: str) -> dict[str, Any]:
             if key.startswith("norm.") and key.removeprefix("norm.") not in options}  # fmt: skip
 
 
-def run_values(config: Config, cell: Cell) -> dict[str, list]:
-    """Each value axis's value at every run of one seed of `cell`, in row order: column -> list.
-
-    The learning rate is the one the run uses, after linear scaling with the SGD batch; `ghost_size` the number
-    of examples its norms' batch statistics see; a swept field that the cell's norm never reads, its first value
-    alone (`unread_fields`)."""
-    run = cell_config(config, cell)
-    reference = run.train.lr_reference_batch
-    lr_scale = _sgd_batch(run, cell) / reference if reference else 1.0
+def _run_values(config: Config, cell: Cell, lr_scale: float, stat_sizes: tuple[int, ...]):
+    """`CellPlan.values`. The learning rate is the one the run uses, after linear scaling with the SGD batch;
+    `ghost_size` the number of examples its norms' batch statistics see; a swept field that the cell's norm never
+    reads, its first value alone (`unread_fields`)."""
     unread = unread_fields(config, cell.norm)
     axes = {
         "init_scale": config.sweep.init_scales,
         "learning_rate": [lr * lr_scale for lr in config.sweep.learning_rates],
-        "ghost_size": _stat_sizes(run, cell),
+        "ghost_size": stat_sizes,
         **{key: (unread[key],) if key in unread else values for key, values in swept(config, VALUE).items()},
     }
     points = list(itertools.product(*axes.values()))
     if cell.only is not None:
         index = {column: i for i, column in enumerate(axes)}
         points = [p for p in points if any(all(p[index[c]] == v for c, v in entry) for entry in cell.only)]
-    return {column: [point[i] for point in points] for i, column in enumerate(axes)}
-
-
-def run_count(config: Config, cell: Cell) -> int:
-    """How many runs `cell` trains: its seeds times its points of the other value axes."""
-    return len(config.sweep.seeds) * len(run_values(config, cell)["init_scale"])
-
-
-def grid_arrays(config: Config, cell: Cell) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The seeds (outer vmap axis) and each value axis over one seed's runs (inner vmap axis), as arrays."""
-    values = {
-        column: np.asarray(v, np.int32 if column == "ghost_size" else np.float32)
-        for column, v in run_values(config, cell).items()
-    }
-    return np.asarray(config.sweep.seeds, np.uint32), values
-
-
-def run_keys(config: Config, cell: Cell) -> list[dict[str, Any]]:
-    """Every run of `cell` as its run-column values (`normbench.core.axes.run_columns`, in their order), seed-major
-    as the grid: the rows' identities."""
-    static = {"model": cell.model, "norm": cell.norm, "protocol": cell.protocol, "batch_size": cell.batch_size,
-              **dict(cell.fields)}  # fmt: skip
-    values = run_values(config, cell)
-    points = [dict(zip(values, point)) for point in zip(*values.values())]
-    columns = run_columns(config)
-    return [{column: {**static, **point, "seed": seed}[column] for column in columns}
-            for seed in config.sweep.seeds for point in points]  # fmt: skip
+    return tuple((column, tuple(point[i] for point in points)) for i, column in enumerate(axes))

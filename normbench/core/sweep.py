@@ -23,7 +23,7 @@ import numpy as np
 
 from normbench.config import Config, ConfigError, get_field
 from normbench.core.diagnostics import Diagnostics
-from normbench.core.grid import Cell, CellPlan, cells, grid_arrays, plan
+from normbench.core.grid import Cell, CellPlan, cells, plan
 from normbench.core.listener import Progress
 from normbench.core.train import PRECISIONS, Data, Metrics, make_train, make_training, metrics, precision_scope
 from normbench.data import Dataset
@@ -63,7 +63,7 @@ def train_grid(config: Config, cell: Cell, num_classes: int, n_train: int) -> Ca
     """The whole idea: every run of `cell` (seeds x value axes) trained as one compiled program,
     `jit(vmap(vmap(train)))`, where `train` (`normbench.core.train.make_train`) is a `lax.scan` over epochs
     (`run_epochs`) of a `lax.scan` over steps (`epoch_steps`) of `batch_step`. Called as `(seeds, values, data)
-    -> (final states, Metrics)`, with `grid_arrays` and `device_data`.
+    -> (final states, Metrics)`, with `CellPlan.arrays` and `device_data`.
 
     `normbench run` computes these same bits, only arranged for the machine (`compile_cell`): on one device the
     phases of `train` compiled apart and stepped epoch by epoch from the host (`normbench.runtime.phases`), over
@@ -102,7 +102,7 @@ def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, on_ep
     `on_epoch` is called from inside the program as each epoch starts and `on_metrics` with each epoch's metrics
     as it ends (`normbench.core.train.make_training`); phases tell the host between epochs instead."""
     started = time.perf_counter()
-    seeds, values = grid_arrays(config, cell)
+    seeds, values = plan(config, cell).arrays()
     grid = functools.partial(vmap_grid, chunk_size=config.train.chunk_size)
     if trains_in_phases(config, cell):
         specs = (NORMS[cell.norm], MODELS[cell.model])
@@ -121,7 +121,7 @@ def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, on_ep
 @dataclass
 class CellResult:
     cell: Cell
-    metrics: Metrics  # numpy, leading axes (seed, run) in `normbench.core.grid.run_values` order
+    metrics: Metrics  # numpy, leading axes (seed, run) in `CellPlan.values` order
     trace_s: float
     compile_s: float
     wait_s: float  # how long its trainer waited for it (the rest of compiling overlapped other cells' training)
@@ -136,7 +136,7 @@ def train_program(program: CellProgram, config: Config, cell: Cell, data: Data, 
     """Train a compiled cell to the end: (final states, `CellResult`). A cell in phases saves `checkpoints`,
     tells `on_epoch(n, metrics)` as each epoch ends and, once `stop` is asked, raises `Stopped` as its epoch ends
     (`normbench.runtime.phases.run_phases`)."""
-    seeds, values = grid_arrays(config, cell)
+    seeds, values = plan(config, cell).arrays()
     start = time.perf_counter()
     if program.whole is not None:
         states, cell_metrics, diagnostics = *program.whole(seeds, values, data), {}
@@ -226,7 +226,7 @@ class Events:
 
     def epoch_done(self, i: int) -> Callable:
         """`on_epoch(n, metrics)` of cell `i` trained in phases (`train_program`)."""
-        seeds = grid_arrays(self.config, self.todo[i])[0]
+        seeds = plan(self.config, self.todo[i]).arrays()[0]
 
         def on_epoch(epoch, measured):
             with self.lock:
@@ -292,7 +292,7 @@ def check_fits(config: Config, dataset: Dataset) -> None:
     n, n_test = len(dataset.train_x), len(dataset.test_x)
     check_devices(config, [PROTOCOLS[cell.protocol].split(config) for cell in cells(config)])
     for cell in cells(config):
-        cell_plan = plan(config, cell, n)
+        cell_plan = plan(config, cell)
         # the cell's own config: a swept field at its value there
         batch, statistics, train = cell_plan.sgd_batch, max(cell_plan.stat_sizes), cell_plan.config.train
         if batch > n:
@@ -302,13 +302,13 @@ def check_fits(config: Config, dataset: Dataset) -> None:
                 f"batch size {statistics} is larger than the {n_test} test examples of {dataset.name}, "
                 f"which {cell.norm} norm's batch-statistics evaluation needs"
             )
-        steps = cell_plan.steps_per_epoch
+        steps = cell_plan.steps(n).per_epoch
         if (train.first_epoch_steps or 0) > steps:
             raise ConfigError(
                 f"train.first_epoch_steps={train.first_epoch_steps} exceeds the {steps} steps of an epoch "
                 f"at batch {cell.batch_size}"
             )
-        check_run_steps(cell_plan)
+        check_run_steps(cell_plan, n)
         needed = steps * batch
         # Epochs that train.min_steps lengthens are whole passes, each without repeats.
         if train.sampling == "permutation" and train.steps_per_epoch and needed > n:
@@ -319,13 +319,14 @@ def check_fits(config: Config, dataset: Dataset) -> None:
             )
 
 
-def check_run_steps(cell_plan: CellPlan) -> None:
+def check_run_steps(cell_plan: CellPlan, n_train: int) -> None:
     """A run counts its steps in int32 (the optimizer's count, the schedules, batch_renorm's fractions of the run):
     past 2**31 - 1 they would wrap, or fail to trace, so the fields that make them are refused by name."""
-    total, run = cell_plan.run_steps, cell_plan.config
+    steps, run = cell_plan.steps(n_train), cell_plan.config
+    total = steps.per_run
     if total < 2**31:
         return
-    per_epoch, train = cell_plan.steps_per_epoch, run.train
+    per_epoch, train = steps.per_epoch, run.train
     fields = ["train.epochs"] + [f"train.{f}" for f in ("steps_per_epoch", "min_steps") if getattr(train, f)]
     raise ConfigError(
         f"{', '.join(f'{f}={get_field(run, f)}' for f in fields)} make {total:,} steps a run "

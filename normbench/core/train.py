@@ -59,7 +59,7 @@ import optax
 
 from normbench.config import Config, TrainConfig
 from normbench.core.diagnostics import Diagnostics, layer_diagnostics
-from normbench.core.grid import Cell, CellPlan, plan, with_values
+from normbench.core.grid import Cell, CellPlan, Steps, plan, with_values
 from normbench.core.landscape import probe, unmeasured
 from normbench.models import build_model, scale_kernels
 from normbench.norms import NORMS, NormSpec
@@ -359,6 +359,7 @@ class Setup:
     Every phase below is a pure function of a `Setup` and one run's seed, values and data."""
 
     plan: CellPlan
+    steps: Steps
     spec: NormSpec
     protocol: Protocol
     split: BatchSplit
@@ -373,16 +374,16 @@ class Setup:
 
 
 def setup(config: Config, cell: Cell, num_classes: int, n_train: int) -> Setup:
-    cell_plan = plan(config, cell, n_train)
+    cell_plan = plan(config, cell)
     run = cell_plan.config
     precise_steps = max(1, run.train.precise_bn_examples // cell_plan.sgd_batch)
     split = PROTOCOLS[cell.protocol].split(run)
-    return Setup(cell_plan, NORMS[cell.norm], PROTOCOLS[cell.protocol], split, num_classes, n_train, precise_steps,
-                 max(cell_plan.stat_sizes))  # fmt: skip
+    return Setup(cell_plan, cell_plan.steps(n_train), NORMS[cell.norm], PROTOCOLS[cell.protocol], split, num_classes,
+                 n_train, precise_steps, max(cell_plan.stat_sizes))  # fmt: skip
 
 
 def optimizer(s: Setup, values: RunValues):
-    run, total_steps = with_values(s.config, values), s.plan.run_steps
+    run, total_steps = with_values(s.config, values), s.steps.per_run
     rate = values["learning_rate"]
     if run.train.schedule == "cosine":
         warmup = run.train.warmup_fraction * total_steps  # traced when swept as a value axis
@@ -394,7 +395,7 @@ def optimizer(s: Setup, values: RunValues):
 def model_for(s: Setup, values: RunValues, **norm_options):
     norm_config = dataclasses.replace(with_values(s.config, values).norm, **norm_options)
     if norm_config.renorm_train_steps is None:  # batch_renorm's schedule is in fractions of this run's steps
-        norm_config = dataclasses.replace(norm_config, renorm_train_steps=s.plan.run_steps)
+        norm_config = dataclasses.replace(norm_config, renorm_train_steps=s.steps.per_run)
     return build_model(
         s.plan.cell.model,
         s.config.model,
@@ -407,7 +408,7 @@ def model_for(s: Setup, values: RunValues, **norm_options):
 
 
 def batches(s: Setup, key, count: int) -> jax.Array:
-    return minibatches(key, count, s.n_train, s.plan.sgd_batch, s.plan.steps_per_pass, s.config.train.sampling)
+    return minibatches(key, count, s.n_train, s.plan.sgd_batch, s.steps.per_pass, s.config.train.sampling)
 
 
 def seed_keys(seed) -> jax.Array:
@@ -456,7 +457,7 @@ def landscape(s: Setup, model, data: Data, train_state: TrainState, values: RunV
 def epoch_steps(s: Setup, model, tx, data: Data, train_state: TrainState, index, order):
     """The epoch's steps over the batches `order` as one `lax.scan`: (train state, losses, which steps were taken).
     The first epoch stops after `train.first_epoch_steps`; the index is unbatched, so skipped steps cost nothing."""
-    steps = s.plan.steps_per_epoch
+    steps = s.steps.per_epoch
     step = functools.partial(batch_step, s, model, tx, data)
     if (s.config.train.first_epoch_steps or steps) == steps:
         train_state, losses = jax.lax.scan(step, train_state, order)
@@ -496,7 +497,7 @@ def train_epoch(s: Setup, model, tx, seed, values: RunValues, data: Data, on_epo
     if on_epoch is not None:
         # Given a batched value the callback would run once per run; the index alone keeps it one call.
         jax.debug.callback(on_epoch, index, ordered=False)
-    order = batches(s, key, s.plan.steps_per_epoch)
+    order = batches(s, key, s.steps.per_epoch)
     if s.config.train.landscape_steps:
         surveyed = landscape(s, model, data, state.train, values, order[0])
     else:

@@ -29,7 +29,7 @@ import sys
 import numpy as np
 
 from normbench.config import Config
-from normbench.core.grid import Cell, run_count, run_values, steps_per_epoch
+from normbench.core.grid import Cell, plan
 from normbench.core.listener import Progress
 
 logger = logging.getLogger("normbench")
@@ -77,9 +77,9 @@ class LogProgress(Progress):
 
     def sweep_started(self, config, cells, n_train):
         self.config, self.cells = config, cells
-        self.runs = [run_count(config, cell) for cell in cells]
+        self.runs = [plan(config, cell).run_count for cell in cells]
         # A run-step is one optimizer step of one run: the unit of work that the ETA extrapolates.
-        self.work = [runs * config.train.epochs * steps_per_epoch(config, cell, n_train)
+        self.work = [runs * config.train.epochs * plan(config, cell).steps(n_train).per_epoch
                      for runs, cell in zip(self.runs, cells)]  # fmt: skip
         plural = "" if len(cells) == 1 else "s"
         epochs = config.train.epochs
@@ -142,7 +142,7 @@ def axes_label(cell: Cell) -> str:
 def values_label(config: Config, cell: Cell, k: int, axis_names: bool = False) -> str:
     """The `k`-th run of one seed of `cell`, naming only the value axes that vary within the cell, or with
     `axis_names` every value axis (a best run read on its own)."""
-    values = run_values(config, cell)
+    values = plan(config, cell).run_values
     return "".join(f" {column}={v[k]:.3g}" for column, v in values.items() if axis_names or len(set(v)) > 1)
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from normbench.core.axes import EPOCH, STATIC, VALUE, key_columns, kind, run_columns, swept_columns
-from normbench.core.grid import run_keys
+from normbench.core.grid import plan
 from normbench.core.train import EpochMetrics
 from normbench.errors import UserError
 from normbench.protocols import PROTOCOLS
@@ -163,7 +163,7 @@ class TensorBoardWriter(Progress):
 
     def _runs(self, index: int, seeds) -> list[list[tuple[str, dict]]]:
         """[seed position][run] -> (run name, key columns) of `seeds` of cell `index`."""
-        keys = run_keys(self.config, self.cells[index])
+        keys = plan(self.config, self.cells[index]).keys()
         per_seed = len(keys) // len(self.config.sweep.seeds)
         position = {seed: s for s, seed in enumerate(self.config.sweep.seeds)}
         runs = []

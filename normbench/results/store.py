@@ -22,7 +22,7 @@ import numpy as np
 from normbench.config import Config, from_dict, to_dict
 from normbench.core import landscape
 from normbench.core.axes import EPOCH, key_columns, run_columns
-from normbench.core.grid import cells, run_keys
+from normbench.core.grid import cells, plan
 from normbench.errors import UserError
 from normbench.results.swap import clear, opened_at, settle, swap
 from normbench.results.table import REWRITE, _key_text, check_rows, number, parse_table, read_file, table_csv, utf8_text
@@ -340,7 +340,7 @@ def _check_runs(rows: list[list[str]], path: Path | str, config: Config) -> None
             raise UserError(f"{str(path)!r} holds {rows} of the run {_run_text(keys, run)} (epochs {seen[0]} to "
                             f"{seen[-1]}), not one per epoch 1 to {config.train.epochs}: {REWRITE}")  # fmt: skip
     expected = [
-        tuple(_key_text(identity[c]) for c in keys) for cell in cells(config) for identity in run_keys(config, cell)
+        tuple(_key_text(identity[c]) for c in keys) for cell in cells(config) for identity in plan(config, cell).keys()
     ]
     missing = [run for run in expected if run not in epochs]
     if missing:

@@ -16,7 +16,7 @@ import numpy as np
 
 from normbench.config import Config
 from normbench.core.axes import EPOCH, key_columns, run_columns
-from normbench.core.grid import run_keys
+from normbench.core.grid import plan
 from normbench.errors import UserError
 
 TEXT_COLUMNS = {"model", "norm", "protocol"}
@@ -46,7 +46,7 @@ def table_csv(
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(keys + columns)
     for result in results:
-        identities = run_keys(config, result.cell)
+        identities = plan(config, result.cell).keys()
         per_seed = len(identities) // len(config.sweep.seeds)
         for r, identity in enumerate(identities):
             key = [_key_text(identity[c]) for c in keys]

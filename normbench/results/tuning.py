@@ -38,7 +38,7 @@ import numpy as np
 
 from normbench.config import Config, ConfigError
 from normbench.core.axes import VALUE, kind, run_columns
-from normbench.core.grid import Cell, cells, run_count, run_keys, run_values
+from normbench.core.grid import Cell, cells, plan
 from normbench.results.claims import Choice, tune
 from normbench.results.store import parse_metrics
 from normbench.results.table import join_tables
@@ -148,7 +148,7 @@ class Extension:
 def configurations(config: Config, cell: Cell) -> list[tuple[tuple[str, object], ...]]:
     """The cell's points of its untuned value axes, in row order, each as (column, value) pairs: what a tuning
     choice fixes within the cell besides the seed."""
-    values = run_values(config, cell)
+    values = plan(config, cell).run_values
     names = [column for column in values if column not in config.report.tune]
     points = (tuple((c, values[c][i]) for c in names) for i in range(len(values[names[0]])))
     return list(dict.fromkeys(points))
@@ -224,7 +224,7 @@ def own_grids(config: Config) -> dict[tuple[str, ...], dict[str, tuple]]:
     others = [c for c in run_columns(config) if c not in tuned and c != "seed"]
     grids: dict[tuple[str, ...], dict[str, set]] = {}
     for cell in cells(config):
-        for run in run_keys(config, cell):
+        for run in plan(config, cell).keys():
             own = grids.setdefault(_key(run[c] for c in others), {axis: set() for axis in tuned})
             for axis in tuned:
                 own[axis].add(run[axis])
@@ -262,7 +262,7 @@ def extension_text(config: Config, cost: Estimate | None = None) -> str:
     if not (limit and axes):
         return ""
     study_cells = cells(config)
-    runs = sum(run_count(config, cell) for cell in study_cells)
+    runs = sum(plan(config, cell).run_count for cell in study_cells)
     share, programs = _worst_share(config)
     stepping = []
     for axis in axes:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from normbench.core.grid import cells, grid_arrays
+from normbench.core.grid import cells, plan
 from normbench.core.sweep import device_data, vmap_grid
 from normbench.core.train import make_training, precision_scope
 from normbench.data import load
@@ -32,7 +32,7 @@ def epoch_timer(config, dataset, data) -> Callable[[], float]:
     same work, where a run trained on would drift (its loss toward 0, its arithmetic toward other numbers)."""
     cell = cells(config)[0]
     training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
-    seeds, values = grid_arrays(config, cell)
+    seeds, values = plan(config, cell).arrays()
     start = jax.jit(vmap_grid(training.start))
     epoch = jax.jit(vmap_grid(functools.partial(training.epochs, count=1), per_run=(True, False)), donate_argnums=3)
     first = np.int32(0)  # of 2 epochs: not the last, so the held-out sets are never evaluated
