@@ -1,6 +1,7 @@
 """The error types the CLI turns into a single line: exit status 2 for the user's, 1 for the machine's."""
 
 import difflib
+import errno
 
 
 class UserError(ValueError):
@@ -9,6 +10,13 @@ class UserError(ValueError):
 
 class MachineError(RuntimeError):
     """The machine, not the input, stopped the command (a full disk, a read-only file); the message is one line."""
+
+
+def refused_write(message: str, error: OSError) -> UserError | MachineError:
+    """A write the system refused, as the error it is: a path through a missing directory or a file is the user's
+    to correct; a full disk, a read-only file system or a missing permission is the machine's."""
+    text = f"{message}: {error.strerror or error}"
+    return UserError(text) if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR) else MachineError(text)
 
 
 def did_you_mean(word: str, choices) -> str:

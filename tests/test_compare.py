@@ -162,6 +162,25 @@ def test_compare_says_what_is_wrong_in_one_line(tmp_path, capsys, args, message)
     assert len(err) == 1 and err[0].startswith("normbench: error: ") and message.format(tmp=tmp_path) in err[0], err
 
 
+@pytest.mark.parametrize("flag, name", [("--csv", "table.csv"), ("--plot", "compare.png")])
+def test_compare_into_a_full_disk_is_the_machines_error_exit_1(tmp_path, capsys, monkeypatch, flag, name):
+    """A write the machine refuses (here ENOSPC, as a read-only file system's EROFS would be) is not the user's
+    input to correct: exit 1, where a path through a missing directory (above) exits 2."""
+    import errno
+
+    from normbench.reports import compare
+
+    def disk_full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(compare, "atomic_write", disk_full)
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", disk_full)
+    assert main(["compare", str(INIT_SCALE), str(INIT_SCALE), flag, str(tmp_path / name)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"normbench: error: cannot write '{tmp_path / name}': No space left on device"], err
+    assert not (tmp_path / name).exists()
+
+
 def test_compare_needs_two_directories(capsys):
     assert main(["compare", str(INIT_SCALE)]) == 2
     assert "at least two" in capsys.readouterr().err

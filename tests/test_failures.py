@@ -57,6 +57,7 @@ def test_a_full_disk_as_a_run_claims_its_directory_is_one_line_exit_1(study, tmp
     assert err.startswith("normbench: error: cannot start the run in ") and err.count("\n") == 1, err
     assert "No space left on device; make room and run it again" in err
     assert snapshot(out) == before
+    assert not (out / "unfinished").exists(), "an empty unfinished/ reads as a run under way: the results unfinished"
 
 
 def test_plot_of_a_truncated_metrics_table_is_one_line_exit_2(study, tmp_path, capsys):
@@ -151,7 +152,7 @@ DAMAGED = {
     "metrics.csv a row cut short": (a_row_cut_short, "metrics.csv' line 3 has 5 fields where its header has "),
     "metrics.csv lacking a column": (
         without_column("metrics.csv", "test_acc"),
-        "metrics.csv' lacks the columns: test_acc; it is damaged",
+        "metrics.csv' lacks the column test_acc: it is damaged",
     ),
     "metrics.csv header only": (
         lambda d: write("metrics.csv", (d / "metrics.csv").read_bytes().split(b"\n")[0] + b"\n")(d),

@@ -196,7 +196,8 @@ def test_plot_at_a_resolution_out_of_range_is_one_line(study, capsys, dpi):
 
 
 @pytest.mark.parametrize("reader", ["plot", "report"])
-def test_a_results_directory_the_machine_will_not_write_into_is_one_line(study, tmp_path, capsys, monkeypatch, reader):
+def test_a_results_directory_the_machine_will_not_write_into_is_one_line_exit_1(study, tmp_path, capsys, monkeypatch,
+                                                                                 reader):  # fmt: skip
     from normbench.reports import plots, report
 
     out = signed_copy(study, tmp_path)
@@ -207,7 +208,7 @@ def test_a_results_directory_the_machine_will_not_write_into_is_one_line(study, 
 
     monkeypatch.setattr(plots, "atomic_write", read_only)
     monkeypatch.setattr(report, "atomic_write", read_only)
-    assert read(reader, out, capsys) == (2, [f"normbench: error: cannot write into '{out}': Read-only file system"])
+    assert read(reader, out, capsys) == (1, [f"normbench: error: cannot write into '{out}': Read-only file system"])
     assert snapshot(out) == before
 
 

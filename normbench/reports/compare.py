@@ -27,7 +27,7 @@ import pandas as pd
 
 from normbench.config import get_field, to_dict
 from normbench.core.axes import swept_columns
-from normbench.errors import UserError
+from normbench.errors import UserError, refused_write
 from normbench.reports.plots import FORMATS
 from normbench.results.reader import Results, ResultsWarning, read_results
 from normbench.results.stats import final_epoch, mean_ci
@@ -263,7 +263,7 @@ def _write(path: Path, write) -> None:
     try:
         write()
     except OSError as e:
-        raise UserError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
+        raise refused_write(f"cannot write {str(path)!r}", e) from None
 
 
 def plot(sweeps: Sweeps, metric: str, path: Path) -> Path:

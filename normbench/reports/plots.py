@@ -20,7 +20,7 @@ import numpy as np
 from normbench.config import Config
 from normbench.core.axes import swept_columns
 from normbench.core.diagnostics import DIAGNOSTICS
-from normbench.errors import UserError
+from normbench.errors import UserError, refused_write
 from normbench.models import norm_positions
 from normbench.norms import NORMS
 from normbench.protocols import BASELINE, PROTOCOLS
@@ -512,4 +512,4 @@ def writing_into(out: Path):
     try:
         yield
     except OSError as e:
-        raise UserError(f"cannot write into {str(out)!r}: {e.strerror or e}") from e
+        raise refused_write(f"cannot write into {str(out)!r}", e) from e

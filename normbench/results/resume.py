@@ -58,6 +58,8 @@ class Unfinished:
                 atomic_write(self.root / CONFIG, json.dumps({"config": to_dict(config)}, indent=2) + "\n")
             (self.root / "cells").mkdir(exist_ok=True)
         except OSError as e:  # a full disk, a read-only file system: nothing is trained yet, nothing lost
+            if not (self.root / CONFIG).exists():  # no run began: an empty unfinished/ would mark `out` unfinished
+                shutil.rmtree(self.root, ignore_errors=True)
             raise MachineError(
                 f"cannot start the run in {str(self.root)!r}: {e.strerror or e}; make room and run it again"
             ) from e

@@ -25,7 +25,17 @@ from normbench.core.axes import EPOCH, key_columns, run_columns
 from normbench.core.grid import cells, plan
 from normbench.errors import UserError
 from normbench.results.swap import clear, opened_at, settle, swap
-from normbench.results.table import REWRITE, _key_text, check_rows, number, parse_table, read_file, table_csv, utf8_text
+from normbench.results.table import (
+    REWRITE,
+    check_rows,
+    key_text,
+    number,
+    parse_table,
+    read_file,
+    table_csv,
+    the_columns,
+    utf8_text,
+)
 from normbench.runtime.faults import reached
 
 METRICS = "metrics.csv"
@@ -315,14 +325,11 @@ def _check_header(header: list[str], path: Path | str, config: Config) -> None:
     missing = [c for c in expected if c not in header and c not in LATER_COLUMNS]
     unknown = [c for c in header if c not in expected]
     twice = sorted({c for c in header if header.count(c) > 1})
-    problems = {
-        "lacks the columns": missing,
-        "has columns twice": twice,
-        "has columns its config does not write": unknown,
-    }
+    problems = {"lacks {}": missing, "has {} twice": twice, "has {}, which its config does not write": unknown}
     for problem, names in problems.items():
         if names:
-            raise UserError(f"{str(path)!r} {problem}: {', '.join(names)}; it is damaged or not this config's table")
+            raise UserError(f"{str(path)!r} {problem.format(the_columns(names))}: it is damaged or not this config's "
+                            "table")  # fmt: skip
 
 
 def _check_runs(rows: list[list[str]], path: Path | str, config: Config) -> None:
@@ -340,7 +347,7 @@ def _check_runs(rows: list[list[str]], path: Path | str, config: Config) -> None
             raise UserError(f"{str(path)!r} holds {rows} of the run {_run_text(keys, run)} (epochs {seen[0]} to "
                             f"{seen[-1]}), not one per epoch 1 to {config.train.epochs}: {REWRITE}")  # fmt: skip
     expected = [
-        tuple(_key_text(identity[c]) for c in keys) for cell in cells(config) for identity in plan(config, cell).keys()
+        tuple(key_text(identity[c]) for c in keys) for cell in cells(config) for identity in plan(config, cell).keys()
     ]
     missing = [run for run in expected if run not in epochs]
     if missing:

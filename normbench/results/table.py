@@ -30,7 +30,7 @@ def number(x) -> str:
     return f"{float(x):.7g}"
 
 
-def _key_text(value) -> str:
+def key_text(value) -> str:
     """A key column's value as it reads back exactly: floats by repr, the rest as written."""
     return repr(value) if isinstance(value, float) else str(value)
 
@@ -49,7 +49,7 @@ def table_csv(
         identities = plan(config, result.cell).keys()
         per_seed = len(identities) // len(config.sweep.seeds)
         for r, identity in enumerate(identities):
-            key = [_key_text(identity[c]) for c in keys]
+            key = [key_text(identity[c]) for c in keys]
             for line in rows(result, *divmod(r, per_seed)):
                 writer.writerow(key + list(line))
     return out.getvalue()
@@ -122,15 +122,19 @@ def check_rows(rows: list[list[str]], path: Path | str) -> None:
                             f"{REWRITE}")  # fmt: skip
 
 
+def the_columns(names: list[str]) -> str:
+    """'the column X' or 'the columns X, Y', as a table's errors name them."""
+    return f"the {'column' if len(names) == 1 else 'columns'} {', '.join(names)}"
+
+
 def _check_columns(header: list[str], required: list[str], path: Path | str) -> None:
     missing = [c for c in dict.fromkeys(required) if c not in header]
     if missing:
-        columns = "column" if len(missing) == 1 else "columns"
-        raise UserError(f"{str(path)!r} lacks the {columns} {', '.join(missing)}: it is damaged or not the table "
-                        "normbench writes there")  # fmt: skip
+        raise UserError(f"{str(path)!r} lacks {the_columns(missing)}: it is damaged or not the table normbench "
+                        "writes there")  # fmt: skip
     twice = sorted({c for c in header if header.count(c) > 1})
     if twice:
-        raise UserError(f"{str(path)!r} has columns twice: {', '.join(twice)}; it is damaged")
+        raise UserError(f"{str(path)!r} has {the_columns(twice)} twice: it is damaged")
 
 
 def _column(name: str, raw: list[str], keys: set[str]) -> np.ndarray:
