@@ -39,8 +39,7 @@ BN's statistics over ghost groups of one SGD batch of 128, where the paper's ima
 of a batch of 32 x 8; 460 steps at batch 128 for every g, where the paper's batch size changes the SGD batch too; the
 rate tuned per g on a validation split, where the paper scales one rate linearly.
 
-Cost on 2 cores: 44 minutes (2,623 s), 8 cells of 30 or 210 runs (30 min), then 5 rounds of tuning extensions
-(14 cells, 390 runs, 14 min).
+Work: 8 cells of 30 or 210 runs, then the tuning extensions' rounds (what they cost: README's table of studies).
 
 Expected (results/images_per_statistic/summary.md: test accuracy, paired over the 10 seeds, 95% intervals, verdicts
 Holm-adjusted over the 66 claims):

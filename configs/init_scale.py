@@ -7,8 +7,8 @@ MLP 784-100x5-10 (Dense -> Norm -> ReLU), weights init_scale x N(0, 1) for 16 sc
 0, SGD lr 0.01, batch 100 drawn with replacement, the first 1,000 training images, with and without BatchNorm
 (momentum 0.9, eps 1e-6, running mean and variance starting at 0, eval on the running averages), 3 seeds: 96
 runs, two compiled programs. As the book, 191 steps in float64, train accuracy measured after step 1 and then
-after every 10 steps (steps 1, 11, ..., 191: the figure's 20 "epochs"). Cost on a 2-core CPU: about 40 s for
-the whole process (float64 halves the CPU's matrix throughput; `--set train.precision=float32` is ~2x faster).
+after every 10 steps (steps 1, 11, ..., 191: the figure's 20 "epochs"). Float64 halves a CPU's matrix throughput:
+`--set train.precision=float32` trains faster (`normbench bench` times both: its `study` and `peers` cases).
 
 What differs from the book, and the switch for each where one exists:
 

@@ -5,8 +5,8 @@
 Needs `tfds:cifar10` prepared in the TFDS data dir (or a network to download it). ResNet-20 (16-32-64
 channels, GroupNorm with 8 groups), 50,000 training and 10,000 test images, SGD with momentum 0.9 at
 learning rate 0.1 x batch / 128, 30 epochs, He init, 5 seeds; `sgd` protocol at batches 2 ... 128 and the
-`ghost` protocol at SGD batch 128. Cost: 20 cells of 5 vmapped runs each; on one modern GPU about an hour
-(batch 2 dominates: 25,000 steps an epoch). Too slow for a CPU.
+`ghost` protocol at SGD batch 128: 20 cells of 5 vmapped runs each, batch 2's 25,000 steps an epoch the most of
+it. A GPU's study, too slow for a CPU.
 
 What the GN paper (Wu & He, 2018) reports is for ImageNet and ResNet-50, not CIFAR-10: BN's validation error rises
 from 23.6% at 32 images per GPU to 34.7% at 2, while GN's stays near 24% at every batch (its Figure 1, BN against GN

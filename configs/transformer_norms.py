@@ -3,7 +3,6 @@ learning-rate warmup (Shen et al., 2020, PowerNorm: Rethinking Batch Normalizati
 2020, On Layer Normalization in the Transformer Architecture), at a scale a 2-core CPU runs in minutes.
 
     normbench run configs/transformer_norms.py --out results/transformer_norms
-    # 7.4 min (445 s) on 2 CPU cores in a clean clone; 9.6 min when they were shared with other jobs
 
 Model: a ViT on 7x7 patches of MNIST digits (16 tokens), width 32, 2 blocks of 4-head attention and an MLP of
 width 64 (GELU), mean-pooled; Xavier init. BN's statistics are over batch x tokens (100 x 16 values), PowerNorm's

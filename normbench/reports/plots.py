@@ -41,7 +41,7 @@ LINESTYLES = {"batch": "-", "none": "--"}
 
 FORMATS = ("png", "pdf", "svg")
 # PNG resolutions `normbench plot` draws at: below, the panels' text no longer fits; above, a figure takes seconds
-# and gigabytes (5000 took 27 s and 2.1 GB) for detail no screen or print shows.
+# and gigabytes for detail no screen or print shows.
 DPI = (30, 600)
 MAX_COLUMNS = 3  # panels per row before a figure wraps: wider strips turn unreadable once scaled into a page
 

@@ -268,7 +268,7 @@ def evaluate_all(texts: Iterable[str], columns: dict) -> list[Finding | ClaimErr
 def t_test_p(contrast: np.ndarray) -> float:
     """The two-sided p-value of Student's one-sample t test of a zero mean, from the t statistic that `mean_ci`'s
     interval inverts: mean / (sd / sqrt(n)), n - 1 degrees of freedom. NaN for fewer than 2 values."""
-    from scipy.special import stdtr  # the Student-t CDF, without scipy.stats' 1 s import
+    from scipy.special import stdtr  # the Student-t CDF, without scipy.stats' slow import
 
     n = len(contrast)
     if n < 2:

@@ -7,7 +7,7 @@ from normbench.core.axes import key_columns
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
     """(mean, half-width of the `level` confidence interval); the half-width is NaN for fewer than 2 values."""
-    from scipy.special import stdtrit  # the Student-t quantile that scipy.stats wraps, without its 1 s import
+    from scipy.special import stdtrit  # the Student-t quantile that scipy.stats wraps, without its slow import
 
     values = np.asarray(values, dtype=np.float64)
     mean = float(values.mean())

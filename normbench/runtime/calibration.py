@@ -28,7 +28,7 @@ KEPT = 8  # runs kept per device kind, each config's latest
 MIN_SECONDS = 5.0
 # On a CPU, a run whose process had less than this share of a core while it trained (its CPU time over its wall
 # time) mostly waited for other jobs: a tiny run starved at nice 19 lasted long enough to pass MIN_SECONDS and put
-# the rate at 0.02 GFLOP/s. On a GPU the host mostly waits by design, so the share says nothing there.
+# the rate far below the machine's. On a GPU the host mostly waits by design, so the share says nothing there.
 MIN_CPU_SHARE = 0.5
 
 

@@ -2,9 +2,10 @@
 
 `--xla_cpu_experimental_ynn_fusion_type=-reduce`: jaxlib 0.9 and 0.10 hand reductions on the CPU to YNNPACK,
 which sums over a non-minor axis slowly, a known regression (jax-ml/jax#37465, whose workaround this is).
-BatchNorm's backward pass is such sums (over the batch of each run's [batch, features] activations): in the
-init-scale study's BN cell they took 1.2 of its 4.7 s of kernel time, and 0.15 s in XLA's own loops. The
-study's training went from 4.9 to 4.35 s. Dot products stay with YNNPACK.
+BatchNorm's backward pass is such sums (over the batch of each run's [batch, features] activations): under
+YNNPACK they were a quarter of the init-scale study's BN cell's kernel time, in XLA's own loops a small part
+(`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+reduce normbench bench` measures it again). Dot products
+stay with YNNPACK.
 
 A user's own `--xla_cpu_experimental_ynn_fusion_type` in `XLA_FLAGS` wins (`=+reduce` restores XLA's default).
 Other jaxlib versions are left alone: XLA aborts on a flag it does not know, and a later one may fix the
@@ -18,7 +19,7 @@ YNN_JAXLIB = ((0, 9), (0, 11))  # the versions with the slow reductions and the 
 
 
 def jaxlib_version() -> tuple[int, ...] | None:
-    # jaxlib's own version module, not importlib.metadata: importing that costs every command 35 ms at start.
+    # jaxlib's own version module, not importlib.metadata: importing that slows every command's start.
     try:
         from jaxlib.version import __version__
     except ImportError:
