@@ -237,10 +237,14 @@ def test_a_sweep_of_true_and_false_in_lower_case_is_accepted():
 
 
 # Bad input to the commands that read results, each after `normbench <command>` on the tiny study's results (A):
-# exit status, the one line on stderr, and the results byte for byte as they were. Before (c7b44a6) --dpi 0 and
-# --plot x.xyz were tracebacks, and A compared with A printed a comparison of nothing without a word.
+# exit status, the one line on stderr, and the results byte for byte as they were. Before (c7b44a6) --dpi 0, -5,
+# 1 and 100000 and --plot x.xyz were tracebacks, --dpi 5000 drew for 27 s in 2.1 GB, and A compared with A
+# printed a comparison of nothing without a word.
 READER_CASES = {
     "plot at 0 dots per inch": (["plot", "{A}", "--dpi", "0"], 2, "--dpi 0: figures are drawn at 30 to 600 dots"),
+    "plot at -5 dots per inch": (["plot", "{A}", "--dpi", "-5"], 2, "--dpi -5: figures are drawn at 30 to 600 dots"),
+    "plot at 1 dot per inch": (["plot", "{A}", "--dpi", "1"], 2, "--dpi 1: figures are drawn at 30 to 600 dots"),
+    "plot at 5,000 dots per inch": (["plot", "{A}", "--dpi", "5000"], 2, "--dpi 5000: figures are drawn at 30 to"),
     "plot at 100,000 dots per inch": (["plot", "{A}", "--dpi", "100000"], 2, "--dpi 100000: figures are drawn at"),
     "compare --plot to no known format": (
         ["compare", "{A}", "{A}", "--plot", "{tmp}/figure.xyz"],

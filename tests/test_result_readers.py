@@ -1,5 +1,5 @@
 """Readers of a results directory (`normbench.results.reader`): the manifest that says which file changed since
-the run, a plot that a `--force` swap cannot mix, and `--force` removing every figure normbench drew."""
+the run, and a plot that a `--force` swap cannot mix."""
 
 import csv
 import errno
@@ -125,18 +125,6 @@ def test_results_without_a_manifest_are_read_unchecked_and_stay_unsigned(study, 
     assert {name: (out / name).read_bytes() for name in data} == data  # plot and report redraw only their drawings
 
 
-def test_force_removes_every_figure_normbench_drew_in_every_format(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    for name in ("init_scale.png", "init_scale.svg", "init_scale.pdf", "activations.svg", "manifest.json", "notes.txt"):
-        (out / name).write_text("old")
-    with exclusive(out) as lock:
-        new = start(out)
-        (new / "metrics.csv").write_text("new")
-        replace(out, new, OWNED, lock)
-    assert snapshot(out) == {"metrics.csv": b"new", "notes.txt": b"old"}
-
-
 def other_results(old, directory):
     """The results in `old` with every train accuracy halved: drawn and signed as a run would."""
     shutil.copytree(old, directory)
@@ -184,15 +172,6 @@ def swap_in(out, files, both, delay):
         both.wait()
         time.sleep(delay)
         replace(out, replacement, OWNED, lock)
-
-
-@pytest.mark.parametrize("dpi", ["0", "-5", "1", "100000"])
-def test_plot_at_a_resolution_out_of_range_is_one_line(study, capsys, dpi):
-    _, out = study
-    before = snapshot(out)
-    assert read("plot", out, capsys, "--dpi", dpi) == (2, [f"normbench: error: --dpi {dpi}: figures are drawn at 30 "
-                                                          "to 600 dots per inch"])  # fmt: skip
-    assert snapshot(out) == before
 
 
 @pytest.mark.parametrize("reader", ["plot", "report"])
