@@ -451,3 +451,22 @@ def test_the_memory_guard_counts_the_address_space_rlimit_as_leaves(tmp_path):
     available = int(re.search(r"more than the ([\d,]+) MiB available", err)[1].replace(",", ""))
     assert available < budget.CPU_SHARE * limited.memory_bytes / budget.MIB
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cgroup_memory_limit_is_the_least_along_the_process_path(tmp_path):
+    """A container's memory limit, which c7b44a6's guard did not read (it counted 80% of physical memory)."""
+
+    def limits(files: dict[str, str], membership: str):
+        for path, text in files.items():
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / path).write_text(text)
+        (tmp_path / "cgroup").write_text(membership)
+        return budget.cgroup_limit(tmp_path / "fs", tmp_path / "cgroup")
+
+    # cgroup v2: the container's limit is its parent slice's; "max" is none
+    v2 = {"fs/memory.max": "max", "fs/box/memory.max": "4294967296\n", "fs/box/app/memory.max": "max\n"}
+    assert limits(v2, "a line of no form\n0::/box/app\n") == 4 * 2**30
+    # cgroup v1, among other controllers: "no limit" is a page-rounded 2**63 - 1
+    v1 = {"fs/memory/docker/memory.limit_in_bytes": "1073741824", "fs/memory/docker/abc/memory.limit_in_bytes":
+          "9223372036854771712"}  # fmt: skip
+    assert limits(v1, "5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n") == 2**30
