@@ -2,7 +2,6 @@
 the run, and a plot that a `--force` swap cannot mix."""
 
 import csv
-import errno
 import hashlib
 import io
 import json
@@ -172,23 +171,6 @@ def swap_in(out, files, both, delay):
         both.wait()
         time.sleep(delay)
         replace(out, replacement, OWNED, lock)
-
-
-@pytest.mark.parametrize("reader", ["plot", "report"])
-def test_a_results_directory_the_machine_will_not_write_into_is_one_line_exit_1(study, tmp_path, capsys, monkeypatch,
-                                                                                 reader):  # fmt: skip
-    from normbench.reports import plots, report
-
-    out = signed_copy(study, tmp_path)
-    before = snapshot(out)
-
-    def read_only(path, data):
-        raise OSError(errno.EROFS, "Read-only file system", str(path))
-
-    monkeypatch.setattr(plots, "atomic_write", read_only)
-    monkeypatch.setattr(report, "atomic_write", read_only)
-    assert read(reader, out, capsys) == (1, [f"normbench: error: cannot write into '{out}': Read-only file system"])
-    assert snapshot(out) == before
 
 
 def test_a_rerun_finds_results_finished_only_where_every_reader_would_read_them(study, tmp_path):
