@@ -120,6 +120,7 @@ class CellPlan:
 
 
 def plan(config: Config, cell: Cell) -> CellPlan:
+    """`cell` of the sweep `config` resolved for every consumer: what runs, and with which values."""
     run = config
     for key, value in cell.fields:
         run = replace_field(run, key, value)
