@@ -107,8 +107,10 @@ RELATIVE = {
 
 
 def relative_fluctuation(columns, field: str) -> np.ndarray:
-    """`field` (one of FLUCTUATIONS) over its layer's scale, row by row: over `pre_std` to the statistic's order."""
-    return columns[field] / columns["pre_std"] ** RELATIVE[field][1]
+    """`field` (one of FLUCTUATIONS) over its layer's scale, row by row: over `pre_std` to the statistic's order.
+    NaN where the layer's pre-norm values were all equal (`pre_std` 0): it has no scale to compare with."""
+    scale = np.asarray(columns["pre_std"], float) ** RELATIVE[field][1]
+    return np.divide(columns[field], scale, out=np.full(scale.shape, np.nan), where=scale > 0)
 
 
 def setting_label(keys, values) -> str:
