@@ -33,6 +33,7 @@ import dataclasses
 import importlib.util
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -337,23 +338,27 @@ def _peer_env() -> dict:
 
 
 def cnn_phase_row(study: Config, cnn_cell: CnnCell, peak: float) -> dict:
-    """`cnn_cell` of `study` timed phase by phase, each program compiled afresh and run once: the epoch at the
-    cell's steps and at about a quarter of them, whose difference is the steps' own time (the epoch's evaluations,
-    the same in both, cancel); what remains of the epoch is its evaluations, of the training, test and validation
-    sets once each (the one epoch is the last, so held-out sets are due). An evaluation per image and run is set
-    beside a training example's step (a step over its batch), and the whole cell's time beside its FLOP floor."""
+    """`cnn_cell` of `study` timed phase by phase, each program compiled afresh: the epoch at the cell's steps and
+    at about a quarter of them, whose difference is the steps' own time (the epoch's evaluations, the same in both,
+    cancel), and an epoch of one step, nearly all of it evaluations, of the training, test and validation sets
+    once each (the one epoch is the last, so held-out sets are due). The evaluations are that epoch less its step:
+    what remains of the whole epoch instead is a small difference of two large times, which one round's noise
+    swamped at batch 128. An evaluation per image and run is set beside a training example's step (a step over its
+    batch), and the whole cell's time beside its FLOP floor."""
     dataset = load(study.data)
     n_train = len(dataset.train_x)
     config = apply_overrides(study, cnn_cell.overrides(n_train))
     fewer = apply_overrides(study, cnn_cell.overrides(n_train, steps=max(1, cnn_cell.steps // 4)))
     (cell,) = cells(config)
+    one_step = apply_overrides(study, cnn_cell.overrides(n_train, steps=1))
     whole, epoch = _phase_seconds(config, cell)
     _, fewer_epoch = _phase_seconds(fewer, cell)
+    _, one_step_epoch = _phase_seconds(one_step, cell)
     cell_plan = plan(config, cell)
     runs, steps = cell_plan.run_count, cell_plan.steps(n_train).per_run
     step_s = (epoch - fewer_epoch) / ((steps - plan(fewer, cell).steps(n_train).per_run) * runs)
     evaluated = n_train + len(dataset.test_x) + len(dataset.validation()[0])
-    eval_s = (epoch - steps * runs * step_s) / (evaluated * runs)
+    eval_s = (one_step_epoch - runs * step_s) / (evaluated * runs)
     return {
         "us_per_model_step": round(step_s * 1e6, 1),
         "eval_us_per_image_run": round(eval_s * 1e6, 2),
@@ -362,20 +367,24 @@ def cnn_phase_row(study: Config, cnn_cell: CnnCell, peak: float) -> dict:
     }
 
 
-def _phase_seconds(config: Config, cell: Cell) -> tuple[float, float]:
-    """(start + epoch + finish, the epoch alone) in seconds: one epoch of `cell`, compiled here."""
+def _phase_seconds(config: Config, cell: Cell, repeats: int = 3) -> tuple[float, float]:
+    """(start + epoch + finish, the epoch alone) in seconds: one epoch of `cell`, compiled here, the fastest of
+    `repeats` runs of it (a fresh program's first run also pays for its buffers and threads)."""
     dataset = load(config.data)
     seeds, values = plan(config, cell).arrays()
     with precision_scope(config.train.precision):
         data = device_data(dataset, config.train.precision)
         phases = compile_cell(config, cell, dataset, data).phases
-        start = time.perf_counter()
+        started = time.perf_counter()
         state = jax.block_until_ready(phases.start(seeds, values, data))
+        start_s, epoch_s = time.perf_counter() - started, math.inf
+        for _ in range(repeats):
+            began = time.perf_counter()
+            state = jax.block_until_ready(phases.epoch(seeds, values, data, state, np.int32(0)))[0]
+            epoch_s = min(epoch_s, time.perf_counter() - began)
         began = time.perf_counter()
-        state = jax.block_until_ready(phases.epoch(seeds, values, data, state, np.int32(0)))[0]
-        ended = time.perf_counter()
         jax.block_until_ready(phases.finish(seeds, values, data, state))
-    return time.perf_counter() - start, ended - began
+    return start_s + epoch_s + time.perf_counter() - began, epoch_s
 
 
 def cnn_ratios(rows: list[dict]) -> list[dict]:
