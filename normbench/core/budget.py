@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from normbench.config import Config, ConfigError, replace_field
-from normbench.core.grid import Cell, cells, plan
+from normbench.core.grid import Cell, CellPlan, Steps, cells, plan
 from normbench.core.sweep import vmap_grid
 from normbench.core.train import PRECISIONS, STEP_SCOPE, Data, make_training, precision_scope
 from normbench.data import Dataset
@@ -147,24 +147,24 @@ def _estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
             largest[group] = cell
     traced = {group: _trace_any_depth(config, cell, dataset, data) for group, cell in largest.items()}
     cell_bytes, cell_flops, cell_steps = [], [], []
-    runs = [plan(config, cell).run_count for cell in all_cells]
-    for cell, count in zip(all_cells, runs):
+    plans = [plan(config, cell) for cell in all_cells]
+    for cell, cell_plan in zip(all_cells, plans):
         programs, work = traced[cell.model, cell.norm, cell.protocol, cell.fields]
-        cell_bytes.append(max(count * each + shared for each, shared in programs))
-        cell_flops.append(count * run_flops(config, cell, n_train, work))
-        cell_steps.append(plan(config, cell).steps(n_train).per_run)
+        run_steps = cell_plan.steps(n_train)
+        cell_bytes.append(max(cell_plan.run_count * each + shared for each, shared in programs))
+        cell_flops.append(cell_plan.run_count * run_flops(cell_plan, run_steps, work))
+        cell_steps.append(run_steps.per_run)
     data_bytes = sum(a.nbytes for a in _arrays(dataset))
-    steps = sum(count * n for count, n in zip(runs, cell_steps))
+    steps = sum(cell_plan.run_count * n for cell_plan, n in zip(plans, cell_steps))
     return Estimate(tuple(cell_bytes), data_bytes, workers, steps, tuple(cell_flops), tuple(cell_steps))
 
 
-def run_flops(config: Config, cell: Cell, n_train: int, work: Work) -> int:
-    """The matmul FLOPs of one run of `cell`, from the `Work` of its group's trace."""
-    cell_plan = plan(config, cell)
+def run_flops(cell_plan: CellPlan, steps: Steps, work: Work) -> int:
+    """The matmul FLOPs of one run of the planned cell taking `steps`, from the `Work` of its group's trace."""
     every, epochs = cell_plan.config.train.test_every, cell_plan.config.train.epochs
     # every `every`-th epoch and the last, counted without listing them: epochs may be in the billions
     tested = epochs // every + (epochs % every != 0)
-    steps = cell_plan.steps(n_train).per_run * cell_plan.sgd_batch * work.step
+    steps = steps.per_run * cell_plan.sgd_batch * work.step
     return round(steps + epochs * work.epoch + tested * work.test + work.finish)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from normbench.config import Config, ConfigError, get_field
 from normbench.core.diagnostics import Diagnostics
-from normbench.core.grid import Cell, CellPlan, cells, plan
+from normbench.core.grid import Cell, CellPlan, Steps, cells, plan
 from normbench.core.listener import Progress
 from normbench.core.train import PRECISIONS, Data, Metrics, make_train, make_training, metrics, precision_scope
 from normbench.data import Dataset
@@ -302,14 +302,14 @@ def check_fits(config: Config, dataset: Dataset) -> None:
                 f"batch size {statistics} is larger than the {n_test} test examples of {dataset.name}, "
                 f"which {cell.norm} norm's batch-statistics evaluation needs"
             )
-        steps = cell_plan.steps(n).per_epoch
-        if (train.first_epoch_steps or 0) > steps:
+        steps = cell_plan.steps(n)
+        if (train.first_epoch_steps or 0) > steps.per_epoch:
             raise ConfigError(
-                f"train.first_epoch_steps={train.first_epoch_steps} exceeds the {steps} steps of an epoch "
+                f"train.first_epoch_steps={train.first_epoch_steps} exceeds the {steps.per_epoch} steps of an epoch "
                 f"at batch {cell.batch_size}"
             )
-        check_run_steps(cell_plan, n)
-        needed = steps * batch
+        check_run_steps(cell_plan, steps)
+        needed = steps.per_epoch * batch
         # Epochs that train.min_steps lengthens are whole passes, each without repeats.
         if train.sampling == "permutation" and train.steps_per_epoch and needed > n:
             raise ConfigError(
@@ -319,11 +319,10 @@ def check_fits(config: Config, dataset: Dataset) -> None:
             )
 
 
-def check_run_steps(cell_plan: CellPlan, n_train: int) -> None:
+def check_run_steps(cell_plan: CellPlan, steps: Steps) -> None:
     """A run counts its steps in int32 (the optimizer's count, the schedules, batch_renorm's fractions of the run):
     past 2**31 - 1 they would wrap, or fail to trace, so the fields that make them are refused by name."""
-    steps, run = cell_plan.steps(n_train), cell_plan.config
-    total = steps.per_run
+    total, run = steps.per_run, cell_plan.config
     if total < 2**31:
         return
     per_epoch, train = steps.per_epoch, run.train
