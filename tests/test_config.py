@@ -154,6 +154,17 @@ def test_optional_counts_may_be_none_but_not_zero(key):
         validate(apply_overrides(tiny_config(), [f"{key}=0"]))
 
 
+@pytest.mark.parametrize("key", ["model.norm_placement", "train.sampling", "train.precision", "train.optimizer",
+                                 "train.schedule", "train.precise_bn_variance"])  # fmt: skip
+def test_validate_refuses_a_closed_choice_outside_its_literal_in_a_config_built_in_python(key):
+    """dataclasses.replace skips the parser: validate holds every Literal field to its values all the same."""
+    section, _, name = key.partition(".")
+    config = tiny_config()
+    config = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **{name: "x"})})
+    with pytest.raises(ConfigError, match=re.escape(f"unknown {key} 'x'; valid: ")):
+        validate(config)
+
+
 def test_a_closed_choice_is_one_literal_that_the_registries_and_the_parser_share():
     """Each closed string field is a Literal: the code that implements the choices has exactly its values, and a
     value outside it is refused while the override is parsed, before the config exists."""
