@@ -1,6 +1,7 @@
 """The pieces of the small-batch study: ghost BN, PreciseBN, learning-rate scaling, the cells."""
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -8,14 +9,15 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from normbench.config import ModelConfig, NormConfig
+from normbench.config import ModelConfig, NormConfig, load_config
 from normbench.core.grid import Cell, cells, plan
-from normbench.core.train import batch_stats_accuracy, precise_batch_stats
+from normbench.core.train import batch_stats_accuracy, eval_logits, forward_piece, precise_batch_stats
 from normbench.models import build_model
 from normbench.norms import NORMS, WHOLE_BATCH, BatchStats
 from normbench.norms.ghost_batch import GhostBatchNorm
 
 CFG = NormConfig(momentum=0.9, epsilon=1e-6)
+SMALL_BATCH = Path(__file__).resolve().parent.parent / "configs" / "small_batch.py"
 
 
 def rand(*shape, seed=0):
@@ -78,6 +80,45 @@ def test_batch_stats_accuracy_normalizes_each_test_batch_by_itself():
         expected.append(np.argmax(logits, -1))
     expected = np.mean(np.concatenate(expected) == np.asarray(y[:8]))
     assert float(batch_stats_accuracy(model, variables, x, y, 4)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "cnn"])
+def test_evaluations_in_pieces_compute_what_one_pass_computes(model_name):
+    """An evaluation's forward pass in pieces (`forward_piece`, the last one padded) computes each example's logits,
+    each test batch's own-statistics count and each batch's PreciseBN statistics as the unpieced computation does,
+    up to the last bits of a matrix product's leftover rows."""
+    model = build_model(model_name, ModelConfig(hidden=(6,)), NORMS["batch"].make(CFG, WHOLE_BATCH), 3)
+    frozen = dataclasses.replace(CFG, momentum=0.0)
+    probe = build_model(model_name, ModelConfig(hidden=(6,)), NORMS["batch"].make(frozen, WHOLE_BATCH), 3)
+    x, y = rand(30, 8, 8, 1), jnp.asarray(np.arange(30) % 3)
+    variables = model.init(jax.random.PRNGKey(2), x, train=False)
+    whole = jax.jit(lambda x: model.apply(variables, x, train=False))(x)
+    pieces = jax.jit(lambda x: eval_logits(model, variables, x, 7))(x)
+    np.testing.assert_allclose(pieces, whole, rtol=1e-5, atol=1e-5 * float(jnp.abs(whole).max()))
+    accuracy = jax.jit(batch_stats_accuracy, static_argnums=(0, 4, 5))
+    assert accuracy(model, variables, x, y, 3, 9) == accuracy(model, variables, x, y, 3, None)
+    precise = jax.jit(precise_batch_stats, static_argnums=(0, 3, 4))
+    xs = x.reshape(10, 3, 8, 8, 1)
+    for a, b in zip(jax.tree.leaves(precise(probe, variables, xs, "population", 9)),
+                    jax.tree.leaves(precise(probe, variables, xs, "population", None))):  # fmt: skip
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_small_batch_studys_evaluation_in_pieces_is_the_same_bits_as_in_one_pass():
+    """At the small-batch study's shapes (its CNN on 28 x 28 images, chunks of 1,000, pieces of 100) the pieces
+    leave every bit of the logits as one pass computes them, so its committed metrics stand."""
+    study = load_config(SMALL_BATCH)
+    model = build_model("cnn", study.model, NORMS["batch"].make(study.norm, WHOLE_BATCH), 10)
+    x = rand(study.train.eval_batch_size, 28, 28, 1)
+    variables = model.init(jax.random.PRNGKey(3), x[:2], train=False)
+    whole = jax.jit(lambda x: model.apply(variables, x, train=False))(x)
+    np.testing.assert_array_equal(jax.jit(lambda x: eval_logits(model, variables, x, 100))(x), whole)
+
+
+def test_a_norm_that_may_use_its_batch_in_eval_mode_is_evaluated_in_one_pass():
+    assert forward_piece(NORMS["batch"]) == forward_piece(NORMS["layer"]) == 100  # on this CPU
+    batch_only = dataclasses.replace(NORMS["batch"], running_stats=False)
+    assert forward_piece(batch_only) is None
 
 
 def test_learning_rate_scales_linearly_with_the_sgd_batch():

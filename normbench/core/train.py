@@ -187,8 +187,37 @@ def train_step(model, tx, state: TrainState, x, y, axis_name=None, backward_stat
     return TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state), loss
 
 
-def evaluate(model, variables, x, y, chunk_size: int):
-    """Mean loss and accuracy in eval mode, in chunks of `chunk_size` with the padding masked out."""
+# Examples per forward pass of an evaluation, by backend. On a CPU, a CNN's forward pass over a chunk of 1,000
+# images streams its im2col patches through memory; in pieces of 100 they stay in cache, and the pass costs a
+# fraction as much (`normbench bench --cases cnn`). Other backends take the whole chunk in one pass. A pass's size
+# can move the last bits of a matrix product (the rows left over from its kernel's blocks), though not at the
+# committed studies' shapes: each of them computes its committed metrics with these pieces.
+FORWARD_PIECE = {"cpu": 100}
+
+
+def forward_piece(spec: NormSpec) -> int | None:
+    """The examples per evaluation pass on this backend, or None for a whole chunk: also when the norm may
+    normalize by its batch's statistics in eval mode (batch-dependent, with no running statistics), whose output
+    then depends on the pass's size."""
+    if spec.batch_dependent and not spec.running_stats:
+        return None
+    return FORWARD_PIECE.get(jax.default_backend())
+
+
+def eval_logits(model, variables, x, piece: int | None = None):
+    """The eval-mode logits of `x`, in passes of `piece` examples (the last padded; None: one pass)."""
+    n = x.shape[0]
+    if piece is None or n <= piece:
+        return model.apply(variables, x, train=False)
+    count = -(-n // piece)
+    pieces = jnp.pad(x, [(0, count * piece - n)] + [(0, 0)] * (x.ndim - 1)).reshape((count, piece) + x.shape[1:])
+    logits = jax.lax.map(lambda part: model.apply(variables, part, train=False), pieces)
+    return logits.reshape((count * piece,) + logits.shape[2:])[:n]
+
+
+def evaluate(model, variables, x, y, chunk_size: int, piece: int | None = None):
+    """Mean loss and accuracy in eval mode, in chunks of `chunk_size` with the padding masked out, each chunk's
+    logits in passes of `piece` examples (`eval_logits`). The loss sums over whole chunks whatever the pieces."""
     n = x.shape[0]
     chunks = -(-n // chunk_size)
     pad = chunks * chunk_size - n
@@ -198,7 +227,7 @@ def evaluate(model, variables, x, y, chunk_size: int):
 
     def chunk(_, inputs):
         xc, yc, mc = inputs
-        logits = model.apply(variables, xc, train=False)
+        logits = eval_logits(model, variables, xc, piece)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, yc)
         correct = jnp.argmax(logits, -1) == yc
         return None, (jnp.sum(jnp.where(mc, loss, 0.0)), jnp.sum(correct & mc))
@@ -207,21 +236,31 @@ def evaluate(model, variables, x, y, chunk_size: int):
     return losses.sum() / n, corrects.sum() / n
 
 
-def batch_stats_accuracy(model, variables, x, y, batch: int):
+def over_batches(fn, xs, batch: int, piece: int | None):
+    """`fn` of each batch along `xs`'s leading axis, stacked: batch after batch, or with `piece` (examples per
+    pass, `forward_piece`), as many batches at once as fill a pass, vmapped, so that batches of a few examples
+    are not a long scan of tiny passes."""
+    together = (piece or batch) // batch
+    if together <= 1:
+        return jax.lax.scan(lambda _, inputs: (None, fn(inputs)), None, xs)[1]
+    return jax.lax.map(fn, xs, batch_size=together)
+
+
+def batch_stats_accuracy(model, variables, x, y, batch: int, piece: int | None = None):
     """Accuracy with every batch of `batch` test examples normalized by its own statistics (train mode, nothing
-    kept); the remainder that does not fill a batch is left out."""
+    kept); the remainder that does not fill a batch is left out. `piece`: as in `over_batches`."""
     chunks = x.shape[0] // batch
     xs = x[: chunks * batch].reshape((chunks, batch) + x.shape[1:])
     ys = y[: chunks * batch].reshape(chunks, batch)
 
-    def chunk(_, inputs):
+    def correct(inputs):
         logits, _ = model.apply(variables, inputs[0], train=True, mutable=["batch_stats"])
-        return None, jnp.sum(jnp.argmax(logits, -1) == inputs[1])
+        return jnp.sum(jnp.argmax(logits, -1) == inputs[1])
 
-    return jax.lax.scan(chunk, None, (xs, ys))[1].sum() / (chunks * batch)
+    return over_batches(correct, (xs, ys), batch, piece).sum() / (chunks * batch)
 
 
-def precise_batch_stats(probe, variables, xs, variance: str = "batch_mean"):
+def precise_batch_stats(probe, variables, xs, variance: str = "batch_mean", piece: int | None = None):
     """PreciseBN: the mean over the batches `xs` (batches, batch, ...) of each batch's own statistics, the
     weights frozen. `probe` is the model with its norms' momentum at 0, so the "running" statistics a
     train-mode pass returns are that batch's statistics.
@@ -230,13 +269,14 @@ def precise_batch_stats(probe, variables, xs, variance: str = "batch_mean"):
     batches' (Wu & Johnson's naive estimate): the law of total variance over batches of equal size adds the
     variance of the batch means. A norm keeping sigma = sqrt(var + eps) (batch_renorm) gets sqrt of the mean of
     sigma^2 plus that variance; one keeping no mean (EvoNorm-B0) keeps the mean of its variances. Ghost groups
-    within a batch reach this function as the mean over their groups, so the spread between them is left out."""
+    within a batch reach this function as the mean over their groups, so the spread between them is left out.
+    `piece`: as in `over_batches`."""
 
-    def one(_, x):
+    def one(x):
         _, updates = probe.apply(variables, x, train=True, mutable=["batch_stats"])
-        return None, updates["batch_stats"]
+        return updates["batch_stats"]
 
-    _, per_batch = jax.lax.scan(one, None, xs)
+    per_batch = over_batches(one, xs, xs.shape[1], piece)
     precise = jax.tree.map(lambda s: s.mean(0), per_batch)
     if variance == "population":
         precise = _population(precise, per_batch)
@@ -367,6 +407,7 @@ class Setup:
     n_train: int
     precise_steps: int  # batches of PreciseBN's statistics
     statistics_batch: int  # test batches normalized by their own statistics: the largest a training step's see
+    eval_piece: int | None  # examples per evaluation pass (`forward_piece`)
 
     @property
     def config(self) -> Config:
@@ -379,7 +420,7 @@ def setup(config: Config, cell: Cell, num_classes: int, n_train: int) -> Setup:
     precise_steps = max(1, run.train.precise_bn_examples // cell_plan.sgd_batch)
     split = PROTOCOLS[cell.protocol].split(run)
     return Setup(cell_plan, cell_plan.steps(n_train), NORMS[cell.norm], PROTOCOLS[cell.protocol], split, num_classes,
-                 n_train, precise_steps, max(cell_plan.stat_sizes))  # fmt: skip
+                 n_train, precise_steps, max(cell_plan.stat_sizes), forward_piece(NORMS[cell.norm]))  # fmt: skip
 
 
 def optimizer(s: Setup, values: RunValues):
@@ -479,10 +520,10 @@ def held_out(s: Setup, model, variables, data: Data, index):
     eval_batch, test_every = s.config.train.eval_batch_size, s.config.train.test_every
 
     def measure():
-        test = evaluate(model, variables, data.test_x, data.test_y, eval_batch)
+        test = evaluate(model, variables, data.test_x, data.test_y, eval_batch, s.eval_piece)
         if not data.val_x.shape[0]:
             return *test, *nans(test)
-        return *test, *evaluate(model, variables, data.val_x, data.val_y, eval_batch)
+        return *test, *evaluate(model, variables, data.val_x, data.val_y, eval_batch, s.eval_piece)
 
     if test_every == 1:
         return measure()
@@ -507,7 +548,7 @@ def train_epoch(s: Setup, model, tx, seed, values: RunValues, data: Data, on_epo
     first = (index + 1).astype(state.diverged_epoch.dtype)
     diverged_epoch = jnp.where((state.diverged_epoch == 0) & nonfinite, first, state.diverged_epoch)
     variables = {"params": train_state.params, "batch_stats": s.split.averaged(train_state.batch_stats)}
-    _, train_acc = evaluate(model, variables, data.train_x, data.train_y, s.config.train.eval_batch_size)
+    _, train_acc = evaluate(model, variables, data.train_x, data.train_y, s.config.train.eval_batch_size, s.eval_piece)
     test_loss, test_acc, val_loss, val_acc = held_out(s, model, variables, data, index)
     loss = jnp.sum(jnp.where(taken, losses, 0.0)) / jnp.sum(taken)
     measured = EpochMetrics(loss, train_acc, test_acc, test_loss, val_acc, val_loss, *surveyed)
@@ -544,19 +585,20 @@ def finish_run(s: Setup, seed, values: RunValues, data: Data, state: RunState):
     missing = jnp.float32(jnp.nan)
     if not s.spec.running_stats:
         return missing, missing, missing, missing
-    eval_batch = s.config.train.eval_batch_size
+    eval_batch, stats_batch, piece = s.config.train.eval_batch_size, s.statistics_batch, s.eval_piece
     model = model_for(s, values)
     variables = {"params": state.train.params, "batch_stats": state.train.batch_stats}
-    batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, s.statistics_batch)
+    batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, stats_batch, piece)
     frozen = model_for(s, values, momentum=0.0)
     inputs = precise_inputs(s, seed, data)
-    precise = precise_batch_stats(frozen, variables, inputs, s.config.train.precise_bn_variance)
-    _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch)
-    train_batch_stats_acc = batch_stats_accuracy(model, variables, data.train_x, data.train_y, s.statistics_batch)
+    precise = precise_batch_stats(frozen, variables, inputs, s.config.train.precise_bn_variance, piece)
+    precise_variables = {**variables, "batch_stats": precise}
+    _, precise_acc = evaluate(model, precise_variables, data.test_x, data.test_y, eval_batch, piece)
+    train_batch_stats_acc = batch_stats_accuracy(model, variables, data.train_x, data.train_y, stats_batch, piece)
     weighted_acc = missing
     if s.spec.weights_examples:
         weighted = model_for(s, values, inference_example_weight=1.0 / values["ghost_size"])
-        _, weighted_acc = evaluate(weighted, variables, data.test_x, data.test_y, eval_batch)
+        _, weighted_acc = evaluate(weighted, variables, data.test_x, data.test_y, eval_batch, piece)
     return batch_stats_acc, precise_acc, train_batch_stats_acc, weighted_acc
 
 
