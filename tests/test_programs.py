@@ -3,6 +3,7 @@ the same bits as a fresh compile and as one plain `jax.jit` program for all epoc
 change of code or config never reuses a stale one."""
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -64,19 +65,28 @@ def test_a_kept_program_is_loaded_without_tracing_and_computes_the_same_bits(cac
 
 
 @pytest.mark.parametrize("model", ["mlp", pytest.param("cnn", marks=pytest.mark.slow)])
-def test_the_start_program_compiled_with_less_optimization_computes_the_same_bits(model):
-    """`start` is compiled at a lower LLVM level than XLA's default (`phases.QUICK_START`) only because that
-    computes the same initial states; checked at XLA's own defaults, not at the tests' lowered optimization."""
+@pytest.mark.parametrize("phase", phases.QUICK_PHASES)
+def test_the_phases_compiled_with_less_optimization_compute_the_same_bits(model, phase):
+    """`start` and `finish` are compiled at a lower LLVM level than XLA's default (`phases.QUICK_COMPILE`) only
+    because that computes the same initial states and final evaluations (of a trained state, PreciseBN's
+    statistics among them); checked at XLA's own defaults, not at the tests' lowered optimization."""
     config = dataclasses.replace(tiny_config(), model=dataclasses.replace(tiny_config().model, hidden=(64, 64)))
     dataset, cell = tiny_dataset(shape=(12, 12, 1), num_classes=10), Cell(model, "batch", "sgd", 8)
     seeds, values = plan(config, cell).arrays()
-    start = vmap_grid(make_training(config, cell, dataset.num_classes, len(dataset.train_x)).start)
+    data = device_data(dataset)
+    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
+    state = jax.jit(vmap_grid(training.start))(seeds, values, data)
+    state = jax.jit(vmap_grid(functools.partial(training.epochs, count=2), per_run=(True, False)))(
+        seeds, values, data, state, 0
+    )[0]
+    args = {"start": (seeds, values, data), "finish": (seeds, values, data, state)}[phase]
+    program = vmap_grid(getattr(training, phase), per_run=(True,) if phase == "finish" else ())
     jax.config.update("jax_disable_most_optimizations", False)
     try:
-        assert phases.compiler_options("start") == phases.QUICK_START
-        lowered = jax.jit(start).lower(seeds, values, device_data(dataset))
-        default, quick = (lowered.compile(options) for options in (None, phases.QUICK_START))
-        assert_same_bits(quick(seeds, values, device_data(dataset)), default(seeds, values, device_data(dataset)))
+        assert phases.compiler_options(phase) == phases.QUICK_COMPILE
+        lowered = jax.jit(program).lower(*args)
+        default, quick = (lowered.compile(options) for options in (None, phases.QUICK_COMPILE))
+        assert_same_bits(quick(*args), default(*args))
     finally:
         jax.config.update("jax_disable_most_optimizations", True)
 

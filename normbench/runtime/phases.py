@@ -10,7 +10,7 @@ for what the host can do between epochs without a callback inside the program:
 - stop at the end of an epoch when asked (`normbench.runtime.stopping`), its state saved for the resume.
 
 Each program is kept compiled (`normbench.runtime.programs`), so a warm run neither traces nor compiles.
-On a CPU, `start` is compiled with less of LLVM's optimization (`QUICK_START`).
+On a CPU, `start` and `finish` are compiled with less of LLVM's optimization (`QUICK_COMPILE`).
 The epoch loop on the host costs one dispatch per epoch: within the noise of the machine against one program for
 all epochs (`benchmarks/progress_overhead.py`).
 """
@@ -30,18 +30,20 @@ from normbench.config import Config
 from normbench.runtime.programs import KeptGrid
 from normbench.runtime.stopping import Stopped, StopRequest
 
-# `start` runs once, and is mostly the PRNG's integer rounds, on which LLVM's full optimization (level 3) spends
-# more of a cold run compiling than it saves running; at level 1 each model's `start` computes the same bits
-# (`tests/test_programs.py` checks it). The epoch program stays at XLA's default: below it, its reductions compute
-# different bits.
-QUICK_START = {"xla_backend_optimization_level": 1}
+# `start` and `finish` run once: `start` is mostly the PRNG's integer rounds, `finish` a few forward passes, on
+# which LLVM's full optimization (level 3) spends more of a cold run compiling than it saves running; at level 1
+# each model's `start` and `finish` compute the same bits (`tests/test_programs.py` checks it). The epoch program
+# stays at XLA's default: below it, its reductions compute different bits.
+QUICK_COMPILE = {"xla_backend_optimization_level": 1}
+QUICK_PHASES = ("start", "finish")
 
 
 def compiler_options(phase: str) -> dict | None:
     """XLA's options for compiling `phase` (None: its defaults). Only measured on a CPU; a process that turned
     most optimizations off (as the tests do) compiles every phase lower still."""
-    if phase == "start" and jax.default_backend() == "cpu" and not jax.config.read("jax_disable_most_optimizations"):
-        return QUICK_START
+    quick = phase in QUICK_PHASES and jax.default_backend() == "cpu"
+    if quick and not jax.config.read("jax_disable_most_optimizations"):
+        return QUICK_COMPILE
     return None
 
 
