@@ -171,8 +171,12 @@ class TrainConfig:
     # Evaluation runs in chunks of this many examples, so large test sets fit next to a vmapped grid.
     eval_batch_size: int = 1000
     # The test set is evaluated after every this many epochs and after the last; the test columns of the other
-    # epochs are NaN. Training accuracy is measured after every epoch regardless.
+    # epochs are NaN.
     test_every: int = 1
+    # The training set's accuracy (eval mode) is measured after every this many epochs and after the last;
+    # `train_acc` of the other epochs is NaN. Each measurement is a forward pass over the whole training set; a
+    # study that draws training-accuracy curves keeps 1.
+    train_acc_every: int = 1
     # Seeds trained at once: a grid too large for memory runs in slices of this many seeds (each slice vmaps all
     # of its seeds' runs), with the same results. None vmaps every seed together.
     chunk_size: int | None = None

@@ -28,19 +28,23 @@ def jaxpr_flops(jaxpr, branch=max, scope: str | None = None) -> int:
 
 
 def _count(jaxpr, branch, scope) -> int:
-    total = 0
-    for eqn in jaxpr.eqns:
-        name = eqn.primitive.name
-        if name in ("dot_general", "conv_general_dilated"):
-            if scope is None or re.search(rf"\b{re.escape(scope)}\b", str(eqn.source_info.name_stack)):
-                total += _dot(eqn) if name == "dot_general" else _conv(eqn)
-        elif name == "scan":
-            total += eqn.params["length"] * _count(eqn.params["jaxpr"].jaxpr, branch, scope)
-        elif name == "cond":
-            total += branch(_count(b.jaxpr, branch, scope) for b in eqn.params["branches"])
-        else:  # calls (pjit, custom_jvp/vjp, remat, while bodies counted once): whatever jaxprs they hold
-            total += sum(_count(sub, branch, scope) for sub in _sub_jaxprs(eqn.params))
-    return total
+    return sum(_eqn_count(eqn, branch, scope) for eqn in jaxpr.eqns)
+
+
+def _eqn_count(eqn, branch, scope) -> int:
+    if scope is not None and re.search(rf"\b{re.escape(scope)}\b", str(eqn.source_info.name_stack)):
+        scope = None  # inside the scope, and so is all that a loop or branch here holds, whose names start afresh
+    name = eqn.primitive.name
+    if name in ("dot_general", "conv_general_dilated"):
+        if scope is not None:
+            return 0
+        return _dot(eqn) if name == "dot_general" else _conv(eqn)
+    if name == "scan":
+        return eqn.params["length"] * _count(eqn.params["jaxpr"].jaxpr, branch, scope)
+    if name == "cond":
+        return branch(_count(b.jaxpr, branch, scope) for b in eqn.params["branches"])
+    # calls (pjit, custom_jvp/vjp, remat, while bodies counted once): whatever jaxprs they hold
+    return sum(_count(sub, branch, scope) for sub in _sub_jaxprs(eqn.params))
 
 
 def _sub_jaxprs(params):

@@ -64,6 +64,15 @@ def test_a_tiny_cells_flops_are_the_hand_count():
     assert cost.cell_steps == (8,)
 
 
+def test_a_training_accuracy_measured_every_few_epochs_counts_only_those_epochs():
+    config = tiny_config(norms=("none",))
+    train = dataclasses.replace(config.train, epochs=5, test_every=5, train_acc_every=2)
+    cost = budget.estimate(dataclasses.replace(config, train=train), tiny_dataset(), workers=1)
+    steps = 5 * 6 * 8 * 1040  # 48 / 8 steps an epoch, of batch 8
+    evaluations = 3 * 50 * 432 + 30 * 432  # the training set after epochs 2, 4 and the last; the test set once
+    assert cost.cell_flops == (4 * (steps + evaluations),)
+
+
 def test_a_run_long_enough_to_time_calibrates_the_next_estimate(tmp_path, capsys, _calibration):
     config = tmp_path / "tiny.py"
     config.write_text(TINY_STUDY)

@@ -170,6 +170,22 @@ def test_testing_every_few_epochs_skips_only_the_test_columns_of_the_others():
         np.testing.assert_allclose(getattr(some.metrics, name), getattr(every.metrics, name), **TOL, err_msg=name)
 
 
+@pytest.mark.slow
+def test_measuring_training_accuracy_every_few_epochs_skips_only_its_column_in_the_others():
+    config = tiny_config(norms=("batch",), seeds=(0,))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=5))
+    sparse = dataclasses.replace(config, train=dataclasses.replace(config.train, train_acc_every=2))
+    dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
+    data = device_data(dataset)
+    _, every = train_cell(config, cell, dataset, data)
+    _, some = train_cell(sparse, cell, dataset, data)
+    measured = np.array([False, True, False, True, True])  # epochs 2 and 4, and the last
+    np.testing.assert_allclose(some.metrics.train_acc[..., measured], every.metrics.train_acc[..., measured], **TOL)
+    assert np.isnan(some.metrics.train_acc[..., ~measured]).all()
+    for name in ("train_loss", "test_acc", "test_loss", "test_acc_batch_stats", "test_acc_precise"):
+        np.testing.assert_allclose(getattr(some.metrics, name), getattr(every.metrics, name), **TOL, err_msg=name)
+
+
 @pytest.mark.parametrize("count", [1, 5, 6, 13])
 def test_minibatches_are_whole_batches_of_a_fresh_permutation_per_pass(count):
     from normbench.core.train import minibatches

@@ -35,7 +35,7 @@ import numpy as np
 from normbench.config import Config, ConfigError, replace_field
 from normbench.core.grid import Cell, CellPlan, Steps, cells, plan
 from normbench.core.sweep import vmap_grid
-from normbench.core.train import PRECISIONS, STEP_SCOPE, Data, make_training, precision_scope
+from normbench.core.train import PRECISIONS, STEP_SCOPE, TRAIN_ACC_SCOPE, Data, make_training, precision_scope
 from normbench.data import Dataset
 from normbench.flops import jaxpr_flops
 from normbench.models import MODELS
@@ -59,7 +59,8 @@ class Work:
     """The matmul FLOPs of one run of a cell, by where they happen."""
 
     step: float  # a training step's, per example of its SGD batch
-    epoch: int  # every epoch's evaluations (of the training set)
+    epoch: int  # every epoch's other work (the loss landscape's probes)
+    train_acc: int  # the training set's evaluation, in the epochs that measure it
     test: int  # an epoch's held-out evaluations, in the epochs that test
     finish: int  # the evaluations after the last epoch
 
@@ -161,11 +162,15 @@ def _estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
 
 def run_flops(cell_plan: CellPlan, steps: Steps, work: Work) -> int:
     """The matmul FLOPs of one run of the planned cell taking `steps`, from the `Work` of its group's trace."""
-    every, epochs = cell_plan.config.train.test_every, cell_plan.config.train.epochs
-    # every `every`-th epoch and the last, counted without listing them: epochs may be in the billions
-    tested = epochs // every + (epochs % every != 0)
+    train, epochs = cell_plan.config.train, cell_plan.config.train.epochs
+    tested, measured = (_due_epochs(epochs, every) for every in (train.test_every, train.train_acc_every))
     steps = steps.per_run * cell_plan.sgd_batch * work.step
-    return round(steps + epochs * work.epoch + tested * work.test + work.finish)
+    return round(steps + epochs * work.epoch + measured * work.train_acc + tested * work.test + work.finish)
+
+
+def _due_epochs(epochs: int, every: int) -> int:
+    """Every `every`-th epoch and the last, counted without listing them: epochs may be in the billions."""
+    return epochs // every + (epochs % every != 0)
 
 
 def check_memory(estimate: Estimate, available: int | None = None) -> None:
@@ -317,13 +322,15 @@ def epoch_jaxpr(training, args: tuple):
 
 def _work(epoch, finish, config: Config, cell: Cell, n_train: int) -> Work:
     """One run's `Work` from its traced epoch (every step taken: a `lax.cond` around the first epoch's steps
-    counts its taken branch) and its traced finish. The epoch's held-out evaluation is the other cond's branch."""
-    steps = jaxpr_flops(epoch, max, STEP_SCOPE)
-    every_epoch = jaxpr_flops(epoch, min) - jaxpr_flops(epoch, min, STEP_SCOPE)
-    tests = jaxpr_flops(epoch, max) - steps - every_epoch
+    counts its taken branch) and its traced finish. Each branch that an epoch may skip counts at its largest (`max`)
+    and not at all (`min`): the steps and the training set's evaluation by their scopes, the held-out evaluation
+    as the rest."""
+    steps, train_acc = (jaxpr_flops(epoch, max, scope) for scope in (STEP_SCOPE, TRAIN_ACC_SCOPE))
+    every_epoch = jaxpr_flops(epoch, min) - sum(jaxpr_flops(epoch, min, s) for s in (STEP_SCOPE, TRAIN_ACC_SCOPE))
+    tests = jaxpr_flops(epoch, max) - steps - train_acc - every_epoch
     cell_plan = plan(config, cell)
     per_example = steps / (cell_plan.steps(n_train).per_epoch * cell_plan.sgd_batch)
-    return Work(per_example, every_epoch, tests, jaxpr_flops(finish, max))
+    return Work(per_example, every_epoch, train_acc, tests, jaxpr_flops(finish, max))
 
 
 def _flop_text(flops: float) -> str:

@@ -20,9 +20,10 @@ remainder that does not fill a batch; `replacement` draws every batch with repla
 `train.schedule` may decay the learning rate over the run's steps; `train.precision=float64` casts the data and
 the parameters to float64 (the sweep switches on jax_enable_x64 around it, `precision_scope`).
 
-Evaluation after each epoch, in eval mode: accuracy on the training set, and loss and accuracy on the test set
-and on the validation set held out of the training data (after every `train.test_every`-th epoch and the last;
-NaN after the others). With `data.resample` each seed first draws its own training and validation sets.
+Evaluation after each epoch, in eval mode: accuracy on the training set (after every `train.train_acc_every`-th
+epoch and the last), and loss and accuracy on the test set and on the validation set held out of the training data
+(after every `train.test_every`-th epoch and the last); NaN after the others. With `data.resample` each seed
+first draws its own training and validation sets.
 After the last epoch, norms with running statistics are also evaluated more ways (Wu & Johnson, 2021):
 with each test batch's own statistics (test batches as large as the training batches, so their statistics are
 as noisy), and with PreciseBN statistics, the mean of per-batch statistics over `train.precise_bn_examples`
@@ -106,6 +107,7 @@ def warmup_cosine(peak, warmup_steps, total_steps: int) -> Callable:
 
 PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
 STEP_SCOPE = "train_step"  # the named scope of one training step, in the traced program
+TRAIN_ACC_SCOPE = "train_accuracy"  # and of the training set's evaluation after an epoch
 
 
 @contextlib.contextmanager
@@ -139,7 +141,7 @@ class Metrics(NamedTuple):
     """Per-epoch metrics of one run (leading axis: epoch), accuracies in eval mode."""
 
     train_loss: jax.Array  # mean minibatch loss of the epoch, train mode
-    train_acc: jax.Array  # on the whole training set after the epoch
+    train_acc: jax.Array  # on the whole training set after the epoch; NaN in the epochs train.train_acc_every skips
     test_acc: jax.Array
     test_loss: jax.Array
     val_acc: jax.Array  # on the validation set held out of the training data; NaN without one
@@ -514,10 +516,19 @@ def epoch_steps(s: Setup, model, tx, data: Data, train_state: TrainState, index,
     return train_state, losses, taken
 
 
+def after_due_epochs(s: Setup, index, every: int, measure: Callable):
+    """`measure()` after epoch `index` (0-based) when it is an `every`-th epoch or the last; NaNs of its shape
+    after the others. The epoch index is the same for every vmapped run, so this stays a branch: skipped work."""
+    if every == 1:
+        return measure()
+    due = ((index + 1) % every == 0) | (index + 1 == s.config.train.epochs)
+    return jax.lax.cond(due, measure, lambda: nans(jax.eval_shape(measure)))
+
+
 def held_out(s: Setup, model, variables, data: Data, index):
     """(test loss, test accuracy, validation loss, validation accuracy) after epoch `index`: NaN where the epoch is
     not one that `train.test_every` evaluates, and for the validation set where none is held out."""
-    eval_batch, test_every = s.config.train.eval_batch_size, s.config.train.test_every
+    eval_batch = s.config.train.eval_batch_size
 
     def measure():
         test = evaluate(model, variables, data.test_x, data.test_y, eval_batch, s.eval_piece)
@@ -525,11 +536,12 @@ def held_out(s: Setup, model, variables, data: Data, index):
             return *test, *nans(test)
         return *test, *evaluate(model, variables, data.val_x, data.val_y, eval_batch, s.eval_piece)
 
-    if test_every == 1:
-        return measure()
-    # the epoch index is the same for every vmapped run, so this stays a branch: skipped work
-    due = ((index + 1) % test_every == 0) | (index + 1 == s.config.train.epochs)
-    return jax.lax.cond(due, measure, lambda: nans(jax.eval_shape(measure)))
+    return after_due_epochs(s, index, s.config.train.test_every, measure)
+
+
+@jax.named_scope(TRAIN_ACC_SCOPE)  # which FLOPs are the training set's evaluation (`normbench.core.budget`)
+def train_accuracy(s: Setup, model, variables, data: Data):
+    return evaluate(model, variables, data.train_x, data.train_y, s.config.train.eval_batch_size, s.eval_piece)[1:]
 
 
 def train_epoch(s: Setup, model, tx, seed, values: RunValues, data: Data, on_epoch, tell, state: RunState, inputs):
@@ -548,7 +560,8 @@ def train_epoch(s: Setup, model, tx, seed, values: RunValues, data: Data, on_epo
     first = (index + 1).astype(state.diverged_epoch.dtype)
     diverged_epoch = jnp.where((state.diverged_epoch == 0) & nonfinite, first, state.diverged_epoch)
     variables = {"params": train_state.params, "batch_stats": s.split.averaged(train_state.batch_stats)}
-    _, train_acc = evaluate(model, variables, data.train_x, data.train_y, s.config.train.eval_batch_size, s.eval_piece)
+    (train_acc,) = after_due_epochs(s, index, s.config.train.train_acc_every,
+                                    functools.partial(train_accuracy, s, model, variables, data))  # fmt: skip
     test_loss, test_acc, val_loss, val_acc = held_out(s, model, variables, data, index)
     loss = jnp.sum(jnp.where(taken, losses, 0.0)) / jnp.sum(taken)
     measured = EpochMetrics(loss, train_acc, test_acc, test_loss, val_acc, val_loss, *surveyed)
