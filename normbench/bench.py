@@ -253,13 +253,14 @@ class CnnCell:
     def overrides(self, n_train: int, steps: int | None = None) -> list[str]:
         """normbench's `--set`s for the peers' grid (4 rates a seed, so runs / 4 seeds) and `steps` (default: the
         cell's) in one epoch of `n_train` training images: within one pass as a step count, beyond it as whole
-        passes (`train.min_steps`, rounded up to them)."""
+        passes (`train.min_steps`, rounded up to them). The grid alone, as the peers train it: the study's tuning
+        would train more rates where the best sits at an edge of the grid (`report.tune_extensions`)."""
         steps = steps or self.steps
         seeds = ",".join(str(seed) for seed in range(self.runs // len(PEER_RATES)))
         within = steps <= n_train // self.batch
         epoch = [f"train.steps_per_epoch={steps}", "train.min_steps=none"] if within else [f"train.min_steps={steps}"]
         return [f"sweep.norms={self.norm},", "sweep.protocols=sgd,", f"sweep.batch_sizes={self.batch},",
-                f"sweep.seeds={seeds},", "train.epochs=1", *epoch]  # fmt: skip
+                f"sweep.seeds={seeds},", "train.epochs=1", *epoch, "report.tune_extensions=0"]  # fmt: skip
 
     def peer_arguments(self) -> list[str]:
         return ["--norm", self.norm, "--batch", str(self.batch), "--runs", str(self.runs), "--steps", str(self.steps)]

@@ -98,6 +98,7 @@ def test_a_cnn_cell_trains_the_grid_its_peers_train(cell):
     expected = [bench.PEER_RATES[k % 4] * cell.batch / 256 for k in range(cell.runs)]
     assert [run["learning_rate"] for run in runs] == pytest.approx(expected)
     assert plan(config, only).steps(3000).per_run == cell.steps and config.train.epochs == 1
+    assert config.report.tune_extensions == 0  # the grid alone: no more rates where the best sits at an edge
 
 
 def _cnn_rows(round_, cold, warm, step, flax, torch):
