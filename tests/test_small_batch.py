@@ -12,7 +12,7 @@ from conftest import tiny_config
 from normbench.config import ModelConfig, NormConfig, load_config
 from normbench.core.grid import Cell, cells, plan
 from normbench.core.train import batch_stats_accuracy, eval_logits, forward_piece, precise_batch_stats
-from normbench.models import build_model
+from normbench.models import MODELS, build_model
 from normbench.norms import NORMS, WHOLE_BATCH, BatchStats
 from normbench.norms.ghost_batch import GhostBatchNorm
 
@@ -115,10 +115,11 @@ def test_the_small_batch_studys_evaluation_in_pieces_is_the_same_bits_as_in_one_
     np.testing.assert_array_equal(jax.jit(lambda x: eval_logits(model, variables, x, 100))(x), whole)
 
 
-def test_a_norm_that_may_use_its_batch_in_eval_mode_is_evaluated_in_one_pass():
-    assert forward_piece(NORMS["batch"]) == forward_piece(NORMS["layer"]) == 100  # on this CPU
+def test_the_cnn_is_evaluated_in_pieces_on_a_cpu_unless_its_norm_may_use_its_batch_in_eval_mode():
+    assert forward_piece(NORMS["batch"], MODELS["cnn"]) == forward_piece(NORMS["layer"], MODELS["cnn"]) == 100
+    assert forward_piece(NORMS["batch"], MODELS["mlp"]) is None  # faster in one pass
     batch_only = dataclasses.replace(NORMS["batch"], running_stats=False)
-    assert forward_piece(batch_only) is None
+    assert forward_piece(batch_only, MODELS["cnn"]) is None
 
 
 def test_learning_rate_scales_linearly_with_the_sgd_batch():

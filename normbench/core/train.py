@@ -62,7 +62,7 @@ from normbench.config import Config, TrainConfig
 from normbench.core.diagnostics import Diagnostics, layer_diagnostics
 from normbench.core.grid import Cell, CellPlan, Steps, plan, with_values
 from normbench.core.landscape import probe, unmeasured
-from normbench.models import build_model, scale_kernels
+from normbench.models import MODELS, ModelSpec, build_model, scale_kernels
 from normbench.norms import NORMS, NormSpec
 from normbench.protocols import PROTOCOLS, BatchSplit, Protocol
 
@@ -189,21 +189,15 @@ def train_step(model, tx, state: TrainState, x, y, axis_name=None, backward_stat
     return TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state), loss
 
 
-# Examples per forward pass of an evaluation, by backend. On a CPU, a CNN's forward pass over a chunk of 1,000
-# images streams its im2col patches through memory; in pieces of 100 they stay in cache, and the pass costs a
-# fraction as much (`normbench bench --cases cnn`). Other backends take the whole chunk in one pass. A pass's size
-# can move the last bits of a matrix product (the rows left over from its kernel's blocks), though not at the
-# committed studies' shapes: each of them computes its committed metrics with these pieces.
-FORWARD_PIECE = {"cpu": 100}
-
-
-def forward_piece(spec: NormSpec) -> int | None:
-    """The examples per evaluation pass on this backend, or None for a whole chunk: also when the norm may
-    normalize by its batch's statistics in eval mode (batch-dependent, with no running statistics), whose output
-    then depends on the pass's size."""
-    if spec.batch_dependent and not spec.running_stats:
+def forward_piece(spec: NormSpec, model: ModelSpec) -> int | None:
+    """The examples per evaluation pass (None: a whole chunk): the model's `cpu_eval_piece` on a CPU; on other
+    backends, and for a norm that may normalize by its batch's statistics in eval mode (batch-dependent, with no
+    running statistics, whose output then depends on the pass's size), one pass per chunk. A pass's size can move
+    the last bits of a matrix product (the rows left over from its kernel's blocks), though not at the committed
+    studies' shapes: each of them computes its committed metrics with these pieces."""
+    if (spec.batch_dependent and not spec.running_stats) or jax.default_backend() != "cpu":
         return None
-    return FORWARD_PIECE.get(jax.default_backend())
+    return model.cpu_eval_piece
 
 
 def eval_logits(model, variables, x, piece: int | None = None):
@@ -421,8 +415,9 @@ def setup(config: Config, cell: Cell, num_classes: int, n_train: int) -> Setup:
     run = cell_plan.config
     precise_steps = max(1, run.train.precise_bn_examples // cell_plan.sgd_batch)
     split = PROTOCOLS[cell.protocol].split(run)
+    piece = forward_piece(NORMS[cell.norm], MODELS[cell.model])
     return Setup(cell_plan, cell_plan.steps(n_train), NORMS[cell.norm], PROTOCOLS[cell.protocol], split, num_classes,
-                 n_train, precise_steps, max(cell_plan.stat_sizes), forward_piece(NORMS[cell.norm]))  # fmt: skip
+                 n_train, precise_steps, max(cell_plan.stat_sizes), piece)  # fmt: skip
 
 
 def optimizer(s: Setup, values: RunValues):
