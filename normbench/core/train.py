@@ -194,7 +194,7 @@ def forward_piece(spec: NormSpec, model: ModelSpec) -> int | None:
     backends, and for a norm that may normalize by its batch's statistics in eval mode (batch-dependent, with no
     running statistics, whose output then depends on the pass's size), one pass per chunk. A pass's size can move
     the last bits of a matrix product (the rows left over from its kernel's blocks), though not at the committed
-    studies' shapes: each of them computes its committed metrics with these pieces."""
+    CNN studies' shapes: each of them computes its committed metrics with these pieces."""
     if (spec.batch_dependent and not spec.running_stats) or jax.default_backend() != "cpu":
         return None
     return model.cpu_eval_piece
@@ -403,11 +403,15 @@ class Setup:
     n_train: int
     precise_steps: int  # batches of PreciseBN's statistics
     statistics_batch: int  # test batches normalized by their own statistics: the largest a training step's see
-    eval_piece: int | None  # examples per evaluation pass (`forward_piece`)
 
     @property
     def config(self) -> Config:
         return self.plan.config
+
+    @property
+    def eval_piece(self) -> int | None:
+        """Examples per evaluation pass (`forward_piece`)."""
+        return forward_piece(self.spec, MODELS[self.plan.cell.model])
 
 
 def setup(config: Config, cell: Cell, num_classes: int, n_train: int) -> Setup:
@@ -415,9 +419,8 @@ def setup(config: Config, cell: Cell, num_classes: int, n_train: int) -> Setup:
     run = cell_plan.config
     precise_steps = max(1, run.train.precise_bn_examples // cell_plan.sgd_batch)
     split = PROTOCOLS[cell.protocol].split(run)
-    piece = forward_piece(NORMS[cell.norm], MODELS[cell.model])
     return Setup(cell_plan, cell_plan.steps(n_train), NORMS[cell.norm], PROTOCOLS[cell.protocol], split, num_classes,
-                 n_train, precise_steps, max(cell_plan.stat_sizes), piece)  # fmt: skip
+                 n_train, precise_steps, max(cell_plan.stat_sizes))  # fmt: skip
 
 
 def optimizer(s: Setup, values: RunValues):
