@@ -10,13 +10,31 @@ Why the patches are strided slices of the padded input, one per kernel offset, r
 `lax.conv_general_dilated_patches`: that builds them as a convolution with an identity kernel, and its transpose
 in the backward pass as an lhs-dilated one, both far off the dense rate on a CPU; slices and a concatenate are
 plain copies, and their transposes pads (`benchmarks/conv_patches.py` times the two side by side).
+
+Why small batches take their input gradient from `unpatch` on a CPU (`patches_formed_once`, at per-run batches up
+to `ONCE_MAX_BATCH`): autodiff's transpose of the patches is a sum of kh x kw copies of the patch gradient, each
+padded to the whole input with interior padding, and XLA:CPU fuses that sum into every consumer that can take it
+(the norm's backward reductions and the gradient of the layer below: five to seven of them), computing it in each.
+In the small-batch study's CNN at batch 2 those fusions were half of a step (jax profiler). `unpatch` forms the same
+sums, without interior padding, and `formed_once` has XLA compute them once. Per model-step, one epoch of 8 runs,
+alternated in one process (`benchmarks/conv_input_gradient.py`): BN at batch 2 149 -> 106 us, at 8 609 -> 367 us,
+at 32 2,359 -> 1,199 us, at 64 no faster, at 128 slower, 4.3 -> 5.4 ms (there XLA splits BN's reductions into
+reduce-windows, which already read the sum formed once); LayerNorm at 8 552 -> 433 us, at 128 3.9 -> 4.1 ms; GN at
+2 151 -> 130 us. The sums are autodiff's, but a reduction reading them as a formed array rather than fused may add
+in another order: BN's trained to the same bits at every batch measured, LayerNorm's and GroupNorm's did not, whose
+small-batch study was trained again with it. The limit is 16, though 32 gains as much: the committed scorecard
+trains its CNN test at 32 with every norm, and was not trained again.
 """
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+# The largest per-run batch whose convolutions take their input gradient from `unpatch` on a CPU (see above).
+ONCE_MAX_BATCH = 16
 
 
 def patches(x, kernel_size: tuple[int, int], strides: tuple[int, int], padding: str):
@@ -40,6 +58,64 @@ def patches(x, kernel_size: tuple[int, int], strides: tuple[int, int], padding: 
     )
 
 
+def unpatch(g, x_shape, kernel_size: tuple[int, int], strides: tuple[int, int], padding: str):
+    """The transpose of `patches` (col2im): the gradient of its NHWC input of shape `x_shape` from the patch gradient
+    `g`. Each pixel sums the offsets that read it, in descending offset order: the order of autodiff's transpose of
+    `patches`, whose other terms are zeros, so the sums are its sums bit for bit (but for the sign of a zero). The
+    pixels of one residue modulo the strides are read by the same offsets, each at a shift: a sum of edge-padded
+    copies of `g`'s pieces, where autodiff pads every piece to the whole input with interior padding."""
+    n, height, width, channels = x_shape
+    (kh, kw), (sh, sw) = kernel_size, strides
+    pads = jax.lax.padtype_to_pads((height, width), kernel_size, strides, padding)
+    rows, cols = -(-(height + sum(pads[0])) // sh), -(-(width + sum(pads[1])) // sw)  # per residue, rounded up
+    out_h, out_w = g.shape[1:3]
+    pieces = g.reshape(n, out_h, out_w, kh * kw, channels)
+
+    def residue(a: int, b: int):
+        total = jnp.zeros((n, rows, cols, channels), g.dtype)
+        for k in reversed(range(kh * kw)):
+            i, j = divmod(k, kw)
+            if i % sh == a and j % sw == b:
+                shift = [(0, 0), (i // sh, rows - out_h - i // sh), (j // sw, cols - out_w - j // sw), (0, 0)]
+                total = total + jnp.pad(pieces[:, :, :, k], shift)
+        return total
+
+    # (n, rows, sh, cols, sw, c): residue (a, b) of padded pixel (r * sh + a, c * sw + b)
+    grid = jnp.stack([jnp.stack([residue(a, b) for b in range(sw)], axis=3) for a in range(sh)], axis=2)
+    padded = grid.reshape(n, rows * sh, cols * sw, channels)
+    return padded[:, pads[0][0] : pads[0][0] + height, pads[1][0] : pads[1][0] + width]
+
+
+def formed_once(x):
+    """`x` times the identity over its last axis: `x` for finite values (NaN where a row holds an infinity). XLA
+    fuses elementwise work into each of its consumers; a matrix product it does not, so its consumers read `x`
+    formed once."""
+    return jnp.einsum("...c,cd->...d", x, jnp.eye(x.shape[-1], dtype=x.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def patches_formed_once(x, kernel_size: tuple[int, int], strides: tuple[int, int], padding: str):
+    """`patches`, whose input gradient is `unpatch`'s, formed once (`formed_once`)."""
+    return patches(x, kernel_size, strides, padding)
+
+
+def _patches_forward(x, kernel_size, strides, padding):
+    return patches(x, kernel_size, strides, padding), x.shape
+
+
+def _patches_backward(kernel_size, strides, padding, x_shape, g):
+    return (formed_once(unpatch(g, x_shape, kernel_size, strides, padding)),)
+
+
+patches_formed_once.defvjp(_patches_forward, _patches_backward)
+
+
+def patches_for(x):
+    """The patches function for `x`, one run's NHWC input: `patches_formed_once` at small batches on a CPU."""
+    small = x.shape[0] <= ONCE_MAX_BATCH and jax.default_backend() == "cpu"
+    return patches_formed_once if small else patches
+
+
 class Conv(nn.Module):
     features: int
     kernel_size: tuple[int, int]
@@ -53,7 +129,7 @@ class Conv(nn.Module):
         channels = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, channels, self.features))
         strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
-        y = patches(x, tuple(self.kernel_size), strides, self.padding) @ kernel.reshape(-1, self.features)
+        y = patches_for(x)(x, tuple(self.kernel_size), strides, self.padding) @ kernel.reshape(-1, self.features)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
         return y
