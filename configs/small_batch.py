@@ -23,10 +23,10 @@ the paper scales one rate linearly.
 
 Expected (results/small_batch/summary.md: test accuracy at batch 2 minus at 128, paired over 5 seeds, 95% intervals,
 verdicts Holm-adjusted over the 5 claims; every configuration trains to 99.3-100% at its chosen rate, none of which
-is at its grid's edge): BN -1.06 points [-2.35, +0.23], not significant; LN +1.26 [+0.65, +1.87], significant; GN
+is at its grid's edge): BN -1.06 points [-2.35, +0.23], not significant; LN +0.72 [+0.31, +1.13], significant; GN
 +0.52 [-0.20, +1.24], not significant. BN's change minus GN's, -1.58 [-2.74, -0.42], is not significant after Holm;
 GN - BN at batch 2, +0.24 [-0.45, +0.93], is not either. The best batch reaches 95.4% for BN (128), 94.6% for GN
-(2) and 94.6% for LN (2).
+(2) and 94.1% for LN (2).
 """
 
 from normbench.config import Config, DataConfig, ModelConfig, NormConfig, ReportConfig, SweepConfig, TrainConfig
