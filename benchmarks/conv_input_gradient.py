@@ -5,9 +5,10 @@ patches (`normbench.models.conv`, `ONCE_MAX_BATCH`)? Run it on a CPU, where the 
 
 For each cell (norm:batch) of `configs/small_batch.py` (sgd, `--runs` runs, one epoch of about 1,500 batch-2 steps'
 worth of examples, at least 45 steps), compiles the epoch twice in one process, with every convolution on one path
-and then on the other, and runs the two `--rounds` times alternated. Prints each path's fastest epoch per
-model-step, their ratio, and whether the two end at the same bits (the sums are the same; the reductions reading
-them may sum in another order once XLA fuses them otherwise).
+and then on the other, and runs the two `--rounds` times alternated. Prints each path's fastest epoch (its
+evaluations, the same on both paths, included) over its model-steps, their ratio, and whether the two end at the
+same bits (the sums are the same; the reductions reading them may sum in another order once XLA fuses them
+otherwise).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def main() -> None:
     # The two programs of a cell share normbench's sources, which key the kept programs: keep none.
     os.environ["NORMBENCH_COMPILATION_CACHE"] = "0"
     print(f"{jax.devices()[0].device_kind}, {args.runs} runs, fastest of {args.rounds} alternated epochs")
-    print("| norm | batch | steps | autodiff (us / model-step) | unpatch, once | ratio | same bits |")
+    print("| norm | batch | steps | autodiff (epoch / model-steps, us) | unpatch, once | ratio | same bits |")
     print("|---|---|---|---|---|---|---|")
     for spec in args.cells:
         norm, batch = spec.split(":")
