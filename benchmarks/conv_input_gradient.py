@@ -3,8 +3,8 @@ patches (`normbench.models.conv`, `ONCE_MAX_BATCH`)? Run it on a CPU, where the 
 
     python benchmarks/conv_input_gradient.py [--cells batch:2 batch:128 ...] [--runs 8] [--rounds 4]
 
-For each cell (norm:batch) of `configs/small_batch.py` (sgd, `--runs` runs, one epoch of about 1,500 batch-2 steps'
-worth of examples, at least 45 steps), compiles the epoch twice in one process, with every convolution on one path
+For each cell (norm:batch) of `configs/small_batch.py` (sgd, `--runs` runs, an epoch of one pass over its training
+images, at least `MIN_STEPS` steps), compiles the epoch twice in one process, with every convolution on one path
 and then on the other, and runs the two `--rounds` times alternated. Prints each path's fastest epoch (its
 evaluations, the same on both paths, included) over its model-steps, their ratio, and whether the two end at the
 same bits (the sums are the same; the reductions reading them may sum in another order once XLA fuses them
@@ -28,13 +28,17 @@ from normbench.data import load
 from normbench.models import conv
 
 PATHS = {"autodiff": -1, "unpatch, once": 1 << 30}  # ONCE_MAX_BATCH that puts every batch on the path
+MIN_STEPS = 45  # at batch 128 a pass is 23 steps, which the epoch's evaluations would swamp
+# The cells of docs/performance.md's table
+CELLS = ("batch:2", "batch:8", "batch:32", "batch:64", "batch:128", "layer:2", "layer:8", "layer:128", "group:2",
+         "group:8", "group:128")  # fmt: skip
 
 
 def epochs(norm: str, batch: int, runs: int, rounds: int) -> tuple[dict[str, float], bool, int]:
     """({path: fastest epoch in seconds}, whether the paths' states end equal, steps in the epoch)."""
     study = load_config(SMALL_BATCH)
     dataset = load(study.data)
-    steps = max(45, 3000 // batch)
+    steps = max(MIN_STEPS, len(dataset.train_x) // batch)
     config = apply_overrides(study, CnnCell(norm, batch, runs, steps).overrides(len(dataset.train_x)))
     (cell,) = cells(config)
     seeds, values = plan(config, cell).arrays()
@@ -60,8 +64,7 @@ def epochs(norm: str, batch: int, runs: int, rounds: int) -> tuple[dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", nargs="+", default=["batch:2", "batch:8", "batch:32", "batch:128", "layer:8",
-                                                       "layer:128", "group:2", "group:128"])  # fmt: skip
+    parser.add_argument("--cells", nargs="+", default=list(CELLS))
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
