@@ -242,37 +242,50 @@ def over_batches(fn, xs, batch: int, piece: int | None):
     return jax.lax.map(fn, xs, batch_size=together)
 
 
+def whole_batches(n: int, batch: int) -> jax.Array:
+    """(batches, batch): the indices of n examples in consecutive batches; the remainder that does not fill a
+    batch is left out."""
+    return jnp.arange(n // batch * batch).reshape(-1, batch)
+
+
+def own_statistics(probe, variables, x, y, rows, piece: int | None = None):
+    """Each batch `x[rows[i]]` (rows: (batches, batch) indices) in train mode, normalized by its own statistics,
+    nothing kept: per batch, how many of its examples `probe` classifies as `y` says, and the statistics its norms
+    took of it. With `probe`'s norms' momentum at 0 the "running" statistics a train-mode pass returns are that
+    batch's own; the logits do not depend on the momentum. `piece`: as in `over_batches`."""
+
+    def one(batch_rows):
+        logits, updates = probe.apply(variables, x[batch_rows], train=True, mutable=["batch_stats"])
+        return jnp.sum(jnp.argmax(logits, -1) == y[batch_rows]), updates["batch_stats"]
+
+    return over_batches(one, rows, rows.shape[1], piece)
+
+
 def batch_stats_accuracy(model, variables, x, y, batch: int, piece: int | None = None):
     """Accuracy with every batch of `batch` test examples normalized by its own statistics (train mode, nothing
     kept); the remainder that does not fill a batch is left out. `piece`: as in `over_batches`."""
-    chunks = x.shape[0] // batch
-    xs = x[: chunks * batch].reshape((chunks, batch) + x.shape[1:])
-    ys = y[: chunks * batch].reshape(chunks, batch)
-
-    def correct(inputs):
-        logits, _ = model.apply(variables, inputs[0], train=True, mutable=["batch_stats"])
-        return jnp.sum(jnp.argmax(logits, -1) == inputs[1])
-
-    return over_batches(correct, (xs, ys), batch, piece).sum() / (chunks * batch)
+    rows = whole_batches(x.shape[0], batch)
+    correct, _ = own_statistics(model, variables, x, y, rows, piece)
+    return correct.sum() / rows.size
 
 
 def precise_batch_stats(probe, variables, xs, variance: str = "batch_mean", piece: int | None = None):
-    """PreciseBN: the mean over the batches `xs` (batches, batch, ...) of each batch's own statistics, the
-    weights frozen. `probe` is the model with its norms' momentum at 0, so the "running" statistics a
-    train-mode pass returns are that batch's statistics.
+    """PreciseBN of the batches `xs` (batches, batch, ...), the weights frozen (`precise_statistics`). `probe` is
+    the model with its norms' momentum at 0 (`own_statistics`). `piece`: as in `over_batches`."""
+    x = xs.reshape((-1,) + xs.shape[2:])
+    rows = whole_batches(x.shape[0], xs.shape[1])
+    _, per_batch = own_statistics(probe, variables, x, jnp.zeros(x.shape[0], jnp.int32), rows, piece)
+    return precise_statistics(per_batch, variance)
+
+
+def precise_statistics(per_batch, variance: str = "batch_mean"):
+    """PreciseBN: the mean over batches of each batch's own statistics (`per_batch`, batches first).
 
     `variance="population"` makes each norm's variance that of all the examples seen instead of the mean of the
     batches' (Wu & Johnson's naive estimate): the law of total variance over batches of equal size adds the
     variance of the batch means. A norm keeping sigma = sqrt(var + eps) (batch_renorm) gets sqrt of the mean of
     sigma^2 plus that variance; one keeping no mean (EvoNorm-B0) keeps the mean of its variances. Ghost groups
-    within a batch reach this function as the mean over their groups, so the spread between them is left out.
-    `piece`: as in `over_batches`."""
-
-    def one(x):
-        _, updates = probe.apply(variables, x, train=True, mutable=["batch_stats"])
-        return updates["batch_stats"]
-
-    per_batch = over_batches(one, xs, xs.shape[1], piece)
+    within a batch reach this function as the mean over their groups, so the spread between them is left out."""
     precise = jax.tree.map(lambda s: s.mean(0), per_batch)
     if variance == "population":
         precise = _population(precise, per_batch)
@@ -583,11 +596,15 @@ def run_epochs(s: Setup, seed, values: RunValues, data: Data, state: RunState, f
     return state._replace(train=state.train._replace(batch_stats=s.split.averaged(state.train.batch_stats))), per_epoch
 
 
+def precise_rows(s: Setup, seed) -> jax.Array:
+    """The training examples of the batches that PreciseBN and the fluctuation diagnostics read, (batches,
+    `statistics_batch`) indices (per_device: each device's share of the batches)."""
+    return batches(s, seed_keys(seed)[2], s.precise_steps).reshape(-1, s.statistics_batch)
+
+
 def precise_inputs(s: Setup, seed, data: Data):
-    """The training batches that PreciseBN and the fluctuation diagnostics read, `statistics_batch` examples each
-    (per_device: each device's share of the batches)."""
-    x = data.train_x[batches(s, seed_keys(seed)[2], s.precise_steps)]
-    return x.reshape((-1, s.statistics_batch) + x.shape[2:])
+    """The batches of `precise_rows`, (batches, `statistics_batch`, ...)."""
+    return data.train_x[precise_rows(s, seed)]
 
 
 def finish_run(s: Setup, seed, values: RunValues, data: Data, state: RunState):
@@ -599,13 +616,19 @@ def finish_run(s: Setup, seed, values: RunValues, data: Data, state: RunState):
     eval_batch, stats_batch, piece = s.config.train.eval_batch_size, s.statistics_batch, s.eval_piece
     model = model_for(s, values)
     variables = {"params": state.train.params, "batch_stats": state.train.batch_stats}
-    batch_stats_acc = batch_stats_accuracy(model, variables, data.test_x, data.test_y, stats_batch, piece)
-    frozen = model_for(s, values, momentum=0.0)
-    inputs = precise_inputs(s, seed, data)
-    precise = precise_batch_stats(frozen, variables, inputs, s.config.train.precise_bn_variance, piece)
-    precise_variables = {**variables, "batch_stats": precise}
-    _, precise_acc = evaluate(model, precise_variables, data.test_x, data.test_y, eval_batch, piece)
-    train_batch_stats_acc = batch_stats_accuracy(model, variables, data.train_x, data.train_y, stats_batch, piece)
+    # One train-mode pass reads the test set's batches, the training set's and PreciseBN's: the forward pass is
+    # compiled once, not three times, and each batch's results are the same bits.
+    n_test = data.test_x.shape[0]
+    test_rows = whole_batches(n_test, stats_batch)
+    train_rows = n_test + whole_batches(data.train_x.shape[0], stats_batch)
+    rows = jnp.concatenate([test_rows, train_rows, n_test + precise_rows(s, seed)])
+    x, y = jnp.concatenate([data.test_x, data.train_x]), jnp.concatenate([data.test_y, data.train_y])
+    correct, per_batch = own_statistics(model_for(s, values, momentum=0.0), variables, x, y, rows, piece)
+    batch_stats_acc = correct[: len(test_rows)].sum() / test_rows.size
+    train_batch_stats_acc = correct[len(test_rows) : len(test_rows) + len(train_rows)].sum() / train_rows.size
+    precise = precise_statistics(jax.tree.map(lambda b: b[len(test_rows) + len(train_rows) :], per_batch),
+                                 s.config.train.precise_bn_variance)  # fmt: skip
+    _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch, piece)
     weighted_acc = missing
     if s.spec.weights_examples:
         weighted = model_for(s, values, inference_example_weight=1.0 / values["ghost_size"])
