@@ -628,11 +628,22 @@ def finish_run(s: Setup, seed, values: RunValues, data: Data, state: RunState):
     train_batch_stats_acc = correct[len(test_rows) : len(test_rows) + len(train_rows)].sum() / train_rows.size
     precise = precise_statistics(jax.tree.map(lambda b: b[len(test_rows) + len(train_rows) :], per_batch),
                                  s.config.train.precise_bn_variance)  # fmt: skip
-    _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch, piece)
-    weighted_acc = missing
-    if s.spec.weights_examples:
-        weighted = model_for(s, values, inference_example_weight=1.0 / values["ghost_size"])
-        _, weighted_acc = evaluate(weighted, variables, data.test_x, data.test_y, eval_batch, piece)
+    if not s.spec.weights_examples:
+        _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch,
+                                  piece)  # fmt: skip
+        return batch_stats_acc, precise_acc, train_batch_stats_acc, missing
+
+    # PreciseBN's evaluation and example weighting's as one pass over the two, compiled once: with a weight of 0,
+    # example weighting normalizes by the statistics it is given (`normbench.norms.ghost_batch.example_weighted`).
+    def test_accuracy(inputs):
+        weight, batch_stats = inputs
+        weighted = model_for(s, values, inference_example_weight=weight)
+        return evaluate(weighted, {**variables, "batch_stats": batch_stats}, data.test_x, data.test_y, eval_batch,
+                        piece)[1]  # fmt: skip
+
+    weights = jnp.stack([0.0, 1.0 / values["ghost_size"]])
+    both = jax.tree.map(lambda *stats: jnp.stack(stats), precise, variables["batch_stats"])
+    precise_acc, weighted_acc = jax.lax.map(test_accuracy, (weights, both))
     return batch_stats_acc, precise_acc, train_batch_stats_acc, weighted_acc
 
 
