@@ -16,14 +16,13 @@ Why small batches take their input gradient from `unpatch` on a CPU (`patches_fo
 the whole input with interior padding, and XLA:CPU fuses that sum into every consumer that can take it (the norm's
 backward reductions and the gradient of the layer below: five to seven of them), computing it in each. In the
 small-batch study's CNN at batch 2 those fusions were half of a step (jax profiler). `unpatch` forms the same sums,
-without interior padding, and `formed_once` has XLA compute them once. One epoch of 8 runs (its evaluations included)
-over its model-steps, fastest of 4 alternated in one process (`benchmarks/conv_input_gradient.py`): BN at batch 2 150 ->
-107 us, at 8 551 -> 343 us, at 32 2,379 -> 1,190 us; LayerNorm at 2 135 -> 126 us, at 8 532 -> 409 us; GN at 2 142 ->
-119 us, at 8 542 -> 398 us; at 64 and 128 2-4% slower (a hypothesis from the profile at 128: there XLA splits BN's
-reductions into reduce-windows, which read the sum formed once already). The sums are autodiff's, but a reduction
-reading them as a formed array rather than fused may add in another order: BN trained to the same bits at every batch,
-LayerNorm at 2 and 8 and GroupNorm at 8 did not, and the small-batch study was trained again with it. The limit is 16,
-though 32 gains as much: the committed scorecard trains its CNN test at 32 with every norm, and was not trained again.
+without interior padding, and `formed_once` has XLA compute them once. `benchmarks/conv_input_gradient.py` alternates
+the two paths in one process (its table is in docs/performance.md): at batches 2 to 32 an epoch took 0.50-0.93 of
+autodiff's time, at 64 and 128 1.02-1.04 (a hypothesis from the profile at 128: there XLA splits BN's reductions into
+reduce-windows, which read the sum formed once already). The sums are autodiff's, but a reduction reading them as a
+formed array rather than fused may add in another order: BN trained to the same bits at every batch, LayerNorm at 2
+and 8 and GroupNorm at 8 did not, and the small-batch study was trained again with it. The limit is 16, though 32
+gains as much: the committed scorecard trains its CNN test at 32 with every norm, and was not trained again.
 """
 
 import functools
