@@ -7,10 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, tiny_dataset
 
 from normbench.config import ModelConfig, NormConfig, load_config
+from normbench.core import train
 from normbench.core.grid import Cell, cells, plan
+from normbench.core.sweep import device_data
 from normbench.core.train import batch_stats_accuracy, eval_logits, forward_piece, precise_batch_stats
 from normbench.models import MODELS, build_model
 from normbench.norms import NORMS, WHOLE_BATCH, BatchStats
@@ -80,6 +82,39 @@ def test_batch_stats_accuracy_normalizes_each_test_batch_by_itself():
         expected.append(np.argmax(logits, -1))
     expected = np.mean(np.concatenate(expected) == np.asarray(y[:8]))
     assert float(batch_stats_accuracy(model, variables, x, y, 4)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("norm", ["batch", "batch_renorm"])
+def test_the_evaluations_after_training_compute_what_each_computes_alone(norm):
+    """`finish_run` reads the test set's batches, the training set's and PreciseBN's in one train-mode pass, and
+    PreciseBN's test evaluation and example weighting's in one eval-mode pass: each number is, to the bit, the one
+    its own pass computes (`batch_stats_accuracy`, `precise_batch_stats`, `evaluate`), here with the CNN's pieces
+    grouping the batches of the three sets together."""
+    config = tiny_config(norms=(norm,), seeds=(0,), init_scales=(1.0,), models=("cnn",))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, precise_bn_examples=40))
+    dataset = tiny_dataset(n_train=96, n_test=480)  # enough test images that each number moves with what it reads
+    data = device_data(dataset)
+    (cell,) = cells(config)
+    s = train.setup(config, cell, dataset.num_classes, len(dataset.train_x))
+    seeds, grid_values = plan(config, cell).arrays()
+    seed, values = seeds[0], {key: value[0] for key, value in grid_values.items()}
+    state = train.start_run(s, seed, values, data)
+    state = train.run_epochs(s, seed, values, data, state, 0, count=1)[0]
+    got = jax.jit(lambda state: train.finish_run(s, seed, values, data, state))(state)
+
+    def alone(state):
+        model, frozen = train.model_for(s, values), train.model_for(s, values, momentum=0.0)
+        variables = {"params": state.train.params, "batch_stats": state.train.batch_stats}
+        batch, piece, test = s.statistics_batch, s.eval_piece, (data.test_x, data.test_y, config.train.eval_batch_size)
+        precise = precise_batch_stats(frozen, variables, train.precise_inputs(s, seed, data), "batch_mean", piece)
+        weighted = train.model_for(s, values, inference_example_weight=1.0 / values["ghost_size"])
+        return (batch_stats_accuracy(model, variables, data.test_x, data.test_y, batch, piece),
+                train.evaluate(model, {**variables, "batch_stats": precise}, *test, piece)[1],
+                batch_stats_accuracy(model, variables, data.train_x, data.train_y, batch, piece),
+                train.evaluate(weighted, variables, *test, piece)[1])  # fmt: skip
+
+    for name, a, b in zip(("batch stats", "PreciseBN", "train batch stats", "weighted"), got, jax.jit(alone)(state)):
+        assert float(a) == float(b), name
 
 
 @pytest.mark.parametrize("model_name", ["mlp", "cnn"])
