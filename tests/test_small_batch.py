@@ -139,22 +139,37 @@ def test_evaluations_in_pieces_compute_what_one_pass_computes(model_name):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_the_small_batch_studys_evaluation_in_pieces_is_the_same_bits_as_in_one_pass():
-    """At the small-batch study's shapes (its CNN on 28 x 28 images, chunks of 1,000, pieces of 100) the pieces
-    leave every bit of the logits as one pass computes them, so its committed metrics stand."""
+@pytest.mark.parametrize("piece", [100, 40, 32])
+def test_the_small_batch_studys_evaluation_in_pieces_is_the_same_bits_as_in_one_pass(piece):
+    """At the committed CNN studies' shapes (the CNN on 28 x 28 images, chunks of 1,000, 20 runs vmapped together
+    in pieces of 40 examples each, 25 in pieces of 32, and at most 8 in pieces of 100) the pieces leave every bit
+    of the logits as one pass computes them, so their committed metrics stand."""
     study = load_config(SMALL_BATCH)
     model = build_model("cnn", study.model, NORMS["batch"].make(study.norm, WHOLE_BATCH), 10)
     x = rand(study.train.eval_batch_size, 28, 28, 1)
-    variables = model.init(jax.random.PRNGKey(3), x[:2], train=False)
-    whole = jax.jit(lambda x: model.apply(variables, x, train=False))(x)
-    np.testing.assert_array_equal(jax.jit(lambda x: eval_logits(model, variables, x, 100))(x), whole)
+    runs = 20 if piece < 100 else 8
+    init = jax.vmap(lambda key: model.init(key, x[:2], train=False))
+    variables = init(jax.random.split(jax.random.PRNGKey(3), runs))
+    whole = jax.jit(jax.vmap(lambda v: model.apply(v, x, train=False)))(variables)
+    pieces = jax.jit(jax.vmap(lambda v: eval_logits(model, v, x, piece)))(variables)
+    np.testing.assert_array_equal(pieces, whole)
 
 
 def test_the_cnn_is_evaluated_in_pieces_on_a_cpu_unless_its_norm_may_use_its_batch_in_eval_mode():
-    assert forward_piece(NORMS["batch"], MODELS["cnn"]) == forward_piece(NORMS["layer"], MODELS["cnn"]) == 100
-    assert forward_piece(NORMS["batch"], MODELS["mlp"]) is None  # faster in one pass
+    cnn = MODELS["cnn"]
+    assert forward_piece(NORMS["batch"], cnn, 8) == forward_piece(NORMS["layer"], cnn, 1) == 100
+    # Smaller pieces where more runs share a pass: the small-batch study's 20, and the bench's 40.
+    assert [forward_piece(NORMS["batch"], cnn, runs) for runs in (20, 25, 40, 5000)] == [40, 32, 20, 1]
+    assert forward_piece(NORMS["batch"], MODELS["mlp"], 8) is None  # faster in one pass
     batch_only = dataclasses.replace(NORMS["batch"], running_stats=False)
-    assert forward_piece(batch_only, MODELS["cnn"]) is None
+    assert forward_piece(batch_only, cnn, 8) is None
+
+
+def test_a_pass_counts_the_runs_a_chunk_vmaps_together():
+    config = tiny_config(seeds=(0, 1, 2))  # 2 init scales a seed
+    assert plan(config, cells(config)[0]).runs_at_once == 6
+    chunked = dataclasses.replace(config, train=dataclasses.replace(config.train, chunk_size=2))
+    assert plan(chunked, cells(chunked)[0]).runs_at_once == 4
 
 
 def test_learning_rate_scales_linearly_with_the_sgd_batch():

@@ -97,6 +97,12 @@ class CellPlan:
         """How many runs the cell trains: its seeds times its points of the other value axes."""
         return len(self.seeds) * len(self.values[0][1])
 
+    @property
+    def runs_at_once(self) -> int:
+        """How many runs one pass of the compiled grid vmaps together: all of them, or a chunk's
+        (`train.chunk_size` seeds)."""
+        return min(self.config.train.chunk_size or len(self.seeds), len(self.seeds)) * len(self.values[0][1])
+
     def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The seeds and each value axis over one seed's runs, as the arrays the vmapped grid reads."""
         values = {column: np.asarray(v, np.int32 if column == "ghost_size" else np.float32)

@@ -189,15 +189,20 @@ def train_step(model, tx, state: TrainState, x, y, axis_name=None, backward_stat
     return TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state), loss
 
 
-def forward_piece(spec: NormSpec, model: ModelSpec) -> int | None:
-    """The examples per evaluation pass (None: a whole chunk): the model's `cpu_eval_piece` on a CPU; on other
-    backends, and for a norm that may normalize by its batch's statistics in eval mode (batch-dependent, with no
-    running statistics, whose output then depends on the pass's size), one pass per chunk. A pass's size can move
-    the last bits of a matrix product (the rows left over from its kernel's blocks), though not at the committed
-    CNN studies' shapes: each of them computes its committed metrics with these pieces."""
+def forward_piece(spec: NormSpec, model: ModelSpec, runs: int) -> int | None:
+    """The examples of each run per evaluation pass (None: a whole chunk) when a pass vmaps `runs` runs together:
+    on a CPU, the model's `cpu_eval_piece`, or fewer, so that the pass holds at most `cpu_eval_pass` examples in
+    all; on other backends, and for a norm that may normalize by its batch's statistics in eval mode
+    (batch-dependent, with no running statistics, whose output then depends on the pass's size), one pass per
+    chunk. A pass's size can move the last bits of a matrix product (the rows left over from its kernel's blocks),
+    though not at the committed CNN studies' shapes: each of them computes its committed metrics with these
+    pieces."""
     if (spec.batch_dependent and not spec.running_stats) or jax.default_backend() != "cpu":
         return None
-    return model.cpu_eval_piece
+    piece = model.cpu_eval_piece
+    if piece is None or model.cpu_eval_pass is None:
+        return piece
+    return max(1, min(piece, model.cpu_eval_pass // runs))
 
 
 def eval_logits(model, variables, x, piece: int | None = None):
@@ -423,8 +428,8 @@ class Setup:
 
     @property
     def eval_piece(self) -> int | None:
-        """Examples per evaluation pass (`forward_piece`)."""
-        return forward_piece(self.spec, MODELS[self.plan.cell.model])
+        """Examples of each run per evaluation pass (`forward_piece`)."""
+        return forward_piece(self.spec, MODELS[self.plan.cell.model], self.plan.runs_at_once)
 
 
 def setup(config: Config, cell: Cell, num_classes: int, n_train: int) -> Setup:

@@ -35,15 +35,20 @@ class ModelSpec:
     # Why it takes no `<norm>+ws` norm, or "" when it does: that needs each norm's input to be one kernel's output.
     refuses_standardized: str = ""
     # Examples per forward pass of an evaluation on a CPU, where passes smaller than a chunk are faster (None: one
-    # pass per chunk). The CNN at batch 128, 8 runs, evaluated an image and run in 5.4 us in pieces of 100 against
-    # 23.7 us in one pass of 1,000 (a hypothesis for why: its im2col patches of 1,000 images outgrow the cache);
-    # the MLP is slower in pieces. Measured on these two alone.
+    # pass per chunk): at most `cpu_eval_piece` of each run's, and `cpu_eval_pass` of all the runs a pass vmaps
+    # together. The CNN at batch 128, 8 runs, evaluated an image and run in 5.4 us in pieces of 100 against
+    # 23.7 us in one pass of 1,000 (a hypothesis for why: its im2col patches outgrow the cache); at 4 runs pieces
+    # of 200 and 500 were slower than 100; at 40 runs pieces of 10-20 evaluated in 0.5-0.6 of the time pieces of
+    # 100 took, and 40 in 0.85; the MLP is slower in pieces. Measured on these two alone.
     cpu_eval_piece: int | None = None
+    cpu_eval_pass: int | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec("mlp", mlp.MLP, lambda config: config.hidden, records_layers=True),
-    "cnn": ModelSpec("cnn", cnn.CNN, lambda config: config.channels, records_layers=True, cpu_eval_piece=100),
+    "cnn": ModelSpec(
+        "cnn", cnn.CNN, lambda config: config.channels, records_layers=True, cpu_eval_piece=100, cpu_eval_pass=800
+    ),
     "resnet20": ModelSpec("resnet20", resnet.ResNet20, lambda config: config.channels),
     "vit": ModelSpec(
         "vit",
