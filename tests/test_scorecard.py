@@ -185,12 +185,49 @@ def test_a_directory_of_other_results_is_refused_and_kept(tmp_path, capsys):
     full = tmp_path / "full"
     full.mkdir()
     (full / BATTERY).write_text(json.dumps(identity(quick=False)))
-    for out, expected in ((study, "holds no scorecard"), (full, "holds another battery's results")):
+    damaged = []
+    for name, battery in (
+        ("not_json", "{"),
+        ("a_list", "[]"),
+        ("no_cost", '{"tests": {}}'),
+        ("not_configs", '{"tests": {"cnn": 1}, "cost": {}}'),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / BATTERY).write_text(battery)
+        damaged.append((tmp_path / name, "is damaged; choose another --out"))
+    for out, expected in ((study, "holds no scorecard"), (full, "holds another battery's results"), *damaged):
         before = snapshot(out)
         assert main(["scorecard", "--quick", "--out", str(out)]) == 2
         error = capsys.readouterr().err.strip()
         assert error.count("\n") == 0 and expected in error
         assert snapshot(out) == before
+
+
+def test_a_field_added_since_a_battery_was_recorded_is_read_at_its_default(tmp_path):
+    """A battery.json from before a config field existed holds the same battery while the battery asks for the
+    field's default, and another one once it asks for another value, as a results directory's config.json does."""
+    from normbench.scoring.run import BatteryError, check_out
+
+    battery = json.loads(json.dumps(identity(quick=True)))
+    older = json.loads(json.dumps(battery))
+    for group in ("tests", "cost"):
+        for config in older[group].values():
+            del config["train"]["train_acc_every"]
+    (tmp_path / BATTERY).write_text(json.dumps(older))
+    check_out(tmp_path, battery)
+    battery["tests"]["cnn"]["train"]["train_acc_every"] = 5
+    with pytest.raises(
+        BatteryError, match=r"another battery's results \(differs in tests\.cnn\.train\.train_acc_every\)"
+    ):
+        check_out(tmp_path, battery)
+
+
+def test_the_committed_scorecard_is_this_battery_so_a_norm_more_trains_alone():
+    """results/scorecard/battery.json is the battery `normbench scorecard` runs now: a user's norm (as
+    experiments/scorecard_of_the_example_norm.py adds ScaleNorm) joins the committed directory, not a new one."""
+    from normbench.scoring.run import check_out
+
+    check_out(EXAMPLE.parents[1] / "results" / "scorecard", identity(quick=False))
 
 
 def holm_by_hand(p):

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from normbench.config import Config, ConfigError
+from normbench.config import Config, ConfigError, from_dict, to_dict
 from normbench.core.budget import Estimate, estimate
 from normbench.core.sweep import resolve_workers
 from normbench.data import load
@@ -109,8 +109,8 @@ def check_out(out: Path, battery: dict) -> None:
     recorded = out / BATTERY
     if recorded.is_file():
         try:
-            theirs = json.loads(recorded.read_text())
-        except ValueError:
+            theirs = _read_back(json.loads(recorded.read_text()))
+        except (ValueError, ConfigError, AttributeError, KeyError, TypeError):
             raise BatteryError(f"{str(recorded)!r} is damaged; choose another --out") from None
         differing = _differences(theirs, json.loads(json.dumps(battery)))
         if differing:
@@ -119,6 +119,17 @@ def check_out(out: Path, battery: dict) -> None:
                                "another --out")  # fmt: skip
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BatteryError(f"{str(out)!r} exists and holds no scorecard ({BATTERY} is missing); choose another --out")
+
+
+def _read_back(battery: dict) -> dict:
+    """A recorded battery with each config read back as a results directory's config.json is (`from_dict`): a
+    field added since it was recorded takes its default, which computes what the runs before it computed, so a
+    scorecard outlives a new config field as its runs' directories do."""
+
+    def configs(group: dict) -> dict:
+        return {name: json.loads(json.dumps(to_dict(from_dict(Config, config)))) for name, config in group.items()}
+
+    return {**battery, "tests": configs(battery["tests"]), "cost": configs(battery["cost"])}
 
 
 def _differences(old, new, prefix: str = "") -> list[str]:
