@@ -327,11 +327,32 @@ def environment() -> dict:
         "optax": optax.__version__,
         "numpy": np.__version__,
         "device": f"{device.platform}: {device.device_kind}",
+        "cpu": cpu(),
         "device_count": jax.device_count(),
         "process_count": jax.process_count(),
         "command": sys.argv,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+# x86 vector extensions, widest first: XLA's CPU code uses the widest the host has.
+VECTOR_EXTENSIONS = ("avx512f", "avx2", "avx", "sse4_2")
+
+
+def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The host's processor, and on x86 the widest vector extension it has ("AMD EPYC, avx2"): XLA compiles for
+    the host's instructions, so the last digits of a result computed on a CPU can differ between machines of the
+    same software (docs/running.md, Determinism)."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)  # the last processor's, the same as the first's
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    widest = next((extension for extension in VECTOR_EXTENSIONS if extension in flags), None)
+    return f"{name}, {widest}" if widest else name
 
 
 CHECKOUT = Path(__file__).resolve().parent.parent

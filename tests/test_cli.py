@@ -34,10 +34,25 @@ def test_run_writes_config_table_and_figure(study):
     assert all(0 <= float(r["train_acc"]) <= 1 and r["diverged"] == "0" for r in rows)
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"]["sweep"]["seeds"] == [0, 1]
-    assert {"jax", "flax", "device", "git_revision", "timings"} <= set(saved["environment"]) | set(saved)
+    assert {"jax", "flax", "device", "cpu", "git_revision", "timings"} <= set(saved["environment"]) | set(saved)
     assert (out / "init_scale.png").stat().st_size > 10_000
     assert not (out / ".lock").exists()  # the run's lock goes with it
     assert sorted(p.name for p in out.parent.parent.iterdir()) == ["runs", "tiny.py"]  # nothing outside runs/
+
+
+def test_the_environment_names_the_cpu_and_its_widest_vector_extension(tmp_path):
+    """What makes the last digits of a CPU's results (XLA compiles for the host's instructions)."""
+    from normbench.study import cpu
+
+    info = tmp_path / "cpuinfo"
+    processor = "processor\t: {}\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse4_2 avx avx2 {}\n\n"
+    info.write_text(processor.format(0, "avx512f avx512bw") * 2)
+    assert cpu(info) == "Some CPU 9000, avx512f"
+    info.write_text(processor.format(0, "fma"))
+    assert cpu(info) == "Some CPU 9000, avx2"
+    info.write_text("processor\t: 0\nmodel name\t: An ARM core\nFeatures\t: fp asimd\n")
+    assert cpu(info) == "An ARM core"
+    assert cpu(tmp_path / "absent")  # no /proc: what platform knows
 
 
 def test_plot_redraws_from_the_table_alone(study):
