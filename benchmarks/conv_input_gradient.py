@@ -30,8 +30,8 @@ from normbench.models import conv
 PATHS = {"autodiff": -1, "unpatch, once": 1 << 30}  # ONCE_MAX_BATCH that puts every batch on the path
 MIN_STEPS = 45  # at batch 128 a pass is 23 steps, which the epoch's evaluations would swamp
 # The cells of docs/performance.md's table
-CELLS = ("batch:2", "batch:8", "batch:32", "batch:64", "batch:128", "layer:2", "layer:8", "layer:128", "group:2",
-         "group:8", "group:128")  # fmt: skip
+CELLS = ("batch:2", "batch:8", "batch:32", "batch:64", "batch:128", "layer:2", "layer:8", "layer:32", "layer:128",
+         "group:2", "group:8", "group:32", "group:128")  # fmt: skip
 
 
 def epochs(norm: str, batch: int, runs: int, rounds: int) -> tuple[dict[str, float], bool, int]:
