@@ -345,10 +345,10 @@ def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     same software (docs/running.md, Determinism)."""
     try:
         lines = cpuinfo.read_text().splitlines()
-    except OSError:
-        return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)  # the last processor's, the same as the first's
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    except OSError:  # no /proc: what platform knows
+        lines = []
+    # The last processor's fields, the same as the first's.
+    fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in lines if ":" in line)}
     name = fields.get("model name") or platform.processor() or platform.machine()
     flags = set(fields.get("flags", "").split())
     widest = next((extension for extension in VECTOR_EXTENSIONS if extension in flags), None)
