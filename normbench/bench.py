@@ -315,6 +315,10 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
                     timing = json.loads((result / "result.json").read_text())["timing"]
                     rows.append({"round": round_, "cell": cell.label, "what": peer, "wall_s": round(wall, 2),
                                  "us_per_model_step": round(timing[CNN_PEERS[peer][1]], 1)})  # fmt: skip
+                # A line as each cell ends: the case's table comes at its end, and a stopped run keeps these.
+                processes = "; ".join(f"{row['what']} {row['wall_s']} s" for row in rows if "wall_s" in row
+                                      and (row["round"], row["cell"]) == (round_, cell.label))  # fmt: skip
+                log(f"cnn: round {round_}, {cell.label}: {processes}")
     return rows
 
 
@@ -326,6 +330,8 @@ def _present_peers(folder: Path, log) -> dict[str, list[str]]:
             log(f"cnn: skipping the {peer}: {folder / script} is absent (set NORMBENCH_PEERS)")
         elif peer == "PyTorch loop" and importlib.util.find_spec("torch") is None:
             log("cnn: skipping the PyTorch loop: torch is not installed")
+        elif peer == "PyTorch loop" and jax.default_backend() != "cpu":
+            log(f"cnn: skipping the PyTorch loop: it trains on the CPU, and normbench here on {jax.default_backend()}")
         else:
             present[peer] = [sys.executable, str(folder / script), *options]
     return present

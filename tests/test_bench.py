@@ -160,3 +160,19 @@ def test_the_cnn_case_times_normbench_and_each_present_peer_and_writes_their_rat
     assert all(row["cell"] == cell.label and row["round"] == 0 for row in rows)
     assert [row["peer"] for row in report["cases"]["cnn_ratios"]] == peers
     assert (tmp_path / "cnn.csv").exists() and (tmp_path / "cnn_ratios.csv").exists()
+    # a line as the cell ends, which a run stopped before the case's table keeps
+    (done,) = [line for line in lines if line.startswith(f"cnn: round 0, {cell.label}: ")]
+    assert [part.rsplit(" ", 2)[0] for part in done.split(": ", 2)[2].split("; ")] == [
+        "normbench, caches cold", "normbench, caches warm", *peers]  # fmt: skip
+
+
+def test_the_pytorch_loop_is_left_out_where_normbench_trains_on_an_accelerator(tmp_path, monkeypatch):
+    """The PyTorch peer trains on the CPU: beside normbench on a GPU its times would compare two machines."""
+    for script, _, _ in bench.CNN_PEERS.values():
+        (tmp_path / script).touch()
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: object())
+    lines = []
+    assert list(bench._present_peers(tmp_path, lines.append)) == ["Flax loop", "PyTorch loop"]
+    monkeypatch.setattr(bench.jax, "default_backend", lambda: "gpu")
+    assert list(bench._present_peers(tmp_path, lines.append)) == ["Flax loop"]
+    assert lines == ["cnn: skipping the PyTorch loop: it trains on the CPU, and normbench here on gpu"]
