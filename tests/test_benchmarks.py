@@ -1,6 +1,12 @@
 """Benchmarks compare like with like: their alternative implementations compute the same runs."""
 
 import dataclasses
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -46,3 +52,20 @@ def test_the_matmul_floor_program_does_the_products_of_a_cell_without_a_norm():
     expected = matmul_flops(vmap_grid(training.train), *args, branch=min) - init
     shapes = Shapes(config, int(np.prod(dataset.train_x.shape[1:])), dataset.num_classes, len(dataset.train_x))
     assert matmul_flops(program(shapes), *shapes.operands()) == expected > 0
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_each_step_in_its_time_and_packs_what_it_measured(tmp_path):
+    """`benchmarks/gpu_check.sh`, shrunk (GPU_CHECK_SMOKE=1) and on this machine's backend, as the device tool
+    runs it: each step ends within its limit, and every table and results folder comes back in one archive."""
+    env = {**os.environ, "OUT": str(tmp_path), "GPU_CHECK_SMOKE": "1", "PYTHON": sys.executable,
+           "NORMBENCH_PEERS": str(tmp_path / "no peers")}  # fmt: skip
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
+    subprocess.run(["bash", str(script)], env=env, check=True, capture_output=True, timeout=600)
+    log = (tmp_path / "log.txt").read_text()
+    for step in ("tests", "bench cnn", "bench peers", "small_batch study"):
+        assert re.search(rf"^== {step}: exit 0 after \d+ s$", log, re.MULTILINE), log
+    with tarfile.open(tmp_path / "gpu.tar.gz") as archive:
+        names = set(archive.getnames())
+    assert {"check/bench_cnn/peak.csv", "check/small_batch/metrics.csv", "check/small_batch/summary.md"} <= names
+    assert not any(name.startswith("check/cache") for name in names)
