@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import TINY_STUDY, tiny_config, tiny_dataset
+from jax.experimental.compilation_cache import compilation_cache
 
 from normbench.core import sweep
 from normbench.core.grid import Cell, plan
@@ -26,8 +27,14 @@ from normbench.runtime import phases, programs
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
+    """normbench's program cache in `tmp_path`, and XLA's own off (`tests/conftest.py` keeps the suite's programs):
+    a program that XLA's cache loaded is not kept, and these tests look for what is."""
     monkeypatch.setenv("NORMBENCH_CACHE", str(tmp_path))
-    return tmp_path / "programs"
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    yield tmp_path / "programs"
+    jax.config.update("jax_enable_compilation_cache", True)
+    compilation_cache.reset_cache()
 
 
 def run(config, cell, dataset):
