@@ -30,10 +30,11 @@ def cache(tmp_path, monkeypatch):
     """normbench's program cache in `tmp_path`, and XLA's own off (`tests/conftest.py` keeps the suite's programs):
     a program that XLA's cache loaded is not kept, and these tests look for what is."""
     monkeypatch.setenv("NORMBENCH_CACHE", str(tmp_path))
+    before = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)
     compilation_cache.reset_cache()
     yield tmp_path / "programs"
-    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_enable_compilation_cache", before)
     compilation_cache.reset_cache()
 
 
