@@ -22,8 +22,9 @@
 # runs the MNIST study instead, and the log says so.
 #
 # Everything goes to $OUT (the device tool's folder; else runs/bench/gpu): log.txt, what it printed, and
-# gpu.tar.gz, every table and results folder: unpacked, what goes under results/bench/gpu/. GPU_CHECK_SECONDS (default 540) is the whole
-# budget; GPU_CHECK_SMOKE=1 shrinks every step to a few seconds' work (the bench to its peak), to try the script on a CPU.
+# gpu.tar.gz, every table and results folder (unpacked, what goes under results/bench/gpu/). GPU_CHECK_SECONDS
+# (default 540) is the whole budget; GPU_CHECK_SMOKE=1 shrinks every step to a few seconds' work (the bench to its
+# peak), to try the script on a CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-runs/bench/gpu}"
@@ -87,8 +88,10 @@ fi
 step tests 60 450 "$python" -m pytest -q -p no:cacheprovider -o addopts="" -m "not slow" "${tests[@]}"
 step "bench cnn" 330 120 "$python" -m normbench bench "${cnn[@]}" --out "$work/bench_cnn"
 step "bench peers" 90 30 "$python" -m normbench bench "${peers[@]}" --out "$work/bench_peers"
-echo "small_batch_cifar10 needs tfds:cifar10 prepared there, which that machine cannot download: the MNIST study runs instead"
-step "small_batch study" 100000 15 "$python" -m normbench run configs/small_batch.py "${study[@]}" --out "$work/small_batch" --quiet
+echo "small_batch_cifar10 needs tfds:cifar10 prepared there, which that machine cannot download:" \
+    "the MNIST study runs instead"
+step "small_batch study" 100000 15 \
+    "$python" -m normbench run configs/small_batch.py "${study[@]}" --out "$work/small_batch" --quiet
 
 rm -rf "$work/cache"
 tar -czf "$out/gpu.tar.gz" -C "$out" check && rm -rf "$work"
