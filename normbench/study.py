@@ -65,6 +65,7 @@ from normbench.runtime.cache import enable_compilation_cache
 from normbench.runtime.calibration import device_kind, last_rate, record
 from normbench.runtime.faults import reached
 from normbench.runtime.parallel import from_writer, is_writer, on_writer
+from normbench.runtime.programs import cpuinfo
 from normbench.version import __version__
 
 
@@ -339,17 +340,12 @@ def environment() -> dict:
 VECTOR_EXTENSIONS = ("avx512f", "avx2", "avx", "sse4_2")
 
 
-def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+def cpu(path: Path = Path("/proc/cpuinfo")) -> str:
     """The host's processor, and on x86 the widest vector extension it has ("AMD EPYC, avx2"): XLA compiles for
     the host's instructions, so the last digits of a result computed on a CPU can differ between machines of the
     same software (docs/running.md, Determinism)."""
-    try:
-        lines = cpuinfo.read_text().splitlines()
-    except OSError:  # no /proc: what platform knows
-        lines = []
-    # The last processor's fields, the same as the first's.
-    fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in lines if ":" in line)}
-    name = fields.get("model name") or platform.processor() or platform.machine()
+    fields = cpuinfo(path)
+    name = fields.get("model name") or platform.processor() or platform.machine()  # else what platform knows
     flags = set(fields.get("flags", "").split())
     widest = next((extension for extension in VECTOR_EXTENSIONS if extension in flags), None)
     return f"{name}, {widest}" if widest else name

@@ -48,13 +48,20 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
+def cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The fields of the host's `/proc/cpuinfo`, as its last processor gives them (the same as its first's); none
+    where there is no such file (not Linux)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    return {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in lines if ":" in line)}
+
+
 @functools.cache
 def _host_cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
-    except OSError:  # not Linux
-        return platform.processor()
+    fields = cpuinfo()
+    return fields.get("flags") or fields.get("Features") or platform.processor()  # x86, Arm, then what platform knows
 
 
 def program_key(config, cell, specs: tuple, args) -> str | None:
