@@ -28,8 +28,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-runs/bench/gpu}"
-mkdir -p "$out/check"
 work="$out/check"
+mkdir -p "$work"
 exec > >(tee "$out/log.txt") 2>&1
 deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
 smoke="${GPU_CHECK_SMOKE:-0}"
