@@ -3,7 +3,7 @@ times the kernel (what it does), patches from `lax.conv_general_dilated_patches`
 `lax.conv_general_dilated` itself, which the vmap over runs turns into a grouped convolution (what `nn.Conv` does)?
 Run it on each backend the choice is made for.
 
-    python benchmarks/conv_patches.py [--runs 24] [--repeats 20]
+    python benchmarks/conv_patches.py [--runs 24] [--repeats 20] [--out table.md]
 
 Times one vmapped forward and backward pass (the gradient with respect to the input and the kernel, as a training
 step needs) of each block of the small-batch CNN (3x3 stride-2 convs of 8, 16 and 32 channels on 28x28 digits) at
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -57,12 +58,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", type=Path, help="also write the table to this file, a line as each row is measured")
     args = parser.parse_args()
+    if args.out:
+        args.out.write_text("")
+
+    def print_line(line: str) -> None:
+        print(line, flush=True)
+        if args.out:
+            with args.out.open("a") as out:
+                out.write(line + "\n")
+
     ways = {"patch convolution": by_patch_convolution, "lax.conv_general_dilated": by_convolution}
-    print(f"{jax.devices()[0].device_kind}, {args.runs} runs")
+    print_line(f"{jax.devices()[0].device_kind}, {args.runs} runs")
     columns = " | ".join(f"{way} / slices | max difference" for way in ways)
-    print(f"| batch | input | channels | slices (ms) | {columns} |")
-    print("|---|---|---|---|" + "---|---|" * len(ways))
+    print_line(f"| batch | input | channels | slices (ms) | {columns} |")
+    print_line("|---|---|---|---|" + "---|---|" * len(ways))
     for batch, side, cin, cout in BLOCKS:
         kx, kk = jax.random.split(jax.random.PRNGKey(0))
         x = jax.random.normal(kx, (args.runs, batch, side, side, cin))
@@ -73,7 +84,7 @@ def main() -> None:
         for conv in ways.values():
             ratio = seconds(conv, x, kernel, args.repeats) / slices
             cells.append(f"{ratio:.2f} | {float(jnp.abs(jax.vmap(conv)(x, kernel) - reference).max()):.1e}")
-        print(f"| {batch} | {side}x{side}x{cin} | {cout} | {slices * 1e3:.2f} | " + " | ".join(cells) + " |")
+        print_line(f"| {batch} | {side}x{side}x{cin} | {cout} | {slices * 1e3:.2f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

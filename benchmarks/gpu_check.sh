@@ -16,9 +16,12 @@
 #   3. `normbench bench --cases peak cnn`: the small-batch study's CNN cells beside the jitted Flax loop (PyTorch's
 #      loop runs on the CPU only, and is skipped on a GPU);
 #   4. `normbench bench --cases peers`: the init-scale study beside the naive Flax loop;
-#   5. `normbench run configs/small_batch.py` for the rest of the time: its log says which cells finished, and
+#   5. `benchmarks/conv_patches.py`: the CNN's convolutions as normbench computes them (strided slices) against
+#      `lax.conv_general_dilated` (grouped under vmap, as `nn.Conv` would be), the measurement that chooses a
+#      backend's way (issue 31; on the CPU the slices win at every block);
+#   6. `normbench run configs/small_batch.py` for the rest of the time: its log says which cells finished, and
 #      each one's compile and training time.
-# `configs/small_batch_cifar10.py` needs CIFAR-10 prepared for tfds, which that machine cannot download; step 5
+# `configs/small_batch_cifar10.py` needs CIFAR-10 prepared for tfds, which that machine cannot download; step 6
 # runs the MNIST study instead, and the log says so.
 #
 # Everything goes to $OUT (the device tool's folder; else runs/bench/gpu): log.txt, what it printed, and
@@ -76,18 +79,21 @@ EOF
 cnn=(--cases peak cnn)
 peers=(--cases peers)
 tests=(tests/test_norms.py tests/test_train.py)
+conv=(--runs 8 --repeats 10)
 study=()
 if [ "$smoke" = 1 ]; then
     cnn=(--cases peak)
     peers=(--cases peak)
     tests=(tests/test_norms.py::test_batch_under_vmap_reduces_over_each_runs_own_examples_only)
+    conv=(--runs 1 --repeats 1)
     study=(--set sweep.batch_sizes=2,128 --set sweep.seeds=0, --set train.epochs=1 --set train.steps_per_epoch=5
            --set train.min_steps=none --set report.tune_extensions=0)
 fi
 
 step tests 60 450 "$python" -m pytest -q -p no:cacheprovider -o addopts="" -m "not slow" "${tests[@]}"
-step "bench cnn" 330 120 "$python" -m normbench bench "${cnn[@]}" --out "$work/bench_cnn"
-step "bench peers" 90 30 "$python" -m normbench bench "${peers[@]}" --out "$work/bench_peers"
+step "bench cnn" 330 150 "$python" -m normbench bench "${cnn[@]}" --out "$work/bench_cnn"
+step "bench peers" 90 60 "$python" -m normbench bench "${peers[@]}" --out "$work/bench_peers"
+step "conv ways" 45 15 "$python" benchmarks/conv_patches.py "${conv[@]}" --out "$work/conv_ways.md"
 echo "small_batch_cifar10 needs tfds:cifar10 prepared there, which that machine cannot download:" \
     "the MNIST study runs instead"
 step "small_batch study" 100000 15 \

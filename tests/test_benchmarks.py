@@ -63,9 +63,15 @@ def test_the_gpu_check_runs_each_step_in_its_time_and_packs_what_it_measured(tmp
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
     subprocess.run(["bash", str(script)], env=env, check=True, capture_output=True, timeout=600)
     log = (tmp_path / "log.txt").read_text()
-    for step in ("tests", "bench cnn", "bench peers", "small_batch study"):
+    for step in ("tests", "bench cnn", "bench peers", "conv ways", "small_batch study"):
         assert re.search(rf"^== {step}: exit 0 after \d+ s$", log, re.MULTILINE), log
     with tarfile.open(tmp_path / "gpu.tar.gz") as archive:
         names = set(archive.getnames())
-    assert {"check/bench_cnn/peak.csv", "check/small_batch/metrics.csv", "check/small_batch/summary.md"} <= names
+    expected = {
+        "check/bench_cnn/peak.csv",
+        "check/conv_ways.md",
+        "check/small_batch/metrics.csv",
+        "check/small_batch/summary.md",
+    }
+    assert expected <= names
     assert not any(name.startswith("check/cache") for name in names)
