@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from normbench.config import Config
-from normbench.reports.plots import bn_eval_modes_figure, error_vs_batch_figure, init_scale_figure
+from normbench.reports.plots import (
+    BN_EVAL_STYLES,
+    HOLLOW,
+    SHADED,
+    bn_eval_modes_figure,
+    error_vs_batch_figure,
+    images_per_statistic_figure,
+    init_scale_figure,
+)
 from normbench.reports.summary import final_table
 from normbench.results.stats import mean_ci, per_run
 from normbench.results.store import read_config, read_metrics
@@ -131,3 +139,31 @@ def test_the_init_scale_figure_names_the_init_std_and_says_one_seed_is_one_seed(
     assert ax.get_legend() is None
     two = init_scale_figure(columns, Config(name="t"))._suptitle.get_text()
     assert two.endswith(": train accuracy, mean and min..max band over 2 seeds")
+
+
+def legend_labels(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_the_evaluation_modes_are_drawn_in_styles_no_two_share(small_batch):
+    styles = [(s["marker"], s["linestyle"]) for s in BN_EVAL_STYLES.values()]
+    assert len(set(styles)) == len(styles)  # a mode drawn over another of its style hides it (EMA under PreciseBN)
+    columns, config = small_batch
+    (ax,) = [a for a in bn_eval_modes_figure(columns, config).axes if a.get_visible()]
+    ema, precise = ([line for line in ax.get_lines() if line.get_label() == label][0]
+                    for label in ("running averages (EMA)", "PreciseBN statistics"))  # fmt: skip
+    assert (ema.get_marker(), ema.get_linestyle()) != (precise.get_marker(), precise.get_linestyle())
+
+
+def test_degenerate_statistics_are_marked_and_the_legend_says_how(small_batch):
+    """The same runs named an MLP's: at batch 2 its statistics hold 2 values, degenerate, and both figures shade
+    that size and say so under the panels, the error figure's point there drawn hollow."""
+    columns, config = small_batch
+    mlp = {**columns, "model": np.full(len(columns["model"]), "mlp")}
+    errors = images_per_statistic_figure(mlp, config)
+    assert legend_labels(errors)[-2:] == [SHADED, HOLLOW]  # after the norms, what the marks mean
+    (ax,) = [a for a in errors.axes if a.get_visible()]
+    hollow = [line for line in ax.get_lines() if line.get_markerfacecolor() == "white" and len(line.get_xdata())]
+    assert [list(line.get_xdata()) for line in hollow] == [[2]]
+    assert SHADED in legend_labels(bn_eval_modes_figure(mlp, config))
+    assert SHADED not in legend_labels(bn_eval_modes_figure(columns, config))  # the CNN's hold 2 x 196 values

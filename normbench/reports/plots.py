@@ -44,6 +44,11 @@ FORMATS = ("png", "pdf", "svg")
 # and gigabytes for detail no screen or print shows.
 DPI = (30, 600)
 MAX_COLUMNS = 3  # panels per row before a figure wraps: wider strips turn unreadable once scaled into a page
+# A BN statistic of 1 value is undefined (every output beta) and one of 2 degenerate (every output +-1): there BN
+# is broken, not merely noisy, and a figure marks those points apart from the measurements around them.
+SHADED = "shaded: 1 value per BN statistic (undefined) or 2 (BN outputs ±1)"
+HOLLOW = "hollow: a BN statistic of 1 or 2 values"
+MARKS = (SHADED, HOLLOW)  # legend order: last, in this order
 
 
 def _band(ax, xs, low, high, color, alpha=0.2):
@@ -57,15 +62,21 @@ def _legend_columns(fig, labels, fontsize=8) -> int:
     return max(1, min(len(labels), 4, int(fig.get_size_inches()[0] // entry)))
 
 
-def _legend_below(fig, axes, fontsize=8):
-    """One legend for the figure, under its panels, of every label any panel drew (first drawing wins)."""
+def _legend_below(fig, axes, fontsize=8) -> float:
+    """One legend for the figure, under its panels, of every label any panel drew (first drawing wins), what the
+    markers and shading mean (`MARKS`) after the series. Returns its height in inches, for the caller's bottom
+    margin: measured, since an estimate from its rows leaves a gap or an overlap as the rows' text grows."""
     handles = {}
     for ax in np.ravel(axes):
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    ncol = _legend_columns(fig, handles)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=ncol, fontsize=fontsize, frameon=False)
-    return math.ceil(len(handles) / ncol)  # legend rows, for the caller's bottom margin
+    handles = {
+        label: handles[label]
+        for label in sorted(handles, key=lambda label: MARKS.index(label) + 1 if label in MARKS else 0)
+    }
+    legend = fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=_legend_columns(fig, handles),
+                        fontsize=fontsize, frameon=False)  # fmt: skip
+    return legend.get_window_extent(fig.canvas.get_renderer()).height / fig.dpi
 
 
 def over_seeds(columns, spread: str) -> str:
@@ -173,12 +184,11 @@ def _finish(fig, axes, title: str, used: set):
         ax.set_visible(ax in used)
         if ax in used:
             ax.yaxis.set_tick_params(labelleft=True)  # shared rows hide them, but a hidden neighbour shows none
-    legend_rows = _legend_below(fig, [ax for ax in axes.flat if ax in used])
+    legend_height = _legend_below(fig, [ax for ax in axes.flat if ax in used])
     width, height = fig.get_size_inches()
-    legend_height = 0.22 * legend_rows + 0.1
     fig.set_size_inches(width, height + legend_height + 0.3)
     fig.suptitle(title, fontsize=11, wrap=True)  # a single panel is narrower than the title
-    fig.tight_layout(rect=(0, (legend_height + 0.1) / (height + legend_height + 0.3), 1, 1))
+    fig.tight_layout(rect=(0, legend_height / (height + legend_height + 0.3), 1, 1))
 
 
 def _curve(final, rows, metric):
@@ -246,15 +256,39 @@ def _positions(model: str, config: Config, shape: tuple[int, ...] | None) -> tup
     return None if shape is None else norm_positions(model, config.model, tuple(shape))
 
 
-DEGENERATE = {1: "undefined: 1 value", 2: "degenerate: 2 values, BN outputs +-1"}
+def _per_example(model: str, config: Config, shape: tuple[int, ...] | None) -> int | None:
+    """The fewest values per example that any of the model's batch statistics holds, None where unknown."""
+    positions = _positions(model, config, shape)
+    return None if positions is None else min(positions)
+
+
+def _degenerate(sizes, per_example: int | None) -> np.ndarray:
+    """Which statistic sizes (examples per statistic) leave a BN statistic 1 or 2 values."""
+    sizes = np.asarray(sizes)
+    return np.zeros(sizes.shape, bool) if per_example is None else sizes * per_example <= 2
+
+
+def _shade_degenerate(ax, sizes, per_example: int | None):
+    for x in np.asarray(sizes)[_degenerate(sizes, per_example)]:
+        ax.axvspan(x / 1.3, x * 1.3, color="0.85", zorder=0, label=SHADED)
+
+
+def _markers(ax, xs, ys, degenerate, color, marker="o", markersize=4):
+    """A curve's markers, hollow where its statistic is degenerate; the legend says once what hollow means."""
+    ax.plot(xs[~degenerate], ys[~degenerate], marker, color=color, markersize=markersize, linestyle="none")
+    if degenerate.any():
+        ax.plot(xs[degenerate], ys[degenerate], marker, color=color, markersize=markersize + 2,
+                markerfacecolor="white", linestyle="none")  # fmt: skip
+        ax.plot([], [], marker, color="0.3", markersize=markersize + 2, markerfacecolor="white", linestyle="none",
+                label=HOLLOW)  # fmt: skip
 
 
 def images_per_statistic_figure(columns: dict[str, np.ndarray], config: Config):
     """Test error against the images each batch statistic sees, one panel per model: every batch-dependent norm as
     a curve over its statistic sizes, every batch-independent norm (one size, the SGD batch) as a flat line and band
     across the panel, mean over seeds with a 95% interval, the runs at the rates chosen on the validation set. A
-    point whose smallest statistic holds 1 or 2 values (an MLP's BN at 1 or 2 images) is drawn hollow and named:
-    there BN is degenerate, not merely noisy."""
+    point whose smallest statistic holds 1 or 2 values (an MLP's BN at 1 or 2 images) is drawn hollow on a shaded
+    range, which the legend names: there BN is degenerate, not merely noisy."""
     last = final_epoch(columns)
     final = _fields_in_norm(last)
     batch_dependent = np.array([NORMS[name].batch_dependent for name in last["norm"]])
@@ -282,22 +316,17 @@ def images_per_statistic_figure(columns: dict[str, np.ndarray], config: Config):
                 ax.plot(sizes, np.full(len(sizes), mean[0]), "--", color=f"C{i}", label=f"{label} (no batch statistic)")
                 _band(ax, sizes, mean[0] - ci[0], np.full(len(sizes), mean[0] + ci[0]), f"C{i}", alpha=0.12)
                 continue
-            degenerate = np.array([per_example is not None and x * per_example <= 2 for x in xs])
             ax.plot(xs, mean, "-", color=f"C{i}", label=label)
-            ax.plot(xs[~degenerate], mean[~degenerate], "o", color=f"C{i}", markersize=4)
-            ax.plot(xs[degenerate], mean[degenerate], "o", color=f"C{i}", markersize=6, markerfacecolor="white")
+            _markers(ax, xs, mean, _degenerate(xs, per_example), f"C{i}")
             _band(ax, xs, mean - ci, mean + ci, f"C{i}")
-        if per_example is not None:
-            for x in sizes[sizes * per_example <= 2]:
-                ax.axvspan(x / 1.3, x * 1.3, color="0.85", zorder=0)
-                ax.annotate(DEGENERATE[int(x * per_example)], (x * 1.35, 0.97), xycoords=("data", "axes fraction"),
-                            rotation=90, va="top", ha="left", fontsize=7, color="0.3")  # fmt: skip
+        _shade_degenerate(ax, sizes, per_example)
         values = "?" if positions is None else " / ".join(f"g x {p}" if p > 1 else "g" for p in positions)
         if positions is not None and max(positions) == 1:
             values = "g in every layer"
         _batch_axes(ax, f"{model}: values per statistic by layer: {values}", sizes)
         ax.set_yscale("log")
-        ax.set_xlabel("images per BN statistic, g (a ghost group of the SGD batch)")
+        # Short enough for a panel's width: a longer label runs past the right edge of the figure.
+        ax.set_xlabel("g: images per BN statistic (ghost group)")
         ax.set_ylabel("test error")
     title = f"{config.name}: final test error against images per BN statistic, {over_seeds(final, '95% CI')}"
     _finish(fig, axes, title, used)
@@ -312,6 +341,16 @@ BN_EVAL_MODES = {
     "train_acc_batch_stats": "train error (batch statistics, as trained)",
     "test_acc_example_weighted": "example-weighted (1/g)",
 }
+# Each mode's marker and line: the modes often agree to a fraction of a point, and a curve drawn over another of
+# the same style hides it. A large filled circle under a cross and a dashed line stays visible where they meet.
+BN_EVAL_STYLES = {
+    "test_acc": dict(marker="o", linestyle="-", markersize=7),
+    "test_acc_batch_stats": dict(marker="s", linestyle="-", markersize=4),
+    "test_acc_precise": dict(marker="x", linestyle="--", markersize=6),
+    "train_acc": dict(marker="v", linestyle=":", markersize=5),
+    "train_acc_batch_stats": dict(marker="^", linestyle=":", markersize=5),
+    "test_acc_example_weighted": dict(marker="D", linestyle="-.", markersize=3),
+}
 
 
 def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
@@ -319,7 +358,8 @@ def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
     running averages and on batch statistics formed as in training, against the norm's batch, one row per model,
     one column per norm and protocol. The train errors' gap (the same images, running averages against batch
     statistics as in training) is the train/test mismatch of small batches. A mode these runs did not measure
-    (example weighting for a norm without it, a table written before the mode existed) has no curve."""
+    (example weighting for a norm without it, a table written before the mode existed) has no curve. Sizes whose
+    statistic holds 1 or 2 values (an MLP's at 1 or 2 examples) are shaded: there BN is degenerate."""
     final = _fields_in_norm(final_epoch(columns))
     with_stats = ~np.isnan(final["test_acc_batch_stats"])
     norms = list(dict.fromkeys(final["norm"][with_stats]))
@@ -330,6 +370,7 @@ def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
     fig, axes = _grid(models, columns_of or [None], 4.2, 3.3)
     batches = np.unique(norm_batch(final))
     used = set()
+    shape = data_input_shape(config)  # loaded once for every panel
     for (r, model), (c, (norm, protocol)) in itertools.product(enumerate(models), enumerate(columns_of)):
         rows = (final["model"] == model) & (final["protocol"] == protocol) & (final["norm"] == norm) & with_stats
         if not rows.any():
@@ -340,9 +381,9 @@ def bn_eval_modes_figure(columns: dict[str, np.ndarray], config: Config):
             if np.isnan(final[metric][rows]).all():
                 continue
             xs, mean, ci = _curve(final, rows, metric)
-            style = "o:" if metric.startswith("train_") else "o-"
-            ax.plot(xs, mean, style, color=f"C{i}", label=label, markersize=4)
+            ax.plot(xs, mean, color=f"C{i}", label=label, **BN_EVAL_STYLES[metric])
             _band(ax, xs, mean - ci, mean + ci, f"C{i}")
+        _shade_degenerate(ax, batches, _per_example(model, config, shape))
         _batch_axes(ax, f"{norm}: {model}, {protocol} protocol", batches)
         ax.set_ylabel("error")
     # The title names the norms drawn: a config may sweep a batch-statistics norm other than BatchNorm.
@@ -418,12 +459,12 @@ def final_accuracy_figure(columns: dict[str, np.ndarray], config: Config):
     ax.set_xticks(range(len(norms)), [norm_label(n) for n in norms])
     ax.set_ylabel("test accuracy")
     ax.grid(axis="y", alpha=0.3)
-    legend_rows = _legend_below(fig, [ax])
+    legend_height = _legend_below(fig, [ax])
     width_in, height = fig.get_size_inches()
     tuned = f", {', '.join(config.report.tune)} tuned on validation" if config.report.tune else ""
     title = f"{config.name}: final test accuracy, {over_seeds(final, '95% CI')}{tuned}"
     ax.set_title(title, fontsize=10, wrap=True)
-    fig.tight_layout(rect=(0, (0.25 * legend_rows + 0.15) / height, 1, 1))
+    fig.tight_layout(rect=(0, (legend_height + 0.15) / height, 1, 1))
     return fig
 
 
