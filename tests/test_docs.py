@@ -390,8 +390,9 @@ def test_the_tutorials_small_batch_study_states_its_committed_run():
         f"without the study's {counts[128]:,}-step floor for batch 128",
         f"({round(seconds(saved) / 60)} min for the run that made `results/small_batch`",
         f"mean and 95% confidence band over {len(saved['config']['sweep']['seeds'])} seeds",
-        f"gains {ln[0]} points [{ln[1]}, {ln[2]}] at batch 2, where its equal epochs are "
-        f"{counts[2] // counts[128]} times the steps; BN's {bn[0]} [{bn[1]}, {bn[2]}] is not significant",
+        f"gains {ln[0]} points [{ln[1]}, {ln[2]}] at batch 2 (whose equal epochs are {counts[2] // counts[128]} "
+        f"times batch 128's steps: a difference of the protocol, not tested as LN's cause); BN's {bn[0]} "
+        f"[{bn[1]}, {bn[2]}] is not significant",
     ):
         assert stated in text
 
