@@ -149,3 +149,15 @@ def test_the_figure_draws_the_relative_fluctuation_after_init_only():
     ]
     np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3, 4, 5])
     np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-6)
+
+
+def test_a_study_with_one_recorded_epoch_prints_its_fluctuation_columns_once_and_names_only_its_norms():
+    """results/images_per_statistic records epoch 4 alone after init and runs no PowerNorm."""
+    from normbench.reports.summary import fluctuation_section
+    from normbench.results.store import read_config
+
+    committed = Path(__file__).resolve().parent.parent / "results" / "images_per_statistic"
+    layers, config = read_diagnostics(committed / "diagnostics.csv"), read_config(committed)
+    text = "\n".join(fluctuation_section(layers, config) + relative_fluctuation_section(layers, config))
+    assert "| configuration | layer | μ, epoch 4 | σ², epoch 4 |" in text and "epochs 4-4" not in text
+    assert "PowerNorm" not in text

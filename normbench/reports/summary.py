@@ -216,19 +216,21 @@ def fluctuation_section(layers, config: Config) -> list[str]:
     if not settings or np.isnan(layers["var_fluctuation"]).all():
         return []
     trained = np.unique(layers[EPOCH][layers[EPOCH] >= 1])
-    first, last = int(trained.min()), int(trained.max())
-    header = ["configuration", "layer", f"μ, epochs {first}-{last}", f"σ², epochs {first}-{last}",
-              f"μ, epoch {last}", f"σ², epoch {last}"]  # fmt: skip
+    last = int(trained.max())
+    # One recorded epoch after init is its own last: its columns once, not as a window and again as the last epoch.
+    windows = [(layers[EPOCH] >= 1, _span(trained))] + ([(layers[EPOCH] == last, f"epoch {last}")]
+                                                         if len(trained) > 1 else [])  # fmt: skip
+    header = ["configuration", "layer", *(f"{stat}, {span}" for _, span in windows for stat in ("μ", "σ²"))]
+    over = "over the recorded epochs after init, or at the last" if len(trained) > 1 else f"at epoch {last}"
     lines = [
         "## Batch-statistic fluctuation per layer (Shen et al., 2020, Figure 2)",
         "",
         f"(1/d) ||μ_B - μ|| and (1/d) ||σ²_B - σ²|| between a batch's statistics and the running ones over the d "
         f"channels of each layer, averaged over {config.train.precise_bn_examples} training examples' batches at "
-        "each recorded epoch, the weights frozen; then over the recorded epochs after init, or at the last; mean ± "
-        "95% CI over seeds. PowerNorm's σ² is its quadratic mean ψ², and it keeps no μ (-). Layers count from the "
-        "input. `batch_fluctuation.png` draws them per layer at the recorded epochs after init: at init the "
-        "running statistics are still their initial values (mean 0, variance 1), and the distance from those is "
-        "not a fluctuation.",
+        f"each recorded epoch, the weights frozen; then {over}; mean ± 95% CI over seeds.{_power_note(layers)} "
+        "Layers count from the input. `batch_fluctuation.png` draws them per layer at the recorded epochs after init: "
+        "at init the running statistics are still their initial values (mean 0, variance 1), and the distance from "
+        "those is not a fluctuation.",
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
@@ -238,10 +240,21 @@ def fluctuation_section(layers, config: Config) -> list[str]:
         for layer in np.unique(layers["layer"][rows]):
             at = rows & (layers["layer"] == layer)
             cells = [setting_label(keys, setting), str(layer)]
-            for epochs in (at & (layers[EPOCH] >= 1), at & (layers[EPOCH] == last)):
-                cells += [_distance(layers, epochs, field) for field in ("mean_fluctuation", "var_fluctuation")]
+            for epochs, _ in windows:
+                cells += [_distance(layers, at & epochs, field) for field in ("mean_fluctuation", "var_fluctuation")]
             lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _span(epochs: np.ndarray) -> str:
+    return f"epoch {epochs.min()}" if len(epochs) == 1 else f"epochs {epochs.min()}-{epochs.max()}"
+
+
+def _power_note(layers) -> str:
+    """What PowerNorm's columns hold, where the study ran it: its σ² is ψ², and it keeps no μ."""
+    if "power" not in set(layers["norm"]):
+        return ""
+    return " PowerNorm's σ² is its quadratic mean ψ², and it keeps no μ (-)."
 
 
 def _distance(layers, rows, field) -> str:
@@ -262,7 +275,8 @@ def relative_fluctuation_section(layers, config: Config) -> list[str]:
     if not settings or not trained.any() or np.isnan(layers["var_fluctuation"]).all():
         return []
     epochs = np.unique(layers[EPOCH][trained])
-    span = f"epochs {epochs.min()}-{epochs.max()}"
+    span = _span(epochs)
+    over = "averaged per seed over the recorded epochs after init" if len(epochs) > 1 else f"at {span}"
     relative = {**layers, **{field: relative_fluctuation(layers, field) for field in RELATIVE}}
     header = ["configuration", "layer", f"std, {span}", f"μ / std, {span}", f"σ² / std², {span}"]
     lines = [
@@ -271,8 +285,8 @@ def relative_fluctuation_section(layers, config: Config) -> list[str]:
         "The distances above are in the units of each layer's pre-norm values, whose scale grows with depth where "
         "blocks add to a residual stream. Here each is divided by that scale at its epoch: (1/d) ||μ_B - μ|| by the "
         "standard deviation of the layer's pre-norm values over the first training batch (std, `pre_std` in "
-        "diagnostics.csv), (1/d) ||σ²_B - σ²|| (PowerNorm: of ψ²) by its square; then averaged per seed over the "
-        "recorded epochs after init; mean ± 95% CI over seeds.",
+        f"diagnostics.csv), (1/d) ||σ²_B - σ²||{' (PowerNorm: of ψ²)' if _power_note(layers) else ''} by its "
+        f"square; then {over}; mean ± 95% CI over seeds.",
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
