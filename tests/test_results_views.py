@@ -13,8 +13,10 @@ from normbench.reports.plots import (
     SHADED,
     bn_eval_modes_figure,
     error_vs_batch_figure,
+    evaluation_points,
     images_per_statistic_figure,
     init_scale_figure,
+    series_colors,
 )
 from normbench.reports.summary import final_table
 from normbench.results.stats import mean_ci, per_run
@@ -71,7 +73,7 @@ def test_summary_leaves_diverged_runs_out_of_the_mean_and_counts_them():
 def test_init_scale_figure_draws_the_diverged_run_apart():
     fig = init_scale_figure(table(np.random.default_rng(1)), Config(name="t"))
     (ax,) = [a for a in fig.axes if a.get_visible()]
-    assert "1 diverged" in ax.get_title()
+    assert ax.get_title().endswith("diverged (x): BatchNorm 1")  # which norm, not only how many
     mean = [line for line in ax.get_lines() if line.get_label() == "BatchNorm"]
     np.testing.assert_allclose(mean[0].get_ydata(), [0.5, 0.8])  # the surviving seed only
     (cross,) = [line for line in ax.get_lines() if line.get_marker() == "x"]
@@ -167,3 +169,19 @@ def test_degenerate_statistics_are_marked_and_the_legend_says_how(small_batch):
     assert [list(line.get_xdata()) for line in hollow] == [[2]]
     assert SHADED in legend_labels(bn_eval_modes_figure(mlp, config))
     assert SHADED not in legend_labels(bn_eval_modes_figure(columns, config))  # the CNN's hold 2 x 196 values
+
+
+@pytest.mark.parametrize("n", [3, 15, 20, 24])
+def test_a_figure_of_many_series_gives_each_its_own_colour(n):
+    import matplotlib.colors
+
+    assert len({matplotlib.colors.to_hex(c) for c in series_colors(n)}) == n  # tab10 gave 15 norms 10 colours
+
+
+def test_curves_over_training_are_drawn_against_what_an_epoch_is():
+    """The textbook's 20 epochs of 10 steps, the first of 1, are its evaluations after SGD steps 1, 11, ..., 191."""
+    epochs = np.arange(1, 21)
+    config = read_config(Path(__file__).resolve().parent.parent / "results" / "init_scale")
+    steps, label = evaluation_points(epochs, config)
+    assert label == "SGD steps" and list(steps[:3]) == [1, 11, 21] and steps[-1] == 191
+    assert evaluation_points(epochs, Config(name="t"))[1] == "epochs"  # an epoch a pass over the data

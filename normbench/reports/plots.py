@@ -108,6 +108,29 @@ def _fields_in_norm(final: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**final, "norm": np.asarray([_label(keys, key) for key in zip(*(final[k] for k in keys))])}
 
 
+def series_colors(n: int) -> list:
+    """`n` colours no two alike (a 10-colour cycle repeats from the 11th series): matplotlib's 10 while they
+    suffice, else tab20's 20, its dark shades first."""
+    import matplotlib
+
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    if n > 20:  # beyond any qualitative map: a continuous one, neighbours still apart
+        return list(matplotlib.colormaps["turbo"](np.linspace(0, 1, n)))
+    tab20 = matplotlib.colormaps["tab20"].colors
+    return [tab20[i] for i in (*range(0, 20, 2), *range(1, 20, 2))][:n]
+
+
+def evaluation_points(epochs: np.ndarray, config: Config) -> tuple[np.ndarray, str]:
+    """The x of a curve over training: the epochs where an epoch is a pass over the data; where it is a fixed number
+    of steps (`train.steps_per_epoch`, the textbook's evaluation every 10 steps), the SGD steps taken."""
+    train = config.train
+    if train.steps_per_epoch is None:
+        return epochs, "epochs"
+    first = train.first_epoch_steps or train.steps_per_epoch
+    return first + (epochs - 1) * train.steps_per_epoch, "SGD steps"
+
+
 def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
     """The textbook's 4x4 grid: train accuracy against epochs, one panel per init scale, mean over seeds with
     a band from the worst to the best seed. Runs that diverged are left out of the mean and drawn on their own,
@@ -119,34 +142,38 @@ def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
     nrows = math.ceil(len(scales) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), sharex=True, sharey=True, squeeze=False)
     keys, series = _series_keys(columns)
-    colors = {key: f"C{i}" for i, key in enumerate(series)}
+    colors = dict(zip(series, series_colors(len(series))))
     epochs = np.unique(columns["epoch"])
+    xs, x_label = evaluation_points(epochs, config)
     legend = {}  # label -> line, from whichever panel first draws it
     for ax, scale in zip(axes.flat, scales):
         at_scale = columns["init_scale"] == scale
-        diverged = 0
+        diverged = {}  # label -> runs that diverged
         for key in series:
             rows = at_scale & np.all([columns[k] == v for k, v in zip(keys, key)], axis=0)
             acc, flags = per_run(columns, rows, "train_acc"), per_run(columns, rows, "diverged")
             alive = flags[:, -1] == 0
             style = LINESTYLES.get(str(key[0]), "-.")
+            label = _label(keys, key)
             if alive.any():
-                label = _label(keys, key)
-                (legend[label],) = ax.plot(epochs, acc[alive].mean(0), style, color=colors[key], label=label)
-                _band(ax, epochs, acc[alive].min(0), acc[alive].max(0), colors[key])
+                (legend[label],) = ax.plot(xs, acc[alive].mean(0), style, color=colors[key], label=label)
+                _band(ax, xs, acc[alive].min(0), acc[alive].max(0), colors[key])
             for run in np.flatnonzero(~alive):
                 end = int(np.argmax(flags[run])) + 1
-                ax.plot(epochs[:end], acc[run, :end], ":", color=colors[key], lw=0.8)
+                ax.plot(xs[:end], acc[run, :end], ":", color=colors[key], lw=0.8)
                 marker = "diverged (loss non-finite)"
-                (legend[marker],) = ax.plot(epochs[end - 1], acc[run, end - 1], "x", color="0.3", label=marker)
-            diverged += int((~alive).sum())
-        ax.set_title(f"init std σ = {scale:.2g}" + (f" ({diverged} diverged: x)" if diverged else ""), fontsize=10)
+                (legend[marker],) = ax.plot(xs[end - 1], acc[run, end - 1], "x", color="0.3", label=marker)
+            if not alive.all():
+                diverged[label] = int((~alive).sum())
+        # Which norm diverged, not only how many: in a sweep of many norms the crosses overlap at the first points.
+        named = ", ".join(f"{label} {n}" for label, n in diverged.items())
+        ax.set_title(f"init std σ = {scale:.2g}" + (f"\ndiverged (x): {named}" if diverged else ""), fontsize=10)
         ax.set_ylim(0, 1)
     for ax in axes.flat[len(scales) :]:
         ax.set_visible(False)
     for column in axes.T:  # the lowest panel drawn in each column, which is not always in the last row
         lowest = [ax for ax in column if ax.get_visible()][-1]
-        lowest.set_xlabel("epochs")
+        lowest.set_xlabel(x_label)
         lowest.tick_params(labelbottom=True)
     for ax in axes[:, 0]:
         ax.set_ylabel("train accuracy")
@@ -160,12 +187,13 @@ def init_scale_figure(columns: dict[str, np.ndarray], config: Config):
     fig.set_size_inches(width, height + legend_height)
     height += legend_height
     fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=ncol, fontsize=8, frameon=False)
-    fig.suptitle(f"{config.name}: train accuracy, {over_seeds(columns, 'min..max band')}",
+    when = "" if x_label == "epochs" else f" after SGD step {xs[0]}, then every {xs[1] - xs[0]}" if len(xs) > 1 else ""
+    fig.suptitle(f"{config.name}: train accuracy{when}, {over_seeds(columns, 'min..max band')}",
                  fontsize=11, y=1 - 0.1 / height)  # fmt: skip
     # Margins fixed in inches, which the shared axes make possible: tight_layout would measure the labels of
     # every panel, a third of this figure's drawing time and part of every run's wall time.
     fig.subplots_adjust(left=0.65 / width, right=1 - 0.1 / width, bottom=(0.5 + legend_height) / height,
-                        top=1 - 0.7 / height, wspace=0.08, hspace=0.32)  # fmt: skip
+                        top=1 - 0.9 / height, wspace=0.08, hspace=0.4)  # fmt: skip
     return fig
 
 
