@@ -425,9 +425,12 @@ def sync_bn_figure(columns: dict[str, np.ndarray], config: Config):
     """Data-parallel training: test error against the batch per device, one curve per norm and protocol (per
     device or synchronized statistics), mean and 95% CI over the seeds that did not diverge; one panel per
     model, wrapped into rows of `MAX_COLUMNS`."""
-    final = _fields_in_norm(final_epoch(columns))
+    last = final_epoch(columns)
+    final = _fields_in_norm(last)
+    batch_dependent = np.array([NORMS[name].batch_dependent for name in last["norm"]])
     models = list(dict.fromkeys(final["model"]))
     ncols = min(len(models), MAX_COLUMNS)
+    shape = data_input_shape(config)  # loaded once for every panel
     fig, axes = _grid(range(math.ceil(len(models) / ncols)), range(ncols), 5.6 if ncols == 1 else 4.6, 3.6)
     series = list(dict.fromkeys(zip(final["norm"], final["protocol"])))
     used = set()
@@ -445,7 +448,11 @@ def sync_bn_figure(columns: dict[str, np.ndarray], config: Config):
                 for v in zip(*(mean_ci(1 - final["test_acc"][rows & (final["batch_size"] == x)]) for x in xs))
             )
             label = f"{norm}, {PROTOCOLS[protocol].statistics}" + (f" ({lost} diverged runs left out)" if lost else "")
-            ax.plot(xs, mean, "o-", color=f"C{i}", label=label, markersize=4)
+            ax.plot(xs, mean, "-", color=f"C{i}", label=label)
+            # Per device, BN's statistic at 2 examples a device holds 2 values: degenerate, whatever sync does there.
+            sizes = np.array([norm_batch(final)[rows & (final["batch_size"] == x)][0] for x in xs])
+            per_example = _per_example(model, config, shape) if batch_dependent[rows].any() else None
+            _markers(ax, xs, mean, _degenerate(sizes, per_example), f"C{i}")
             _band(ax, xs, mean - np.nan_to_num(ci), mean + np.nan_to_num(ci), f"C{i}")
         ax.set_xscale("log", base=2)
         ax.set_xticks(np.unique(final["batch_size"]), [str(b) for b in np.unique(final["batch_size"])])
