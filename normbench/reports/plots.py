@@ -475,7 +475,10 @@ def final_accuracy_figure(columns: dict[str, np.ndarray], config: Config):
     norms = list(dict.fromkeys(final["norm"]))
     fields = [k for k in swept_columns(final) if len(np.unique(final[k])) > 1]
     settings = list(dict.fromkeys(zip(*(final[k] for k in fields)))) if fields else [()]
-    fig, ax = plt.subplots(figsize=(1.6 * len(norms) * max(1, len(settings)) ** 0.5 + 2.0, 3.6))
+    # At most 10 inches wide, 0.7 an x slot at least: 15 norms at 1.6 inches each made a strip that a page shrinks
+    # to unreadable text; names that do not fit their slot are slanted instead.
+    slot = min(1.6 * max(1, len(settings)) ** 0.5, max(0.7, 8.0 / len(norms)))
+    fig, ax = plt.subplots(figsize=(slot * len(norms) + 2.0, 4.2 if slot < 1.2 else 3.6))
     width = 0.7 / len(settings)
     for i, setting in enumerate(settings):
         rows = np.all([final[k] == v for k, v in zip(fields, setting)], axis=0) & (final["diverged"] == 0)
@@ -489,13 +492,15 @@ def final_accuracy_figure(columns: dict[str, np.ndarray], config: Config):
                 cis.append(np.nan_to_num(ci))
         means, cis = np.array(means), np.array(cis)
         clipped = [np.minimum(cis, means), np.minimum(cis, 1 - means)]  # an accuracy stays in [0, 1]
-        label = setting_label(fields, setting) or "all runs"
+        # One setting needs no legend: a key of one entry ("all runs") says nothing.
+        label = setting_label(fields, setting) if fields else None
         ax.errorbar(xs, means, yerr=clipped, fmt="o", color=f"C{i}", capsize=3, markersize=4, label=label)
-    ax.set_xticks(range(len(norms)), [norm_label(n) for n in norms])
+    slanted = dict(rotation=30, ha="right", rotation_mode="anchor") if slot < 1.2 else {}
+    ax.set_xticks(range(len(norms)), [norm_label(n) for n in norms], **slanted)
     ax.set_ylabel("test accuracy")
     ax.grid(axis="y", alpha=0.3)
-    legend_height = _legend_below(fig, [ax])
-    width_in, height = fig.get_size_inches()
+    legend_height = _legend_below(fig, [ax]) if fields else 0.0
+    height = fig.get_size_inches()[1]
     tuned = f", {', '.join(config.report.tune)} tuned on validation" if config.report.tune else ""
     title = f"{config.name}: final test accuracy, {over_seeds(final, '95% CI')}{tuned}"
     ax.set_title(title, fontsize=10, wrap=True)
