@@ -103,7 +103,7 @@ def run_study(
     if size_check:
         check_memory(cost)
     with contextlib.ExitStack() as claimed:
-        held = claim(out, config, force, claimed)
+        held = claim(out, config, force, claimed, progress)
         logger.info(f"estimate: {cost.text()}")  # after every refusal, which each stays one line
         loaded, cpu_loaded = time.perf_counter(), time.process_time()
         if is_writer():
@@ -138,17 +138,24 @@ class Claim:
     finished: dict[int, str] = field(default_factory=dict)
 
 
-def claim(out: Path, config: Config, force: bool, claimed: contextlib.ExitStack) -> Claim:
+def claim(
+    out: Path, config: Config, force: bool, claimed: contextlib.ExitStack, progress: Progress | None = None
+) -> Claim:
     """Step 1: take the output directory for this run, holding it until `claimed` closes; a directory of another
-    config is refused unless `force`, and an interrupted run of this one is resumed."""
+    config's results is refused unless `force`, and an interrupted run of this one is resumed. What `progress`
+    writes to (TensorBoard's directory) is checked with it, before the run's first write."""
     held = Claim()
 
     def on_process_0():
         prepare_output_dir(out)
         held.lock = claimed.enter_context(exclusive(out))
         held.unfinished = Unfinished(out)
-        if not (force or held.unfinished.holds(config)):  # resuming a run that --force once let in is no question
+        # Even where unfinished/ holds a run of this config: one that --force began, maybe failing before its first
+        # cell, must not replace another config's results on a later run without --force.
+        if not force:
             check_same_config(out, config)
+        if progress is not None:
+            progress.prepare()
         held.unfinished.begin(config, force)
         held.finished = held.unfinished.finished()
 

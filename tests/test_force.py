@@ -167,6 +167,23 @@ def test_an_unfinished_run_without_its_config_holds_no_config(tmp_path):
     (tmp_path / "unfinished" / "cells").mkdir(parents=True)
     (tmp_path / "unfinished" / "cells" / "0000.csv").write_text("rows of some other config")
     unfinished = Unfinished(tmp_path)
-    assert not unfinished.holds(tiny_config())
     unfinished.begin(tiny_config(), force=False)
     assert unfinished.finished() == {}
+
+
+def test_an_unfinished_run_of_another_config_lets_no_run_replace_results_without_force(study, tmp_path, capsys):
+    """A --force run of another config that failed before its first cell left its unfinished/; the same run
+    without --force then took that for its own interrupted run, and replaced the finished results."""
+    config, out = study
+    out = shutil.copytree(out, tmp_path / "results")
+    other = ["--set", "sweep.learning_rates=0.1"]
+    from normbench.cli import _resolve, parser
+
+    Unfinished(out).begin(_resolve(parser().parse_args(["run", str(config), *other])), force=True)
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(out), *other]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("normbench: error: ") and err.count("\n") == 1, err
+    assert "holds results of a different config (differs in sweep.learning_rates)" in err
+    assert snapshot(out) == before

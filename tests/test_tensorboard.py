@@ -1,5 +1,6 @@
 """TensorBoard scalars hold the metrics table's values, one TensorBoard run per normbench run."""
 
+import shutil
 import struct
 import sys
 from pathlib import Path
@@ -119,3 +120,22 @@ def test_a_sweep_writes_each_epochs_scalars_for_each_run_as_the_epoch_ends(tmp_p
     write_scalars(expected, table)
     for run in runs:
         assert read_scalars(tmp_path / run) == read_scalars(expected / run), run
+
+
+def test_a_tensorboard_directory_that_cannot_be_written_stops_the_run_before_it_writes(study, tmp_path, capsys):
+    """`--tensorboard FILE/tb` on a run of another config with --force failed once its sweep had started, saying
+    it could not write "results", and left an unfinished/ of the new config in the results directory."""
+    from conftest import snapshot
+
+    from normbench.cli import main
+
+    config, out = study
+    out = shutil.copytree(out, tmp_path / "results")
+    (tmp_path / "file").write_text("not a directory")
+    before = snapshot(out)
+    capsys.readouterr()
+    args = ["--set", "sweep.learning_rates=0.1", "--tensorboard", str(tmp_path / "file" / "tb")]
+    assert main(["run", str(config), "--out", str(out), "--force", *args]) == 2
+    err = capsys.readouterr().err
+    assert err == f"normbench: error: cannot write to the TensorBoard directory '{tmp_path}/file/tb': Not a directory\n"
+    assert snapshot(out) == before

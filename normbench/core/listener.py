@@ -14,6 +14,10 @@ class Progress:
     per_epoch = False  # hear every epoch even from a program over several devices (`normbench.reports.progress`)
     epoch_metrics_wanted = False  # each epoch's metrics of every run as the epoch ends
 
+    def prepare(self) -> None:
+        """Create and check what the listener writes to, if anything: `normbench.study.claim` calls it with the
+        other checks of the output, before the run writes anything, so a bad path stops the run in one line."""
+
     def sweep_started(self, config: Config, cells: list[Cell], n_train: int) -> None:
         pass
 

@@ -43,6 +43,10 @@ class Fanout(Progress):
         self.per_epoch = any(listener.per_epoch for listener in listeners)
         self.epoch_metrics_wanted = any(listener.epoch_metrics_wanted for listener in listeners)
 
+    def prepare(self):
+        for listener in self.listeners:
+            listener.prepare()
+
     def sweep_started(self, config, cells, n_train):
         for listener in self.listeners:
             listener.sweep_started(config, cells, n_train)

@@ -36,7 +36,7 @@ from normbench.core.train import EpochMetrics
 from normbench.errors import UserError
 from normbench.protocols import PROTOCOLS
 from normbench.reports.progress import Progress
-from normbench.results.store import AFTER_TRAINING, prepare_output_dir
+from normbench.results.store import AFTER_TRAINING, make_writable
 from normbench.results.table import number
 
 TAGS = {
@@ -154,12 +154,17 @@ class TensorBoardWriter(Progress):
             raise UserError("--tensorboard needs tensorboardX: pip install -e '.[tensorboard]'") from None
         self.logdir = Path(logdir)
 
+    def prepare(self):
+        try:
+            make_writable(self.logdir)
+        except OSError as e:
+            raise UserError(f"cannot write to the TensorBoard directory {str(self.logdir)!r}: {e.strerror or e}") from e
+
     def sweep_started(self, config, cells, n_train):
         self.config, self.cells = config, cells
         self.fields = swept_columns([*run_columns(config), EPOCH])
         self.open: dict[int, dict[str, object]] = {}  # cell index -> run name -> its SummaryWriter
         self.written: dict[str, set[int]] = {}  # run name -> the epochs whose scalars it has
-        prepare_output_dir(self.logdir)  # a bad DIR stops the sweep before its first cell trains
 
     def _runs(self, index: int, seeds) -> list[list[tuple[str, dict]]]:
         """[seed position][run] -> (run name, key columns) of `seeds` of cell `index`."""

@@ -34,10 +34,6 @@ class Unfinished:
     def __init__(self, out: Path):
         self.root = Path(out) / UNFINISHED
 
-    def holds(self, config: Config) -> bool:
-        """Whether an interrupted run of `config` is waiting here; a run whose config.json is missing is no one's."""
-        return (self.root / CONFIG).exists() and not config_differences(self.root / CONFIG, config)
-
     def begin(self, config: Config, force: bool) -> None:
         """Start a run of `config`, or continue the interrupted one if it ran the same config. `force` discards
         an interrupted run of another config instead of refusing."""

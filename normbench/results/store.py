@@ -110,13 +110,18 @@ def prepare_output_dir(out: Path) -> None:
     before any training time is spent."""
     settle(out)  # a replacement that a kill stopped halfway, before anything here would create an empty `out`
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".probe.")
-        os.close(fd)
-        os.unlink(probe)
+        make_writable(out)
         os.rmdir(tempfile.mkdtemp(dir=Path(os.path.realpath(out)).parent, prefix=".normbench-probe."))
     except OSError as e:
         raise UserError(f"cannot write results to {str(out)!r}: {e.strerror or e}") from e
+
+
+def make_writable(directory: Path) -> None:
+    """Create `directory` and prove that files can be written in it; an OSError says why not."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe.")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_same_config(out: Path, config: Config) -> None:
