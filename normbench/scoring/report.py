@@ -231,6 +231,14 @@ def figure(data, _config=None):
             ax.text(0.02, ys[row["norm"]], "n/a", transform=ax.get_yaxis_transform(), va="center", fontsize=7)
         for row in (r for r in table if r["test"] == measure.name and not r["note"].startswith(NOT_APPLICABLE)):
             mean, low, high = (float(row[k]) for k in ("mean", "ci_low", "ci_high"))
+            if not np.isfinite(mean):  # no seed left (every run diverged): say so where its marker would be
+                ax.text(0.02, ys[row["norm"]], f"n/a ({row['note']})", transform=ax.get_yaxis_transform(),
+                        va="center", fontsize=7)  # fmt: skip
+                continue
+            if row["note"] == BY_CONSTRUCTION:  # a value no run measured
+                ax.plot([mean], [ys[row["norm"]]], "d", color="0.5", mfc="white", markersize=5,
+                        label="0 by construction (batch-independent, not trained)")  # fmt: skip
+                continue
             free = row["norm"] in independent
             ax.errorbar([mean], [ys[row["norm"]]], xerr=[[mean - low], [high - mean]] if np.isfinite(low) else None,
                         fmt="s" if free else "o", mfc="white" if free else "C0", color="C0", capsize=2, markersize=4,
@@ -251,7 +259,8 @@ def figure(data, _config=None):
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 3), fontsize=8,
+               frameon=False)  # fmt: skip
     fig.suptitle("Scorecard: mean and 95% CI (seeds; rounds for the cost)", fontsize=10)
     fig.tight_layout(rect=(0, 0.6 / fig.get_size_inches()[1], 1, 1))
     return fig
