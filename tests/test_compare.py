@@ -139,6 +139,26 @@ def test_a_directory_compared_with_itself_is_compared_and_said(capsys):
     assert out.count("0.0 ± 0.0") == 30 and "3 seeds" in out  # every configuration with a seed that converged
 
 
+def test_directories_with_one_configuration_in_common_compare_it(tmp_path, capsys):
+    """With no key varying between the rows (one configuration in common, or one directory twice), compare ended
+    in a ValueError traceback from pandas: every key is said once above the table instead."""
+    one = sweep(
+        tmp_path,
+        "one",
+        keep=lambda row: row["norm"] == "batch" and float(row["init_scale"]) == 1.0,
+        config=lambda c: {**c, "sweep": {**c["sweep"], "norms": ["batch"], "init_scales": [1.0]}},
+    )
+    for dirs in ([INIT_SCALE, one], [one, one]):
+        assert main(["compare", *map(str, dirs)]) == 0
+        out = capsys.readouterr().out
+        assert "in every row: model=mlp, norm=batch, protocol=sgd, norm_batch=100, init_scale=1, " in out
+        rows = [line.split() for line in out.splitlines()[-2:]]
+        assert rows == [
+            ["A", "27.3", "±", "7.9", "0/3"],
+            ["B", "27.3", "±", "7.9", "0/3", *"0.0 ± 0.0 3 seeds".split()],
+        ]
+
+
 def test_the_compare_command_draws_the_figure(sweeps, tmp_path):
     assert main(["compare", *map(str, sweeps), "--plot", str(tmp_path / "compare.png")]) == 0
     assert (tmp_path / "compare.png").stat().st_size > 10_000

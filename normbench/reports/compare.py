@@ -219,8 +219,11 @@ def compare_text(comparison: Comparison) -> str:
     if table.empty:
         return "\n".join([*lines, "no configuration to compare"])
     varying = [k for k in sweeps.keys if k not in same]
-    repeated = table.duplicated(varying).to_numpy()  # a configuration's rows after its first: keys left blank
-    shown = pd.DataFrame({k: ["" if r else _text(v) for r, v in zip(repeated, table[k])] for k in varying})
+    # A configuration's rows after its first: keys left blank. Where every row is of one configuration, no key varies.
+    repeated = table.duplicated(varying).to_numpy() if varying else np.zeros(len(table), bool)
+    shown = pd.DataFrame(
+        {k: ["" if r else _text(v) for r, v in zip(repeated, table[k])] for k in varying}, index=table.index
+    )
     shown["dir"] = table.directory
     percent = comparison.unit == "percent"
     shown[metric] = [_pm(m, c, percent) for m, c in zip(table["mean"], table.ci95)]
