@@ -290,9 +290,16 @@ def from_dict(cls, data: dict, prefix: str = ""):
 
 def load_config(path: str | Path) -> Config:
     """Run a config file and return its `get_config()`."""
+    if not str(path):  # as a Path, '' is '.', the working directory
+        raise ConfigError("the config file's name is empty; give a Python file with get_config()")
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist{suggestion(_nearest_configs(path))}")
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} is {'a directory' if path.is_dir() else 'not a file'}; give a "
+                          "Python file with get_config()")  # fmt: skip
+    if path.suffix != ".py":  # importlib takes only a .py name for Python source
+        raise ConfigError(f"config file {str(path)!r} is not a Python file: its name must end in .py")
     spec = importlib.util.spec_from_file_location(f"normbench_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:

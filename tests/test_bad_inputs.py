@@ -2,6 +2,7 @@
 valid), exit status 2, and the results of an earlier run byte for byte as they were."""
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,6 +92,16 @@ def npz_replacing(**replaced):
 
 def missing_config(path):
     return lambda tmp: ["--config", path]
+
+
+def config_at(name, make):
+    """A config path `tmp/name`, made by `make(path)`."""
+
+    def at(tmp):
+        make(tmp / name)
+        return ["--config", str(tmp / name)]
+
+    return at
 
 
 def output_under_a_file(tmp):
@@ -189,6 +200,12 @@ CASES = {
         missing_config("init_scale"),
         "config file 'init_scale' does not exist; did you mean 'configs/init_scale.py'?",
     ),
+    "config not named .py": (
+        config_at("study.txt", lambda path: path.write_text("x = 1\n")),
+        "study.txt' is not a Python file: its name must end in .py",
+    ),
+    "config that is a directory": (config_at("study.py", Path.mkdir), "study.py' is a directory; give a Python file"),
+    "config named ''": (missing_config(""), "the config file's name is empty; give a Python file with get_config()"),
     "config with null bytes": (config_file("x = 1\x00\n"), "has a syntax error: source code string cannot contain"),
     "npz without training examples": (
         npz_replacing(train_x=np.zeros((0, 6, 6), np.float32), train_y=np.zeros(0, np.int64)),
@@ -251,6 +268,11 @@ READER_CASES = {
         ["compare", "{A}", "{A}", "--plot", "{tmp}/figure.xyz"],
         2,
         "--plot '{tmp}/figure.xyz': the file name must end in .png, .pdf",
+    ),
+    "plot --config of a file not named .py": (
+        ["plot", "{A}", "--config", "{A}/metrics.csv"],
+        2,
+        "config file '{A}/metrics.csv' is not a Python file: its name must end in .py",
     ),
     "compare A A": (["compare", "{A}", "{A}"], 0, "warning: A and B are the same directory, '{A}': their difference"),
 }
