@@ -52,9 +52,9 @@ from normbench.core.grid import Cell, cells, plan
 from normbench.core.sweep import compile_cell, device_data, run_sweep, train_program, training_time
 from normbench.core.train import make_train, precision_scope
 from normbench.data import load
-from normbench.errors import UserError
+from normbench.errors import UserError, refused_write
 from normbench.reports.progress import Progress
-from normbench.results.store import atomic_write
+from normbench.results.store import atomic_write, make_writable
 from normbench.runtime.cache import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,10 @@ def run_bench(out: Path, cases: tuple[str, ...] | None = None, log=print, rounds
     if unknown:
         raise UserError(f"unknown bench case {unknown[0]!r}; valid cases: {', '.join(CASES)}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        make_writable(out)  # before the first case spends its minutes
+    except OSError as e:
+        raise refused_write(f"cannot write the bench's tables to {str(out)!r}", e) from None
     device = jax.devices()[0]
     report = {"device": f"{device.platform}: {device.device_kind}", "jax": jax.__version__, "cases": {}}
     peak = measure_peak()

@@ -176,3 +176,16 @@ def test_the_pytorch_loop_is_left_out_where_normbench_trains_on_an_accelerator(t
     monkeypatch.setattr(bench.jax, "default_backend", lambda: "gpu")
     assert list(bench._present_peers(tmp_path, lines.append)) == ["Flax loop"]
     assert lines == ["cnn: skipping the PyTorch loop: it trains on the CPU, and normbench here on gpu"]
+
+
+@pytest.mark.parametrize("where", ["file/tables", "file", "/proc/normbench"])
+def test_bench_into_a_directory_it_cannot_make_is_one_line_exit_2_before_any_case(where, tmp_path, capsys):
+    """An unguarded mkdir: a FileExistsError, NotADirectoryError or FileNotFoundError traceback."""
+    from normbench.cli import main
+
+    (tmp_path / "file").write_text("not a directory")
+    out = where if where.startswith("/") else str(tmp_path / where)
+    assert main(["bench", "--cases", "peak", "--out", out]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured
+    assert captured.err.startswith(f"normbench: error: cannot write the bench's tables to '{out}': ")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -118,6 +119,8 @@ def prepare_output_dir(out: Path) -> None:
 
 def make_writable(directory: Path) -> None:
     """Create `directory` and prove that files can be written in it; an OSError says why not."""
+    if Path(directory).exists() and not Path(directory).is_dir():  # else mkdir's reason would be "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory))
     Path(directory).mkdir(parents=True, exist_ok=True)
     fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe.")
     os.close(fd)
