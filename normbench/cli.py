@@ -45,6 +45,9 @@ def _run(args) -> int:
         from normbench.runtime.parallel import initialize  # before anything else touches a device
 
         initialize(args.coordinator, args.num_processes, args.process_id)
+    elif args.num_processes is not None or args.process_id is not None:
+        raise UserError("--num-processes and --process-id describe a distributed run: add --coordinator HOST:PORT "
+                        "(or --distributed)")  # fmt: skip
     config = _resolve(args, args.diagnostics)
     out = Path(args.out or default_out(config.name))
     from normbench.reports.progress import Fanout, console_progress

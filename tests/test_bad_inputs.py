@@ -184,6 +184,14 @@ CASES = {
     ),
     "config calling sys.exit": (config_file("import sys\n\nsys.exit(0)\n"), "failed to run: SystemExit"),
     "zero workers": (option("--workers", "0"), "workers must be at least 1, got 0"),
+    "coordinator not HOST:PORT": (
+        option("--coordinator", "nonsense", "--num-processes", "1", "--process-id", "0"),
+        "--coordinator 'nonsense' is not HOST:PORT, e.g. host0:1234",
+    ),
+    "--num-processes without a distributed run": (
+        option("--num-processes", "2"),
+        "--num-processes and --process-id describe a distributed run: add --coordinator HOST:PORT (or --distributed)",
+    ),
     "a sweep of zero cells": (
         settings("sweep.protocols=sync", "sweep.norms=layer"),
         "the sweep has no cells: protocols sync run none of norms layer",

@@ -162,6 +162,10 @@ def _round_up(n: int, multiple: int) -> int:
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None):
     """Join a multi-process run (`jax.distributed.initialize`). With no arguments JAX reads the cluster's
     environment (SLURM, Open MPI, Kubernetes, Cloud TPU); elsewhere give all three."""
+    if coordinator is not None:  # JAX reads the port after the last ':' unchecked: an IndexError without one
+        host, _, port = coordinator.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 2**16:
+            raise UserError(f"--coordinator {coordinator!r} is not HOST:PORT, e.g. host0:1234")
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id)
     except (RuntimeError, ValueError) as e:
