@@ -128,6 +128,20 @@ CASES = {
     "unknown model": (settings("sweep.models=transformer"), "unknown model 'transformer'; valid models: mlp, cnn"),
     "unknown dataset": (settings("data.source=cifar"), "unknown data source 'cifar': valid forms are mnist5k, idx:"),
     "groups not dividing": (settings("sweep.norms=group", "norm.num_groups=3"), "3 groups do not divide a layer of 8"),
+    "zero groups": (
+        settings("sweep.norms=group", "norm.num_groups=0"),
+        "group norm: norm.num_groups must be positive, got 0",
+    ),
+    "zero group size": (settings("sweep.norms=group", "norm.group_size=0"), "norm.group_size must be positive, got 0"),
+    "negative groups": (
+        settings("sweep.norms=group", "norm.num_groups=-2"),
+        "norm.num_groups must be positive, got -2",
+    ),
+    "negative group size": (settings("sweep.norms=group", "norm.group_size=-4"), "group_size must be positive, got -4"),
+    "EvoNorm-S0's groups not dividing": (
+        settings("sweep.norms=evonorm_s0", "norm.num_groups=3"),
+        "evonorm_s0: 3 groups do not divide a layer of 8",
+    ),
     "batch larger than the data": (settings("sweep.batch_sizes=100"), "batch size 100 is larger than the 64 training"),
     "zero learning rate": (settings("sweep.learning_rates=0.0"), "sweep.learning_rates (0.0) must be positive"),
     "negative learning rate": (settings("sweep.learning_rates=-0.1"), "must be positive, got -0.1"),

@@ -217,7 +217,7 @@ def test_with_weight_standardization_renames_and_flags_the_spec():
     "groups, message",
     [
         ({"num_groups": 4}, "evonorm_s0: 4 groups do not divide a layer of 6 channels"),
-        ({"num_groups": 0}, "evonorm_s0: 0 groups do not divide a layer of 6 channels"),
+        ({"num_groups": 0}, "evonorm_s0: norm.num_groups must be positive, got 0"),
         ({"group_size": 4}, "evonorm_s0: norm.group_size=4 does not divide a layer of 6 channels"),
         ({"num_groups": None}, "evonorm_s0 takes norm.num_groups or norm.group_size, exactly one"),
         ({"num_groups": 2, "group_size": 3}, "evonorm_s0 takes norm.num_groups or norm.group_size, exactly one"),

@@ -16,6 +16,7 @@ v1, gamma start at 1 and beta at 0, per channel. An (N, C) input is read as (N, 
 max (B0) and the sigmoid gate (S0) are the layers' nonlinearity, so models add no activation after them.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -124,5 +125,5 @@ SPEC_S0 = NormSpec(
     fuses_activation=True,
     # The sigmoid sees v1 x, so scaling x changes its gate.
     scale_invariant=False,
-    check=group.check,
+    check=functools.partial(group.check, name="evonorm_s0"),
 )

@@ -13,27 +13,28 @@ from normbench.norms.registry import NormSpec
 DEFAULT_GROUPS = 32
 
 
-def check(config, channels):
+def check(config, channels, name: str = "group norm") -> None:
+    """`check_groups` of the config's groups (`group_options`), refusing both fields set; `name` says whose."""
     if config.num_groups is not None and config.group_size is not None:
-        raise ConfigError("group norm takes norm.num_groups or norm.group_size, not both")
-    check_groups(
-        "group norm", config.num_groups or (None if config.group_size else DEFAULT_GROUPS), config.group_size, channels
-    )
+        raise ConfigError(f"{name} takes norm.num_groups or norm.group_size, not both")
+    check_groups(name, channels=channels, **group_options(config))
 
 
 def check_groups(name: str, num_groups, group_size, channels: int) -> None:
-    """ConfigError unless exactly one of num_groups / group_size is set and it tiles `channels`."""
+    """ConfigError unless exactly one of num_groups / group_size is set, positive, and it tiles `channels`."""
     if (num_groups is None) == (group_size is None):
         raise ConfigError(
             f"{name} takes norm.num_groups or norm.group_size, exactly one, got {num_groups} and {group_size}"
         )
-    if group_size is not None:
-        if group_size < 1 or channels % group_size:
-            raise ConfigError(
-                f"{name}: norm.group_size={group_size} does not divide a layer of {channels} "
-                f"channels; use a divisor of {channels}"
-            )
-    elif num_groups < 1 or channels % num_groups:
+    field, value = ("group_size", group_size) if group_size is not None else ("num_groups", num_groups)
+    if value < 1:
+        raise ConfigError(f"{name}: norm.{field} must be positive, got {value}")
+    if group_size is not None and channels % group_size:
+        raise ConfigError(
+            f"{name}: norm.group_size={group_size} does not divide a layer of {channels} channels; "
+            f"use a divisor of {channels}"
+        )
+    if num_groups is not None and channels % num_groups:
         raise ConfigError(
             f"{name}: {num_groups} groups do not divide a layer of {channels} channels; "
             f"set norm.num_groups to a divisor of {channels} (or norm.group_size)"
@@ -41,10 +42,11 @@ def check_groups(name: str, num_groups, group_size, channels: int) -> None:
 
 
 def group_options(config) -> dict:
-    """GroupNorm's `num_groups` / `group_size` arguments from the config: group_size wins, else 32 groups."""
-    if config.group_size:
+    """GroupNorm's `num_groups` / `group_size` arguments from the config: group_size where set, else num_groups,
+    else 32 groups. Only None is unset: a 0 is the user's value, which `check_groups` refuses."""
+    if config.group_size is not None:
         return {"num_groups": None, "group_size": config.group_size}
-    return {"num_groups": config.num_groups or DEFAULT_GROUPS, "group_size": None}
+    return {"num_groups": DEFAULT_GROUPS if config.num_groups is None else config.num_groups, "group_size": None}
 
 
 def make(config, stats):
