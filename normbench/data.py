@@ -247,6 +247,9 @@ def _write_cache(path: Path, arrays: dict) -> None:
 
 
 def _idx(directory: Path, source: str) -> dict:
+    if directory.exists() and not directory.is_dir():
+        raise DataError(f"{source}: {str(directory)!r} is not a directory; idx: names the directory of the four "
+                        "MNIST-format files")  # fmt: skip
     if not directory.is_dir():
         raise DataError(f"{source}: directory {str(directory)!r} does not exist")
     arrays = {}
@@ -304,6 +307,9 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
 
 
 def _npz(path: Path, source: str) -> tuple[dict, int]:
+    if path.is_file() and not zipfile.is_zipfile(path):  # np.load would take it for a pickle or one .npy array
+        raise DataError(f"{source}: {str(path)!r} is not an .npz file (the zip archive of arrays that numpy.savez "
+                        "writes)")  # fmt: skip
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in IDX_FILES if k not in f.files]

@@ -59,6 +59,16 @@ def npz_file(**changes):
     return make
 
 
+def source_file(kind, name, write):
+    """The data source `kind:tmp/name`, a file that `write(path)` writes."""
+
+    def make(tmp):
+        write(tmp / name)
+        return source(f"{kind}:{tmp / name}")
+
+    return make
+
+
 def truncate(name, keep):
     return lambda d: (d / name).write_bytes((d / name).read_bytes()[:keep])
 
@@ -155,6 +165,18 @@ CASES = {
     "config with a syntax error": (config_file("def get_config(:\n"), "has a syntax error at line 1"),
     "config without a config": (config_file("x = 1\n"), "defines no get_config() function"),
     "missing IDX directory": (settings("data.source=idx:/no/such/dir"), "directory '/no/such/dir' does not exist"),
+    "IDX directory that is a file": (
+        source_file("idx", "images", lambda path: path.write_text("not a directory")),
+        "images' is not a directory; idx: names the directory of the four MNIST-format files",
+    ),
+    "npz that is a text file": (
+        source_file("npz", "data.npz", lambda path: path.write_text("x,y\n1,2\n")),
+        "data.npz' is not an .npz file (the zip archive of arrays that numpy.savez writes)",
+    ),
+    "npz that is one .npy array": (
+        source_file("npz", "data.npy", lambda path: np.save(path, np.zeros(3))),
+        "data.npy' is not an .npz file",
+    ),
     "missing IDX file": (
         idx_dir(lambda d: (d / "t10k-images-idx3-ubyte").unlink()),
         "t10k-images-idx3-ubyte (or t10k-images-idx3-ubyte.gz) is missing from",
