@@ -9,7 +9,7 @@ import numpy as np
 from conftest import tiny_config
 from scipy import stats
 
-from normbench.reports.landscape_figure import PANELS, landscape_figure
+from normbench.reports.landscape_figure import OVER_SEEDS, OVER_STEPS, PANELS, landscape_figure
 from normbench.reports.layer_figures import fluctuation_figure
 from normbench.reports.summary import matched_loss_section, relative_fluctuation_section
 from normbench.results.claims import p_text
@@ -89,6 +89,9 @@ def test_the_landscape_figure_draws_the_probes_against_the_geometric_mean_traini
         np.testing.assert_allclose(line.get_xdata(), np.sqrt(losses[0] * losses[1]), rtol=1e-12)
         np.testing.assert_allclose(line.get_ydata(), np.mean([RUNS[seed, norm][1] for seed in (0, 1)], axis=0))
     assert beta_against_loss.xaxis_inverted() and beta_against_loss.get_xscale() == "log"
+    # The bands mean two things (a range over step sizes, a range over seeds): each panel says which.
+    assert [ax.get_title().split("\n")[-1] for ax in fig.axes[: len(PANELS)]] == [band for *_, band in PANELS]
+    assert {band for *_, band in PANELS} == {OVER_STEPS, OVER_SEEDS}
 
 
 def test_without_a_plain_network_or_probes_no_matched_section():

@@ -9,11 +9,19 @@ from normbench.core.axes import key_columns
 from normbench.reports.labels import norm_label, seeds_text
 
 # (title, y label, the two columns whose means over seeds bound the shaded range over step sizes; a single column
-# is drawn as a line, its band the range over seeds)
+# is drawn as a line, its band the range over seeds, what the band is): the two kinds of band mean different things,
+# and each panel says which.
+OVER_STEPS = "band: range over η of the means over seeds"
+OVER_SEEDS = "line: mean over seeds; band: range over seeds"
 PANELS = (
-    ("loss landscape", "loss along the step", ("landscape_loss_min", "landscape_loss_max")),
-    ("gradient predictiveness", "‖∇L(θ - ηg) - ∇L(θ)‖", ("landscape_grad_change_min", "landscape_grad_change_max")),
-    ("effective β-smoothness", "max ‖Δ∇L‖ / ‖ηg‖", ("landscape_beta",)),
+    ("loss landscape", "loss along the step", ("landscape_loss_min", "landscape_loss_max"), OVER_STEPS),
+    (
+        "gradient predictiveness",
+        "‖∇L(θ - ηg) - ∇L(θ)‖",
+        ("landscape_grad_change_min", "landscape_grad_change_max"),
+        OVER_STEPS,
+    ),
+    ("effective β-smoothness", "max ‖Δ∇L‖ / ‖ηg‖", ("landscape_beta",), OVER_SEEDS),
 )
 # What a row draws the probes against: the epoch, and the epoch's training loss, where a network that trains faster
 # reaches a loss sooner and its probes are compared with the other's at the same loss
@@ -41,7 +49,7 @@ def landscape_figure(columns: dict[str, np.ndarray], config: Config):
 
     columns = {**columns, "landscape_loss_max": columns["landscape_loss_min"] + columns["landscape_loss_range"]}
     rows = [(keys, combo, x) for keys, combo in _rows(columns) for x in X_AXES]
-    fig, axes = plt.subplots(len(rows), len(PANELS), figsize=(4.2 * len(PANELS), 3.0 * len(rows) + 0.9),
+    fig, axes = plt.subplots(len(rows), len(PANELS), figsize=(4.2 * len(PANELS), 3.3 * len(rows) + 0.9),
                              squeeze=False)  # fmt: skip
     alive = columns["diverged"] == 0
     for (keys, combo, (x, x_label)), row in zip(rows, axes):
@@ -50,7 +58,7 @@ def landscape_figure(columns: dict[str, np.ndarray], config: Config):
             runs = here & (columns["norm"] == norm)
             epochs = np.unique(columns["epoch"][runs])
             xs = np.array([np.exp(np.log(columns[x][runs & (columns["epoch"] == e)]).mean()) for e in epochs])
-            for ax, (_, _, fields) in zip(row, PANELS):
+            for ax, (_, _, fields, _) in zip(row, PANELS):
                 per_seed = [np.array([columns[f][runs & (columns["epoch"] == e)] for e in epochs]) for f in fields]
                 if len(fields) == 1:
                     (values,) = per_seed
@@ -62,8 +70,8 @@ def landscape_figure(columns: dict[str, np.ndarray], config: Config):
                 ax.plot(xs, low, color=f"C{i}", lw=0.6)
                 ax.plot(xs, high, color=f"C{i}", lw=0.6)
         where = ", ".join(f"{k.replace('_', ' ')} {v:g}" if not isinstance(v, str) else v for k, v in zip(keys, combo))
-        for ax, (title, ylabel, _) in zip(row, PANELS):
-            ax.set_title(f"{title}" + (f" ({where})" if where else ""), fontsize=10)
+        for ax, (title, ylabel, _, band) in zip(row, PANELS):
+            ax.set_title(f"{title}" + (f" ({where})" if where else "") + f"\n{band}", fontsize=10)
             ax.set_ylabel(ylabel)
             ax.set_xlabel(x_label, fontsize=9)
             ax.set_yscale("log")
@@ -76,7 +84,7 @@ def landscape_figure(columns: dict[str, np.ndarray], config: Config):
     steps = ", ".join(f"{s:g}" for s in config.train.landscape_steps)
     n_seeds = len(np.unique(columns["seed"]))
     fig.suptitle(f"{config.name}: along the gradient g at η = ({steps}) x learning rate, on the step's batch; "
-                 f"mean of {seeds_text(n_seeds)}", fontsize=11)  # fmt: skip
+                 f"{seeds_text(n_seeds)}", fontsize=11)  # fmt: skip
     height = fig.get_size_inches()[1]
     fig.tight_layout(rect=(0, 0.4 / height, 1, 1 - 0.15 / height))  # inches for the legend below, the title above
     return fig
