@@ -441,9 +441,13 @@ def _parse(raw: str, hint, key: str):
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        # `batch,layer` is a tuple of words, and `batch,` one of them, as `0,` is.
-        item = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
-        value = tuple(_word(s, item) for s in raw.split(",") if s.strip()) if "," in raw else _word(raw, hint)
+        # `batch,layer` is a tuple of words, and `batch,` one of them, as `0,` is; `sweep.norms=` none, as `()`.
+        listed = typing.get_origin(hint) is tuple
+        item = typing.get_args(hint)[0] if listed else hint
+        if "," in raw or (listed and not raw.strip()):
+            value = tuple(_word(s, item) for s in raw.split(",") if s.strip())
+        else:
+            value = _word(raw, hint)
     return _coerce(value, hint, key)
 
 

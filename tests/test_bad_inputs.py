@@ -159,6 +159,8 @@ CASES = {
     "zero train_acc_every": (settings("train.train_acc_every=0"), "train.train_acc_every must be positive, got 0"),
     "zero batch size": (settings("sweep.batch_sizes=0"), "sweep.batch_sizes (0) must be positive, got 0"),
     "empty sweep axis": (settings("sweep.seeds=()"), "sweep.seeds is empty; give at least one value"),
+    "empty text for the norms": (settings("sweep.norms="), "sweep.norms is empty; give at least one value"),
+    "empty text for the seeds": (settings("sweep.seeds= "), "sweep.seeds is empty; give at least one value"),
     "--set without =": (settings("train.epochs"), "--set expects key=value, got 'train.epochs'"),
     "--set unknown key": (settings("train.epochz=3"), "unknown config key 'train.epochz': TrainConfig has epochs"),
     "--set wrong type": (settings("train.epochs=many"), "config key 'train.epochs' expects an integer, got 'many'"),
