@@ -320,6 +320,11 @@ READER_CASES = {
         2,
         "config file '{A}/metrics.csv' is not a Python file: its name must end in .py",
     ),
+    "report --output a directory": (
+        ["report", "{A}", "--output", "{tmp}"],
+        2,
+        "'{tmp}' is a directory; name the report's file, e.g. '{tmp}/report.html'",
+    ),
     "compare A A": (["compare", "{A}", "{A}"], 0, "warning: A and B are the same directory, '{A}': their difference"),
 }
 

@@ -203,6 +203,14 @@ def test_a_directory_of_other_results_is_refused_and_kept(tmp_path, capsys):
         assert snapshot(out) == before
 
 
+def test_a_file_as_the_scorecards_directory_is_said_to_be_no_directory(tmp_path, capsys):
+    """It was said to hold no scorecard, as a directory of other files is."""
+    (tmp_path / "file").write_text("mine")
+    assert main(["scorecard", "batch", "--quick", "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err == f"normbench: error: '{tmp_path}/file' is not a directory; choose another --out\n"
+    assert (tmp_path / "file").read_text() == "mine"
+
+
 def test_a_field_added_since_a_battery_was_recorded_is_read_at_its_default(tmp_path):
     """A battery.json from before a config field existed holds the same battery while the battery asks for the
     field's default, and another one once it asks for another value, as a results directory's config.json does."""

@@ -20,6 +20,7 @@ from markdown_it import MarkdownIt
 
 from normbench.catalog import flat_fields, setting
 from normbench.config import Config
+from normbench.errors import UserError
 from normbench.reports.plots import writing_into
 from normbench.reports.summary import input_shape_of, summary_markdown
 from normbench.results.reader import Results, reading
@@ -88,6 +89,8 @@ def write_report(out: Path, path: Path | None = None, trust_edits: bool = False)
     """Write the report of `out` to `path` (default `out/report.html`) and return where it went; `out` is held
     against a swap until it is written (`normbench.results.reader`). `trust_edits`: as `reading`'s."""
     path = Path(path) if path else Path(out) / REPORT
+    if path.is_dir():  # else the write's error would name its parent
+        raise UserError(f"{str(path)!r} is a directory; name the report's file, e.g. {str(path / REPORT)!r}")
     with reading(out, trust_edits) as results, writing_into(path.parent):
         atomic_write(path, report_html(results))
     return path

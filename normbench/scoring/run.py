@@ -117,7 +117,9 @@ def check_out(out: Path, battery: dict) -> None:
             shown = ", ".join(differing[:4]) + (f" and {len(differing) - 4} more" if len(differing) > 4 else "")
             raise BatteryError(f"{str(out)!r} holds another battery's results (differs in {shown}); choose "
                                "another --out")  # fmt: skip
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif out.exists() and not out.is_dir():
+        raise BatteryError(f"{str(out)!r} is not a directory; choose another --out")
+    elif out.exists() and any(out.iterdir()):
         raise BatteryError(f"{str(out)!r} exists and holds no scorecard ({BATTERY} is missing); choose another --out")
 
 
