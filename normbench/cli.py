@@ -22,14 +22,21 @@ _STARTED = time.perf_counter()
 
 
 def _resolve(args, diagnostics: bool = False):
-    from normbench.config import add_sweeps, apply_overrides, load_config
+    from normbench.config import apply_overrides, command_line, load_config
     from normbench.validate import validate
 
-    config = add_sweeps(apply_overrides(load_config(args.config), args.set), args.sweep)
+    config = command_line(load_config(args.config), args.set, args.sweep)
     if diagnostics and not config.train.diagnostics_at:
         config = apply_overrides(config, [f"train.diagnostics_at=0,1,{config.train.epochs}"])
     validate(config)
     return config
+
+
+def _path(value: str | None, option: str) -> Path | None:
+    """The path an option names, None where it is not given: an empty one is refused, not taken for not given."""
+    if value == "":
+        raise UserError(f"{option} is empty; name a path, or leave {option} out for its default")
+    return None if value is None else Path(value)
 
 
 def _warn_ignored(args, config) -> None:
@@ -48,8 +55,9 @@ def _run(args) -> int:
     elif args.num_processes is not None or args.process_id is not None:
         raise UserError("--num-processes and --process-id describe a distributed run: add --coordinator HOST:PORT "
                         "(or --distributed)")  # fmt: skip
+    out, tensorboard = _path(args.out, "--out"), _path(args.tensorboard, "--tensorboard")
     config = _resolve(args, args.diagnostics)
-    out = Path(args.out or default_out(config.name))
+    out = out or default_out(config.name)
     from normbench.reports.progress import Fanout, console_progress
     from normbench.study import run_study
 
@@ -57,10 +65,10 @@ def _run(args) -> int:
     # frozen, the collector skips them.
     gc.freeze()
     listeners = []
-    if args.tensorboard:
+    if tensorboard:
         from normbench.reports.tensorboard import TensorBoardWriter
 
-        listeners.append(TensorBoardWriter(Path(args.tensorboard)))
+        listeners.append(TensorBoardWriter(tensorboard))
     try:
         with console_progress(args.quiet) as progress:
             timings = run_study(config, out, Fanout(progress, *listeners), force=args.force, workers=args.workers,
@@ -152,7 +160,7 @@ def _plot(args) -> int:
 def _report(args) -> int:
     from normbench.reports.report import write_report
 
-    print(write_report(Path(args.results_dir), args.output and Path(args.output), args.trust_edits))
+    print(write_report(Path(args.results_dir), _path(args.output, "--output"), args.trust_edits))
     return 0
 
 
@@ -180,7 +188,7 @@ def _list(args) -> int:
 def _bench(args) -> int:
     from normbench.bench import run_bench
 
-    out = args.out
+    out = _path(args.out, "--out")
     if out is None:
         import jax
 
@@ -194,7 +202,7 @@ def _scorecard(args) -> int:
     from normbench.reports.progress import console_progress
     from normbench.scoring.run import estimate_text, plan, run_scorecard
 
-    out, norms = Path(args.out or default_out("scorecard")), args.norms or None
+    out, norms = _path(args.out, "--out") or default_out("scorecard"), args.norms or None
     if args.show:
         print(estimate_text(plan(norms, out, args.quick), args.workers))
         return 0

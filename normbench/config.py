@@ -346,9 +346,27 @@ def set_fields(config: Config, values: dict) -> Config:
     return config
 
 
+def command_line(config: Config, overrides: list[str], sweeps: list[str]) -> Config:
+    """The command line's `--set` pairs (`apply_overrides`), then its `--sweep` pairs (`add_sweeps`). A field that
+    ends up swept, by the config file or by --sweep, takes each cell's value: a --set of it would be dropped."""
+    config = add_sweeps(apply_overrides(config, overrides), sweeps)
+    for pair in overrides:
+        key = _split_pair(pair, "--set")[0]
+        if key in config.sweep.fields:
+            values = ",".join(map(str, config.sweep.fields[key]))
+            raise ConfigError(f"--set {key} would change nothing: the sweep gives it the values {values}; drop the "
+                              f"--set, or sweep the one value with --sweep {key}=VALUE")  # fmt: skip
+    return config
+
+
 def add_sweeps(config: Config, sweeps: list[str]) -> Config:
     """Apply `--sweep key=v1,v2,...` pairs: each makes a config field a sweep axis (an entry of `sweep.fields`),
-    its values parsed as the field's type, e.g. `norm.num_groups=1,2,4`. A key swept twice keeps the last."""
+    its values parsed as the field's type, e.g. `norm.num_groups=1,2,4`. A field that the config sweeps already
+    takes the new values; one named in two pairs is refused, as the first pair's values would be dropped."""
+    keys = [_split_pair(pair, "--sweep")[0] for pair in sweeps]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice:
+        raise ConfigError(f"--sweep {twice} is given twice; give all its values in one: --sweep {twice}=V1,V2,...")
     for pair in sweeps:
         key, raw = _split_pair(pair, "--sweep")
         hint = field_hint(key)

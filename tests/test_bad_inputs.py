@@ -230,6 +230,16 @@ CASES = {
         option("--num-processes", "2"),
         "--num-processes and --process-id describe a distributed run: add --coordinator HOST:PORT (or --distributed)",
     ),
+    "a field swept twice": (
+        option("--sweep", "norm.epsilon=1e-5", "--sweep", "norm.epsilon=1e-3"),
+        "--sweep norm.epsilon is given twice; give all its values in one: --sweep norm.epsilon=V1,V2,...",
+    ),
+    "a field set and swept": (
+        option("--set", "norm.epsilon=0.1", "--sweep", "norm.epsilon=1e-5,1e-3"),
+        "--set norm.epsilon would change nothing: the sweep gives it the values 1e-05,0.001; drop the --set",
+    ),
+    "empty --out": (option("--out", ""), "--out is empty; name a path, or leave --out out for its default"),
+    "empty --tensorboard": (option("--tensorboard", ""), "--tensorboard is empty; name a path, or leave"),
     "a sweep of zero cells": (
         settings("sweep.protocols=sync", "sweep.norms=layer"),
         "the sweep has no cells: protocols sync run none of norms layer",
@@ -325,6 +335,7 @@ READER_CASES = {
         2,
         "'{tmp}' is a directory; name the report's file, e.g. '{tmp}/report.html'",
     ),
+    "report --output ''": (["report", "{A}", "--output", ""], 2, "--output is empty; name a path"),
     "compare A A": (["compare", "{A}", "{A}"], 0, "warning: A and B are the same directory, '{A}': their difference"),
 }
 
