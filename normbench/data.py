@@ -25,8 +25,10 @@ training examples as the validation set (`Dataset.val_x`, `.val_y`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import logging
 import math
 import os
 import struct
@@ -350,7 +352,8 @@ def _tfds(name: str, config: DataConfig, source: str) -> tuple[dict, int]:
     import tensorflow_datasets as tfds
 
     try:
-        train, test = tfds.data_source(name, split=["train", "test"], data_dir=None, download=True)
+        with _absl_quiet():
+            train, test = tfds.data_source(name, split=["train", "test"], data_dir=None, download=True)
     except Exception as e:
         raise DataError(_tfds_failure(tfds, name, source, e)) from e
     features = train.dataset_info.features
@@ -376,13 +379,30 @@ def _tfds(name: str, config: DataConfig, source: str) -> tuple[dict, int]:
     return arrays, int(label.num_classes)
 
 
+@contextlib.contextmanager
+def _absl_quiet():
+    """TFDS's warnings (through absl's logger) about its data dir's folders, which would print before the error
+    that a failing read ends in: errors only, while TFDS reads."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
+
+
 def _tfds_failure(tfds, name: str, source: str, error: Exception) -> str:
+    if isinstance(error, ImportError):  # TFDS imports what a data set needs only as it reads it
+        return (f"{source}: tensorflow_datasets needs the Python module {error.name or str(error)!r} to read "
+                f"{name}, and it is not installed; install it and run again")  # fmt: skip
     where = (
         "TFDS data sets are read from the TFDS data dir ($TFDS_DATA_DIR, else ~/tensorflow_datasets) "
         "and downloaded there where the network allows"
     )
     try:
-        splits = list(tfds.builder(name).info.splits)
+        with _absl_quiet():
+            splits = list(tfds.builder(name).info.splits)
     except Exception:
         splits = []
     if splits and ("train" not in splits or "test" not in splits):

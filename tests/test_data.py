@@ -296,6 +296,26 @@ def test_tfds_missing_test_split_names_the_splits(tfds, monkeypatch):
     assert_one_line_error(excinfo, "train and test", "only_train has train, validation")
 
 
+def test_tfds_lacking_a_python_module_names_the_module_and_warns_nothing(tfds, monkeypatch, tmp_path, capsys, caplog):
+    """TFDS imports importlib_resources only as it prepares a data set: without it the error blamed the data set
+    ("cannot read mnist"), after an absl WARNING about TFDS's folders."""
+    import logging
+
+    from normbench.cli import main
+
+    def data_source(name, **kwargs):
+        logging.getLogger("absl").warning("Variant folder /somewhere/mnist/3.0.1 has no dataset_info.json")
+        raise ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources")
+
+    monkeypatch.setattr(tfds, "data_source", data_source)
+    assert main(["run", "configs/init_scale.py", "--set", "data.source=tfds:mnist", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "normbench: error: tfds:mnist: tensorflow_datasets needs the Python module 'importlib_resources' to read "
+        "mnist, and it is not installed; install it and run again\n"
+    )
+    assert not [record for record in caplog.records if record.name == "absl"]
+
+
 # --- npz -----------------------------------------------------------------------------------------------
 
 
