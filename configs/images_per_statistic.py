@@ -52,8 +52,9 @@ Holm-adjusted over the 66 claims):
   differs from running averages significantly.
 - Noise: g x Var(mu_B)/sigma^2 is 0.99-1.03 in the MLP's first layer and 0.012-0.015, 0.004 and 0.023-0.039 in the
   CNN's three: its statistics are as noisy as about 70, 250 and 30 independent values per image, not 1.
-Every tuned rate is inside its searched grid except the MLP's BN and Batch Renorm at g <= 2, where no rate trains
-well and the extension limit is reached at 0.05 (summary.md says so).
+Every tuned rate is inside its searched grid except the MLP's BN and Batch Renorm at g <= 2, where the extension
+limit stops the search at 0.05 (summary.md says so). A wider search, in one grid from 0.003125 to 0.8, chooses 0.025
+for BN at g = 2 and 0.0125 for Batch Renorm, and gives BN(2) - BN(128) = -45.24 [-49.03, -41.45] (docs/studies.md).
 """
 
 from normbench.config import Config, DataConfig, ModelConfig, NormConfig, ReportConfig, SweepConfig, TrainConfig
