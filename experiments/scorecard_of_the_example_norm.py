@@ -5,7 +5,8 @@ into OUT, and the battery trains the new norm alone (every built-in is found fin
 python experiments/scorecard_of_the_example_norm.py [--out runs/scorecard_scale] [--docs]
 
 `--docs` then copies its figure and scorecard.md to docs/images/scorecard_scale.png and docs/scorecard_scale.md,
-which the page shows. The committed results/scorecard/ is only read.
+which the page shows, and the norm's runs (each test's metrics.csv and config.json, its cost rounds) to
+docs/data/scorecard_scale/, the data the page's row is drawn from. The committed results/scorecard/ is only read.
 """
 
 import argparse
@@ -39,7 +40,7 @@ def example_norm() -> types.ModuleType:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/scorecard_scale", help="where the battery writes (default: %(default)s)")
-    parser.add_argument("--docs", action="store_true", help="copy the figure and scorecard.md into docs/")
+    parser.add_argument("--docs", action="store_true", help="copy the figure, scorecard.md and the norm's runs into docs/")
     args = parser.parse_args()
     out = Path(args.out)
     if not (COMMITTED / "scorecard.md").is_file():
@@ -52,6 +53,9 @@ def main() -> int:
     if args.docs:
         shutil.copyfile(out / "scorecard.png", ROOT / "docs" / "images" / f"scorecard_{spec.name}.png")
         shutil.copyfile(out / "scorecard.md", ROOT / "docs" / f"scorecard_{spec.name}.md")
+        data = ROOT / "docs" / "data" / f"scorecard_{spec.name}"
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.copytree(out / "runs" / spec.name, data)
     print(f"scorecard in {out}/scorecard.md")
     return 0
 
