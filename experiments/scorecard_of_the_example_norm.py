@@ -40,7 +40,7 @@ def example_norm() -> types.ModuleType:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/scorecard_scale", help="where the battery writes (default: %(default)s)")
-    parser.add_argument("--docs", action="store_true", help="copy the figure, scorecard.md and the norm's runs into docs/")
+    parser.add_argument("--docs", action="store_true", help="copy its figure, scorecard.md and runs into docs/")
     args = parser.parse_args()
     out = Path(args.out)
     if not (COMMITTED / "scorecard.md").is_file():
