@@ -3,7 +3,7 @@ times the kernel (what it does), patches from `lax.conv_general_dilated_patches`
 `lax.conv_general_dilated` itself, which the vmap over runs turns into a grouped convolution (what `nn.Conv` does)?
 Run it on each backend the choice is made for.
 
-    python benchmarks/conv_patches.py [--runs 24] [--repeats 20] [--out table.md]
+    python benchmarks/conv_patches.py [--runs 24] [--repeats 20] [--batches 128 2] [--out table.md]
 
 Times one vmapped forward and backward pass (the gradient with respect to the input and the kernel, as a training
 step needs) of each block of the small-batch CNN (3x3 stride-2 convs of 8, 16 and 32 channels on 28x28 digits) at
@@ -58,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--batches", type=int, nargs="+", default=[128, 2], help="the blocks' batches to time")
     parser.add_argument("--out", type=Path, help="also write the table to this file, a line as each row is measured")
     args = parser.parse_args()
     if args.out:
@@ -74,7 +75,7 @@ def main() -> None:
     columns = " | ".join(f"{way} / slices | max difference" for way in ways)
     print_line(f"| batch | input | channels | slices (ms) | {columns} |")
     print_line("|---|---|---|---|" + "---|---|" * len(ways))
-    for batch, side, cin, cout in BLOCKS:
+    for batch, side, cin, cout in (block for block in BLOCKS if block[0] in args.batches):
         kx, kk = jax.random.split(jax.random.PRNGKey(0))
         x = jax.random.normal(kx, (args.runs, batch, side, side, cin))
         kernel = jax.random.normal(kk, (args.runs, 3, 3, cin, cout))

@@ -85,15 +85,15 @@ if [ "$smoke" = 1 ]; then
     cnn=(--cases peak)
     peers=(--cases peak)
     tests=(tests/test_norms.py::test_batch_under_vmap_reduces_over_each_runs_own_examples_only)
-    conv=(--runs 1 --repeats 1)
+    conv=(--runs 1 --repeats 1 --batches 2)
     study=(--set sweep.batch_sizes=2,128 --set sweep.seeds=0, --set train.epochs=1 --set train.steps_per_epoch=5
            --set train.min_steps=none --set report.tune_extensions=0)
 fi
 
-step tests 60 450 "$python" -m pytest -q -p no:cacheprovider -o addopts="" -m "not slow" "${tests[@]}"
-step "bench cnn" 330 150 "$python" -m normbench bench "${cnn[@]}" --out "$work/bench_cnn"
-step "bench peers" 90 60 "$python" -m normbench bench "${peers[@]}" --out "$work/bench_peers"
-step "conv ways" 45 15 "$python" benchmarks/conv_patches.py "${conv[@]}" --out "$work/conv_ways.md"
+step tests 60 480 "$python" -m pytest -q -p no:cacheprovider -o addopts="" -m "not slow" "${tests[@]}"
+step "bench cnn" 300 180 "$python" -m normbench bench "${cnn[@]}" --out "$work/bench_cnn"
+step "bench peers" 90 90 "$python" -m normbench bench "${peers[@]}" --out "$work/bench_peers"
+step "conv ways" 75 15 "$python" benchmarks/conv_patches.py "${conv[@]}" --out "$work/conv_ways.md"
 echo "small_batch_cifar10 needs tfds:cifar10 prepared there, which that machine cannot download:" \
     "the MNIST study runs instead"
 step "small_batch study" 100000 15 \
