@@ -3,10 +3,13 @@
 import dataclasses
 
 import flax.linen as nn
+import jax
+import numpy as np
 import pytest
 
 from normbench.conformance import (
     CHECKS,
+    CONFIG,
     batch_dependence_as_declared,
     example_weighting_as_declared,
     finite_in_hard_cases,
@@ -15,6 +18,7 @@ from normbench.conformance import (
 )
 from normbench.norms import NORMS, WHOLE_BATCH
 from normbench.norms.ghost_batch import RUNNING_OPTIONS
+from normbench.norms.registry import BatchStats
 
 # bfloat16, zero variance and batch 1 with gradients cost a second per norm: the full suite runs them.
 SLOW_CHECKS = {finite_in_hard_cases}
@@ -77,3 +81,33 @@ def test_a_norm_weighting_examples_without_declaring_it_fails():
     undeclared = dataclasses.replace(NORMS["batch"], options=RUNNING_OPTIONS)
     with pytest.raises(AssertionError, match="which its options do not list"):
         example_weighting_as_declared(undeclared)
+
+
+# The norms whose running `var` is the running average of their input's batch variance (batch_renorm keeps a
+# running sigma, evonorm_b0 the variance of its own statistic, batch+ws that of a weight-standardized product).
+UNBIASED_VARIANCE_OF_THE_INPUT = ["batch", "ghost_batch"]
+
+
+@pytest.mark.parametrize("name", UNBIASED_VARIANCE_OF_THE_INPUT)
+def test_synced_unbiased_running_variance_divides_by_every_devices_count_less_one(name):
+    """SyncBN with `norm.unbiased_running_var`: each device's running variance moves toward the unbiased variance
+    (NumPy float64, ddof=1) of all the devices' examples and positions together, so m x before + (1 - m) x
+    var(ddof=1) of the whole batch on every device, not n / (n - 1) with n one device's share."""
+    config = dataclasses.replace(CONFIG, unbiased_running_var=True)
+    module = NORMS[name].make(config, BatchStats(axis_name="devices"))(True)
+    on_devices = jax.vmap(
+        lambda variables, x: module.apply(variables, x, mutable=["batch_stats"])[1], (None, 0), axis_name="devices"
+    )
+    rng = np.random.default_rng(0)
+    for shape in ((6, 4), (6, 3, 3, 4)):
+        x = rng.normal(1.5, 2.0, shape).astype(np.float32)
+        before = NORMS[name].make(config, WHOLE_BATCH)(True).init(jax.random.PRNGKey(0), x)
+        before = {**before, "batch_stats": {**before["batch_stats"], "var": np.float32(rng.uniform(0.5, 2.0, 4))}}
+        whole = np.float64(x).reshape(-1, 4)
+        expected = config.momentum * np.float64(before["batch_stats"]["var"]) + (1 - config.momentum) * whole.var(
+            0, ddof=1
+        )
+        for devices in (2, 3):
+            got = on_devices(before, x.reshape(devices, -1, *shape[1:]))["batch_stats"]["var"]
+            for d in range(devices):
+                np.testing.assert_allclose(got[d], expected, rtol=1e-5, err_msg=f"{name}, {devices} devices on {shape}")
