@@ -207,3 +207,61 @@ def test_a_program_that_xlas_cache_loaded_is_not_kept(tmp_path):
     assert run_cli("from_xla") == first
     assert not list(kept.glob("*.exe"))
     assert run_cli("again") == first
+
+
+# Config fields allowed to leave a program's key unchanged: none. The key holds `dataclasses.asdict(config)` whole,
+# so even fields that never reach the program (`name`, `report.*`, `figures`) change it; a key narrowed to what
+# the program reads may list those here, each with the reason it never reaches the program.
+KEY_IGNORES: set[str] = set()
+
+
+def leaf_fields(value, prefix=""):
+    """Every leaf field of a nested config dataclass, as (dotted name, value)."""
+    for f in dataclasses.fields(value):
+        inner = getattr(value, f.name)
+        if dataclasses.is_dataclass(inner):
+            yield from leaf_fields(inner, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", inner
+
+
+def another(value):
+    """A value of the same kind that differs from `value` (valid or not: the key is computed before validation)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value * 2 + 1
+    if isinstance(value, str):
+        return value + "_other"
+    if isinstance(value, tuple):
+        return (*value, value[0]) if value else (1,)
+    if isinstance(value, dict):
+        return {**value, "other": (1,)}
+    assert value is None, f"no other value for {value!r}"
+    return 1
+
+
+def with_field(config, dotted, value):
+    head, _, rest = dotted.partition(".")
+    inner = with_field(getattr(config, head), rest, value) if rest else value
+    return dataclasses.replace(config, **{head: inner})
+
+
+def test_every_config_field_that_reaches_the_program_changes_its_key(monkeypatch):
+    """program_key (no compiling) differs from the unchanged config's for a change of any single leaf field of the
+    config (the nested dataclasses walked generically: norm.epsilon, norm.momentum, model.hidden,
+    train.weight_decay, train.schedule, data.n_val and every other), except the commented KEY_IGNORES: a program
+    kept for one value of a field is never reused for another."""
+    monkeypatch.setenv("NORMBENCH_COMPILATION_CACHE", "1")
+    config, cell, args = tiny_config(), Cell("mlp", "batch", "sgd", 8), (np.zeros((2, 3), np.float32),)
+
+    def key(c):
+        return programs.program_key(c, cell, (NORMS["batch"],), args)
+
+    base = key(config)
+    assert base is not None and key(config) == base
+    fields = dict(leaf_fields(config))
+    named = {"norm.epsilon", "norm.momentum", "model.hidden", "train.weight_decay", "train.schedule", "data.n_val"}
+    assert named <= fields.keys() and KEY_IGNORES <= fields.keys()
+    unchanged = [name for name, value in fields.items() if key(with_field(config, name, another(value))) == base]
+    assert sorted(unchanged) == sorted(KEY_IGNORES), f"the program key ignores {unchanged}"
