@@ -4,14 +4,17 @@ float64, learning-rate schedules, a validation split and per-seed data resamplin
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import tiny_config, tiny_dataset
 
 from normbench.config import ConfigError, DataConfig, set_fields
 from normbench.core.grid import Cell, plan
 from normbench.core.sweep import device_data, run_sweep
-from normbench.core.train import make_train, warmup_cosine
+from normbench.core.train import make_train, optimizer, warmup_cosine
+from normbench.core.train import setup as cell_setup
 from normbench.data import DataError, load
 from normbench.validate import validate
 
@@ -59,18 +62,117 @@ def test_warmup_cosine_rises_linearly_then_decays_to_zero():
     np.testing.assert_allclose([rate(0), rate(5), rate(10), rate(60), rate(110)], [0, 0.2, 0.4, 0.2, 0], atol=1e-7)
 
 
-@pytest.mark.slow
 def test_a_cosine_schedule_with_warmup_takes_no_step_at_step_zero():
-    """The first step's rate is 0 (warmup starts from 0), so the first epoch of one step leaves the model as it
-    was initialized: the same train accuracy as an untrained run."""
+    """The first step's rate is 0 (warmup starts from 0), so a first epoch of one step leaves the model as it was
+    initialized: its held-out loss after epoch 1 is, bit for bit, that of a run at learning rate 0. Four steps
+    with warmup_fraction=0.25 make one warmup step (with the default 0.05 there would be none, and the first step
+    would move the model)."""
     config = set_fields(
-        tiny_config(), {"train.schedule": "cosine", "train.steps_per_epoch": 3, "train.first_epoch_steps": 1}
-    )
+        tiny_config(),
+        {"train.schedule": "cosine", "train.warmup_fraction": 0.25, "train.steps_per_epoch": 3,
+         "train.first_epoch_steps": 1},
+    )  # fmt: skip
+    assert round(0.25 * plan(config, CELL).steps(48).per_run) == 1
     dataset = tiny_dataset()
     _, metrics = train_once(config, dataset)
     _, still = train_once(config, dataset, learning_rate=0.0)
+    np.testing.assert_array_equal(metrics.test_loss[0], still.test_loss[0])
     assert metrics.train_acc[0] == still.train_acc[0]
     assert metrics.train_loss[1] != still.train_loss[1]
+
+
+def rates_of_the_run(config, steps):
+    """The learning rate of each of `steps` SGD steps of the optimizer that training builds (peak 0.1, momentum 0):
+    a gradient of ones moves a parameter by minus the step's rate."""
+    s = cell_setup(config, CELL, 3, 48)
+    opt = optimizer(s, {"init_scale": np.float32(1.0), "learning_rate": np.float32(0.1), "ghost_size": np.int32(8)})
+    params = jnp.zeros(1)
+    state = opt.init(params)
+    rates = []
+    for _ in range(steps):
+        updates, state = opt.update(jnp.ones(1), state, params)
+        rates.append(-float(updates[0]))
+    return np.array(rates)
+
+
+def test_the_cosine_schedule_spans_the_whole_run_not_one_epoch():
+    """3 epochs (a first of 2 steps, then 4 each) are 10 steps; warmup_fraction=0.3 makes 3 of them warmup. Step k
+    (from 0) takes 0.1 x k/3 during warmup, then 0.1 x (1 + cos(pi (k - 3)/7)) / 2: the decay reaches 0 at the
+    run's 10th step, not at an epoch's 4th."""
+    config = set_fields(
+        tiny_config(),
+        {"train.epochs": 3, "train.steps_per_epoch": 4, "train.first_epoch_steps": 2, "train.schedule": "cosine",
+         "train.warmup_fraction": 0.3},
+    )  # fmt: skip
+    total, warmup = 10, 3
+    assert plan(config, CELL).steps(48).per_run == total
+    k = np.arange(total, dtype=np.float64)
+    expected = np.where(k < warmup, 0.1 * k / warmup, 0.05 * (1 + np.cos(np.pi * (k - warmup) / (total - warmup))))
+    np.testing.assert_allclose(rates_of_the_run(config, total), expected, rtol=1e-6, atol=1e-8)
+
+
+# A tiny least-squares model: loss(p) = |x @ p["w"] + p["b"] - y|^2 / 2, whose gradient is written out in NumPy.
+X = np.random.default_rng(0).normal(size=(5, 3))
+Y = np.random.default_rng(1).normal(size=(5, 2))
+P0 = {"w": np.random.default_rng(2).normal(size=(3, 2)), "b": np.random.default_rng(3).normal(size=2)}
+
+
+def loss(params):
+    return 0.5 * jnp.sum((jnp.asarray(X, jnp.float32) @ params["w"] + params["b"] - jnp.asarray(Y, jnp.float32)) ** 2)
+
+
+def numpy_gradient(p):
+    residual = X @ p["w"] + p["b"] - Y
+    return {"w": X.T @ residual, "b": residual.sum(0)}
+
+
+def library_steps(fields, steps):
+    """`steps` updates of the optimizer that training builds for `fields` (learning rate 0.1), on `loss`."""
+    s = cell_setup(set_fields(tiny_config(), fields), CELL, 3, 48)
+    opt = optimizer(s, {"init_scale": np.float32(1.0), "learning_rate": np.float32(0.1), "ghost_size": np.int32(8)})
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), P0)
+    state = opt.init(params)
+    for _ in range(steps):
+        updates, state = opt.update(jax.grad(loss)(params), state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgds_weight_decay_joins_the_gradient_before_momentum_and_the_learning_rate(momentum):
+    """train.weight_decay with SGD: the gradient gains weight_decay x params, and momentum and the rate act on the
+    sum: v = mu v + (g + wd p); p -= lr v, in float64 over two steps. Decay added after SGD's update (unscaled by
+    the rate) would shrink p by 5% a step instead of 0.5%."""
+    lr, wd = 0.1, 0.05
+    got = library_steps({"train.weight_decay": wd, "train.momentum": momentum}, steps=2)
+    p = {k: v.copy() for k, v in P0.items()}
+    v = {k: np.zeros_like(a) for k, a in P0.items()}
+    for _ in range(2):
+        g = numpy_gradient(p)
+        for k in p:
+            v[k] = momentum * v[k] + (g[k] + wd * p[k])
+            p[k] = p[k] - lr * v[k]
+    for k in p:
+        np.testing.assert_allclose(got[k], p[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_adams_weight_decay_is_adamws_decoupled_decay():
+    """train.weight_decay with Adam is AdamW's (Loshchilov & Hutter): the moments see the gradient alone, and the
+    step is lr x (m_hat / (sqrt(v_hat) + eps) + wd p), in float64 over two steps."""
+    lr, wd, b1, b2, eps = 0.1, 0.05, 0.9, 0.999, 1e-8
+    got = library_steps({"train.optimizer": "adam", "train.weight_decay": wd}, steps=2)
+    p = {k: v.copy() for k, v in P0.items()}
+    m = {k: np.zeros_like(a) for k, a in P0.items()}
+    v = {k: np.zeros_like(a) for k, a in P0.items()}
+    for t in (1, 2):
+        g = numpy_gradient(p)
+        for k in p:
+            m[k] = b1 * m[k] + (1 - b1) * g[k]
+            v[k] = b2 * v[k] + (1 - b2) * g[k] ** 2
+            m_hat, v_hat = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
+            p[k] = p[k] - lr * (m_hat / (np.sqrt(v_hat) + eps) + wd * p[k])
+    for k in p:
+        np.testing.assert_allclose(got[k], p[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
 def test_the_validation_set_follows_the_training_set_and_is_never_trained_on():
