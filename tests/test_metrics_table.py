@@ -23,19 +23,23 @@ from normbench.results.table import key_text
 # 10 divides none of the 48 training, 24 test and 14 validation examples: every split's last chunk is padded.
 EVAL_BATCH = 10
 N_VAL = 14
-EPOCHS = 3
+# Of one SGD step each: the diverging run's first step is finite, so it diverges on epoch 2, after one that did not.
+EPOCHS = 4
 # Each column's per-epoch Metrics array (the CSV's order differs from the NamedTuple's: test_loss comes first).
 DURING = ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc")
 
 
 @pytest.fixture(scope="module")
 def trained():
-    """A cell of 2 seeds x 2 learning rates, the second (1e30) diverging, trained as a study trains it."""
+    """A cell of 2 seeds x 2 learning rates, the second (1e30) diverging on its second epoch, trained as a study
+    trains it."""
     config = tiny_config(norms=("batch",), init_scales=(1.0,), seeds=(0, 1), learning_rates=(0.1, 1e30))
     config = dataclasses.replace(
         config,
         data=dataclasses.replace(config.data, n_val=N_VAL),
-        train=dataclasses.replace(config.train, epochs=EPOCHS, eval_batch_size=EVAL_BATCH, test_every=1),
+        train=dataclasses.replace(
+            config.train, epochs=EPOCHS, steps_per_epoch=1, eval_batch_size=EVAL_BATCH, test_every=1
+        ),
     )
     held_out = tiny_dataset(n_train=N_VAL, seed=1)
     dataset = dataclasses.replace(tiny_dataset(), val_x=held_out.train_x, val_y=held_out.train_y)
@@ -86,16 +90,16 @@ def test_the_diverged_column_is_1_from_the_epoch_the_run_diverged_on(trained, tm
     the runs that never diverge have 0 on every row."""
     config, _, cell, _, result = trained
     diverged = result.metrics.diverged_epoch
-    # lr 1e30 diverges on the first epoch in both seeds; lr 0.1 never does.
-    np.testing.assert_array_equal(diverged, [[0, 1], [0, 1]])
+    # lr 1e30 diverges on epoch 2 in both seeds (its first step's loss is the finite one at init); lr 0.1 never does.
+    np.testing.assert_array_equal(diverged, [[0, 2], [0, 2]])
     keys = run_columns(config)
     identities = [tuple(key_text(identity[c]) for c in keys) for identity in plan(config, cell).keys()]
     column = np.zeros_like(result.metrics.train_loss, dtype=int)
     for row in read_back(config, result, tmp_path):
-        s, k = divmod(identities.index(tuple(row[c] for c in keys)), 2)
+        s, k = divmod(identities.index(tuple(row[c] for c in keys)), len(identities) // len(config.sweep.seeds))
         column[s, k, int(row["epoch"]) - 1] = int(row["diverged"])
     np.testing.assert_array_equal(column[:, 0], 0)
-    np.testing.assert_array_equal(column[:, 1], 1)
+    np.testing.assert_array_equal(column[:, 1], [[0, 1, 1, 1]] * 2)
 
 
 def eval_mode_mean_loss(model, states, x, y):
