@@ -154,8 +154,8 @@ class TrainConfig:
     # adds nothing to the program. A value axis when swept.
     weight_decay: float = 0.0
     # `constant`, or `cosine`: a linear warmup from 0 over the first warmup_fraction of the run's steps, then a
-    # cosine decay to 0 at its last step (Goyal et al., 2017; Loshchilov & Hutter, 2017). warmup_fraction is a
-    # value axis when swept.
+    # cosine decay that reaches 0 where the run ends, so its last step takes the rate just above 0 (Goyal et al.,
+    # 2017; Loshchilov & Hutter, 2017). warmup_fraction is a value axis when swept.
     schedule: Schedule = "constant"
     warmup_fraction: float = 0.05
     # When set, each run's learning rate is sweep.learning_rates x (SGD batch / this), the linear scaling rule
