@@ -33,7 +33,7 @@ import numpy as np
 from normbench.core.axes import EPOCH, STATIC, VALUE, key_columns, kind, run_columns, swept_columns
 from normbench.core.grid import plan
 from normbench.core.train import EpochMetrics
-from normbench.errors import UserError
+from normbench.errors import UserError, refused_write
 from normbench.protocols import PROTOCOLS
 from normbench.reports.progress import Progress
 from normbench.results.store import AFTER_TRAINING, make_writable
@@ -158,7 +158,7 @@ class TensorBoardWriter(Progress):
         try:
             make_writable(self.logdir)
         except OSError as e:
-            raise UserError(f"cannot write to the TensorBoard directory {str(self.logdir)!r}: {e.strerror or e}") from e
+            raise refused_write(f"cannot write to the TensorBoard directory {str(self.logdir)!r}", e) from e
 
     def sweep_started(self, config, cells, n_train):
         self.config, self.cells = config, cells
