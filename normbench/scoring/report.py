@@ -227,13 +227,12 @@ def figure(data, _config=None):
     fig, axes = plt.subplots(panel_rows, columns, figsize=(3.2 * columns, height), sharey=True, squeeze=False)
     ys = {norm: len(norms) - 1 - i for i, norm in enumerate(norms)}
     for ax, measure in zip(axes.flat, measures):
-        for row in (r for r in table if r["test"] == measure.name and r["note"].startswith(NOT_APPLICABLE)):
-            ax.text(0.02, ys[row["norm"]], "n/a", transform=ax.get_yaxis_transform(), va="center", fontsize=7)
-        for row in (r for r in table if r["test"] == measure.name and not r["note"].startswith(NOT_APPLICABLE)):
-            mean, low, high = (float(row[k]) for k in ("mean", "ci_low", "ci_high"))
-            if not np.isfinite(mean):  # no seed left (every run diverged): say so where its marker would be
-                ax.text(0.02, ys[row["norm"]], f"n/a ({row['note']})", transform=ax.get_yaxis_transform(),
-                        va="center", fontsize=7)  # fmt: skip
+        for row in (r for r in table if r["test"] == measure.name):
+            inapplicable = row["note"].startswith(NOT_APPLICABLE)
+            mean, low, high = (np.nan if inapplicable else float(row[k]) for k in ("mean", "ci_low", "ci_high"))
+            if not np.isfinite(mean):  # inapplicable, or no seed left (all diverged): said where its marker goes
+                text = "n/a" if inapplicable else f"n/a ({row['note']})"
+                ax.text(0.02, ys[row["norm"]], text, transform=ax.get_yaxis_transform(), va="center", fontsize=7)
                 continue
             if row["note"] == BY_CONSTRUCTION:  # a value no run measured
                 ax.plot([mean], [ys[row["norm"]]], "d", color="0.5", mfc="white", markersize=5,
