@@ -222,12 +222,13 @@ def fluctuation_section(layers, config: Config) -> list[str]:
                                                          if len(trained) > 1 else [])  # fmt: skip
     header = ["configuration", "layer", *(f"{stat}, {span}" for _, span in windows for stat in ("μ", "σ²"))]
     over = "over the recorded epochs after init, or at the last" if len(trained) > 1 else f"at epoch {last}"
+    power = " PowerNorm's σ² is its quadratic mean ψ², and it keeps no μ (-)." if _ran_power(layers) else ""
     lines = [
         "## Batch-statistic fluctuation per layer (Shen et al., 2020, Figure 2)",
         "",
         f"(1/d) ||μ_B - μ|| and (1/d) ||σ²_B - σ²|| between a batch's statistics and the running ones over the d "
         f"channels of each layer, averaged over {config.train.precise_bn_examples} training examples' batches at "
-        f"each recorded epoch, the weights frozen; then {over}; mean ± 95% CI over seeds.{_power_note(layers)} "
+        f"each recorded epoch, the weights frozen; then {over}; mean ± 95% CI over seeds.{power} "
         "Layers count from the input. `batch_fluctuation.png` draws them per layer at the recorded epochs after init: "
         "at init the running statistics are still their initial values (mean 0, variance 1), and the distance from "
         "those is not a fluctuation.",
@@ -250,11 +251,9 @@ def _span(epochs: np.ndarray) -> str:
     return f"epoch {epochs.min()}" if len(epochs) == 1 else f"epochs {epochs.min()}-{epochs.max()}"
 
 
-def _power_note(layers) -> str:
-    """What PowerNorm's columns hold, where the study ran it: its σ² is ψ², and it keeps no μ."""
-    if "power" not in set(layers["norm"]):
-        return ""
-    return " PowerNorm's σ² is its quadratic mean ψ², and it keeps no μ (-)."
+def _ran_power(layers) -> bool:
+    """Whether the study ran PowerNorm, whose σ² column is its quadratic mean ψ² and which keeps no μ."""
+    return "power" in set(layers["norm"])
 
 
 def _distance(layers, rows, field) -> str:
@@ -285,7 +284,7 @@ def relative_fluctuation_section(layers, config: Config) -> list[str]:
         "The distances above are in the units of each layer's pre-norm values, whose scale grows with depth where "
         "blocks add to a residual stream. Here each is divided by that scale at its epoch: (1/d) ||μ_B - μ|| by the "
         "standard deviation of the layer's pre-norm values over the first training batch (std, `pre_std` in "
-        f"diagnostics.csv), (1/d) ||σ²_B - σ²||{' (PowerNorm: of ψ²)' if _power_note(layers) else ''} by its "
+        f"diagnostics.csv), (1/d) ||σ²_B - σ²||{' (PowerNorm: of ψ²)' if _ran_power(layers) else ''} by its "
         f"square; then {over}; mean ± 95% CI over seeds.",
         "",
         "| " + " | ".join(header) + " |",
