@@ -18,6 +18,8 @@ import pytest
 from conftest import TINY_STUDY, tiny_config, tiny_dataset
 from jax.experimental.compilation_cache import compilation_cache
 
+from normbench.catalog import flat_fields
+from normbench.config import replace_field
 from normbench.core import sweep
 from normbench.core.grid import Cell, plan
 from normbench.core.sweep import compile_cell, device_data, make_training, train_program, vmap_grid
@@ -215,16 +217,6 @@ def test_a_program_that_xlas_cache_loaded_is_not_kept(tmp_path):
 KEY_IGNORES: set[str] = set()
 
 
-def leaf_fields(value, prefix=""):
-    """Every leaf field of a nested config dataclass, as (dotted name, value)."""
-    for f in dataclasses.fields(value):
-        inner = getattr(value, f.name)
-        if dataclasses.is_dataclass(inner):
-            yield from leaf_fields(inner, f"{prefix}{f.name}.")
-        else:
-            yield f"{prefix}{f.name}", inner
-
-
 def another(value):
     """A value of the same kind that differs from `value` (valid or not: the key is computed before validation)."""
     if isinstance(value, bool):
@@ -241,12 +233,6 @@ def another(value):
     return 1
 
 
-def with_field(config, dotted, value):
-    head, _, rest = dotted.partition(".")
-    inner = with_field(getattr(config, head), rest, value) if rest else value
-    return dataclasses.replace(config, **{head: inner})
-
-
 def test_every_config_field_that_reaches_the_program_changes_its_key(monkeypatch):
     """program_key (no compiling) differs from the unchanged config's for a change of any single leaf field of the
     config (the nested dataclasses walked generically: norm.epsilon, norm.momentum, model.hidden,
@@ -260,8 +246,8 @@ def test_every_config_field_that_reaches_the_program_changes_its_key(monkeypatch
 
     base = key(config)
     assert base is not None and key(config) == base
-    fields = dict(leaf_fields(config))
+    fields = flat_fields(config)
     named = {"norm.epsilon", "norm.momentum", "model.hidden", "train.weight_decay", "train.schedule", "data.n_val"}
     assert named <= fields.keys() and KEY_IGNORES <= fields.keys()
-    unchanged = [name for name, value in fields.items() if key(with_field(config, name, another(value))) == base]
+    unchanged = [name for name, value in fields.items() if key(replace_field(config, name, another(value))) == base]
     assert sorted(unchanged) == sorted(KEY_IGNORES), f"the program key ignores {unchanged}"
