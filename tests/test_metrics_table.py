@@ -48,6 +48,15 @@ def trained():
     return config, dataset, cell, states, result
 
 
+def run_of(config, cell):
+    """`row -> (seed index, run index)` of a metrics.csv row, by its key columns among the plan's run identities
+    (seed-major: identity index = s x runs + k)."""
+    keys = run_columns(config)
+    identities = [tuple(key_text(identity[c]) for c in keys) for identity in plan(config, cell).keys()]
+    runs = len(identities) // len(config.sweep.seeds)
+    return lambda row: divmod(identities.index(tuple(row[c] for c in keys)), runs)
+
+
 def read_back(config, result, tmp_path):
     atomic_write(tmp_path / METRICS, metrics_csv(config, [result]))
     with open(tmp_path / METRICS, newline="") as f:
@@ -61,14 +70,12 @@ def test_every_metrics_csv_cell_is_its_runs_in_memory_value(trained, tmp_path):
     written into each other's places show."""
     config, _, cell, _, result = trained
     m = result.metrics
-    keys = run_columns(config)
-    identities = [tuple(key_text(identity[c]) for c in keys) for identity in plan(config, cell).keys()]
-    runs = len(identities) // len(config.sweep.seeds)
+    run = run_of(config, cell)
     rows = read_back(config, result, tmp_path)
-    assert len(rows) == len(identities) * EPOCHS
+    assert len(rows) == m.train_loss[..., 0].size * EPOCHS
     seen = set()
     for row in rows:
-        s, k = divmod(identities.index(tuple(row[c] for c in keys)), runs)
+        s, k = run(row)
         epoch = int(row["epoch"])
         seen.add((s, k, epoch))
         for column in DURING:
@@ -92,11 +99,10 @@ def test_the_diverged_column_is_1_from_the_epoch_the_run_diverged_on(trained, tm
     diverged = result.metrics.diverged_epoch
     # lr 1e30 diverges on epoch 2 in both seeds (its first step's loss is the finite one at init); lr 0.1 never does.
     np.testing.assert_array_equal(diverged, [[0, 2], [0, 2]])
-    keys = run_columns(config)
-    identities = [tuple(key_text(identity[c]) for c in keys) for identity in plan(config, cell).keys()]
+    run = run_of(config, cell)
     column = np.zeros_like(result.metrics.train_loss, dtype=int)
     for row in read_back(config, result, tmp_path):
-        s, k = divmod(identities.index(tuple(row[c] for c in keys)), len(identities) // len(config.sweep.seeds))
+        s, k = run(row)
         column[s, k, int(row["epoch"]) - 1] = int(row["diverged"])
     np.testing.assert_array_equal(column[:, 0], 0)
     np.testing.assert_array_equal(column[:, 1], [[0, 1, 1, 1]] * 2)
