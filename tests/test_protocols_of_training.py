@@ -81,11 +81,16 @@ def test_a_cosine_schedule_with_warmup_takes_no_step_at_step_zero():
     assert metrics.train_loss[1] != still.train_loss[1]
 
 
+def library_optimizer(config):
+    """The optimizer that training builds for `config`'s cell, at learning rate 0.1."""
+    s = cell_setup(config, CELL, 3, 48)
+    return optimizer(s, {"init_scale": np.float32(1.0), "learning_rate": np.float32(0.1), "ghost_size": np.int32(8)})
+
+
 def rates_of_the_run(config, steps):
     """The learning rate of each of `steps` SGD steps of the optimizer that training builds (peak 0.1, momentum 0):
     a gradient of ones moves a parameter by minus the step's rate."""
-    s = cell_setup(config, CELL, 3, 48)
-    opt = optimizer(s, {"init_scale": np.float32(1.0), "learning_rate": np.float32(0.1), "ghost_size": np.int32(8)})
+    opt = library_optimizer(config)
     params = jnp.zeros(1)
     state = opt.init(params)
     rates = []
@@ -128,8 +133,7 @@ def numpy_gradient(p):
 
 def library_steps(fields, steps):
     """`steps` updates of the optimizer that training builds for `fields` (learning rate 0.1), on `loss`."""
-    s = cell_setup(set_fields(tiny_config(), fields), CELL, 3, 48)
-    opt = optimizer(s, {"init_scale": np.float32(1.0), "learning_rate": np.float32(0.1), "ghost_size": np.int32(8)})
+    opt = library_optimizer(set_fields(tiny_config(), fields))
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), P0)
     state = opt.init(params)
     for _ in range(steps):
