@@ -414,6 +414,20 @@ def test_a_write_into_a_read_only_directory_is_one_line_exit_1(study, tmp_path, 
     assert snapshot(out) == before
 
 
+def test_an_out_the_machine_refuses_is_exit_1_and_one_under_a_file_exit_2(study, tmp_path, capsys, monkeypatch):
+    """`run --out` on a read-only file system was exit 2, as if the user had named a bad path."""
+    config, _ = study
+    (tmp_path / "file").write_text("not a directory")
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(tmp_path / "file" / "results"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"normbench: error: cannot write results to '{tmp_path}/file/results': Not a directory\n", err
+    monkeypatch.setattr("normbench.results.store.make_writable", refuse)
+    assert main(["run", str(config), "--out", str(tmp_path / "results"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"normbench: error: cannot write results to '{tmp_path}/results': Read-only file system\n", err
+
+
 def test_a_run_too_short_to_time_leaves_the_estimate_uncalibrated(tmp_path, capsys, monkeypatch):
     """The tiny study trains for a fraction of a second, mostly fixed costs: c7b44a6 kept it as this machine's rate
     (0.137 GFLOP/s), after which estimates read "408 h" where minutes were due."""

@@ -24,7 +24,7 @@ from normbench.config import Config, from_dict, to_dict
 from normbench.core import landscape
 from normbench.core.axes import EPOCH, key_columns, run_columns
 from normbench.core.grid import cells, plan
-from normbench.errors import UserError
+from normbench.errors import UserError, refused_write
 from normbench.results.swap import clear, opened_at, settle, swap
 from normbench.results.table import (
     REWRITE,
@@ -114,7 +114,7 @@ def prepare_output_dir(out: Path) -> None:
         make_writable(out)
         os.rmdir(tempfile.mkdtemp(dir=Path(os.path.realpath(out)).parent, prefix=".normbench-probe."))
     except OSError as e:
-        raise UserError(f"cannot write results to {str(out)!r}: {e.strerror or e}") from e
+        raise refused_write(f"cannot write results to {str(out)!r}", e) from e
 
 
 def make_writable(directory: Path) -> None:
