@@ -143,10 +143,12 @@ def claim(
 ) -> Claim:
     """Step 1: take the output directory for this run, holding it until `claimed` closes; a directory of another
     config's results is refused unless `force`, and an interrupted run of this one is resumed. What `progress`
-    writes to (TensorBoard's directory) is checked with it, before the run's first write."""
+    writes to (TensorBoard's directory) is checked first: a refused path leaves no new output directory behind."""
     held = Claim()
 
     def on_process_0():
+        if progress is not None:
+            progress.prepare()  # creates nothing: a refused output directory leaves no new TensorBoard one either
         prepare_output_dir(out)
         held.lock = claimed.enter_context(exclusive(out))
         held.unfinished = Unfinished(out)
@@ -154,8 +156,6 @@ def claim(
         # cell, must not replace another config's results on a later run without --force.
         if not force:
             check_same_config(out, config)
-        if progress is not None:
-            progress.prepare()
         held.unfinished.begin(config, force)
         held.finished = held.unfinished.finished()
 

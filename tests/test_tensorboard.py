@@ -139,3 +139,20 @@ def test_a_tensorboard_directory_that_cannot_be_written_stops_the_run_before_it_
     err = capsys.readouterr().err
     assert err == f"normbench: error: cannot write to the TensorBoard directory '{tmp_path}/file/tb': Not a directory\n"
     assert snapshot(out) == before
+
+
+def test_a_refused_run_leaves_no_new_results_or_tensorboard_directory_behind(study, tmp_path, capsys):
+    """A bad --tensorboard path with a new --out left that --out behind, empty. Nor may a refused --out (another
+    config's results) leave the new TensorBoard directory it would have written."""
+    from normbench.cli import main
+
+    config, out = study
+    (tmp_path / "file").write_text("not a directory")
+    capsys.readouterr()
+    args = ["--out", str(tmp_path / "new" / "results"), "--tensorboard", str(tmp_path / "file" / "tb")]
+    assert main(["run", str(config), *args]) == 2
+    assert capsys.readouterr().err.startswith("normbench: error: cannot write to the TensorBoard directory")
+    args = ["--out", str(out), "--set", "sweep.learning_rates=0.1", "--tensorboard", str(tmp_path / "tb" / "run")]
+    assert main(["run", str(config), *args]) == 2
+    assert "holds results of a different config" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]

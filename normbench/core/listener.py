@@ -15,8 +15,8 @@ class Progress:
     epoch_metrics_wanted = False  # each epoch's metrics of every run as the epoch ends
 
     def prepare(self) -> None:
-        """Create and check what the listener writes to, if anything: `normbench.study.claim` calls it with the
-        other checks of the output, before the run writes anything, so a bad path stops the run in one line."""
+        """Check what the listener writes to, if anything, creating nothing: `normbench.study.claim` calls it
+        before it creates the output directory, so a bad path stops the run in one line and leaves nothing behind."""
 
     def sweep_started(self, config: Config, cells: list[Cell], n_train: int) -> None:
         pass

@@ -36,7 +36,7 @@ from normbench.core.train import EpochMetrics
 from normbench.errors import UserError, refused_write
 from normbench.protocols import PROTOCOLS
 from normbench.reports.progress import Progress
-from normbench.results.store import AFTER_TRAINING, make_writable
+from normbench.results.store import AFTER_TRAINING, check_writable
 from normbench.results.table import number
 
 TAGS = {
@@ -156,7 +156,7 @@ class TensorBoardWriter(Progress):
 
     def prepare(self):
         try:
-            make_writable(self.logdir)
+            check_writable(self.logdir)  # the runs' event files make it (`EventFile`)
         except OSError as e:
             raise refused_write(f"cannot write to the TensorBoard directory {str(self.logdir)!r}", e) from e
 

@@ -112,7 +112,7 @@ def prepare_output_dir(out: Path) -> None:
     settle(out)  # a replacement that a kill stopped halfway, before anything here would create an empty `out`
     try:
         make_writable(out)
-        os.rmdir(tempfile.mkdtemp(dir=Path(os.path.realpath(out)).parent, prefix=".normbench-probe."))
+        check_writable(Path(os.path.realpath(out)).parent)
     except OSError as e:
         raise refused_write(f"cannot write results to {str(out)!r}", e) from e
 
@@ -125,6 +125,13 @@ def make_writable(directory: Path) -> None:
     fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe.")
     os.close(fd)
     os.unlink(probe)
+
+
+def check_writable(directory: Path) -> None:
+    """Prove, creating nothing that stays, that `directory` can be made where it does not exist yet, and written:
+    a directory can be made in it, or in its nearest existing ancestor; an OSError says why not."""
+    existing = next(path for path in (Path(directory), *Path(directory).parents) if path.exists())
+    os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".normbench-probe."))
 
 
 def check_same_config(out: Path, config: Config) -> None:
