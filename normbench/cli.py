@@ -168,13 +168,14 @@ def _report(args) -> int:
 def _compare(args) -> int:
     from normbench.reports.compare import compare, compare_text, plot, read_sweeps, write_csv
 
+    table, figure = _path(args.csv, "--csv"), _path(args.plot, "--plot")
     sweeps = read_sweeps(args.results_dirs, args.trust_edits)
     comparison = compare(sweeps, args.metric, every=args.all)
     print(compare_text(comparison))
-    if args.csv:
-        print(write_csv(comparison, args.csv))
-    if args.plot:
-        print(plot(sweeps, args.metric, args.plot))
+    if table:
+        print(write_csv(comparison, table))
+    if figure:
+        print(plot(sweeps, args.metric, figure))
     return 0
 
 
@@ -307,9 +308,9 @@ def parser() -> argparse.ArgumentParser:
     comparing.add_argument(
         "--all", action="store_true", help="every configuration any directory ran, not only those that all ran"
     )
-    comparing.add_argument("--csv", type=Path, metavar="FILE", help="also write the table, one row per configuration "
+    comparing.add_argument("--csv", metavar="FILE", help="also write the table, one row per configuration "
                            "and directory, to FILE")  # fmt: skip
-    comparing.add_argument("--plot", type=Path, metavar="FILE", help="also draw the comparison into FILE")
+    comparing.add_argument("--plot", metavar="FILE", help="also draw the comparison into FILE")
     comparing.set_defaults(func=_compare)
     for command in (plot, report, comparing):
         command.add_argument(

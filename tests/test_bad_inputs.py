@@ -336,6 +336,8 @@ READER_CASES = {
         "'{tmp}' is a directory; name the report's file, e.g. '{tmp}/report.html'",
     ),
     "report --output ''": (["report", "{A}", "--output", ""], 2, "--output is empty; name a path"),
+    "compare --csv ''": (["compare", "{A}", "{A}", "--csv", ""], 2, "--csv is empty; name a path"),
+    "compare --plot ''": (["compare", "{A}", "{A}", "--plot", ""], 2, "--plot is empty; name a path"),
     "compare A A": (["compare", "{A}", "{A}"], 0, "warning: A and B are the same directory, '{A}': their difference"),
 }
 
