@@ -3,6 +3,7 @@ tiny table, and the batch-statistic fluctuation over the layer's scale against r
 diagnostics.csv read and divided by hand."""
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,16 @@ from scipy import stats
 
 from normbench.reports.landscape_figure import OVER_SEEDS, OVER_STEPS, PANELS, landscape_figure
 from normbench.reports.layer_figures import fluctuation_figure
-from normbench.reports.summary import matched_loss_section, relative_fluctuation_section
+from normbench.reports.summary import (
+    input_shape_of,
+    matched_loss_section,
+    relative_fluctuation_section,
+    summary_markdown,
+)
 from normbench.results.claims import p_text
 from normbench.results.diagnostics import read_diagnostics
 from normbench.results.matched_loss import PROBES, matched_contrasts
+from normbench.results.reader import read_results
 
 COMMITTED = Path(__file__).resolve().parent.parent / "results" / "transformer_norms"
 
@@ -164,3 +171,18 @@ def test_a_study_with_one_recorded_epoch_prints_its_fluctuation_columns_once_and
     text = "\n".join(fluctuation_section(layers, config) + relative_fluctuation_section(layers, config))
     assert "| configuration | layer | μ, epoch 4 | σ², epoch 4 |" in text and "epochs 4-4" not in text
     assert "PowerNorm" not in text
+
+
+def test_layers_without_a_scale_have_no_relative_fluctuation_and_draw_no_warning():
+    """results/images_per_statistic's MLP with BatchNorm at g = 1: a statistic of one value makes every value the
+    next layer sees beta, so layers 2 and 3 have pre_std 0. Their ratios were a division by zero, which summary.md
+    printed as '-' after numpy's RuntimeWarning; they have no scale to compare with."""
+    committed = Path(__file__).resolve().parent.parent / "results" / "images_per_statistic"
+    results = read_results(committed)
+    layers = read_diagnostics(committed / "diagnostics.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        text = summary_markdown(results.columns, results.config, input_shape_of(committed, results.config), layers)
+    for layer in (2, 3):
+        assert f"| model mlp, BatchNorm, ghost size 1 | {layer} | 0 ± 0 | - | - |" in text
+    assert text == (committed / "summary.md").read_text()
