@@ -35,7 +35,7 @@ def _resolve(args, diagnostics: bool = False):
 def _path(value: str | None, option: str) -> Path | None:
     """The path an option names, None where it is not given: an empty one is refused, not taken for not given."""
     if value == "":
-        raise UserError(f"{option} is empty; name a path, or leave {option} out for its default")
+        raise UserError(f"{option} is empty; name a path, or leave the option out")
     return None if value is None else Path(value)
 
 
@@ -166,9 +166,11 @@ def _report(args) -> int:
 
 @_reading
 def _compare(args) -> int:
-    from normbench.reports.compare import compare, compare_text, plot, read_sweeps, write_csv
+    from normbench.reports.compare import check_figure_name, compare, compare_text, plot, read_sweeps, write_csv
 
     table, figure = _path(args.csv, "--csv"), _path(args.plot, "--plot")
+    if figure:
+        check_figure_name(figure)  # before the table is printed: a refused command prints only its error
     sweeps = read_sweeps(args.results_dirs, args.trust_edits)
     comparison = compare(sweeps, args.metric, every=args.all)
     print(compare_text(comparison))

@@ -269,11 +269,16 @@ def _write(path: Path, write) -> None:
         raise refused_write(f"cannot write {str(path)!r}", e) from None
 
 
+def check_figure_name(path: Path) -> None:
+    """Refuse a figure file whose name ends in none of the formats it can be drawn in (`FORMATS`)."""
+    if Path(path).suffix[1:] not in FORMATS:
+        raise UserError(f"--plot {str(path)!r}: the file name must end in .{', .'.join(FORMATS)}")
+
+
 def plot(sweeps: Sweeps, metric: str, path: Path) -> Path:
     """The metric against norm_batch (or init_scale when no sweep varies the batch), one panel per model and
     protocol, one line style per directory, one colour per norm; means over the runs that did not diverge."""
-    if Path(path).suffix[1:] not in FORMATS:
-        raise UserError(f"--plot {str(path)!r}: the file name must end in .{', .'.join(FORMATS)}")
+    check_figure_name(path)
     import matplotlib
 
     matplotlib.use("Agg")
