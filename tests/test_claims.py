@@ -18,6 +18,7 @@ from normbench.results.claims import (
     evaluate_all,
     holm,
     parse_claim,
+    reported,
     tune,
 )
 from normbench.results.store import metric_columns
@@ -192,6 +193,17 @@ def test_another_table_of_the_same_runs_keeps_the_rows_at_the_tuned_values():
     layers = {**table(rows * 2), "layer": np.repeat([1, 2], len(rows))}
     kept = at_choices(layers, choices)
     assert set(kept["learning_rate"]) == {0.1} and len(kept["layer"]) == 2 * 2 * len(SEEDS)
+
+
+def test_the_diagnostics_summary_reads_leave_out_a_diverged_run_as_its_means_do():
+    rows = [dict(norm="batch", learning_rate=lr, seed=seed, epoch=1, val_acc=0.9 if lr == 0.1 else 0.8,
+                 diverged=int(seed == 3)) for lr in (0.1, 0.4) for seed in SEEDS]  # fmt: skip
+    columns = table(rows)
+    _, choices = tune(columns, ("learning_rate",))
+    layers = {**table(rows * 2), "layer": np.repeat([1, 2], len(rows))}
+    kept = reported(layers, columns, choices)
+    assert set(kept["learning_rate"]) == {0.1} and set(kept["seed"]) == set(SEEDS) - {3}
+    assert len(kept["layer"]) == 2 * (len(SEEDS) - 1)
 
 
 def test_holms_adjusted_p_values_on_hand_computed_examples():

@@ -186,3 +186,36 @@ def test_layers_without_a_scale_have_no_relative_fluctuation_and_draw_no_warning
     for layer in (2, 3):
         assert f"| model mlp, BatchNorm, ghost size 1 | {layer} | 0 ± 0 | - | - |" in text
     assert text == (committed / "summary.md").read_text()
+
+
+def test_a_diverged_run_is_left_out_of_the_fluctuation_tables_as_of_every_mean():
+    """The fluctuation tables read diagnostics.csv, which does not say which runs diverged: a chosen configuration
+    with a diverged seed printed 'inf' there, though summary.md says diverged runs are left out of every mean."""
+    from normbench.core.axes import key_columns
+    from normbench.results.claims import reported, tune
+
+    committed = Path(__file__).resolve().parent.parent / "results" / "images_per_statistic"
+    results = read_results(committed)
+    config, shape = results.config, input_shape_of(committed, results.config)
+    layers = read_diagnostics(committed / "diagnostics.csv")
+    tuned, choices = tune(results.columns, config.report.tune)
+    chosen = reported(layers, tuned, choices)
+    keys = key_columns(layers)
+    chose = lambda picks: [(c.group, c.chosen) for c in picks]  # noqa: E731
+    # A run with batch statistics at the chosen values whose divergence leaves every choice as it was.
+    for run in dict.fromkeys(zip(*(chosen[k][~np.isnan(chosen["var_fluctuation"])] for k in keys))):
+        run = dict(zip(keys, run))
+        columns = dict(results.columns)
+        diverged = np.all([columns[k] == v for k, v in run.items()], axis=0)
+        columns["diverged"] = np.where(diverged, 1, columns["diverged"])
+        if chose(tune(columns, config.report.tune)[1]) == chose(choices):
+            break
+    else:
+        raise AssertionError("every run's divergence changed a choice")
+    in_run = np.all([layers[k] == v for k, v in run.items()], axis=0)
+    poisoned = {**layers, **{f: np.where(in_run, np.inf, layers[f]) for f in ("mean_fluctuation", "var_fluctuation")}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        text = summary_markdown(columns, config, shape, poisoned)
+    assert "inf" not in text
+    assert text == summary_markdown(columns, config, shape, {k: v[~in_run] for k, v in layers.items()})

@@ -30,7 +30,7 @@ from normbench.reports.layer_figures import DEFAULT as LAYER_DEFAULT
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
 from normbench.reports.layer_figures import setting_label
 from normbench.reports.summary import data_input_shape, write_summary
-from normbench.results.claims import at_choices, tune
+from normbench.results.claims import reported, tune
 from normbench.results.diagnostics import read_diagnostics
 from normbench.results.manifest import DATA, resign
 from normbench.results.reader import reading
@@ -540,13 +540,13 @@ def drawings(out: Path, config: Config, columns, names: tuple[str, ...] | None =
     """(name, figure function, its data) for the figures a results directory's config names (or `names`), those
     of its layer diagnostics among them; with diagnostics and none of theirs named, `LAYER_DEFAULT`'s. The
     figures show the runs that summary.md reports: with `report.tune`, those at the values chosen on the
-    validation set."""
+    validation set, and of the layer diagnostics only the runs that did not diverge."""
     tuned, choices = tune(columns, config.report.tune)
     wanted = names or config.figures
     found = [(name, FIGURES[name], tuned) for name in wanted if name in FIGURES]
     layer_figures = [name for name in wanted if name in DIAGNOSTICS_FIGURES]
     if config.train.diagnostics_at and (layer_figures or names is None):
-        layers = at_choices(read_diagnostics(Path(out) / DIAGNOSTICS), choices)
+        layers = reported(read_diagnostics(Path(out) / DIAGNOSTICS), tuned, choices)
         found += [(name, DIAGNOSTICS_FIGURES[name], layers) for name in layer_figures or LAYER_DEFAULT]
     return found
 

@@ -20,11 +20,11 @@ from normbench.results.claims import (
     EXPECTED_SIGN,
     FAMILY_ERROR,
     Finding,
-    at_choices,
     evaluate_all,
     holm,
     p_text,
     paper_note,
+    reported,
     tune,
 )
 from normbench.results.diagnostics import read_diagnostics
@@ -369,7 +369,7 @@ def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape
     ]
     lines += claims_section(columns, config) + matched_loss_section(columns) + tuning_section(choices, config)
     if layers is not None:
-        layers = at_choices(layers, choices)
+        layers = reported(layers, columns, choices)
         lines += fluctuation_section(layers, config) + relative_fluctuation_section(layers, config)
     drop = batch_drop_table(final, config, input_shape)
     if drop:

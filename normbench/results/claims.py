@@ -354,6 +354,20 @@ def at_choices(columns: dict, choices: list[Choice]) -> dict:
     return {k: v[keep] for k, v in columns.items()}
 
 
+def reported(layers: dict, columns: dict, choices: list[Choice]) -> dict:
+    """The rows of another table of the same runs (`diagnostics.csv`) that the summary's means read: those at the
+    values `tune` chose (`at_choices`), less the runs that diverged in `columns` (metrics.csv), which every mean
+    leaves out."""
+    layers = at_choices(layers, choices)
+    keys = key_columns(columns)
+    gone = columns["diverged"] != 0
+    diverged = set(zip(*(columns[k][gone] for k in keys)))
+    if not diverged:
+        return layers
+    keep = np.array([run not in diverged for run in zip(*(layers[k] for k in keys))], bool)
+    return {k: v[keep] for k, v in layers.items()}
+
+
 def _ids(columns: dict, names: list[str]) -> np.ndarray:
     """One integer per distinct combination of `names`' values, row by row."""
     if not names:
