@@ -10,6 +10,7 @@ import numpy as np
 from conftest import tiny_config
 from scipy import stats
 
+from normbench.core.axes import key_columns
 from normbench.reports.landscape_figure import OVER_SEEDS, OVER_STEPS, PANELS, landscape_figure
 from normbench.reports.layer_figures import fluctuation_figure
 from normbench.reports.summary import (
@@ -18,7 +19,7 @@ from normbench.reports.summary import (
     relative_fluctuation_section,
     summary_markdown,
 )
-from normbench.results.claims import p_text
+from normbench.results.claims import p_text, reported, tune
 from normbench.results.diagnostics import read_diagnostics
 from normbench.results.matched_loss import PROBES, matched_contrasts
 from normbench.results.reader import read_results
@@ -167,7 +168,10 @@ def test_a_study_with_one_recorded_epoch_prints_its_fluctuation_columns_once_and
     from normbench.results.store import read_config
 
     committed = Path(__file__).resolve().parent.parent / "results" / "images_per_statistic"
-    layers, config = read_diagnostics(committed / "diagnostics.csv"), read_config(committed)
+    config = read_config(committed)
+    # The rows summary.md reads: at the tuned rates, less any diverged run.
+    layers = reported(read_diagnostics(committed / "diagnostics.csv"), *tune(read_results(committed).columns,
+                                                                              config.report.tune))  # fmt: skip
     text = "\n".join(fluctuation_section(layers, config) + relative_fluctuation_section(layers, config))
     assert "| configuration | layer | μ, epoch 4 | σ², epoch 4 |" in text and "epochs 4-4" not in text
     assert "PowerNorm" not in text
@@ -191,9 +195,6 @@ def test_layers_without_a_scale_have_no_relative_fluctuation_and_draw_no_warning
 def test_a_diverged_run_is_left_out_of_the_fluctuation_tables_as_of_every_mean():
     """The fluctuation tables read diagnostics.csv, which does not say which runs diverged: a chosen configuration
     with a diverged seed printed 'inf' there, though summary.md says diverged runs are left out of every mean."""
-    from normbench.core.axes import key_columns
-    from normbench.results.claims import reported, tune
-
     committed = Path(__file__).resolve().parent.parent / "results" / "images_per_statistic"
     results = read_results(committed)
     config, shape = results.config, input_shape_of(committed, results.config)
