@@ -177,8 +177,9 @@ class TrainConfig:
     # `train_acc` of the other epochs is NaN. Each measurement is a forward pass over the whole training set; a
     # study that draws training-accuracy curves keeps 1.
     train_acc_every: int = 1
-    # Seeds trained at once: a grid too large for memory runs in slices of this many seeds (each slice vmaps all
-    # of its seeds' runs), with the same results. None vmaps every seed together.
+    # Seeds trained at once: a grid too large for memory, or for a CPU's caches, runs in slices of this many seeds
+    # (each slice vmaps all of its seeds' runs), with the same results up to their last bits (XLA may sum in
+    # another order for a slice's size). None vmaps every seed together.
     chunk_size: int | None = None
     # Save each cell's training state every this many epochs (orbax, under the results dir's `unfinished/`), so
     # an interrupted sweep resumes mid-cell, computing the same bits. None saves nothing within a cell: an

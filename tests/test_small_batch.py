@@ -139,10 +139,10 @@ def test_evaluations_in_pieces_compute_what_one_pass_computes(model_name):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("runs", [8, 20, 25])
+@pytest.mark.parametrize("runs", [4, 8, 25])
 def test_the_small_batch_studys_evaluation_in_pieces_is_the_same_bits_as_in_one_pass(runs):
     """At the committed CNN studies' shapes (the CNN on 28 x 28 images, chunks of 1,000, vmapped over the runs a
-    pass holds: at most 8 in images_per_statistic, 20 in small_batch, 25 in the scorecard's CNN test) the pieces
+    pass holds: 4 in small_batch, at most 8 in images_per_statistic, 25 in the scorecard's CNN test) the pieces
     `forward_piece` gives leave every bit of the logits as one pass computes them, so their committed metrics
     stand."""
     study = load_config(SMALL_BATCH)
@@ -159,7 +159,7 @@ def test_the_small_batch_studys_evaluation_in_pieces_is_the_same_bits_as_in_one_
 def test_the_cnn_is_evaluated_in_pieces_on_a_cpu_unless_its_norm_may_use_its_batch_in_eval_mode():
     cnn = MODELS["cnn"]
     assert forward_piece(NORMS["batch"], cnn, 8) == forward_piece(NORMS["layer"], cnn, 1) == 100
-    # Smaller pieces where more runs share a pass: the small-batch study's 20, and the bench's 40.
+    # Smaller pieces where more runs share a pass: 20 (the small-batch study's cells vmapped whole), 40 (the bench's).
     assert [forward_piece(NORMS["batch"], cnn, runs) for runs in (20, 25, 40, 5000)] == [40, 32, 20, 1]
     assert forward_piece(NORMS["batch"], MODELS["mlp"], 8) is None  # faster in one pass
     batch_only = dataclasses.replace(NORMS["batch"], running_stats=False)
