@@ -1,12 +1,17 @@
 """Should a cell's grid train all its runs in one vmap, or a few seeds at a time (`train.chunk_size`)?
 
     python benchmarks/chunk_size.py [--config configs/images_per_statistic.py] [--rounds 2] [--steps 115]
+        [--set KEY=VALUE ...]
 
 For each model of the config, one BatchNorm cell at one learning rate (its seeds x ghost sizes), trained for one
 epoch of `--steps` steps with every chunk size given, alternated over `--rounds` rounds in one process after one
 warm-up call each; prints the median seconds of the epoch program and the time per model-step. Vmapping more runs
 at once gives XLA wider products, but their activations outgrow the CPU's caches sooner: which wins depends on the
-model, so it is measured, not assumed.
+model, so it is measured, not assumed. `--set` overrides come last, so they can pick another cell: the small-batch
+study's at batch 128 with all 20 runs is
+
+    python benchmarks/chunk_size.py --config configs/small_batch.py --steps 60 --rounds 3 \
+        --set sweep.batch_sizes=128, --set sweep.learning_rates=0.8,1.6,3.2,6.4
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ def main() -> None:
     parser.add_argument("--chunks", default="none,1", help="chunk sizes to compare, 'none' for one vmap")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=115)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied after the cell's")
     args = parser.parse_args()
     base = load_config(args.config)
     chunks = [None if c == "none" else int(c) for c in args.chunks.split(",")]
@@ -53,16 +59,18 @@ def main() -> None:
     print("|---|---|---|---|---|")
     with precision_scope(base.train.precision):
         for model in base.sweep.models:
-            compare(base, model, chunks, args.steps, args.rounds)
+            compare(base, model, chunks, args.steps, args.rounds, args.set)
 
 
-def compare(base, model: str, chunks: list, steps: int, rounds: int) -> None:
-    """Print the rows of `model`'s BatchNorm cell at the config's first rate, at each of `chunks`."""
+def compare(base, model: str, chunks: list, steps: int, rounds: int, extra: list[str]) -> None:
+    """Print the rows of `model`'s BatchNorm cell at the config's first rate (unless `extra` sets others), at each of
+    `chunks`."""
     timers, runs = {}, 0
     for chunk in chunks:
         config = apply_overrides(base, [
             f"sweep.models={model},", "sweep.norms=batch,", f"sweep.learning_rates={base.sweep.learning_rates[0]},",
             "train.epochs=1", f"train.min_steps={steps}", "train.diagnostics_at=()", f"train.chunk_size={chunk}",
+            *extra,
         ])  # fmt: skip
         dataset = load(config.data)
         (cell,) = cells(config)

@@ -138,8 +138,7 @@ def estimate(config: Config, dataset: Dataset, workers: int, rate: Rate | None =
 
 def _estimate(config: Config, dataset: Dataset, workers: int) -> Estimate:
     n_train = len(dataset.train_x)
-    dtype = PRECISIONS[config.train.precision]
-    data = Data(*(jax.ShapeDtypeStruct(a.shape, dtype if a.dtype.kind == "f" else a.dtype) for a in _arrays(dataset)))
+    data = abstract_data(dataset, config.train.precision)
     all_cells = cells(config)
     largest: dict[tuple, Cell] = {}
     for cell in all_cells:
@@ -252,6 +251,12 @@ def _limit_in(path: Path) -> int | None:
 
 def _arrays(dataset: Dataset) -> tuple[np.ndarray, ...]:
     return dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y, *dataset.validation()
+
+
+def abstract_data(dataset: Dataset, precision: str) -> Data:
+    """The shapes and dtypes of `device_data(dataset, precision)`, for tracing without the arrays."""
+    dtype = PRECISIONS[precision]
+    return Data(*(jax.ShapeDtypeStruct(a.shape, dtype if a.dtype.kind == "f" else a.dtype) for a in _arrays(dataset)))
 
 
 def _trace_any_depth(config: Config, cell: Cell, dataset: Dataset, data: Data) -> tuple[list[tuple[int, int]], Work]:
