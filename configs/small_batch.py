@@ -25,10 +25,12 @@ the paper scales one rate linearly.
 
 Expected (results/small_batch/summary.md: test accuracy at batch 2 minus at 128, paired over 5 seeds, 95% intervals,
 verdicts Holm-adjusted over the 5 claims; every configuration trains to 99.3-100% at its chosen rate, none of which
-is at its grid's edge): BN -1.06 points [-2.35, +0.23], not significant; LN +0.72 [+0.31, +1.13], significant; GN
-+0.52 [-0.20, +1.24], not significant. BN's change minus GN's, -1.58 [-2.74, -0.42], is not significant after Holm;
-GN - BN at batch 2, +0.24 [-0.45, +0.93], is not either. The best batch reaches 95.4% for BN (128), 94.6% for GN
-(2) and 94.1% for LN (2).
+is at its grid's edge): BN -0.42 points [-1.24, +0.40], not significant; LN +1.02 [+0.14, +1.90], not significant
+after Holm (its unadjusted interval excludes 0); GN +0.24 [-0.62, +1.10], not significant. BN's change minus GN's,
+-0.66 [-1.79, +0.47], is not significant; nor is GN - BN at batch 2, -0.46 [-1.69, +0.77]. The best batch reaches
+95.5% for BN (8), 94.4% for GN (2) and 94.6% for LN (2). The run committed before this one (another machine, every
+seed in one vmap) had LN's gain significant, +0.72 [+0.31, +1.13]; on the machine of this one, with every seed in one
+vmap, it was +0.92 [+0.14, +1.70], not significant after Holm: that verdict turns on the last bits (CHANGELOG).
 """
 
 from normbench.config import Config, DataConfig, ModelConfig, NormConfig, ReportConfig, SweepConfig, TrainConfig
@@ -57,10 +59,11 @@ def get_config() -> Config:
             # the held-out sets' are: a pass over its 3,000 images costs 0.13-0.19 of training on them (bench cnn).
             test_every=5,
             train_acc_every=5,
-            # One seed's 4 runs at a time, where one vmap held all 20: on a 2-core AMD EPYC, an epoch of 20 runs took
-            # 0.77 of one vmap's time at batch 128 (BN; GN 0.91), 0.89 at 32, 0.92 at 8 and the same at 2, where the
-            # bits stayed one vmap's (at the others XLA sums in another order). A hypothesis for why: 20 runs' forward
-            # activations at batch 128 are about 140 MB, 4 runs' 28, nearer that CPU's 16 MiB last-level cache.
+            # One seed's 4 runs at a time, where one vmap held all 20. A study trains two cells at once on 2 cores;
+            # on one core of a 2-core AMD EPYC, an epoch of BN's 20 runs took 0.73 of one vmap's time at batch 128,
+            # 0.81 at 32, 0.90 at 8 and 0.93 at 2, where the bits stayed one vmap's (at the others XLA sums in another
+            # order), and the study 988 and 1,036 s against 1,198. A hypothesis for why: 20 runs' forward activations
+            # at batch 128 are about 140 MB, 4 runs' 28, nearer that CPU's 16 MiB last-level cache.
             chunk_size=1,
         ),
         sweep=SweepConfig(
