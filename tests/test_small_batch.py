@@ -159,7 +159,7 @@ def test_the_small_batch_studys_evaluation_in_pieces_is_the_same_bits_as_in_one_
 def test_the_cnn_is_evaluated_in_pieces_on_a_cpu_unless_its_norm_may_use_its_batch_in_eval_mode():
     cnn = MODELS["cnn"]
     assert forward_piece(NORMS["batch"], cnn, 8) == forward_piece(NORMS["layer"], cnn, 1) == 100
-    # Smaller pieces where more runs share a pass: 20 (the small-batch study's cells vmapped whole), 40 (the bench's).
+    # Smaller pieces where more runs share a pass, as in a grid of 20 or 40 runs vmapped whole (train.chunk_size=None).
     assert [forward_piece(NORMS["batch"], cnn, runs) for runs in (20, 25, 40, 5000)] == [40, 32, 20, 1]
     assert forward_piece(NORMS["batch"], MODELS["mlp"], 8) is None  # faster in one pass
     batch_only = dataclasses.replace(NORMS["batch"], running_stats=False)
