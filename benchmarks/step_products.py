@@ -3,9 +3,9 @@
     python benchmarks/step_products.py [--config configs/small_batch.py] [--set KEY=VALUE ...] [--repeats 30]
 
 `normbench bench` sets a cell's time beside its floor, its FLOPs over the machine's matmul peak (one large square
-product). The floor assumes every product runs at that peak. This traces one step of the cell's grid (the
-operations inside the step's named scope, `normbench.core.train.STEP_SCOPE`), takes its dot products with the
-shapes and batching XLA sees under `vmap`, and times them alone, on random operands, in one jitted program: what
+product). The floor assumes every product runs at that peak. This traces the cell's grid, takes the dot products
+inside one training step's named scope (`normbench.flops.dot_equations`) with the shapes and batching XLA sees
+under `vmap`, and times them alone, on random operands, in one jitted program: what
 the step's products cost with nothing else around them. The rest of a step (the norms' sums, the convolutions'
 patches and their transposes, elementwise work) is not products, and its floor is the memory's: the script also
 times one in-place pass (read and write) over arrays of `--pass-mb` megabytes.
@@ -17,7 +17,6 @@ times it. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import re
 import timeit
 from pathlib import Path
 
@@ -30,27 +29,12 @@ from normbench.core.budget import abstract_data, epoch_jaxpr, grid_args
 from normbench.core.grid import cells, plan
 from normbench.core.train import STEP_SCOPE, make_training, precision_scope
 from normbench.data import load
-from normbench.flops import matmul_flops
+from normbench.flops import dot_equations, matmul_flops
 
 ROOT = Path(__file__).resolve().parent.parent
 # BN at batch 128, 8 runs (2 seeds x 4 rates), the bench's cell; one epoch of 2 steps, since only a step is traced.
 CELL = ["sweep.norms=batch,", "sweep.batch_sizes=128,", "sweep.seeds=0,1", "train.epochs=1", "train.min_steps=none",
         "train.steps_per_epoch=2"]  # fmt: skip
-
-
-def step_products(jaxpr, inside: bool = False) -> list:
-    """The dot_general equations traced inside the step's named scope, each once (a loop's body is listed once)."""
-    found = []
-    for eqn in jaxpr.eqns:
-        here = inside or bool(re.search(rf"\b{STEP_SCOPE}\b", str(eqn.source_info.name_stack)))
-        if eqn.primitive.name == "dot_general" and here:
-            found.append(eqn)
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    found += step_products(inner, here)
-    return found
 
 
 def products_program(eqns: list):
@@ -95,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     with precision_scope(config.train.precision):
         training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
         jaxpr, _ = epoch_jaxpr(training, grid_args(training, plan(config, cell).arrays()[1], data, runs))
-        eqns = step_products(jaxpr)
+        eqns = dot_equations(jaxpr, STEP_SCOPE)
         keys = iter(jax.random.split(jax.random.key(0), 2 * len(eqns)))
         operands = [tuple(jax.random.normal(next(keys), v.aval.shape, v.aval.dtype) for v in e.invars) for e in eqns]
         program = products_program(eqns)

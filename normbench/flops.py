@@ -31,8 +31,27 @@ def _count(jaxpr, branch, scope) -> int:
     return sum(_eqn_count(eqn, branch, scope) for eqn in jaxpr.eqns)
 
 
+def dot_equations(jaxpr, scope: str | None) -> list:
+    """The dot_general equations traced inside `jax.named_scope(scope)` (None: all), each once: a loop's body is
+    listed once, and every branch of a `lax.cond`."""
+    found = []
+    for eqn in jaxpr.eqns:
+        # Inside the scope, so is all that a loop or branch here holds, whose names start afresh.
+        inner = None if _in_scope(eqn, scope) else scope
+        if eqn.primitive.name == "dot_general" and inner is None:
+            found.append(eqn)
+        branches = eqn.params["branches"] if eqn.primitive.name == "cond" else ()
+        for sub in (*_sub_jaxprs(eqn.params), *(b.jaxpr for b in branches)):
+            found += dot_equations(sub, inner)
+    return found
+
+
+def _in_scope(eqn, scope: str | None) -> bool:
+    return scope is not None and bool(re.search(rf"\b{re.escape(scope)}\b", str(eqn.source_info.name_stack)))
+
+
 def _eqn_count(eqn, branch, scope) -> int:
-    if scope is not None and re.search(rf"\b{re.escape(scope)}\b", str(eqn.source_info.name_stack)):
+    if _in_scope(eqn, scope):
         scope = None  # inside the scope, and so is all that a loop or branch here holds, whose names start afresh
     name = eqn.primitive.name
     if name in ("dot_general", "conv_general_dilated"):

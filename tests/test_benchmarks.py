@@ -16,13 +16,13 @@ from conftest import tiny_config, tiny_dataset
 
 from benchmarks.batch_axis import bench_config, padded_grid
 from benchmarks.matmul_floor import Shapes, program
-from benchmarks.step_products import products_program, step_products
+from benchmarks.step_products import products_program
 from normbench.config import ModelConfig
 from normbench.core.budget import abstract_data, epoch_jaxpr, grid_args
 from normbench.core.grid import Cell, cells, plan
 from normbench.core.sweep import device_data, make_training, train_cell, vmap_grid
 from normbench.core.train import STEP_SCOPE
-from normbench.flops import jaxpr_flops, matmul_flops
+from normbench.flops import dot_equations, jaxpr_flops, matmul_flops
 
 
 @pytest.mark.slow
@@ -60,8 +60,8 @@ def test_the_matmul_floor_program_does_the_products_of_a_cell_without_a_norm():
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_the_step_products_are_the_products_the_budget_counts_in_a_step(model):
-    """`benchmarks/step_products.py` times the step's products alone: those it finds are, FLOP for FLOP, what the
-    run's estimate counts in the step's scope, and its program computes them."""
+    """`benchmarks/step_products.py` times the step's products alone: those `dot_equations` finds are, FLOP for FLOP,
+    what the run's estimate counts in the step's scope, and its program computes them."""
     config = tiny_config(models=(model,), seeds=(0,))
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, channels=(4, 8)))
     dataset = tiny_dataset()
@@ -69,7 +69,7 @@ def test_the_step_products_are_the_products_the_budget_counts_in_a_step(model):
     training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
     grid = grid_args(training, plan(config, cell).arrays()[1], abstract_data(dataset, config.train.precision), 2)
     jaxpr, _ = epoch_jaxpr(training, grid)
-    eqns = step_products(jaxpr)
+    eqns = dot_equations(jaxpr, STEP_SCOPE)
     steps = plan(config, cell).steps(len(dataset.train_x)).per_epoch
     operands = [tuple(jnp.ones(v.aval.shape, v.aval.dtype) for v in e.invars) for e in eqns]
     products = products_program(eqns)
