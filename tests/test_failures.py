@@ -128,6 +128,14 @@ def a_row_cut_short(d):
     (d / "metrics.csv").write_text("".join([*lines[:2], ",".join(lines[2].split(",")[:5]) + "\n", *lines[3:]]))
 
 
+def a_norm_registered_elsewhere(d):
+    """The config's first norm renamed to one this process lacks: a user's own norm's results, read where its
+    module is not imported."""
+    saved = json.loads((d / "config.json").read_text())
+    saved["config"]["sweep"]["norms"][0] = "scale"
+    (d / "config.json").write_text(json.dumps(saved))
+
+
 def without_column(name, column):
     def damage(d):
         rows = list(csv.reader((d / name).read_text().splitlines()))
@@ -167,6 +175,10 @@ DAMAGED = {
     "metrics.csv header only": (
         lambda d: write("metrics.csv", (d / "metrics.csv").read_bytes().split(b"\n")[0] + b"\n")(d),
         "metrics.csv' holds its header but no rows",
+    ),
+    "runs of a norm not registered here": (
+        a_norm_registered_elsewhere,
+        "metrics.csv' holds runs of the norm 'scale', which this process has not registered (it has: none, batch,",
     ),
     "metrics.csv empty": (write("metrics.csv", b""), "metrics.csv' is empty: the file is truncated or damaged"),
     "metrics.csv not UTF-8": (write("metrics.csv", b"model,\xff\xfe\n"), "metrics.csv' is not UTF-8 text (byte 6"),
