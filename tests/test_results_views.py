@@ -45,6 +45,11 @@ def table(rng=None):
     }  # fmt: skip
 
 
+def title(fig) -> str:
+    """A figure's title as read: the lines it is broken into, joined by spaces."""
+    return " ".join(fig._suptitle.get_text().split())
+
+
 def test_mean_ci_is_the_student_t_interval():
     # 1, 2, 3: mean 2, sample std 1; t(0.975, 2 degrees of freedom) = 4.3027 from a printed t table
     mean, half = mean_ci([1.0, 2.0, 3.0])
@@ -120,15 +125,24 @@ def test_the_error_figure_wraps_its_panels_shares_y_per_model_and_names_norms_fo
     assert labels[:3] == ["BatchNorm", "LayerNorm", "GroupNorm"]
     assert panels[0].get_xlabel() == "examples per statistic (batch, or ghost group)"
     assert all(0 <= h <= 1 for ax in panels for h in band_heights(ax))  # errors' confidence bands stay in [0, 1]
-    assert "over 5 seeds" in fig._suptitle.get_text()
+    assert "over 5 seeds" in title(fig)
+
+
+def test_a_one_panel_figures_title_is_broken_into_lines_within_the_figure(small_batch):
+    columns, config = small_batch
+    fig = error_vs_batch_figure(columns, config)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 1
+    text = fig._suptitle
+    assert "\n" in text.get_text()
+    assert text.get_window_extent(fig.canvas.get_renderer()).width <= fig.get_figwidth() * fig.dpi
 
 
 def test_the_evaluation_modes_title_names_the_norm_it_draws(small_batch):
     columns, config = small_batch
-    assert "evaluation modes of BatchNorm " in bn_eval_modes_figure(columns, config)._suptitle.get_text()
+    assert "evaluation modes of BatchNorm " in title(bn_eval_modes_figure(columns, config))
     renorm = {**columns, "norm": np.where(columns["norm"] == "batch", "batch_renorm", columns["norm"])}
-    title = bn_eval_modes_figure(renorm, config)._suptitle.get_text()
-    assert "evaluation modes of Batch Renorm " in title and "BatchNorm" not in title
+    renorm_title = title(bn_eval_modes_figure(renorm, config))
+    assert "evaluation modes of Batch Renorm " in renorm_title and "BatchNorm" not in renorm_title
 
 
 def test_the_init_scale_figure_names_the_init_std_and_says_one_seed_is_one_seed():
@@ -137,9 +151,9 @@ def test_the_init_scale_figure_names_the_init_std_and_says_one_seed_is_one_seed(
     fig = init_scale_figure(one_seed, Config(name="t"))
     (ax,) = [a for a in fig.axes if a.get_visible()]
     assert ax.get_title() == "init std σ = 1"
-    assert fig._suptitle.get_text().endswith(": train accuracy, seed 0 alone (no mean, no min..max band)")
+    assert title(fig).endswith(": train accuracy, seed 0 alone (no mean, no min..max band)")
     assert ax.get_legend() is None
-    two = init_scale_figure(columns, Config(name="t"))._suptitle.get_text()
+    two = title(init_scale_figure(columns, Config(name="t")))
     assert two.endswith(": train accuracy, mean and min..max band over 2 seeds")
 
 

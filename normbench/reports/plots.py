@@ -13,6 +13,7 @@ import functools
 import io
 import itertools
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -215,8 +216,19 @@ def _finish(fig, axes, title: str, used: set):
     legend_height = _legend_below(fig, [ax for ax in axes.flat if ax in used])
     width, height = fig.get_size_inches()
     fig.set_size_inches(width, height + legend_height + 0.3)
-    fig.suptitle(title, fontsize=11, wrap=True)  # a single panel is narrower than the title
+    fit_to_width(fig.suptitle(title, fontsize=11), fig)
     fig.tight_layout(rect=(0, legend_height / (height + legend_height + 0.3), 1, 1))
+
+
+def fit_to_width(text, fig, share: float = 0.95) -> None:
+    """Break the one-line matplotlib `text` at spaces into lines that span at most `share` of `fig`'s width, by the
+    text's own mean character width: a single panel is narrower than most titles, and matplotlib's `wrap=True`
+    fills the whole width, which cut the last letters off a one-panel figure's title."""
+    whole = text.get_window_extent(fig.canvas.get_renderer()).width
+    room = share * fig.get_figwidth() * fig.dpi
+    if whole > room:
+        line = text.get_text()
+        text.set_text(textwrap.fill(line, int(len(line) * room / whole)))
 
 
 def _curve(final, rows, metric):
