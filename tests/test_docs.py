@@ -428,7 +428,14 @@ def test_the_tutorials_new_norms_sweep_states_what_its_run_measured():
     (rate,) = set(columns["learning_rate"][columns["batch_size"] == 2])
     bn = claim(NEW_NORMS, "norm=batch batch_size=2 - norm=batch batch_size=128")
     gn_bn = claim(NEW_NORMS, "norm=group batch_size=2 - norm=batch batch_size=2")
-    claims = max(f.family for f in findings(NEW_NORMS))
+    judged = {f.claim.text.split(": ", 1)[1]: f for f in findings(NEW_NORMS)}
+
+    def verdict(contrast):  # after the interval's "]", so that "significant" is not found in "not significant"
+        return "significant" if judged[contrast].significant() else "not significant"
+
+    bn_verdict = verdict("norm=batch batch_size=2 - norm=batch batch_size=128")
+    gn_bn_verdict = verdict("norm=group batch_size=2 - norm=batch batch_size=2")
+    claims = max(f.family for f in judged.values())
     text = section(TUTORIAL, "## 3. Sweep a new norm")
     for stated in (
         f"five epochs ({round(seconds(saved))} s on 2 cores here",
@@ -436,9 +443,9 @@ def test_the_tutorials_new_norms_sweep_states_what_its_run_measured():
         f"to {span('train_acc', 128).replace('100.0-100.0%', '100%')} train accuracy and {span('test_acc', 128)} test",
         f"at batch 2, {counts[2]:,} steps at the scaled rate {rate:g}",
         f"({span('train_acc', 2)} train accuracy, {span('test_acc', 2)} test)",
-        f"BN at batch 2 against 128 is {bn[0]} points, 95% CI [{bn[1]}, {bn[2]}], not significant after Holm's "
+        f"BN at batch 2 against 128 is {bn[0]} points, 95% CI [{bn[1]}, {bn[2]}], {bn_verdict} after Holm's "
         f"correction over the sweep's {claims} claims",
-        f"GN - BN at batch 2 is {gn_bn[0]} [{gn_bn[1]}, {gn_bn[2]}], not significant",
+        f"GN - BN at batch 2 is {gn_bn[0]} [{gn_bn[1]}, {gn_bn[2]}], {gn_bn_verdict}.",
     ):
         assert stated in text
 
@@ -476,13 +483,14 @@ def test_what_the_tutorial_quotes_of_compare_is_what_compare_prints(tmp_path, mo
     assert ours[128] == theirs[128]
     stated = (
         f"since both train {ours[128]:,} steps (`train.min_steps`), and the two agree within their intervals; at "
-        f"batch 2 the sweep's {ours[2]:,} steps against the study's {theirs[2]:,} cost BN and GN {lost[0]:.1f} and "
-        f"{lost[1]:.1f} points, paired by seed"
+        f"batch 2 the sweep's {ours[2]:,} steps against the study's {theirs[2]:,} cost BN {lost[0]:.1f} points and "
+        f"GN {lost[1]:.1f}, paired by seed (BN's interval excludes 0, GN's does not)"
     )
     described = section(TUTORIAL, "## 3. Sweep a new norm")
     assert stated in described
     paired = table[table.directory == "B"]
     assert list(paired.significant[paired.norm_batch == 128]) == [False, False]  # "agree within their intervals"
+    assert list(paired.significant[paired.norm_batch == 2]) == [True, False]
 
     chosen, _ = tune(read_metrics(ROOT / study), read_config(ROOT / study).report.tune)
     at_choice = set(zip(chosen["norm"], chosen["batch_size"], chosen["learning_rate"]))
