@@ -13,7 +13,7 @@ from normbench.core.axes import fixed_reason, run_columns
 from normbench.core.grid import cells, plan
 from normbench.models import MODELS, check_model, check_pair
 from normbench.norms import NORMS, check_norm
-from normbench.protocols import PROTOCOLS
+from normbench.protocols import PROTOCOLS, check_protocol
 from normbench.reports.layer_figures import FIGURES as LAYER_FIGURES
 from normbench.reports.plots import FIGURES
 from normbench.results.claims import check_claim
@@ -41,8 +41,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{key} holds several values, so it cannot be a sweep axis; sweep a field of one value")
         _check_axis(f"sweep.fields[{key!r}]", values)
     for protocol in sweep.protocols:
-        if protocol not in PROTOCOLS:
-            raise ConfigError(f"unknown sweep.protocols {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        check_protocol(protocol)
     for model in sweep.models:
         check_model(model, config.model)
     for norm in sweep.norms:

@@ -178,7 +178,7 @@ DAMAGED = {
     ),
     "runs of a norm not registered here": (
         a_norm_registered_elsewhere,
-        "metrics.csv' holds runs of the norm 'scale', which this process has not registered (it has: none, batch,",
+        "metrics.csv' holds runs that this process cannot lay out: unknown norm 'scale'; valid norms: none, batch,",
     ),
     "metrics.csv empty": (write("metrics.csv", b""), "metrics.csv' is empty: the file is truncated or damaged"),
     "metrics.csv not UTF-8": (write("metrics.csv", b"model,\xff\xfe\n"), "metrics.csv' is not UTF-8 text (byte 6"),

@@ -1,5 +1,6 @@
 """The protocol registry. To add one: write one file with a `PROTOCOL`, then add it to `PROTOCOLS` below."""
 
+from normbench.config import ConfigError
 from normbench.protocols import ghost, per_device, sgd, sync
 from normbench.protocols.registry import DATA, BatchSplit, Protocol
 
@@ -8,4 +9,10 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (sgd.PROTOCOL, ghost.PROTOC
 # cost what its cell costs (`normbench.core.budget`).
 BASELINE = sgd.PROTOCOL.name
 
-__all__ = ["BASELINE", "DATA", "PROTOCOLS", "BatchSplit", "Protocol"]
+
+def check_protocol(name: str) -> None:
+    if name not in PROTOCOLS:
+        raise ConfigError(f"unknown sweep.protocols {name!r}; valid: {', '.join(PROTOCOLS)}")
+
+
+__all__ = ["BASELINE", "DATA", "PROTOCOLS", "BatchSplit", "Protocol", "check_protocol"]

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from normbench.config import Config, from_dict, to_dict
+from normbench.config import Config, ConfigError, from_dict, to_dict
 from normbench.core import landscape
 from normbench.core.axes import EPOCH, key_columns, run_columns
 from normbench.core.grid import cells, plan
 from normbench.errors import UserError, refused_write
-from normbench.norms import NORMS
-from normbench.protocols import PROTOCOLS
+from normbench.norms import check_norm
+from normbench.protocols import check_protocol
 from normbench.results.swap import clear, opened_at, settle, swap
 from normbench.results.table import (
     REWRITE,
@@ -363,14 +363,16 @@ def _check_runs(rows: list[list[str]], path: Path | str, config: Config) -> None
             rows = f"{len(seen)} row{'' if len(seen) == 1 else 's'}"
             raise UserError(f"{str(path)!r} holds {rows} of the run {_run_text(keys, run)} (epochs {seen[0]} to "
                             f"{seen[-1]}), not one per epoch 1 to {config.train.epochs}: {REWRITE}")  # fmt: skip
-    registries = (("norm", config.sweep.norms, NORMS, " (docs/adding_a_norm.md)"),
-                  ("protocol", config.sweep.protocols, PROTOCOLS, ""))  # fmt: skip
-    for kind, names, registry, how in registries:
-        unknown = [name for name in names if name not in registry]
-        if unknown:  # a user's own, registered where the runs were trained: its runs cannot be laid out without it
-            raise UserError(f"{str(path)!r} holds runs of the {kind} {unknown[0]!r}, which this process has not "
-                            f"registered (it has: {', '.join(registry)}); register it as the run that wrote them "
-                            f"did{how}")  # fmt: skip
+    try:  # a user's own norm or protocol, registered where the runs were trained: without it they cannot be laid out
+        for norm in config.sweep.norms:
+            check_norm(norm, None, ())
+        for protocol in config.sweep.protocols:
+            check_protocol(protocol)
+    except ConfigError as e:
+        raise UserError(
+            f"{str(path)!r} holds runs that this process cannot lay out: {e}; register it as the run "
+            "that wrote them did (docs/adding_a_norm.md for a norm)"
+        ) from None
     expected = [
         tuple(key_text(identity[c]) for c in keys) for cell in cells(config) for identity in plan(config, cell).keys()
     ]
