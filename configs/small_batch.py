@@ -65,6 +65,10 @@ def get_config() -> Config:
             # order), and the study 988 and 1,036 s against 1,198. A hypothesis for why: 20 runs' forward activations
             # at batch 128 are about 140 MB, 4 runs' 28, nearer that CPU's 16 MiB last-level cache.
             chunk_size=1,
+            # Not at batch 2, where the slices gained least (0.93 above) and, in a cell trained alone on both cores,
+            # cost most (a step of 40 runs took 0.42 of the Flax loop's in slices, 0.23 in one vmap). BN's and LN's
+            # batch-2 rows came out the same bits either way; GN's extension rate 0.1, a cell of 5 runs, did not.
+            chunk_min_batch=8,
         ),
         sweep=SweepConfig(
             models=("cnn",),

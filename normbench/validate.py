@@ -128,6 +128,7 @@ def _check_values(config: Config) -> None:
         "train.eval_batch_size": train.eval_batch_size,
         "train.test_every": train.test_every,
         "train.train_acc_every": train.train_acc_every,
+        "train.chunk_min_batch": train.chunk_min_batch,
         "train.precise_bn_examples": train.precise_bn_examples,
         "train.data_parallel": train.data_parallel,
         **{key: value for key, value in optional.items() if value is not None},

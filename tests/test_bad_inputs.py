@@ -157,6 +157,7 @@ CASES = {
     "negative learning rate": (settings("sweep.learning_rates=-0.1"), "must be positive, got -0.1"),
     "zero epochs": (settings("train.epochs=0"), "train.epochs must be positive, got 0"),
     "zero train_acc_every": (settings("train.train_acc_every=0"), "train.train_acc_every must be positive, got 0"),
+    "zero chunk_min_batch": (settings("train.chunk_min_batch=0"), "train.chunk_min_batch must be positive, got 0"),
     "zero batch size": (settings("sweep.batch_sizes=0"), "sweep.batch_sizes (0) must be positive, got 0"),
     "empty sweep axis": (settings("sweep.seeds=()"), "sweep.seeds is empty; give at least one value"),
     "empty text for the norms": (settings("sweep.norms="), "sweep.norms is empty; give at least one value"),

@@ -62,6 +62,7 @@ FIXED_FIELDS = {
     "train.epochs": "every run of a sweep trains the same epochs",
     "train.precision": "float64 switches on jax_enable_x64 for the whole sweep",
     "train.chunk_size": "it only schedules the grid's computation",
+    "train.chunk_min_batch": "it only schedules the grid's computation",
     "train.checkpoint_every": "it only schedules the grid's computation",
     "train.diagnostics_at": "every run records the same epochs",
     "train.data_parallel": "a sweep's devices are chosen once, before its first cell",

@@ -98,10 +98,16 @@ class CellPlan:
         return len(self.seeds) * len(self.values[0][1])
 
     @property
+    def chunk_size(self) -> int | None:
+        """How many seeds one pass of the compiled grid vmaps together (`train.chunk_size`); None: every seed, as
+        always below `train.chunk_min_batch`."""
+        train = self.config.train
+        return train.chunk_size if self.cell.batch_size >= train.chunk_min_batch else None
+
+    @property
     def runs_at_once(self) -> int:
-        """How many runs one pass of the compiled grid vmaps together: all of them, or a chunk's
-        (`train.chunk_size` seeds)."""
-        return min(self.config.train.chunk_size or len(self.seeds), len(self.seeds)) * len(self.values[0][1])
+        """How many runs one pass of the compiled grid vmaps together: all of them, or a chunk's."""
+        return min(self.chunk_size or len(self.seeds), len(self.seeds)) * len(self.values[0][1])
 
     def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The seeds and each value axis over one seed's runs, as the arrays the vmapped grid reads."""

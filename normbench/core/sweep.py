@@ -68,7 +68,7 @@ def train_grid(config: Config, cell: Cell, num_classes: int, n_train: int) -> Ca
     `normbench run` computes these same bits, only arranged for the machine (`compile_cell`): on one device the
     phases of `train` compiled apart and stepped epoch by epoch from the host (`normbench.runtime.phases`), over
     several devices this program spread over them (`normbench.runtime.parallel.lower_grid`)."""
-    return jax.jit(vmap_grid(make_train(config, cell, num_classes, n_train), config.train.chunk_size))
+    return jax.jit(vmap_grid(make_train(config, cell, num_classes, n_train), plan(config, cell).chunk_size))
 
 
 @dataclass
@@ -102,8 +102,9 @@ def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, on_ep
     `on_epoch` is called from inside the program as each epoch starts and `on_metrics` with each epoch's metrics
     as it ends (`normbench.core.train.make_training`); phases tell the host between epochs instead."""
     started = time.perf_counter()
-    seeds, values = plan(config, cell).arrays()
-    grid = functools.partial(vmap_grid, chunk_size=config.train.chunk_size)
+    cell_plan = plan(config, cell)
+    seeds, values = cell_plan.arrays()
+    grid = functools.partial(vmap_grid, chunk_size=cell_plan.chunk_size)
     if trains_in_phases(config, cell):
         specs = (NORMS[cell.norm], MODELS[cell.model])
         key = program_key(config, cell, specs, (dataset.num_classes, seeds, values, data))
@@ -111,7 +112,7 @@ def compile_cell(config: Config, cell: Cell, dataset: Dataset, data: Data, on_ep
         phases = compile_phases(training, grid, config, seeds, values, data, key)
         return CellProgram(None, phases, phases.trace_s, phases.compile_s)
     training = make_training(config, cell, dataset.num_classes, len(dataset.train_x), on_epoch, on_metrics)
-    split, chunked = PROTOCOLS[cell.protocol].split(config), config.train.chunk_size is not None
+    split, chunked = PROTOCOLS[cell.protocol].split(config), cell_plan.chunk_size is not None
     lowered = lower_grid(grid(training.train), split, chunked, seeds, values, data)
     traced = time.perf_counter()
     whole = lowered.compile()
@@ -245,7 +246,7 @@ class Events:
     def _epoch_started(self, i: int) -> Callable:
         # A chunked grid runs every epoch once per chunk of seeds, the epoch index starting over each time.
         seeds = self.config.sweep.seeds
-        chunks = -(-len(seeds) // (self.config.train.chunk_size or len(seeds)))
+        chunks = -(-len(seeds) // (plan(self.config, self.todo[i]).chunk_size or len(seeds)))
         calls = itertools.count()
 
         def on_epoch(index):

@@ -133,9 +133,10 @@ TESTS = (
         "cnn",
         "small_batch.py",
         # The training set's accuracy after every epoch, and every seed vmapped together, as the committed
-        # scorecard's runs were trained before the study took every 5th epoch's and one seed at a time: another
-        # cadence or chunk would be another battery (other bits), and every scorecard would train anew.
-        {"sweep.batch_sizes": (32,), "train.train_acc_every": 1, "train.chunk_size": None},
+        # scorecard's runs were trained before the study took every 5th epoch's and one seed at a time (and, below
+        # batch 8, all of them again): another cadence or chunk rule would be another battery (other bits, or
+        # another battery.json), and every scorecard would train anew.
+        {"sweep.batch_sizes": (32,), "train.train_acc_every": 1, "train.chunk_size": None, "train.chunk_min_batch": 1},
         {
             **TINY_DATA,
             **TINY_TRAINING,
