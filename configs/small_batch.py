@@ -23,14 +23,15 @@ device, so batch size is both BN's batch and the SGD batch; equal epochs with a 
 paper trains every batch size for the same number of epochs; the rate tuned per batch on a validation split, where
 the paper scales one rate linearly.
 
-Expected (results/small_batch/summary.md: test accuracy at batch 2 minus at 128, paired over 5 seeds, 95% intervals,
-verdicts Holm-adjusted over the 5 claims; every configuration trains to 99.3-100% at its chosen rate, none of which
-is at its grid's edge): BN -0.42 points [-1.24, +0.40], not significant; LN +1.02 [+0.14, +1.90], not significant
-after Holm (its unadjusted interval excludes 0); GN +0.24 [-0.62, +1.10], not significant. BN's change minus GN's,
--0.66 [-1.79, +0.47], is not significant; nor is GN - BN at batch 2, -0.46 [-1.69, +0.77]. The best batch reaches
-95.5% for BN (8), 94.4% for GN (2) and 94.6% for LN (2). The run committed before this one (another machine, every
-seed in one vmap) had LN's gain significant, +0.72 [+0.31, +1.13]; on the machine of this one, with every seed in one
-vmap, it was +0.92 [+0.14, +1.70], not significant after Holm: that verdict turns on the last bits (CHANGELOG).
+Expected (results/small_batch/summary.md: test accuracy at batch 2 minus at 128, paired over 5 seeds, 95%
+intervals, verdicts Holm-adjusted over the 5 claims; every configuration trains to 99.3-100% at its chosen rate,
+none of which is at its grid's edge): BN -0.42 points [-1.24, +0.40], not significant; LN +1.02 [+0.14, +1.90],
+not significant after Holm (its unadjusted interval excludes 0); GN +0.58 [-0.23, +1.39], not significant. BN's
+change minus GN's, -1.00 [-1.65, -0.35], is not significant after Holm (its unadjusted interval excludes 0); nor
+is GN - BN at batch 2, -0.12 [-0.73, +0.49]. The best batch reaches 95.5% for BN (8), 94.7% for GN (2) and 94.6%
+for LN (2). An earlier committed run (another machine, every seed in one vmap) had LN's gain significant, +0.72
+[+0.31, +1.13]; on the machine of this one, with every seed in one vmap, it was +0.92 [+0.14, +1.70], not
+significant after Holm: that verdict turns on the last bits (CHANGELOG).
 """
 
 from normbench.config import Config, DataConfig, ModelConfig, NormConfig, ReportConfig, SweepConfig, TrainConfig
