@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config, tiny_dataset
 
-from normbench.config import ModelConfig, NormConfig, load_config
+from normbench.config import ModelConfig, NormConfig, load_config, set_fields
 from normbench.core import train
 from normbench.core.grid import Cell, cells, plan
 from normbench.core.sweep import device_data
@@ -166,17 +166,15 @@ def test_the_cnn_is_evaluated_in_pieces_on_a_cpu_unless_its_norm_may_use_its_bat
     assert forward_piece(batch_only, cnn, 8) is None
 
 
-def chunked(config, **train):
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, **train))
-
-
 def test_a_pass_counts_the_runs_a_chunk_vmaps_together():
     config = tiny_config(seeds=(0, 1, 2))  # 2 init scales a seed, batch 8
     assert plan(config, cells(config)[0]).runs_at_once == 6
-    assert plan(chunked(config, chunk_size=2), cells(config)[0]).runs_at_once == 4
+    assert plan(set_fields(config, {"train.chunk_size": 2}), cells(config)[0]).runs_at_once == 4
     # Below train.chunk_min_batch every seed goes in one vmap; from it on, in chunks.
-    assert plan(chunked(config, chunk_size=2, chunk_min_batch=8), cells(config)[0]).chunk_size == 2
-    below = plan(chunked(config, chunk_size=2, chunk_min_batch=9), cells(config)[0])
+    assert (
+        plan(set_fields(config, {"train.chunk_size": 2, "train.chunk_min_batch": 8}), cells(config)[0]).chunk_size == 2
+    )
+    below = plan(set_fields(config, {"train.chunk_size": 2, "train.chunk_min_batch": 9}), cells(config)[0])
     assert below.chunk_size is None and below.runs_at_once == 6
 
 
@@ -188,7 +186,9 @@ def test_the_compiled_grid_is_chunked_only_from_chunk_min_batch_on(monkeypatch, 
     seen, real = [], sweep.vmap_grid
     monkeypatch.setattr(sweep, "vmap_grid", lambda fn, chunk_size=None, per_run=(): seen.append(chunk_size)
                         or real(fn, chunk_size, per_run))  # fmt: skip
-    config = chunked(tiny_config(seeds=(0, 1), init_scales=(1.0,)), chunk_size=1, chunk_min_batch=chunk_min_batch)
+    config = set_fields(
+        tiny_config(seeds=(0, 1), init_scales=(1.0,)), {"train.chunk_size": 1, "train.chunk_min_batch": chunk_min_batch}
+    )
     dataset = tiny_dataset()
     sweep.compile_cell(config, cells(config)[0], dataset, device_data(dataset))
     assert seen and set(seen) == {compiled}

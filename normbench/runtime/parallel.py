@@ -6,8 +6,9 @@ and each device trains its block of runs. Runs share nothing, so training needs 
 metrics are gathered at the end, replicated on every device (a few numbers per run and epoch), while the trained
 states stay where they were trained. The mesh takes the factorization of the device count that pads the grid
 least (ties shard the runs, the inner axis); each axis is padded to a multiple of its devices by repeating its
-last value, and the padding is dropped from the results. With `train.chunk_size` the seed axis stays whole,
-since `lax.map` steps through it. With one device a cell trains in phases instead (`normbench.runtime.phases`).
+last value, and the padding is dropped from the results. In a chunked cell (`CellPlan.chunk_size`) the seed axis
+stays whole, since `lax.map` steps through it. With one device a cell trains in phases instead
+(`normbench.runtime.phases`).
 
 Data parallel. The `per_device` and `sync` protocols train each run on a batch split over the "data" axis of a 1-D
 mesh of `train.data_parallel` devices. The whole grid runs inside `jax.shard_map`: every device holds every run,
