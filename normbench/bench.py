@@ -21,6 +21,10 @@ Every case prints a table and is saved as `<case>.csv`, all of them together as 
 - `loop`: the 32 runs of the init-scale study (one seed) vmapped, against a Python loop over single-run jitted
   programs of the same `train` function.
 
+The alternated cases (`peers`, `cnn`) record before each row `trip_ns`, a value's round trip between the
+machine's first two CPUs (`benchmarks/core_trip.py`): a virtual machine's host places its CPUs near each other or
+far apart, and work on both cores runs at two speeds with it (docs/performance.md).
+
 FLOPs are the matrix products' and convolutions', counted from the program (`normbench.flops`); elementwise
 work is not counted, so a ratio to the floor of 1 is out of reach by that margin.
 """
@@ -62,6 +66,7 @@ INIT_SCALE = ROOT / "configs" / "init_scale.py"
 SMALL_BATCH = ROOT / "configs" / "small_batch.py"
 CASES = ("peak", "study", "peers", "cnn", "small_batch", "models", "loop")
 IN_PROCESS = ("small_batch", "models", "loop")  # the cases that compile cells in this process
+CORE_TRIP = ROOT / "benchmarks" / "core_trip.py"
 
 
 def run_bench(out: Path, cases: tuple[str, ...] | None = None, log=print, rounds: int = 1) -> dict:
@@ -135,6 +140,17 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
+def core_trip_ns() -> int | None:
+    """`benchmarks/core_trip.py` in a process of its own (it forks, which this one, running JAX's threads, must
+    not): a value's round trip between this machine's first two CPUs in ns, None where there is one. On a virtual
+    machine it tells which of two states the host's placement of the CPUs is in, whose speeds differ by half for
+    work on both cores (docs/performance.md); the alternated cases record it just before each row."""
+    done = subprocess.run([sys.executable, str(CORE_TRIP)], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{CORE_TRIP} failed:\n{done.stderr}")
+    return None if done.stdout.strip() == "None" else int(done.stdout)
+
+
 def study_case(peak: float, log) -> list[dict]:
     """`normbench run configs/init_scale.py`, one seed, in fresh processes: compilation cache cold, then warm."""
     config = load_config(INIT_SCALE)
@@ -197,13 +213,16 @@ def peers_case(peak: float, log, rounds: int = 1) -> list[dict]:
                 here = Path(tmp) / f"{round_}-{peer}"
                 cache = _cache_with_data(here, config)
                 for cache_state in ("cold", "warm"):
+                    trip = core_trip_ns()
                     wall, _, saved = _normbench_process(here, cache, protocol)
                     t = saved["timings"]
-                    rows.append({"round": round_, "what": f"normbench, caches {cache_state}",
+                    rows.append({"round": round_, "what": f"normbench, caches {cache_state}", "trip_ns": trip,
                                  "protocol": " ".join(protocol), "wall_s": round(wall, 2),
                                  "train_s": round(t["train_s"], 2)})  # fmt: skip
+                trip = core_trip_ns()
                 wall, _ = _process([sys.executable, *command], dict(os.environ))
-                rows.append({"round": round_, "what": peer, "protocol": "its own", "wall_s": round(wall, 2)})
+                rows.append({"round": round_, "what": peer, "trip_ns": trip, "protocol": "its own",
+                             "wall_s": round(wall, 2)})  # fmt: skip
     return rows
 
 
@@ -304,19 +323,24 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
                 cache = _cache_with_data(here, study)
                 for cache_state in ("cold", "warm"):
                     overrides = cell.overrides(n_train)
+                    trip = core_trip_ns()
                     wall, _, saved = _normbench_process(here, cache, overrides, SMALL_BATCH)
                     train_s = round(saved["timings"]["train_s"], 2)
                     rows.append({"round": round_, "cell": cell.label, "what": f"normbench, caches {cache_state}",
-                                 "wall_s": round(wall, 2), "train_s": train_s})  # fmt: skip
+                                 "trip_ns": trip, "wall_s": round(wall, 2), "train_s": train_s})  # fmt: skip
+                trip = core_trip_ns()
                 with _compiling_afresh():
                     phases = cnn_phase_row(study, cell, peak)
-                rows.append({"round": round_, "cell": cell.label, "what": "normbench, in process", **phases})
+                rows.append({"round": round_, "cell": cell.label, "what": "normbench, in process", "trip_ns": trip,
+                             **phases})  # fmt: skip
                 for peer in (name for name in cell.peers if name in peers):
                     result = Path(tmp) / "peer" / f"{round_}-{peer}"
                     command = [*peers[peer], *cell.peer_arguments(), "--out", str(result)]
+                    trip = core_trip_ns()
                     wall, _ = _process([*command, "--data-cache", str(peer_data)], _peer_env())
                     timing = json.loads((result / "result.json").read_text())["timing"]
-                    rows.append({"round": round_, "cell": cell.label, "what": peer, "wall_s": round(wall, 2),
+                    rows.append({"round": round_, "cell": cell.label, "what": peer, "trip_ns": trip,
+                                 "wall_s": round(wall, 2),
                                  "us_per_model_step": round(timing[CNN_PEERS[peer][1]], 1)})  # fmt: skip
                 # A line as each cell ends: the case's table comes at its end, and a stopped run keeps these.
                 processes = "; ".join(f"{row['what']} {row['wall_s']} s" for row in rows if "wall_s" in row

@@ -158,12 +158,28 @@ def test_the_cnn_case_times_normbench_and_each_present_peer_and_writes_their_rat
     assert [row["what"] for row in rows] == ["normbench, caches cold", "normbench, caches warm",
                                              "normbench, in process", *peers]  # fmt: skip
     assert all(row["cell"] == cell.label and row["round"] == 0 for row in rows)
+    # the cores' round trip just before each row; None on a machine with one CPU
+    several = len(os.sched_getaffinity(0)) > 1
+    assert all(row["trip_ns"] > 0 if several else row["trip_ns"] is None for row in rows)
     assert [row["peer"] for row in report["cases"]["cnn_ratios"]] == peers
     assert (tmp_path / "cnn.csv").exists() and (tmp_path / "cnn_ratios.csv").exists()
     # a line as the cell ends, which a run stopped before the case's table keeps
     (done,) = [line for line in lines if line.startswith(f"cnn: round 0, {cell.label}: ")]
     assert [part.rsplit(" ", 2)[0] for part in done.split(": ", 2)[2].split("; ")] == [
         "normbench, caches cold", "normbench, caches warm", *peers]  # fmt: skip
+
+
+def test_the_cores_round_trip_is_measured_between_two_cpus_and_is_none_with_one():
+    """`benchmarks/core_trip.py` run as the bench runs it: a positive count of nanoseconds while this thread may
+    use two CPUs (its process inherits them), None pinned to one."""
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) > 1:
+        assert bench.core_trip_ns() > 0
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        assert bench.core_trip_ns() is None
+    finally:
+        os.sched_setaffinity(0, cpus)
 
 
 def test_the_pytorch_loop_is_left_out_where_normbench_trains_on_an_accelerator(tmp_path, monkeypatch):
