@@ -1,16 +1,16 @@
-"""How far apart this process's first two CPUs are: a value's round trip between them, in nanoseconds.
+"""A value's round trip between this process's first two CPUs, in nanoseconds, each side pinned to one CPU.
 
     python benchmarks/core_trip.py [--every SECONDS --for SECONDS]
 
 prints the median of 3 bursts of 20,000 round trips, or with `--every`, one such median a line over time.
 
-A virtual machine's host may place its two CPUs near each other (sharing a cache) or far apart, and move them
-while a program runs. Programs whose threads hand data to each other, as XLA's do when a computation uses both
-cores, then run at two speeds. On the 2-core AMD EPYC machines of issue 31 this round trip was 480-770 ns in one
-state and 850-1,860 ns in the other (a C loop measured 200 and 600 ns: this Python loop adds the interpreter's
-time), and a GroupNorm cell's evaluation took 0.43-0.47 s in the first and 0.61-0.72 s in the second
-(docs/performance.md). `normbench bench` records it beside each row it times, so that a reader can tell the rows
-taken in one state from those taken in the other.
+On the 2-core virtual machines (AMD EPYC) of issue 31 this round trip takes one of two values, switching every few
+seconds to tens of seconds: 480-770 ns or 850-1,860 ns from this Python loop, which adds the interpreter's time (a C
+loop of the same handshake: about 200 or 600 ns). Work on both cores runs at two speeds with it: a GroupNorm cell's
+evaluation took 0.43-0.44 s a call at the first and 0.64-0.74 s at the second (docs/performance.md). Why the round
+trip changes was not measured; a hypothesis: the host runs the two CPUs on cores that share a cache at some times
+and not at others. `normbench bench` records it just before each row of its alternated cases; a row that lasts
+longer than a state can hold both.
 
 Standard library only, and it forks: a process running JAX's threads must not fork, so the bench starts this
 file in a process of its own.

@@ -22,8 +22,8 @@ Every case prints a table and is saved as `<case>.csv`, all of them together as 
   programs of the same `train` function.
 
 The alternated cases (`peers`, `cnn`) record before each row `trip_ns`, a value's round trip between the
-machine's first two CPUs (`benchmarks/core_trip.py`): a virtual machine's host places its CPUs near each other or
-far apart, and work on both cores runs at two speeds with it (docs/performance.md).
+machine's first two CPUs (`benchmarks/core_trip.py`): on the 2-core virtual machines measured it takes one of two
+values, and work on both cores runs at two speeds with it (docs/performance.md).
 
 FLOPs are the matrix products' and convolutions', counted from the program (`normbench.flops`); elementwise
 work is not counted, so a ratio to the floor of 1 is out of reach by that margin.
@@ -142,9 +142,9 @@ def _timed(fn, *args) -> float:
 
 def core_trip_ns() -> int | None:
     """`benchmarks/core_trip.py` in a process of its own (it forks, which this one, running JAX's threads, must
-    not): a value's round trip between this machine's first two CPUs in ns, None where there is one. On a virtual
-    machine it tells which of two states the host's placement of the CPUs is in, whose speeds differ by half for
-    work on both cores (docs/performance.md); the alternated cases record it just before each row."""
+    not): a value's round trip between this machine's first two CPUs in ns, None where there is one. On the 2-core
+    virtual machines measured it tells which of two speeds work on both cores runs at, one half again the other
+    (docs/performance.md); the alternated cases record it just before each row."""
     done = subprocess.run([sys.executable, str(CORE_TRIP)], capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{CORE_TRIP} failed:\n{done.stderr}")
