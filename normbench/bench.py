@@ -12,7 +12,8 @@ Every case prints a table and is saved as `<case>.csv`, all of them together as 
 - `cnn`: the small-batch study's CNN cell (`configs/small_batch.py`, sgd; BN and GN at batch 128, BN at batch 2,
   one epoch of the peers' steps) beside a Python loop over its runs and steps in Flax and in PyTorch
   (`cnn_flax_loop.py`, `cnn_torch_loop.py --threads 1` beside `flax_loop.py`; each skipped when absent), whole
-  processes alternated: the ratios issue 31 accepts on (`cnn_ratios`), and in this process each step's time alone,
+  processes alternated (normbench also with a process per core where the cell splits among them): the ratios
+  issue 31 accepts on (`cnn_ratios`), and in this process each step's time alone,
   an evaluation's per image and run and the cell's time over its FLOP floor;
 - `small_batch`: BatchNorm's cells of the small-batch study at batch 2 and 128 as the study trains them (the CNN,
   5 seeds x 4 rates, 15 epochs);
@@ -53,13 +54,14 @@ import numpy as np
 from normbench.config import Config, apply_overrides, load_config
 from normbench.core.budget import estimate
 from normbench.core.grid import Cell, cells, plan
-from normbench.core.sweep import compile_cell, device_data, run_sweep, train_program, training_time
+from normbench.core.sweep import compile_cell, device_data, run_sweep, train_program, training_time, units
 from normbench.core.train import make_train, precision_scope
 from normbench.data import load
 from normbench.errors import UserError, refused_write
 from normbench.reports.progress import Progress
 from normbench.results.store import atomic_write, make_writable
 from normbench.runtime.cache import cache_dir
+from normbench.runtime.processes import cores
 
 ROOT = Path(__file__).resolve().parent.parent
 INIT_SCALE = ROOT / "configs" / "init_scale.py"
@@ -305,7 +307,8 @@ CNN_PEERS = {"Flax loop": ("cnn_flax_loop.py", "us_per_step_after_first", []),
 
 def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
     """Each of `CNN_CELLS`, round after round: `normbench run configs/small_batch.py` to the cell's grid in fresh
-    processes, caches cold then warm, the cell's phases timed in this process (`cnn_phase_row`), then each peer
+    processes, caches cold then warm (and again with `--processes`, one per core, where the cell splits among
+    them: `normbench.core.sweep.units`), the cell's phases timed in this process (`cnn_phase_row`), then each peer
     as a whole process (its compiles are cold every time: it keeps no cache). The peers' data is decoded once
     beforehand, as normbench's is (`_cache_with_data`)."""
     peers = _present_peers(Path(os.environ.get("NORMBENCH_PEERS") or PEERS), log)
@@ -319,15 +322,21 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
             _process(untimed, _peer_env())
         for round_ in range(rounds):
             for cell in CNN_CELLS:
-                here = Path(tmp) / f"{round_}-{cell.norm}-{cell.batch}-{cell.runs}"
-                cache = _cache_with_data(here, study)
-                for cache_state in ("cold", "warm"):
-                    overrides = cell.overrides(n_train)
-                    trip = core_trip_ns()
-                    wall, _, saved = _normbench_process(here, cache, overrides, SMALL_BATCH)
-                    train_s = round(saved["timings"]["train_s"], 2)
-                    rows.append({"round": round_, "cell": cell.label, "what": f"normbench, caches {cache_state}",
-                                 "trip_ns": trip, "wall_s": round(wall, 2), "train_s": train_s})  # fmt: skip
+                overrides = cell.overrides(n_train)
+                config = apply_overrides(study, overrides)
+                # A process per core where the cell splits among them (`normbench.core.sweep.units`).
+                spread = (1, len(cores())) if len(cores()) > 1 and len(units(config, cells(config))) > 1 else (1,)
+                for processes in spread:
+                    here = Path(tmp) / f"{round_}-{cell.norm}-{cell.batch}-{cell.runs}-{processes}"
+                    cache = _cache_with_data(here, study)
+                    for cache_state in ("cold", "warm"):
+                        trip = core_trip_ns()
+                        wall, _, saved = _normbench_process(here, cache, overrides, SMALL_BATCH,
+                                                            ["--processes", str(processes)])  # fmt: skip
+                        what = _normbench_row(processes, cache_state)
+                        train_s = round(saved["timings"]["train_s"], 2)
+                        rows.append({"round": round_, "cell": cell.label, "what": what, "trip_ns": trip,
+                                     "wall_s": round(wall, 2), "train_s": train_s})  # fmt: skip
                 trip = core_trip_ns()
                 with _compiling_afresh():
                     phases = cnn_phase_row(study, cell, peak)
@@ -343,9 +352,9 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
                                  "wall_s": round(wall, 2),
                                  "us_per_model_step": round(timing[CNN_PEERS[peer][1]], 1)})  # fmt: skip
                 # A line as each cell ends: the case's table comes at its end, and a stopped run keeps these.
-                processes = "; ".join(f"{row['what']} {row['wall_s']} s" for row in rows if "wall_s" in row
+                timed = "; ".join(f"{row['what']} {row['wall_s']} s" for row in rows if "wall_s" in row
                                       and (row["round"], row["cell"]) == (round_, cell.label))  # fmt: skip
-                log(f"cnn: round {round_}, {cell.label}: {processes}")
+                log(f"cnn: round {round_}, {cell.label}: {timed}")
     return rows
 
 
@@ -421,18 +430,31 @@ def _phase_seconds(config: Config, cell: Cell, repeats: int = 3) -> tuple[float,
     return start_s + epoch_s + time.perf_counter() - began, epoch_s
 
 
+def _normbench_row(processes: int, cache_state: str) -> str:
+    return f"normbench, {f'{processes} processes, ' if processes > 1 else ''}caches {cache_state}"
+
+
+def _processes_of(what: str) -> int:
+    """How many processes a row of `_normbench_row` trained in."""
+    words = what.split()
+    return int(words[1]) if words[2].startswith("processes") else 1
+
+
 def cnn_ratios(rows: list[dict]) -> list[dict]:
     """The ratios issue 31 accepts on, per round, cell and peer: normbench's whole process over the peer's
-    (caches cold, warm) and its step over the peer's; and, per cell, an evaluation per image and run over a
-    training example's step and the cell's time over its FLOP floor. Several rounds end with each one's median."""
+    (caches cold, warm; and with a process per core, `processes_*`, None where the cell did not split) and its
+    step over the peer's; and, per cell, an evaluation per image and run over a training example's step and the
+    cell's time over its FLOP floor. Several rounds end with each one's median."""
     out = []
     for (round_, cell), these in _grouped(rows, ("round", "cell")).items():
-        mine = {row["what"]: row for row in these}
-        phases = mine["normbench, in process"]
+        phases = next(row for row in these if row["what"] == "normbench, in process")
+        timed = {(_processes_of(row["what"]) > 1, row["what"][-4:]): row["wall_s"] for row in these
+                 if row["what"].startswith("normbench, ") and "caches" in row["what"]}  # fmt: skip
         for peer in (row for row in these if row["what"] in CNN_PEERS):
-            out.append({"round": round_, "cell": cell, "peer": peer["what"], "peer_wall_s": peer["wall_s"],
-                        "cold_over_peer": round(mine["normbench, caches cold"]["wall_s"] / peer["wall_s"], 2),
-                        "warm_over_peer": round(mine["normbench, caches warm"]["wall_s"] / peer["wall_s"], 2),
+            over = {f"{'processes_' if spread else ''}{state}_over_peer":
+                    round(timed[spread, state] / peer["wall_s"], 2) if (spread, state) in timed else None
+                    for spread in (False, True) for state in ("cold", "warm")}  # fmt: skip
+            out.append({"round": round_, "cell": cell, "peer": peer["what"], "peer_wall_s": peer["wall_s"], **over,
                         "step_over_peer": round(phases["us_per_model_step"] / peer["us_per_model_step"], 2),
                         "eval_over_train_example": phases["eval_over_train_example"],
                         "train_over_floor": phases["train_over_floor"]})  # fmt: skip
@@ -440,8 +462,13 @@ def cnn_ratios(rows: list[dict]) -> list[dict]:
         ratios = [key for key in out[0] if key not in ("round", "cell", "peer")]
         for (cell, peer), these in _grouped(out, ("cell", "peer")).items():
             out.append({"round": f"median of {len(these)}", "cell": cell, "peer": peer,
-                        **{k: round(float(np.median([row[k] for row in these])), 2) for k in ratios}})  # fmt: skip
+                        **{k: _median([row[k] for row in these]) for k in ratios}})  # fmt: skip
     return out
+
+
+def _median(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(float(np.median(present)), 2) if present else None
 
 
 def _grouped(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
@@ -462,11 +489,11 @@ def _cache_with_data(tmp: Path, config: Config) -> Path:
     return cache
 
 
-def _normbench_process(tmp: Path, cache: Path, overrides: list[str], study: Path = INIT_SCALE):
-    """`normbench run <study> --set ...` in a fresh process with its caches in `cache`: (wall seconds, peak
-    memory in MiB, the config.json it wrote)."""
+def _normbench_process(tmp: Path, cache: Path, overrides: list[str], study: Path = INIT_SCALE, options=()):
+    """`normbench run <study> --set ... <options>` in a fresh process with its caches in `cache`: (wall seconds,
+    peak memory in MiB, the config.json it wrote)."""
     command = [sys.executable, "-m", "normbench", "run", str(study), *(f"--set={o}" for o in overrides),
-               "--out", str(tmp / "out"), "--force"]  # fmt: skip
+               "--out", str(tmp / "out"), "--force", *options]  # fmt: skip
     # Caches cold, then warm, only as `cache` is: none that the user's environment names, none turned off.
     env = {**os.environ, "NORMBENCH_CACHE": str(cache)}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)

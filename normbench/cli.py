@@ -72,7 +72,7 @@ def _run(args) -> int:
     try:
         with console_progress(args.quiet) as progress:
             timings = run_study(config, out, Fanout(progress, *listeners), force=args.force, workers=args.workers,
-                                size_check=not args.no_size_check)  # fmt: skip
+                                size_check=not args.no_size_check, processes=args.processes)  # fmt: skip
     except KeyboardInterrupt:
         print(f"normbench: interrupted; finished cells are kept in {out}/unfinished: run the same command to resume",
               file=sys.stderr)  # fmt: skip
@@ -260,6 +260,14 @@ def parser() -> argparse.ArgumentParser:
             metavar="N",
             help="cells trained at once (default: 2 on one CPU device, where they fill the cores; 1 elsewhere)",
         )
+    run.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train in N worker processes on one CPU, each pinned to a core, with the same results; a cell whose "
+        "seeds train in chunks (train.chunk_size) is split among them (default 1: in this process)",
+    )
     run.add_argument(
         "--diagnostics",
         action="store_true",

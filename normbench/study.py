@@ -26,7 +26,15 @@ from normbench.config import Config
 from normbench.core.budget import check_memory, estimate
 from normbench.core.diagnostics import DIAGNOSTICS
 from normbench.core.grid import Cell, cells
-from normbench.core.sweep import CellResult, check_fits, resolve_workers, run_sweep, training_time, trains_in_phases
+from normbench.core.sweep import (
+    CellResult,
+    check_fits,
+    resolve_processes,
+    resolve_workers,
+    run_sweep,
+    training_time,
+    trains_in_phases,
+)
 from normbench.data import load
 from normbench.errors import MachineError, UserError
 from normbench.reports.layer_figures import FIGURES as DIAGNOSTICS_FIGURES
@@ -76,12 +84,13 @@ def run_study(
     force: bool = False,
     workers: int | None = None,
     size_check: bool = True,
+    processes: int = 1,
 ) -> dict[str, float] | None:
     """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds, or None where
     `out` already held this config's finished results (`is_finished`) and `force` is not set. `workers`:
-    how many cells train at once (`run_sweep`). `size_check`: refuse a sweep whose estimated memory exceeds the
-    memory available (`normbench.core.budget`), before the output directory is touched. `progress` hears of each
-    cell (default: log lines).
+    how many cells train at once, `processes`: in how many worker processes, one per core (`run_sweep`).
+    `size_check`: refuse a sweep whose estimated memory exceeds the memory available (`normbench.core.budget`),
+    before the output directory is touched. `progress` hears of each cell (default: log lines).
 
     Three steps: `claim` the directory, `train_study`, `write_study`. Everything that can fail on bad input (data,
     batch shapes, the output directory) fails before the first file is replaced, so earlier results survive a bad
@@ -90,7 +99,8 @@ def run_study(
     grid first (`extend_tuned_grids`).
     """
     out = Path(out)
-    workers = resolve_workers(workers)  # a bad argument is refused whatever `out` holds
+    # a bad argument is refused whatever `out` holds
+    workers, processes = resolve_workers(workers), resolve_processes(processes, config)
     if not force and _finished(out, config):
         return None
     all_cells = cells(config)
@@ -110,7 +120,7 @@ def run_study(
             # Importing matplotlib is most of the write phase: done on a thread while the cells compile and train
             # (XLA releases the GIL), it is over by the time the figures are drawn.
             threading.Thread(target=_import_matplotlib, name="import-matplotlib", daemon=True).start()
-        results, extensions, extended = train_study(config, all_cells, dataset, held, progress, workers)
+        results, extensions, extended = train_study(config, all_cells, dataset, held, progress, workers, processes)
         trained, cpu_share = time.perf_counter(), (time.process_time() - cpu_loaded) / (time.perf_counter() - loaded)
         # Wall-clock phases, which add up: "train" while any cell trained, "compile" the rest of the sweep, when
         # every trainer waited for compilation (the rest of compiling overlapped training).
@@ -164,18 +174,21 @@ def claim(
 
 
 def train_study(config: Config, all_cells: list[Cell], dataset, held: Claim, progress: Progress | None,
-                workers: int) -> tuple[list[CellResult], list[Extension], list[CellResult]]:  # fmt: skip
+                workers: int, processes: int = 1
+                ) -> tuple[list[CellResult], list[Extension], list[CellResult]]:  # fmt: skip
     """Step 2: train the study's cells not yet kept, then the extensions of its tuned grids
     (`extend_tuned_grids`): (the study's results, the extensions, their results)."""
     listener = (progress or LogProgress()) if is_writer() else Progress()  # one process tells
-    train = functools.partial(_train_part, dataset=dataset, held=held, listener=listener, workers=workers)
+    train = functools.partial(
+        _train_part, dataset=dataset, held=held, listener=listener, workers=workers, processes=processes
+    )
     results = train(config, dict(enumerate(all_cells)))
     extensions, extended = extend_tuned_grids(config, all_cells, held.finished, train)
     return results, extensions, extended
 
 
 def _train_part(part: Config, numbered: dict[int, Cell], dataset, held: Claim, listener: Progress,
-                workers: int) -> list[CellResult]:  # fmt: skip
+                workers: int, processes: int) -> list[CellResult]:  # fmt: skip
     """Train the cells of `part` not yet kept, each kept under its number: the study's cells, numbered in order, or
     an extension's, after them (`normbench.results.tuning`)."""
     # Only process 0 reads what is finished; every process must train the same cells.
@@ -191,6 +204,7 @@ def _train_part(part: Config, numbered: dict[int, Cell], dataset, held: Claim, l
         on_result=functools.partial(_keep, part, held, index),
         checkpoints_for=lambda cell: held.unfinished.checkpoints(index[cell]),
         workers=workers,
+        processes=processes,
     )
 
 

@@ -223,6 +223,11 @@ CASES = {
     ),
     "config calling sys.exit": (config_file("import sys\n\nsys.exit(0)\n"), "failed to run: SystemExit"),
     "zero workers": (option("--workers", "0"), "workers must be at least 1, got 0"),
+    "zero processes": (option("--processes", "0"), "processes must be at least 1, got 0"),
+    "processes with checkpoints": (
+        option("--processes", "2", "--set", "train.checkpoint_every=1"),
+        "train.checkpoint_every saves a cell's state in the process that trains it, which --processes leaves",
+    ),
     "coordinator not HOST:PORT": (
         option("--coordinator", "nonsense", "--num-processes", "1", "--process-id", "0"),
         "--coordinator 'nonsense' is not HOST:PORT, e.g. host0:1234",

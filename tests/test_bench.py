@@ -101,11 +101,20 @@ def test_a_cnn_cell_trains_the_grid_its_peers_train(cell):
     assert config.report.tune_extensions == 0  # the grid alone: no more rates where the best sits at an edge
 
 
-def _cnn_rows(round_, cold, warm, step, flax, torch):
+def _cnn_rows(round_, cold, warm, step, flax, torch, spread=None):
     label = "batch norm, batch 128, 8 runs x 506 steps"
+    processes = (
+        []
+        if spread is None
+        else [
+            {"round": round_, "cell": label, "what": "normbench, 2 processes, caches cold", "wall_s": spread[0]},
+            {"round": round_, "cell": label, "what": "normbench, 2 processes, caches warm", "wall_s": spread[1]},
+        ]
+    )
     return [
         {"round": round_, "cell": label, "what": "normbench, caches cold", "wall_s": cold, "train_s": 1.0},
         {"round": round_, "cell": label, "what": "normbench, caches warm", "wall_s": warm, "train_s": 1.0},
+        *processes,
         {"round": round_, "cell": label, "what": "normbench, in process", "us_per_model_step": step,
          "eval_us_per_image_run": 2.0, "eval_over_train_example": 0.5, "train_over_floor": 6.0},
         {"round": round_, "cell": label, "what": "Flax loop", "wall_s": flax, "us_per_model_step": 5000.0},
@@ -114,22 +123,26 @@ def _cnn_rows(round_, cold, warm, step, flax, torch):
 
 
 def test_the_cnn_ratios_set_normbench_beside_each_peer_of_its_cell_and_round_then_take_medians():
-    rows = _cnn_rows(0, 40.0, 30.0, 4500.0, 20.0, 25.0) + _cnn_rows(1, 60.0, 20.0, 3000.0, 30.0, 40.0)
-    rows += _cnn_rows(2, 20.0, 10.0, 5000.0, 25.0, 20.0)
+    rows = _cnn_rows(0, 40.0, 30.0, 4500.0, 20.0, 25.0, spread=(30.0, 20.0))
+    rows += _cnn_rows(1, 60.0, 20.0, 3000.0, 30.0, 40.0) + _cnn_rows(2, 20.0, 10.0, 5000.0, 25.0, 20.0, (15.0, 5.0))
     *per_round, flax_median, torch_median = bench.cnn_ratios(rows)
     assert [(row["round"], row["peer"]) for row in per_round] == [
         (r, peer) for r in range(3) for peer in ("Flax loop", "PyTorch loop")
     ]
     assert per_round[0] == {"round": 0, "cell": rows[0]["cell"], "peer": "Flax loop", "peer_wall_s": 20.0,
-                            "cold_over_peer": 2.0, "warm_over_peer": 1.5, "step_over_peer": 0.9,
+                            "cold_over_peer": 2.0, "warm_over_peer": 1.5, "processes_cold_over_peer": 1.5,
+                            "processes_warm_over_peer": 1.0, "step_over_peer": 0.9,
                             "eval_over_train_example": 0.5, "train_over_floor": 6.0}  # fmt: skip
     assert per_round[1]["step_over_peer"] == 1.12 and per_round[1]["cold_over_peer"] == 1.6
+    assert per_round[2]["processes_cold_over_peer"] is None  # round 1 has no rows in processes
     # the median of each round's ratio (cold over the Flax loop 2.0, 2.0, 0.8; warm 1.5, 0.67, 0.4)
     assert flax_median["round"] == "median of 3" and flax_median["peer"] == "Flax loop"
     assert flax_median["cold_over_peer"] == 2.0 and flax_median["warm_over_peer"] == 0.67
+    # the median of the rounds that have it (1.5 and 0.6)
+    assert flax_median["processes_cold_over_peer"] == 1.05
     assert torch_median["step_over_peer"] == 1.12 and torch_median["peer_wall_s"] == 25.0
     # a cell with no peer (both absent) gives no ratio
-    assert bench.cnn_ratios([row for row in rows[:3]]) == []
+    assert bench.cnn_ratios([row for row in rows if row["what"] not in bench.CNN_PEERS]) == []
 
 
 @pytest.mark.slow
@@ -149,24 +162,25 @@ def test_a_cnn_cell_is_timed_phase_by_phase():
 def test_the_cnn_case_times_normbench_and_each_present_peer_and_writes_their_ratios(tmp_path, monkeypatch):
     """`normbench bench --cases cnn` on one tiny cell: normbench's processes and its phases beside each peer this
     machine has (`../shared/peers`; each one absent is said and left out), then the ratios of each pair."""
-    cell = bench.CnnCell("batch", 8, 4, 4)
+    cell = bench.CnnCell("batch", 8, 8, 4)  # 2 seeds, sliced at batch 8: a unit each for a process per core
     monkeypatch.setattr(bench, "CNN_CELLS", (cell,))
     lines = []
     report = bench.run_bench(tmp_path, ("cnn",), log=lines.append)
     peers = [peer for peer in bench.CNN_PEERS if not any(f"skipping the {peer}" in line for line in lines)]
     rows = report["cases"]["cnn"]
-    assert [row["what"] for row in rows] == ["normbench, caches cold", "normbench, caches warm",
-                                             "normbench, in process", *peers]  # fmt: skip
+    cpus = len(os.sched_getaffinity(0))
+    several = cpus > 1
+    timed = ["normbench, caches cold", "normbench, caches warm"]
+    timed += [f"normbench, {cpus} processes, caches cold", f"normbench, {cpus} processes, caches warm"] * several
+    assert [row["what"] for row in rows] == [*timed, "normbench, in process", *peers]
     assert all(row["cell"] == cell.label and row["round"] == 0 for row in rows)
     # the cores' round trip just before each row; None on a machine with one CPU
-    several = len(os.sched_getaffinity(0)) > 1
     assert all(row["trip_ns"] > 0 if several else row["trip_ns"] is None for row in rows)
     assert [row["peer"] for row in report["cases"]["cnn_ratios"]] == peers
     assert (tmp_path / "cnn.csv").exists() and (tmp_path / "cnn_ratios.csv").exists()
     # a line as the cell ends, which a run stopped before the case's table keeps
     (done,) = [line for line in lines if line.startswith(f"cnn: round 0, {cell.label}: ")]
-    assert [part.rsplit(" ", 2)[0] for part in done.split(": ", 2)[2].split("; ")] == [
-        "normbench, caches cold", "normbench, caches warm", *peers]  # fmt: skip
+    assert [part.rsplit(" ", 2)[0] for part in done.split(": ", 2)[2].split("; ")] == [*timed, *peers]
 
 
 def test_the_cores_round_trip_is_measured_between_two_cpus_and_is_none_with_one():

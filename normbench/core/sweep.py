@@ -10,6 +10,7 @@ spread over them (`lower_grid`); and compiling the next cells while the current 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import logging
@@ -31,8 +32,9 @@ from normbench.models import MODELS
 from normbench.norms import NORMS
 from normbench.protocols import PROTOCOLS
 from normbench.runtime.parallel import check_devices, lower_grid, replicate
-from normbench.runtime.phases import compile_phases, run_phases
+from normbench.runtime.phases import compile_phases, phases_from_payloads, phases_payloads, run_phases
 from normbench.runtime.pipeline import pipeline
+from normbench.runtime.processes import Worker, Workers, jax_settings
 from normbench.runtime.programs import program_key
 from normbench.runtime.stopping import Stopped, StopRequest, stop_on_signals
 
@@ -126,7 +128,7 @@ class CellResult:
     trace_s: float
     compile_s: float
     wait_s: float  # how long its trainer waited for it (the rest of compiling overlapped other cells' training)
-    train_s: float
+    train_s: float  # trained in worker processes (`run_sweep`'s `processes`): the sum over its units
     diagnostics: dict[int, Diagnostics] = field(default_factory=dict)  # epoch -> numpy, for train.diagnostics_at
     trained_from: float = 0.0  # time.perf_counter() when its training started and ended: cells train side by side
     trained_until: float = 0.0
@@ -166,6 +168,7 @@ def run_sweep(
     on_result: Callable[[CellResult], None] | None = None,
     checkpoints_for: Callable[[Cell], object] | None = None,
     workers: int | None = None,
+    processes: int = 1,
 ) -> list[CellResult]:
     """Train the cells in `todo` (default: all of the config's); `on_result` receives each as soon as it is
     finished, and `checkpoints_for(cell)` gives the checkpoints of a cell that saves between epochs.
@@ -173,13 +176,15 @@ def run_sweep(
     `workers` cells train at once, each on its own thread. The default is 2 on a single CPU device, 1 elsewhere:
     the CPU runs a cell's many small matrix products with its cores partly idle, and a second cell at the same
     time fills them (see `normbench bench`); a GPU runs one program at a time anyway. Each cell computes the same
-    numbers however many run beside it. `progress` (default: no one) hears as each cell starts compiling,
-    starts training, goes through its epochs and is done.
+    numbers however many run beside it. With `processes` above 1 (on a single CPU device), the cells train instead
+    in up to that many worker processes, each pinned to a core (`train_in_processes`), with the same numbers;
+    where they make only one unit (`units`), in this process as without. `progress` (default: no one) hears as
+    each cell starts compiling, starts training, goes through its epochs and is done.
 
     Called from the main thread, the first Ctrl-C or SIGTERM stops every cell in training as its epoch ends
     (`normbench.runtime.stopping`); the cells finished by then have gone to `on_result`, and `Stopped` is raised."""
     todo = cells(config) if todo is None else todo
-    workers = resolve_workers(workers)
+    workers, processes = resolve_workers(workers), resolve_processes(processes, config)
     if not todo:
         return []
     progress = progress or Progress()
@@ -200,10 +205,143 @@ def run_sweep(
             return result
 
         with stop_on_signals(stop, logging.getLogger("normbench").warning):
-            results = pipeline(len(todo), compile, train, workers, stop=stop)
+            split = units(config, todo) if processes > 1 else []
+            if len(split) > 1:
+                count = min(processes, len(split))
+                results = train_in_processes(config, dataset, todo, split, data, count, events, stop, on_result)
+            else:
+                results = pipeline(len(todo), compile, train, workers, stop=stop)
     if stop.asked:  # every cell in training finished its last epoch: still a stop, before anything that follows
         raise Stopped
     return results
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one worker process trains at a time (`train_in_processes`): cell `cell`'s runs of `seeds`."""
+
+    cell: int  # its index in the sweep's cells
+    seeds: tuple[int, ...]
+
+
+def units(config: Config, todo: list[Cell]) -> list[Unit]:
+    """The cells split for worker processes. A cell whose seeds train in chunks (`CellPlan.chunk_size`) gives one
+    unit per chunk, whose program is the cell's own loop body, so it computes the cell's bits; any other cell is
+    one unit, since fewer seeds vmapped together may sum in another order."""
+    seeds = config.sweep.seeds
+    out = []
+    for i, cell in enumerate(todo):
+        step = plan(config, cell).chunk_size or len(seeds)
+        out += [Unit(i, tuple(seeds[k : k + step])) for k in range(0, len(seeds), step)]
+    return out
+
+
+def with_seeds(config: Config, seeds: tuple[int, ...]) -> Config:
+    return dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, seeds=seeds))
+
+
+def train_in_processes(config: Config, dataset: Dataset, todo: list[Cell], split: list[Unit], data: Data, count: int,
+                       events: Events, stop: StopRequest, on_result) -> list[CellResult]:  # fmt: skip
+    """`run_sweep`'s cells trained in `count` worker processes, each pinned to a core
+    (`normbench.runtime.processes`), unit by unit (`split`, from `units`). This process compiles each unit's
+    phases with all its cores, the next while the workers train (`pipeline`), once for the units of a cell that
+    share a shape, and sends them as bytes; a worker loads and trains them, telling each epoch. A cell is done,
+    its `CellResult` the concatenation of its units', when its last unit is. A stop ends every unit in training at
+    its epoch's end; a cell some of whose units were not trained is dropped."""
+    of_cell: dict[int, list[int]] = {}
+    for u, unit in enumerate(split):
+        of_cell.setdefault(unit.cell, []).append(u)
+    epochs: dict[int, int] = {}
+    started: set[int] = set()
+    trained: dict[int, CellResult] = {}
+    compiled: dict[tuple[int, int], tuple] = {}  # (cell, seeds) -> (payloads, trace_s, compile_s), this cell's
+    lock = threading.Lock()
+
+    def heard(u: int, epoch: int, measured) -> None:
+        i = split[u].cell
+        epochs[u] = epoch
+        done = sum(epochs.get(v, 0) * len(split[v].seeds) for v in of_cell[i])
+        events.tell("epochs_done", i, done / len(config.sweep.seeds))
+        if measured is not None:
+            events.tell("epoch_metrics", i, epoch, np.asarray(split[u].seeds, np.uint32), measured)
+
+    def compile(u: int) -> tuple:
+        unit = split[u]
+        if u == of_cell[unit.cell][0]:
+            events.tell("compiling", unit.cell)
+        shape = (unit.cell, len(unit.seeds))
+        if shape in compiled:
+            return compiled[shape][0], 0.0, 0.0
+        compiled.clear()
+        program = compile_cell(with_seeds(config, unit.seeds), todo[unit.cell], dataset, data)
+        compiled[shape] = (phases_payloads(program.phases), program.trace_s, program.compile_s)
+        return compiled[shape]
+
+    def train(u: int, program: tuple, waited: float) -> CellResult | None:
+        unit, (payloads, trace_s, compile_s) = split[u], program
+        with lock:
+            first = not started & set(of_cell[unit.cell])
+            started.add(u)
+        if first:
+            events.tell("training", unit.cell)
+        wanted = events.progress.epoch_metrics_wanted
+        part = workers.run(train_unit, with_seeds(config, unit.seeds), todo[unit.cell], payloads, u, wanted)
+        with lock:
+            trained[u] = dataclasses.replace(part, trace_s=trace_s, compile_s=compile_s, wait_s=waited)
+            parts = [trained.get(v) for v in of_cell[unit.cell]]
+        if None in parts:
+            return None
+        result = joined(parts)
+        events.cell_done(unit.cell, result, on_result)
+        return result
+
+    workers = Workers(count, dataset, jax_settings(), heard)
+    stop.when_asked(workers.stop)
+    finished = False
+    try:
+        results = pipeline(len(split), compile, train, count, stop=stop)
+        finished = True
+    finally:
+        workers.close(abort=not finished)
+    return [result for result in results if result is not None]  # a cell's result is in its last unit's slot
+
+
+def train_unit(worker: Worker, config: Config, cell: Cell, payloads: dict | None, unit: int,
+               epoch_metrics: bool) -> CellResult:  # fmt: skip
+    """A worker process's job (`train_in_processes`): `cell`'s runs under `config` (the unit's seeds), with the
+    phases that the parent sent (`payloads`), or compiled here where they could not travel (None). Each epoch
+    is told to the parent as (unit, epoch, its metrics where `epoch_metrics` else None)."""
+    dataset = worker.shared
+    with precision_scope(config.train.precision):
+        if worker.kept.get("precision") != config.train.precision:
+            worker.kept.update(precision=config.train.precision, data=device_data(dataset, config.train.precision))
+        data = worker.kept["data"]
+        if payloads is None:
+            program = compile_cell(config, cell, dataset, data)
+        else:
+            if worker.kept.get("payloads") != payloads:  # the next unit of a cell runs the same programs
+                worker.kept.update(payloads=payloads, phases=phases_from_payloads(payloads))
+            program = CellProgram(None, worker.kept["phases"])
+
+        def on_epoch(epoch, measured):
+            worker.tell(unit, epoch, jax.tree.map(np.asarray, measured) if epoch_metrics else None)
+
+        return train_program(program, config, cell, data, on_epoch=on_epoch, stop=worker)[1]
+
+
+def joined(parts: list[CellResult]) -> CellResult:
+    """One cell's `CellResult` from its units' (in seed order): metrics and diagnostics concatenated along the
+    seeds, times summed, training from the first unit's start to the last one's end."""
+    seeds = lambda *arrays: np.concatenate(arrays)  # noqa: E731
+    first = parts[0]
+    return CellResult(
+        first.cell,
+        jax.tree.map(seeds, *(p.metrics for p in parts)),
+        *(sum(getattr(p, f) for p in parts) for f in ("trace_s", "compile_s", "wait_s", "train_s")),
+        {epoch: jax.tree.map(seeds, *(p.diagnostics[epoch] for p in parts)) for epoch in first.diagnostics},
+        min(p.trained_from for p in parts),
+        max(p.trained_until for p in parts),
+    )
 
 
 class Events:
@@ -285,6 +423,22 @@ def resolve_workers(workers: int | None) -> int:
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     return workers
+
+
+def resolve_processes(processes: int, config: Config) -> int:
+    """How many worker processes train the cells (`train_in_processes`), checked: 1 trains in this process."""
+    if processes < 1:
+        raise ConfigError(f"processes must be at least 1, got {processes}")
+    if processes == 1:
+        return 1
+    devices, backend = jax.device_count(), jax.default_backend()
+    if backend != "cpu" or devices > 1:
+        raise ConfigError(f"--processes trains a process per CPU core, but this run sees {devices} {backend} "
+                          "device(s); drop --processes")  # fmt: skip
+    if config.train.checkpoint_every:
+        raise ConfigError("train.checkpoint_every saves a cell's state in the process that trains it, which "
+                          "--processes leaves to workers; unset one of them")  # fmt: skip
+    return processes
 
 
 def check_fits(config: Config, dataset: Dataset) -> None:

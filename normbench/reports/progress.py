@@ -104,7 +104,7 @@ class LogProgress(Progress):
         total = self.config.train.epochs
         if epochs < total and int(4 * epochs / total) > int(4 * self.logged.get(index, 0) / total):
             self.logged[index] = epochs
-            logger.info(f"{self.name(index)}: {epochs:g}/{total} epochs done")
+            logger.info(f"{self.name(index)}: {round(epochs, 1):g}/{total} epochs done")
 
     def cell_done(self, index, result):
         accuracy, run = self._best_of(index, result)

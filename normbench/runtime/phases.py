@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from normbench.config import Config
-from normbench.runtime.programs import KeptGrid
+from normbench.runtime.programs import CompiledGrid, KeptGrid
 from normbench.runtime.stopping import Stopped, StopRequest
 
 # `start` and `finish` run once: `start` is mostly the PRNG's integer rounds, `finish` a few forward passes, on
@@ -91,6 +91,24 @@ def compile_phases(training, vmap_grid: Callable, config: Config, seeds, values,
     shape = compiled["diagnose"].output_shapes() if "diagnose" in compiled else None
     return Phases(compiled["start"], compiled["epoch"], compiled["finish"], compiled.get("diagnose"), shape,
                   traced - started, done - traced)  # fmt: skip
+
+
+PROGRAMS = ("start", "epoch", "finish", "diagnose")
+
+
+def phases_payloads(phases: Phases) -> dict[str, bytes] | None:
+    """Each compiled phase as bytes that another process loads (`phases_from_payloads`); None where one of them
+    cannot travel (`CompiledGrid.payload`)."""
+    programs = {name: getattr(phases, name) for name in PROGRAMS if getattr(phases, name) is not None}
+    payloads = {name: program.payload() for name, program in programs.items()}
+    return None if None in payloads.values() else payloads
+
+
+def phases_from_payloads(payloads: dict[str, bytes]) -> Phases:
+    """The phases that `phases_payloads` sent, loaded in this process; without the shape of the diagnostics, which
+    only checkpoints read."""
+    loaded = {name: CompiledGrid.from_payload(payloads[name]) if name in payloads else None for name in PROGRAMS}
+    return Phases(**loaded, diagnostics_shape=None, trace_s=0.0, compile_s=0.0)
 
 
 def run_phases(phases: Phases, config: Config, seeds, values, data, checkpoints=None, on_epoch=None,

@@ -15,6 +15,9 @@ An executable that XLA's own cache loaded serializes without its code (running t
 not found"), so a program is kept only when this process compiled it. An entry is its payload's sha256 followed by
 the payload: one that does not match its checksum or does not load (a flipped bit, a torn or foreign file) is
 discarded with a warning and compiled again, never used.
+
+The same payload carries a compiled program to another process on this machine (`CompiledGrid.payload`,
+`CompiledGrid.from_payload`): `normbench.runtime.processes` compiles a cell once and trains it in workers.
 """
 
 from __future__ import annotations
@@ -129,18 +132,40 @@ class KeptGrid:
         if self.kept is not None:
             return self.kept
         hits = _xla_cache_hits()
-        compiled = self.lowered.compile(self.options)
-        if _xla_cache_hits() == hits:  # an executable that XLA's own cache loaded serializes without its code
-            _save(self.path, compiled, self.out_tree)
-        return CompiledGrid(compiled, self.out_tree)
+        program = CompiledGrid(self.lowered.compile(self.options), self.out_tree)
+        # an executable that XLA's own cache loaded serializes without its code
+        program.portable = _xla_cache_hits() == hits
+        if self.path is not None and program.payload() is not None:
+            keep(self.path, hashlib.sha256(program.payload()).digest() + program.payload())
+        return program
 
 
 class CompiledGrid:
     """A compiled `KeptGrid`, called like its grid; anything else (`memory_analysis()`, `as_text()`) is the
     `jax.stages.Compiled`'s."""
 
-    def __init__(self, compiled, out_tree):
+    def __init__(self, compiled, out_tree, payload: bytes | None = None):
         self.compiled, self.out_tree = compiled, out_tree
+        self.portable = True  # whether `payload()` can give the program's code
+        self._payload = payload
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> CompiledGrid:
+        """The program that `payload()` gave, loaded into this process."""
+        executable, in_tree, flat_out_tree, out_tree = pickle.loads(payload)
+        return cls(serialize_executable.deserialize_and_load(executable, in_tree, flat_out_tree), out_tree, payload)
+
+    def payload(self) -> bytes | None:
+        """The program as bytes that `from_payload` loads, in this process or another one on this machine; None
+        where it cannot be serialized (a backend or program that JAX cannot serialize, or one that XLA's own cache
+        loaded)."""
+        if self._payload is None and self.portable:
+            try:
+                self._payload = pickle.dumps((*serialize_executable.serialize(self.compiled), self.out_tree))
+            except (ValueError, NotImplementedError) as e:
+                logger.debug(f"cannot serialize the program: {e}")
+                self.portable = False
+        return self._payload
 
     def __call__(self, *args):
         return jax.tree.unflatten(self.out_tree, self.compiled(*jax.tree.leaves(args)))
@@ -177,8 +202,7 @@ def _load(path: Path | None) -> CompiledGrid | None:
         digest, payload = entry[:32], entry[32:]
         if hashlib.sha256(payload).digest() != digest:
             raise ValueError("its checksum does not match")
-        executable, in_tree, flat_out_tree, out_tree = pickle.loads(payload)
-        return CompiledGrid(serialize_executable.deserialize_and_load(executable, in_tree, flat_out_tree), out_tree)
+        return CompiledGrid.from_payload(payload)
     except Exception as e:  # noqa: BLE001 -- whatever is wrong with an entry, compiling again is right
         _discard(path, e)
         return None
@@ -188,14 +212,3 @@ def _discard(path: Path, error: Exception) -> None:
     reason = " ".join(str(error).split())[:200] or type(error).__name__  # one line, however long the error
     logger.warning(f"discarding the bad program cache entry {path} ({reason}); compiling the program again")
     path.unlink(missing_ok=True)
-
-
-def _save(path: Path | None, compiled, out_tree) -> None:
-    if path is None:
-        return
-    try:
-        payload = pickle.dumps((*serialize_executable.serialize(compiled), out_tree))
-    except (ValueError, NotImplementedError) as e:  # a backend or program that JAX cannot serialize: not kept
-        logger.debug(f"not keeping {path.name}: {e}")
-        return
-    keep(path, hashlib.sha256(payload).digest() + payload)

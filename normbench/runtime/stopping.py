@@ -39,6 +39,10 @@ class StopRequest:
     def asked(self) -> bool:
         return self._asked.done()
 
+    def when_asked(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once a stop is asked, from whichever thread asks (the signal handler's)."""
+        self._asked.add_done_callback(lambda _: callback())
+
     def wait_for(self, future: concurrent.futures.Future):
         """`future`'s result, or `Stopped` as soon as a stop is asked: a cell still compiling never starts."""
         concurrent.futures.wait([future, self._asked], return_when=concurrent.futures.FIRST_COMPLETED)

@@ -1,0 +1,146 @@
+"""Worker processes, one per core (`normbench run --processes N`, `normbench.runtime.processes`): the same bits as
+one process, every event told, each worker on its own core, and a worker's failure raised in the parent."""
+
+import dataclasses
+import multiprocessing
+import os
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config, tiny_dataset
+from jax.experimental.compilation_cache import compilation_cache
+
+from normbench.cli import main
+from normbench.core import sweep
+from normbench.core.grid import cells
+from normbench.core.listener import Progress
+from normbench.core.sweep import Events, device_data, run_sweep, train_in_processes, units
+from normbench.errors import MachineError
+from normbench.results.store import metrics_csv
+from normbench.runtime.processes import Workers, cores
+from normbench.runtime.stopping import Stopped, StopRequest
+
+
+def chunked_config():
+    """2 cells: batch 4 vmaps its 3 seeds together (one unit), batch 8 slices them in chunks of 2 (two units,
+    the second a remainder of one seed)."""
+    config = tiny_config(batch_sizes=(4, 8), seeds=(0, 1, 2))
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, chunk_size=2, chunk_min_batch=8))
+
+
+class Heard(Progress):
+    epoch_metrics_wanted = True
+
+    def __init__(self):
+        self.events = []
+
+    def epochs_done(self, index, epochs):
+        self.events.append(("epochs", index, epochs))
+
+    def epoch_metrics(self, index, epoch, seeds, metrics):
+        self.events.append(("metrics", index, epoch, tuple(int(s) for s in seeds), metrics.train_loss.shape))
+
+    def cell_done(self, index, result):
+        self.events.append(("done", index))
+
+
+def test_a_chunked_cell_splits_into_its_chunks_and_any_other_cell_stays_whole():
+    config = chunked_config()
+    assert [(u.cell, u.seeds) for u in units(config, cells(config))] == [(0, (0, 1, 2)), (1, (0, 1)), (1, (2,))]
+
+
+@pytest.fixture
+def xla_cache_off():
+    """A program that XLA's cache loaded cannot travel (`CompiledGrid.payload`): off, every program does."""
+    before = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    yield
+    jax.config.update("jax_enable_compilation_cache", before)
+    compilation_cache.reset_cache()
+
+
+@pytest.mark.parametrize(
+    "travels",
+    [pytest.param(True, marks=pytest.mark.slow), False],  # sent: every program compiled afresh, 30 s
+    ids=["programs sent", "programs compiled in the workers"],
+)
+def test_processes_train_the_bits_of_one_process_and_tell_every_epoch(xla_cache_off, monkeypatch, travels):
+    config, dataset = chunked_config(), tiny_dataset()
+    alone = run_sweep(config, dataset, workers=1)
+    sent, original = [], sweep.phases_payloads
+
+    def payloads(phases):
+        sent.append(original(phases) if travels else None)
+        return sent[-1]
+
+    monkeypatch.setattr(sweep, "phases_payloads", payloads)
+    heard = Heard()
+    spread = run_sweep(config, dataset, heard, processes=2)
+    assert len(sent) == 3 and all((s is not None) == travels for s in sent)  # once per cell and chunk size
+    assert [r.cell for r in spread] == [r.cell for r in alone]
+    assert metrics_csv(config, spread) == metrics_csv(config, alone)
+    for a, b in zip(alone, spread):
+        assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(a.metrics, b.metrics))
+    assert sorted(e[1] for e in heard.events if e[0] == "done") == [0, 1]
+    for index, chunks in enumerate([((0, 1, 2),), ((0, 1), (2,))]):
+        told = {(e[2], e[3]) for e in heard.events if e[0] == "metrics" and e[1] == index}
+        assert told == {(epoch, seeds) for epoch in (1, 2) for seeds in chunks}
+        assert max(e[2] for e in heard.events if e[0] == "epochs" and e[1] == index) == 2
+
+
+class StopAtFirstEpoch(Progress):
+    """Asks `stop` as soon as any epoch is told: every unit is then still training."""
+
+    def __init__(self, stop):
+        self.stop, self.told = stop, []
+
+    def epochs_done(self, index, epochs):
+        self.told.append(epochs)
+        self.stop.ask()
+
+
+def test_a_stop_ends_every_unit_in_training_at_its_epoch_and_closes_the_workers():
+    config = chunked_config()
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=300))
+    dataset, todo, stop, kept = tiny_dataset(), cells(config), StopRequest(), []
+    listener = StopAtFirstEpoch(stop)
+    with pytest.raises(Stopped):
+        train_in_processes(config, dataset, todo, units(config, todo), device_data(dataset), 2,
+                           Events(listener, config, todo), stop, kept.append)  # fmt: skip
+    assert kept == [] and 0 < max(listener.told) < 300
+    assert multiprocessing.active_children() == []
+
+
+def _affinity(worker):
+    return sorted(os.sched_getaffinity(0))
+
+
+def _fail(worker, message):
+    raise ValueError(message)
+
+
+def _exit(worker):
+    os._exit(3)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="pinning needs Linux")
+def test_each_worker_is_pinned_to_its_own_core_and_a_failure_comes_back_as_itself():
+    workers = Workers(2, None, {}, lambda *event: None)
+    try:
+        pinned = [workers.processes[k].run(_affinity, ()) for k in range(2)]
+        assert pinned == [[core] for core in (cores() * 2)[:2]]
+        with pytest.raises(ValueError, match="a bad unit"):
+            workers.run(_fail, "a bad unit")
+        with pytest.raises(MachineError, match=r"a worker process ended while training \(exit code 3\)"):
+            workers.run(_exit)
+    finally:
+        workers.close()
+
+
+@pytest.mark.slow
+def test_the_cli_with_processes_writes_the_same_metrics(study, tmp_path):
+    config, out = study
+    assert main(["run", str(config), "--out", str(tmp_path / "spread"), "--processes", "2"]) == 0
+    assert (tmp_path / "spread" / "metrics.csv").read_bytes() == (out / "metrics.csv").read_bytes()
