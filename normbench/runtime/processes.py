@@ -1,9 +1,10 @@
 """A process per core: worker processes, each pinned to one CPU core, that train what a sweep hands them
 (`normbench run --processes N`; `normbench.core.sweep.run_sweep` splits the cells into units).
 
-Why processes: on a 2-core machine a CNN cell at batch 128 gains about 5% from the second core, where a second
-process on it trains as much again (docs/performance.md, "Two speeds on two cores"). Threads of one process do
-not: pinned one to each core, two epochs side by side took longer than one after the other on both cores.
+Why processes: on the 2-core machines measured, a CNN cell at batch 128 trained a seed 5% faster on two cores than
+on one in one sitting and about 1.6 times as fast in another (the machine's two speeds), where a second process on
+the other core trains a second seed in the same time (docs/performance.md, "A process per core"). Threads of one
+process do not: pinned one to each core, two epochs side by side took longer than one after the other on both.
 
 A worker is started with `spawn`, pins itself before JAX creates its backend (so XLA sizes its thread pool to
 the one core), ignores Ctrl-C (the parent asks it to stop through `stopping`, at an epoch's end) and then runs
