@@ -60,7 +60,7 @@ class Workers:
             self.free.put(process)
 
     def stop(self) -> None:
-        """Ask every job to stop at its next epoch's end (`Worker.stop`)."""
+        """Ask every job to stop at its next epoch's end (`Worker.asked`)."""
         self.stopping.set()
 
     def close(self, abort: bool = False) -> None:

@@ -132,11 +132,12 @@ class KeptGrid:
         if self.kept is not None:
             return self.kept
         hits = _xla_cache_hits()
-        program = CompiledGrid(self.lowered.compile(self.options), self.out_tree)
+        compiled = self.lowered.compile(self.options)
         # an executable that XLA's own cache loaded serializes without its code
-        program.portable = _xla_cache_hits() == hits
-        if self.path is not None and program.payload() is not None:
-            keep(self.path, hashlib.sha256(program.payload()).digest() + program.payload())
+        program = CompiledGrid(compiled, self.out_tree, portable=_xla_cache_hits() == hits)
+        payload = program.payload() if self.path is not None else None
+        if payload is not None:
+            keep(self.path, hashlib.sha256(payload).digest() + payload)
         return program
 
 
@@ -144,9 +145,9 @@ class CompiledGrid:
     """A compiled `KeptGrid`, called like its grid; anything else (`memory_analysis()`, `as_text()`) is the
     `jax.stages.Compiled`'s."""
 
-    def __init__(self, compiled, out_tree, payload: bytes | None = None):
+    def __init__(self, compiled, out_tree, payload: bytes | None = None, portable: bool = True):
         self.compiled, self.out_tree = compiled, out_tree
-        self.portable = True  # whether `payload()` can give the program's code
+        self.portable = portable  # whether `payload()` can give the program's code
         self._payload = payload
 
     @classmethod
