@@ -54,14 +54,13 @@ import numpy as np
 from normbench.config import Config, apply_overrides, load_config
 from normbench.core.budget import estimate
 from normbench.core.grid import Cell, cells, plan
-from normbench.core.sweep import compile_cell, device_data, run_sweep, train_program, training_time, units
+from normbench.core.sweep import compile_cell, device_data, run_sweep, train_program, training_time
 from normbench.core.train import make_train, precision_scope
 from normbench.data import load
 from normbench.errors import UserError, refused_write
 from normbench.reports.progress import Progress
 from normbench.results.store import atomic_write, make_writable
 from normbench.runtime.cache import cache_dir
-from normbench.runtime.processes import cores
 
 ROOT = Path(__file__).resolve().parent.parent
 INIT_SCALE = ROOT / "configs" / "init_scale.py"
@@ -307,10 +306,11 @@ CNN_PEERS = {"Flax loop": ("cnn_flax_loop.py", "us_per_step_after_first", []),
 
 def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
     """Each of `CNN_CELLS`, round after round: `normbench run configs/small_batch.py` to the cell's grid in fresh
-    processes, caches cold then warm (and again with `--processes`, one per core, where the cell splits among
-    them: `normbench.core.sweep.units`), the cell's phases timed in this process (`cnn_phase_row`), then each peer
-    as a whole process (its compiles are cold every time: it keeps no cache). The peers' data is decoded once
-    beforehand, as normbench's is (`_cache_with_data`)."""
+    processes, caches cold then warm, as `run` trains by default (`--processes auto`: `processes` is how many
+    processes it chose, `normbench.core.sweep.auto_processes`), and where that was more than one, again in one
+    process; the cell's phases timed in this process (`cnn_phase_row`), then each peer as a whole process (its
+    compiles are cold every time: it keeps no cache). The peers' data is decoded once beforehand, as normbench's
+    is (`_cache_with_data`)."""
     peers = _present_peers(Path(os.environ.get("NORMBENCH_PEERS") or PEERS), log)
     study = load_config(SMALL_BATCH)
     n_train = len(load(study.data).train_x)
@@ -322,21 +322,12 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
             _process(untimed, _peer_env())
         for round_ in range(rounds):
             for cell in CNN_CELLS:
-                overrides = cell.overrides(n_train)
-                config = apply_overrides(study, overrides)
-                # A process per core where the cell splits among them (`normbench.core.sweep.units`).
-                spread = (1, len(cores())) if len(cores()) > 1 and len(units(config, cells(config))) > 1 else (1,)
-                for processes in spread:
-                    here = Path(tmp) / f"{round_}-{cell.norm}-{cell.batch}-{cell.runs}-{processes}"
-                    cache = _cache_with_data(here, study)
-                    for cache_state in ("cold", "warm"):
-                        trip = core_trip_ns()
-                        wall, _, saved = _normbench_process(here, cache, overrides, SMALL_BATCH,
-                                                            ["--processes", str(processes)])  # fmt: skip
-                        what = _normbench_row(processes, cache_state)
-                        train_s = round(saved["timings"]["train_s"], 2)
-                        rows.append({"round": round_, "cell": cell.label, "what": what, "trip_ns": trip,
-                                     "wall_s": round(wall, 2), "train_s": train_s})  # fmt: skip
+                here = Path(tmp) / f"{round_}-{cell.norm}-{cell.batch}-{cell.runs}"
+                default = _cnn_normbench_rows(here, study, cell, n_train, one_process=False)
+                rows += [{"round": round_, **row} for row in default]
+                if default[0]["processes"] > 1:
+                    one = _cnn_normbench_rows(here / "one process", study, cell, n_train, one_process=True)
+                    rows += [{"round": round_, **row} for row in one]
                 trip = core_trip_ns()
                 with _compiling_afresh():
                     phases = cnn_phase_row(study, cell, peak)
@@ -355,6 +346,20 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
                 timed = "; ".join(f"{row['what']} {row['wall_s']} s" for row in rows if "wall_s" in row
                                       and (row["round"], row["cell"]) == (round_, cell.label))  # fmt: skip
                 log(f"cnn: round {round_}, {cell.label}: {timed}")
+    return rows
+
+
+def _cnn_normbench_rows(tmp: Path, study: Config, cell: CnnCell, n_train: int, one_process: bool) -> list[dict]:
+    """`cell` by `normbench run` in fresh processes, caches cold then warm: as by default, or in one process."""
+    cache = _cache_with_data(tmp, study)
+    rows = []
+    for cache_state in ("cold", "warm"):
+        trip = core_trip_ns()
+        options = ["--processes", "1"] if one_process else []
+        wall, _, saved = _normbench_process(tmp, cache, cell.overrides(n_train), SMALL_BATCH, options)
+        rows.append({"cell": cell.label, "what": _normbench_row(one_process, cache_state), "trip_ns": trip,
+                     "processes": saved["environment"]["worker_processes"], "wall_s": round(wall, 2),
+                     "train_s": round(saved["timings"]["train_s"], 2)})  # fmt: skip
     return rows
 
 
@@ -430,38 +435,35 @@ def _phase_seconds(config: Config, cell: Cell, repeats: int = 3) -> tuple[float,
     return start_s + epoch_s + time.perf_counter() - began, epoch_s
 
 
-def _normbench_row(processes: int, cache_state: str) -> str:
-    return f"normbench, {f'{processes} processes, ' if processes > 1 else ''}caches {cache_state}"
-
-
-def _processes_of(what: str) -> int:
-    """How many processes a row of `_normbench_row` trained in."""
-    words = what.split()
-    return int(words[1]) if words[2].startswith("processes") else 1
+def _normbench_row(one_process: bool, cache_state: str) -> str:
+    return f"normbench, {'1 process, ' if one_process else ''}caches {cache_state}"
 
 
 def cnn_ratios(rows: list[dict]) -> list[dict]:
-    """The ratios issue 31 accepts on, per round, cell and peer: normbench's whole process over the peer's
-    (caches cold, warm; and with a process per core, `processes_*`, None where the cell did not split) and its
-    step over the peer's; and, per cell, an evaluation per image and run over a training example's step and the
-    cell's time over its FLOP floor. Several rounds end with each one's median."""
+    """The ratios issue 31 accepts on, per round, cell and peer: normbench's whole process over the peer's, as
+    `run` trains by default in `processes` processes (caches cold, warm) and, where that was more than one, in
+    one process (`one_process_*`, None elsewhere), and its step over the peer's; and, per cell, an evaluation per
+    image and run over a training example's step and the cell's time over its FLOP floor. Several rounds end with
+    each one's median."""
     out = []
     for (round_, cell), these in _grouped(rows, ("round", "cell")).items():
         phases = next(row for row in these if row["what"] == "normbench, in process")
-        timed = {(_processes_of(row["what"]) > 1, row["what"][-4:]): row["wall_s"] for row in these
-                 if row["what"].startswith("normbench, ") and "caches" in row["what"]}  # fmt: skip
+        timed = {row["what"]: row for row in these if "processes" in row}
+        default = timed[_normbench_row(False, "cold")]
         for peer in (row for row in these if row["what"] in CNN_PEERS):
-            over = {f"{'processes_' if spread else ''}{state}_over_peer":
-                    round(timed[spread, state] / peer["wall_s"], 2) if (spread, state) in timed else None
-                    for spread in (False, True) for state in ("cold", "warm")}  # fmt: skip
-            out.append({"round": round_, "cell": cell, "peer": peer["what"], "peer_wall_s": peer["wall_s"], **over,
+            over = {f"{'one_process_' if one else ''}{state}_over_peer":
+                    round(timed[what]["wall_s"] / peer["wall_s"], 2) if (what := _normbench_row(one, state)) in timed
+                    else None for one in (False, True) for state in ("cold", "warm")}  # fmt: skip
+            out.append({"round": round_, "cell": cell, "peer": peer["what"], "peer_wall_s": peer["wall_s"],
+                        "processes": default["processes"], **over,
                         "step_over_peer": round(phases["us_per_model_step"] / peer["us_per_model_step"], 2),
                         "eval_over_train_example": phases["eval_over_train_example"],
                         "train_over_floor": phases["train_over_floor"]})  # fmt: skip
     if len({row["round"] for row in out}) > 1:
-        ratios = [key for key in out[0] if key not in ("round", "cell", "peer")]
+        ratios = [key for key in out[0] if key not in ("round", "cell", "peer", "processes")]
         for (cell, peer), these in _grouped(out, ("cell", "peer")).items():
             out.append({"round": f"median of {len(these)}", "cell": cell, "peer": peer,
+                        "processes": "/".join(sorted({str(row["processes"]) for row in these})),
                         **{k: _median([row[k] for row in these]) for k in ratios}})  # fmt: skip
     return out
 

@@ -39,6 +39,16 @@ def _path(value: str | None, option: str) -> Path | None:
     return None if value is None else Path(value)
 
 
+def _processes(value: str) -> int | None:
+    """`--processes`: a count, or `auto` (None), which `run_study` decides."""
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {value!r}") from None
+
+
 def _warn_ignored(args, config) -> None:
     """Said once a command has succeeded, so that a failing one still ends in its one error line."""
     from normbench.validate import ignored_options
@@ -262,11 +272,12 @@ def parser() -> argparse.ArgumentParser:
         )
     run.add_argument(
         "--processes",
-        type=int,
-        default=1,
-        metavar="N",
+        type=_processes,
+        default=None,
+        metavar="N|auto",
         help="train in N worker processes on one CPU, each pinned to a core, with the same results; a cell whose "
-        "seeds train in chunks (train.chunk_size) is split among them (default 1: in this process)",
+        "seeds train in chunks (train.chunk_size) is split among them. 1: in this process. Default auto: a "
+        "process per core where cells train in chunks for 10 s or more (estimated), else 1",
     )
     run.add_argument(
         "--diagnostics",

@@ -28,12 +28,14 @@ from normbench.core.diagnostics import DIAGNOSTICS
 from normbench.core.grid import Cell, cells
 from normbench.core.sweep import (
     CellResult,
+    auto_processes,
     check_fits,
     resolve_processes,
     resolve_workers,
     run_sweep,
     training_time,
     trains_in_phases,
+    units,
 )
 from normbench.data import load
 from normbench.errors import MachineError, UserError
@@ -84,11 +86,12 @@ def run_study(
     force: bool = False,
     workers: int | None = None,
     size_check: bool = True,
-    processes: int = 1,
+    processes: int | None = None,
 ) -> dict[str, float] | None:
     """Train every cell of `config` and write `out`; returns the wall time of each phase in seconds, or None where
     `out` already held this config's finished results (`is_finished`) and `force` is not set. `workers`:
-    how many cells train at once, `processes`: in how many worker processes, one per core (`run_sweep`).
+    how many cells train at once, `processes`: in how many worker processes, one per core (`run_sweep`; None:
+    as many as `auto_processes` chooses for the estimated sweep).
     `size_check`: refuse a sweep whose estimated memory exceeds the memory available (`normbench.core.budget`),
     before the output directory is touched. `progress` hears of each cell (default: log lines).
 
@@ -112,9 +115,14 @@ def run_study(
     cost = estimate(config, dataset, workers, last_rate(device_kind()))
     if size_check:
         check_memory(cost)
+    chosen = processes is None
+    if chosen:
+        processes = auto_processes(config, all_cells, cost.train_seconds())
     with contextlib.ExitStack() as claimed:
         held = claim(out, config, force, claimed, progress)
         logger.info(f"estimate: {cost.text()}")  # after every refusal, which each stays one line
+        if chosen and processes > 1:
+            logger.info(f"training in {processes} worker processes, one per core (--processes 1: in this one)")
         loaded, cpu_loaded = time.perf_counter(), time.process_time()
         if is_writer():
             # Importing matplotlib is most of the write phase: done on a thread while the cells compile and train
@@ -128,7 +136,10 @@ def run_study(
         busy = training_time(every)
         timings = {"data_s": loaded - start, "compile_s": trained - loaded - busy, "train_s": busy}
         work = {"trace_s": sum(r.trace_s for r in every), "xla_compile_s": sum(r.compile_s for r in every)}
-        write_study(config, out, held, all_cells, extensions, timings, trained, work, dataset.train_x.shape[1:])
+        # `run_sweep` starts no more workers than units, and none for one
+        spread = min(processes, len(units(config, all_cells)))
+        write_study(config, out, held, all_cells, extensions, timings, trained, work, dataset.train_x.shape[1:],
+                    spread)  # fmt: skip
         if is_writer():
             # This machine's rate, for the next estimate: what the study's own cells trained now computed (the
             # estimate has no extensions), and in what time.
@@ -226,7 +237,7 @@ def _keep(part: Config, held: Claim, index: dict[Cell, int], result: CellResult)
 
 
 def write_study(config: Config, out: Path, held: Claim, all_cells: list[Cell], extensions: list[Extension],
-                timings: dict, trained: float, work: dict, input_shape) -> None:  # fmt: skip
+                timings: dict, trained: float, work: dict, input_shape, processes: int = 1) -> None:  # fmt: skip
     """Step 3: on process 0, write the results of every cell kept (`write_results`); `timings` gains the write's."""
     if not is_writer():
         timings["write_s"] = time.perf_counter() - trained
@@ -234,7 +245,7 @@ def write_study(config: Config, out: Path, held: Claim, all_cells: list[Cell], e
     searched = searched_grids(config, all_cells, extensions) if config.report.tune else None
     try:
         write_results(config, out, held.lock, held.unfinished, held.finished, len(all_cells) + len(extensions),
-                      timings, trained, work, input_shape, searched)  # fmt: skip
+                      timings, trained, work, input_shape, searched, processes)  # fmt: skip
     except OSError as e:  # a full disk, a read-only file: the finished cells are kept, a rerun writes them
         raise MachineError(
             f"cannot write the results to {str(out)!r}: {e.strerror or e}; the finished cells are kept in "
@@ -310,11 +321,12 @@ def extend_tuned_grids(
 
 
 def write_results(config, out, lock, unfinished, finished, n_cells, timings, trained, work, input_shape,
-                  searched=None) -> None:  # fmt: skip
+                  searched=None, processes: int = 1) -> None:  # fmt: skip
     """Write the complete results into a new directory beside `out` and swap it in (`replace`): killed at any
     point, `out` holds the old results or the new ones. The old directory goes with this run's `unfinished/`.
     `input_shape` (one example's) sizes the batch statistics in summary.md; `searched`, each cell's grids of the
-    tuned axes as searched (`normbench.results.tuning.searched_grids`), goes into config.json."""
+    tuned axes as searched (`normbench.results.tuning.searched_grids`), goes into config.json, and so do the
+    `processes` the cells trained in (`environment`)."""
     new = start_replacement(out)
     atomic_write(new / METRICS, join_tables([finished[i] for i in range(n_cells)]))
     if config.train.diagnostics_at:
@@ -323,7 +335,8 @@ def write_results(config, out, lock, unfinished, finished, n_cells, timings, tra
     drawn = draw_figures(new, config=config, input_shape=input_shape)
     timings["write_s"] = time.perf_counter() - trained
     # After the figures, so that it can hold every timing; the manifest, of every file, after it.
-    meta = {"input_shape": list(input_shape), "environment": environment(), "timings": timings, "compilation": work}
+    meta = {"input_shape": list(input_shape), "environment": environment(processes), "timings": timings,
+            "compilation": work}  # fmt: skip
     if searched:
         meta["searched_grids"] = searched
     write_config(new, config, meta)
@@ -338,7 +351,9 @@ FIGURE_FILES = {f"{name}.{format}" for name in {*FIGURES, *DIAGNOSTICS_FIGURES} 
 OWNED = {CONFIG, METRICS, DIAGNOSTICS, "summary.md", REPORT, MANIFEST} | FIGURE_FILES
 
 
-def environment() -> dict:
+def environment(processes: int = 1) -> dict:
+    """The machine, the packages and the command that computed a result; `processes`: the worker processes its
+    cells trained in (`run_sweep`; 1: the command's own)."""
     device = jax.devices()[0]
     return {
         "normbench": __version__,
@@ -352,6 +367,7 @@ def environment() -> dict:
         "cpu": cpu(),
         "device_count": jax.device_count(),
         "process_count": jax.process_count(),
+        "worker_processes": processes,
         "command": sys.argv,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

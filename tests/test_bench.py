@@ -101,19 +101,16 @@ def test_a_cnn_cell_trains_the_grid_its_peers_train(cell):
     assert config.report.tune_extensions == 0  # the grid alone: no more rates where the best sits at an edge
 
 
-def _cnn_rows(round_, cold, warm, step, flax, torch, spread=None):
+def _cnn_rows(round_, cold, warm, step, flax, torch, one=None):
+    """A round of one cell: by default in 2 processes, with `one` (cold, warm) in one process, else in one."""
     label = "batch norm, batch 128, 8 runs x 506 steps"
-    processes = (
-        []
-        if spread is None
-        else [
-            {"round": round_, "cell": label, "what": "normbench, 2 processes, caches cold", "wall_s": spread[0]},
-            {"round": round_, "cell": label, "what": "normbench, 2 processes, caches warm", "wall_s": spread[1]},
-        ]
-    )
+    default, processes = (1, []) if one is None else (2, [
+        {"round": round_, "cell": label, "what": "normbench, 1 process, caches cold", "processes": 1, "wall_s": one[0]},
+        {"round": round_, "cell": label, "what": "normbench, 1 process, caches warm", "processes": 1, "wall_s": one[1]},
+    ])  # fmt: skip
     return [
-        {"round": round_, "cell": label, "what": "normbench, caches cold", "wall_s": cold, "train_s": 1.0},
-        {"round": round_, "cell": label, "what": "normbench, caches warm", "wall_s": warm, "train_s": 1.0},
+        {"round": round_, "cell": label, "what": "normbench, caches cold", "processes": default, "wall_s": cold},
+        {"round": round_, "cell": label, "what": "normbench, caches warm", "processes": default, "wall_s": warm},
         *processes,
         {"round": round_, "cell": label, "what": "normbench, in process", "us_per_model_step": step,
          "eval_us_per_image_run": 2.0, "eval_over_train_example": 0.5, "train_over_floor": 6.0},
@@ -123,23 +120,25 @@ def _cnn_rows(round_, cold, warm, step, flax, torch, spread=None):
 
 
 def test_the_cnn_ratios_set_normbench_beside_each_peer_of_its_cell_and_round_then_take_medians():
-    rows = _cnn_rows(0, 40.0, 30.0, 4500.0, 20.0, 25.0, spread=(30.0, 20.0))
-    rows += _cnn_rows(1, 60.0, 20.0, 3000.0, 30.0, 40.0) + _cnn_rows(2, 20.0, 10.0, 5000.0, 25.0, 20.0, (15.0, 5.0))
+    rows = _cnn_rows(0, 30.0, 20.0, 4500.0, 20.0, 25.0, one=(40.0, 30.0))
+    rows += _cnn_rows(1, 60.0, 20.0, 3000.0, 30.0, 40.0) + _cnn_rows(2, 15.0, 5.0, 5000.0, 25.0, 20.0, (20.0, 10.0))
     *per_round, flax_median, torch_median = bench.cnn_ratios(rows)
     assert [(row["round"], row["peer"]) for row in per_round] == [
         (r, peer) for r in range(3) for peer in ("Flax loop", "PyTorch loop")
     ]
     assert per_round[0] == {"round": 0, "cell": rows[0]["cell"], "peer": "Flax loop", "peer_wall_s": 20.0,
-                            "cold_over_peer": 2.0, "warm_over_peer": 1.5, "processes_cold_over_peer": 1.5,
-                            "processes_warm_over_peer": 1.0, "step_over_peer": 0.9,
-                            "eval_over_train_example": 0.5, "train_over_floor": 6.0}  # fmt: skip
-    assert per_round[1]["step_over_peer"] == 1.12 and per_round[1]["cold_over_peer"] == 1.6
-    assert per_round[2]["processes_cold_over_peer"] is None  # round 1 has no rows in processes
-    # the median of each round's ratio (cold over the Flax loop 2.0, 2.0, 0.8; warm 1.5, 0.67, 0.4)
+                            "processes": 2, "cold_over_peer": 1.5, "warm_over_peer": 1.0,
+                            "one_process_cold_over_peer": 2.0, "one_process_warm_over_peer": 1.5,
+                            "step_over_peer": 0.9, "eval_over_train_example": 0.5, "train_over_floor": 6.0}  # fmt: skip
+    assert per_round[1]["step_over_peer"] == 1.12 and per_round[1]["cold_over_peer"] == 1.2
+    assert per_round[2]["one_process_cold_over_peer"] is None  # round 1 trained in one process by default
+    assert per_round[2]["processes"] == 1
+    # the median of each round's ratio (cold over the Flax loop 1.5, 2.0, 0.6; warm 1.0, 0.67, 0.2)
     assert flax_median["round"] == "median of 3" and flax_median["peer"] == "Flax loop"
-    assert flax_median["cold_over_peer"] == 2.0 and flax_median["warm_over_peer"] == 0.67
-    # the median of the rounds that have it (1.5 and 0.6)
-    assert flax_median["processes_cold_over_peer"] == 1.05
+    assert flax_median["cold_over_peer"] == 1.5 and flax_median["warm_over_peer"] == 0.67
+    assert flax_median["processes"] == "1/2"  # the counts the rounds trained in
+    # the median of the rounds that have it (2.0 and 0.8)
+    assert flax_median["one_process_cold_over_peer"] == 1.4
     assert torch_median["step_over_peer"] == 1.12 and torch_median["peer_wall_s"] == 25.0
     # a cell with no peer (both absent) gives no ratio
     assert bench.cnn_ratios([row for row in rows if row["what"] not in bench.CNN_PEERS]) == []
@@ -162,17 +161,17 @@ def test_a_cnn_cell_is_timed_phase_by_phase():
 def test_the_cnn_case_times_normbench_and_each_present_peer_and_writes_their_ratios(tmp_path, monkeypatch):
     """`normbench bench --cases cnn` on one tiny cell: normbench's processes and its phases beside each peer this
     machine has (`../shared/peers`; each one absent is said and left out), then the ratios of each pair."""
-    cell = bench.CnnCell("batch", 8, 8, 4)  # 2 seeds, sliced at batch 8: a unit each for a process per core
+    cell = bench.CnnCell("batch", 8, 8, 4)
     monkeypatch.setattr(bench, "CNN_CELLS", (cell,))
     lines = []
     report = bench.run_bench(tmp_path, ("cnn",), log=lines.append)
     peers = [peer for peer in bench.CNN_PEERS if not any(f"skipping the {peer}" in line for line in lines)]
     rows = report["cases"]["cnn"]
-    cpus = len(os.sched_getaffinity(0))
-    several = cpus > 1
+    several = len(os.sched_getaffinity(0)) > 1
+    # too short a training for `--processes auto` to start workers: by default in one process, so no other rows
     timed = ["normbench, caches cold", "normbench, caches warm"]
-    timed += [f"normbench, {cpus} processes, caches cold", f"normbench, {cpus} processes, caches warm"] * several
     assert [row["what"] for row in rows] == [*timed, "normbench, in process", *peers]
+    assert [row["processes"] for row in rows[:2]] == [1, 1]
     assert all(row["cell"] == cell.label and row["round"] == 0 for row in rows)
     # the cores' round trip just before each row; None on a machine with one CPU
     assert all(row["trip_ns"] > 0 if several else row["trip_ns"] is None for row in rows)

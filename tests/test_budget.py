@@ -86,6 +86,13 @@ def test_a_run_long_enough_to_time_calibrates_the_next_estimate(tmp_path, capsys
     assert last.endswith("of training at this machine's last rate (10 GFLOP/s), not counting compiling its 2 cells")
 
 
+def test_the_training_time_is_at_the_measured_rate_or_else_the_slower_assumed_one():
+    cost = budget.Estimate((1,), 1, 1, 10, cell_flops=(4e11,), cell_steps=(100,))
+    assert cost.train_seconds() == pytest.approx(4e11 / budget.ASSUMED_RATES[0])
+    rate = calibration.Rate(1e10, 0.01, 2)
+    assert dataclasses.replace(cost, rate=rate).train_seconds() == pytest.approx(40 + 100 * 0.01)
+
+
 def test_a_cpu_run_starved_by_other_jobs_leaves_the_estimate_as_it_was(_calibration):
     """Long enough by the clock but with a fifth of a core (a tiny run beside a study, at nice 19): its rate is the
     other jobs', not this machine's. A GPU's host waits by design, so there the share does not count."""

@@ -2,13 +2,14 @@
 one process, every event told, each worker on its own core, and a worker's failure raised in the parent."""
 
 import dataclasses
+import json
 import multiprocessing
 import os
 
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config, tiny_dataset
+from conftest import study_text, tiny_config, tiny_dataset
 from jax.experimental.compilation_cache import compilation_cache
 
 from normbench.cli import main
@@ -48,6 +49,41 @@ class Heard(Progress):
 def test_a_chunked_cell_splits_into_its_chunks_and_any_other_cell_stays_whole():
     config = chunked_config()
     assert [(u.cell, u.seeds) for u in units(config, cells(config))] == [(0, (0, 1, 2)), (1, (0, 1)), (1, (2,))]
+
+
+@pytest.mark.parametrize(
+    "change, train_s, count",
+    [
+        ({}, 60.0, 2),  # a chunked cell, long enough: a process per core
+        ({}, sweep.AUTO_MIN_TRAIN_S / 2, 1),  # too short to pay for starting the workers
+        ({"chunk_size": None}, 60.0, 1),  # whole cells: two already train at once in this process
+        ({"checkpoint_every": 1}, 60.0, 1),  # worker processes save no checkpoints
+    ],
+    ids=["chunked", "short", "whole cells", "checkpoints"],
+)
+def test_auto_starts_a_process_per_core_only_for_long_chunked_sweeps(monkeypatch, change, train_s, count):
+    monkeypatch.setattr(sweep, "cores", lambda: [0, 1])
+    config = chunked_config()
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **change))
+    assert sweep.auto_processes(config, cells(config), train_s) == count
+
+
+def test_auto_starts_no_more_workers_than_units_or_its_limit(monkeypatch):
+    config = chunked_config()  # 3 units
+    monkeypatch.setattr(sweep, "cores", lambda: list(range(64)))
+    assert sweep.auto_processes(config, cells(config), 60.0) == 3
+    many = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, seeds=tuple(range(40))))
+    assert sweep.auto_processes(many, cells(many), 60.0) == sweep.AUTO_MAX_PROCESSES
+
+
+def test_processes_take_a_count_or_auto():
+    from normbench.cli import parser
+
+    assert parser().parse_args(["run", "c.py"]).processes is None
+    assert parser().parse_args(["run", "c.py", "--processes", "auto"]).processes is None
+    assert parser().parse_args(["run", "c.py", "--processes", "3"]).processes == 3
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "c.py", "--processes", "two"])
 
 
 @pytest.fixture
@@ -144,3 +180,18 @@ def test_the_cli_with_processes_writes_the_same_metrics(study, tmp_path):
     config, out = study
     assert main(["run", str(config), "--out", str(tmp_path / "spread"), "--processes", "2"]) == 0
     assert (tmp_path / "spread" / "metrics.csv").read_bytes() == (out / "metrics.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_the_cli_by_default_trains_a_long_chunked_sweep_in_a_process_per_core(tmp_path, monkeypatch, capsys):
+    """`--processes auto`, the default, with its threshold at 0 s so that a tiny chunked study passes it."""
+    config = tmp_path / "tiny.py"
+    config.write_text(study_text(train="TrainConfig(epochs=2, eval_batch_size=16, chunk_size=1, chunk_min_batch=8)"))
+    assert main(["run", str(config), "--out", str(tmp_path / "one"), "--processes", "1"]) == 0
+    monkeypatch.setattr(sweep, "AUTO_MIN_TRAIN_S", 0.0)
+    monkeypatch.setattr(sweep, "cores", lambda: [0, 1])
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(tmp_path / "auto")]) == 0
+    assert "training in 2 worker processes, one per core" in capsys.readouterr().err
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["environment"]["worker_processes"] == 2
+    assert (tmp_path / "auto" / "metrics.csv").read_bytes() == (tmp_path / "one" / "metrics.csv").read_bytes()

@@ -87,6 +87,13 @@ class Estimate:
     def steps(self) -> int:
         return sum(self.cell_steps)
 
+    def train_seconds(self) -> float:
+        """The training time expected: at this device kind's last measured rate, or without one at the slower of
+        the assumed rates."""
+        if self.rate is not None:
+            return self.rate.seconds(self.flops, self.steps)
+        return self.flops / ASSUMED_RATES[0]
+
     def text(self) -> str:
         at_once = min(self.workers, len(self.cell_bytes))
         cells = "cell" if at_once == 1 else f"{at_once} cells"
@@ -101,8 +108,7 @@ class Estimate:
         cells = "1 cell" if len(self.cell_bytes) == 1 else f"{len(self.cell_bytes)} cells"
         uncounted = f"not counting compiling its {cells}"
         if self.rate is not None:
-            seconds = self.rate.seconds(self.flops, self.steps)
-            return f"about {_duration(seconds)} of training at {self.rate.text()}, {uncounted}"
+            return f"about {_duration(self.train_seconds())} of training at {self.rate.text()}, {uncounted}"
         fast, slow = (_duration(self.flops / rate) for rate in reversed(ASSUMED_RATES))
         low, high = (f"{rate / 1e9:.0f}" for rate in ASSUMED_RATES)
         return (

@@ -34,7 +34,7 @@ from normbench.protocols import PROTOCOLS
 from normbench.runtime.parallel import check_devices, lower_grid, replicate
 from normbench.runtime.phases import compile_phases, phases_from_payloads, phases_payloads, run_phases
 from normbench.runtime.pipeline import pipeline
-from normbench.runtime.processes import Worker, Workers, jax_settings
+from normbench.runtime.processes import Worker, Workers, cores, jax_settings
 from normbench.runtime.programs import program_key
 from normbench.runtime.stopping import Stopped, StopRequest, stop_on_signals
 
@@ -425,12 +425,13 @@ def resolve_workers(workers: int | None) -> int:
     return workers
 
 
-def resolve_processes(processes: int, config: Config) -> int:
-    """How many worker processes train the cells (`train_in_processes`), checked: 1 trains in this process."""
+def resolve_processes(processes: int | None, config: Config) -> int | None:
+    """How many worker processes train the cells (`train_in_processes`), checked: 1 trains in this process; None
+    (`auto`) is left for `auto_processes` to decide once the sweep's training time is estimated."""
+    if processes is None or processes == 1:
+        return processes
     if processes < 1:
         raise ConfigError(f"processes must be at least 1, got {processes}")
-    if processes == 1:
-        return 1
     devices, backend = jax.device_count(), jax.default_backend()
     if backend != "cpu" or devices > 1:
         raise ConfigError(f"--processes trains a process per CPU core, but this run sees {devices} {backend} "
@@ -439,6 +440,30 @@ def resolve_processes(processes: int, config: Config) -> int:
         raise ConfigError("train.checkpoint_every saves a cell's state in the process that trains it, which "
                           "--processes leaves to workers; unset one of them")  # fmt: skip
     return processes
+
+
+# `--processes auto` starts workers only for a sweep estimated to train at least this long: a worker costs 2-3 s
+# to start (Python, JAX, its programs), and where it paid, a second process saved a fifth to a half of a CNN cell's
+# training (docs/performance.md, "A process per core"), so it breaks even at about 5-14 s.
+AUTO_MIN_TRAIN_S = 10.0
+# Each worker holds its own JAX runtime, data and programs (a worker training a chunk of a CNN cell at batch 128:
+# 370 MB resident), and no machine of more than 2 cores was measured: more than this is for `--processes N`.
+AUTO_MAX_PROCESSES = 8
+
+
+def auto_processes(config: Config, todo: list[Cell], train_s: float) -> int:
+    """`--processes auto`: a worker process per core where some cell's seeds train in chunks (`units`) and the
+    sweep's training is estimated at `AUTO_MIN_TRAIN_S` or more (`train_s`); else 1, this process. Chunks are
+    where a process per core gains: a chunk trains alone on its core, where one process runs the chunks one after
+    another over both cores. Whole cells gain nothing: two already train at once (`resolve_workers`), and the
+    init-scale study's two cells took as long in two processes. Not with several devices or a GPU, nor with
+    `train.checkpoint_every`, which worker processes do not save."""
+    if jax.default_backend() != "cpu" or jax.device_count() > 1 or config.train.checkpoint_every:
+        return 1
+    split = units(config, todo)
+    if len(split) == len(todo) or train_s < AUTO_MIN_TRAIN_S:
+        return 1
+    return min(len(cores()), len(split), AUTO_MAX_PROCESSES)
 
 
 def check_fits(config: Config, dataset: Dataset) -> None:
