@@ -103,7 +103,8 @@ def _run(args) -> int:
 def _show(args) -> int:
     from normbench.catalog import config_text
     from normbench.core.budget import estimate
-    from normbench.core.sweep import check_fits, resolve_workers
+    from normbench.core.grid import cells
+    from normbench.core.sweep import auto_processes, check_fits, resolve_workers
     from normbench.data import DataError, load
     from normbench.results.tuning import extension_text
     from normbench.runtime.calibration import device_kind, last_rate
@@ -119,6 +120,9 @@ def _show(args) -> int:
         check_fits(config, dataset)
         cost = estimate(config, dataset, resolve_workers(args.workers), last_rate(device_kind()))
         print(f"# {cost.text()}")
+        processes = auto_processes(config, cells(config), cost.train_seconds())
+        if processes > 1:
+            print(f"# run trains in {processes} worker processes, one per core (--processes 1: in one)")
     extensions = extension_text(config, cost)
     if extensions:
         print(f"# {extensions}")

@@ -76,6 +76,18 @@ def test_auto_starts_no_more_workers_than_units_or_its_limit(monkeypatch):
     assert sweep.auto_processes(many, cells(many), 60.0) == sweep.AUTO_MAX_PROCESSES
 
 
+def test_show_says_when_run_would_start_a_process_per_core(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "tiny.py"
+    config.write_text(study_text(train="TrainConfig(epochs=2, eval_batch_size=16, chunk_size=1, chunk_min_batch=8)"))
+    monkeypatch.setattr(sweep, "cores", lambda: [0, 1])
+    assert main(["show", str(config)]) == 0
+    assert "worker processes" not in capsys.readouterr().out  # far too short to pay for them
+    monkeypatch.setattr(sweep, "AUTO_MIN_TRAIN_S", 0.0)
+    assert main(["show", str(config)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == "# run trains in 2 worker processes, one per core (--processes 1: in one)"
+
+
 def test_processes_take_a_count_or_auto():
     from normbench.cli import parser
 
