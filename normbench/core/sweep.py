@@ -432,14 +432,23 @@ def resolve_processes(processes: int | None, config: Config) -> int | None:
         return processes
     if processes < 1:
         raise ConfigError(f"processes must be at least 1, got {processes}")
+    refusal = _no_workers(config)
+    if refusal is not None:
+        raise ConfigError(refusal)
+    return processes
+
+
+def _no_workers(config: Config) -> str | None:
+    """Why this run cannot train in worker processes (`resolve_processes` refuses them, `auto_processes` does not
+    start them), None where it can."""
     devices, backend = jax.device_count(), jax.default_backend()
     if backend != "cpu" or devices > 1:
-        raise ConfigError(f"--processes trains a process per CPU core, but this run sees {devices} {backend} "
-                          "device(s); drop --processes")  # fmt: skip
+        return (f"--processes trains a process per CPU core, but this run sees {devices} {backend} device(s); "
+                "drop --processes")  # fmt: skip
     if config.train.checkpoint_every:
-        raise ConfigError("train.checkpoint_every saves a cell's state in the process that trains it, which "
-                          "--processes leaves to workers; unset one of them")  # fmt: skip
-    return processes
+        return ("train.checkpoint_every saves a cell's state in the process that trains it, which --processes leaves "
+                "to workers; unset one of them")  # fmt: skip
+    return None
 
 
 # `--processes auto` starts workers only for a sweep estimated to train at least this long: a worker costs 2-3 s
@@ -458,7 +467,7 @@ def auto_processes(config: Config, todo: list[Cell], train_s: float) -> int:
     another over both cores. Whole cells gain nothing: two already train at once (`resolve_workers`), and the
     init-scale study's two cells took as long in two processes. Not with several devices or a GPU, nor with
     `train.checkpoint_every`, which worker processes do not save."""
-    if jax.default_backend() != "cpu" or jax.device_count() > 1 or config.train.checkpoint_every:
+    if _no_workers(config) is not None:
         return 1
     split = units(config, todo)
     if len(split) == len(todo) or train_s < AUTO_MIN_TRAIN_S:
