@@ -65,7 +65,7 @@ def _section(title: str, cls, prefix: str) -> list[str]:
     lines = [f"## {title}", ""] + ([doc, ""] if doc else [])
     lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
     first_with = {}  # a comment shared by a run of fields is written once, at the first of them
-    hints = typing.get_type_hints(cls)
+    hints = config_module.field_types(cls)
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(f.default_factory):
             continue  # a section: its own table
