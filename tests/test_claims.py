@@ -9,9 +9,10 @@ from conftest import tiny_config
 from scipy import stats
 
 from normbench.config import Config, ConfigError, ReportConfig
-from normbench.core.axes import run_columns
+from normbench.core.axes import EPOCH, run_columns
 from normbench.results.claims import (
     ClaimError,
+    _ids,
     at_choices,
     check_claim,
     evaluate,
@@ -120,6 +121,23 @@ def test_tuning_chooses_on_validation_accuracy_never_on_test_accuracy():
     edges = {dict(c.group)["norm"]: c.edges() for c in choices}
     assert edges == {"batch": (), "group": (("learning_rate", 1),), "layer": (("learning_rate", -1),)}
     assert [c.at_edge for c in sorted(choices, key=lambda c: dict(c.group)["norm"])] == [False, True, True]
+
+
+def test_tunings_groups_are_numbered_in_the_order_of_their_values_as_text():
+    """`_ids` numbers each column's values and folds the columns in: the ids of rows of text sorted whole, where
+    text orders numbers otherwise (10 before 2) and NaNs are one value."""
+    rng = np.random.default_rng(0)
+    n = 500
+    columns = {
+        "rate": rng.choice([0.5, 10.0, 2.0, 1e-05, np.nan], n),
+        "batch": rng.choice([2, 16, 128, 4], n),
+        "norm": rng.choice(["layer", "batch", "group_4", "group_32"], n),
+        EPOCH: np.ones(n, int),
+    }
+    names = ["norm", "rate", "batch"]
+    text = np.stack([columns[name].astype(str) for name in names], axis=1)
+    assert np.array_equal(_ids(columns, names), np.unique(text, axis=0, return_inverse=True)[1].reshape(-1))
+    assert np.array_equal(_ids(columns, []), np.zeros(n, int))
 
 
 def test_a_rate_where_a_seed_diverged_counts_that_seed_as_zero():

@@ -372,5 +372,18 @@ def _ids(columns: dict, names: list[str]) -> np.ndarray:
     """One integer per distinct combination of `names`' values, row by row."""
     if not names:
         return np.zeros(len(columns[EPOCH]), int)
-    table = np.stack([columns[n].astype(str) for n in names], axis=1)
-    return np.unique(table, axis=0, return_inverse=True)[1].reshape(-1)
+    # Numbered in the order of the rows' values as text (and so is `tune`'s order of groups), column by column, each
+    # column's distinct values ordered as text: a fraction of the time that sorting the rows of text took.
+    ids = np.zeros(len(columns[names[0]]), np.int64)
+    for name in names:
+        ranks = _text_ranks(columns[name])
+        ids = np.unique(ids * (ranks.max() + 1) + ranks, return_inverse=True)[1].reshape(-1)
+    return ids
+
+
+def _text_ranks(values: np.ndarray) -> np.ndarray:
+    """Each value's rank among the column's distinct values, ordered as their text."""
+    distinct, inverse = np.unique(values, return_inverse=True)
+    rank = np.empty(len(distinct), int)
+    rank[np.argsort(distinct.astype(str), kind="stable")] = np.arange(len(distinct))
+    return rank[inverse.reshape(-1)]
