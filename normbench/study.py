@@ -35,7 +35,6 @@ from normbench.core.sweep import (
     run_sweep,
     training_time,
     trains_in_phases,
-    units,
 )
 from normbench.data import load
 from normbench.errors import MachineError, UserError
@@ -136,8 +135,7 @@ def run_study(
         busy = training_time(every)
         timings = {"data_s": loaded - start, "compile_s": trained - loaded - busy, "train_s": busy}
         work = {"trace_s": sum(r.trace_s for r in every), "xla_compile_s": sum(r.compile_s for r in every)}
-        # `run_sweep` starts no more workers than units, and none for one
-        spread = min(processes, len(units(config, all_cells)))
+        spread = max((r.processes for r in every), default=1)  # this run's worker processes; 1: it trained alone
         write_study(config, out, held, all_cells, extensions, timings, trained, work, dataset.train_x.shape[1:],
                     spread)  # fmt: skip
         if is_writer():

@@ -128,6 +128,7 @@ def test_processes_train_the_bits_of_one_process_and_tell_every_epoch(xla_cache_
     spread = run_sweep(config, dataset, heard, processes=2)
     assert len(sent) == 3 and all((s is not None) == travels for s in sent)  # once per cell and chunk size
     assert [r.cell for r in spread] == [r.cell for r in alone]
+    assert [r.processes for r in spread] == [2, 2] and [r.processes for r in alone] == [1, 1]  # config.json's record
     assert metrics_csv(config, spread) == metrics_csv(config, alone)
     for a, b in zip(alone, spread):
         assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(a.metrics, b.metrics))

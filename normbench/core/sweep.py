@@ -132,6 +132,7 @@ class CellResult:
     diagnostics: dict[int, Diagnostics] = field(default_factory=dict)  # epoch -> numpy, for train.diagnostics_at
     trained_from: float = 0.0  # time.perf_counter() when its training started and ended: cells train side by side
     trained_until: float = 0.0
+    processes: int = 1  # how many worker processes trained its sweep (`train_in_processes`); 1: the caller's own
 
 
 def train_program(program: CellProgram, config: Config, cell: Cell, data: Data, wait_s: float = 0.0,
@@ -287,7 +288,7 @@ def train_in_processes(config: Config, dataset: Dataset, todo: list[Cell], split
         wanted = events.progress.epoch_metrics_wanted
         part = workers.run(train_unit, with_seeds(config, unit.seeds), todo[unit.cell], payloads, u, wanted)
         with lock:
-            trained[u] = dataclasses.replace(part, trace_s=trace_s, compile_s=compile_s, wait_s=waited)
+            trained[u] = dataclasses.replace(part, trace_s=trace_s, compile_s=compile_s, wait_s=waited, processes=count)
             parts = [trained.get(v) for v in of_cell[unit.cell]]
         if None in parts:
             return None
@@ -341,6 +342,7 @@ def joined(parts: list[CellResult]) -> CellResult:
         {epoch: jax.tree.map(seeds, *(p.diagnostics[epoch] for p in parts)) for epoch in first.diagnostics},
         min(p.trained_from for p in parts),
         max(p.trained_until for p in parts),
+        first.processes,
     )
 
 
