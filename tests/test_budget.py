@@ -13,6 +13,7 @@ from normbench.core import budget
 from normbench.core.grid import Cell, cells, plan
 from normbench.core.train import Data, make_training
 from normbench.data import load
+from normbench.flops import jaxpr_flops
 from normbench.runtime import calibration
 
 # 2 norms x 2,000 seeds x 2,000 init scales: 8,000,000 runs.
@@ -152,7 +153,7 @@ def test_the_estimate_grows_with_runs_and_the_limit_decides():
 
 
 @pytest.mark.parametrize("norm", ["batch", "none"])
-def test_a_grid_of_one_run_traced_once_counts_the_memory_of_more_runs(norm):
+def test_one_run_traced_once_counts_the_memory_of_more_runs(norm):
     """The estimate traces one run and counts the values computed from a run's own inputs once per run: within
     1% of the grid traced at 2 and 5 runs (its few scalars counted per run, which vmap leaves unbatched); counting
     every value once per run, or once for the grid, misses by a half."""
@@ -161,12 +162,31 @@ def test_a_grid_of_one_run_traced_once_counts_the_memory_of_more_runs(norm):
     data = Data(*(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in budget._arrays(dataset)))
     values = plan(config, cell).arrays()[1]
 
-    def epoch(runs):
-        return budget.epoch_jaxpr(training, budget.grid_args(training, values, data, runs))
+    def grid(runs):
+        return budget.epoch_jaxpr(training, budget.grid_args(training, values, data, runs))[0]
 
-    one, per_run = epoch(1)
+    one, per_run = budget.epoch_jaxpr(training, budget.run_args(training, values, data), grid=False)
     for runs in (2, 5):
-        assert budget._peak_bytes(one, runs, per_run) == pytest.approx(budget._peak_bytes(epoch(runs)[0]), rel=1e-2)
+        assert budget._peak_bytes(one, runs, per_run) == pytest.approx(budget._peak_bytes(grid(runs)), rel=1e-2)
+
+
+@pytest.mark.parametrize("model, norm", [("mlp", "batch"), ("mlp", "none"), ("cnn", "layer"), ("cnn", "batch")])
+def test_one_run_traced_as_itself_has_the_flops_and_bytes_of_a_vmapped_grid_of_one(model, norm):
+    """The estimate traces a run outside any grid, where it traced a vmapped grid of one run (`run_args`): vmap
+    adds no product and batches every value along an axis of 1."""
+    config, dataset, cell = tiny_config(models=(model,)), tiny_dataset(), Cell(model, norm, "sgd", 8)
+    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
+    data = Data(*(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in budget._arrays(dataset)))
+    values = plan(config, cell).arrays()[1]
+    run, per_run = budget.epoch_jaxpr(training, budget.run_args(training, values, data), grid=False)
+    args = budget.grid_args(training, values, data)
+    grid, grid_per_run = budget.epoch_jaxpr(training, args)
+    assert jaxpr_flops(run, max) == jaxpr_flops(grid, max) > 0
+    assert jaxpr_flops(run, min) == jaxpr_flops(grid, min)
+    for runs in (1, 3):
+        assert budget._peak_bytes(run, runs, per_run) == pytest.approx(
+            budget._peak_bytes(grid, runs, grid_per_run), rel=1e-4
+        )
 
 
 def test_the_estimate_is_kept_and_a_repeated_run_does_not_trace(tmp_path, monkeypatch):
