@@ -3,7 +3,6 @@ and this machine's recorded rate, and `run` refuses one that cannot fit before a
 
 import dataclasses
 
-import jax
 import pytest
 from conftest import TINY_STUDY, tiny_config, tiny_dataset
 
@@ -11,7 +10,7 @@ from normbench.cli import main
 from normbench.config import load_config
 from normbench.core import budget
 from normbench.core.grid import Cell, cells, plan
-from normbench.core.train import Data, make_training
+from normbench.core.train import make_training
 from normbench.data import load
 from normbench.flops import jaxpr_flops
 from normbench.runtime import calibration
@@ -152,15 +151,19 @@ def test_the_estimate_grows_with_runs_and_the_limit_decides():
     assert budget.estimate(config, dataset, workers=1).peak_bytes < small.peak_bytes
 
 
+def epoch_inputs(config, cell):
+    """(`Training`, value axes, the data's shapes) of `cell` on the tiny dataset, as the estimate traces it."""
+    dataset = tiny_dataset()
+    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
+    return training, plan(config, cell).arrays()[1], budget.abstract_data(dataset, config.train.precision)
+
+
 @pytest.mark.parametrize("norm", ["batch", "none"])
 def test_one_run_traced_once_counts_the_memory_of_more_runs(norm):
     """The estimate traces one run and counts the values computed from a run's own inputs once per run: within
     1% of the grid traced at 2 and 5 runs (its few scalars counted per run, which vmap leaves unbatched); counting
     every value once per run, or once for the grid, misses by a half."""
-    config, dataset, cell = tiny_config(), tiny_dataset(), Cell("mlp", norm, "sgd", 8)
-    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
-    data = Data(*(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in budget._arrays(dataset)))
-    values = plan(config, cell).arrays()[1]
+    training, values, data = epoch_inputs(tiny_config(), Cell("mlp", norm, "sgd", 8))
 
     def grid(runs):
         return budget.epoch_jaxpr(training, budget.grid_args(training, values, data, runs))[0]
@@ -174,10 +177,7 @@ def test_one_run_traced_once_counts_the_memory_of_more_runs(norm):
 def test_one_run_traced_as_itself_has_the_flops_and_bytes_of_a_vmapped_grid_of_one(model, norm):
     """The estimate traces a run outside any grid, where it traced a vmapped grid of one run (`run_args`): vmap
     adds no product and batches every value along an axis of 1."""
-    config, dataset, cell = tiny_config(models=(model,)), tiny_dataset(), Cell(model, norm, "sgd", 8)
-    training = make_training(config, cell, dataset.num_classes, len(dataset.train_x))
-    data = Data(*(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in budget._arrays(dataset)))
-    values = plan(config, cell).arrays()[1]
+    training, values, data = epoch_inputs(tiny_config(models=(model,)), Cell(model, norm, "sgd", 8))
     run, per_run = budget.epoch_jaxpr(training, budget.run_args(training, values, data), grid=False)
     args = budget.grid_args(training, values, data)
     grid, grid_per_run = budget.epoch_jaxpr(training, args)
@@ -230,7 +230,7 @@ def test_a_deep_vit_is_traced_at_two_depths_and_extended_exactly():
         config, model=dataclasses.replace(config.model, patch_size=2, width=8, heads=2, depth=6)
     )
     dataset = tiny_dataset()
-    data = Data(*(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in budget._arrays(dataset)))
+    data = budget.abstract_data(dataset, config.train.precision)
     (cell,) = cells(config)
     programs, work = budget._trace_any_depth(config, cell, dataset, data)
     traced_programs, traced_work = budget._trace(config, cell, dataset, data)
