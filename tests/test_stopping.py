@@ -176,6 +176,32 @@ def test_a_failure_lets_the_cells_in_training_finish_and_starts_no_other():
     assert trained == [0]
 
 
+def test_a_failure_while_a_cell_waits_for_a_queued_compile_leaves_no_thread_behind():
+    """Cell 1 compiles until the test releases it, so cell 2's compile is still queued when cell 0 fails: the
+    failure cancels it, and cell 2's trainer, waiting for it, must end too (a thread left waiting kept
+    `normbench run` from exiting after the error)."""
+    release, before = threading.Event(), set(threading.enumerate())
+
+    def compile(i):
+        if i == 1:
+            release.wait(30)
+        return i
+
+    def train(i, program, waited):
+        time.sleep(0.3)  # cells 1 and 2 are waiting for their programs by then
+        raise ValueError("no training")
+
+    try:
+        with pytest.raises(ValueError, match="no training"):
+            pipeline(3, compile, train, workers=3)
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while [t for t in threading.enumerate() if t.name.startswith("train") and t not in before]:
+        assert time.monotonic() < deadline, "a trainer thread still waits"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def python_sigint():
     """Python's own SIGINT handler, as `normbench run` has it: a pytest-xdist worker ignores SIGINT, and the stop

@@ -44,8 +44,15 @@ class StopRequest:
         self._asked.add_done_callback(lambda _: callback())
 
     def wait_for(self, future: concurrent.futures.Future):
-        """`future`'s result, or `Stopped` as soon as a stop is asked: a cell still compiling never starts."""
-        concurrent.futures.wait([future, self._asked], return_when=concurrent.futures.FIRST_COMPLETED)
+        """`future`'s result, or `Stopped` as soon as a stop is asked: a cell still compiling never starts. A
+        cancelled `future` raises CancelledError at once. Done callbacks, not `concurrent.futures.wait`: that does
+        not wake for a future cancelled before it ran (a cell queued to compile when another failed) until an
+        executor takes it up, which a shut-down executor never does, and the waiting thread then kept the process
+        from exiting."""
+        settled = threading.Event()
+        future.add_done_callback(lambda _: settled.set())
+        self._asked.add_done_callback(lambda _: settled.set())
+        settled.wait()
         if self.asked:
             raise Stopped
         return future.result()
