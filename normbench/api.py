@@ -37,6 +37,7 @@ def run(
     *,
     force: bool = False,
     workers: int | None = None,
+    processes: int | None = None,
     progress: Progress | None = None,
     **overrides,
 ) -> Path:
@@ -46,8 +47,8 @@ def run(
     `overrides` set config fields by their dotted names, written with `__` for the dots (`train__epochs=2`) or
     unpacked from a dict (`**{"train.epochs": 2}`); their values are Python values, checked against the field's
     type like `--set`'s text: `sweep__norms=("batch", "layer")`, `sweep__fields={"norm.num_groups": (1, 2, 4)}`.
-    `force`, `workers`: as `normbench run`'s options; `progress` hears of each cell (default: the "normbench"
-    logger's lines)."""
+    `force`, `workers`, `processes` (None: `auto`): as `normbench run`'s options; `progress` hears of each cell
+    (default: the "normbench" logger's lines)."""
     from normbench.config import Config, load_config, set_fields
     from normbench.study import run_study
     from normbench.validate import validate
@@ -57,7 +58,7 @@ def run(
     config = set_fields(config, {key.replace("__", "."): value for key, value in overrides.items()})
     validate(config)
     out = Path(out) if out is not None else default_out(config.name)
-    run_study(config, out, progress, force=force, workers=workers)
+    run_study(config, out, progress, force=force, workers=workers, processes=processes)
     return out
 
 

@@ -5,6 +5,8 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -12,14 +14,17 @@ import pytest
 from conftest import study_text, tiny_config, tiny_dataset
 from jax.experimental.compilation_cache import compilation_cache
 
+import normbench
 from normbench.cli import main
+from normbench.config import ConfigError
 from normbench.core import sweep
 from normbench.core.grid import cells
 from normbench.core.listener import Progress
 from normbench.core.sweep import Events, device_data, run_sweep, train_in_processes, units
 from normbench.errors import MachineError
+from normbench.norms import NORMS
 from normbench.results.store import metrics_csv
-from normbench.runtime.processes import Workers, cores
+from normbench.runtime.processes import Workers, cores, importable_name
 from normbench.runtime.stopping import Stopped, StopRequest
 
 
@@ -139,6 +144,64 @@ def test_processes_train_the_bits_of_one_process_and_tell_every_epoch(xla_cache_
         assert max(e[2] for e in heard.events if e[0] == "epochs" and e[1] == index) == 2
 
 
+USERS_NORMS = """
+import dataclasses
+
+from normbench.norms import NORMS
+
+SPEC = dataclasses.replace(NORMS["batch"], name="users_bn")
+"""
+
+
+@pytest.fixture
+def users_bn(tmp_path, monkeypatch):
+    """BatchNorm under a user's name, registered as docs/adding_a_norm.md's notebook does: from a module of its
+    own, `users_norms`, which a worker process imports (it is on sys.path, which a worker inherits)."""
+    (tmp_path / "users_norms.py").write_text(USERS_NORMS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import users_norms
+
+    yield normbench.register_norm(users_norms.SPEC)
+    del NORMS["users_bn"], sys.modules["users_norms"]
+
+
+def test_a_norm_registered_from_a_module_trains_in_workers_and_one_made_elsewhere_in_this_process(
+    users_bn, monkeypatch
+):
+    monkeypatch.setattr(sweep, "cores", lambda: [0, 1])
+    config = chunked_config()
+    config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, norms=("batch", "users_bn")))
+    assert sweep.norm_addresses(cells(config)) == {"batch": None, "users_bn": ("users_norms", "SPEC")}
+    assert sweep.auto_processes(config, cells(config), 60.0) == 2
+    normbench.register_norm(dataclasses.replace(users_bn), replace=True)  # equal, but no module's global
+    assert sweep.norm_addresses(cells(config))["users_bn"] is None
+    assert sweep.auto_processes(config, cells(config), 60.0) == 1
+    with pytest.raises(ConfigError, match="norm 'users_bn' was registered in this process from no module's global"):
+        run_sweep(config, tiny_dataset(), processes=2)
+
+
+def test_importable_name_finds_a_module_global_and_nothing_made_in_main_or_a_function():
+    assert importable_name(NORMS["batch"]) is not None
+    module, attribute = importable_name(NORMS["batch"])
+    assert getattr(sys.modules[module], attribute) is NORMS["batch"]
+    assert importable_name(dataclasses.replace(NORMS["batch"])) is None
+    sys.modules["__main__"].made_in_a_notebook = made = object()
+    try:
+        assert importable_name(made) is None
+    finally:
+        del sys.modules["__main__"].made_in_a_notebook
+
+
+@pytest.mark.slow
+def test_a_users_norm_from_a_module_trains_in_workers_with_the_bits_of_one_process(users_bn):
+    config, dataset = chunked_config(), tiny_dataset()
+    config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, norms=("users_bn",)))
+    alone, spread = run_sweep(config, dataset, workers=1), run_sweep(config, dataset, processes=2)
+    assert [r.processes for r in spread] == [2, 2]
+    for a, b in zip(alone, spread):
+        assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(a.metrics, b.metrics))
+
+
 class StopAtFirstEpoch(Progress):
     """Asks `stop` as soon as any epoch is told: every unit is then still training."""
 
@@ -208,3 +271,25 @@ def test_the_cli_by_default_trains_a_long_chunked_sweep_in_a_process_per_core(tm
     assert "training in 2 worker processes, one per core" in capsys.readouterr().err
     assert json.loads((tmp_path / "auto" / "config.json").read_text())["environment"]["worker_processes"] == 2
     assert (tmp_path / "auto" / "metrics.csv").read_bytes() == (tmp_path / "one" / "metrics.csv").read_bytes()
+
+
+UNGUARDED_SCRIPT = """
+import normbench
+from normbench.core import sweep
+
+sweep.AUTO_MIN_TRAIN_S, sweep.cores = 0.0, lambda: [0, 1]  # so that auto starts 2 workers for a tiny study
+print("the script's top level ran", flush=True)
+normbench.run("tiny.py", out="runs/tiny")
+"""
+
+
+@pytest.mark.slow
+def test_a_script_that_runs_a_study_at_its_top_level_is_not_run_again_by_the_workers(tmp_path):
+    """No `if __name__ == "__main__":` guard: spawn would run the script again in each worker, and so its study."""
+    (tmp_path / "tiny.py").write_text(study_text(train="TrainConfig(epochs=2, eval_batch_size=16, chunk_size=1, "
+                                                       "chunk_min_batch=8)"))  # fmt: skip
+    (tmp_path / "script.py").write_text(UNGUARDED_SCRIPT)
+    ran = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.count("the script's top level ran") == 1
+    assert json.loads((tmp_path / "runs/tiny/config.json").read_text())["environment"]["worker_processes"] == 2

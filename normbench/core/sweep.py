@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import itertools
 import logging
 import threading
@@ -29,12 +30,12 @@ from normbench.core.listener import Progress
 from normbench.core.train import PRECISIONS, Data, Metrics, make_train, make_training, metrics, precision_scope
 from normbench.data import Dataset
 from normbench.models import MODELS
-from normbench.norms import NORMS
+from normbench.norms import BUILT_IN, NORMS
 from normbench.protocols import PROTOCOLS
 from normbench.runtime.parallel import check_devices, lower_grid, replicate
 from normbench.runtime.phases import compile_phases, phases_from_payloads, phases_payloads, run_phases
 from normbench.runtime.pipeline import pipeline
-from normbench.runtime.processes import Worker, Workers, cores, jax_settings
+from normbench.runtime.processes import Worker, Workers, cores, importable_name, jax_settings
 from normbench.runtime.programs import program_key
 from normbench.runtime.stopping import Stopped, StopRequest, stop_on_signals
 
@@ -285,8 +286,8 @@ def train_in_processes(config: Config, dataset: Dataset, todo: list[Cell], split
             started.add(u)
         if first:
             events.tell("training", unit.cell)
-        wanted = events.progress.epoch_metrics_wanted
-        part = workers.run(train_unit, with_seeds(config, unit.seeds), todo[unit.cell], payloads, u, wanted)
+        wanted, cell = events.progress.epoch_metrics_wanted, todo[unit.cell]
+        part = workers.run(train_unit, with_seeds(config, unit.seeds), cell, addresses[cell.norm], payloads, u, wanted)
         with lock:
             trained[u] = dataclasses.replace(part, trace_s=trace_s, compile_s=compile_s, wait_s=waited, processes=count)
             parts = [trained.get(v) for v in of_cell[unit.cell]]
@@ -296,6 +297,7 @@ def train_in_processes(config: Config, dataset: Dataset, todo: list[Cell], split
         events.cell_done(unit.cell, result, on_result)
         return result
 
+    addresses = norm_addresses(todo)
     workers = Workers(count, dataset, jax_settings(), heard)
     stop.when_asked(workers.stop)
     finished = False
@@ -307,11 +309,15 @@ def train_in_processes(config: Config, dataset: Dataset, todo: list[Cell], split
     return [result for result in results if result is not None]  # a cell's result is in its last unit's slot
 
 
-def train_unit(worker: Worker, config: Config, cell: Cell, payloads: dict | None, unit: int,
-               epoch_metrics: bool) -> CellResult:  # fmt: skip
+def train_unit(worker: Worker, config: Config, cell: Cell, norm_at: tuple[str, str] | None, payloads: dict | None,
+               unit: int, epoch_metrics: bool) -> CellResult:  # fmt: skip
     """A worker process's job (`train_in_processes`): `cell`'s runs under `config` (the unit's seeds), with the
-    phases that the parent sent (`payloads`), or compiled here where they could not travel (None). Each epoch
-    is told to the parent as (unit, epoch, its metrics where `epoch_metrics` else None)."""
+    phases that the parent sent (`payloads`), or compiled here where they could not travel (None), and the cell's
+    norm from where `norm_at` says (`norm_addresses`). Each epoch is told to the parent as (unit, epoch, its
+    metrics where `epoch_metrics` else None)."""
+    if norm_at is not None:
+        module, attribute = norm_at
+        NORMS[cell.norm] = getattr(importlib.import_module(module), attribute)
     dataset = worker.shared
     with precision_scope(config.train.precision):
         if worker.kept.get("precision") != config.train.precision:
@@ -440,6 +446,14 @@ def resolve_processes(processes: int | None, config: Config) -> int | None:
     return processes
 
 
+def norm_addresses(todo: list[Cell]) -> dict[str, tuple[str, str] | None]:
+    """Where a worker process finds each norm of `todo` that it does not know (`BUILT_IN`): the module global
+    that is its registered spec (`importable_name`), e.g. `my_norms.SPEC` registered with `normbench.register_norm`.
+    None for a norm it knows, or one it cannot find, which `_no_workers` keeps in this process."""
+    return {cell.norm: None if NORMS[cell.norm] is BUILT_IN.get(cell.norm) else importable_name(NORMS[cell.norm])
+            for cell in todo}  # fmt: skip
+
+
 def _no_workers(config: Config) -> str | None:
     """Why this run cannot train in worker processes (`resolve_processes` refuses them, `auto_processes` does not
     start them), None where it can."""
@@ -450,6 +464,11 @@ def _no_workers(config: Config) -> str | None:
     if config.train.checkpoint_every:
         return ("train.checkpoint_every saves a cell's state in the process that trains it, which --processes leaves "
                 "to workers; unset one of them")  # fmt: skip
+    for name, address in norm_addresses(cells(config)).items():
+        if address is None and NORMS[name] is not BUILT_IN.get(name):
+            return (f"norm {name!r} was registered in this process from no module's global (made in a notebook, a "
+                    "script's own code or a function), so a worker process cannot import it: define its spec in a "
+                    "module and register that, or train in this process (--processes 1, processes=1)")  # fmt: skip
     return None
 
 
@@ -468,7 +487,8 @@ def auto_processes(config: Config, todo: list[Cell], train_s: float) -> int:
     where a process per core gains: a chunk trains alone on its core, where one process runs the chunks one after
     another over both cores. Whole cells gain nothing: two already train at once (`resolve_workers`), and the
     init-scale study's two cells took as long in two processes. Not with several devices or a GPU, nor with
-    `train.checkpoint_every`, which worker processes do not save."""
+    `train.checkpoint_every`, which worker processes do not save, nor for a norm registered from no module, which
+    they cannot import (`norm_addresses`)."""
     if _no_workers(config) is not None:
         return 1
     split = units(config, todo)

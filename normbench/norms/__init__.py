@@ -1,5 +1,7 @@
 """The norm registry. To add a variant: write one file with a `SPEC`, then add it to `NORMS` below."""
 
+from types import MappingProxyType
+
 from normbench.config import ConfigError, NormConfig
 from normbench.errors import did_you_mean
 from normbench.norms import batch, batch_renorm, evonorm, frn, ghost_batch, group, identity, instance, layer, power, rms
@@ -27,6 +29,9 @@ NORMS: dict[str, NormSpec] = {
         with_weight_standardization(layer.SPEC),
     )
 }
+# The registry as every process has it once normbench is imported, before any `normbench.register_norm`: what a
+# worker process knows without being told (`normbench.core.sweep.norm_addresses`).
+BUILT_IN = MappingProxyType(dict(NORMS))
 
 
 def check_norm(name: str, config: NormConfig, channels: tuple[int, ...]) -> None:
@@ -42,4 +47,4 @@ def get_norm(name: str) -> NormSpec:
     return NORMS[name]
 
 
-__all__ = ["NORMS", "WHOLE_BATCH", "BatchStats", "NormFactory", "NormSpec", "check_norm", "get_norm"]
+__all__ = ["BUILT_IN", "NORMS", "WHOLE_BATCH", "BatchStats", "NormFactory", "NormSpec", "check_norm", "get_norm"]

@@ -14,12 +14,15 @@ jobs, `fn(worker, *args)`, one at a time. What a job tells as it goes (`Worker.t
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
 import queue
 import signal
+import sys
 import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,6 +37,20 @@ def cores() -> list[int | None]:
     return sorted(os.sched_getaffinity(0))
 
 
+def importable_name(obj) -> tuple[str, str] | None:
+    """A module and an attribute of it that give `obj` itself to a worker process that imports them, or None
+    where none does. A worker starts afresh and imports the modules that a job names, but not this process's
+    `__main__` (a notebook, or the script being run): an object made there, or made in a function and kept in
+    no module's global, cannot reach it by name."""
+    for module_name, module in list(sys.modules.items()):
+        if module_name in ("__main__", "__mp_main__"):
+            continue
+        for attribute, value in list(getattr(module, "__dict__", {}).items()):
+            if value is obj:
+                return module_name, attribute
+    return None
+
+
 class Workers:
     """`count` worker processes, the k-th pinned to the k-th of `cores()` (round robin past the last). `shared`
     (e.g. the dataset) is sent to each once, at its start; `jax_settings` are applied in each before any job,
@@ -44,7 +61,8 @@ class Workers:
         self.events, self.stopping = context.Queue(), context.Event()
         self.free: queue.Queue[_Process] = queue.Queue()
         pinned, setup = cores(), (shared, jax_settings, self.events, self.stopping)
-        self.processes = [_Process(context, pinned[k % len(pinned)], setup) for k in range(count)]
+        with _main_unseen():
+            self.processes = [_Process(context, pinned[k % len(pinned)], setup) for k in range(count)]
         for process in self.processes:
             self.free.put(process)
         self.relay = threading.Thread(target=self._relay, args=(on_event,), name="worker-events", daemon=True)
@@ -73,6 +91,21 @@ class Workers:
     def _relay(self, on_event) -> None:
         while (event := self.events.get()) is not None:
             on_event(*event)
+
+
+@contextlib.contextmanager
+def _main_unseen():
+    """Workers start without running this process's `__main__`. Spawn runs a script's top level again in each
+    child (as `__mp_main__`), so that what the script defined can be unpickled there; a worker needs none of it
+    (its jobs are normbench's functions, and a user's norm comes by its module: `importable_name`), and a script
+    that calls `normbench.run` outside `if __name__ == "__main__":` ran its study again in every worker, which then
+    failed and left this process waiting for it. Spawn reads `__main__` only while a child starts."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 class _Process:
