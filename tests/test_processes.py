@@ -119,7 +119,9 @@ def xla_cache_off():
     [pytest.param(True, marks=pytest.mark.slow), False],  # sent: every program compiled afresh, 30 s
     ids=["programs sent", "programs compiled in the workers"],
 )
-def test_processes_train_the_bits_of_one_process_and_tell_every_epoch(xla_cache_off, monkeypatch, travels):
+def test_processes_train_the_bits_of_one_process_and_tell_every_epoch(request, monkeypatch, travels):
+    if travels:
+        request.getfixturevalue("xla_cache_off")
     config, dataset = chunked_config(), tiny_dataset()
     alone = run_sweep(config, dataset, workers=1)
     sent, original = [], sweep.phases_payloads
