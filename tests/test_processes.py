@@ -173,7 +173,7 @@ def test_a_norm_registered_from_a_module_trains_in_workers_and_one_made_elsewher
     monkeypatch.setattr(sweep, "cores", lambda: [0, 1])
     config = chunked_config()
     config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, norms=("batch", "users_bn")))
-    assert sweep.norm_addresses(cells(config)) == {"batch": None, "users_bn": ("users_norms", "SPEC")}
+    assert sweep.norm_addresses(cells(config)) == {"users_bn": ("users_norms", "SPEC")}  # batch: every worker's
     assert sweep.auto_processes(config, cells(config), 60.0) == 2
     normbench.register_norm(dataclasses.replace(users_bn), replace=True)  # equal, but no module's global
     assert sweep.norm_addresses(cells(config))["users_bn"] is None

@@ -178,8 +178,8 @@ def test_a_failure_lets_the_cells_in_training_finish_and_starts_no_other():
 
 def test_a_failure_while_a_cell_waits_for_a_queued_compile_leaves_no_thread_behind():
     """Cell 1 compiles until the test releases it, so cell 2's compile is still queued when cell 0 fails: the
-    failure cancels it, and cell 2's trainer, waiting for it, must end too (a thread left waiting kept
-    `normbench run` from exiting after the error)."""
+    failure cancels it, and cell 2's trainer, waiting for it, must end too (a thread left waiting kept a script
+    calling `normbench.run` from exiting after the error)."""
     release, before = threading.Event(), set(threading.enumerate())
 
     def compile(i):

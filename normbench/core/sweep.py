@@ -287,7 +287,8 @@ def train_in_processes(config: Config, dataset: Dataset, todo: list[Cell], split
         if first:
             events.tell("training", unit.cell)
         wanted, cell = events.progress.epoch_metrics_wanted, todo[unit.cell]
-        part = workers.run(train_unit, with_seeds(config, unit.seeds), cell, addresses[cell.norm], payloads, u, wanted)
+        norm_at = addresses.get(cell.norm)
+        part = workers.run(train_unit, with_seeds(config, unit.seeds), cell, norm_at, payloads, u, wanted)
         with lock:
             trained[u] = dataclasses.replace(part, trace_s=trace_s, compile_s=compile_s, wait_s=waited, processes=count)
             parts = [trained.get(v) for v in of_cell[unit.cell]]
@@ -313,8 +314,8 @@ def train_unit(worker: Worker, config: Config, cell: Cell, norm_at: tuple[str, s
                unit: int, epoch_metrics: bool) -> CellResult:  # fmt: skip
     """A worker process's job (`train_in_processes`): `cell`'s runs under `config` (the unit's seeds), with the
     phases that the parent sent (`payloads`), or compiled here where they could not travel (None), and the cell's
-    norm from where `norm_at` says (`norm_addresses`). Each epoch is told to the parent as (unit, epoch, its
-    metrics where `epoch_metrics` else None)."""
+    norm from where `norm_at` says (`norm_addresses`; None: a norm the worker knows). Each epoch is told to the
+    parent as (unit, epoch, its metrics where `epoch_metrics` else None)."""
     if norm_at is not None:
         module, attribute = norm_at
         NORMS[cell.norm] = getattr(importlib.import_module(module), attribute)
@@ -447,11 +448,11 @@ def resolve_processes(processes: int | None, config: Config) -> int | None:
 
 
 def norm_addresses(todo: list[Cell]) -> dict[str, tuple[str, str] | None]:
-    """Where a worker process finds each norm of `todo` that it does not know (`BUILT_IN`): the module global
-    that is its registered spec (`importable_name`), e.g. `my_norms.SPEC` registered with `normbench.register_norm`.
-    None for a norm it knows, or one it cannot find, which `_no_workers` keeps in this process."""
-    return {cell.norm: None if NORMS[cell.norm] is BUILT_IN.get(cell.norm) else importable_name(NORMS[cell.norm])
-            for cell in todo}  # fmt: skip
+    """Where a worker process finds each norm of `todo` that it does not know (not `BUILT_IN`): the module global
+    that is its registered spec (`importable_name`), e.g. `my_norms.SPEC` registered with `normbench.register_norm`;
+    None where there is none, which `_no_workers` keeps in this process. A norm it knows is not listed."""
+    return {cell.norm: importable_name(NORMS[cell.norm]) for cell in todo
+            if NORMS[cell.norm] is not BUILT_IN.get(cell.norm)}  # fmt: skip
 
 
 def _no_workers(config: Config) -> str | None:
@@ -465,7 +466,7 @@ def _no_workers(config: Config) -> str | None:
         return ("train.checkpoint_every saves a cell's state in the process that trains it, which --processes leaves "
                 "to workers; unset one of them")  # fmt: skip
     for name, address in norm_addresses(cells(config)).items():
-        if address is None and NORMS[name] is not BUILT_IN.get(name):
+        if address is None:
             return (f"norm {name!r} was registered in this process from no module's global (made in a notebook, a "
                     "script's own code or a function), so a worker process cannot import it: define its spec in a "
                     "module and register that, or train in this process (--processes 1, processes=1)")  # fmt: skip
