@@ -360,7 +360,7 @@ def test_a_force_swap_during_a_plot_leaves_the_new_results_whole(study, tmp_path
         if not swapping:
             swapping.append(threading.Thread(target=swap_in, args=(out, expected, swapped)))
             swapping[0].start()
-            swapped.wait(timeout=2)  # ample for the swap, unless the plot holds it off
+            swapped.wait(timeout=1)  # ample for the swap (a few files), unless the plot holds it off
         write(path, data)
 
     monkeypatch.setattr(plots, "atomic_write", overtaken)

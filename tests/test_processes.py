@@ -116,7 +116,9 @@ def xla_cache_off():
 
 @pytest.mark.parametrize(
     "travels",
-    [pytest.param(True, marks=pytest.mark.slow), False],  # sent: every program compiled afresh, 30 s
+    # Both start worker processes: 30 s sent (every program compiled afresh), 14 s compiled in the workers. The fast
+    # tier starts workers once (`test_each_worker_is_pinned_...`).
+    [pytest.param(True, marks=pytest.mark.slow), pytest.param(False, marks=pytest.mark.slow)],
     ids=["programs sent", "programs compiled in the workers"],
 )
 def test_processes_train_the_bits_of_one_process_and_tell_every_epoch(request, monkeypatch, travels):
@@ -215,6 +217,7 @@ class StopAtFirstEpoch(Progress):
         self.stop.ask()
 
 
+@pytest.mark.slow
 def test_a_stop_ends_every_unit_in_training_at_its_epoch_and_closes_the_workers():
     config = chunked_config()
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=300))

@@ -139,7 +139,7 @@ def other_results(old, directory):
 
 
 def test_a_plot_racing_a_force_swap_never_mixes_old_and_new_files(study, tmp_path):
-    """20 plots of the old results, each with the swap to new ones falling at another moment of it, from before
+    """10 plots of the old results, each with the swap to new ones falling at another moment of it, from before
     it reads to after it writes: each leaves the new results whole, as a run wrote them (a plot that comes after
     the swap draws the same bytes from them)."""
     old = signed_copy(study, tmp_path)
@@ -150,10 +150,10 @@ def test_a_plot_racing_a_force_swap_never_mixes_old_and_new_files(study, tmp_pat
     began = time.perf_counter()
     assert main(["plot", str(warm)]) == 0
     plot_s = time.perf_counter() - began
-    for attempt in range(20):
+    for attempt in range(10):
         out = shutil.copytree(old, tmp_path / f"out{attempt}")
         both = threading.Barrier(2)
-        swapping = threading.Thread(target=swap_in, args=(out, expected, both, plot_s * attempt / 19))
+        swapping = threading.Thread(target=swap_in, args=(out, expected, both, plot_s * attempt / 9))
         swapping.start()
         both.wait()
         code = main(["plot", str(out)])  # in the main thread, where the CLI takes its signals

@@ -139,7 +139,8 @@ def test_evaluations_in_pieces_compute_what_one_pass_computes(model_name):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("runs", [4, 8, 25])
+# 4 in the fast tier; 8 and 25 take 3.5 and 6 s at the study's shapes.
+@pytest.mark.parametrize("runs", [4, pytest.param(8, marks=pytest.mark.slow), pytest.param(25, marks=pytest.mark.slow)])
 def test_the_small_batch_studys_evaluation_in_pieces_is_the_same_bits_as_in_one_pass(runs):
     """At the committed CNN studies' shapes (the CNN on 28 x 28 images, chunks of 1,000, vmapped over the runs a
     pass holds: 4 in small_batch, at most 8 in images_per_statistic, 25 in the scorecard's CNN test) the pieces
