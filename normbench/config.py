@@ -37,6 +37,7 @@ Precision = typing.Literal["float32", "float64"]
 Optimizer = typing.Literal["sgd", "adam"]
 Schedule = typing.Literal["constant", "cosine"]
 PreciseVariance = typing.Literal["batch_mean", "population"]
+AfterTraining = typing.Literal["batch_stats", "precise", "example_weighted"]
 
 
 @dataclass(frozen=True)
@@ -162,13 +163,20 @@ class TrainConfig:
     # When set, each run's learning rate is sweep.learning_rates x (SGD batch / this), the linear scaling rule
     # the GN paper follows; None keeps the rates as given at every batch size.
     lr_reference_batch: int | None = None
-    # PreciseBN (Wu & Johnson, 2021): after each epoch, norms with running statistics are also evaluated with
+    # PreciseBN (Wu & Johnson, 2021): after the last epoch, norms with running statistics are also evaluated with
     # statistics averaged over this many training examples' batches, the weights frozen.
     precise_bn_examples: int = 1000
     # How PreciseBN combines the batches' variances: `batch_mean` averages them (what Wu & Johnson call the naive
     # estimate, normbench's until now); `population` is the variance over all the examples seen, that mean plus
     # the variance of the batch means (the law of total variance; the batches are of equal size).
     precise_bn_variance: PreciseVariance = "batch_mean"
+    # The evaluations after the last epoch of a norm with running statistics (NaN in metrics.csv for those left
+    # out, as for the other norms): `batch_stats`, the test and training sets with each batch normalized by its own
+    # statistics (test_acc_batch_stats, train_acc_batch_stats); `precise`, the test set with PreciseBN's statistics
+    # (test_acc_precise); `example_weighted`, with norm.inference_example_weight at 1 / the batch's statistic size
+    # (test_acc_example_weighted). Each adds a forward pass to the cell's `finish` program; () leaves it empty,
+    # which a cold process at batch 2 spends a quarter of its CPU time compiling (docs/performance.md).
+    after_training: tuple[AfterTraining, ...] = ("batch_stats", "precise", "example_weighted")
     # Evaluation runs in chunks of this many examples, so large test sets fit next to a vmapped grid.
     eval_batch_size: int = 1000
     # The test set is evaluated after every this many epochs and after the last; the test columns of the other

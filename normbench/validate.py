@@ -20,11 +20,17 @@ from normbench.results.claims import check_claim
 from normbench.results.store import metric_columns
 from normbench.results.tuning import check_extensions
 
-# Every field whose type is a closed choice (a Literal), with its values: the parser refuses others as it reads an
-# override, and this holds a config built in Python to the same, whichever fields are added.
-CLOSED_CHOICES = {
-    key: typing.get_args(hint) for key in config_keys() if typing.get_origin(hint := field_hint(key)) is typing.Literal
-}
+
+def _closed(hint):
+    """The values of a closed choice (a Literal, or a tuple of them), else None."""
+    if typing.get_origin(hint) is tuple:
+        return _closed(typing.get_args(hint)[0])
+    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+
+
+# Every field whose type is a closed choice (a Literal, or a tuple of them), with its values: the parser refuses
+# others as it reads an override, and this holds a config built in Python to the same, whichever fields are added.
+CLOSED_CHOICES = {key: valid for key in config_keys() if (valid := _closed(field_hint(key)))}
 
 
 def validate(config: Config) -> None:
@@ -55,6 +61,9 @@ def validate(config: Config) -> None:
             raise ConfigError(f"report.tune names {axis!r}; valid: the value axes {', '.join(run_columns(config))}")
     if config.report.tune and not config.data.n_val:
         raise ConfigError("report.tune chooses on a validation set; hold one out with data.n_val")
+    if len(set(config.train.after_training)) < len(config.train.after_training):
+        raise ConfigError(f"train.after_training repeats an evaluation: {config.train.after_training}")
+    _check_values(config)  # before its extensions, so that the grid's own errors read as its own
     check_extensions(config, _check_values)  # the values report.tune_extensions may add, checked as the grid's
     if not cells(config):  # e.g. only batch-dependent protocols (ghost, sync) over norms that use no batch
         raise ConfigError(
@@ -162,8 +171,10 @@ def _check_values(config: Config) -> None:
     if any(s < 0 or s >= 2**32 for s in sweep.seeds):
         raise ConfigError(f"sweep.seeds must be in [0, 2**32), got {sweep.seeds}")
     for key, valid in CLOSED_CHOICES.items():
-        if (value := get_field(config, key)) not in valid:
-            raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+        value = get_field(config, key)
+        for item in value if isinstance(value, tuple) else (value,):
+            if item not in valid:
+                raise ConfigError(f"unknown {key} {item!r}; valid: {', '.join(valid)}")
     for key, value in _each(config, "train.warmup_fraction").items():
         if not 0 <= value < 1:
             raise ConfigError(f"{key} must be in [0, 1), got {value}")

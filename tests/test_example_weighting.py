@@ -194,6 +194,35 @@ def test_the_evaluations_after_training_recomputed_by_hand():
     assert (m.test_acc_example_weighted[0] != m.test_acc[0, :, -1]).any()
 
 
+AFTER = {"batch_stats": ("test_acc_batch_stats", "train_acc_batch_stats"), "precise": ("test_acc_precise",),
+         "example_weighted": ("test_acc_example_weighted",)}  # fmt: skip
+
+
+# The fast tier takes one of each branch of `finish_run`: none, the train-mode pass alone, the eval pass alone.
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("wanted", [(), ("precise", "batch_stats"), ("example_weighted",),
+                                    pytest.param(("batch_stats",), marks=SLOW), pytest.param(("precise",), marks=SLOW),
+                                    pytest.param(("example_weighted", "precise"), marks=SLOW)])  # fmt: skip
+def test_the_evaluations_after_training_left_out_are_nan_and_the_rest_the_same_bits(wanted):
+    """`train.after_training` names the evaluations a cell's `finish` program computes: each named one has the
+    bits it has when all are (its forward passes are the same, in fewer rows), each other one is NaN."""
+    config = tiny_config(seeds=(0,))
+    fewer = dataclasses.replace(config, train=dataclasses.replace(config.train, after_training=wanted))
+    dataset, cell = tiny_dataset(), Cell("mlp", "batch", "sgd", 8)
+    data = device_data(dataset)
+    (_, every), (_, some) = (train_cell(c, cell, dataset, data) for c in (config, fewer))
+    for name, columns in AFTER.items():
+        for column in columns:
+            if name in wanted:
+                np.testing.assert_array_equal(getattr(some.metrics, column), getattr(every.metrics, column), column)
+            else:
+                assert np.isnan(getattr(some.metrics, column)).all(), column
+    assert not np.isnan(every.metrics.test_acc_example_weighted).any()
+    np.testing.assert_array_equal(some.metrics.test_acc, every.metrics.test_acc)
+
+
 COMMITTED = Path(__file__).resolve().parent.parent / "results" / "init_scale"
 
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -613,42 +614,60 @@ def precise_inputs(s: Setup, seed, data: Data):
 
 
 def finish_run(s: Setup, seed, values: RunValues, data: Data, state: RunState):
-    """The evaluations after the last epoch, of norms with running statistics (NaN for the others)."""
+    """The evaluations after the last epoch that `train.after_training` names, of norms with running statistics
+    (NaN for the others, and for the evaluations left out)."""
     data = run_data(s, seed, data)
     missing = jnp.float32(jnp.nan)
-    if not s.spec.running_stats:
-        return missing, missing, missing, missing
+    wanted = s.config.train.after_training if s.spec.running_stats else ()
+    batch_stats_acc = precise_acc = train_batch_stats_acc = weighted_acc = missing
+    if not wanted:
+        return batch_stats_acc, precise_acc, train_batch_stats_acc, weighted_acc
     eval_batch, stats_batch, piece = s.config.train.eval_batch_size, s.statistics_batch, s.eval_piece
     model = model_for(s, values)
     variables = {"params": state.train.params, "batch_stats": state.train.batch_stats}
-    # One train-mode pass reads the test set's batches, the training set's and PreciseBN's: the forward pass is
-    # compiled once, not three times, and each batch's results are the same bits.
+    # One train-mode pass reads the test set's batches, the training set's and PreciseBN's (those wanted): the
+    # forward pass is compiled once, not three times, and each batch's results are the same bits.
     n_test = data.test_x.shape[0]
-    test_rows = whole_batches(n_test, stats_batch)
-    train_rows = n_test + whole_batches(data.train_x.shape[0], stats_batch)
-    rows = jnp.concatenate([test_rows, train_rows, n_test + precise_rows(s, seed)])
-    x, y = jnp.concatenate([data.test_x, data.train_x]), jnp.concatenate([data.test_y, data.train_y])
-    correct, per_batch = own_statistics(model_for(s, values, momentum=0.0), variables, x, y, rows, piece)
-    batch_stats_acc = correct[: len(test_rows)].sum() / test_rows.size
-    train_batch_stats_acc = correct[len(test_rows) : len(test_rows) + len(train_rows)].sum() / train_rows.size
-    precise = precise_statistics(jax.tree.map(lambda b: b[len(test_rows) + len(train_rows) :], per_batch),
-                                 s.config.train.precise_bn_variance)  # fmt: skip
-    if not s.spec.weights_examples:
+    own = {}
+    if "batch_stats" in wanted:
+        own["test"] = whole_batches(n_test, stats_batch)
+        own["train"] = n_test + whole_batches(data.train_x.shape[0], stats_batch)
+    if "precise" in wanted:
+        own["precise"] = n_test + precise_rows(s, seed)
+    if own:
+        x, y = jnp.concatenate([data.test_x, data.train_x]), jnp.concatenate([data.test_y, data.train_y])
+        rows = jnp.concatenate(list(own.values()))
+        correct, per_batch = own_statistics(model_for(s, values, momentum=0.0), variables, x, y, rows, piece)
+        ends = itertools.accumulate(len(part) for part in own.values())
+        parts = {name: slice(end - len(own[name]), end) for name, end in zip(own, ends)}
+    if "batch_stats" in wanted:
+        batch_stats_acc = correct[parts["test"]].sum() / own["test"].size
+        train_batch_stats_acc = correct[parts["train"]].sum() / own["train"].size
+    tested = {}  # eval-mode passes over the test set: (example weight, running statistics)
+    if "precise" in wanted:
+        precise = precise_statistics(jax.tree.map(lambda b: b[parts["precise"]], per_batch),
+                                     s.config.train.precise_bn_variance)  # fmt: skip
+        tested["precise"] = (0.0, precise)
+    if "example_weighted" in wanted and s.spec.weights_examples:
+        tested["example_weighted"] = (1.0 / values["ghost_size"], variables["batch_stats"])
+    if not s.spec.weights_examples and tested:
         _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch,
                                   piece)  # fmt: skip
-        return batch_stats_acc, precise_acc, train_batch_stats_acc, missing
+    elif tested:
+        # PreciseBN's evaluation and example weighting's as one pass over the two, compiled once: with a weight of
+        # 0, example weighting normalizes by the statistics it is given (`normbench.norms.ghost_batch.
+        # example_weighted`).
+        def test_accuracy(inputs):
+            weight, batch_stats = inputs
+            weighted = model_for(s, values, inference_example_weight=weight)
+            return evaluate(weighted, {**variables, "batch_stats": batch_stats}, data.test_x, data.test_y,
+                            eval_batch, piece)[1]  # fmt: skip
 
-    # PreciseBN's evaluation and example weighting's as one pass over the two, compiled once: with a weight of 0,
-    # example weighting normalizes by the statistics it is given (`normbench.norms.ghost_batch.example_weighted`).
-    def test_accuracy(inputs):
-        weight, batch_stats = inputs
-        weighted = model_for(s, values, inference_example_weight=weight)
-        return evaluate(weighted, {**variables, "batch_stats": batch_stats}, data.test_x, data.test_y, eval_batch,
-                        piece)[1]  # fmt: skip
-
-    weights = jnp.stack([0.0, 1.0 / values["ghost_size"]])
-    both = jax.tree.map(lambda *stats: jnp.stack(stats), precise, variables["batch_stats"])
-    precise_acc, weighted_acc = jax.lax.map(test_accuracy, (weights, both))
+        weights = jnp.stack([weight for weight, _ in tested.values()])
+        stats = jax.tree.map(lambda *each: jnp.stack(each), *(stats for _, stats in tested.values()))
+        accuracies = dict(zip(tested, jax.lax.map(test_accuracy, (weights, stats))))
+        precise_acc = accuracies.get("precise", missing)
+        weighted_acc = accuracies.get("example_weighted", missing)
     return batch_stats_acc, precise_acc, train_batch_stats_acc, weighted_acc
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import typing
 from pathlib import Path
 
 import numpy as np
 
-from normbench.config import Config
+from normbench.config import AfterTraining, Config
 from normbench.core.axes import EPOCH, swept_columns
 from normbench.core.diagnostics import DIAGNOSTICS
 from normbench.core.grid import unread_fields
@@ -345,6 +346,12 @@ def matched_loss_section(columns) -> list[str]:
     return lines + [""]
 
 
+def _left_out(config: Config) -> str:
+    """The words for the evaluations after training that the config leaves out, if it leaves out any."""
+    left_out = [name for name in typing.get_args(AfterTraining) if name not in config.train.after_training]
+    return f"that train.after_training leaves out ({', '.join(left_out)}), or that " if left_out else "or that "
+
+
 def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape=None, layers=None) -> str:
     """The summary of a sweep's metrics; `layers`, its layer diagnostics when it recorded them."""
     columns, choices = tune(columns, config.report.tune)
@@ -363,7 +370,7 @@ def summary_markdown(columns: dict[str, np.ndarray], config: Config, input_shape
         "as training normalized it and its gap to `train acc` the train/test mismatch; `PreciseBN` uses "
         "statistics recomputed over training batches after training; `example-weighted` mixes each test "
         "example's own moments, with the weight 1/`norm_batch` it had in training, into the running ones "
-        "(Summers & Dinneen, 2020). `-`: a mode the norm does not have, or that the runs predate. "
+        f"(Summers & Dinneen, 2020). `-`: a mode the norm does not have, {_left_out(config)}the runs predate. "
         "Runs whose loss went non-finite are counted under `diverged` and left out of every mean.",
         "",
     ]
