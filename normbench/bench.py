@@ -12,7 +12,8 @@ Every case prints a table and is saved as `<case>.csv`, all of them together as 
 - `cnn`: the small-batch study's CNN cell (`configs/small_batch.py`, sgd; BN and GN at batch 128, BN at batch 2,
   one epoch of the peers' steps) beside a Python loop over its runs and steps in Flax and in PyTorch
   (`cnn_flax_loop.py`, `cnn_torch_loop.py --threads 1` beside `flax_loop.py`; each skipped when absent), whole
-  processes alternated (normbench also with a process per core where the cell splits among them): the ratios
+  processes alternated (normbench also with a process per core where the cell splits among them, and, for a norm
+  with running statistics, without the evaluations after training that the peers do not do): the ratios
   issue 31 accepts on (`cnn_ratios`), and in this process each step's time alone,
   an evaluation's per image and run and the cell's time over its FLOP floor;
 - `small_batch`: BatchNorm's cells of the small-batch study at batch 2 and 128 as the study trains them (the CNN,
@@ -58,6 +59,7 @@ from normbench.core.sweep import compile_cell, device_data, run_sweep, train_pro
 from normbench.core.train import make_train, precision_scope
 from normbench.data import load
 from normbench.errors import UserError, refused_write
+from normbench.norms import NORMS
 from normbench.reports.progress import Progress
 from normbench.results.store import atomic_write, make_writable
 from normbench.runtime.cache import cache_dir
@@ -308,9 +310,11 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
     """Each of `CNN_CELLS`, round after round: `normbench run configs/small_batch.py` to the cell's grid in fresh
     processes, caches cold then warm, as `run` trains by default (`--processes auto`: `processes` is how many
     processes it chose, `normbench.core.sweep.auto_processes`), and where that was more than one, again in one
-    process; the cell's phases timed in this process (`cnn_phase_row`), then each peer as a whole process (its
-    compiles are cold every time: it keeps no cache). The peers' data is decoded once beforehand, as normbench's
-    is (`_cache_with_data`)."""
+    process; for a norm with running statistics, cold without its evaluations after training (BN's batch
+    statistics, PreciseBN and example weighting: `train.after_training`), the peers' work but for the training
+    and validation sets' accuracy; the cell's phases timed in this process (`cnn_phase_row`), then each peer as a
+    whole process (its compiles are cold every time: it keeps no cache). The peers' data is decoded once
+    beforehand, as normbench's is (`_cache_with_data`)."""
     peers = _present_peers(Path(os.environ.get("NORMBENCH_PEERS") or PEERS), log)
     study = load_config(SMALL_BATCH)
     n_train = len(load(study.data).train_x)
@@ -328,6 +332,9 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
                 if default[0]["processes"] > 1:
                     one = _cnn_normbench_rows(here / "one process", study, cell, n_train, one_process=True)
                     rows += [{"round": round_, **row} for row in one]
+                if NORMS[cell.norm].running_stats:
+                    bare = _cnn_normbench_rows(here / "bare", study, cell, n_train, one_process=False, bare=True)
+                    rows += [{"round": round_, **row} for row in bare]
                 trip = core_trip_ns()
                 with _compiling_afresh():
                     phases = cnn_phase_row(study, cell, peak)
@@ -349,15 +356,19 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
     return rows
 
 
-def _cnn_normbench_rows(tmp: Path, study: Config, cell: CnnCell, n_train: int, one_process: bool) -> list[dict]:
-    """`cell` by `normbench run` in fresh processes, caches cold then warm: as by default, or in one process."""
+def _cnn_normbench_rows(tmp: Path, study: Config, cell: CnnCell, n_train: int, one_process: bool,
+                        bare: bool = False) -> list[dict]:  # fmt: skip
+    """`cell` by `normbench run` in fresh processes, caches cold then warm: as by default, or in one process; or
+    `bare`, as by default without the evaluations after training that the peers do not do
+    (`train.after_training`), caches cold only."""
     cache = _cache_with_data(tmp, study)
     rows = []
-    for cache_state in ("cold", "warm"):
+    overrides = cell.overrides(n_train) + (["train.after_training=,"] if bare else [])
+    for cache_state in ("cold",) if bare else ("cold", "warm"):
         trip = core_trip_ns()
         options = ["--processes", "1"] if one_process else []
-        wall, _, saved = _normbench_process(tmp, cache, cell.overrides(n_train), SMALL_BATCH, options)
-        rows.append({"cell": cell.label, "what": _normbench_row(one_process, cache_state), "trip_ns": trip,
+        wall, _, saved = _normbench_process(tmp, cache, overrides, SMALL_BATCH, options)
+        rows.append({"cell": cell.label, "what": _normbench_row(one_process, cache_state, bare), "trip_ns": trip,
                      "processes": saved["environment"]["worker_processes"], "wall_s": round(wall, 2),
                      "train_s": round(saved["timings"]["train_s"], 2)})  # fmt: skip
     return rows
@@ -435,14 +446,16 @@ def _phase_seconds(config: Config, cell: Cell, repeats: int = 3) -> tuple[float,
     return start_s + epoch_s + time.perf_counter() - began, epoch_s
 
 
-def _normbench_row(one_process: bool, cache_state: str) -> str:
-    return f"normbench, {'1 process, ' if one_process else ''}caches {cache_state}"
+def _normbench_row(one_process: bool, cache_state: str, bare: bool = False) -> str:
+    how = "1 process, " if one_process else "no evaluations after training, " if bare else ""
+    return f"normbench, {how}caches {cache_state}"
 
 
 def cnn_ratios(rows: list[dict]) -> list[dict]:
     """The ratios issue 31 accepts on, per round, cell and peer: normbench's whole process over the peer's, as
     `run` trains by default in `processes` processes (caches cold, warm) and, where that was more than one, in
-    one process (`one_process_*`, None elsewhere), and its step over the peer's; and, per cell, an evaluation per
+    one process (`one_process_*`, None elsewhere), cold without the evaluations after training where its norm
+    has them (`bare_cold_over_peer`, None elsewhere), and its step over the peer's; and, per cell, an evaluation per
     image and run over a training example's step and the cell's time over its FLOP floor. Several rounds end with
     each one's median."""
     out = []
@@ -454,6 +467,8 @@ def cnn_ratios(rows: list[dict]) -> list[dict]:
             over = {f"{'one_process_' if one else ''}{state}_over_peer":
                     round(timed[what]["wall_s"] / peer["wall_s"], 2) if (what := _normbench_row(one, state)) in timed
                     else None for one in (False, True) for state in ("cold", "warm")}  # fmt: skip
+            bare = timed.get(_normbench_row(False, "cold", bare=True))
+            over["bare_cold_over_peer"] = round(bare["wall_s"] / peer["wall_s"], 2) if bare else None
             out.append({"round": round_, "cell": cell, "peer": peer["what"], "peer_wall_s": peer["wall_s"],
                         "processes": default["processes"], **over,
                         "step_over_peer": round(phases["us_per_model_step"] / peer["us_per_model_step"], 2),

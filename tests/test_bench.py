@@ -101,8 +101,9 @@ def test_a_cnn_cell_trains_the_grid_its_peers_train(cell):
     assert config.report.tune_extensions == 0  # the grid alone: no more rates where the best sits at an edge
 
 
-def _cnn_rows(round_, cold, warm, step, flax, torch, one=None):
-    """A round of one cell: by default in 2 processes, with `one` (cold, warm) in one process, else in one."""
+def _cnn_rows(round_, cold, warm, step, flax, torch, one=None, bare=None):
+    """A round of one cell: by default in 2 processes, with `one` (cold, warm) in one process, else in one; `bare`
+    cold without the evaluations after training."""
     label = "batch norm, batch 128, 8 runs x 506 steps"
     default, processes = (1, []) if one is None else (2, [
         {"round": round_, "cell": label, "what": "normbench, 1 process, caches cold", "processes": 1, "wall_s": one[0]},
@@ -112,6 +113,8 @@ def _cnn_rows(round_, cold, warm, step, flax, torch, one=None):
         {"round": round_, "cell": label, "what": "normbench, caches cold", "processes": default, "wall_s": cold},
         {"round": round_, "cell": label, "what": "normbench, caches warm", "processes": default, "wall_s": warm},
         *processes,
+        *([] if bare is None else [{"round": round_, "cell": label, "processes": default, "wall_s": bare,
+                                    "what": "normbench, no evaluations after training, caches cold"}]),
         {"round": round_, "cell": label, "what": "normbench, in process", "us_per_model_step": step,
          "eval_us_per_image_run": 2.0, "eval_over_train_example": 0.5, "train_over_floor": 6.0},
         {"round": round_, "cell": label, "what": "Flax loop", "wall_s": flax, "us_per_model_step": 5000.0},
@@ -120,7 +123,7 @@ def _cnn_rows(round_, cold, warm, step, flax, torch, one=None):
 
 
 def test_the_cnn_ratios_set_normbench_beside_each_peer_of_its_cell_and_round_then_take_medians():
-    rows = _cnn_rows(0, 30.0, 20.0, 4500.0, 20.0, 25.0, one=(40.0, 30.0))
+    rows = _cnn_rows(0, 30.0, 20.0, 4500.0, 20.0, 25.0, one=(40.0, 30.0), bare=25.0)
     rows += _cnn_rows(1, 60.0, 20.0, 3000.0, 30.0, 40.0) + _cnn_rows(2, 15.0, 5.0, 5000.0, 25.0, 20.0, (20.0, 10.0))
     *per_round, flax_median, torch_median = bench.cnn_ratios(rows)
     assert [(row["round"], row["peer"]) for row in per_round] == [
@@ -129,6 +132,7 @@ def test_the_cnn_ratios_set_normbench_beside_each_peer_of_its_cell_and_round_the
     assert per_round[0] == {"round": 0, "cell": rows[0]["cell"], "peer": "Flax loop", "peer_wall_s": 20.0,
                             "processes": 2, "cold_over_peer": 1.5, "warm_over_peer": 1.0,
                             "one_process_cold_over_peer": 2.0, "one_process_warm_over_peer": 1.5,
+                            "bare_cold_over_peer": 1.25,
                             "step_over_peer": 0.9, "eval_over_train_example": 0.5, "train_over_floor": 6.0}  # fmt: skip
     assert per_round[1]["step_over_peer"] == 1.12 and per_round[1]["cold_over_peer"] == 1.2
     assert per_round[2]["one_process_cold_over_peer"] is None  # round 1 trained in one process by default
@@ -139,6 +143,7 @@ def test_the_cnn_ratios_set_normbench_beside_each_peer_of_its_cell_and_round_the
     assert flax_median["processes"] == "1/2"  # the counts the rounds trained in
     # the median of the rounds that have it (2.0 and 0.8)
     assert flax_median["one_process_cold_over_peer"] == 1.4
+    assert per_round[2]["bare_cold_over_peer"] is None and flax_median["bare_cold_over_peer"] == 1.25
     assert torch_median["step_over_peer"] == 1.12 and torch_median["peer_wall_s"] == 25.0
     # a cell with no peer (both absent) gives no ratio
     assert bench.cnn_ratios([row for row in rows if row["what"] not in bench.CNN_PEERS]) == []
@@ -168,10 +173,14 @@ def test_the_cnn_case_times_normbench_and_each_present_peer_and_writes_their_rat
     peers = [peer for peer in bench.CNN_PEERS if not any(f"skipping the {peer}" in line for line in lines)]
     rows = report["cases"]["cnn"]
     several = len(os.sched_getaffinity(0)) > 1
-    # too short a training for `--processes auto` to start workers: by default in one process, so no other rows
-    timed = ["normbench, caches cold", "normbench, caches warm"]
+    # too short a training for `--processes auto` to start workers: by default in one process, so no rows of one
+    timed = [
+        "normbench, caches cold",
+        "normbench, caches warm",
+        "normbench, no evaluations after training, caches cold",
+    ]
     assert [row["what"] for row in rows] == [*timed, "normbench, in process", *peers]
-    assert [row["processes"] for row in rows[:2]] == [1, 1]
+    assert [row["processes"] for row in rows[:3]] == [1, 1, 1]
     assert all(row["cell"] == cell.label and row["round"] == 0 for row in rows)
     # the cores' round trip just before each row; None on a machine with one CPU
     assert all(row["trip_ns"] > 0 if several else row["trip_ns"] is None for row in rows)
