@@ -61,8 +61,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"report.tune names {axis!r}; valid: the value axes {', '.join(run_columns(config))}")
     if config.report.tune and not config.data.n_val:
         raise ConfigError("report.tune chooses on a validation set; hold one out with data.n_val")
-    if len(set(config.train.after_training)) < len(config.train.after_training):
-        raise ConfigError(f"train.after_training repeats an evaluation: {config.train.after_training}")
+    _check_distinct("train.after_training", config.train.after_training)
     _check_values(config)  # before its extensions, so that the grid's own errors read as its own
     check_extensions(config, _check_values)  # the values report.tune_extensions may add, checked as the grid's
     if not cells(config):  # e.g. only batch-dependent protocols (ghost, sync) over norms that use no batch
@@ -115,6 +114,10 @@ def ignored_options(config: Config, set_keys: list[str]) -> list[str]:
 def _check_axis(key: str, values) -> None:
     if len(values) == 0:
         raise ConfigError(f"{key} is empty; give at least one value")
+    _check_distinct(key, values)
+
+
+def _check_distinct(key: str, values) -> None:
     if len(set(values)) != len(values):
         raise ConfigError(f"{key} repeats a value: {values}")
 
