@@ -306,6 +306,30 @@ CNN_PEERS = {"Flax loop": ("cnn_flax_loop.py", "us_per_step_after_first", []),
              "PyTorch loop": ("cnn_torch_loop.py", "us_per_step", ["--threads", "1"])}  # fmt: skip
 
 
+@dataclasses.dataclass(frozen=True)
+class HowRun:
+    """How the CNN case runs a cell's normbench processes: `row` names them in the table, `ratio_prefix` in the
+    ratios; `options` and `overrides` are their command line's."""
+
+    words: str
+    ratio_prefix: str
+    options: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    cache_states: tuple[str, ...] = ("cold", "warm")
+
+    def row(self, cache_state: str) -> str:
+        return f"normbench, {self.words}caches {cache_state}"
+
+
+# As `run` trains by default; in one process; and without the evaluations after training, which the peers do
+# not do (`train.after_training`): cold only, the case where they cost the most.
+BY_DEFAULT = HowRun("", "")
+IN_ONE_PROCESS = HowRun("1 process, ", "one_process_", options=("--processes", "1"))
+WITHOUT_AFTER_TRAINING = HowRun("no evaluations after training, ", "bare_", overrides=("train.after_training=,",),
+                                cache_states=("cold",))  # fmt: skip
+HOW_RUNS = (BY_DEFAULT, IN_ONE_PROCESS, WITHOUT_AFTER_TRAINING)
+
+
 def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
     """Each of `CNN_CELLS`, round after round: `normbench run configs/small_batch.py` to the cell's grid in fresh
     processes, caches cold then warm, as `run` trains by default (`--processes auto`: `processes` is how many
@@ -327,13 +351,13 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
         for round_ in range(rounds):
             for cell in CNN_CELLS:
                 here = Path(tmp) / f"{round_}-{cell.norm}-{cell.batch}-{cell.runs}"
-                default = _cnn_normbench_rows(here, study, cell, n_train, one_process=False)
+                default = _cnn_normbench_rows(here, study, cell, n_train, BY_DEFAULT)
                 rows += [{"round": round_, **row} for row in default]
                 if default[0]["processes"] > 1:
-                    one = _cnn_normbench_rows(here / "one process", study, cell, n_train, one_process=True)
+                    one = _cnn_normbench_rows(here / "one process", study, cell, n_train, IN_ONE_PROCESS)
                     rows += [{"round": round_, **row} for row in one]
                 if NORMS[cell.norm].running_stats:
-                    bare = _cnn_normbench_rows(here / "bare", study, cell, n_train, one_process=False, bare=True)
+                    bare = _cnn_normbench_rows(here / "bare", study, cell, n_train, WITHOUT_AFTER_TRAINING)
                     rows += [{"round": round_, **row} for row in bare]
                 trip = core_trip_ns()
                 with _compiling_afresh():
@@ -356,19 +380,15 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
     return rows
 
 
-def _cnn_normbench_rows(tmp: Path, study: Config, cell: CnnCell, n_train: int, one_process: bool,
-                        bare: bool = False) -> list[dict]:  # fmt: skip
-    """`cell` by `normbench run` in fresh processes, caches cold then warm: as by default, or in one process; or
-    `bare`, as by default without the evaluations after training that the peers do not do
-    (`train.after_training`), caches cold only."""
+def _cnn_normbench_rows(tmp: Path, study: Config, cell: CnnCell, n_train: int, how: HowRun) -> list[dict]:
+    """`cell` by `normbench run` in fresh processes, run `how` says, at each of its cache states."""
     cache = _cache_with_data(tmp, study)
     rows = []
-    overrides = cell.overrides(n_train) + (["train.after_training=,"] if bare else [])
-    for cache_state in ("cold",) if bare else ("cold", "warm"):
+    for cache_state in how.cache_states:
         trip = core_trip_ns()
-        options = ["--processes", "1"] if one_process else []
-        wall, _, saved = _normbench_process(tmp, cache, overrides, SMALL_BATCH, options)
-        rows.append({"cell": cell.label, "what": _normbench_row(one_process, cache_state, bare), "trip_ns": trip,
+        wall, _, saved = _normbench_process(tmp, cache, cell.overrides(n_train) + list(how.overrides), SMALL_BATCH,
+                                            how.options)  # fmt: skip
+        rows.append({"cell": cell.label, "what": how.row(cache_state), "trip_ns": trip,
                      "processes": saved["environment"]["worker_processes"], "wall_s": round(wall, 2),
                      "train_s": round(saved["timings"]["train_s"], 2)})  # fmt: skip
     return rows
@@ -446,11 +466,6 @@ def _phase_seconds(config: Config, cell: Cell, repeats: int = 3) -> tuple[float,
     return start_s + epoch_s + time.perf_counter() - began, epoch_s
 
 
-def _normbench_row(one_process: bool, cache_state: str, bare: bool = False) -> str:
-    how = "1 process, " if one_process else "no evaluations after training, " if bare else ""
-    return f"normbench, {how}caches {cache_state}"
-
-
 def cnn_ratios(rows: list[dict]) -> list[dict]:
     """The ratios issue 31 accepts on, per round, cell and peer: normbench's whole process over the peer's, as
     `run` trains by default in `processes` processes (caches cold, warm) and, where that was more than one, in
@@ -462,13 +477,11 @@ def cnn_ratios(rows: list[dict]) -> list[dict]:
     for (round_, cell), these in _grouped(rows, ("round", "cell")).items():
         phases = next(row for row in these if row["what"] == "normbench, in process")
         timed = {row["what"]: row for row in these if "processes" in row}
-        default = timed[_normbench_row(False, "cold")]
+        default = timed[BY_DEFAULT.row("cold")]
         for peer in (row for row in these if row["what"] in CNN_PEERS):
-            over = {f"{'one_process_' if one else ''}{state}_over_peer":
-                    round(timed[what]["wall_s"] / peer["wall_s"], 2) if (what := _normbench_row(one, state)) in timed
-                    else None for one in (False, True) for state in ("cold", "warm")}  # fmt: skip
-            bare = timed.get(_normbench_row(False, "cold", bare=True))
-            over["bare_cold_over_peer"] = round(bare["wall_s"] / peer["wall_s"], 2) if bare else None
+            over = {f"{how.ratio_prefix}{state}_over_peer":
+                    round(timed[what]["wall_s"] / peer["wall_s"], 2) if (what := how.row(state)) in timed else None
+                    for how in HOW_RUNS for state in how.cache_states}  # fmt: skip
             out.append({"round": round_, "cell": cell, "peer": peer["what"], "peer_wall_s": peer["wall_s"],
                         "processes": default["processes"], **over,
                         "step_over_peer": round(phases["us_per_model_step"] / peer["us_per_model_step"], 2),
