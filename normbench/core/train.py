@@ -650,9 +650,11 @@ def finish_run(s: Setup, seed, values: RunValues, data: Data, state: RunState):
         tested["precise"] = (0.0, precise)
     if "example_weighted" in wanted and s.spec.weights_examples:
         tested["example_weighted"] = (1.0 / values["ghost_size"], variables["batch_stats"])
-    if not s.spec.weights_examples and tested:
-        _, precise_acc = evaluate(model, {**variables, "batch_stats": precise}, data.test_x, data.test_y, eval_batch,
-                                  piece)  # fmt: skip
+    if tested and not s.spec.weights_examples:
+        # PreciseBN's alone (example weighting is for norms that weight examples), by the plain model.
+        ((_, precise_stats),) = tested.values()
+        _, precise_acc = evaluate(model, {**variables, "batch_stats": precise_stats}, data.test_x, data.test_y,
+                                  eval_batch, piece)  # fmt: skip
     elif tested:
         # PreciseBN's evaluation and example weighting's as one pass over the two, compiled once: with a weight of
         # 0, example weighting normalizes by the statistics it is given (`normbench.norms.ghost_batch.
