@@ -430,9 +430,7 @@ def cnn_phase_row(study: Config, cnn_cell: CnnCell, peak: float) -> dict:
     fewer = apply_overrides(study, cnn_cell.overrides(n_train, steps=max(1, cnn_cell.steps // 4)))
     (cell,) = cells(config)
     one_step = apply_overrides(study, cnn_cell.overrides(n_train, steps=1))
-    whole, epoch = _phase_seconds(config, cell)
-    _, fewer_epoch = _phase_seconds(fewer, cell)
-    _, one_step_epoch = _phase_seconds(one_step, cell)
+    whole, (epoch, fewer_epoch, one_step_epoch) = _phase_seconds([config, fewer, one_step], cell)
     cell_plan = plan(config, cell)
     runs, steps = cell_plan.run_count, cell_plan.steps(n_train).per_run
     step_s = (epoch - fewer_epoch) / ((steps - plan(fewer, cell).steps(n_train).per_run) * runs)
@@ -446,24 +444,33 @@ def cnn_phase_row(study: Config, cnn_cell: CnnCell, peak: float) -> dict:
     }
 
 
-def _phase_seconds(config: Config, cell: Cell, repeats: int = 3) -> tuple[float, float]:
-    """(start + epoch + finish, the epoch alone) in seconds: one epoch of `cell`, compiled here, the fastest of
-    `repeats` runs of it (a fresh program's first run also pays for its buffers and threads)."""
-    dataset = load(config.data)
-    seeds, values = plan(config, cell).arrays()
-    with precision_scope(config.train.precision):
-        data = device_data(dataset, config.train.precision)
-        phases = compile_cell(config, cell, dataset, data).phases
-        started = time.perf_counter()
-        state = jax.block_until_ready(phases.start(seeds, values, data))
-        start_s, epoch_s = time.perf_counter() - started, math.inf
-        for _ in range(repeats):
+def _phase_seconds(configs: list[Config], cell: Cell, repeats: int = 3) -> tuple[float, list[float]]:
+    """(start + epoch + finish of the first of `configs`, each one's epoch alone) in seconds: one epoch of `cell` as
+    each config has it, compiled here, the fastest of `repeats` runs of it (a fresh program's first run also pays for
+    its buffers and threads). The runs take turns, config after config, so that the machine's two speeds, which
+    switch every few seconds to tens of seconds (docs/performance.md), fall on each config alike: run back to back,
+    one config's fastest could come at one speed and another's at the other, and their difference mix the two."""
+    dataset, precision = load(configs[0].data), configs[0].train.precision
+    with precision_scope(precision):
+        data = device_data(dataset, precision)
+        compiled, states, start_s = [], [], []
+        for config in configs:
+            seeds, values = plan(config, cell).arrays()
+            phases = compile_cell(config, cell, dataset, data).phases
             began = time.perf_counter()
-            state = jax.block_until_ready(phases.epoch(seeds, values, data, state, np.int32(0)))[0]
-            epoch_s = min(epoch_s, time.perf_counter() - began)
+            states.append(jax.block_until_ready(phases.start(seeds, values, data)))
+            start_s.append(time.perf_counter() - began)
+            compiled.append((phases, seeds, values))
+        epoch_s = [math.inf] * len(configs)
+        for _ in range(repeats):
+            for i, (phases, seeds, values) in enumerate(compiled):
+                began = time.perf_counter()
+                states[i] = jax.block_until_ready(phases.epoch(seeds, values, data, states[i], np.int32(0)))[0]
+                epoch_s[i] = min(epoch_s[i], time.perf_counter() - began)
+        phases, seeds, values = compiled[0]
         began = time.perf_counter()
-        jax.block_until_ready(phases.finish(seeds, values, data, state))
-    return start_s + epoch_s + time.perf_counter() - began, epoch_s
+        jax.block_until_ready(phases.finish(seeds, values, data, states[0]))
+    return start_s[0] + epoch_s[0] + time.perf_counter() - began, epoch_s
 
 
 def cnn_ratios(rows: list[dict]) -> list[dict]:
