@@ -200,14 +200,14 @@ AFTER = {"batch_stats": ("test_acc_batch_stats", "train_acc_batch_stats"), "prec
 
 # The fast tier takes one of each branch of `finish_run`: none, the train-mode pass alone, the eval pass alone.
 SLOW = pytest.mark.slow
-AFTER_CELL = Cell("mlp", "batch", "sgd", 8)
+AFTER_CELL, AFTER_CONFIG = Cell("mlp", "batch", "sgd", 8), tiny_config(seeds=(0,))
 
 
 @pytest.fixture(scope="module")
 def with_every_evaluation():
     """The cell trained with all of `train.after_training` (the default), once for the cases that leave some out."""
     dataset = tiny_dataset()
-    return train_cell(tiny_config(seeds=(0,)), AFTER_CELL, dataset, device_data(dataset))[1]
+    return train_cell(AFTER_CONFIG, AFTER_CELL, dataset, device_data(dataset))[1]
 
 
 @pytest.mark.parametrize("wanted", [(), ("precise", "batch_stats"), ("example_weighted",),
@@ -216,8 +216,7 @@ def with_every_evaluation():
 def test_the_evaluations_after_training_left_out_are_nan_and_the_rest_the_same_bits(with_every_evaluation, wanted):
     """`train.after_training` names the evaluations a cell's `finish` program computes: each named one has the
     bits it has when all are (its forward passes are the same, in fewer rows), each other one is NaN."""
-    config = tiny_config(seeds=(0,))
-    fewer = dataclasses.replace(config, train=dataclasses.replace(config.train, after_training=wanted))
+    fewer = dataclasses.replace(AFTER_CONFIG, train=dataclasses.replace(AFTER_CONFIG.train, after_training=wanted))
     dataset, every = tiny_dataset(), with_every_evaluation
     _, some = train_cell(fewer, AFTER_CELL, dataset, device_data(dataset))
     for name, columns in AFTER.items():
