@@ -1,11 +1,13 @@
 """Every model works with every norm; parameter counts are pinned to their papers'."""
 
+import dataclasses
 import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_config, tiny_dataset
 
 from normbench.config import ModelConfig, NormConfig
 from normbench.models import MODELS, build_model
@@ -75,6 +77,9 @@ def test_patch_conv_is_flax_conv(kernel, strides, use_bias, batch):
     params = flax.init(jax.random.PRNGKey(1), x)
     assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
     assert jnp.allclose(ours.apply(params, x), flax.apply(params, x), rtol=1e-5, atol=1e-5)
+    # An evaluation builds its patches otherwise (`patches_stacked`), to the same products.
+    evaluating = Conv(7, kernel, strides, use_bias=use_bias, train=False)
+    assert np.array_equal(evaluating.apply(params, x), ours.apply(params, x))
     # The backward pass too: the patches' transpose (pads of the slices) must route each gradient to its pixel.
     grads = [jax.grad(lambda p, x, m=m: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))(params, x)
              for m in (ours, flax)]  # fmt: skip
@@ -101,6 +106,45 @@ def test_unpatch_is_autodiffs_transpose_of_the_patches_to_the_bit(shape, kernel,
     formed, once = jax.vjp(jax.vmap(lambda x: patches_formed_once(x, kernel, strides, padding)), x)
     assert np.array_equal(formed, out)
     assert np.array_equal(once(g)[0], autodiff(g)[0])
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, strides, padding",
+    [((2, 28, 28, 1), (3, 3), (2, 2), "SAME"), ((2, 7, 7, 16), (3, 3), (2, 2), "SAME"),
+     ((2, 9, 10, 3), (2, 3), (1, 2), "SAME"), ((2, 9, 9, 3), (3, 3), (2, 2), "VALID"),
+     ((2, 8, 8, 4), (1, 1), (2, 2), "SAME")],
+)  # fmt: skip
+def test_stacked_patches_are_the_patches(shape, kernel, strides, padding):
+    """An evaluation's patches list each pixel where `patches` does (offset-major, then channels), vmapped over
+    runs as a sweep evaluates them."""
+    from normbench.models.conv import patches, patches_stacked
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, *shape))  # 4 runs
+    built = [jax.jit(jax.vmap(lambda x, f=f: f(x, kernel, strides, padding)))(x) for f in (patches, patches_stacked)]
+    assert np.array_equal(*built)
+
+
+def test_an_evaluation_computes_the_same_bits_with_either_patches(monkeypatch):
+    """The committed studies were evaluated with `patches`: a CNN cell's evaluations (in its epoch and its
+    `finish`, BN's batch-statistics passes among them) give the same bits with the stacks, where XLA fuses the
+    layer below's norm and activation into other kernels. Checked on every committed study's CNN cells at their
+    sizes when the stacks came in (docs/performance.md); here on a small one."""
+    from normbench.core.grid import Cell, plan
+    from normbench.core.sweep import compile_cell, device_data
+    from normbench.models import conv
+
+    config = dataclasses.replace(tiny_config(), model=ModelConfig(channels=(4, 8, 8)))
+    cell, dataset = Cell("cnn", "batch", "sgd", 8), tiny_dataset()
+    seeds, values = plan(config, cell).arrays()
+    data = device_data(dataset, config.train.precision)
+    monkeypatch.setenv("NORMBENCH_COMPILATION_CACHE", "0")  # the two programs share a key
+    outputs = []
+    for form in (conv.patches, conv.patches_stacked):
+        monkeypatch.setattr(conv, "EVAL_PATCHES", form)  # read while tracing
+        program = compile_cell(config, cell, dataset, data).phases
+        state, per_epoch = program.epoch(seeds, values, data, program.start(seeds, values, data), np.int32(1))
+        outputs.append(jax.tree.leaves((state, per_epoch, program.finish(seeds, values, data, state))))
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(*outputs))
 
 
 def test_norm_positions_are_the_values_per_example_each_statistic_reduces_over():

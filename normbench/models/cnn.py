@@ -27,7 +27,7 @@ class CNN(nn.Module):
     def __call__(self, x, train: bool):
         conv = standardized(Conv, self.is_initializing()) if self.standardize_weights else Conv
         for i, width in enumerate(self.channels):
-            pre_norm = conv(width, (3, 3), strides=(2, 2), padding="SAME", kernel_init=self.kernel_init)(x)
+            pre_norm = conv(width, (3, 3), strides=(2, 2), padding="SAME", kernel_init=self.kernel_init, train=train)(x)
             x = self.activation(self.norm(train)(pre_norm))
             x = record(self, i, pre_norm, x)
         x = x.mean(axis=(1, 2))

@@ -23,6 +23,17 @@ reduce-windows, which read the sum formed once already). The sums are autodiff's
 formed array rather than fused may add in another order: BN trained to the same bits at every batch, LayerNorm at 2
 and 8 and GroupNorm at 8 did not, and the small-batch study was trained again with it. The limit is 16, though 32
 gains as much: the committed scorecard trains its CNN test at 32 with every norm, and was not trained again.
+
+Why an evaluation's patches are stacks (`patches_stacked`, read while tracing: `EVAL_PATCHES`): XLA:CPU leaves a
+concatenate unfused when it joins more than 8 operands or runs along the minor axis, as `patches`' 9 channel blocks
+do, so each of its 9 slices is a kernel that computes the layer below's norm and activation again, and the
+concatenate copies what they wrote. Stacks of at most 3 along outer axes fuse: the norm and activation are computed
+once, into the padded input, and the patches written in one pass. Their values are `patches`' values, and an
+evaluation computes the same bits either way in every committed study's CNN cells but one (the scorecard's
+InstanceNorm: its losses by an ulp; docs/performance.md). A pass that trains keeps `patches`:
+there the stacks moved the bits of a BN or GN step (from the third block's norm on; a hypothesis for why: its kernel
+changed from vectorized to scalar code, where LLVM contracts other multiplies and adds into FMAs), so using them
+in training means training the studies with a CNN again. `benchmarks/eval_patches.py` times the two.
 """
 
 import functools
@@ -36,25 +47,34 @@ import jax.numpy as jnp
 ONCE_MAX_BATCH = 16
 
 
-def patches(x, kernel_size: tuple[int, int], strides: tuple[int, int], padding: str):
-    """(N, H', W', kh * kw * C) patches of the NHWC `x`, listed offset-major, (kh, kw, in): the order of an HWIO
-    kernel's rows."""
+def _offsets(x, kernel_size: tuple[int, int], strides: tuple[int, int], padding: str) -> list[list[jax.Array]]:
+    """The padded NHWC `x` read at each kernel offset (i, j) with the strides: [i][j], each (N, H', W', C)."""
     pads = jax.lax.padtype_to_pads(x.shape[1:3], kernel_size, strides, padding)
     padded = jnp.pad(x, [(0, 0), *pads, (0, 0)])
     out = [(size - k) // s + 1 for size, k, s in zip(padded.shape[1:3], kernel_size, strides)]
-    offsets = [(i, j) for i in range(kernel_size[0]) for j in range(kernel_size[1])]
-    return jnp.concatenate(
-        [
-            jax.lax.slice(
-                padded,
-                (0, i, j, 0),
-                (padded.shape[0], i + strides[0] * (out[0] - 1) + 1, j + strides[1] * (out[1] - 1) + 1, x.shape[3]),
-                (1, *strides, 1),
-            )
-            for i, j in offsets
-        ],
-        axis=-1,
-    )
+
+    def offset(i: int, j: int):
+        end = (padded.shape[0], i + strides[0] * (out[0] - 1) + 1, j + strides[1] * (out[1] - 1) + 1, x.shape[3])
+        return jax.lax.slice(padded, (0, i, j, 0), end, (1, *strides, 1))
+
+    return [[offset(i, j) for j in range(kernel_size[1])] for i in range(kernel_size[0])]
+
+
+def patches(x, kernel_size: tuple[int, int], strides: tuple[int, int], padding: str):
+    """(N, H', W', kh * kw * C) patches of the NHWC `x`, listed offset-major, (kh, kw, in): the order of an HWIO
+    kernel's rows."""
+    return jnp.concatenate([piece for row in _offsets(x, kernel_size, strides, padding) for piece in row], axis=-1)
+
+
+def patches_stacked(x, kernel_size: tuple[int, int], strides: tuple[int, int], padding: str):
+    """`patches`, value for value, as stacks of slices that XLA:CPU fuses into one kernel (see above)."""
+    rows = [jnp.stack(row, axis=3) for row in _offsets(x, kernel_size, strides, padding)]
+    stacked = jnp.stack(rows, axis=3)  # (N, H', W', kh, kw, C)
+    return stacked.reshape(*stacked.shape[:3], -1)
+
+
+# The patches of a pass that does not train (see above); `benchmarks/eval_patches.py` sets it to `patches`.
+EVAL_PATCHES = patches_stacked
 
 
 def unpatch(g, x_shape, kernel_size: tuple[int, int], strides: tuple[int, int], padding: str):
@@ -109,8 +129,11 @@ def _patches_backward(kernel_size, strides, padding, x_shape, g):
 patches_formed_once.defvjp(_patches_forward, _patches_backward)
 
 
-def patches_for(x):
-    """The patches function for `x`, one run's NHWC input: `patches_formed_once` at small batches on a CPU."""
+def patches_for(x, train: bool):
+    """The patches function for `x`, one run's NHWC input: `EVAL_PATCHES` in a pass that does not train, else
+    `patches_formed_once` at small batches on a CPU."""
+    if not train:
+        return EVAL_PATCHES
     small = x.shape[0] <= ONCE_MAX_BATCH and jax.default_backend() == "cpu"
     return patches_formed_once if small else patches
 
@@ -122,13 +145,16 @@ class Conv(nn.Module):
     padding: str = "SAME"
     use_bias: bool = True
     kernel_init: Callable = nn.initializers.lecun_normal()
+    # The model's `train`: whether this pass trains, which chooses how the patches are built (see above).
+    train: bool = True
 
     @nn.compact
     def __call__(self, x):
         channels = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, channels, self.features))
         strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
-        y = patches_for(x)(x, tuple(self.kernel_size), strides, self.padding) @ kernel.reshape(-1, self.features)
+        form = patches_for(x, self.train)
+        y = form(x, tuple(self.kernel_size), strides, self.padding) @ kernel.reshape(-1, self.features)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
         return y

@@ -30,7 +30,7 @@ class BasicBlock(nn.Module):
     def __call__(self, x, train: bool):
         layer = standardized(Conv, self.is_initializing()) if self.standardize_weights else Conv
         conv = lambda width, kernel, strides: layer(  # noqa: E731
-            width, kernel, strides, padding="SAME", use_bias=False, kernel_init=self.kernel_init
+            width, kernel, strides, padding="SAME", use_bias=False, kernel_init=self.kernel_init, train=train
         )
         y = conv(self.width, (3, 3), self.strides)(x)
         y = self.activation(self.norm(train)(y))
@@ -53,7 +53,7 @@ class ResNet20(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         conv = standardized(Conv, self.is_initializing()) if self.standardize_weights else Conv
-        x = conv(self.channels[0], (3, 3), padding="SAME", use_bias=False, kernel_init=self.kernel_init)(x)
+        x = conv(self.channels[0], (3, 3), padding="SAME", use_bias=False, kernel_init=self.kernel_init, train=train)(x)
         x = self.activation(self.norm(train)(x))
         for stage, width in enumerate(self.channels):
             for block in range(BLOCKS_PER_STAGE):
