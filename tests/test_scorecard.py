@@ -130,6 +130,17 @@ def test_show_has_nothing_left_to_train(card, capsys):
     assert "every norm is finished; nothing to train" in capsys.readouterr().out
 
 
+def test_show_counts_the_cells_to_compile_once_uncalibrated(tmp_path, capsys):
+    """Uncalibrated, each test's and each norm's time is the assumed range alone: the cells to compile are counted
+    once, in the first line (each part once said "not counting compiling its 0 cells")."""
+    assert main(["scorecard", "batch", "--quick", "--show", "--out", str(tmp_path / "card")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("# ")]
+    head, parts = lines[0], lines[1:]
+    assert re.search(r"; run once to calibrate; .*compiling [1-9]\d* cells and the cost test's programs", head)
+    assert parts and not any("compiling" in line or "calibrate" in line for line in parts)
+    assert all("of training at an assumed 20-100 GFLOP/s" in line for line in parts)
+
+
 @pytest.mark.slow
 def test_a_test_a_norm_cannot_take_is_not_applicable_not_a_value(card, tmp_path):
     """The ViT takes no +ws norm (its norms see residual sums): group+ws is neither trained nor timed there, and

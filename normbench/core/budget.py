@@ -106,14 +106,16 @@ class Estimate:
         # Compiling is left out, and said to be: a cell's compile time follows neither its FLOPs nor its steps (a
         # tiny MLP cell compiles for seconds and trains for a fraction of one), and the program cache skips it.
         cells = "1 cell" if len(self.cell_bytes) == 1 else f"{len(self.cell_bytes)} cells"
-        uncounted = f"not counting compiling its {cells}"
+        text = f"{self.training_text()}, not counting compiling its {cells}"
+        return text if self.rate is not None else f"{text}; run once to calibrate"
+
+    def training_text(self) -> str:
+        """The training time alone: at the rate, or at the assumed rates without one."""
         if self.rate is not None:
-            return f"about {_duration(self.train_seconds())} of training at {self.rate.text()}, {uncounted}"
+            return f"about {_duration(self.train_seconds())} of training at {self.rate.text()}"
         fast, slow = (_duration(self.flops / rate) for rate in reversed(ASSUMED_RATES))
         low, high = (f"{rate / 1e9:.0f}" for rate in ASSUMED_RATES)
-        return (
-            f"about {fast} to {slow} of training at an assumed {low}-{high} GFLOP/s, {uncounted}; run once to calibrate"
-        )
+        return f"about {fast} to {slow} of training at an assumed {low}-{high} GFLOP/s"
 
 
 # What the program cache keeps of an estimate: all but the workers and the rate, which each run gives.

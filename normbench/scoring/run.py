@@ -178,7 +178,7 @@ def estimate_text(plan: Plan, workers: int | None = None) -> str:
                      + (f" (+{_time(extra)})" if extra else ""))  # fmt: skip
     if not total:
         return "\n".join(["# scorecard: every norm is finished; nothing to train", *lines])
-    at = f" at {rate.text()}" if rate else ""
+    at = f" at {rate.text()}" if rate else "; run once to calibrate"
     head = (f"# scorecard: {len(plan.norms)} norms, training {_time(total)}{at}; tuning extensions at worst "
             f"+{_time(worst)}; compiling {cells} cells and the cost test's programs not counted")  # fmt: skip
     return "\n".join([head, *lines])
@@ -195,7 +195,7 @@ def _time(costs: list[Estimate]) -> str:
     estimate's own range of assumed rates."""
     total = _sum(costs) if costs else None
     if total is None or total.rate is None:
-        return total.time_text() if total else "0 min"
+        return total.training_text() if total else "0 min"  # the cells to compile are counted once, in the head
     return f"{total.rate.seconds(total.flops, total.steps) / 60:.1f} min"
 
 
