@@ -31,9 +31,10 @@ concatenate copies what they wrote. Stacks of at most 3 along outer axes fuse: t
 once, into the padded input, and the patches written in one pass. Their values are `patches`' values, and an
 evaluation computes the same bits either way in every committed study's CNN cells but one (the scorecard's
 InstanceNorm: its losses by an ulp; docs/performance.md). A pass that trains keeps `patches`:
-there the stacks moved the bits of a BN or GN step (from the third block's norm on; a hypothesis for why: its kernel
-changed from vectorized to scalar code, where LLVM contracts other multiplies and adds into FMAs), so using them
-in training means training the studies with a CNN again. `benchmarks/eval_patches.py` times the two.
+there the stacks moved the bits of a BN or GN step (BN's in the forward pass already, at the third convolution,
+whose input's norm and ReLU are scalar code in the stacks' kernel and vector code in 3 of the slices' 9; a hypothesis
+for why that moves bits: LLVM contracts other multiplies and adds into FMAs in the one than in the other), so using
+them in training means training the studies with a CNN again. `benchmarks/eval_patches.py` times the two.
 """
 
 import functools
