@@ -38,21 +38,25 @@ def main() -> None:
     print(f"peak {peak:.0f} GFLOP/s")
     print("| cell | round | patches | compile (s) | step (us a model) | evaluation (us an image, run) | over a step |")
     print("|---|---|---|---|---|---|---|")
-    for round_ in range(args.rounds):
-        for index in args.cells:
-            cnn_cell = bench.CNN_CELLS[index]
-            config = apply_overrides(study, cnn_cell.overrides(len(dataset.train_x)))
-            (cell,) = cells(config)
-            for way, form in WAYS.items():
-                conv.EVAL_PATCHES = form  # read while tracing
-                with bench._compiling_afresh():
-                    began = time.perf_counter()
-                    compile_cell(config, cell, dataset, data)
-                    compile_s = time.perf_counter() - began
-                    row = bench.cnn_phase_row(study, cnn_cell, peak)
-                print(f"| {cnn_cell.label} | {round_} | {way} | {compile_s:.2f} | {row['us_per_model_step']} | "
-                      f"{row['eval_us_per_image_run']} | {row['eval_over_train_example']} |", flush=True)  # fmt: skip
-    conv.EVAL_PATCHES = WAYS["stacks"]
+    default = conv.EVAL_PATCHES
+    try:
+        for round_ in range(args.rounds):
+            for index in args.cells:
+                cnn_cell = bench.CNN_CELLS[index]
+                config = apply_overrides(study, cnn_cell.overrides(len(dataset.train_x)))
+                (cell,) = cells(config)
+                for way, form in WAYS.items():
+                    conv.EVAL_PATCHES = form  # read while tracing
+                    with bench._compiling_afresh():
+                        began = time.perf_counter()
+                        compile_cell(config, cell, dataset, data)
+                        compile_s = time.perf_counter() - began
+                        row = bench.cnn_phase_row(study, cnn_cell, peak)
+                    timed = [row["us_per_model_step"], row["eval_us_per_image_run"], row["eval_over_train_example"]]
+                    cols = [cnn_cell.label, round_, way, f"{compile_s:.2f}", *timed]
+                    print("| " + " | ".join(map(str, cols)) + " |", flush=True)
+    finally:
+        conv.EVAL_PATCHES = default
 
 
 if __name__ == "__main__":

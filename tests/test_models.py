@@ -127,8 +127,8 @@ def test_stacked_patches_are_the_patches(shape, kernel, strides, padding):
 def test_an_evaluation_computes_the_same_bits_with_either_patches(monkeypatch):
     """The committed studies were evaluated with `patches`: a CNN cell's evaluations (in its epoch and its
     `finish`, BN's batch-statistics passes among them) give the same bits with the stacks, where XLA fuses the
-    layer below's norm and activation into other kernels. Checked on every committed study's CNN cells at their
-    sizes when the stacks came in (docs/performance.md); here on a small one."""
+    layer below's norm and activation into other kernels. Checked for every norm of every committed study with a
+    CNN when the stacks came in (docs/performance.md); here on a small cell."""
     from normbench.core.grid import Cell, plan
     from normbench.core.sweep import compile_cell, device_data
     from normbench.models import conv

@@ -29,12 +29,13 @@ concatenate unfused when it joins more than 8 operands or runs along the minor a
 do, so each of its 9 slices is a kernel that computes the layer below's norm and activation again, and the
 concatenate copies what they wrote. Stacks of at most 3 along outer axes fuse: the norm and activation are computed
 once, into the padded input, and the patches written in one pass. Their values are `patches`' values, and an
-evaluation computes the same bits either way in every committed study's CNN cells but one (the scorecard's
-InstanceNorm: its losses by an ulp; docs/performance.md). A pass that trains keeps `patches`:
-there the stacks moved the bits of a BN or GN step (BN's in the forward pass already, at the third convolution,
-whose input's norm and ReLU are scalar code in the stacks' kernel and vector code in 3 of the slices' 9; a hypothesis
-for why that moves bits: LLVM contracts other multiplies and adds into FMAs in the one than in the other), so using
-them in training means training the studies with a CNN again. `benchmarks/eval_patches.py` times the two.
+evaluation computes the same bits either way for every norm of every committed study with a CNN but one (the
+scorecard's InstanceNorm: its losses by an ulp; docs/performance.md lists what was checked). A pass that trains
+keeps `patches`: there the stacks moved the bits of a BN or GN step (BN's in the forward pass already, at the third
+convolution, whose input's norm and ReLU are scalar code in the stacks' kernel and vector code in 3 of the slices'
+9; a hypothesis for why that moves bits: LLVM contracts other multiplies and adds into FMAs in the one than in the
+other), so using them in training means training the studies with a CNN again. `benchmarks/eval_patches.py` times
+the two.
 """
 
 import functools
