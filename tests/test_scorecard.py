@@ -20,6 +20,7 @@ from normbench.cli import main
 from normbench.config import ConfigError
 from normbench.norms import NORMS
 from normbench.norms.registry import NormSpec
+from normbench.runtime import calibration
 from normbench.scoring.battery import identity
 from normbench.scoring.layout import BATTERY, RUNS
 from normbench.scoring.scores import MEASURES, Score, compare, reached_scales
@@ -130,9 +131,10 @@ def test_show_has_nothing_left_to_train(card, capsys):
     assert "every norm is finished; nothing to train" in capsys.readouterr().out
 
 
-def test_show_counts_the_cells_to_compile_once_uncalibrated(tmp_path, capsys):
+def test_show_counts_the_cells_to_compile_once_uncalibrated(tmp_path, capsys, monkeypatch):
     """Uncalibrated, each test's and each norm's time is the assumed range alone: the cells to compile are counted
     once, in the first line (each part once said "not counting compiling its 0 cells")."""
+    monkeypatch.setattr(calibration, "cache_dir", lambda: tmp_path / "calibration")  # no rate an earlier test kept
     assert main(["scorecard", "batch", "--quick", "--show", "--out", str(tmp_path / "card")]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("# ")]
     head, parts = lines[0], lines[1:]
