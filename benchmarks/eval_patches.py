@@ -34,8 +34,6 @@ def main() -> None:
     study = load_config(bench.SMALL_BATCH)
     dataset = load(study.data)
     data = device_data(dataset, study.train.precision)
-    peak = bench.measure_peak()
-    print(f"peak {peak:.0f} GFLOP/s")
     print("| cell | round | patches | compile (s) | step (us a model) | evaluation (us an image, run) | over a step |")
     print("|---|---|---|---|---|---|---|")
     default = conv.EVAL_PATCHES
@@ -51,7 +49,7 @@ def main() -> None:
                         began = time.perf_counter()
                         compile_cell(config, cell, dataset, data)
                         compile_s = time.perf_counter() - began
-                        row = bench.cnn_phase_row(study, cnn_cell, peak)
+                        row = bench.cnn_phase_row(study, cnn_cell)
                     timed = [row["us_per_model_step"], row["eval_us_per_image_run"], row["eval_over_train_example"]]
                     cols = [cnn_cell.label, round_, way, f"{compile_s:.2f}", *timed]
                     print("| " + " | ".join(map(str, cols)) + " |", flush=True)

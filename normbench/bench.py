@@ -2,7 +2,8 @@
 
 Every case prints a table and is saved as `<case>.csv`, all of them together as `bench.json`:
 
-- `peak`: the machine's float32 matmul rate (large square products), the yardstick for every floor below;
+- `peak`: the machine's float32 matmul rate (large square products), the yardstick for every floor below (`cnn`
+  measures it again beside each of its phase rows);
 - `peers`: the same study as whole processes beside what a user would write instead, alternated: the naive Flax
   loop (`../shared/peers/flax_loop.py`, or `$NORMBENCH_PEERS/flax_loop.py`; skipped when absent) and the
   textbook's NumPy port, normbench run to each one's protocol, and the ratios issue 16 accepts on;
@@ -336,9 +337,10 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
     processes it chose, `normbench.core.sweep.auto_processes`), and where that was more than one, again in one
     process; for a norm with running statistics, cold without its evaluations after training (BN's batch
     statistics, PreciseBN and example weighting: `train.after_training`), the peers' work but for the training
-    and validation sets' accuracy; the cell's phases timed in this process (`cnn_phase_row`), then each peer as a
-    whole process (its compiles are cold every time: it keeps no cache). The peers' data is decoded once
-    beforehand, as normbench's is (`_cache_with_data`)."""
+    and validation sets' accuracy; the cell's phases timed in this process (`cnn_phase_row`), with the matmul peak
+    measured just before them (the floors' yardstick, `cnn_ratios`, rather than the run's first `peak`), then
+    each peer as a whole process (its compiles are cold every time: it keeps no cache). The peers' data is decoded
+    once beforehand, as normbench's is (`_cache_with_data`)."""
     peers = _present_peers(Path(os.environ.get("NORMBENCH_PEERS") or PEERS), log)
     study = load_config(SMALL_BATCH)
     n_train = len(load(study.data).train_x)
@@ -359,11 +361,11 @@ def cnn_case(peak: float, log, rounds: int = 1) -> list[dict]:
                 if NORMS[cell.norm].running_stats:
                     bare = _cnn_normbench_rows(here / "bare", study, cell, n_train, WITHOUT_AFTER_TRAINING)
                     rows += [{"round": round_, **row} for row in bare]
-                trip = core_trip_ns()
+                trip, row_peak = core_trip_ns(), measure_peak()
                 with _compiling_afresh():
-                    phases = cnn_phase_row(study, cell, peak)
+                    phases = cnn_phase_row(study, cell)
                 rows.append({"round": round_, "cell": cell.label, "what": "normbench, in process", "trip_ns": trip,
-                             **phases})  # fmt: skip
+                             "peak_gflops": round(row_peak, 1), **phases})  # fmt: skip
                 for peer in (name for name in cell.peers if name in peers):
                     result = Path(tmp) / "peer" / f"{round_}-{peer}"
                     command = [*peers[peer], *cell.peer_arguments(), "--out", str(result)]
@@ -416,14 +418,15 @@ def _peer_env() -> dict:
     return env
 
 
-def cnn_phase_row(study: Config, cnn_cell: CnnCell, peak: float) -> dict:
+def cnn_phase_row(study: Config, cnn_cell: CnnCell) -> dict:
     """`cnn_cell` of `study` timed phase by phase, each program compiled afresh: the epoch at the cell's steps and
     at about a quarter of them, whose difference is the steps' own time (the epoch's evaluations, the same in both,
     cancel), and an epoch of one step, nearly all of it evaluations, of the training, test and validation sets
     once each (the one epoch is the last, so held-out sets are due). The evaluations are that epoch less its step:
     what remains of the whole epoch instead is a small difference of two large times, which one round's noise
     swamped at batch 128. An evaluation per image and run is set beside a training example's step (a step over its
-    batch), and the whole cell's time beside its FLOP floor."""
+    batch); the whole cell's time (start, epoch and finish) and its matrix products' GFLOP are kept for its FLOP
+    floor, which `cnn_ratios` takes at the best peak of the run."""
     dataset = load(study.data)
     n_train = len(dataset.train_x)
     config = apply_overrides(study, cnn_cell.overrides(n_train))
@@ -440,7 +443,8 @@ def cnn_phase_row(study: Config, cnn_cell: CnnCell, peak: float) -> dict:
         "us_per_model_step": round(step_s * 1e6, 1),
         "eval_us_per_image_run": round(eval_s * 1e6, 2),
         "eval_over_train_example": round(eval_s / (step_s / cell.batch_size), 2),
-        "train_over_floor": round(whole / (_cell_flops(config, cell) / peak / 1e9), 2),
+        "train_s": round(whole, 3),
+        "gflop": round(_cell_flops(config, cell) / 1e9, 3),
     }
 
 
@@ -478,9 +482,13 @@ def cnn_ratios(rows: list[dict]) -> list[dict]:
     `run` trains by default in `processes` processes (caches cold, warm) and, where that was more than one, in
     one process (`one_process_*`, None elsewhere), cold without the evaluations after training where its norm
     has them (`bare_cold_over_peer`, None elsewhere), and its step over the peer's; and, per cell, an evaluation per
-    image and run over a training example's step and the cell's time over its FLOP floor. Several rounds end with
-    each one's median."""
+    image and run over a training example's step and the cell's time over its FLOP floor. The floor is at the
+    highest matmul peak measured beside the run's phase rows: a peak taken once can fall at the slower of the
+    machine's two speeds (docs/performance.md), which flatters every ratio to it (at 2cfcd63 the bench's one
+    peak, at its start, was 137 GFLOP/s, where the same machine measured 177-190 idle that hour). Several rounds end
+    with each one's median."""
     out = []
+    best_peak = max((row["peak_gflops"] for row in rows if row["what"] == "normbench, in process"), default=None)
     for (round_, cell), these in _grouped(rows, ("round", "cell")).items():
         phases = next(row for row in these if row["what"] == "normbench, in process")
         timed = {row["what"]: row for row in these if "processes" in row}
@@ -493,7 +501,7 @@ def cnn_ratios(rows: list[dict]) -> list[dict]:
                         "processes": default["processes"], **over,
                         "step_over_peer": round(phases["us_per_model_step"] / peer["us_per_model_step"], 2),
                         "eval_over_train_example": phases["eval_over_train_example"],
-                        "train_over_floor": phases["train_over_floor"]})  # fmt: skip
+                        "train_over_floor": round(phases["train_s"] / (phases["gflop"] / best_peak), 2)})  # fmt: skip
     if len({row["round"] for row in out}) > 1:
         ratios = [key for key in out[0] if key not in ("round", "cell", "peer", "processes")]
         for (cell, peer), these in _grouped(out, ("cell", "peer")).items():

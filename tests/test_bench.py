@@ -101,7 +101,7 @@ def test_a_cnn_cell_trains_the_grid_its_peers_train(cell):
     assert config.report.tune_extensions == 0  # the grid alone: no more rates where the best sits at an edge
 
 
-def _cnn_rows(round_, cold, warm, step, flax, torch, one=None, bare=None):
+def _cnn_rows(round_, cold, warm, step, flax, torch, one=None, bare=None, peak=150.0):
     """A round of one cell: by default in 2 processes, with `one` (cold, warm) in one process, else in one; `bare`
     cold without the evaluations after training."""
     label = "batch norm, batch 128, 8 runs x 506 steps"
@@ -116,7 +116,8 @@ def _cnn_rows(round_, cold, warm, step, flax, torch, one=None, bare=None):
         *([] if bare is None else [{"round": round_, "cell": label, "processes": default, "wall_s": bare,
                                     "what": "normbench, no evaluations after training, caches cold"}]),
         {"round": round_, "cell": label, "what": "normbench, in process", "us_per_model_step": step,
-         "eval_us_per_image_run": 2.0, "eval_over_train_example": 0.5, "train_over_floor": 6.0},
+         "eval_us_per_image_run": 2.0, "eval_over_train_example": 0.5, "train_s": 30.0, "gflop": 900.0,
+         "peak_gflops": peak},
         {"round": round_, "cell": label, "what": "Flax loop", "wall_s": flax, "us_per_model_step": 5000.0},
         {"round": round_, "cell": label, "what": "PyTorch loop", "wall_s": torch, "us_per_model_step": 4000.0},
     ]  # fmt: skip
@@ -124,7 +125,8 @@ def _cnn_rows(round_, cold, warm, step, flax, torch, one=None, bare=None):
 
 def test_the_cnn_ratios_set_normbench_beside_each_peer_of_its_cell_and_round_then_take_medians():
     rows = _cnn_rows(0, 30.0, 20.0, 4500.0, 20.0, 25.0, one=(40.0, 30.0), bare=25.0)
-    rows += _cnn_rows(1, 60.0, 20.0, 3000.0, 30.0, 40.0) + _cnn_rows(2, 15.0, 5.0, 5000.0, 25.0, 20.0, (20.0, 10.0))
+    rows += _cnn_rows(1, 60.0, 20.0, 3000.0, 30.0, 40.0, peak=180.0)
+    rows += _cnn_rows(2, 15.0, 5.0, 5000.0, 25.0, 20.0, (20.0, 10.0))
     *per_round, flax_median, torch_median = bench.cnn_ratios(rows)
     assert [(row["round"], row["peer"]) for row in per_round] == [
         (r, peer) for r in range(3) for peer in ("Flax loop", "PyTorch loop")
@@ -134,6 +136,8 @@ def test_the_cnn_ratios_set_normbench_beside_each_peer_of_its_cell_and_round_the
                             "one_process_cold_over_peer": 2.0, "one_process_warm_over_peer": 1.5,
                             "bare_cold_over_peer": 1.25,
                             "step_over_peer": 0.9, "eval_over_train_example": 0.5, "train_over_floor": 6.0}  # fmt: skip
+    # every round's floor at the run's best peak (round 1's 180 GFLOP/s): 900 GFLOP take 5 s, where 30 s trained
+    assert {row["train_over_floor"] for row in per_round} == {6.0}
     assert per_round[1]["step_over_peer"] == 1.12 and per_round[1]["cold_over_peer"] == 1.2
     assert per_round[2]["one_process_cold_over_peer"] is None  # round 1 trained in one process by default
     assert per_round[2]["processes"] == 1
@@ -155,11 +159,9 @@ def test_a_cnn_cell_is_timed_phase_by_phase():
     number it reports is finite."""
     tiny = ["data.n_train=64", "data.n_val=16", "model.channels=4,", "train.eval_batch_size=16",
             "train.precise_bn_examples=16"]  # fmt: skip
-    row = bench.cnn_phase_row(
-        apply_overrides(load_config(bench.SMALL_BATCH), tiny), bench.CnnCell("batch", 8, 4, 8), 1e11
-    )
-    assert set(row) == {"us_per_model_step", "eval_us_per_image_run", "eval_over_train_example", "train_over_floor"}
-    assert all(math.isfinite(value) for value in row.values()) and row["train_over_floor"] > 0
+    row = bench.cnn_phase_row(apply_overrides(load_config(bench.SMALL_BATCH), tiny), bench.CnnCell("batch", 8, 4, 8))
+    assert set(row) == {"us_per_model_step", "eval_us_per_image_run", "eval_over_train_example", "train_s", "gflop"}
+    assert all(math.isfinite(value) and value > 0 for value in row.values())
 
 
 @pytest.mark.slow
@@ -184,6 +186,8 @@ def test_the_cnn_case_times_normbench_and_each_present_peer_and_writes_their_rat
     assert all(row["cell"] == cell.label and row["round"] == 0 for row in rows)
     # the cores' round trip just before each row; None on a machine with one CPU
     assert all(row["trip_ns"] > 0 if several else row["trip_ns"] is None for row in rows)
+    (phases,) = [row for row in rows if row["what"] == "normbench, in process"]
+    assert phases["peak_gflops"] > 0  # measured beside the row, the yardstick of the cell's floor
     assert [row["peer"] for row in report["cases"]["cnn_ratios"]] == peers
     assert (tmp_path / "cnn.csv").exists() and (tmp_path / "cnn_ratios.csv").exists()
     # a line as the cell ends, which a run stopped before the case's table keeps
